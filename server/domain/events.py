@@ -1,0 +1,60 @@
+"""Events: what happened, in the platform's own terms. Transports render them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class EventType(StrEnum):
+    CONTENT = "ContentEvent"
+    CHAT_STATE = "ChatStateEvent"
+    ACCEPT_STATUS = "AcceptStatusEvent"
+    RICH_CONTENT = "RichContentEvent"
+    DELIVERY_STATUS = "DeliveryStatusEvent"
+    SESSION = "SessionEvent"
+    THIRD_PARTY_ACTIVITY = "ThirdPartyActivityEvent"
+    CONVERSATION_CHANGE = "ConversationChangeEvent"
+
+
+MESSAGING_NOTIFICATION = "ms.MessagingEventNotification"
+CONVERSATION_NOTIFICATION = "cqm.ExConversationChangeNotification"
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event about to be written; the store assigns its cursor and sequence."""
+
+    conversation_id: str
+    type: EventType
+    originator_id: str = "system"
+    originator_role: str = "SYSTEM"
+    message: str = ""
+    content_type: str = ""
+    message_id: str = ""
+    status: str = ""
+    reason: str = ""
+    channel_id: str = ""
+    customer_id: str = ""
+    audience: str = "ALL"
+    dialog_id: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as persisted: cursor orders all of a tenant's events."""
+
+    cursor: int
+    tenant_id: str
+    sequence: int
+    server_timestamp: int
+    event: NewEvent
+
+    @property
+    def notification_type(self) -> str:
+        if self.event.type is EventType.CONVERSATION_CHANGE:
+            return CONVERSATION_NOTIFICATION
+        return MESSAGING_NOTIFICATION

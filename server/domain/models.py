@@ -1,0 +1,137 @@
+"""Core records of the platform, as plain dataclasses."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+from server.domain.status import DeliveryStatus
+
+# Conversation ids for outbound traffic are derived, so every message to the
+# same address on the same channel lands in one conversation.
+_CONVERSATION_NS = uuid.UUID("5b0c3f0e-8a4e-4c8e-9d51-0c1f3f3c6a11")
+
+
+def conversation_for(tenant_id: str, channel_id: str, address: str) -> str:
+    return str(uuid.uuid5(_CONVERSATION_NS, f"{tenant_id}\x1f{channel_id}\x1f{address}"))
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    channel_id: str
+    contact_type: str
+    provider: str
+    lane: str = ""
+    name: str = ""
+    sandbox: bool = False
+    tps: int = 0
+    max_in_flight: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundDraft:
+    """A validated outbound message to one destination, ready to be stored."""
+
+    channel_id: str
+    destination: str
+    type: str
+    text: str
+    content: Mapping[str, Any]
+    conversation_id: str
+    correlation_id: str = ""
+    priority: int = 2
+    due_at: int = 0
+    expire_at: int | None = None
+    mask: bool = False
+    customer_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEntry:
+    status: DeliveryStatus
+    timestamp: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    id: str
+    tenant_id: str
+    channel_id: str
+    destination: str
+    type: str
+    text: str
+    content: Mapping[str, Any]
+    conversation_id: str
+    correlation_id: str
+    status: DeliveryStatus
+    priority: int
+    due_at: int
+    expire_at: int | None
+    attempts: int
+    created_at: int
+    provider_message_id: str = ""
+    last_error: str = ""
+    mask: bool = False
+    history: tuple[StatusEntry, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A claimed message handed to an adapter for one attempt."""
+
+    message_id: str
+    tenant_id: str
+    channel_id: str
+    destination: str
+    type: str
+    text: str
+    content: Mapping[str, Any]
+    attempt: int
+    expire_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A provider's report on a message it accepted."""
+
+    provider_message_id: str
+    status: DeliveryStatus
+    reason: str = ""
+    timestamp: int = 0
+
+
+class SessionState(StrEnum):
+    ACTIVE = "ACTIVE"
+    RESOLVED = "RESOLVED"
+    CLOSED = "CLOSED"
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    id: str
+    tenant_id: str
+    contact_id: str
+    channel_id: str
+    state: SessionState
+    conversation_id: str
+    queue: str
+    agent: str
+    created_at: int
+    updated_at: int
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: tuple[T, ...]
+    next_token: str = ""

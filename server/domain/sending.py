@@ -1,0 +1,114 @@
+"""Turning a single-destination send request into a validated draft."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.domain.addresses import AddressError, normalize_email, normalize_msisdn
+from server.domain.errors import FieldViolation, invalid
+from server.domain.models import Channel, OutboundDraft, conversation_for
+
+PHONE_CHANNELS = frozenset({"SMS", "WHATSAPP", "RCS"})
+EMAIL_CHANNELS = frozenset({"EMAIL"})
+
+# Which content part each message type needs, and the field inside it that must be set.
+_REQUIRED_PART = {
+    "text": ("text", "body"),
+    "image": ("image", "link"),
+    "video": ("video", "link"),
+    "audio": ("audio", "link"),
+    "voice": ("audio", "link"),
+    "document": ("document", "link"),
+    "location": ("location", None),
+    "contacts": ("contacts", None),
+    "template": ("template", None),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SingleSend:
+    """A single-destination send, in the public API's terms (JSON field names)."""
+
+    channel_id: str
+    type: str
+    to: Mapping[str, str]
+    content: Mapping[str, Any] = field(default_factory=dict)
+    mask: bool = False
+
+
+def plan_single(tenant_id: str, send: SingleSend, channels: Mapping[str, Channel]) -> OutboundDraft:
+    problems: list[FieldViolation] = []
+    channel = channels.get(send.channel_id) if send.channel_id else None
+    if not send.channel_id:
+        problems.append(FieldViolation("channelId", "required"))
+    elif channel is None:
+        problems.append(FieldViolation("channelId", f"unknown channel {send.channel_id!r}"))
+    if not send.type:
+        problems.append(FieldViolation("type", "required"))
+    destination = _destination(send.to, channel, problems)
+    text = _check_content(send, problems)
+    if problems or channel is None:
+        raise invalid(problems)
+    return OutboundDraft(
+        channel_id=channel.channel_id,
+        destination=destination,
+        type=send.type,
+        text=text,
+        content=dict(send.content),
+        conversation_id=conversation_for(tenant_id, channel.channel_id, destination),
+        mask=send.mask,
+        customer_name=send.to.get("name", ""),
+    )
+
+
+def _destination(
+    to: Mapping[str, str], channel: Channel | None, problems: list[FieldViolation]
+) -> str:
+    phone, email, contact = to.get("phone", ""), to.get("email", ""), to.get("contactId", "")
+    if not (phone or email or contact):
+        problems.append(FieldViolation("to", "one of phone, email or contactId is required"))
+        return ""
+    if channel is None:
+        return ""
+    kind = channel.contact_type.upper()
+    try:
+        if kind in PHONE_CHANNELS:
+            if not phone:
+                problems.append(FieldViolation("to.phone", f"required on {kind} channels"))
+                return ""
+            return normalize_msisdn(phone)
+        if kind in EMAIL_CHANNELS:
+            if not email:
+                problems.append(FieldViolation("to.email", "required on EMAIL channels"))
+                return ""
+            return normalize_email(email)
+    except AddressError as exc:
+        problems.append(
+            FieldViolation("to.phone" if kind in PHONE_CHANNELS else "to.email", str(exc))
+        )
+        return ""
+    # Channels without an address format (sandbox, web) take the first address given.
+    return phone or email or contact
+
+
+def _check_content(send: SingleSend, problems: list[FieldViolation]) -> str:
+    required = _REQUIRED_PART.get(send.type)
+    if required is None:
+        return ""
+    part_name, inner = required
+    part = send.content.get(part_name)
+    if part is None or (inner is None and not part):
+        problems.append(FieldViolation(part_name, f"required for type {send.type}"))
+        return ""
+    if inner is not None and not part.get(inner):
+        problems.append(FieldViolation(f"{part_name}.{inner}", f"required for type {send.type}"))
+        return ""
+    if send.type == "text":
+        return str(part["body"])
+    if send.type == "template":
+        return str(part.get("code") or part.get("id") or "")
+    if isinstance(part, Mapping):
+        return str(part.get("caption", ""))
+    return ""
