@@ -1,0 +1,78 @@
+"""Writing and reading the event log."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from sqlalchemy import func, select
+
+from server.domain.events import EventType, NewEvent, StoredEvent
+from server.storage.schema import conversations, events
+from server.storage.sql import insert_for
+from server.storage.writer import Tx
+
+
+async def append(tx: Tx, tenant_id: str, event: NewEvent) -> StoredEvent:
+    """Store an event with the next sequence of its conversation."""
+    ins = insert_for(tx.conn, conversations).values(
+        id=event.conversation_id, tenant_id=tenant_id, last_sequence=1, created_at=tx.now
+    )
+    ins = ins.on_conflict_do_update(
+        index_elements=[conversations.c.id],
+        set_={"last_sequence": conversations.c.last_sequence + 1},
+    ).returning(conversations.c.last_sequence)
+    sequence = (await tx.conn.execute(ins)).scalar_one()
+    payload = _payload(event)
+    cursor = (
+        await tx.conn.execute(
+            events.insert()
+            .values(
+                tenant_id=tenant_id,
+                conversation_id=event.conversation_id,
+                sequence=sequence,
+                type=event.type.value,
+                message_id=event.message_id,
+                channel_id=event.channel_id,
+                customer_id=event.customer_id,
+                audience=event.audience,
+                payload=payload,
+                created_at=tx.now,
+            )
+            .returning(events.c.id)
+        )
+    ).scalar_one()
+    stored = StoredEvent(cursor, tenant_id, sequence, tx.now, event)
+    tx.events.append(stored)
+    return stored
+
+
+async def read_after(tx_conn: Any, tenant_id: str, cursor: int, limit: int) -> list[StoredEvent]:
+    rows = (
+        await tx_conn.execute(
+            select(events)
+            .where(events.c.tenant_id == tenant_id, events.c.id > cursor)
+            .order_by(events.c.id)
+            .limit(limit)
+        )
+    ).all()
+    return [_from_row(r) for r in rows]
+
+
+async def oldest_cursor(tx_conn: Any, tenant_id: str) -> int | None:
+    return (
+        await tx_conn.execute(select(func.min(events.c.id)).where(events.c.tenant_id == tenant_id))
+    ).scalar()
+
+
+def _payload(event: NewEvent) -> dict[str, Any]:
+    data = asdict(event)
+    data["type"] = event.type.value
+    data["data"] = dict(event.data)
+    return data
+
+
+def _from_row(row: Any) -> StoredEvent:
+    payload = dict(row.payload)
+    payload["type"] = EventType(payload["type"])
+    return StoredEvent(row.id, row.tenant_id, row.sequence, row.created_at, NewEvent(**payload))

@@ -1,0 +1,345 @@
+"""Outbound messages: durable accept, dispatch claims, status changes."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from server.domain.errors import already_exists, not_found
+from server.domain.events import EventType, NewEvent
+from server.domain.models import (
+    Delivery,
+    OutboundDraft,
+    OutboundMessage,
+    Page,
+    StatusEntry,
+    new_id,
+)
+from server.domain.status import DeliveryStatus, advances
+from server.storage import events as event_log
+from server.storage.schema import idempotency, messages, status_history
+from server.storage.sql import insert_for
+from server.storage.writer import Tx
+
+PENDING, CLAIMED, DONE = "PENDING", "CLAIMED", "DONE"
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    key: str
+    request_hash: str
+
+    @staticmethod
+    def of(key: str, request_bytes: bytes) -> IdempotencyKey:
+        return IdempotencyKey(key, hashlib.sha256(request_bytes).hexdigest())
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptResult:
+    messages: tuple[OutboundMessage, ...]
+    replay: bytes | None = None
+
+
+async def accept(
+    tx: Tx,
+    tenant_id: str,
+    drafts: Sequence[OutboundDraft],
+    idem: IdempotencyKey | None,
+    render: Callable[[Sequence[OutboundMessage]], bytes],
+) -> AcceptResult:
+    if idem is not None:
+        # Claim the key first: on PostgreSQL a concurrent holder makes this wait
+        # until it commits, so exactly one request per key inserts messages.
+        claim = (
+            insert_for(tx.conn, idempotency)
+            .values(
+                tenant_id=tenant_id,
+                key=idem.key,
+                request_hash=idem.request_hash,
+                response=b"",
+                created_at=tx.now,
+            )
+            .on_conflict_do_nothing()
+            .returning(idempotency.c.key)
+        )
+        if (await tx.conn.execute(claim)).first() is None:
+            row = (
+                await tx.conn.execute(
+                    select(idempotency.c.request_hash, idempotency.c.response).where(
+                        idempotency.c.tenant_id == tenant_id, idempotency.c.key == idem.key
+                    )
+                )
+            ).one()
+            if row.request_hash != idem.request_hash:
+                raise already_exists(
+                    "IDEMPOTENCY_KEY_REUSED",
+                    "this idempotency key was already used with a different request",
+                )
+            return AcceptResult((), bytes(row.response))
+
+    created = [_new_message(tx.now, tenant_id, d) for d in drafts]
+    if created:
+        await tx.conn.execute(messages.insert(), [_row(m) for m in created])
+        await tx.conn.execute(
+            status_history.insert(),
+            [
+                {"message_id": m.id, "status": m.status.value, "reason": "", "ts": tx.now}
+                for m in created
+            ],
+        )
+        for m in created:
+            await event_log.append(tx, tenant_id, _status_event(m, m.status, ""))
+    result = tuple(created)
+    if idem is not None:
+        await tx.conn.execute(
+            update(idempotency)
+            .where(idempotency.c.tenant_id == tenant_id, idempotency.c.key == idem.key)
+            .values(response=render(result))
+        )
+    return AcceptResult(result)
+
+
+def _new_message(now: int, tenant_id: str, d: OutboundDraft) -> OutboundMessage:
+    status = DeliveryStatus.SCHEDULED if d.due_at > now else DeliveryStatus.ACCEPTED
+    return OutboundMessage(
+        id=new_id(),
+        tenant_id=tenant_id,
+        channel_id=d.channel_id,
+        destination=d.destination,
+        type=d.type,
+        text=d.text,
+        content=d.content,
+        conversation_id=d.conversation_id,
+        correlation_id=d.correlation_id,
+        status=status,
+        priority=d.priority,
+        due_at=max(d.due_at, now),
+        expire_at=d.expire_at,
+        attempts=0,
+        created_at=now,
+        mask=d.mask,
+        history=(StatusEntry(status, now),),
+    )
+
+
+def _row(m: OutboundMessage) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "tenant_id": m.tenant_id,
+        "channel_id": m.channel_id,
+        "destination": m.destination,
+        "type": m.type,
+        "text": m.text,
+        "content": dict(m.content),
+        "conversation_id": m.conversation_id,
+        "correlation_id": m.correlation_id,
+        "status": m.status.value,
+        "priority": m.priority,
+        "due_at": m.due_at,
+        "expire_at": m.expire_at,
+        "dispatch_state": PENDING,
+        "lease_until": None,
+        "attempts": 0,
+        "provider_message_id": None,
+        "last_error": "",
+        "mask": int(m.mask),
+        "created_at": m.created_at,
+        "updated_at": m.created_at,
+    }
+
+
+def _status_event(m: Any, status: DeliveryStatus, reason: str) -> NewEvent:
+    return NewEvent(
+        conversation_id=m.conversation_id,
+        type=EventType.DELIVERY_STATUS,
+        message=status.value,
+        content_type="text/plain",
+        message_id=m.id,
+        status=status.value,
+        reason=reason,
+        channel_id=m.channel_id,
+        customer_id=m.destination,
+    )
+
+
+async def get(conn: AsyncConnection, tenant_id: str, message_id: str) -> OutboundMessage:
+    row = (
+        await conn.execute(
+            select(messages).where(messages.c.tenant_id == tenant_id, messages.c.id == message_id)
+        )
+    ).first()
+    if row is None:
+        raise not_found("message", message_id)
+    history = (
+        await conn.execute(
+            select(status_history)
+            .where(status_history.c.message_id == message_id)
+            .order_by(status_history.c.id)
+        )
+    ).all()
+    return _from_row(
+        row, tuple(StatusEntry(DeliveryStatus(h.status), h.ts, h.reason) for h in history)
+    )
+
+
+async def list_page(
+    conn: AsyncConnection,
+    tenant_id: str,
+    *,
+    page_size: int,
+    page_token: str,
+    status: DeliveryStatus | None = None,
+    channel_id: str = "",
+    correlation_id: str = "",
+) -> Page[OutboundMessage]:
+    query = select(messages).where(messages.c.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(messages.c.status == status.value)
+    if channel_id:
+        query = query.where(messages.c.channel_id == channel_id)
+    if correlation_id:
+        query = query.where(messages.c.correlation_id == correlation_id)
+    if page_token:
+        created_s, _, last_id = page_token.partition(":")
+        created = int(created_s)
+        query = query.where(
+            or_(
+                messages.c.created_at < created,
+                and_(messages.c.created_at == created, messages.c.id < last_id),
+            )
+        )
+    rows = (
+        await conn.execute(
+            query.order_by(messages.c.created_at.desc(), messages.c.id.desc()).limit(page_size + 1)
+        )
+    ).all()
+    items = tuple(_from_row(r, ()) for r in rows[:page_size])
+    token = f"{items[-1].created_at}:{items[-1].id}" if len(rows) > page_size else ""
+    return Page(items, token)
+
+
+def _from_row(row: Any, history: tuple[StatusEntry, ...]) -> OutboundMessage:
+    return OutboundMessage(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        channel_id=row.channel_id,
+        destination=row.destination,
+        type=row.type,
+        text=row.text,
+        content=row.content,
+        conversation_id=row.conversation_id,
+        correlation_id=row.correlation_id,
+        status=DeliveryStatus(row.status),
+        priority=row.priority,
+        due_at=row.due_at,
+        expire_at=row.expire_at,
+        attempts=row.attempts,
+        created_at=row.created_at,
+        provider_message_id=row.provider_message_id or "",
+        last_error=row.last_error,
+        mask=bool(row.mask),
+        history=history,
+    )
+
+
+async def claim_due(
+    tx: Tx, limit: int, lease_ms: int, channels: Sequence[str] | None = None
+) -> list[Delivery]:
+    """Claim due work, highest priority first, then oldest due time.
+
+    FOR UPDATE SKIP LOCKED lets several PostgreSQL workers claim side by side
+    without taking the same row; SQLite has one writer and ignores it.
+    """
+    due = or_(
+        and_(messages.c.dispatch_state == PENDING, messages.c.due_at <= tx.now),
+        and_(messages.c.dispatch_state == CLAIMED, messages.c.lease_until < tx.now),
+    )
+    query = select(messages).where(due)
+    if channels is not None:
+        query = query.where(messages.c.channel_id.in_(channels))
+    query = (
+        query.order_by(messages.c.priority.desc(), messages.c.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = (await tx.conn.execute(query)).all()
+    if not rows:
+        return []
+    await tx.conn.execute(
+        update(messages)
+        .where(messages.c.id.in_([r.id for r in rows]))
+        .values(
+            dispatch_state=CLAIMED,
+            lease_until=tx.now + lease_ms,
+            attempts=messages.c.attempts + 1,
+            updated_at=tx.now,
+        )
+    )
+    return [
+        Delivery(
+            message_id=r.id,
+            tenant_id=r.tenant_id,
+            channel_id=r.channel_id,
+            destination=r.destination,
+            type=r.type,
+            text=r.text,
+            content=r.content,
+            attempt=r.attempts + 1,
+            expire_at=r.expire_at,
+        )
+        for r in rows
+    ]
+
+
+async def set_status(
+    tx: Tx,
+    message_id: str,
+    status: DeliveryStatus,
+    *,
+    reason: str = "",
+    provider_message_id: str | None = None,
+    dispatch_state: str | None = DONE,
+    due_at: int | None = None,
+) -> bool:
+    """Record a status if it moves the message forward; returns whether it did."""
+    row = (await tx.conn.execute(select(messages).where(messages.c.id == message_id))).first()
+    if row is None:
+        return False
+    values: dict[str, Any] = {"updated_at": tx.now}
+    if dispatch_state is not None:
+        values["dispatch_state"] = dispatch_state
+        values["lease_until"] = None
+    if provider_message_id is not None:
+        values["provider_message_id"] = provider_message_id
+    if due_at is not None:
+        values["due_at"] = due_at
+    if reason:
+        values["last_error"] = reason
+    moved = advances(DeliveryStatus(row.status), status)
+    if moved:
+        values["status"] = status.value
+    await tx.conn.execute(update(messages).where(messages.c.id == message_id).values(**values))
+    if moved:
+        await tx.conn.execute(
+            status_history.insert().values(
+                message_id=message_id, status=status.value, reason=reason, ts=tx.now
+            )
+        )
+        await event_log.append(tx, row.tenant_id, _status_event(row, status, reason))
+    return moved
+
+
+async def find_by_provider_id(tx: Tx, channel_id: str, provider_message_id: str) -> str | None:
+    return (
+        await tx.conn.execute(
+            select(messages.c.id).where(
+                messages.c.channel_id == channel_id,
+                messages.c.provider_message_id == provider_message_id,
+            )
+        )
+    ).scalar()

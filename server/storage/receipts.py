@@ -1,0 +1,54 @@
+"""Applying provider receipts, including ones that arrive before we know the provider id."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, select
+
+from server.domain.models import Receipt
+from server.domain.status import DeliveryStatus
+from server.storage import messages as msgs
+from server.storage.schema import pending_receipts
+from server.storage.writer import Tx
+
+
+async def apply(tx: Tx, channel_id: str, receipt: Receipt) -> bool:
+    message_id = await msgs.find_by_provider_id(tx, channel_id, receipt.provider_message_id)
+    if message_id is None:
+        await tx.conn.execute(
+            pending_receipts.insert().values(
+                channel_id=channel_id,
+                provider_message_id=receipt.provider_message_id,
+                status=receipt.status.value,
+                reason=receipt.reason,
+                received_at=tx.now,
+            )
+        )
+        return False
+    return await msgs.set_status(
+        tx, message_id, receipt.status, reason=receipt.reason, dispatch_state=None
+    )
+
+
+async def submitted(tx: Tx, message_id: str, channel_id: str, provider_message_id: str) -> None:
+    """Record the provider's acceptance, then any receipts that were waiting for it."""
+    await msgs.set_status(
+        tx, message_id, DeliveryStatus.SUBMITTED, provider_message_id=provider_message_id
+    )
+    waiting = (
+        await tx.conn.execute(
+            select(pending_receipts)
+            .where(
+                pending_receipts.c.channel_id == channel_id,
+                pending_receipts.c.provider_message_id == provider_message_id,
+            )
+            .order_by(pending_receipts.c.id)
+        )
+    ).all()
+    for row in waiting:
+        await msgs.set_status(
+            tx, message_id, DeliveryStatus(row.status), reason=row.reason, dispatch_state=None
+        )
+    if waiting:
+        await tx.conn.execute(
+            delete(pending_receipts).where(pending_receipts.c.id.in_([r.id for r in waiting]))
+        )

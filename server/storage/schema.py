@@ -1,0 +1,136 @@
+"""Tables. Every row carries its tenant; every query filters on it."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# One row per destination: the unit that is dispatched, retried and receipted.
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("channel_id", String(128), nullable=False),
+    Column("destination", String(320), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("text", Text, nullable=False, default=""),
+    Column("content", JSON, nullable=False),
+    Column("conversation_id", String(36), nullable=False),
+    Column("correlation_id", String(256), nullable=False, default=""),
+    Column("status", String(16), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("due_at", BigInteger, nullable=False),
+    Column("expire_at", BigInteger),
+    # Dispatch bookkeeping: PENDING rows are claimable once due_at has passed;
+    # CLAIMED rows whose lease ran out are claimable again.
+    Column("dispatch_state", String(16), nullable=False),
+    Column("lease_until", BigInteger),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("provider_message_id", String(128)),
+    Column("last_error", Text, nullable=False, default=""),
+    Column("mask", Integer, nullable=False, default=0),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index("ix_messages_dispatch", "dispatch_state", "priority", "due_at"),
+    Index("ix_messages_tenant_created", "tenant_id", "created_at"),
+    Index("ix_messages_provider", "channel_id", "provider_message_id"),
+)
+
+status_history = Table(
+    "status_history",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("message_id", String(36), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("ts", BigInteger, nullable=False),
+    Index("ix_status_history_message", "message_id", "id"),
+)
+
+idempotency = Table(
+    "idempotency",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("key", String(256), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("response", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_idempotency_created", "created_at"),
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("last_sequence", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+# The event log. id is the tenant-wide cursor; sequence counts within a conversation.
+events = Table(
+    "events",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("tenant_id", String(64), nullable=False),
+    Column("conversation_id", String(36), nullable=False),
+    Column("sequence", BigInteger, nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("message_id", String(64), nullable=False, default=""),
+    Column("channel_id", String(128), nullable=False, default=""),
+    Column("customer_id", String(128), nullable=False, default=""),
+    Column("audience", String(32), nullable=False, default="ALL"),
+    Column("payload", JSON, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_events_tenant_cursor", "tenant_id", "id"),
+    Index("ux_events_conversation_sequence", "conversation_id", "sequence", unique=True),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("contact_id", String(256), nullable=False),
+    Column("channel_id", String(128), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("conversation_id", String(36), nullable=False),
+    Column("queue", String(128), nullable=False, default=""),
+    Column("agent", String(128), nullable=False, default=""),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index("ix_sessions_tenant_created", "tenant_id", "created_at"),
+)
+
+# Receipts can outrun the dispatcher's record of the provider id; they wait
+# here and are applied when the id is recorded.
+pending_receipts = Table(
+    "pending_receipts",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("channel_id", String(128), nullable=False),
+    Column("provider_message_id", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("received_at", BigInteger, nullable=False),
+    Index("ix_pending_receipts_provider", "channel_id", "provider_message_id"),
+)

@@ -1,0 +1,163 @@
+"""SqlStore: the one storage object the rest of the server talks to."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.domain.events import StoredEvent
+from server.domain.models import (
+    Delivery,
+    OutboundDraft,
+    OutboundMessage,
+    Page,
+    Receipt,
+    Session,
+    SessionState,
+)
+from server.domain.status import DeliveryStatus
+from server.storage import events as event_log
+from server.storage import messages as msgs
+from server.storage import migrate, receipts
+from server.storage import sessions as sess
+from server.storage.db import is_sqlite, make_engine
+from server.storage.messages import AcceptResult, IdempotencyKey
+from server.storage.writer import Tx, Writer, now_ms
+
+
+class SqlStore:
+    def __init__(self, engine: AsyncEngine, writer: Writer) -> None:
+        self.engine = engine
+        self._writer = writer
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        publish: Callable[[Sequence[StoredEvent]], None],
+        *,
+        run_migrations: bool = True,
+        clock: Callable[[], int] = now_ms,
+    ) -> SqlStore:
+        engine = make_engine(url)
+        if run_migrations:
+            await migrate.upgrade(engine)
+        # SQLite has one writer anyway; PostgreSQL gains from a few in parallel.
+        workers = 1 if is_sqlite(url) else 4
+        writer = Writer(engine, publish, workers=workers, clock=clock)
+        writer.start()
+        return cls(engine, writer)
+
+    async def close(self) -> None:
+        await self._writer.close()
+        await self.engine.dispose()
+
+    # -- outbound -----------------------------------------------------------
+    async def accept(
+        self,
+        tenant_id: str,
+        drafts: Sequence[OutboundDraft],
+        idem: IdempotencyKey | None,
+        render: Callable[[Sequence[OutboundMessage]], bytes],
+    ) -> AcceptResult:
+        return await self._writer.submit(
+            lambda tx: msgs.accept(tx, tenant_id, drafts, idem, render)
+        )
+
+    async def get_message(self, tenant_id: str, message_id: str) -> OutboundMessage:
+        async with self.engine.connect() as conn:
+            return await msgs.get(conn, tenant_id, message_id)
+
+    async def list_messages(
+        self,
+        tenant_id: str,
+        *,
+        page_size: int,
+        page_token: str,
+        status: DeliveryStatus | None = None,
+        channel_id: str = "",
+        correlation_id: str = "",
+    ) -> Page[OutboundMessage]:
+        async with self.engine.connect() as conn:
+            return await msgs.list_page(
+                conn,
+                tenant_id,
+                page_size=page_size,
+                page_token=page_token,
+                status=status,
+                channel_id=channel_id,
+                correlation_id=correlation_id,
+            )
+
+    # -- dispatch -----------------------------------------------------------
+    async def claim_due(self, limit: int, lease_ms: int) -> list[Delivery]:
+        return await self._writer.submit(lambda tx: msgs.claim_due(tx, limit, lease_ms))
+
+    async def mark_submitted(self, delivery: Delivery, provider_message_id: str) -> None:
+        await self._writer.submit(
+            lambda tx: receipts.submitted(
+                tx, delivery.message_id, delivery.channel_id, provider_message_id
+            )
+        )
+
+    async def reschedule(self, message_id: str, due_at: int, reason: str) -> None:
+        async def work(tx: Tx) -> None:
+            await msgs.set_status(
+                tx,
+                message_id,
+                DeliveryStatus.ACCEPTED,
+                reason=reason,
+                dispatch_state=msgs.PENDING,
+                due_at=due_at,
+            )
+
+        await self._writer.submit(work)
+
+    async def finish(self, message_id: str, status: DeliveryStatus, reason: str) -> None:
+        await self._writer.submit(lambda tx: msgs.set_status(tx, message_id, status, reason=reason))
+
+    async def apply_receipt(self, channel_id: str, receipt: Receipt) -> bool:
+        return await self._writer.submit(lambda tx: receipts.apply(tx, channel_id, receipt))
+
+    # -- events -------------------------------------------------------------
+    async def events_after(self, tenant_id: str, cursor: int, limit: int) -> list[StoredEvent]:
+        async with self.engine.connect() as conn:
+            return await event_log.read_after(conn, tenant_id, cursor, limit)
+
+    async def oldest_cursor(self, tenant_id: str) -> int | None:
+        async with self.engine.connect() as conn:
+            return await event_log.oldest_cursor(conn, tenant_id)
+
+    # -- sessions -----------------------------------------------------------
+    async def get_session(self, tenant_id: str, session_id: str) -> Session:
+        async with self.engine.connect() as conn:
+            return await sess.get(conn, tenant_id, session_id)
+
+    async def list_sessions(
+        self,
+        tenant_id: str,
+        *,
+        page_size: int,
+        page_token: str,
+        contact_id: str = "",
+        state: SessionState | None = None,
+        queue: str = "",
+    ) -> Page[Session]:
+        async with self.engine.connect() as conn:
+            return await sess.list_page(
+                conn,
+                tenant_id,
+                page_size=page_size,
+                page_token=page_token,
+                contact_id=contact_id,
+                state=state,
+                queue=queue,
+            )
+
+    async def transition_session(
+        self, tenant_id: str, session_id: str, target: SessionState
+    ) -> Session:
+        return await self._writer.submit(
+            lambda tx: sess.transition(tx, tenant_id, session_id, target)
+        )
