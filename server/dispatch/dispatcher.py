@@ -1,0 +1,132 @@
+"""Moves due messages from the outbox to their channel's adapter."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+
+from server.dispatch.retry import RetryPolicy
+from server.domain.models import Delivery, Receipt
+from server.domain.provider import (
+    ChannelAdapter,
+    PermanentProviderError,
+    RetryableProviderError,
+)
+from server.domain.status import DeliveryStatus
+from server.storage.store import SqlStore
+from server.storage.writer import now_ms
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: SqlStore,
+        adapters: Mapping[str, ChannelAdapter],
+        *,
+        batch_size: int = 128,
+        lease_ms: int = 60_000,
+        poll_interval: float = 0.25,
+        max_in_flight: int = 256,
+        retry: RetryPolicy = RetryPolicy(),
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self._store = store
+        self._adapters = adapters
+        self._batch_size = batch_size
+        self._lease_ms = lease_ms
+        self._poll_interval = poll_interval
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._retry = retry
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        for channel_id, adapter in self._adapters.items():
+            await adapter.start(self.on_receipt)
+            log.debug("adapter for %s started", channel_id)
+        self._loop_task = asyncio.create_task(self._run(), name="dispatcher")
+
+    def wake(self) -> None:
+        """New work was accepted; look now rather than at the next poll."""
+        self._wake.set()
+
+    async def close(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        # Let attempts already handed to a provider record their outcome.
+        if self._in_flight:
+            await asyncio.wait(self._in_flight, timeout=5)
+        for adapter in self._adapters.values():
+            await adapter.close()
+
+    async def on_receipt(self, channel_id: str, receipt: Receipt) -> None:
+        await self._store.apply_receipt(channel_id, receipt)
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                claimed = await self._store.claim_due(self._batch_size, self._lease_ms)
+            except Exception:
+                log.exception("claiming due messages failed")
+                claimed = []
+            for delivery in claimed:
+                await self._slots.acquire()
+                task = asyncio.create_task(self._attempt(delivery))
+                self._in_flight.add(task)
+                task.add_done_callback(self._done)
+            if len(claimed) < self._batch_size:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._poll_interval):
+                        await self._wake.wait()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._slots.release()
+
+    async def _attempt(self, delivery: Delivery) -> None:
+        now = self._clock()
+        if delivery.expire_at is not None and now >= delivery.expire_at:
+            await self._store.finish(
+                delivery.message_id, DeliveryStatus.EXPIRED, "expired before dispatch"
+            )
+            return
+        adapter = self._adapters.get(delivery.channel_id)
+        if adapter is None:
+            await self._store.finish(
+                delivery.message_id,
+                DeliveryStatus.FAILED,
+                f"no adapter for channel {delivery.channel_id}",
+            )
+            return
+        try:
+            accepted = await adapter.send(delivery)
+        except RetryableProviderError as exc:
+            await self._retry_later(delivery, exc)
+        except PermanentProviderError as exc:
+            reason = f"{exc.code}: {exc.reason}" if exc.code else exc.reason
+            await self._store.finish(delivery.message_id, DeliveryStatus.FAILED, reason)
+        except Exception as exc:  # an adapter bug must not strand the message
+            log.exception("adapter for %s raised", delivery.channel_id)
+            await self._retry_later(delivery, RetryableProviderError(repr(exc)))
+        else:
+            await self._store.mark_submitted(delivery, accepted.provider_message_id)
+
+    async def _retry_later(self, delivery: Delivery, exc: RetryableProviderError) -> None:
+        if delivery.attempt >= self._retry.max_attempts:
+            await self._store.finish(
+                delivery.message_id,
+                DeliveryStatus.FAILED,
+                f"gave up after {delivery.attempt} attempts: {exc.reason}",
+            )
+            return
+        due = self._clock() + self._retry.delay_ms(delivery.attempt, exc.retry_after)
+        await self._store.reschedule(delivery.message_id, due, exc.reason)

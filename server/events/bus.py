@@ -1,0 +1,93 @@
+"""In-process fan-out of committed events to live subscribers.
+
+Each subscriber has a bounded buffer. A subscriber that falls further behind
+than its bound is marked overflowed and must resume from the event log; the
+publisher never blocks and memory never grows without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from server.domain.events import StoredEvent
+
+EventFilter = Callable[[StoredEvent], bool]
+
+
+class Subscription:
+    def __init__(self, bus: InProcessBus, tenant_id: str, accept: EventFilter, limit: int) -> None:
+        self._bus = bus
+        self.tenant_id = tenant_id
+        self._accept = accept
+        self._limit = limit
+        self._buffer: deque[StoredEvent] = deque()
+        self._wakeup = asyncio.Event()
+        self.overflowed = False
+        self.terminated = False
+        self.closed = False
+
+    def offer(self, event: StoredEvent) -> None:
+        if self.overflowed or not self._accept(event):
+            return
+        if len(self._buffer) >= self._limit:
+            self.overflowed = True
+            self._buffer.clear()
+        else:
+            self._buffer.append(event)
+        self._wakeup.set()
+
+    async def next_batch(self, max_wait: float) -> list[StoredEvent]:
+        """Everything buffered, waiting up to max_wait seconds for something to arrive."""
+        if not self._buffer and not self.overflowed and not self.terminated:
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(max_wait):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                return []
+        batch = list(self._buffer)
+        self._buffer.clear()
+        return batch
+
+    def terminate(self) -> None:
+        self.terminated = True
+        self._wakeup.set()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._bus.unsubscribe(self)
+
+
+class InProcessBus:
+    def __init__(self) -> None:
+        self._subs: dict[str, set[Subscription]] = {}
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self._subs.values())
+
+    def subscribe(self, tenant_id: str, accept: EventFilter, limit: int = 10_000) -> Subscription:
+        sub = Subscription(self, tenant_id, accept, limit)
+        self._subs.setdefault(tenant_id, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.tenant_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.tenant_id]
+
+    def publish(self, events: Sequence[StoredEvent]) -> None:
+        for event in events:
+            for sub in self._subs.get(event.tenant_id, ()):
+                sub.offer(event)
+
+    def shutdown(self) -> None:
+        """Wake every subscriber so its stream can end before the server stops."""
+        for subs in list(self._subs.values()):
+            for sub in list(subs):
+                sub.terminate()
