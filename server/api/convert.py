@@ -1,0 +1,144 @@
+"""Translation between protobuf messages and domain records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from google.protobuf import struct_pb2
+
+from cim.v1 import (
+    delivery_pb2,
+    messaging_service_pb2,
+    notification_service_pb2,
+    session_service_pb2,
+)
+from server.domain.events import StoredEvent
+from server.domain.models import OutboundMessage, Session, SessionState
+from server.domain.status import DeliveryStatus
+
+NOTIFICATION_KIND = "notification"
+
+
+def status_to_proto(status: DeliveryStatus) -> delivery_pb2.DeliveryStatus.ValueType:
+    return delivery_pb2.DeliveryStatus.Value(f"DELIVERY_STATUS_{status.value}")
+
+
+def status_from_proto(value: delivery_pb2.DeliveryStatus.ValueType) -> DeliveryStatus | None:
+    if value == delivery_pb2.DELIVERY_STATUS_UNSPECIFIED:
+        return None
+    return DeliveryStatus(delivery_pb2.DeliveryStatus.Name(value).removeprefix("DELIVERY_STATUS_"))
+
+
+def session_state_to_proto(state: SessionState) -> session_service_pb2.SessionState.ValueType:
+    return session_service_pb2.SessionState.Value(f"SESSION_STATE_{state.value}")
+
+
+def session_state_from_proto(
+    value: session_service_pb2.SessionState.ValueType,
+) -> SessionState | None:
+    if value == session_service_pb2.SESSION_STATE_UNSPECIFIED:
+        return None
+    return SessionState(session_service_pb2.SessionState.Name(value).removeprefix("SESSION_STATE_"))
+
+
+def message_to_proto(m: OutboundMessage) -> messaging_service_pb2.Message:
+    return messaging_service_pb2.Message(
+        id=m.id,
+        channel_id=m.channel_id,
+        type=m.type,
+        destination=m.destination,
+        correlation_id=m.correlation_id,
+        conversation_id=m.conversation_id,
+        status=status_to_proto(m.status),
+        history=[
+            delivery_pb2.StatusChange(
+                status=status_to_proto(h.status), timestamp=h.timestamp, reason=h.reason
+            )
+            for h in m.history
+        ],
+        create_time=m.created_at,
+        provider_message_id=m.provider_message_id,
+        text="" if m.mask else m.text,
+        attempts=m.attempts,
+    )
+
+
+def session_to_proto(s: Session) -> session_service_pb2.Session:
+    return session_service_pb2.Session(
+        id=s.id,
+        contact_id=s.contact_id,
+        channel_id=s.channel_id,
+        state=session_state_to_proto(s.state),
+        conversation_id=s.conversation_id,
+        queue=s.queue,
+        agent=s.agent,
+        create_time=s.created_at,
+        update_time=s.updated_at,
+    )
+
+
+def change_from_event(stored: StoredEvent) -> notification_service_pb2.Change:
+    e = stored.event
+    event = notification_service_pb2.Event(
+        type=e.type.value,
+        message=e.message,
+        content_type=e.content_type,
+        message_id=e.message_id,
+        status=e.status,
+        reason=e.reason,
+        channel_id=e.channel_id,
+        customer_id=e.customer_id,
+    )
+    if e.data:
+        data = struct_pb2.Struct()
+        data.update(dict(e.data))
+        event.data.CopyFrom(data)
+    return notification_service_pb2.Change(
+        sequence=stored.sequence,
+        originator_id=e.originator_id,
+        originator_metadata=notification_service_pb2.OriginatorMetadata(
+            id=e.originator_id, role=e.originator_role
+        ),
+        server_timestamp=stored.server_timestamp,
+        event=event,
+        conversation_id=e.conversation_id,
+        dialog_id=e.dialog_id or e.conversation_id,
+        message_audience=e.audience,
+    )
+
+
+def notifications(
+    events: Iterable[StoredEvent],
+) -> Iterator[notification_service_pb2.StreamNotificationsResponse]:
+    """Coalesce consecutive events of the same notification type into one envelope."""
+    group: list[StoredEvent] = []
+    for event in events:
+        if group and group[-1].notification_type != event.notification_type:
+            yield _envelope(group)
+            group = []
+        group.append(event)
+    if group:
+        yield _envelope(group)
+
+
+def _envelope(group: list[StoredEvent]) -> notification_service_pb2.StreamNotificationsResponse:
+    return notification_service_pb2.StreamNotificationsResponse(
+        notification=notification_service_pb2.Notification(
+            kind=NOTIFICATION_KIND,
+            type=group[0].notification_type,
+            body=notification_service_pb2.NotificationBody(
+                changes=[change_from_event(e) for e in group]
+            ),
+        ),
+        cursor=encode_cursor(group[-1].cursor),
+    )
+
+
+def encode_cursor(cursor: int) -> str:
+    return f"c{cursor}"
+
+
+def decode_cursor(token: str) -> int | None:
+    if not token.startswith("c") or not token[1:].isdigit():
+        return None
+    return int(token[1:])

@@ -1,0 +1,107 @@
+"""One interceptor turns domain errors into rich gRPC statuses.
+
+The status carries google.rpc ErrorInfo (the UPPER_SNAKE reason) and, for bad
+input, BadRequest field violations, in the grpc-status-details-bin trailer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from server.domain.errors import DomainError
+
+log = logging.getLogger(__name__)
+ERROR_DOMAIN = "cimhub"
+
+
+def to_status(err: DomainError) -> grpc.Status:
+    details = []
+    info = any_pb2.Any()
+    info.Pack(
+        error_details_pb2.ErrorInfo(
+            reason=err.reason, domain=ERROR_DOMAIN, metadata=dict(err.metadata)
+        )
+    )
+    details.append(info)
+    if err.violations:
+        bad = any_pb2.Any()
+        bad.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in err.violations
+                ]
+            )
+        )
+        details.append(bad)
+    code = code_pb2.Code.Value(err.code.value)
+    return rpc_status.to_status(status_pb2.Status(code=code, message=err.message, details=details))
+
+
+def internal_status() -> grpc.Status:
+    # Unexpected failures say nothing about internals to the caller.
+    return rpc_status.to_status(status_pb2.Status(code=code_pb2.INTERNAL, message="internal error"))
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def _wrap_unary(inner: Callable[..., Any]) -> Callable[..., Any]:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await inner(request, context)
+        except DomainError as err:
+            await context.abort_with_status(to_status(err))
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("unhandled error in unary call")
+            await context.abort_with_status(internal_status())
+
+    return call
+
+
+def _wrap_stream(inner: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async for item in inner(request, context):
+                yield item
+        except DomainError as err:
+            await context.abort_with_status(to_status(err))
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("unhandled error in stream")
+            await context.abort_with_status(internal_status())
+
+    return call

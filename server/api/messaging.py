@@ -1,0 +1,116 @@
+"""MessagingService: proto in, domain call, proto out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from cim.v1 import messaging_service_pb2 as pb
+from cim.v1 import messaging_service_pb2_grpc as pb_grpc
+from cim.v1 import outbound_pb2
+from server.api.context import metadata_value, tenant_of
+from server.api.convert import message_to_proto, status_from_proto, status_to_proto
+from server.api.paging import page_args
+from server.domain.models import Channel, OutboundMessage
+from server.domain.sending import SingleSend, plan_single
+from server.storage.messages import IdempotencyKey
+from server.storage.store import SqlStore
+
+_CONTENT_PARTS = ("audio", "document", "image", "video", "location", "template", "text", "options")
+
+
+def _type_name(value: outbound_pb2.OutboundMessageType.ValueType) -> str:
+    if value == outbound_pb2.OUTBOUND_MESSAGE_TYPE_UNSPECIFIED:
+        return ""
+    return (
+        outbound_pb2.OutboundMessageType.Name(value).removeprefix("OUTBOUND_MESSAGE_TYPE_").lower()
+    )
+
+
+def single_send(request: pb.SendMessageRequest) -> SingleSend:
+    content: dict[str, Any] = {
+        part: MessageToDict(getattr(request, part))
+        for part in _CONTENT_PARTS
+        # The part names are fixed above; mypy only knows the literal spellings.
+        if request.HasField(part)  # type: ignore[arg-type]
+    }
+    if request.contacts:
+        content["contacts"] = [MessageToDict(c) for c in request.contacts]
+    if request.message_id_resend:
+        content["messageIdResend"] = request.message_id_resend
+    return SingleSend(
+        channel_id=request.channel_id,
+        type=_type_name(request.type),
+        to=MessageToDict(request.to),
+        content=content,
+        mask=request.mask,
+    )
+
+
+def idempotency(request: Any, context: grpc.aio.ServicerContext) -> IdempotencyKey | None:
+    key = request.request_id or metadata_value(context, "idempotency-key")
+    if not key:
+        return None
+    # The key itself is not part of what must match on a retry.
+    body = type(request)()
+    body.CopyFrom(request)
+    body.ClearField("request_id")
+    return IdempotencyKey.of(key, body.SerializeToString(deterministic=True))
+
+
+class MessagingServicer(pb_grpc.MessagingServiceServicer):
+    def __init__(
+        self, store: SqlStore, channels: Mapping[str, Channel], on_accept: Callable[[], None]
+    ) -> None:
+        self._store = store
+        self._channels = channels
+        self._on_accept = on_accept
+
+    async def SendMessage(
+        self, request: pb.SendMessageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SendMessageResponse:
+        tenant = tenant_of(context)
+        draft = plan_single(tenant, single_send(request), self._channels)
+
+        def render(created: Sequence[OutboundMessage]) -> bytes:
+            return _send_response(created[0]).SerializeToString()
+
+        result = await self._store.accept(tenant, [draft], idempotency(request, context), render)
+        if result.replay is not None:
+            return pb.SendMessageResponse.FromString(result.replay)
+        self._on_accept()
+        return _send_response(result.messages[0])
+
+    async def GetMessage(
+        self, request: pb.GetMessageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetMessageResponse:
+        message = await self._store.get_message(tenant_of(context), request.message_id)
+        return pb.GetMessageResponse(message=message_to_proto(message))
+
+    async def ListMessages(
+        self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListMessagesResponse:
+        size, token = page_args(request.page_size, request.page_token)
+        page = await self._store.list_messages(
+            tenant_of(context),
+            page_size=size,
+            page_token=token,
+            status=status_from_proto(request.status),
+            channel_id=request.channel_id,
+            correlation_id=request.correlation_id,
+        )
+        return pb.ListMessagesResponse(
+            results=[message_to_proto(m) for m in page.items], next_page_token=page.next_token
+        )
+
+
+def _send_response(m: OutboundMessage) -> pb.SendMessageResponse:
+    return pb.SendMessageResponse(
+        message_id=m.id,
+        status=status_to_proto(m.status),
+        channel_id=m.channel_id,
+        conversation_id=m.conversation_id,
+    )

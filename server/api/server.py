@@ -1,0 +1,93 @@
+"""build_server: the grpc.aio server with every service, health and reflection."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from cim.v1 import (
+    config_service_pb2,
+    config_service_pb2_grpc,
+    messaging_service_pb2,
+    messaging_service_pb2_grpc,
+    notification_service_pb2,
+    notification_service_pb2_grpc,
+    session_service_pb2,
+    session_service_pb2_grpc,
+)
+from server.api.config import ConfigServicer
+from server.api.errors import ErrorInterceptor
+from server.api.messaging import MessagingServicer
+from server.api.notifications import NotificationServicer
+from server.api.sessions import SessionServicer
+
+SERVICE_NAMES = (
+    messaging_service_pb2.DESCRIPTOR.services_by_name["MessagingService"].full_name,
+    notification_service_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name,
+    session_service_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
+    config_service_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name,
+)
+
+
+@dataclass(frozen=True)
+class Services:
+    messaging: MessagingServicer
+    notifications: NotificationServicer
+    sessions: SessionServicer
+    config: ConfigServicer
+
+
+@dataclass(frozen=True)
+class BuiltServer:
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+
+
+def build_server(
+    services: Services,
+    *,
+    address: str = "127.0.0.1:0",
+    max_message_bytes: int = 4 << 20,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> BuiltServer:
+    server = grpc.aio.server(
+        interceptors=[*interceptors, ErrorInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ],
+    )
+    messaging_service_pb2_grpc.add_MessagingServiceServicer_to_server(services.messaging, server)
+    notification_service_pb2_grpc.add_NotificationServiceServicer_to_server(
+        services.notifications, server
+    )
+    session_service_pb2_grpc.add_SessionServiceServicer_to_server(services.sessions, server)
+    config_service_pb2_grpc.add_ConfigServiceServicer_to_server(services.config, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            *SERVICE_NAMES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    port = server.add_insecure_port(address)
+    return BuiltServer(server, port, health_servicer)
+
+
+async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    await health_servicer.set("", status)
+    for name in SERVICE_NAMES:
+        await health_servicer.set(name, status)

@@ -1,0 +1,147 @@
+"""The composition root: the one place that builds and wires every part."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import grpc
+from aiohttp import web
+
+from adapters.sandbox import SandboxAdapter
+from server.api.config import ConfigServicer
+from server.api.messaging import MessagingServicer
+from server.api.notifications import NotificationServicer
+from server.api.server import BuiltServer, Services, build_server, set_serving
+from server.api.sessions import SessionServicer
+from server.config import Settings
+from server.dispatch.dispatcher import Dispatcher
+from server.dispatch.retry import RetryPolicy
+from server.domain.models import Channel
+from server.domain.provider import ChannelAdapter
+from server.events.bus import InProcessBus
+from server.gateway.app import create_app
+from server.storage.store import SqlStore
+
+log = logging.getLogger(__name__)
+
+
+def build_adapters(channels: tuple[Channel, ...], settings: Settings) -> dict[str, ChannelAdapter]:
+    adapters: dict[str, ChannelAdapter] = {}
+    for channel in channels:
+        if channel.provider == "sandbox":
+            adapters[channel.channel_id] = SandboxAdapter(
+                channel.channel_id, delivery_delay=settings.sandbox_delivery_delay
+            )
+        else:
+            raise ValueError(f"channel {channel.channel_id}: unknown provider {channel.provider!r}")
+    return adapters
+
+
+@dataclass
+class Hub:
+    settings: Settings
+    bus: InProcessBus
+    store: SqlStore
+    dispatcher: Dispatcher
+    adapters: dict[str, ChannelAdapter]
+    grpc_server: BuiltServer
+    gateway_channel: grpc.aio.Channel
+    http_runner: web.AppRunner
+    http_port: int
+
+    @property
+    def grpc_port(self) -> int:
+        return self.grpc_server.port
+
+    @classmethod
+    async def start(
+        cls, settings: Settings, adapters: dict[str, ChannelAdapter] | None = None
+    ) -> Hub:
+        bus = InProcessBus()
+        store = await SqlStore.open(settings.database_url, bus.publish)
+        channels = {c.channel_id: c for c in settings.channels}
+        adapters = adapters if adapters is not None else build_adapters(settings.channels, settings)
+        dispatcher = Dispatcher(
+            store,
+            adapters,
+            lease_ms=settings.dispatch_lease_ms,
+            retry=RetryPolicy(
+                settings.retry_base_ms, settings.retry_cap_ms, settings.retry_max_attempts
+            ),
+        )
+        services = Services(
+            # SendBatch arrives with the batch pipeline; until then the generated
+            # base answers UNIMPLEMENTED.
+            messaging=MessagingServicer(store, channels, dispatcher.wake),  # type: ignore[abstract]
+            notifications=NotificationServicer(
+                store,
+                bus,
+                heartbeat_seconds=settings.heartbeat_seconds,
+                buffer_limit=settings.subscriber_buffer,
+            ),
+            sessions=SessionServicer(store),
+            config=ConfigServicer(channels),
+        )
+        built = build_server(
+            services,
+            address=f"{settings.host}:{settings.grpc_port}",
+            max_message_bytes=settings.max_grpc_message_bytes,
+        )
+        await built.server.start()
+        await set_serving(built.health, True)
+        await dispatcher.start()
+
+        # The facade reaches the services through a real channel, so REST calls
+        # pass through the same interceptor chain as gRPC calls.
+        target = (
+            f"{settings.host}:{built.port}"
+            if settings.host not in ("0.0.0.0", "::")
+            else f"127.0.0.1:{built.port}"
+        )
+        gateway_channel = grpc.aio.insecure_channel(target)
+        app = create_app(gateway_channel, max_body_bytes=settings.max_body_bytes)
+        serving = {"ok": True}
+
+        async def healthz(_request: web.Request) -> web.Response:
+            if serving["ok"]:
+                return web.json_response({"status": "SERVING"})
+            return web.json_response({"status": "NOT_SERVING"}, status=503)
+
+        app.router.add_get("/healthz", healthz)
+        runner = web.AppRunner(app, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.host, settings.http_port)
+        await site.start()
+        http_port = _bound_port(site)
+        hub = cls(
+            settings, bus, store, dispatcher, adapters, built, gateway_channel, runner, http_port
+        )
+        hub._serving = serving  # type: ignore[attr-defined]
+        log.info(
+            "serving gRPC on %s:%d and HTTP on %s:%d",
+            settings.host,
+            built.port,
+            settings.host,
+            http_port,
+        )
+        return hub
+
+    async def stop(self, grace: float | None = None) -> None:
+        grace = self.settings.shutdown_grace if grace is None else grace
+        self._serving["ok"] = False  # type: ignore[attr-defined]
+        await set_serving(self.grpc_server.health, False)
+        # Streams end with UNAVAILABLE now instead of being cut at the end of the grace period.
+        self.bus.shutdown()
+        await self.http_runner.cleanup()
+        await self.grpc_server.server.stop(grace)
+        await self.gateway_channel.close()
+        await self.dispatcher.close()
+        await self.store.close()
+
+
+def _bound_port(site: web.TCPSite) -> int:
+    server = site._server  # aiohttp exposes the bound socket only here
+    sockets = getattr(server, "sockets", None)
+    assert sockets
+    return int(sockets[0].getsockname()[1])

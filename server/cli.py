@@ -1,0 +1,84 @@
+"""The cimhub command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from server.config import Settings, load_channels
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cimhub", description="CIM Hub messaging platform")
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="serve gRPC and the REST facade")
+    serve.add_argument("--host", help="address to bind (env CIMHUB_HOST)")
+    serve.add_argument(
+        "--grpc-port", type=int, help="gRPC port (env CIMHUB_GRPC_PORT, default 50051)"
+    )
+    serve.add_argument(
+        "--http-port", type=int, help="REST port (env CIMHUB_HTTP_PORT, default 8080)"
+    )
+    serve.add_argument("--database-url", help="SQLAlchemy URL (env CIMHUB_DATABASE_URL)")
+    serve.add_argument(
+        "--channels", type=Path, help="channels TOML file (env CIMHUB_CHANNELS_FILE)"
+    )
+    serve.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
+    s = Settings.from_env(env)
+    if args.host:
+        s = replace(s, host=args.host)
+    if args.grpc_port is not None:
+        s = replace(s, grpc_port=args.grpc_port)
+    if args.http_port is not None:
+        s = replace(s, http_port=args.http_port)
+    if args.database_url:
+        s = replace(s, database_url=args.database_url)
+    if args.channels:
+        s = replace(s, channels=load_channels(args.channels))
+    return s
+
+
+async def serve(settings: Settings) -> None:
+    from server.app import Hub
+
+    if settings.database_url.startswith("sqlite") and ":///" in settings.database_url:
+        db_path = settings.database_url.split(":///", 1)[1]
+        if db_path and db_path != ":memory:":
+            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    hub = await Hub.start(settings)
+    print(
+        f"cimhub: gRPC on {settings.host}:{hub.grpc_port}, HTTP on {settings.host}:{hub.http_port}",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("cimhub: shutting down", flush=True)
+    await hub.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        args = _parser().parse_args(["serve", *(argv or [])])
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO))
+    if args.command == "serve":
+        asyncio.run(serve(settings_from(args, dict(os.environ))))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Settings, from the environment and command-line flags."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from server.domain.models import Channel
+
+# What `make run` serves with no configuration: sandbox channels only. The
+# second one carries the service number used in the public API's examples, so
+# those examples can be sent as written.
+DEFAULT_CHANNELS = (
+    Channel("sandbox", "SANDBOX", "sandbox", lane="sandbox", name="Sandbox", sandbox=True),
+    Channel(
+        "91SERVICENUMBER",
+        "SANDBOX",
+        "sandbox",
+        lane="91SERVICENUMBER",
+        name="Example service number",
+        sandbox=True,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    grpc_port: int = 50051
+    http_port: int = 8080
+    database_url: str = "sqlite+aiosqlite:///var/cimhub.db"
+    channels: tuple[Channel, ...] = field(default=DEFAULT_CHANNELS)
+    shutdown_grace: float = 5.0
+    heartbeat_seconds: float = 15.0
+    subscriber_buffer: int = 10_000
+    max_body_bytes: int = 1 << 20
+    max_grpc_message_bytes: int = 4 << 20
+    sandbox_delivery_delay: float = 0.05
+    retry_base_ms: int = 1_000
+    retry_cap_ms: int = 300_000
+    retry_max_attempts: int = 8
+    dispatch_lease_ms: int = 60_000
+
+    @staticmethod
+    def from_env(env: Mapping[str, str]) -> Settings:
+        s = Settings()
+        if "CIMHUB_HOST" in env:
+            s = replace(s, host=env["CIMHUB_HOST"])
+        if "CIMHUB_GRPC_PORT" in env:
+            s = replace(s, grpc_port=int(env["CIMHUB_GRPC_PORT"]))
+        if "CIMHUB_HTTP_PORT" in env:
+            s = replace(s, http_port=int(env["CIMHUB_HTTP_PORT"]))
+        if "CIMHUB_DATABASE_URL" in env:
+            s = replace(s, database_url=env["CIMHUB_DATABASE_URL"])
+        if "CIMHUB_CHANNELS_FILE" in env:
+            s = replace(s, channels=load_channels(Path(env["CIMHUB_CHANNELS_FILE"])))
+        if "CIMHUB_SHUTDOWN_GRACE" in env:
+            s = replace(s, shutdown_grace=float(env["CIMHUB_SHUTDOWN_GRACE"]))
+        if "CIMHUB_HEARTBEAT_SECONDS" in env:
+            s = replace(s, heartbeat_seconds=float(env["CIMHUB_HEARTBEAT_SECONDS"]))
+        return s
+
+
+def load_channels(path: Path) -> tuple[Channel, ...]:
+    """Channels from a TOML file: [[channels]] tables with id, type, provider, ..."""
+    data = tomllib.loads(path.read_text())
+    return tuple(
+        Channel(
+            channel_id=str(c["id"]),
+            contact_type=str(c.get("type", "SANDBOX")).upper(),
+            provider=str(c.get("provider", "sandbox")),
+            lane=str(c.get("lane", "")),
+            name=str(c.get("name", "")),
+            sandbox=bool(c.get("sandbox", c.get("provider", "sandbox") == "sandbox")),
+            tps=int(c.get("tps", 0)),
+        )
+        for c in data.get("channels", [])
+    )
