@@ -1,0 +1,140 @@
+"""Dispatcher behaviour against providers that fail in known ways."""
+
+from __future__ import annotations
+
+import asyncio
+
+from cim.v1 import delivery_pb2 as d
+from cim.v1 import messaging_service_pb2 as m
+from cim.v1 import messaging_service_pb2_grpc as mg
+from cim.v1 import outbound_pb2 as o
+from fakes.providers import BlackHoleProvider, FlakyProvider, HappyProvider, RejectingProvider
+from server.domain.status import DeliveryStatus
+from support.hub import channel_to, running_hub
+
+
+def _text(body: str = "hi") -> m.SendMessageRequest:
+    return m.SendMessageRequest(
+        channel_id="sandbox",
+        type=o.OUTBOUND_MESSAGE_TYPE_TEXT,
+        to=o.OutboundContact(phone="+447700900123"),
+        text=o.OutboundText(body=body),
+    )
+
+
+async def _wait_status(stub: mg.MessagingServiceStub, message_id: str, status: int) -> m.Message:
+    async with asyncio.timeout(10):
+        while True:
+            got = (await stub.GetMessage(m.GetMessageRequest(message_id=message_id))).message
+            if got.status == status:
+                return got
+            await asyncio.sleep(0.02)
+
+
+FAST_RETRY = {"retry_base_ms": 20, "retry_cap_ms": 100}
+
+
+async def test_retryable_errors_are_retried_until_accepted(db_url: str) -> None:
+    provider = FlakyProvider(failures=2)
+    async with (
+        running_hub(db_url, adapters={"sandbox": provider}, **FAST_RETRY) as hub,
+        channel_to(hub) as channel,
+    ):
+        stub = mg.MessagingServiceStub(channel)
+        sent = await stub.SendMessage(_text())
+        got = await _wait_status(stub, sent.message_id, d.DELIVERY_STATUS_SUBMITTED)
+    assert len(provider.attempts) == 3
+    assert [a.attempt for a in provider.attempts] == [1, 2, 3]
+    assert got.attempts == 3
+
+
+async def test_permanent_error_fails_with_provider_reason(db_url: str) -> None:
+    provider = RejectingProvider()
+    async with (
+        running_hub(db_url, adapters={"sandbox": provider}, **FAST_RETRY) as hub,
+        channel_to(hub) as channel,
+    ):
+        stub = mg.MessagingServiceStub(channel)
+        sent = await stub.SendMessage(_text())
+        got = await _wait_status(stub, sent.message_id, d.DELIVERY_STATUS_FAILED)
+    assert len(provider.attempts) == 1
+    assert got.history[-1].reason == "21211: invalid destination number"
+
+
+async def test_gives_up_after_max_attempts(db_url: str) -> None:
+    provider = FlakyProvider(failures=100)
+    async with (
+        running_hub(
+            db_url, adapters={"sandbox": provider}, retry_max_attempts=3, **FAST_RETRY
+        ) as hub,
+        channel_to(hub) as channel,
+    ):
+        stub = mg.MessagingServiceStub(channel)
+        sent = await stub.SendMessage(_text())
+        got = await _wait_status(stub, sent.message_id, d.DELIVERY_STATUS_FAILED)
+    assert len(provider.attempts) == 3
+    assert "gave up after 3 attempts" in got.history[-1].reason
+
+
+async def test_black_hole_times_out_then_retries(db_url: str) -> None:
+    provider = BlackHoleProvider(timeout=0.05)
+    async with (
+        running_hub(
+            db_url, adapters={"sandbox": provider}, retry_max_attempts=2, **FAST_RETRY
+        ) as hub,
+        channel_to(hub) as channel,
+    ):
+        stub = mg.MessagingServiceStub(channel)
+        sent = await stub.SendMessage(_text())
+        got = await _wait_status(stub, sent.message_id, d.DELIVERY_STATUS_FAILED)
+    assert len(provider.attempts) == 2
+    assert "provider timed out" in got.history[-1].reason
+
+
+async def test_receipts_never_move_status_backwards_and_replays_change_nothing(db_url: str) -> None:
+    provider = HappyProvider()
+    async with (
+        running_hub(db_url, adapters={"sandbox": provider}) as hub,
+        channel_to(hub) as channel,
+    ):
+        stub = mg.MessagingServiceStub(channel)
+        sent = await stub.SendMessage(_text())
+        got = await _wait_status(stub, sent.message_id, d.DELIVERY_STATUS_SUBMITTED)
+        pid = got.provider_message_id
+        for status in (
+            DeliveryStatus.DELIVERED,
+            DeliveryStatus.DELIVERED,
+            DeliveryStatus.SUBMITTED,
+        ):
+            await provider.report("sandbox", pid, status)
+        final = (await stub.GetMessage(m.GetMessageRequest(message_id=sent.message_id))).message
+    assert final.status == d.DELIVERY_STATUS_DELIVERED
+    assert [h.status for h in final.history] == [
+        d.DELIVERY_STATUS_ACCEPTED,
+        d.DELIVERY_STATUS_SUBMITTED,
+        d.DELIVERY_STATUS_DELIVERED,
+    ]
+
+
+async def test_receipt_that_outruns_submission_is_applied_later(db_url: str) -> None:
+    class EagerProvider(HappyProvider):
+        """Reports delivery before its send call has even returned."""
+
+        async def send(self, delivery):  # type: ignore[no-untyped-def]
+            accepted = await super().send(delivery)
+            await self.report(
+                delivery.channel_id, accepted.provider_message_id, DeliveryStatus.DELIVERED
+            )
+            return accepted
+
+    async with (
+        running_hub(db_url, adapters={"sandbox": EagerProvider()}) as hub,
+        channel_to(hub) as channel,
+    ):
+        stub = mg.MessagingServiceStub(channel)
+        sent = await stub.SendMessage(_text())
+        got = await _wait_status(stub, sent.message_id, d.DELIVERY_STATUS_DELIVERED)
+    assert [h.status for h in got.history][-2:] == [
+        d.DELIVERY_STATUS_SUBMITTED,
+        d.DELIVERY_STATUS_DELIVERED,
+    ]
