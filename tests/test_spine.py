@@ -137,3 +137,21 @@ async def test_bad_input_is_400_with_field_path(db_url: str, body: object, field
     assert payload["errors"], payload
     if field:
         assert field in [e["field"] for e in payload["errors"]], payload
+
+
+async def test_session_and_config_routes_over_rest(db_url: str) -> None:
+    async with running_hub(db_url) as hub, aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.1:{hub.http_port}"
+        closed = await http.post(
+            f"{base}/api/v1/session/close", json={"sessionId": "61f3810a02e14c0877fc1a32"}
+        )
+        closed_body = await closed.json()
+        listed = await http.get(f"{base}/api/v1/sessions")
+        listed_body = await listed.json()
+        plain = await (await http.get(f"{base}/api/v1/config/channels")).json()
+        sandbox = await (await http.get(f"{base}/api/v1/config/channels?sabdnox=true")).json()
+    assert closed.status == 404
+    assert closed_body["messageKey"] == "SESSION_NOT_FOUND"
+    assert listed.status == 200 and listed_body["results"] == []
+    assert plain["results"] == []  # only sandbox channels are configured by default
+    assert {c["channelId"] for c in sandbox["results"]} == {"sandbox", "91SERVICENUMBER"}

@@ -1,0 +1,148 @@
+"""Storage behaviour that the transports rely on, on both engines."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+from sqlalchemy import inspect
+
+from server.domain.errors import Code, DomainError
+from server.domain.events import StoredEvent
+from server.domain.models import OutboundDraft, OutboundMessage, SessionState
+from server.storage import migrate
+from server.storage.db import make_engine
+from server.storage.messages import IdempotencyKey
+from server.storage.schema import metadata, sessions
+from server.storage.store import SqlStore
+
+TENANT = "t1"
+
+
+def _draft(text: str = "hi") -> OutboundDraft:
+    return OutboundDraft(
+        channel_id="sandbox",
+        destination="+447700900123",
+        type="text",
+        text=text,
+        content={"text": {"body": text}},
+        conversation_id="c0ffee00-0000-0000-0000-000000000001",
+    )
+
+
+def _render(created: Sequence[OutboundMessage]) -> bytes:
+    return ",".join(m.id for m in created).encode()
+
+
+async def test_migrations_bring_an_empty_database_to_head(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        await migrate.upgrade(engine)
+        assert await migrate.current(engine) == "0001"
+        async with engine.connect() as conn:
+            tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+        assert set(metadata.tables) <= tables
+        await migrate.upgrade(engine)  # a second run is a no-op
+    finally:
+        await engine.dispose()
+
+
+async def test_idempotent_accept_replays_and_refuses_a_different_body(db_url: str) -> None:
+    published: list[StoredEvent] = []
+    store = await SqlStore.open(db_url, published.extend)
+    try:
+        key = IdempotencyKey.of("k1", b"body-a")
+        first = await store.accept(TENANT, [_draft()], key, _render)
+        again = await store.accept(TENANT, [_draft()], key, _render)
+        assert again.replay == first.messages[0].id.encode()
+        with pytest.raises(DomainError) as err:
+            await store.accept(TENANT, [_draft()], IdempotencyKey.of("k1", b"body-b"), _render)
+        assert err.value.code is Code.ALREADY_EXISTS
+        # Keys belong to a tenant: another tenant may use the same one.
+        other = await store.accept("t2", [_draft()], key, _render)
+        assert other.replay is None and len(other.messages) == 1
+    finally:
+        await store.close()
+
+
+async def test_fifty_concurrent_identical_requests_make_one_message(db_url: str) -> None:
+    store = await SqlStore.open(db_url, lambda _events: None)
+    try:
+        key = IdempotencyKey.of("same", b"body")
+        results = await asyncio.gather(
+            *(store.accept(TENANT, [_draft()], key, _render) for _ in range(50))
+        )
+        created = [r for r in results if r.replay is None]
+        assert len(created) == 1
+        message_id = created[0].messages[0].id
+        assert all(r.replay == message_id.encode() for r in results if r.replay is not None)
+        page = await store.list_messages(TENANT, page_size=100, page_token="")
+        assert [m.id for m in page.items] == [message_id]
+    finally:
+        await store.close()
+
+
+async def test_one_failing_write_does_not_sink_its_batch(db_url: str) -> None:
+    store = await SqlStore.open(db_url, lambda _events: None)
+    try:
+        key = IdempotencyKey.of("k", b"a")
+        await store.accept(TENANT, [_draft()], key, _render)
+        outcomes = await asyncio.gather(
+            store.accept(TENANT, [_draft("x")], IdempotencyKey.of("k", b"b"), _render),
+            store.accept(TENANT, [_draft("y")], None, _render),
+            return_exceptions=True,
+        )
+        assert isinstance(outcomes[0], DomainError)
+        assert not isinstance(outcomes[1], BaseException) and len(outcomes[1].messages) == 1
+    finally:
+        await store.close()
+
+
+async def test_event_sequence_is_gapless_per_conversation(db_url: str) -> None:
+    published: list[StoredEvent] = []
+    store = await SqlStore.open(db_url, published.extend)
+    try:
+        await asyncio.gather(
+            *(store.accept(TENANT, [_draft(str(i))], None, _render) for i in range(30))
+        )
+        logged = await store.events_after(TENANT, 0, 1000)
+        assert [e.sequence for e in logged] == list(range(1, 31))
+        assert [e.cursor for e in published] == [e.cursor for e in logged]
+    finally:
+        await store.close()
+
+
+async def test_session_transitions(db_url: str) -> None:
+    store = await SqlStore.open(db_url, lambda _events: None)
+    try:
+        async with store.engine.begin() as conn:
+            await conn.execute(
+                sessions.insert().values(
+                    id="s1",
+                    tenant_id=TENANT,
+                    contact_id="+447700900123",
+                    channel_id="sandbox",
+                    state="ACTIVE",
+                    conversation_id="conv-1",
+                    queue="",
+                    agent="",
+                    created_at=1,
+                    updated_at=1,
+                )
+            )
+        resolved = await store.transition_session(TENANT, "s1", SessionState.RESOLVED)
+        assert resolved.state is SessionState.RESOLVED
+        closed = await store.transition_session(TENANT, "s1", SessionState.CLOSED)
+        assert closed.state is SessionState.CLOSED
+        with pytest.raises(DomainError) as refused:
+            await store.transition_session(TENANT, "s1", SessionState.RESOLVED)
+        assert refused.value.code is Code.FAILED_PRECONDITION
+        with pytest.raises(DomainError) as missing:
+            await store.transition_session(TENANT, "nope", SessionState.CLOSED)
+        assert missing.value.code is Code.NOT_FOUND
+        with pytest.raises(DomainError) as hidden:
+            await store.get_session("another-tenant", "s1")
+        assert hidden.value.code is Code.NOT_FOUND
+    finally:
+        await store.close()
