@@ -44,6 +44,12 @@ messages = Table(
     Column("mask", Integer, nullable=False, default=0),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    # Where and what to report: receipts go to notify_url only for the
+    # statuses listed in requested_receipts, with callback_data echoed back.
+    Column("notify_url", Text),
+    Column("callback_data", Text),
+    Column("requested_receipts", JSON),
+    Column("segments", Integer, nullable=False, default=1, server_default="1"),
     Index("ix_messages_dispatch", "dispatch_state", "priority", "due_at"),
     Index("ix_messages_tenant_created", "tenant_id", "created_at"),
     Index("ix_messages_provider", "channel_id", "provider_message_id"),
@@ -133,4 +139,54 @@ pending_receipts = Table(
     Column("reason", Text, nullable=False, default=""),
     Column("received_at", BigInteger, nullable=False),
     Index("ix_pending_receipts_provider", "channel_id", "provider_message_id"),
+)
+
+
+# The webhook outbox: rows are written in the same transaction as the change
+# they report, then POSTed (and retried) by the webhook sender.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("tenant_id", String(64), nullable=False),
+    # Rows with the same ordering key are delivered one at a time, oldest first.
+    Column("ordering_key", String(128), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("last_error", Text, nullable=False, default=""),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_webhooks_due", "state", "next_attempt_at"),
+    Index("ix_webhooks_order", "ordering_key", "id"),
+)
+
+webhook_secrets = Table(
+    "webhook_secrets",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("secret", String(128), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+templates = Table(
+    "templates",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("code", String(128), nullable=False),
+    Column("lang", String(32), nullable=False),
+    Column("category", String(64), nullable=False, default=""),
+    Column("header", Text, nullable=False, default=""),
+    Column("body", Text, nullable=False),
+    Column("footer", Text, nullable=False, default=""),
+    Column("buttons", JSON, nullable=False),
+    # channel_id -> APPROVED / PENDING / REJECTED
+    Column("approvals", JSON, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index("ux_templates_code_lang", "tenant_id", "code", "lang", unique=True),
 )
