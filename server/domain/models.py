@@ -33,6 +33,9 @@ class Channel:
     sandbox: bool = False
     tps: int = 0
     max_in_flight: int = 64
+    # Provider-specific settings from the channels file (base URL, credential
+    # references, ...); never returned by the API.
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,11 @@ class OutboundDraft:
     expire_at: int | None = None
     mask: bool = False
     customer_name: str = ""
+    notify_url: str = ""
+    callback_data: str = ""
+    requested_receipts: tuple[str, ...] = ()
+    # Set when the id must be reproducible, e.g. derived from an idempotency key.
+    message_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,333 @@
+"""Planning a batch send: validate the request, then one draft per destination address."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from server.domain.addresses import AddressError, normalize_email, normalize_msisdn
+from server.domain.errors import FieldViolation, failed_precondition, invalid
+from server.domain.limits import RECEIPTS, SMS_TEXT_MAX, check_content
+from server.domain.models import Channel, OutboundDraft, conversation_for
+from server.domain.substitution import MissingVariables, render_text, render_tree
+from server.domain.timeparse import parse_instant
+
+MAX_DESTINATIONS = 1000
+MAX_SCHEDULE_AHEAD_MS = 7 * 24 * 3600 * 1000
+# A message still undelivered a month after its send time is not worth sending;
+# the bound also keeps expiry times inside a 64-bit column.
+MAX_VALIDITY_MS = 30 * 24 * 3600 * 1000
+DEFAULT_PRIORITY = 2
+_ADDRESS_FIELD = {"sms": "msisdn", "rcs": "msisdn", "whatsapp": "msisdn", "email": "email"}
+_ID_NAMESPACE = uuid.UUID("0e6f2f0a-58b8-4cde-9a3c-1b1c4b0c2d77")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchGroup:
+    msisdn: tuple[str, ...] = ()
+    email: tuple[str, ...] = ()
+    correlation_id: str = ""
+    substitutions: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSend:
+    """A batch send in the public API's terms (JSON field names, JSON-like values)."""
+
+    channel: str
+    from_address: str
+    groups: tuple[BatchGroup, ...]
+    substitutions: Mapping[str, str] = field(default_factory=dict)
+    send_at: str = ""
+    expire_at: str = ""
+    validity: int = 0
+    priority: int = 0
+    options: Mapping[str, Any] = field(default_factory=dict)
+    callback_data: str = ""
+    notify_url: str = ""
+    requested_receipts: tuple[str, ...] = ()
+    content: Mapping[str, Any] | None = None
+    template: Mapping[str, Any] | None = None
+    cc: tuple[str, ...] = ()
+    bcc: tuple[str, ...] = ()
+    appid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    id: str
+    code: str
+    lang: str
+    body: str
+    header: str = ""
+    footer: str = ""
+    approvals: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedDestination:
+    correlation_id: str
+    destination: str
+    draft: OutboundDraft | None
+    error: str = ""
+
+
+def derived_message_id(tenant_id: str, key: str, group: int, index: int) -> str:
+    """A retried batch with the same idempotency key yields the same ids."""
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{tenant_id}\x1f{key}\x1f{group}\x1f{index}"))
+
+
+def pick_channel(kind: str, from_address: str, channels: Mapping[str, Channel]) -> Channel | None:
+    matching = [c for c in channels.values() if c.contact_type.lower() == kind]
+    for c in matching:
+        if c.lane == from_address:
+            return c
+    return matching[0] if matching else None
+
+
+def plan_batch(
+    tenant_id: str,
+    send: BatchSend,
+    channels: Mapping[str, Channel],
+    now: int,
+    *,
+    template: Template | None = None,
+    tenant_vars: Mapping[str, str] | None = None,
+    idempotency_key: str = "",
+) -> list[PlannedDestination]:
+    problems: list[FieldViolation] = []
+    kind = send.channel.lower()
+    channel = _check_channel(kind, send, channels, problems)
+    addresses = _check_destinations(kind, send.groups, problems)
+    due_at, expire_at = _check_schedule(send, now, problems)
+    _check_priority(send.priority, problems)
+    receipts = _check_receipts(kind, send.requested_receipts, problems)
+    _check_notify_url(send.notify_url, problems)
+    _check_body(kind, send, template, problems)
+    if kind == "email":
+        for name, listed in (("cc", send.cc), ("bcc", send.bcc)):
+            for i, value in enumerate(listed):
+                try:
+                    normalize_email(value)
+                except AddressError as exc:
+                    problems.append(FieldViolation(f"{name}[{i}]", str(exc)))
+    if problems or channel is None:
+        raise invalid(problems)
+    if template is not None:
+        status = template.approvals.get(channel.channel_id, "PENDING")
+        if status != "APPROVED":
+            raise failed_precondition(
+                "TEMPLATE_NOT_APPROVED",
+                f"template {template.code!r} is {status} on channel {channel.channel_id}",
+            )
+
+    shared: dict[str, Any] = {"from": send.from_address, "options": dict(send.options)}
+    if send.cc or send.bcc:
+        shared.update(cc=list(send.cc), bcc=list(send.bcc))
+    if send.appid:
+        shared["appid"] = send.appid
+    base_vars = {**(tenant_vars or {}), **send.substitutions}
+    planned: list[PlannedDestination] = []
+    for gi, index, group, address in addresses:
+        values = {**_builtins(kind, send.from_address, address), **base_vars, **group.substitutions}
+        try:
+            content, text = _render(kind, send, template, values)
+        except MissingVariables as exc:
+            planned.append(PlannedDestination(group.correlation_id, address, None, str(exc)))
+            continue
+        except ValueError as exc:
+            planned.append(PlannedDestination(group.correlation_id, address, None, str(exc)))
+            continue
+        draft = OutboundDraft(
+            channel_id=channel.channel_id,
+            destination=address,
+            type=str(content.get("type", "text")),
+            text=text,
+            content={**content, **shared},
+            conversation_id=conversation_for(tenant_id, channel.channel_id, address),
+            correlation_id=group.correlation_id,
+            priority=send.priority or DEFAULT_PRIORITY,
+            due_at=due_at,
+            expire_at=expire_at,
+            notify_url=send.notify_url,
+            callback_data=send.callback_data,
+            requested_receipts=receipts,
+            message_id=derived_message_id(tenant_id, idempotency_key, gi, index)
+            if idempotency_key
+            else "",
+        )
+        planned.append(PlannedDestination(group.correlation_id, address, draft))
+    return planned
+
+
+def _builtins(kind: str, from_address: str, address: str) -> dict[str, str]:
+    """Variables the platform supplies; request values override them."""
+    values = {"destination": address}
+    if kind == "email":
+        # RFC 2369 style: works with no web endpoint of ours.
+        values["unsubscribe"] = f"mailto:{from_address}?subject=unsubscribe"
+    return values
+
+
+def _check_channel(
+    kind: str, send: BatchSend, channels: Mapping[str, Channel], problems: list[FieldViolation]
+) -> Channel | None:
+    if kind not in _ADDRESS_FIELD:
+        problems.append(FieldViolation("channel", "must be one of sms, email, rcs, whatsapp"))
+        return None
+    if not send.from_address:
+        problems.append(FieldViolation("from", "required"))
+    channel = pick_channel(kind, send.from_address, channels)
+    if channel is None:
+        problems.append(FieldViolation("channel", f"no {kind} channel is configured"))
+    return channel
+
+
+def _check_destinations(
+    kind: str, groups: tuple[BatchGroup, ...], problems: list[FieldViolation]
+) -> list[tuple[int, int, BatchGroup, str]]:
+    field_name = _ADDRESS_FIELD.get(kind)
+    total = sum(len(g.msisdn) + len(g.email) for g in groups)
+    if total == 0:
+        problems.append(FieldViolation("to", "at least one destination address is required"))
+        return []
+    if total > MAX_DESTINATIONS:
+        problems.append(
+            FieldViolation("to", f"at most {MAX_DESTINATIONS} destination addresses, got {total}")
+        )
+        return []
+    if field_name is None:
+        return []
+    found: list[tuple[int, int, BatchGroup, str]] = []
+    index = 0
+    for gi, group in enumerate(groups):
+        wrong, right = (
+            (group.email, group.msisdn) if field_name == "msisdn" else (group.msisdn, group.email)
+        )
+        if wrong:
+            other = "email" if field_name == "msisdn" else "msisdn"
+            problems.append(
+                FieldViolation(f"to[{gi}].{other}", f"not used on {kind}; use {field_name}")
+            )
+        if not right and not wrong:
+            problems.append(FieldViolation(f"to[{gi}].{field_name}", "required"))
+        for ai, raw in enumerate(right):
+            try:
+                address = normalize_msisdn(raw) if field_name == "msisdn" else normalize_email(raw)
+            except AddressError as exc:
+                problems.append(FieldViolation(f"to[{gi}].{field_name}[{ai}]", str(exc)))
+                continue
+            found.append((gi, index, group, address))
+            index += 1
+    return found
+
+
+def _check_schedule(
+    send: BatchSend, now: int, problems: list[FieldViolation]
+) -> tuple[int, int | None]:
+    due_at = now
+    if send.send_at:
+        try:
+            due_at = max(now, parse_instant(send.send_at))
+        except ValueError:
+            problems.append(FieldViolation("sendAt", "must be ISO 8601 or epoch seconds"))
+        else:
+            if due_at > now + MAX_SCHEDULE_AHEAD_MS:
+                problems.append(FieldViolation("sendAt", "at most 7 days ahead"))
+    expire_at: int | None = None
+    if send.expire_at and send.validity:
+        problems.append(FieldViolation("validity", "expireAt and validity are mutually exclusive"))
+    elif send.expire_at:
+        try:
+            expire_at = parse_instant(send.expire_at)
+        except ValueError:
+            problems.append(FieldViolation("expireAt", "must be ISO 8601 or epoch seconds"))
+        else:
+            if expire_at <= due_at:
+                problems.append(FieldViolation("expireAt", "must be after the send time"))
+            elif expire_at - due_at > MAX_VALIDITY_MS:
+                problems.append(FieldViolation("expireAt", "at most 30 days after the send time"))
+    elif send.validity:
+        if not 0 < send.validity * 1000 <= MAX_VALIDITY_MS:
+            problems.append(FieldViolation("validity", "must be between 1 second and 30 days"))
+        else:
+            expire_at = due_at + send.validity * 1000
+    return due_at, expire_at
+
+
+def _check_priority(priority: int, problems: list[FieldViolation]) -> None:
+    if priority and not 1 <= priority <= 3:
+        problems.append(FieldViolation("priority", "must be 1, 2 or 3"))
+
+
+def _check_receipts(
+    kind: str, requested: tuple[str, ...], problems: list[FieldViolation]
+) -> tuple[str, ...]:
+    allowed = RECEIPTS.get(kind)
+    if allowed is None:
+        return ()
+    chosen: list[str] = []
+    for i, name in enumerate(requested):
+        status = allowed.get(name.strip().lower())
+        if status is None:
+            problems.append(
+                FieldViolation(
+                    f"requestedReceipts[{i}]",
+                    f"{name!r} is not a {kind} receipt; use {', '.join(allowed)}",
+                )
+            )
+        elif status not in chosen:
+            chosen.append(status)
+    return tuple(chosen)
+
+
+def _check_notify_url(url: str, problems: list[FieldViolation]) -> None:
+    if not url:
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.append(FieldViolation("notifyUrl", "must be an absolute http(s) URL"))
+
+
+def _check_body(
+    kind: str, send: BatchSend, template: Template | None, problems: list[FieldViolation]
+) -> None:
+    if send.content is not None and send.template is not None:
+        problems.append(FieldViolation("template", "content and template are mutually exclusive"))
+        return
+    if not send.content and not send.template:
+        # An empty object names nothing to send, just like an absent one.
+        where = "template.id" if send.template is not None else "content"
+        problems.append(FieldViolation(where, "content or template is required"))
+        return
+    if send.template is not None:
+        if not (send.template.get("id") or send.template.get("code")):
+            problems.append(FieldViolation("template.id", "id or code is required"))
+        elif template is None:
+            problems.append(FieldViolation("template.id", "unknown template"))
+        return
+    if send.content and kind in _ADDRESS_FIELD:
+        problems.extend(check_content(kind, send.content))
+
+
+def _render(
+    kind: str, send: BatchSend, template: Template | None, values: Mapping[str, str]
+) -> tuple[dict[str, Any], str]:
+    if template is not None:
+        # Templates, and only templates, may leave a variable blank.
+        body = render_text(template.body, values, blank_missing=True)
+        content = {
+            "type": "template",
+            "text": body,
+            "template": {"id": template.id, "code": template.code, "lang": template.lang},
+        }
+        return content, body
+    assert send.content is not None
+    content = render_tree(dict(send.content), values)
+    text = str(content.get("text") or content.get("subject") or "")
+    if kind == "sms" and len(text) > SMS_TEXT_MAX:
+        raise ValueError(f"rendered text is {len(text)} characters; at most {SMS_TEXT_MAX}")
+    return content, text

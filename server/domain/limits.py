@@ -1,0 +1,152 @@
+"""Per-channel content rules of the batch send API."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from server.domain.errors import FieldViolation
+
+SMS_TEXT_MAX = 1024
+RCS_TEXT_MAX = 3072
+WHATSAPP_TEXT_MAX = 4096
+EMAIL_HTML_MAX_BYTES = 350 * 1024
+EMAIL_ATTACHMENTS_MAX_BYTES = 10 * 1024 * 1024
+SUGGESTIONS_PER_MESSAGE = 10
+SUGGESTIONS_PER_RICH_CARD = 4
+SUGGESTIONS_PER_CAROUSEL_CARD = 2
+
+# Receipt names each channel can report, mapped to the platform's statuses.
+_COMMON = {
+    "submitted": "SUBMITTED",
+    "sent": "SUBMITTED",
+    "delivered": "DELIVERED",
+    "failed": "FAILED",
+}
+RECEIPTS: Mapping[str, Mapping[str, str]] = {
+    "sms": {**_COMMON, "undelivered": "UNDELIVERED", "clicked": "CLICKED"},
+    "email": {
+        **_COMMON,
+        "not verified": "UNDELIVERED",
+        "invalid": "UNDELIVERED",
+        "bounced": "UNDELIVERED",
+        "complaint": "UNDELIVERED",
+        "read": "READ",
+        "clicked": "CLICKED",
+    },
+    "rcs": {**_COMMON, "read": "READ"},
+    "whatsapp": {**_COMMON, "read": "READ"},
+}
+
+CONTENT_TYPES: Mapping[str, frozenset[str]] = {
+    "sms": frozenset({"text", "unicode"}),
+    "email": frozenset({"text", "html"}),
+    "rcs": frozenset({"text", "media", "standalone", "carousel", "agentEvent"}),
+    "whatsapp": frozenset({"text", "image", "document", "audio", "video"}),
+}
+
+
+def check_content(channel: str, content: Mapping[str, Any]) -> list[FieldViolation]:
+    problems: list[FieldViolation] = []
+    kind = content.get("type", "")
+    allowed = CONTENT_TYPES[channel]
+    if kind not in allowed:
+        problems.append(
+            FieldViolation("content.type", f"must be one of {', '.join(sorted(allowed))}")
+        )
+        return problems
+    text = content.get("text", "")
+    if channel == "sms":
+        _need(problems, content, "text")
+        _max_chars(problems, "content.text", text, SMS_TEXT_MAX)
+    elif channel == "email":
+        problems.extend(_check_email(content))
+    elif channel == "rcs":
+        problems.extend(_check_rcs(content))
+    elif channel == "whatsapp":
+        if kind == "text":
+            _need(problems, content, "text")
+            _max_chars(problems, "content.text", text, WHATSAPP_TEXT_MAX)
+        else:
+            _need(problems, content, "mediaContentUrl")
+    return problems
+
+
+def _need(
+    problems: list[FieldViolation], content: Mapping[str, Any], key: str, why: str = ""
+) -> None:
+    if not content.get(key):
+        problems.append(
+            FieldViolation(f"content.{key}", why or f"required for type {content.get('type')}")
+        )
+
+
+def _max_chars(problems: list[FieldViolation], path: str, text: str, limit: int) -> None:
+    if len(text) > limit:
+        problems.append(FieldViolation(path, f"at most {limit} characters, got {len(text)}"))
+
+
+def _check_email(content: Mapping[str, Any]) -> list[FieldViolation]:
+    problems: list[FieldViolation] = []
+    _need(problems, content, "subject", "required")
+    if content["type"] == "text":
+        _need(problems, content, "text")
+    else:
+        _need(problems, content, "html")
+    html = content.get("html", "")
+    if len(html.encode()) > EMAIL_HTML_MAX_BYTES:
+        problems.append(FieldViolation("content.html", f"at most {EMAIL_HTML_MAX_BYTES} bytes"))
+    total = 0
+    for i, attachment in enumerate(content.get("attachments", [])):
+        if not attachment.get("mediaUrl"):
+            problems.append(FieldViolation(f"content.attachments[{i}].mediaUrl", "required"))
+        if not attachment.get("name"):
+            problems.append(FieldViolation(f"content.attachments[{i}].name", "required"))
+        total += int(attachment.get("size", 0) or 0)
+    if total > EMAIL_ATTACHMENTS_MAX_BYTES:
+        problems.append(
+            FieldViolation(
+                "content.attachments",
+                f"declared size {total} exceeds {EMAIL_ATTACHMENTS_MAX_BYTES} bytes",
+            )
+        )
+    return problems
+
+
+def _check_rcs(content: Mapping[str, Any]) -> list[FieldViolation]:
+    problems: list[FieldViolation] = []
+    kind = content["type"]
+    if kind == "text":
+        _need(problems, content, "text")
+        _max_chars(problems, "content.text", content.get("text", ""), RCS_TEXT_MAX)
+    elif kind == "media":
+        _need(problems, content, "mediaContentUrl")
+    elif kind == "standalone":
+        _need(problems, content, "richCard")
+        card = content.get("richCard") or {}
+        _max_items(
+            problems,
+            "content.richCard.suggestions",
+            card.get("suggestions", []),
+            SUGGESTIONS_PER_RICH_CARD,
+        )
+    elif kind == "carousel":
+        _need(problems, content, "cards")
+        for i, card in enumerate(content.get("cards", [])):
+            _max_items(
+                problems,
+                f"content.cards[{i}].suggestions",
+                card.get("suggestions", []),
+                SUGGESTIONS_PER_CAROUSEL_CARD,
+            )
+    elif kind == "agentEvent" and content.get("event") not in ("IS_TYPING", "READ"):
+        problems.append(FieldViolation("content.event", "must be IS_TYPING or READ"))
+    _max_items(
+        problems, "content.suggestions", content.get("suggestions", []), SUGGESTIONS_PER_MESSAGE
+    )
+    return problems
+
+
+def _max_items(problems: list[FieldViolation], path: str, items: list[Any], limit: int) -> None:
+    if len(items) > limit:
+        problems.append(FieldViolation(path, f"at most {limit}, got {len(items)}"))
