@@ -22,6 +22,7 @@ from server.domain.models import (
 )
 from server.domain.status import DeliveryStatus, advances
 from server.storage import events as event_log
+from server.storage import webhooks
 from server.storage.schema import idempotency, messages, status_history
 from server.storage.sql import insert_for
 from server.storage.writer import Tx
@@ -82,9 +83,10 @@ async def accept(
                 )
             return AcceptResult((), bytes(row.response))
 
-    created = [_new_message(tx.now, tenant_id, d) for d in drafts]
+    pairs = [_new_message(tx.now, tenant_id, d) for d in drafts]
+    created = [m for m, _ in pairs]
     if created:
-        await tx.conn.execute(messages.insert(), [_row(m) for m in created])
+        await tx.conn.execute(messages.insert(), [_row(m, d) for m, d in pairs])
         await tx.conn.execute(
             status_history.insert(),
             [
@@ -104,10 +106,12 @@ async def accept(
     return AcceptResult(result)
 
 
-def _new_message(now: int, tenant_id: str, d: OutboundDraft) -> OutboundMessage:
+def _new_message(
+    now: int, tenant_id: str, d: OutboundDraft
+) -> tuple[OutboundMessage, OutboundDraft]:
     status = DeliveryStatus.SCHEDULED if d.due_at > now else DeliveryStatus.ACCEPTED
     return OutboundMessage(
-        id=new_id(),
+        id=d.message_id or new_id(),
         tenant_id=tenant_id,
         channel_id=d.channel_id,
         destination=d.destination,
@@ -124,10 +128,10 @@ def _new_message(now: int, tenant_id: str, d: OutboundDraft) -> OutboundMessage:
         created_at=now,
         mask=d.mask,
         history=(StatusEntry(status, now),),
-    )
+    ), d
 
 
-def _row(m: OutboundMessage) -> dict[str, Any]:
+def _row(m: OutboundMessage, d: OutboundDraft) -> dict[str, Any]:
     return {
         "id": m.id,
         "tenant_id": m.tenant_id,
@@ -150,6 +154,10 @@ def _row(m: OutboundMessage) -> dict[str, Any]:
         "mask": int(m.mask),
         "created_at": m.created_at,
         "updated_at": m.created_at,
+        "notify_url": d.notify_url or None,
+        "callback_data": d.callback_data or None,
+        "requested_receipts": list(d.requested_receipts),
+        "segments": 1,
     }
 
 
@@ -331,6 +339,8 @@ async def set_status(
             )
         )
         await event_log.append(tx, row.tenant_id, _status_event(row, status, reason))
+        # The receipt is queued in the same transaction as the change it reports.
+        await webhooks.enqueue_receipt(tx, row, status.value, reason)
     return moved
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from sqlalchemy import and_, delete, select
 
 from server.domain.models import Receipt
 from server.domain.status import DeliveryStatus
 from server.storage import messages as msgs
-from server.storage.schema import pending_receipts
+from server.storage.schema import messages, pending_receipts
 from server.storage.writer import Tx
 
 
@@ -52,3 +52,43 @@ async def submitted(tx: Tx, message_id: str, channel_id: str, provider_message_i
         await tx.conn.execute(
             delete(pending_receipts).where(pending_receipts.c.id.in_([r.id for r in waiting]))
         )
+
+
+async def reconcile(tx: Tx, limit: int = 500, max_age_ms: int = 24 * 3600 * 1000) -> int:
+    """Apply parked receipts whose message has since recorded its provider id.
+
+    A receipt and the submission it belongs to may commit in parallel (several
+    writers, or several replicas) with neither seeing the other; this sweep
+    closes that gap without locks. Receipts for ids nobody knows expire.
+    """
+    rows = (
+        await tx.conn.execute(
+            select(
+                pending_receipts.c.id,
+                pending_receipts.c.status,
+                pending_receipts.c.reason,
+                messages.c.id.label("mid"),
+            )
+            .join(
+                messages,
+                and_(
+                    messages.c.channel_id == pending_receipts.c.channel_id,
+                    messages.c.provider_message_id == pending_receipts.c.provider_message_id,
+                ),
+            )
+            .order_by(pending_receipts.c.id)
+            .limit(limit)
+        )
+    ).all()
+    for row in rows:
+        await msgs.set_status(
+            tx, row.mid, DeliveryStatus(row.status), reason=row.reason, dispatch_state=None
+        )
+    if rows:
+        await tx.conn.execute(
+            delete(pending_receipts).where(pending_receipts.c.id.in_([r.id for r in rows]))
+        )
+    await tx.conn.execute(
+        delete(pending_receipts).where(pending_receipts.c.received_at < tx.now - max_age_ms)
+    )
+    return len(rows)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server.domain.batch import Template
 from server.domain.events import StoredEvent
 from server.domain.models import (
     Delivery,
@@ -21,6 +23,8 @@ from server.storage import events as event_log
 from server.storage import messages as msgs
 from server.storage import migrate, receipts
 from server.storage import sessions as sess
+from server.storage import templates as tmpl
+from server.storage import webhooks as hooks
 from server.storage.db import is_sqlite, make_engine
 from server.storage.messages import AcceptResult, IdempotencyKey
 from server.storage.writer import Tx, Writer, now_ms
@@ -117,6 +121,9 @@ class SqlStore:
     async def finish(self, message_id: str, status: DeliveryStatus, reason: str) -> None:
         await self._writer.submit(lambda tx: msgs.set_status(tx, message_id, status, reason=reason))
 
+    async def reconcile_receipts(self) -> int:
+        return await self._writer.submit(lambda tx: receipts.reconcile(tx))
+
     async def apply_receipt(self, channel_id: str, receipt: Receipt) -> bool:
         return await self._writer.submit(lambda tx: receipts.apply(tx, channel_id, receipt))
 
@@ -128,6 +135,16 @@ class SqlStore:
     async def oldest_cursor(self, tenant_id: str) -> int | None:
         async with self.engine.connect() as conn:
             return await event_log.oldest_cursor(conn, tenant_id)
+
+    # -- templates ----------------------------------------------------------
+    async def find_template(
+        self, tenant_id: str, *, template_id: str = "", code: str = "", lang: str = ""
+    ) -> Template | None:
+        async with self.engine.connect() as conn:
+            return await tmpl.find(conn, tenant_id, template_id=template_id, code=code, lang=lang)
+
+    async def create_template(self, tenant_id: str, **fields: Any) -> Template:
+        return await self._writer.submit(lambda tx: tmpl.create(tx, tenant_id, **fields))
 
     # -- sessions -----------------------------------------------------------
     async def get_session(self, tenant_id: str, session_id: str) -> Session:
@@ -161,3 +178,31 @@ class SqlStore:
         return await self._writer.submit(
             lambda tx: sess.transition(tx, tenant_id, session_id, target)
         )
+
+    # -- webhooks -----------------------------------------------------------
+    async def webhook_secret(self, tenant_id: str) -> str:
+        # Get-or-create writes, so it goes through the writer even as a "read".
+        return await self._writer.submit(lambda tx: hooks.secret_for(tx, tenant_id))
+
+    async def enqueue_webhook(
+        self, tenant_id: str, ordering_key: str, url: str, payload: hooks.Payload
+    ) -> int:
+        return await self._writer.submit(
+            lambda tx: hooks.enqueue(tx, tenant_id, ordering_key, url, payload)
+        )
+
+    async def claim_webhooks(self, limit: int, lease_ms: int) -> list[hooks.WebhookJob]:
+        return await self._writer.submit(lambda tx: hooks.claim_due(tx, limit, lease_ms))
+
+    async def webhook_done(self, webhook_id: int) -> None:
+        await self._writer.submit(lambda tx: hooks.mark_done(tx, webhook_id))
+
+    async def webhook_retry(self, webhook_id: int, next_at: int, error: str) -> None:
+        await self._writer.submit(lambda tx: hooks.mark_retry(tx, webhook_id, next_at, error))
+
+    async def webhook_dead(self, webhook_id: int, error: str) -> None:
+        await self._writer.submit(lambda tx: hooks.mark_dead(tx, webhook_id, error))
+
+    async def dead_webhooks(self, tenant_id: str) -> list[hooks.DeadWebhook]:
+        async with self.engine.connect() as conn:
+            return await hooks.list_dead(conn, tenant_id)

@@ -1,0 +1,136 @@
+"""Drains the webhook outbox: signs each row and POSTs it to its URL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+
+from server.dispatch.retry import RetryPolicy
+from server.net.http import OutboundError, OutboundHttp
+from server.storage.store import SqlStore
+from server.storage.webhooks import WebhookJob
+from server.storage.writer import now_ms
+from server.webhooks.signing import sign
+
+log = logging.getLogger(__name__)
+
+
+def webhook_id(job: WebhookJob) -> str:
+    # Stable across retries so receivers can drop duplicates.
+    return f"msg_{job.id}"
+
+
+def encode(payload: object) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class WebhookSender:
+    def __init__(
+        self,
+        store: SqlStore,
+        http: OutboundHttp,
+        *,
+        retry: RetryPolicy,
+        max_age_ms: int = 24 * 3600 * 1000,
+        batch_size: int = 64,
+        lease_ms: int = 60_000,
+        poll_interval: float = 0.25,
+        max_in_flight: int = 64,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self._store = store
+        self._http = http
+        self._retry = retry
+        self._max_age_ms = max_age_ms
+        self._batch_size = batch_size
+        self._lease_ms = lease_ms
+        self._poll_interval = poll_interval
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._run(), name="webhook-sender")
+
+    def wake(self) -> None:
+        """Something was enqueued; look now rather than at the next poll."""
+        self._wake.set()
+
+    async def close(self) -> None:
+        """Stop claiming; the OutboundHttp belongs to the caller and stays open."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        # Let posts already on the wire record their outcome; the rest come
+        # back when their lease runs out.
+        if self._in_flight:
+            await asyncio.wait(self._in_flight, timeout=5)
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                claimed = await self._store.claim_webhooks(self._batch_size, self._lease_ms)
+            except Exception:
+                log.exception("claiming due webhooks failed")
+                claimed = []
+            for job in claimed:
+                await self._slots.acquire()
+                task = asyncio.create_task(self._attempt(job))
+                self._in_flight.add(task)
+                task.add_done_callback(self._done)
+            if len(claimed) < self._batch_size:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._poll_interval):
+                        await self._wake.wait()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._slots.release()
+
+    async def _attempt(self, job: WebhookJob) -> None:
+        try:
+            await self._deliver(job)
+        except Exception:  # a store hiccup: the lease brings the row back
+            log.exception("recording the outcome of webhook %d failed", job.id)
+
+    async def _deliver(self, job: WebhookJob) -> None:
+        body = encode(job.payload)
+        hook_id = webhook_id(job)
+        timestamp = self._clock() // 1000
+        headers = {
+            "Content-Type": "application/json",
+            "webhook-id": hook_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(job.secret, hook_id, timestamp, body),
+        }
+        retry_after: int | None = None
+        try:
+            result = await self._http.post_result(job.url, body, headers)
+        except OutboundError as exc:
+            error = exc.reason
+        else:
+            if 200 <= result.status < 300:
+                await self._store.webhook_done(job.id)
+                # The next row with the same ordering key is now eligible.
+                self.wake()
+                return
+            error = f"HTTP {result.status}"
+            retry_after = result.retry_after_s
+        now = self._clock()
+        if now - job.created_at >= self._max_age_ms:
+            log.warning(
+                "webhook %d to %s dead after %d attempts: %s", job.id, job.url, job.attempts, error
+            )
+            await self._store.webhook_dead(job.id, error)
+            self.wake()
+            return
+        next_at = now + self._retry.delay_ms(job.attempts, retry_after)
+        await self._store.webhook_retry(job.id, next_at, error)
