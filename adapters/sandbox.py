@@ -1,14 +1,21 @@
 """A provider simulator: accepts every message, then reports it DELIVERED.
 
 It is the default channel of `make run`, so the platform can be tried end to
-end without any provider account.
+end without any provider account. With a sent log it also behaves like a
+provider that outlives us: every accepted message is appended to the log, and
+on start the receipts of everything in the log are reported again, the way a
+real provider re-sends callbacks that were not acknowledged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
 
 from adapters.base import Accepted, Delivery, Receipt, ReceiptSink
 from server.domain.status import DeliveryStatus
@@ -16,11 +23,18 @@ from server.domain.status import DeliveryStatus
 
 class SandboxAdapter:
     def __init__(
-        self, channel_id: str, *, delivery_delay: float = 0.05, record: bool = False
+        self,
+        channel_id: str,
+        *,
+        delivery_delay: float = 0.05,
+        record: bool = False,
+        sent_log: str | None = None,
     ) -> None:
         self.channel_id = channel_id
         self._delay = delivery_delay
         self._record = record
+        self._sent_log = sent_log
+        self._log_fd: int | None = None
         self._receipts: ReceiptSink | None = None
         self._pending: set[asyncio.Task[None]] = set()
         # Only tests ask for a record of what was sent; a long-running server must not grow.
@@ -29,16 +43,26 @@ class SandboxAdapter:
 
     async def start(self, receipts: ReceiptSink) -> None:
         self._receipts = receipts
+        if self._sent_log:
+            earlier, self._log_fd = await asyncio.to_thread(_open_log, Path(self._sent_log))
+            for line in earlier:
+                if line:
+                    self._spawn(self._report(line.split(" ", 1)[0]))
 
     async def send(self, delivery: Delivery) -> Accepted:
         provider_id = f"sbx-{uuid.uuid4().hex}"
         self.sent_count += 1
         if self._record:
             self.sent.append(delivery)
-        task = asyncio.create_task(self._report(provider_id))
+        if self._log_fd is not None:
+            os.write(self._log_fd, f"{provider_id} {delivery.message_id}\n".encode())
+        self._spawn(self._report(provider_id))
+        return Accepted(provider_id)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
-        return Accepted(provider_id)
 
     async def _report(self, provider_id: str) -> None:
         await asyncio.sleep(self._delay)
@@ -50,3 +74,13 @@ class SandboxAdapter:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._log_fd is not None:
+            os.close(self._log_fd)
+            self._log_fd = None
+
+
+def _open_log(path: Path) -> tuple[list[str], int]:
+    earlier = path.read_text().split("\n") if path.exists() else []
+    # O_APPEND writes of one short line are atomic, so the log stays whole even
+    # when the process is killed mid-write.
+    return earlier, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -17,11 +18,15 @@ from server.api.sessions import SessionServicer
 from server.config import Settings
 from server.dispatch.dispatcher import Dispatcher
 from server.dispatch.retry import RetryPolicy
+from server.domain.events import StoredEvent
 from server.domain.models import Channel
 from server.domain.provider import ChannelAdapter
 from server.events.bus import InProcessBus
 from server.gateway.app import create_app
+from server.net.http import OutboundHttp
 from server.storage.store import SqlStore
+from server.storage.writer import now_ms
+from server.webhooks.sender import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +35,20 @@ def build_adapters(channels: tuple[Channel, ...], settings: Settings) -> dict[st
     adapters: dict[str, ChannelAdapter] = {}
     for channel in channels:
         if channel.provider == "sandbox":
+            sent_log = channel.settings.get("sent_log")
             adapters[channel.channel_id] = SandboxAdapter(
-                channel.channel_id, delivery_delay=settings.sandbox_delivery_delay
+                channel.channel_id,
+                delivery_delay=settings.sandbox_delivery_delay,
+                sent_log=str(sent_log) if sent_log else None,
             )
         else:
             raise ValueError(f"channel {channel.channel_id}: unknown provider {channel.provider!r}")
     return adapters
+
+
+@dataclass
+class HealthFlag:
+    serving: bool = True
 
 
 @dataclass
@@ -44,11 +57,14 @@ class Hub:
     bus: InProcessBus
     store: SqlStore
     dispatcher: Dispatcher
+    webhook_sender: WebhookSender
+    http: OutboundHttp
     adapters: dict[str, ChannelAdapter]
     grpc_server: BuiltServer
     gateway_channel: grpc.aio.Channel
     http_runner: web.AppRunner
     http_port: int
+    health: HealthFlag
 
     @property
     def grpc_port(self) -> int:
@@ -56,12 +72,23 @@ class Hub:
 
     @classmethod
     async def start(
-        cls, settings: Settings, adapters: dict[str, ChannelAdapter] | None = None
+        cls,
+        settings: Settings,
+        adapters: dict[str, ChannelAdapter] | None = None,
+        clock: Callable[[], int] = now_ms,
     ) -> Hub:
         bus = InProcessBus()
-        store = await SqlStore.open(settings.database_url, bus.publish)
+        wake_webhooks: list[Callable[[], None]] = []
+
+        def publish(events: Sequence[StoredEvent]) -> None:
+            bus.publish(events)
+            for wake in wake_webhooks:
+                wake()
+
+        store = await SqlStore.open(settings.database_url, publish, clock=clock)
         channels = {c.channel_id: c for c in settings.channels}
-        adapters = adapters if adapters is not None else build_adapters(settings.channels, settings)
+        # Tests replace the adapters of some channels and keep the rest.
+        adapters = {**build_adapters(settings.channels, settings), **(adapters or {})}
         dispatcher = Dispatcher(
             store,
             adapters,
@@ -69,11 +96,11 @@ class Hub:
             retry=RetryPolicy(
                 settings.retry_base_ms, settings.retry_cap_ms, settings.retry_max_attempts
             ),
+            poll_interval=settings.dispatch_poll_interval,
+            clock=clock,
         )
         services = Services(
-            # SendBatch arrives with the batch pipeline; until then the generated
-            # base answers UNIMPLEMENTED.
-            messaging=MessagingServicer(store, channels, dispatcher.wake),  # type: ignore[abstract]
+            messaging=MessagingServicer(store, channels, dispatcher.wake, clock),
             notifications=NotificationServicer(
                 store,
                 bus,
@@ -91,6 +118,16 @@ class Hub:
         await built.server.start()
         await set_serving(built.health, True)
         await dispatcher.start()
+        http = OutboundHttp()
+        webhook_sender = WebhookSender(
+            store,
+            http,
+            retry=RetryPolicy(settings.webhook_retry_base_ms, settings.retry_cap_ms),
+            max_age_ms=settings.webhook_max_age_ms,
+            clock=clock,
+        )
+        await webhook_sender.start()
+        wake_webhooks.append(webhook_sender.wake)
 
         # The facade reaches the services through a real channel, so REST calls
         # pass through the same interceptor chain as gRPC calls.
@@ -101,10 +138,10 @@ class Hub:
         )
         gateway_channel = grpc.aio.insecure_channel(target)
         app = create_app(gateway_channel, max_body_bytes=settings.max_body_bytes)
-        serving = {"ok": True}
+        health_flag = HealthFlag()
 
         async def healthz(_request: web.Request) -> web.Response:
-            if serving["ok"]:
+            if health_flag.serving:
                 return web.json_response({"status": "SERVING"})
             return web.json_response({"status": "NOT_SERVING"}, status=503)
 
@@ -115,9 +152,19 @@ class Hub:
         await site.start()
         http_port = _bound_port(site)
         hub = cls(
-            settings, bus, store, dispatcher, adapters, built, gateway_channel, runner, http_port
+            settings=settings,
+            bus=bus,
+            store=store,
+            dispatcher=dispatcher,
+            webhook_sender=webhook_sender,
+            http=http,
+            adapters=adapters,
+            grpc_server=built,
+            gateway_channel=gateway_channel,
+            http_runner=runner,
+            http_port=http_port,
+            health=health_flag,
         )
-        hub._serving = serving  # type: ignore[attr-defined]
         log.info(
             "serving gRPC on %s:%d and HTTP on %s:%d",
             settings.host,
@@ -129,7 +176,7 @@ class Hub:
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.settings.shutdown_grace if grace is None else grace
-        self._serving["ok"] = False  # type: ignore[attr-defined]
+        self.health.serving = False
         await set_serving(self.grpc_server.health, False)
         # Streams end with UNAVAILABLE now instead of being cut at the end of the grace period.
         self.bus.shutdown()
@@ -137,6 +184,8 @@ class Hub:
         await self.grpc_server.server.stop(grace)
         await self.gateway_channel.close()
         await self.dispatcher.close()
+        await self.webhook_sender.close()
+        await self.http.close()
         await self.store.close()
 
 

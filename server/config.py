@@ -22,6 +22,11 @@ DEFAULT_CHANNELS = (
         name="Example service number",
         sandbox=True,
     ),
+    # One per batch channel type, so batch sends work with no provider account.
+    Channel("sandbox-sms", "SMS", "sandbox", lane="CNNECT", name="Sandbox SMS", sandbox=True),
+    Channel("sandbox-email", "EMAIL", "sandbox", name="Sandbox email", sandbox=True),
+    Channel("sandbox-rcs", "RCS", "sandbox", name="Sandbox RCS", sandbox=True),
+    Channel("sandbox-whatsapp", "WHATSAPP", "sandbox", name="Sandbox WhatsApp", sandbox=True),
 )
 
 
@@ -42,6 +47,10 @@ class Settings:
     retry_cap_ms: int = 300_000
     retry_max_attempts: int = 8
     dispatch_lease_ms: int = 60_000
+    dispatch_poll_interval: float = 0.25
+    webhook_retry_base_ms: int = 1_000
+    # Receipts that cannot be delivered for this long are dead-lettered.
+    webhook_max_age_ms: int = 24 * 3600 * 1000
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> Settings:
@@ -58,6 +67,10 @@ class Settings:
             s = replace(s, channels=load_channels(Path(env["CIMHUB_CHANNELS_FILE"])))
         if "CIMHUB_SHUTDOWN_GRACE" in env:
             s = replace(s, shutdown_grace=float(env["CIMHUB_SHUTDOWN_GRACE"]))
+        if "CIMHUB_DISPATCH_LEASE_MS" in env:
+            s = replace(s, dispatch_lease_ms=int(env["CIMHUB_DISPATCH_LEASE_MS"]))
+        if "CIMHUB_SANDBOX_DELIVERY_DELAY" in env:
+            s = replace(s, sandbox_delivery_delay=float(env["CIMHUB_SANDBOX_DELIVERY_DELAY"]))
         if "CIMHUB_HEARTBEAT_SECONDS" in env:
             s = replace(s, heartbeat_seconds=float(env["CIMHUB_HEARTBEAT_SECONDS"]))
         return s
@@ -66,6 +79,7 @@ class Settings:
 def load_channels(path: Path) -> tuple[Channel, ...]:
     """Channels from a TOML file: [[channels]] tables with id, type, provider, ..."""
     data = tomllib.loads(path.read_text())
+    known = {"id", "type", "provider", "lane", "name", "sandbox", "tps", "max_in_flight"}
     return tuple(
         Channel(
             channel_id=str(c["id"]),
@@ -75,6 +89,8 @@ def load_channels(path: Path) -> tuple[Channel, ...]:
             name=str(c.get("name", "")),
             sandbox=bool(c.get("sandbox", c.get("provider", "sandbox") == "sandbox")),
             tps=int(c.get("tps", 0)),
+            max_in_flight=int(c.get("max_in_flight", 64)),
+            settings={k: v for k, v in c.items() if k not in known},
         )
         for c in data.get("channels", [])
     )

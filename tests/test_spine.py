@@ -154,4 +154,11 @@ async def test_session_and_config_routes_over_rest(db_url: str) -> None:
     assert closed_body["messageKey"] == "SESSION_NOT_FOUND"
     assert listed.status == 200 and listed_body["results"] == []
     assert plain["results"] == []  # only sandbox channels are configured by default
-    assert {c["channelId"] for c in sandbox["results"]} == {"sandbox", "91SERVICENUMBER"}
+    assert {c["channelId"] for c in sandbox["results"]} == {
+        "sandbox",
+        "91SERVICENUMBER",
+        "sandbox-sms",
+        "sandbox-email",
+        "sandbox-rcs",
+        "sandbox-whatsapp",
+    }

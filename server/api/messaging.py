@@ -14,10 +14,12 @@ from cim.v1 import outbound_pb2
 from server.api.context import metadata_value, tenant_of
 from server.api.convert import message_to_proto, status_from_proto, status_to_proto
 from server.api.paging import page_args
+from server.domain.batch import BatchGroup, BatchSend, PlannedDestination, Template, plan_batch
 from server.domain.models import Channel, OutboundMessage
 from server.domain.sending import SingleSend, plan_single
 from server.storage.messages import IdempotencyKey
 from server.storage.store import SqlStore
+from server.storage.writer import now_ms
 
 _CONTENT_PARTS = ("audio", "document", "image", "video", "location", "template", "text", "options")
 
@@ -50,6 +52,31 @@ def single_send(request: pb.SendMessageRequest) -> SingleSend:
     )
 
 
+def batch_send(request: pb.SendBatchRequest) -> BatchSend:
+    return BatchSend(
+        channel=request.channel,
+        from_address=request.from_address,
+        groups=tuple(
+            BatchGroup(tuple(g.msisdn), tuple(g.email), g.correlation_id, dict(g.substitutions))
+            for g in request.to
+        ),
+        substitutions=dict(request.substitutions),
+        send_at=request.send_at,
+        expire_at=request.expire_at,
+        validity=request.validity,
+        priority=request.priority,
+        options=MessageToDict(request.options),
+        callback_data=request.callback_data,
+        notify_url=request.notify_url,
+        requested_receipts=tuple(request.requested_receipts),
+        content=MessageToDict(request.content) if request.HasField("content") else None,
+        template=MessageToDict(request.template) if request.HasField("template") else None,
+        cc=tuple(request.cc),
+        bcc=tuple(request.bcc),
+        appid=request.appid,
+    )
+
+
 def idempotency(request: Any, context: grpc.aio.ServicerContext) -> IdempotencyKey | None:
     key = request.request_id or metadata_value(context, "idempotency-key")
     if not key:
@@ -63,11 +90,16 @@ def idempotency(request: Any, context: grpc.aio.ServicerContext) -> IdempotencyK
 
 class MessagingServicer(pb_grpc.MessagingServiceServicer):
     def __init__(
-        self, store: SqlStore, channels: Mapping[str, Channel], on_accept: Callable[[], None]
+        self,
+        store: SqlStore,
+        channels: Mapping[str, Channel],
+        on_accept: Callable[[], None],
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         self._store = store
         self._channels = channels
         self._on_accept = on_accept
+        self._clock = clock
 
     async def SendMessage(
         self, request: pb.SendMessageRequest, context: grpc.aio.ServicerContext
@@ -83,6 +115,40 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
             return pb.SendMessageResponse.FromString(result.replay)
         self._on_accept()
         return _send_response(result.messages[0])
+
+    async def SendBatch(
+        self, request: pb.SendBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SendBatchResponse:
+        tenant = tenant_of(context)
+        idem = idempotency(request, context)
+        template = await self._template(tenant, request)
+        planned = plan_batch(
+            tenant,
+            batch_send(request),
+            self._channels,
+            self._clock(),
+            template=template,
+            idempotency_key=idem.key if idem else "",
+        )
+        drafts = [p.draft for p in planned if p.draft is not None]
+
+        def render(created: Sequence[OutboundMessage]) -> bytes:
+            return _batch_response(planned, created).SerializeToString()
+
+        result = await self._store.accept(tenant, drafts, idem, render)
+        if result.replay is not None:
+            return pb.SendBatchResponse.FromString(result.replay)
+        if drafts:
+            self._on_accept()
+        return _batch_response(planned, result.messages)
+
+    async def _template(self, tenant: str, request: pb.SendBatchRequest) -> Template | None:
+        if not request.HasField("template"):
+            return None
+        ref = request.template
+        return await self._store.find_template(
+            tenant, template_id=ref.id, code=ref.code, lang=ref.lang
+        )
 
     async def GetMessage(
         self, request: pb.GetMessageRequest, context: grpc.aio.ServicerContext
@@ -114,3 +180,28 @@ def _send_response(m: OutboundMessage) -> pb.SendMessageResponse:
         channel_id=m.channel_id,
         conversation_id=m.conversation_id,
     )
+
+
+def _batch_response(
+    planned: Sequence[PlannedDestination], created: Sequence[OutboundMessage]
+) -> pb.SendBatchResponse:
+    accepted = iter(created)
+    results = []
+    for p in planned:
+        if p.draft is None:
+            results.append(
+                pb.BatchResult(
+                    correlation_id=p.correlation_id, destination=p.destination, error=p.error
+                )
+            )
+            continue
+        m = next(accepted)
+        results.append(
+            pb.BatchResult(
+                message_id=m.id,
+                correlation_id=p.correlation_id,
+                destination=p.destination,
+                status=status_to_proto(m.status),
+            )
+        )
+    return pb.SendBatchResponse(results=results)

@@ -33,8 +33,10 @@ class Dispatcher:
         max_in_flight: int = 256,
         retry: RetryPolicy = RetryPolicy(),
         clock: Callable[[], int] = now_ms,
+        reconcile_interval: float = 1.0,
     ) -> None:
         self._store = store
+        self._reconcile_interval = reconcile_interval
         self._adapters = adapters
         self._batch_size = batch_size
         self._lease_ms = lease_ms
@@ -71,8 +73,16 @@ class Dispatcher:
         await self._store.apply_receipt(channel_id, receipt)
 
     async def _run(self) -> None:
+        last_sweep = 0.0
+        loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
+            if loop.time() - last_sweep >= self._reconcile_interval:
+                last_sweep = loop.time()
+                try:
+                    await self._store.reconcile_receipts()
+                except Exception:
+                    log.exception("reconciling parked receipts failed")
             try:
                 claimed = await self._store.claim_due(self._batch_size, self._lease_ms)
             except Exception:
