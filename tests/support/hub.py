@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
@@ -11,6 +11,7 @@ import grpc
 
 from server.app import Hub
 from server.config import DEFAULT_CHANNELS, Settings
+from server.storage.writer import now_ms
 
 
 def test_settings(db_url: str, **overrides: Any) -> Settings:
@@ -28,9 +29,12 @@ def test_settings(db_url: str, **overrides: Any) -> Settings:
 
 @asynccontextmanager
 async def running_hub(
-    db_url: str, adapters: dict[str, Any] | None = None, **overrides: Any
+    db_url: str,
+    adapters: dict[str, Any] | None = None,
+    clock: Callable[[], int] = now_ms,
+    **overrides: Any,
 ) -> AsyncIterator[Hub]:
-    hub = await Hub.start(test_settings(db_url, **overrides), adapters=adapters)
+    hub = await Hub.start(test_settings(db_url, **overrides), adapters=adapters, clock=clock)
     try:
         yield hub
     finally:
