@@ -41,7 +41,7 @@ class Dispatcher:
         self._batch_size = batch_size
         self._lease_ms = lease_ms
         self._poll_interval = poll_interval
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self._max_in_flight = max_in_flight
         self._retry = retry
         self._clock = clock
         self._wake = asyncio.Event()
@@ -83,24 +83,27 @@ class Dispatcher:
                     await self._store.reconcile_receipts()
                 except Exception:
                     log.exception("reconciling parked receipts failed")
-            try:
-                claimed = await self._store.claim_due(self._batch_size, self._lease_ms)
-            except Exception:
-                log.exception("claiming due messages failed")
-                claimed = []
+            # Claim only what can start now: a claimed row that waits for a
+            # slot burns its lease and may be claimed again by someone else.
+            room = min(self._batch_size, self._max_in_flight - len(self._in_flight))
+            claimed = []
+            if room > 0:
+                try:
+                    claimed = await self._store.claim_due(room, self._lease_ms)
+                except Exception:
+                    log.exception("claiming due messages failed")
             for delivery in claimed:
-                await self._slots.acquire()
                 task = asyncio.create_task(self._attempt(delivery))
                 self._in_flight.add(task)
                 task.add_done_callback(self._done)
-            if len(claimed) < self._batch_size:
+            if room <= 0 or len(claimed) < room:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._poll_interval):
                         await self._wake.wait()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
-        self._slots.release()
+        self._wake.set()
 
     async def _attempt(self, delivery: Delivery) -> None:
         now = self._clock()
