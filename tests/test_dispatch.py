@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from cim.v1 import delivery_pb2 as d
 from cim.v1 import messaging_service_pb2 as m
 from cim.v1 import messaging_service_pb2_grpc as mg
 from cim.v1 import outbound_pb2 as o
 from fakes.providers import BlackHoleProvider, FlakyProvider, HappyProvider, RejectingProvider
+from server.config import DEFAULT_CHANNELS
 from server.domain.status import DeliveryStatus
 from support.hub import channel_to, running_hub
 
@@ -138,3 +140,36 @@ async def test_receipt_that_outruns_submission_is_applied_later(db_url: str) -> 
         d.DELIVERY_STATUS_SUBMITTED,
         d.DELIVERY_STATUS_DELIVERED,
     ]
+
+
+async def test_a_channel_never_has_more_in_flight_than_its_bound(db_url: str) -> None:
+    class SlowProvider(HappyProvider):
+        def __init__(self) -> None:
+            super().__init__()
+            self.current = 0
+            self.peak = 0
+
+        async def send(self, delivery):  # type: ignore[no-untyped-def]
+            self.current += 1
+            self.peak = max(self.peak, self.current)
+            try:
+                await asyncio.sleep(0.05)
+                return await super().send(delivery)
+            finally:
+                self.current -= 1
+
+    provider = SlowProvider()
+    narrow = replace(DEFAULT_CHANNELS[0], max_in_flight=3)
+    async with (
+        running_hub(
+            db_url, adapters={"sandbox": provider}, channels=(narrow, *DEFAULT_CHANNELS[1:])
+        ) as hub,
+        channel_to(hub) as channel,
+    ):
+        stub = mg.MessagingServiceStub(channel)
+        for i in range(12):
+            await stub.SendMessage(_text(f"m{i}"))
+        async with asyncio.timeout(10):
+            while len(provider.attempts) < 12:  # noqa: ASYNC110 - counting at the provider
+                await asyncio.sleep(0.02)
+    assert provider.peak == 3

@@ -222,3 +222,37 @@ async def test_receipts_reach_the_notify_url_signed_filtered_and_retried(db_url:
     assert payload["data"]["status"] == "DELIVERED"
     assert payload["data"]["callbackData"] == "cb-42"
     assert payload["data"]["messageId"] == reply["results"][0]["messageId"]
+
+
+async def test_templates_render_with_blank_fallback_and_need_approval(db_url: str) -> None:
+    sandbox = SandboxAdapter("sandbox-sms", delivery_delay=0.01, record=True)
+    async with running_hub(db_url, adapters={"sandbox-sms": sandbox}) as hub:
+        approved = await hub.store.create_template(
+            DEFAULT_TENANT,
+            code="OUTAGE",
+            lang="en",
+            body="Dear $(name), power returns at $(time).",
+            approvals={"sandbox-sms": "APPROVED"},
+        )
+        pending = await hub.store.create_template(
+            DEFAULT_TENANT,
+            code="PROMO",
+            lang="en",
+            body="Deal!",
+            approvals={"sandbox-sms": "PENDING"},
+        )
+        base = {
+            "channel": "sms",
+            "from": "CNNECT",
+            "to": [{"msisdn": [_msisdn(3)], "substitutions": {"name": "Ana"}}],
+        }
+        status, reply = await _post(hub, {**base, "template": {"id": approved.id}})
+        assert status == 202, reply
+        refused_status, refused = await _post(
+            hub, {**base, "template": {"code": "PROMO", "lang": "en"}}
+        )
+        await eventually(lambda: len(sandbox.sent) == 1)
+    assert sandbox.sent[0].text == "Dear Ana, power returns at ."
+    assert sandbox.sent[0].content["template"]["code"] == "OUTAGE"
+    assert refused_status == 400 and refused["messageKey"] == "TEMPLATE_NOT_APPROVED"
+    assert pending.code == "PROMO"

@@ -146,3 +146,25 @@ async def test_session_transitions(db_url: str) -> None:
         assert hidden.value.code is Code.NOT_FOUND
     finally:
         await store.close()
+
+
+async def test_idempotency_keys_expire_after_a_day(db_url: str) -> None:
+    clock = [1_800_000_000_000]
+    store = await SqlStore.open(db_url, lambda _events: None, clock=lambda: clock[0])
+    try:
+        first = await store.accept(TENANT, [_draft()], IdempotencyKey.of("daily", b"a"), _render)
+        clock[0] += 24 * 3600 * 1000 - 1
+        replay = await store.accept(TENANT, [_draft()], IdempotencyKey.of("daily", b"a"), _render)
+        assert replay.replay == first.messages[0].id.encode()
+        clock[0] += 2
+        # A day later the key is free again, even with a different body.
+        fresh = await store.accept(
+            TENANT, [_draft("new")], IdempotencyKey.of("daily", b"b"), _render
+        )
+        assert fresh.replay is None and fresh.messages[0].id != first.messages[0].id
+        clock[0] += 24 * 3600 * 1000 + 1
+        await store.prune()
+        again = await store.accept(TENANT, [_draft()], IdempotencyKey.of("daily", b"c"), _render)
+        assert again.replay is None
+    finally:
+        await store.close()

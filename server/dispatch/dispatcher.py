@@ -19,6 +19,7 @@ from server.storage.store import SqlStore
 from server.storage.writer import now_ms
 
 log = logging.getLogger(__name__)
+PRUNE_INTERVAL_S = 60.0
 
 
 class Dispatcher:
@@ -34,6 +35,7 @@ class Dispatcher:
         retry: RetryPolicy = RetryPolicy(),
         clock: Callable[[], int] = now_ms,
         reconcile_interval: float = 1.0,
+        channel_bounds: Mapping[str, int] | None = None,
     ) -> None:
         self._store = store
         self._reconcile_interval = reconcile_interval
@@ -46,7 +48,9 @@ class Dispatcher:
         self._clock = clock
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[asyncio.Task[None], str] = {}
+        self._per_channel: dict[str, int] = {}
+        self._channel_bounds = dict(channel_bounds or {})
 
     async def start(self) -> None:
         for channel_id, adapter in self._adapters.items():
@@ -65,7 +69,7 @@ class Dispatcher:
                 await self._loop_task
         # Let attempts already handed to a provider record their outcome.
         if self._in_flight:
-            await asyncio.wait(self._in_flight, timeout=5)
+            await asyncio.wait(list(self._in_flight), timeout=5)
         for adapter in self._adapters.values():
             await adapter.close()
 
@@ -73,7 +77,7 @@ class Dispatcher:
         await self._store.apply_receipt(channel_id, receipt)
 
     async def _run(self) -> None:
-        last_sweep = 0.0
+        last_sweep = last_prune = 0.0
         loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
@@ -83,26 +87,70 @@ class Dispatcher:
                     await self._store.reconcile_receipts()
                 except Exception:
                     log.exception("reconciling parked receipts failed")
+            if loop.time() - last_prune >= PRUNE_INTERVAL_S:
+                last_prune = loop.time()
+                try:
+                    await self._store.prune()
+                except Exception:
+                    log.exception("pruning expired records failed")
             # Claim only what can start now: a claimed row that waits for a
             # slot burns its lease and may be claimed again by someone else.
-            room = min(self._batch_size, self._max_in_flight - len(self._in_flight))
-            claimed = []
+            room = self._max_in_flight - len(self._in_flight)
+            claimed: list[Delivery] = []
             if room > 0:
                 try:
-                    claimed = await self._store.claim_due(room, self._lease_ms)
+                    claimed = await self._claim(min(room, self._batch_size))
                 except Exception:
                     log.exception("claiming due messages failed")
             for delivery in claimed:
+                self._per_channel[delivery.channel_id] = (
+                    self._per_channel.get(delivery.channel_id, 0) + 1
+                )
                 task = asyncio.create_task(self._attempt(delivery))
-                self._in_flight.add(task)
+                self._in_flight[task] = delivery.channel_id
                 task.add_done_callback(self._done)
             if room <= 0 or len(claimed) < room:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._poll_interval):
                         await self._wake.wait()
 
+    async def _claim(self, room: int) -> list[Delivery]:
+        """Claim up to room deliveries without exceeding any channel's own bound."""
+        open_channels = [
+            channel_id
+            for channel_id, bound in self._channel_bounds.items()
+            if self._per_channel.get(channel_id, 0) < bound
+        ]
+        if len(open_channels) == len(self._channel_bounds):
+            # No channel is at its bound: one claim, then trim per channel.
+            claimed = await self._store.claim_due(room, self._lease_ms)
+        else:
+            claimed = []
+            for channel_id in open_channels:
+                space = self._channel_bounds[channel_id] - self._per_channel.get(channel_id, 0)
+                claimed += await self._store.claim_due(
+                    min(space, room - len(claimed)), self._lease_ms, channels=[channel_id]
+                )
+                if len(claimed) >= room:
+                    break
+        counts: dict[str, int] = {}
+        kept: list[Delivery] = []
+        for delivery in claimed:
+            bound = self._channel_bounds.get(delivery.channel_id, room)
+            used = self._per_channel.get(delivery.channel_id, 0) + counts.get(
+                delivery.channel_id, 0
+            )
+            if used < bound:
+                counts[delivery.channel_id] = counts.get(delivery.channel_id, 0) + 1
+                kept.append(delivery)
+            else:
+                await self._store.release(delivery.message_id)
+        return kept
+
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
+        channel_id = self._in_flight.pop(task, None)
+        if channel_id is not None:
+            self._per_channel[channel_id] -= 1
         self._wake.set()
 
     async def _attempt(self, delivery: Delivery) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.errors import already_exists, not_found
@@ -28,6 +28,7 @@ from server.storage.sql import insert_for
 from server.storage.writer import Tx
 
 PENDING, CLAIMED, DONE = "PENDING", "CLAIMED", "DONE"
+IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +69,9 @@ async def accept(
             .on_conflict_do_nothing()
             .returning(idempotency.c.key)
         )
-        if (await tx.conn.execute(claim)).first() is None:
+        if (await tx.conn.execute(claim)).first() is None and not await _take_over_expired(
+            tx, tenant_id, idem
+        ):
             row = (
                 await tx.conn.execute(
                     select(idempotency.c.request_hash, idempotency.c.response).where(
@@ -104,6 +107,27 @@ async def accept(
             .values(response=render(result))
         )
     return AcceptResult(result)
+
+
+async def _take_over_expired(tx: Tx, tenant_id: str, idem: IdempotencyKey) -> bool:
+    """A key older than its retention window is free again; one UPDATE decides who gets it."""
+    taken = await tx.conn.execute(
+        update(idempotency)
+        .where(
+            idempotency.c.tenant_id == tenant_id,
+            idempotency.c.key == idem.key,
+            idempotency.c.created_at < tx.now - IDEMPOTENCY_TTL_MS,
+        )
+        .values(request_hash=idem.request_hash, response=b"", created_at=tx.now)
+        .returning(idempotency.c.key)
+    )
+    return taken.first() is not None
+
+
+async def prune(tx: Tx) -> None:
+    await tx.conn.execute(
+        delete(idempotency).where(idempotency.c.created_at < tx.now - IDEMPOTENCY_TTL_MS)
+    )
 
 
 def _new_message(
@@ -302,6 +326,19 @@ async def claim_due(
         )
         for r in rows
     ]
+
+
+async def release(tx: Tx, message_id: str) -> None:
+    await tx.conn.execute(
+        update(messages)
+        .where(messages.c.id == message_id, messages.c.dispatch_state == CLAIMED)
+        .values(
+            dispatch_state=PENDING,
+            lease_until=None,
+            attempts=messages.c.attempts - 1,
+            updated_at=tx.now,
+        )
+    )
 
 
 async def set_status(

@@ -95,8 +95,14 @@ class SqlStore:
             )
 
     # -- dispatch -----------------------------------------------------------
-    async def claim_due(self, limit: int, lease_ms: int) -> list[Delivery]:
-        return await self._writer.submit(lambda tx: msgs.claim_due(tx, limit, lease_ms))
+    async def claim_due(
+        self, limit: int, lease_ms: int, channels: Sequence[str] | None = None
+    ) -> list[Delivery]:
+        return await self._writer.submit(lambda tx: msgs.claim_due(tx, limit, lease_ms, channels))
+
+    async def release(self, message_id: str) -> None:
+        """Give back a claim that will not be worked on, without counting an attempt."""
+        await self._writer.submit(lambda tx: msgs.release(tx, message_id))
 
     async def mark_submitted(self, delivery: Delivery, provider_message_id: str) -> None:
         await self._writer.submit(
@@ -120,6 +126,15 @@ class SqlStore:
 
     async def finish(self, message_id: str, status: DeliveryStatus, reason: str) -> None:
         await self._writer.submit(lambda tx: msgs.set_status(tx, message_id, status, reason=reason))
+
+    async def prune(self) -> None:
+        """Drop what has outlived its purpose: expired idempotency keys, old delivered webhooks."""
+
+        async def work(tx: Tx) -> None:
+            await msgs.prune(tx)
+            await hooks.prune(tx)
+
+        await self._writer.submit(work)
 
     async def reconcile_receipts(self) -> int:
         return await self._writer.submit(lambda tx: receipts.reconcile(tx))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, and_, exists, select, update
+from sqlalchemy import Row, and_, delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.storage.schema import webhook_secrets, webhooks
@@ -192,3 +192,14 @@ async def list_dead(conn: AsyncConnection, tenant_id: str) -> list[DeadWebhook]:
         )
         for r in rows
     ]
+
+
+DONE_RETENTION_MS = 7 * 24 * 3600 * 1000
+
+
+async def prune(tx: Tx) -> None:
+    await tx.conn.execute(
+        delete(webhooks).where(
+            webhooks.c.state == DONE, webhooks.c.created_at < tx.now - DONE_RETENTION_MS
+        )
+    )
