@@ -1,24 +1,179 @@
-"""The contract every provider adapter fulfils, re-exported for adapter authors."""
+"""What every provider adapter shares: the contract, errors, HTTP plumbing and secrets."""
 
 from __future__ import annotations
 
-from server.domain.models import Delivery, Receipt
+import contextlib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from server.domain.models import Channel, Delivery, Receipt
 from server.domain.provider import (
     Accepted,
+    AttemptRecord,
+    CallbackHandler,
+    CallbackRejected,
+    CallbackRequest,
+    CallbackResult,
     ChannelAdapter,
+    InboundMessage,
     PermanentProviderError,
     ProviderError,
     ReceiptSink,
     RetryableProviderError,
 )
+from server.net.http import OutboundHttp
 
 __all__ = [
     "Accepted",
+    "AdapterContext",
+    "AttemptRecord",
+    "CallbackHandler",
+    "CallbackRejected",
+    "CallbackRequest",
+    "CallbackResult",
     "ChannelAdapter",
     "Delivery",
+    "HttpProviderClient",
+    "InboundMessage",
     "PermanentProviderError",
     "ProviderError",
     "Receipt",
     "ReceiptSink",
     "RetryableProviderError",
+    "Secret",
+    "raise_for_status",
+    "retry_after_seconds",
+    "secret_setting",
+    "setting",
 ]
+
+
+class Secret:
+    """A credential that never shows itself in logs, reprs or error messages."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+def setting(channel: Channel, name: str, default: str | None = None) -> str:
+    value = channel.settings.get(name, default)
+    if value is None:
+        raise ValueError(f"channel {channel.channel_id}: setting {name!r} is required")
+    return str(value)
+
+
+def secret_setting(channel: Channel, name: str, env: Mapping[str, str] | None = None) -> Secret:
+    """Credentials are configured by reference: `<name>_env = "VAR"` names the variable."""
+    env = os.environ if env is None else env
+    var = channel.settings.get(f"{name}_env")
+    if var is None:
+        raise ValueError(
+            f"channel {channel.channel_id}: {name}_env (an environment variable name) is required"
+        )
+    value = env.get(str(var))
+    if not value:
+        raise ValueError(
+            f"channel {channel.channel_id}: environment variable {var} is empty or unset"
+        )
+    return Secret(value)
+
+
+@dataclass(frozen=True)
+class AdapterContext:
+    """What the composition root hands to adapter factories."""
+
+    public_url: str  # where providers reach our callbacks, e.g. https://hub.example.com
+    fetcher: OutboundHttp  # the one guarded client for URLs we did not configure (media)
+    # Looks up another channel's adapter, for fallbacks such as RCS -> SMS.
+    adapter_for: Callable[[str], ChannelAdapter | None] = field(default=lambda _channel_id: None)
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def callback_url(self, channel_id: str) -> str:
+        return f"{self.public_url.rstrip('/')}/callbacks/{channel_id}"
+
+
+class HttpProviderClient:
+    """One pooled session per adapter, with timeouts, and the common error mapping.
+
+    Timeouts and connection failures, 5xx and 429 are retryable (429 carries
+    Retry-After); any other non-2xx is permanent unless the adapter maps it first.
+    """
+
+    def __init__(
+        self, base_url: str, *, total_timeout: float = 10.0, connect_timeout: float = 3.0
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=total_timeout, connect=connect_timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(limit=100),
+                trust_env=False,
+            )
+        return self._session
+
+    async def request(
+        self, method: str, path: str, *, expect_json: bool = True, **kwargs: Any
+    ) -> tuple[int, Any, Mapping[str, str]]:
+        """Returns (status, parsed body or text, headers); network trouble is retryable."""
+        try:
+            async with self.session().request(
+                method, self.base_url + path, allow_redirects=False, **kwargs
+            ) as resp:
+                raw = await resp.read()
+                body: Any = raw.decode(errors="replace")
+                if expect_json and raw:
+                    with contextlib.suppress(ValueError):
+                        body = await resp.json(content_type=None)
+                return resp.status, body, dict(resp.headers)
+        except TimeoutError as exc:
+            raise RetryableProviderError("provider timed out", "TIMEOUT") from exc
+        except aiohttp.ClientError as exc:
+            raise RetryableProviderError(
+                f"provider unreachable: {type(exc).__name__}", "NETWORK"
+            ) from exc
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def raise_for_status(status: int, headers: Mapping[str, str], code: str, reason: str) -> None:
+    """The common mapping, for statuses an adapter did not handle itself."""
+    if 200 <= status < 300:
+        return
+    if status == 429:
+        raise RetryableProviderError(
+            reason or "throttled", code or "429", retry_after_seconds(headers)
+        )
+    if status >= 500:
+        raise RetryableProviderError(reason or f"provider error {status}", code or str(status))
+    raise PermanentProviderError(reason or f"rejected with {status}", code or str(status))

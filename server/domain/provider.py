@@ -2,19 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from server.domain.models import Delivery, Receipt
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One try at a provider, kept in the message's attempt log."""
+
+    channel_id: str
+    provider: str
+    outcome: str  # ACCEPTED or FAILED
+    provider_message_id: str = ""
+    error_code: str = ""
+    reason: str = ""
+    segments: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class Accepted:
-    """The provider took the message and named it."""
+    """The provider took the message and named it.
+
+    channel_id is set when another channel carried it (e.g. an SMS fallback for
+    RCS); earlier lists failed tries made within the same attempt, so a
+    fallback shows as two attempts on one message.
+    """
 
     provider_message_id: str
     segments: int = 1
+    channel_id: str = ""
+    provider: str = ""
+    earlier: tuple[AttemptRecord, ...] = ()
 
 
 class ProviderError(Exception):
@@ -36,6 +57,56 @@ class PermanentProviderError(ProviderError):
     """Another attempt would fail the same way: bad number, policy, other 4xx."""
 
 
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A message a customer sent us through a provider."""
+
+    channel_id: str
+    provider_message_id: str
+    from_address: str
+    to_address: str = ""
+    type: str = "text"  # text, image, video, audio, document, location, contacts, button, ...
+    text: str = ""
+    media_url: str = ""
+    mime_type: str = ""
+    caption: str = ""
+    latitude: float | None = None
+    longitude: float | None = None
+    contact_name: str = ""
+    timestamp: int = 0
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackRequest:
+    """An HTTP request a provider made to us, as the adapter needs to see it."""
+
+    method: str
+    url: str  # the full public URL the provider called, for signature checks
+    headers: Mapping[str, str]  # lower-cased names
+    query: Mapping[str, str]
+    body: bytes
+    form: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackResult:
+    receipts: tuple[Receipt, ...] = ()
+    inbound: tuple[InboundMessage, ...] = ()
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "text/plain"
+
+
+class CallbackRejected(Exception):
+    """The callback failed verification; answer with status and change nothing."""
+
+    def __init__(self, reason: str, status: int = 403) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
 ReceiptSink = Callable[[str, Receipt], Awaitable[None]]
 """Called with (channel_id, receipt) whenever a provider reports on a message."""
 
@@ -46,3 +117,9 @@ class ChannelAdapter(Protocol):
     async def send(self, delivery: Delivery) -> Accepted: ...
 
     async def close(self) -> None: ...
+
+
+class CallbackHandler(Protocol):
+    """Adapters whose provider calls back implement this too."""
+
+    async def handle_callback(self, request: CallbackRequest) -> CallbackResult: ...

@@ -56,7 +56,7 @@ def plan_single(tenant_id: str, send: SingleSend, channels: Mapping[str, Channel
         destination=destination,
         type=send.type,
         text=text,
-        content=dict(send.content),
+        content=canonical_content(send),
         conversation_id=conversation_for(tenant_id, channel.channel_id, destination),
         mask=send.mask,
         customer_name=send.to.get("name", ""),
@@ -112,3 +112,62 @@ def _check_content(send: SingleSend, problems: list[FieldViolation]) -> str:
     if isinstance(part, Mapping):
         return str(part.get("caption", ""))
     return ""
+
+
+_MEDIA = {"image", "video", "audio", "voice", "document"}
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def canonical_content(send: SingleSend) -> dict[str, Any]:
+    """The single-send parts in the shape adapters read for every send.
+
+    Keys: type, text, mediaUrl/caption/filename for media, latitude/longitude/
+    name/address/url for locations, contacts, template, and buttons
+    ([{id, title, type, url, phone}]) when the message offers choices.
+    """
+    c = send.content
+    out: dict[str, Any] = {"type": send.type}
+    if send.type == "text":
+        out["text"] = str(c.get("text", {}).get("body", ""))
+    elif send.type in _MEDIA:
+        part = c.get("audio" if send.type == "voice" else send.type, {})
+        out.update(
+            mediaUrl=part.get("link", ""),
+            caption=part.get("caption", ""),
+            filename=part.get("filename", ""),
+        )
+    elif send.type == "location":
+        loc = c.get("location", {})
+        out.update(
+            latitude=_number(loc.get("latitude")),
+            longitude=_number(loc.get("longitude")),
+            name=loc.get("name", ""),
+            address=loc.get("address", ""),
+            url=loc.get("url", ""),
+        )
+    elif send.type == "contacts":
+        out["contacts"] = list(c.get("contacts", []))
+    elif send.type == "template":
+        out["template"] = dict(c.get("template", {}))
+        out["text"] = str(out["template"].get("code") or out["template"].get("id") or "")
+    buttons = c.get("options", {}).get("buttons", [])
+    if buttons:
+        out["buttons"] = [
+            {
+                "id": str(b.get("code") or b.get("uid") or b.get("label", "")),
+                "title": str(b.get("label") or b.get("name") or ""),
+                "type": str(b.get("type", "")),
+                "url": str(b.get("url", "")),
+                "phone": str(b.get("phone", "")),
+            }
+            for b in buttons
+        ]
+    if c.get("messageIdResend"):
+        out["messageIdResend"] = c["messageIdResend"]
+    return out
