@@ -98,7 +98,7 @@ class Hub:
             ),
             poll_interval=settings.dispatch_poll_interval,
             clock=clock,
-            channel_bounds={c.channel_id: c.max_in_flight for c in settings.channels},
+            channels=channels,
         )
         services = Services(
             messaging=MessagingServicer(store, channels, dispatcher.wake, clock),

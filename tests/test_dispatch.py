@@ -48,6 +48,12 @@ async def test_retryable_errors_are_retried_until_accepted(db_url: str) -> None:
     assert len(provider.attempts) == 3
     assert [a.attempt for a in provider.attempts] == [1, 2, 3]
     assert got.attempts == 3
+    assert [(a.number, a.outcome, a.error_code) for a in got.attempt_log] == [
+        (1, "FAILED", "503"),
+        (2, "FAILED", "503"),
+        (3, "ACCEPTED", ""),
+    ]
+    assert got.attempt_log[-1].provider_message_id == got.provider_message_id
 
 
 async def test_permanent_error_fails_with_provider_reason(db_url: str) -> None:

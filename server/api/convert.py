@@ -60,6 +60,21 @@ def message_to_proto(m: OutboundMessage) -> messaging_service_pb2.Message:
         provider_message_id=m.provider_message_id,
         text="" if m.mask else m.text,
         attempts=m.attempts,
+        segments=m.segments,
+        attempt_log=[
+            delivery_pb2.DeliveryAttempt(
+                number=a.number,
+                channel_id=a.channel_id,
+                provider=a.provider,
+                outcome=a.outcome,
+                provider_message_id=a.provider_message_id,
+                error_code=a.error_code,
+                reason=a.reason,
+                segments=a.segments,
+                timestamp=a.timestamp,
+            )
+            for a in m.attempt_log
+        ],
     )
 
 

@@ -7,11 +7,14 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping
 
+from server.dispatch.pacing import Pacer
 from server.dispatch.retry import RetryPolicy
-from server.domain.models import Delivery, Receipt
+from server.domain.models import Channel, Delivery, Receipt
 from server.domain.provider import (
+    AttemptRecord,
     ChannelAdapter,
     PermanentProviderError,
+    ProviderError,
     RetryableProviderError,
 )
 from server.domain.status import DeliveryStatus
@@ -35,7 +38,7 @@ class Dispatcher:
         retry: RetryPolicy = RetryPolicy(),
         clock: Callable[[], int] = now_ms,
         reconcile_interval: float = 1.0,
-        channel_bounds: Mapping[str, int] | None = None,
+        channels: Mapping[str, Channel] | None = None,
     ) -> None:
         self._store = store
         self._reconcile_interval = reconcile_interval
@@ -50,7 +53,16 @@ class Dispatcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._in_flight: dict[asyncio.Task[None], str] = {}
         self._per_channel: dict[str, int] = {}
-        self._channel_bounds = dict(channel_bounds or {})
+        self._channels = dict(channels or {})
+        # A paced channel gets no more claims than it can send within half a
+        # lease, so claimed work never waits long enough to be claimed again.
+        self._channel_bounds = {
+            c.channel_id: min(c.max_in_flight, max(1, int(c.tps * lease_ms / 2000)))
+            if c.tps > 0
+            else c.max_in_flight
+            for c in self._channels.values()
+        }
+        self._pacers = {c.channel_id: Pacer(c.tps) for c in self._channels.values() if c.tps > 0}
 
     async def start(self) -> None:
         for channel_id, adapter in self._adapters.items():
@@ -168,26 +180,51 @@ class Dispatcher:
                 f"no adapter for channel {delivery.channel_id}",
             )
             return
+        pacer = self._pacers.get(delivery.channel_id)
+        if pacer is not None:
+            await pacer.wait()
+        provider = self._provider_of(delivery.channel_id)
         try:
             accepted = await adapter.send(delivery)
         except RetryableProviderError as exc:
-            await self._retry_later(delivery, exc)
+            await self._retry_later(delivery, exc, provider)
         except PermanentProviderError as exc:
             reason = f"{exc.code}: {exc.reason}" if exc.code else exc.reason
-            await self._store.finish(delivery.message_id, DeliveryStatus.FAILED, reason)
+            await self._store.finish(
+                delivery.message_id,
+                DeliveryStatus.FAILED,
+                reason,
+                self._failure(delivery, provider, exc),
+            )
         except Exception as exc:  # an adapter bug must not strand the message
             log.exception("adapter for %s raised", delivery.channel_id)
-            await self._retry_later(delivery, RetryableProviderError(repr(exc)))
+            await self._retry_later(
+                delivery, RetryableProviderError(type(exc).__name__, "ADAPTER"), provider
+            )
         else:
-            await self._store.mark_submitted(delivery, accepted.provider_message_id)
+            await self._store.mark_submitted(delivery, accepted, provider)
 
-    async def _retry_later(self, delivery: Delivery, exc: RetryableProviderError) -> None:
+    def _provider_of(self, channel_id: str) -> str:
+        channel = self._channels.get(channel_id)
+        return channel.provider if channel is not None else "unknown"
+
+    @staticmethod
+    def _failure(delivery: Delivery, provider: str, exc: ProviderError) -> AttemptRecord:
+        return AttemptRecord(
+            delivery.channel_id, provider, "FAILED", error_code=exc.code, reason=exc.reason
+        )
+
+    async def _retry_later(
+        self, delivery: Delivery, exc: RetryableProviderError, provider: str
+    ) -> None:
+        failed = self._failure(delivery, provider, exc)
         if delivery.attempt >= self._retry.max_attempts:
             await self._store.finish(
                 delivery.message_id,
                 DeliveryStatus.FAILED,
                 f"gave up after {delivery.attempt} attempts: {exc.reason}",
+                failed,
             )
             return
         due = self._clock() + self._retry.delay_ms(delivery.attempt, exc.retry_after)
-        await self._store.reschedule(delivery.message_id, due, exc.reason)
+        await self._store.reschedule(delivery.message_id, due, exc.reason, failed)

@@ -69,6 +69,19 @@ class StatusEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptEntry:
+    number: int
+    channel_id: str
+    provider: str
+    outcome: str
+    provider_message_id: str
+    error_code: str
+    reason: str
+    segments: int
+    timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
 class OutboundMessage:
     id: str
     tenant_id: str
@@ -89,6 +102,8 @@ class OutboundMessage:
     last_error: str = ""
     mask: bool = False
     history: tuple[StatusEntry, ...] = field(default=())
+    segments: int = 1
+    attempt_log: tuple[AttemptEntry, ...] = field(default=())
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from server.domain.models import (
     new_id,
 )
 from server.domain.status import DeliveryStatus, advances
+from server.storage import attempts as attempt_log
 from server.storage import events as event_log
 from server.storage import webhooks
 from server.storage.schema import idempotency, messages, status_history
@@ -276,6 +277,7 @@ def _from_row(row: Any, history: tuple[StatusEntry, ...]) -> OutboundMessage:
         last_error=row.last_error,
         mask=bool(row.mask),
         history=history,
+        segments=row.segments,
     )
 
 
@@ -350,6 +352,7 @@ async def set_status(
     provider_message_id: str | None = None,
     dispatch_state: str | None = DONE,
     due_at: int | None = None,
+    segments: int | None = None,
 ) -> bool:
     """Record a status if it moves the message forward; returns whether it did."""
     row = (await tx.conn.execute(select(messages).where(messages.c.id == message_id))).first()
@@ -361,6 +364,8 @@ async def set_status(
         values["lease_until"] = None
     if provider_message_id is not None:
         values["provider_message_id"] = provider_message_id
+    if segments is not None:
+        values["segments"] = segments
     if due_at is not None:
         values["due_at"] = due_at
     if reason:
@@ -382,6 +387,9 @@ async def set_status(
 
 
 async def find_by_provider_id(tx: Tx, channel_id: str, provider_message_id: str) -> str | None:
+    via_attempt = await attempt_log.message_for(tx, channel_id, provider_message_id)
+    if via_attempt is not None:
+        return via_attempt
     return (
         await tx.conn.execute(
             select(messages.c.id).where(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy import and_, delete, select
 
-from server.domain.models import Receipt
+from server.domain.models import Delivery, Receipt
+from server.domain.provider import Accepted, AttemptRecord
 from server.domain.status import DeliveryStatus
+from server.storage import attempts as attempt_log
 from server.storage import messages as msgs
-from server.storage.schema import messages, pending_receipts
+from server.storage.schema import attempts, pending_receipts
 from server.storage.writer import Tx
 
 
@@ -29,24 +31,47 @@ async def apply(tx: Tx, channel_id: str, receipt: Receipt) -> bool:
     )
 
 
-async def submitted(tx: Tx, message_id: str, channel_id: str, provider_message_id: str) -> None:
+async def submitted(tx: Tx, delivery: Delivery, accepted: Accepted, provider: str) -> None:
     """Record the provider's acceptance, then any receipts that were waiting for it."""
+    carrier = accepted.channel_id or delivery.channel_id
+    await attempt_log.record(
+        tx,
+        delivery.message_id,
+        [
+            *accepted.earlier,
+            AttemptRecord(
+                carrier,
+                accepted.provider or provider,
+                "ACCEPTED",
+                accepted.provider_message_id,
+                segments=accepted.segments,
+            ),
+        ],
+    )
     await msgs.set_status(
-        tx, message_id, DeliveryStatus.SUBMITTED, provider_message_id=provider_message_id
+        tx,
+        delivery.message_id,
+        DeliveryStatus.SUBMITTED,
+        provider_message_id=accepted.provider_message_id,
+        segments=accepted.segments,
     )
     waiting = (
         await tx.conn.execute(
             select(pending_receipts)
             .where(
-                pending_receipts.c.channel_id == channel_id,
-                pending_receipts.c.provider_message_id == provider_message_id,
+                pending_receipts.c.channel_id == carrier,
+                pending_receipts.c.provider_message_id == accepted.provider_message_id,
             )
             .order_by(pending_receipts.c.id)
         )
     ).all()
     for row in waiting:
         await msgs.set_status(
-            tx, message_id, DeliveryStatus(row.status), reason=row.reason, dispatch_state=None
+            tx,
+            delivery.message_id,
+            DeliveryStatus(row.status),
+            reason=row.reason,
+            dispatch_state=None,
         )
     if waiting:
         await tx.conn.execute(
@@ -67,13 +92,13 @@ async def reconcile(tx: Tx, limit: int = 500, max_age_ms: int = 24 * 3600 * 1000
                 pending_receipts.c.id,
                 pending_receipts.c.status,
                 pending_receipts.c.reason,
-                messages.c.id.label("mid"),
+                attempts.c.message_id.label("mid"),
             )
             .join(
-                messages,
+                attempts,
                 and_(
-                    messages.c.channel_id == pending_receipts.c.channel_id,
-                    messages.c.provider_message_id == pending_receipts.c.provider_message_id,
+                    attempts.c.channel_id == pending_receipts.c.channel_id,
+                    attempts.c.provider_message_id == pending_receipts.c.provider_message_id,
                 ),
             )
             .order_by(pending_receipts.c.id)

@@ -190,3 +190,25 @@ templates = Table(
     Column("updated_at", BigInteger, nullable=False),
     Index("ux_templates_code_lang", "tenant_id", "code", "lang", unique=True),
 )
+
+# Every provider attempt. Receipts are matched here by (channel, provider id),
+# so a receipt from a fallback channel still finds its message.
+attempts = Table(
+    "attempts",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("message_id", String(36), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("channel_id", String(128), nullable=False),
+    Column("provider", String(32), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("provider_message_id", String(128)),
+    Column("error_code", String(64), nullable=False, default=""),
+    Column("reason", Text, nullable=False, default=""),
+    Column("segments", Integer, nullable=False, default=1),
+    Column("ts", BigInteger, nullable=False),
+    Index("ix_attempts_message", "message_id", "number"),
+    Index("ix_attempts_provider", "channel_id", "provider_message_id"),
+)

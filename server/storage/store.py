@@ -18,7 +18,9 @@ from server.domain.models import (
     Session,
     SessionState,
 )
+from server.domain.provider import Accepted, AttemptRecord
 from server.domain.status import DeliveryStatus
+from server.storage import attempts as attempt_log
 from server.storage import events as event_log
 from server.storage import messages as msgs
 from server.storage import migrate, receipts
@@ -104,15 +106,15 @@ class SqlStore:
         """Give back a claim that will not be worked on, without counting an attempt."""
         await self._writer.submit(lambda tx: msgs.release(tx, message_id))
 
-    async def mark_submitted(self, delivery: Delivery, provider_message_id: str) -> None:
-        await self._writer.submit(
-            lambda tx: receipts.submitted(
-                tx, delivery.message_id, delivery.channel_id, provider_message_id
-            )
-        )
+    async def mark_submitted(self, delivery: Delivery, accepted: Accepted, provider: str) -> None:
+        await self._writer.submit(lambda tx: receipts.submitted(tx, delivery, accepted, provider))
 
-    async def reschedule(self, message_id: str, due_at: int, reason: str) -> None:
+    async def reschedule(
+        self, message_id: str, due_at: int, reason: str, failed: AttemptRecord | None = None
+    ) -> None:
         async def work(tx: Tx) -> None:
+            if failed is not None:
+                await attempt_log.record(tx, message_id, [failed])
             await msgs.set_status(
                 tx,
                 message_id,
@@ -124,8 +126,19 @@ class SqlStore:
 
         await self._writer.submit(work)
 
-    async def finish(self, message_id: str, status: DeliveryStatus, reason: str) -> None:
-        await self._writer.submit(lambda tx: msgs.set_status(tx, message_id, status, reason=reason))
+    async def finish(
+        self,
+        message_id: str,
+        status: DeliveryStatus,
+        reason: str,
+        failed: AttemptRecord | None = None,
+    ) -> None:
+        async def work(tx: Tx) -> None:
+            if failed is not None:
+                await attempt_log.record(tx, message_id, [failed])
+            await msgs.set_status(tx, message_id, status, reason=reason)
+
+        await self._writer.submit(work)
 
     async def prune(self) -> None:
         """Drop what has outlived its purpose: expired idempotency keys, old delivered webhooks."""

@@ -98,3 +98,57 @@ class StatusChange(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StatusChange: _TypeAlias = StatusChange  # noqa: Y015
+
+@_typing.final
+class DeliveryAttempt(_message.Message):
+    """DeliveryAttempt is one try at a provider."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NUMBER_FIELD_NUMBER: _builtins.int
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    PROVIDER_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SEGMENTS_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    number: _builtins.int
+    """Position in the message's attempt log, from 1."""
+    channel_id: _builtins.str
+    """Channel that carried the attempt; differs from the message's on a fallback."""
+    provider: _builtins.str
+    """Provider adapter used, e.g. twilio or rbm."""
+    outcome: _builtins.str
+    """ACCEPTED or FAILED."""
+    provider_message_id: _builtins.str
+    """Id the provider gave the message, when it accepted it."""
+    error_code: _builtins.str
+    """Provider error code, when it failed."""
+    reason: _builtins.str
+    """Provider or platform reason, when it failed."""
+    segments: _builtins.int
+    """Billing segments, for SMS."""
+    timestamp: _builtins.int
+    """When the attempt ended, in milliseconds since the Unix epoch."""
+    def __init__(
+        self,
+        *,
+        number: _builtins.int = ...,
+        channel_id: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        provider_message_id: _builtins.str = ...,
+        error_code: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        segments: _builtins.int = ...,
+        timestamp: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "error_code", b"error_code", "number", b"number", "outcome", b"outcome", "provider", b"provider", "provider_message_id", b"provider_message_id", "reason", b"reason", "segments", b"segments", "timestamp", b"timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryAttempt: _TypeAlias = DeliveryAttempt  # noqa: Y015

@@ -791,6 +791,8 @@ class Message(_message.Message):
     PROVIDER_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    SEGMENTS_FIELD_NUMBER: _builtins.int
+    ATTEMPT_LOG_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Message id."""
     channel_id: _builtins.str
@@ -813,9 +815,15 @@ class Message(_message.Message):
     """Rendered text, unless masked."""
     attempts: _builtins.int
     """Dispatch attempts made."""
+    segments: _builtins.int
+    """Billing segments of the accepted attempt, for SMS."""
     @_builtins.property
     def history(self) -> _containers.RepeatedCompositeFieldContainer[_delivery_pb2.StatusChange]:
         """Every status reached, oldest first."""
+
+    @_builtins.property
+    def attempt_log(self) -> _containers.RepeatedCompositeFieldContainer[_delivery_pb2.DeliveryAttempt]:
+        """Every provider attempt, oldest first; a fallback adds a second one."""
 
     def __init__(
         self,
@@ -832,10 +840,12 @@ class Message(_message.Message):
         provider_message_id: _builtins.str = ...,
         text: _builtins.str = ...,
         attempts: _builtins.int = ...,
+        segments: _builtins.int = ...,
+        attempt_log: _abc.Iterable[_delivery_pb2.DeliveryAttempt] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "channel_id", b"channel_id", "conversation_id", b"conversation_id", "correlation_id", b"correlation_id", "create_time", b"create_time", "destination", b"destination", "history", b"history", "id", b"id", "provider_message_id", b"provider_message_id", "status", b"status", "text", b"text", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_log", b"attempt_log", "attempts", b"attempts", "channel_id", b"channel_id", "conversation_id", b"conversation_id", "correlation_id", b"correlation_id", "create_time", b"create_time", "destination", b"destination", "history", b"history", "id", b"id", "provider_message_id", b"provider_message_id", "segments", b"segments", "status", b"status", "text", b"text", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
