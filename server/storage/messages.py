@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -215,9 +216,10 @@ async def get(conn: AsyncConnection, tenant_id: str, message_id: str) -> Outboun
             .order_by(status_history.c.id)
         )
     ).all()
-    return _from_row(
+    found = _from_row(
         row, tuple(StatusEntry(DeliveryStatus(h.status), h.ts, h.reason) for h in history)
     )
+    return replace(found, attempt_log=await attempt_log.log_of(conn, message_id))
 
 
 async def list_page(
