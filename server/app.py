@@ -9,8 +9,10 @@ from dataclasses import dataclass
 import grpc
 from aiohttp import web
 
-from adapters.sandbox import SandboxAdapter
+from adapters.base import AdapterContext
+from adapters.registry import build_adapter
 from server.api.config import ConfigServicer
+from server.api.context import DEFAULT_TENANT
 from server.api.messaging import MessagingServicer
 from server.api.notifications import NotificationServicer
 from server.api.server import BuiltServer, Services, build_server, set_serving
@@ -19,10 +21,10 @@ from server.config import Settings
 from server.dispatch.dispatcher import Dispatcher
 from server.dispatch.retry import RetryPolicy
 from server.domain.events import StoredEvent
-from server.domain.models import Channel
-from server.domain.provider import ChannelAdapter
+from server.domain.provider import ChannelAdapter, InboundMessage
 from server.events.bus import InProcessBus
 from server.gateway.app import create_app
+from server.gateway.callbacks import add_callback_routes
 from server.net.http import OutboundHttp
 from server.storage.store import SqlStore
 from server.storage.writer import now_ms
@@ -31,24 +33,23 @@ from server.webhooks.sender import WebhookSender
 log = logging.getLogger(__name__)
 
 
-def build_adapters(channels: tuple[Channel, ...], settings: Settings) -> dict[str, ChannelAdapter]:
-    adapters: dict[str, ChannelAdapter] = {}
-    for channel in channels:
-        if channel.provider == "sandbox":
-            sent_log = channel.settings.get("sent_log")
-            adapters[channel.channel_id] = SandboxAdapter(
-                channel.channel_id,
-                delivery_delay=settings.sandbox_delivery_delay,
-                sent_log=str(sent_log) if sent_log else None,
-            )
-        else:
-            raise ValueError(f"channel {channel.channel_id}: unknown provider {channel.provider!r}")
-    return adapters
-
-
 @dataclass
 class HealthFlag:
     serving: bool = True
+
+
+@dataclass
+class PublicUrl:
+    """Where providers reach our callbacks; defaults to the bound HTTP address."""
+
+    configured: str = ""
+    fallback: str = ""
+
+    def default(self, url: str) -> None:
+        self.fallback = url
+
+    def get(self) -> str:
+        return self.configured or self.fallback
 
 
 @dataclass
@@ -87,11 +88,12 @@ class Hub:
 
         store = await SqlStore.open(settings.database_url, publish, clock=clock)
         channels = {c.channel_id: c for c in settings.channels}
-        # Tests replace the adapters of some channels and keep the rest.
-        adapters = {**build_adapters(settings.channels, settings), **(adapters or {})}
+        # Filled once the HTTP port, and so the callback URL, is known; the
+        # dispatcher and the callback routes share this one dict.
+        channel_adapters: dict[str, ChannelAdapter] = {}
         dispatcher = Dispatcher(
             store,
-            adapters,
+            channel_adapters,
             lease_ms=settings.dispatch_lease_ms,
             retry=RetryPolicy(
                 settings.retry_base_ms, settings.retry_cap_ms, settings.retry_max_attempts
@@ -100,46 +102,42 @@ class Hub:
             clock=clock,
             channels=channels,
         )
-        services = Services(
-            messaging=MessagingServicer(store, channels, dispatcher.wake, clock),
-            notifications=NotificationServicer(
-                store,
-                bus,
-                heartbeat_seconds=settings.heartbeat_seconds,
-                buffer_limit=settings.subscriber_buffer,
-            ),
-            sessions=SessionServicer(store),
-            config=ConfigServicer(channels),
-        )
         built = build_server(
-            services,
+            Services(
+                messaging=MessagingServicer(store, channels, dispatcher.wake, clock),
+                notifications=NotificationServicer(
+                    store,
+                    bus,
+                    heartbeat_seconds=settings.heartbeat_seconds,
+                    buffer_limit=settings.subscriber_buffer,
+                ),
+                sessions=SessionServicer(store),
+                config=ConfigServicer(channels),
+            ),
             address=f"{settings.host}:{settings.grpc_port}",
             max_message_bytes=settings.max_grpc_message_bytes,
         )
         await built.server.start()
         await set_serving(built.health, True)
-        await dispatcher.start()
-        http = OutboundHttp()
-        webhook_sender = WebhookSender(
-            store,
-            http,
-            retry=RetryPolicy(settings.webhook_retry_base_ms, settings.retry_cap_ms),
-            max_age_ms=settings.webhook_max_age_ms,
-            clock=clock,
-        )
-        await webhook_sender.start()
-        wake_webhooks.append(webhook_sender.wake)
 
         # The facade reaches the services through a real channel, so REST calls
         # pass through the same interceptor chain as gRPC calls.
-        target = (
-            f"{settings.host}:{built.port}"
-            if settings.host not in ("0.0.0.0", "::")
-            else f"127.0.0.1:{built.port}"
-        )
-        gateway_channel = grpc.aio.insecure_channel(target)
+        local_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+        gateway_channel = grpc.aio.insecure_channel(f"{local_host}:{built.port}")
         app = create_app(gateway_channel, max_body_bytes=settings.max_body_bytes)
         health_flag = HealthFlag()
+        public = PublicUrl(settings.public_url)
+
+        async def on_inbound(channel_id: str, messages: Sequence[InboundMessage]) -> None:
+            await store.record_inbound(DEFAULT_TENANT, channel_id, messages)
+
+        add_callback_routes(
+            app,
+            channel_adapters,
+            public_url=public.get,
+            on_receipt=dispatcher.on_receipt,
+            on_inbound=on_inbound,
+        )
 
         async def healthz(_request: web.Request) -> web.Response:
             if health_flag.serving:
@@ -152,6 +150,28 @@ class Hub:
         site = web.TCPSite(runner, settings.host, settings.http_port)
         await site.start()
         http_port = _bound_port(site)
+        public.default(f"http://{local_host}:{http_port}")
+
+        http = OutboundHttp()
+        ctx = AdapterContext(
+            public_url=public.get(), fetcher=http, adapter_for=channel_adapters.get
+        )
+        for channel in settings.channels:
+            channel_adapters[channel.channel_id] = build_adapter(
+                channel, ctx, sandbox_delay=settings.sandbox_delivery_delay
+            )
+        # Tests replace the adapters of some channels and keep the rest.
+        channel_adapters.update(adapters or {})
+        await dispatcher.start()
+        webhook_sender = WebhookSender(
+            store,
+            http,
+            retry=RetryPolicy(settings.webhook_retry_base_ms, settings.retry_cap_ms),
+            max_age_ms=settings.webhook_max_age_ms,
+            clock=clock,
+        )
+        await webhook_sender.start()
+        wake_webhooks.append(webhook_sender.wake)
         hub = cls(
             settings=settings,
             bus=bus,
@@ -159,7 +179,7 @@ class Hub:
             dispatcher=dispatcher,
             webhook_sender=webhook_sender,
             http=http,
-            adapters=adapters,
+            adapters=channel_adapters,
             grpc_server=built,
             gateway_channel=gateway_channel,
             http_runner=runner,

@@ -40,6 +40,9 @@ class Settings:
     shutdown_grace: float = 5.0
     heartbeat_seconds: float = 15.0
     subscriber_buffer: int = 10_000
+    # Public base URL of the REST port, used in provider callback URLs; when
+    # empty, the bound address is used (fine on one machine, not behind a proxy).
+    public_url: str = ""
     max_body_bytes: int = 1 << 20
     max_grpc_message_bytes: int = 4 << 20
     sandbox_delivery_delay: float = 0.05
@@ -67,6 +70,8 @@ class Settings:
             s = replace(s, channels=load_channels(Path(env["CIMHUB_CHANNELS_FILE"])))
         if "CIMHUB_SHUTDOWN_GRACE" in env:
             s = replace(s, shutdown_grace=float(env["CIMHUB_SHUTDOWN_GRACE"]))
+        if "CIMHUB_PUBLIC_URL" in env:
+            s = replace(s, public_url=env["CIMHUB_PUBLIC_URL"])
         if "CIMHUB_DISPATCH_LEASE_MS" in env:
             s = replace(s, dispatch_lease_ms=int(env["CIMHUB_DISPATCH_LEASE_MS"]))
         if "CIMHUB_SANDBOX_DELIVERY_DELAY" in env:

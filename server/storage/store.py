@@ -18,12 +18,12 @@ from server.domain.models import (
     Session,
     SessionState,
 )
-from server.domain.provider import Accepted, AttemptRecord
+from server.domain.provider import Accepted, AttemptRecord, InboundMessage
 from server.domain.status import DeliveryStatus
 from server.storage import attempts as attempt_log
 from server.storage import events as event_log
+from server.storage import inbound, migrate, receipts
 from server.storage import messages as msgs
-from server.storage import migrate, receipts
 from server.storage import sessions as sess
 from server.storage import templates as tmpl
 from server.storage import webhooks as hooks
@@ -151,6 +151,17 @@ class SqlStore:
 
     async def reconcile_receipts(self) -> int:
         return await self._writer.submit(lambda tx: receipts.reconcile(tx))
+
+    async def record_inbound(
+        self, tenant_id: str, channel_id: str, messages: Sequence[InboundMessage]
+    ) -> int:
+        async def work(tx: Tx) -> int:
+            stored = 0
+            for message in messages:
+                stored += await inbound.record(tx, tenant_id, channel_id, message)
+            return stored
+
+        return await self._writer.submit(work)
 
     async def apply_receipt(self, channel_id: str, receipt: Receipt) -> bool:
         return await self._writer.submit(lambda tx: receipts.apply(tx, channel_id, receipt))
