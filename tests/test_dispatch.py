@@ -179,3 +179,38 @@ async def test_a_channel_never_has_more_in_flight_than_its_bound(db_url: str) ->
             while len(provider.attempts) < 12:  # noqa: ASYNC110 - counting at the provider
                 await asyncio.sleep(0.02)
     assert provider.peak == 3
+
+
+async def test_a_channel_is_never_sent_faster_than_its_tps(db_url: str) -> None:
+    class TimingProvider(HappyProvider):
+        def __init__(self) -> None:
+            super().__init__()
+            self.times: list[float] = []
+
+        async def send(self, delivery):  # type: ignore[no-untyped-def]
+            self.times.append(asyncio.get_running_loop().time())
+            return await super().send(delivery)
+
+    provider = TimingProvider()
+    tps = 20
+    paced = replace(DEFAULT_CHANNELS[0], tps=tps)
+    async with (
+        running_hub(
+            db_url, adapters={"sandbox": provider}, channels=(paced, *DEFAULT_CHANNELS[1:])
+        ) as hub,
+        channel_to(hub) as channel,
+    ):
+        stub = mg.MessagingServiceStub(channel)
+        await asyncio.gather(*(stub.SendMessage(_text(f"m{i}")) for i in range(41)))
+        async with asyncio.timeout(15):
+            while len(provider.times) < 41:  # noqa: ASYNC110 - counting at the provider
+                await asyncio.sleep(0.02)
+    gaps = [b - a for a, b in zip(provider.times, provider.times[1:], strict=False)]
+    rate = (len(provider.times) - 1) / (provider.times[-1] - provider.times[0])
+    busiest = max(
+        sum(1 for t in provider.times if start <= t < start + 1.0) for start in provider.times
+    )
+    print(f"\nconfigured tps={tps} measured rate={rate:.2f}/s busiest 1s window={busiest} sends")
+    assert rate <= tps * 1.01
+    assert min(gaps) >= 1 / tps * 0.95
+    assert busiest <= tps
