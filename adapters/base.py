@@ -100,7 +100,8 @@ class AdapterContext:
     fetcher: OutboundHttp  # the one guarded client for URLs we did not configure (media)
     # Looks up another channel's adapter, for fallbacks such as RCS -> SMS.
     adapter_for: Callable[[str], ChannelAdapter | None] = field(default=lambda _channel_id: None)
-    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    # Holds credentials, so it never appears in a repr or a log line.
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)
 
     def callback_url(self, channel_id: str) -> str:
         return f"{self.public_url.rstrip('/')}/callbacks/{channel_id}"

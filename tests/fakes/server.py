@@ -56,7 +56,8 @@ class FakeProviderServer:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> FakeProviderServer:
-        self._runner = web.AppRunner(self.app)
+        # A black-holed request would otherwise hold shutdown for aiohttp's default minute.
+        self._runner = web.AppRunner(self.app, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
