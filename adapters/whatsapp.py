@@ -1,0 +1,523 @@
+"""WhatsApp Business Platform, Cloud API: sends through Meta's Graph API, the rest by webhook.
+
+Sends are `POST /{api_version}/{phone_number_id}/messages` with a bearer token;
+Meta answers with a `wamid.` message id. Receipts and customer messages come
+back on one webhook that Meta first confirms with a GET handshake
+(hub.mode / hub.verify_token / hub.challenge) and then signs on every POST
+with `X-Hub-Signature-256: sha256=<HMAC-SHA256 of the raw body, keyed by the
+app secret>`.
+
+Channel settings: phone_number_id, access_token_env, app_secret_env,
+verify_token_env, and optionally api_version, base_url, timeout_seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+from adapters.base import (
+    Accepted,
+    AdapterContext,
+    CallbackRejected,
+    CallbackRequest,
+    CallbackResult,
+    Delivery,
+    HttpProviderClient,
+    InboundMessage,
+    PermanentProviderError,
+    ProviderError,
+    Receipt,
+    ReceiptSink,
+    RetryableProviderError,
+    retry_after_seconds,
+    secret_setting,
+    setting,
+)
+from server.domain.models import Channel
+from server.domain.status import DeliveryStatus
+
+DEFAULT_API_VERSION = "v26.0"  # the current Graph API version at the time of writing
+DEFAULT_BASE_URL = "https://graph.facebook.com"
+DEFAULT_TIMEOUT_SECONDS = 10.0
+
+# Interactive reply buttons: Meta allows three, titles of 20 characters, ids of 256.
+MAX_REPLY_BUTTONS = 3
+BUTTON_TITLE_MAX = 20
+BUTTON_ID_MAX = 256
+
+# Meta error codes, by what a retry can do about them.
+THROTTLED_CODES = frozenset({4, 80007, 130429, 131056})  # app, account, throughput, pair limits
+TRANSIENT_CODES = frozenset({1, 2, 131000})  # unknown, service down, something went wrong
+# Outside the 24-hour customer-service window (131047; 470 is its older number).
+# Only the customer writing again, or a template, reopens it, so retries are pointless.
+WINDOW_CLOSED_CODES = frozenset({470, 131047})
+
+_RECEIPT_STATUS = {
+    "sent": DeliveryStatus.SUBMITTED,
+    "delivered": DeliveryStatus.DELIVERED,
+    "read": DeliveryStatus.READ,
+    # Voice messages report "played", which implies read.
+    "played": DeliveryStatus.READ,
+    "failed": DeliveryStatus.FAILED,
+}
+_OUTBOUND_MEDIA = frozenset({"image", "video", "audio", "voice", "document"})
+_CAPTIONED = frozenset({"image", "video", "document"})  # Meta's audio object has no caption
+_INBOUND_MEDIA = frozenset({"image", "video", "audio", "document", "sticker"})
+_URL = re.compile(r"https?://", re.IGNORECASE)
+_BIRTHDAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+# The Cloud API contact object, field by field; anything else in a card is dropped.
+_NAME_FIELDS = ("formatted_name", "first_name", "last_name", "middle_name", "suffix", "prefix")
+_ORG_FIELDS = ("company", "department", "title")
+_CONTACT_LISTS = {
+    "addresses": ("street", "city", "state", "zip", "country", "country_code", "type"),
+    "emails": ("email", "type"),
+    "phones": ("phone", "type", "wa_id"),
+    "urls": ("url", "type"),
+}
+
+
+class WhatsAppCloudAdapter:
+    """One WhatsApp business phone number on Meta's Cloud API."""
+
+    def __init__(self, channel: Channel, ctx: AdapterContext) -> None:
+        self.channel_id = channel.channel_id
+        self.phone_number_id = setting(channel, "phone_number_id")
+        self._access_token = secret_setting(channel, "access_token", ctx.env)
+        # Required up front: an unverifiable webhook must fail at startup, not at the first POST.
+        self._app_secret = secret_setting(channel, "app_secret", ctx.env)
+        self._verify_token = secret_setting(channel, "verify_token", ctx.env)
+        version = setting(channel, "api_version", DEFAULT_API_VERSION).strip("/")
+        self._messages_path = f"/{quote(version)}/{quote(self.phone_number_id, safe='')}/messages"
+        timeout = float(setting(channel, "timeout_seconds", str(DEFAULT_TIMEOUT_SECONDS)))
+        self._http = HttpProviderClient(
+            setting(channel, "base_url", DEFAULT_BASE_URL),
+            total_timeout=timeout,
+            connect_timeout=min(3.0, timeout),
+        )
+        self._receipts: ReceiptSink | None = None
+
+    async def start(self, receipts: ReceiptSink) -> None:
+        # Receipts arrive through handle_callback's result; nothing to poll.
+        self._receipts = receipts
+
+    async def send(self, delivery: Delivery) -> Accepted:
+        body = message_body(delivery)
+        status, data, headers = await self._http.request(
+            "POST",
+            self._messages_path,
+            json=body,
+            headers={"Authorization": f"Bearer {self._access_token.reveal()}"},
+        )
+        if 200 <= status < 300:
+            return Accepted(accepted_message_id(data))
+        raise provider_error(status, data, headers)
+
+    async def close(self) -> None:
+        await self._http.close()
+
+    async def handle_callback(self, request: CallbackRequest) -> CallbackResult:
+        method = request.method.upper()
+        if method == "GET":
+            return self._handshake(request.query)
+        if method != "POST":
+            raise CallbackRejected(f"method {method} not allowed", 405)
+        signature = request.headers.get("x-hub-signature-256", "")
+        if not signature:
+            raise CallbackRejected("missing X-Hub-Signature-256", 401)
+        if not verify_signature(request.body, signature, self._app_secret.reveal()):
+            raise CallbackRejected("X-Hub-Signature-256 does not match the body", 403)
+        try:
+            payload = json.loads(request.body)
+        except ValueError as exc:
+            raise CallbackRejected("signed body is not JSON", 400) from exc
+        receipts, inbound = parse_webhook(payload, self.channel_id, self.phone_number_id)
+        # Parsing only: the caller persists, so Meta gets its 200 without waiting on us.
+        return CallbackResult(receipts=tuple(receipts), inbound=tuple(inbound))
+
+    def _handshake(self, query: Mapping[str, str]) -> CallbackResult:
+        token = query.get("hub.verify_token", "")
+        challenge = query.get("hub.challenge", "")
+        if (
+            query.get("hub.mode") == "subscribe"
+            and challenge
+            and hmac.compare_digest(token.encode(), self._verify_token.reveal().encode())
+        ):
+            return CallbackResult(status=200, body=challenge.encode(), content_type="text/plain")
+        raise CallbackRejected("webhook verification failed", 403)
+
+
+# --- outbound -------------------------------------------------------------------------------
+
+
+def message_body(delivery: Delivery) -> dict[str, Any]:
+    """The Cloud API request body for one delivery; content errors are permanent."""
+    content = delivery.content or {}
+    kind = _str(content.get("type")) or delivery.type or "text"
+    body: dict[str, Any] = {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": wa_recipient(delivery.destination),
+    }
+    if kind == "text":
+        text = _str(content.get("text")) or delivery.text
+        if not text:
+            raise _invalid("a text message needs a body")
+        buttons = content.get("buttons")
+        if buttons:
+            body.update(type="interactive", interactive=reply_buttons(text, buttons))
+        else:
+            body.update(type="text", text={"preview_url": bool(_URL.search(text)), "body": text})
+    elif kind in _OUTBOUND_MEDIA:
+        wa_type = "audio" if kind == "voice" else kind
+        body.update(type=wa_type, **{wa_type: media_object(wa_type, content)})
+    elif kind == "location":
+        body.update(type="location", location=location_object(content))
+    elif kind == "contacts":
+        cards = [c for c in _list(content.get("contacts")) if isinstance(c, Mapping)]
+        if not cards:
+            raise _invalid("a contacts message needs at least one contact card")
+        body.update(type="contacts", contacts=[contact_card(c) for c in cards])
+    elif kind == "template":
+        body.update(type="template", template=template_object(content))
+    else:
+        raise PermanentProviderError(
+            f"WhatsApp Cloud API adapter cannot send {kind!r} content", "UNSUPPORTED_TYPE"
+        )
+    return body
+
+
+def wa_recipient(destination: str) -> str:
+    """E.164 (+16505551234) to the digits-only form the Cloud API documents (16505551234)."""
+    digits = re.sub(r"\D", "", destination)
+    if not digits:
+        raise PermanentProviderError(
+            f"destination {destination!r} is not a phone number", "INVALID_DESTINATION"
+        )
+    return digits
+
+
+def media_object(wa_type: str, content: Mapping[str, Any]) -> dict[str, str]:
+    # mediaUrl from single sends, mediaContentUrl from batch sends.
+    link = _str(content.get("mediaUrl")) or _str(content.get("mediaContentUrl"))
+    if not link:
+        raise _invalid(f"a {wa_type} message needs a media URL")
+    media = {"link": link}
+    caption = _str(content.get("caption"))
+    if caption and wa_type in _CAPTIONED:
+        media["caption"] = caption
+    filename = _str(content.get("filename"))
+    if filename and wa_type == "document":
+        media["filename"] = filename
+    return media
+
+
+def location_object(content: Mapping[str, Any]) -> dict[str, Any]:
+    latitude, longitude = _float(content.get("latitude")), _float(content.get("longitude"))
+    if latitude is None or longitude is None:
+        raise _invalid("a location message needs latitude and longitude")
+    location: dict[str, Any] = {"latitude": latitude, "longitude": longitude}
+    # Meta's location object has name and address but no url, so url is not sent.
+    for key in ("name", "address"):
+        if value := _str(content.get(key)):
+            location[key] = value
+    return location
+
+
+def contact_card(card: Mapping[str, Any]) -> dict[str, Any]:
+    """A seed-002 contact card as a Cloud API contact object.
+
+    Values become strings (zip and wa_id arrive as numbers), empty values and
+    fields Meta does not define (ims) are dropped, and a birthday that is not
+    YYYY-MM-DD is left out rather than having Meta refuse the whole message.
+    """
+    name = _pick(card.get("name"), _NAME_FIELDS)
+    if "formatted_name" not in name:
+        joined = " ".join(name[k] for k in ("first_name", "last_name") if k in name)
+        if joined:
+            name["formatted_name"] = joined
+    if "formatted_name" not in name:
+        raise _invalid("a contact card needs name.formatted_name or a first or last name")
+    out: dict[str, Any] = {"name": name}
+    birthday = _str(card.get("birthday"))
+    if _BIRTHDAY.fullmatch(birthday):
+        out["birthday"] = birthday
+    if org := _pick(card.get("org"), _ORG_FIELDS):
+        out["org"] = org
+    for part, fields in _CONTACT_LISTS.items():
+        entries = [_pick(e, fields) for e in _list(card.get(part))]
+        # An entry holding only its type ("WORK") says nothing; drop it.
+        entries = [e for e in entries if set(e) - {"type"}]
+        if entries:
+            out[part] = entries
+    return out
+
+
+def reply_buttons(text: str, buttons: Sequence[Any]) -> dict[str, Any]:
+    """An interactive reply-buttons object from seed-002 options.buttons."""
+    if len(buttons) > MAX_REPLY_BUTTONS:
+        raise _invalid(
+            f"WhatsApp shows at most {MAX_REPLY_BUTTONS} reply buttons, got {len(buttons)}"
+        )
+    replies = []
+    for button in buttons:
+        if not isinstance(button, Mapping):
+            raise _invalid("a button must be an object")
+        title = _str(button.get("title")) or _str(button.get("id"))
+        button_id = _str(button.get("id")) or title
+        if not title:
+            raise _invalid("a button needs a title or an id")
+        # Over-long labels are cut rather than having Meta refuse the message.
+        reply = {"id": button_id[:BUTTON_ID_MAX], "title": title[:BUTTON_TITLE_MAX]}
+        replies.append({"type": "reply", "reply": reply})
+    return {"type": "button", "body": {"text": text}, "action": {"buttons": replies}}
+
+
+def template_object(content: Mapping[str, Any]) -> dict[str, Any]:
+    template = content.get("template")
+    template = template if isinstance(template, Mapping) else {}
+    # Meta template names are lowercase only, so FEEDBACK here can only be feedback there.
+    name = (_str(template.get("code")) or _str(template.get("name"))).strip().lower()
+    if not name:
+        raise _invalid("a template message needs the template's code")
+    language = _str(template.get("lang")) or _str(template.get("language")) or "en_US"
+    out: dict[str, Any] = {"name": name, "language": {"code": language}}
+    if parameters := template_parameters(template.get("data")):
+        out["components"] = [{"type": "body", "parameters": parameters}]
+    return out
+
+
+def template_parameters(data: Any) -> list[dict[str, Any]]:
+    """Body parameters: data.parameters if given, else data's values in key order."""
+    if not isinstance(data, Mapping):
+        return []
+    given = data.get("parameters")
+    values = given if isinstance(given, list) else list(data.values())
+    parameters = []
+    for value in values:
+        if isinstance(value, Mapping) and value.get("type"):
+            parameters.append(dict(value))  # already a Cloud API parameter object
+        else:
+            parameters.append({"type": "text", "text": _param_text(value)})
+    return parameters
+
+
+def accepted_message_id(data: Any) -> str:
+    messages = _list(_mapping(data).get("messages"))
+    if wamid := _str(_mapping(messages[0] if messages else None).get("id")):
+        return wamid
+    # Permanent, not retryable: Meta may have sent it, and a retry could send it twice.
+    raise PermanentProviderError("Cloud API answered 2xx without a message id", "NO_MESSAGE_ID")
+
+
+def provider_error(status: int, data: Any, headers: Mapping[str, str]) -> ProviderError:
+    """Meta's error object to a retryable or permanent error carrying Meta's code.
+
+    Meta answers most errors, throttling included, with HTTP 400 and tells them
+    apart by error.code, so the code decides first and the status second.
+    """
+    error = _mapping(_mapping(data).get("error"))
+    code = _int(error.get("code"))
+    reason = _str(error.get("message")) or f"WhatsApp Cloud API answered HTTP {status}"
+    code_text = str(code) if code is not None else str(status)
+    if code in WINDOW_CLOSED_CODES:
+        return PermanentProviderError(reason, code_text)
+    if code in THROTTLED_CODES or status == 429:
+        return RetryableProviderError(reason, code_text, retry_after_seconds(headers))
+    if code in TRANSIENT_CODES or status >= 500:
+        return RetryableProviderError(reason, code_text, retry_after_seconds(headers))
+    return PermanentProviderError(reason, code_text)
+
+
+# --- webhooks -------------------------------------------------------------------------------
+
+
+def verify_signature(body: bytes, header: str, app_secret: str) -> bool:
+    """Meta's scheme: `sha256=` + hex HMAC-SHA256 of the raw body, keyed by the app secret."""
+    prefix = "sha256="
+    if not header.startswith(prefix):
+        return False
+    expected = hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode(), header[len(prefix) :].strip().lower().encode())
+
+
+def parse_webhook(
+    payload: Any, channel_id: str, phone_number_id: str
+) -> tuple[list[Receipt], list[InboundMessage]]:
+    """Statuses and customer messages from a messages-webhook payload."""
+    receipts: list[Receipt] = []
+    inbound: list[InboundMessage] = []
+    if not isinstance(payload, Mapping) or payload.get("object") != "whatsapp_business_account":
+        return receipts, inbound
+    for value in _message_values(payload, phone_number_id):
+        for status in _list(value.get("statuses")):
+            if (receipt := _receipt(status)) is not None:
+                receipts.append(receipt)
+        names = {
+            _str(c.get("wa_id")): _str(_mapping(c.get("profile")).get("name"))
+            for c in _list(value.get("contacts"))
+            if isinstance(c, Mapping)
+        }
+        business = _e164(_str(_mapping(value.get("metadata")).get("display_phone_number")))
+        for message in _list(value.get("messages")):
+            if isinstance(message, Mapping) and message.get("id"):
+                inbound.append(_inbound(message, channel_id, business, names))
+    return receipts, inbound
+
+
+def _message_values(
+    payload: Mapping[str, Any], phone_number_id: str
+) -> Iterator[Mapping[str, Any]]:
+    for entry in _list(payload.get("entry")):
+        for change in _list(_mapping(entry).get("changes")):
+            change = _mapping(change)
+            if change.get("field", "messages") != "messages":
+                continue
+            value = _mapping(change.get("value"))
+            # One Meta app may serve several numbers through one webhook URL; another
+            # number's traffic is not this channel's to report.
+            number = _str(_mapping(value.get("metadata")).get("phone_number_id"))
+            if number and number != phone_number_id:
+                continue
+            yield value
+
+
+def _receipt(status: Any) -> Receipt | None:
+    status = _mapping(status)
+    wamid = _str(status.get("id"))
+    mapped = _RECEIPT_STATUS.get(_str(status.get("status")))
+    if not wamid or mapped is None:
+        return None
+    reason = ""
+    if mapped is DeliveryStatus.FAILED:
+        reason = "; ".join(
+            f"{_str(e.get('code'))}: {_str(e.get('title')) or _str(e.get('message'))}"
+            for e in map(_mapping, _list(status.get("errors")))
+        )
+    return Receipt(wamid, mapped, reason, _millis(status.get("timestamp")))
+
+
+def _inbound(
+    message: Mapping[str, Any], channel_id: str, business: str, names: Mapping[str, str]
+) -> InboundMessage:
+    kind = _str(message.get("type"))
+    sender = _str(message.get("from"))
+    part = _mapping(message.get(kind))
+    fields: dict[str, Any] = {}
+    if kind == "text":
+        fields["text"] = _str(part.get("body"))
+    elif kind in _INBOUND_MEDIA:
+        # Media arrives as an id to fetch from the Graph API; fetching is not done here.
+        media_id = _str(part.get("id"))
+        fields.update(
+            media_url=f"media:{media_id}" if media_id else "",
+            mime_type=_str(part.get("mime_type")),
+            caption=_str(part.get("caption")),
+        )
+        if kind == "audio" and part.get("voice") is True:
+            kind = "voice"
+    elif kind == "location":
+        fields.update(
+            latitude=_float(part.get("latitude")),
+            longitude=_float(part.get("longitude")),
+            text=", ".join(v for v in (_str(part.get("name")), _str(part.get("address"))) if v),
+        )
+    elif kind == "contacts":
+        cards = [_mapping(c) for c in _list(message.get("contacts"))]
+        shared = (_str(_mapping(c.get("name")).get("formatted_name")) for c in cards)
+        fields["text"] = ", ".join(n for n in shared if n)
+    elif kind == "button":  # a quick-reply button of a template
+        fields["text"] = _str(part.get("text")) or _str(part.get("payload"))
+    elif kind == "interactive":
+        choice = _mapping(part.get("button_reply") or part.get("list_reply"))
+        kind = "list" if "list_reply" in part else "button"
+        fields["text"] = _str(choice.get("title")) or _str(choice.get("id"))
+    elif kind == "reaction":
+        fields["text"] = _str(part.get("emoji"))
+    return InboundMessage(
+        channel_id=channel_id,
+        provider_message_id=_str(message.get("id")),
+        from_address=_e164(sender),
+        to_address=business,
+        type=kind or "unknown",
+        contact_name=names.get(sender, ""),
+        timestamp=_millis(message.get("timestamp")),
+        raw=dict(message),
+        **fields,
+    )
+
+
+# --- small helpers --------------------------------------------------------------------------
+
+
+def _invalid(reason: str) -> PermanentProviderError:
+    return PermanentProviderError(reason, "INVALID_CONTENT")
+
+
+def _str(value: Any) -> str:
+    """Scalars as text; whole floats without their .0 (a zip of 94025.0 is 94025)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, int | float):
+        return str(value)
+    return ""
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Mapping | list):
+        return json.dumps(value, ensure_ascii=False)
+    return _str(value)
+
+
+def _pick(source: Any, fields: Sequence[str]) -> dict[str, str]:
+    source = _mapping(source)
+    picked = {f: _str(source.get(f)).strip() for f in fields}
+    return {f: v for f, v in picked.items() if v}
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _millis(seconds: Any) -> int:
+    # Meta stamps in Unix seconds (as a string); the platform counts milliseconds.
+    stamp = _int(seconds)
+    return stamp * 1000 if stamp is not None else 0
+
+
+def _e164(number: str) -> str:
+    # wa_ids are phone numbers without the +; anything else (a future user id) is kept as is.
+    digits = re.sub(r"[\s().+-]", "", number)
+    return f"+{digits}" if digits.isascii() and digits.isdigit() else number
