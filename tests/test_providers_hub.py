@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import aiohttp
 import grpc
 import pytest
 
 from cim.v1 import messaging_service_pb2 as m
 from cim.v1 import messaging_service_pb2_grpc as mg
 from cim.v1 import outbound_pb2 as o
+from fakes.rbm import FakeRbm
 from fakes.server import Behaviour
 from fakes.twilio import FakeTwilio
 from server.api.context import DEFAULT_TENANT
@@ -178,3 +180,78 @@ async def test_inbound_sms_enters_the_event_log_once(db_url: str, fake_twilio: F
     assert len(inbound) == 1
     assert inbound[0].event.message == "STOP please"
     assert inbound[0].event.originator_role == "CONSUMER" and inbound[0].event.customer_id == TO
+
+
+RBM_TOKEN_VAR = "CIMHUB_TEST_RBM_TOKEN"
+RBM_CLIENT_VAR = "CIMHUB_TEST_RBM_CLIENT_TOKEN"
+
+
+async def test_rcs_to_sms_fallback_is_two_attempts_on_one_message(
+    db_url: str, fake_twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    not_rcs = "+447911000111"
+    monkeypatch.setenv(RBM_TOKEN_VAR, "rbm-token")
+    monkeypatch.setenv(RBM_CLIENT_VAR, "rbm-client-token")
+    async with FakeRbm(token="rbm-token", agent_id="agent_1", non_capable={not_rcs}) as rbm:
+        rcs = Channel(
+            "rcs-main",
+            "RCS",
+            "rbm",
+            settings={
+                "agent_id": "agent_1",
+                "token_env": RBM_TOKEN_VAR,
+                "client_token_env": RBM_CLIENT_VAR,
+                "base_url": rbm.url,
+                "sms_fallback_channel": "sms-twilio",
+            },
+        )
+        channels = (
+            *(c for c in DEFAULT_CHANNELS if c.contact_type != "RCS"),
+            rcs,
+            twilio_channel(fake_twilio),
+        )
+        body = {
+            "channel": "rcs",
+            "from": "agent_1",
+            "to": [{"msisdn": [not_rcs], "correlationId": "fb-1"}],
+            "options": {
+                "smsFallback": True,
+                "smsSenderId": "+15005550006",
+                "text": "Your code is 4242",
+            },
+            "content": {"type": "text", "text": "Your code is 4242 (rich)"},
+        }
+        async with running_hub(db_url, channels=channels) as hub:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    f"http://127.0.0.1:{hub.http_port}/api/v2/message/send", json=body
+                ) as resp,
+            ):
+                reply = await resp.json()
+            assert resp.status == 202, reply
+            message_id = reply["results"][0]["messageId"]
+            await _wait_for(hub, message_id, DeliveryStatus.SUBMITTED)
+            sid = next(iter(fake_twilio.messages))
+            # The SMS provider's receipt arrives on the SMS channel yet lands on the RCS message.
+            await fake_twilio.deliver(sid, "delivered")
+            await _wait_for(hub, message_id, DeliveryStatus.DELIVERED)
+            got = await hub.store.get_message(DEFAULT_TENANT, message_id)
+            listed = await hub.store.list_messages(DEFAULT_TENANT, page_size=10, page_token="")
+    assert len(listed.items) == 1  # one logical message, never a second one
+    assert got.channel_id == "rcs-main"
+    rcs_try, sms_try = got.attempt_log
+    assert (rcs_try.channel_id, rcs_try.provider, rcs_try.outcome, rcs_try.error_code) == (
+        "rcs-main",
+        "rbm",
+        "FAILED",
+        "404",
+    )
+    assert (sms_try.channel_id, sms_try.outcome, sms_try.provider_message_id) == (
+        "sms-twilio",
+        "ACCEPTED",
+        sid,
+    )
+    sms = fake_twilio.messages[sid]
+    assert (sms.to, sms.from_, sms.body) == (not_rcs, "+15005550006", "Your code is 4242")
+    assert len(rbm.requests) == 1
