@@ -212,3 +212,13 @@ attempts = Table(
     Index("ix_attempts_message", "message_id", "number"),
     Index("ix_attempts_provider", "channel_id", "provider_message_id"),
 )
+
+# The highest cursor removed by retention, per tenant: a subscriber resuming
+# from below it has missed events and is told so instead of silently skipping.
+retention_floors = Table(
+    "retention_floors",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("cursor", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
