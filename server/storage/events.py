@@ -5,16 +5,26 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from server.domain.events import EventType, NewEvent, StoredEvent
 from server.storage.schema import conversations, events
 from server.storage.sql import insert_for
 from server.storage.writer import Tx
 
+# Any fixed key: event-writing transactions serialise on it.
+_EVENT_LOCK_KEY = 0x43494D48
+
 
 async def append(tx: Tx, tenant_id: str, event: NewEvent) -> StoredEvent:
     """Store an event with the next sequence of its conversation."""
+    if tx.conn.dialect.name == "postgresql" and tx.conn.info.get("event_lock") != tx.batch:
+        # Cursors must commit in the order they are assigned, or a subscriber
+        # could see cursor 11 before 10 commits and skip 10 for good. Parallel
+        # writers (and replicas) therefore take turns from their first event
+        # to their commit; the lock ends with the transaction.
+        await tx.conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _EVENT_LOCK_KEY})
+        tx.conn.info["event_lock"] = tx.batch
     ins = insert_for(tx.conn, conversations).values(
         id=event.conversation_id, tenant_id=tenant_id, last_sequence=1, created_at=tx.now
     )

@@ -34,6 +34,8 @@ class Tx:
     conn: AsyncConnection
     now: int
     events: list[StoredEvent] = field(default_factory=list)
+    # Identifies the enclosing group-commit transaction (several Tx share one).
+    batch: int = 0
 
 
 Work = Callable[[Tx], Awaitable[T]]
@@ -62,6 +64,10 @@ class Writer:
         self._clock = clock
         self._queue: asyncio.Queue[_Item[Any]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self._batches = 0
+        # Commit and publish happen under one lock, so live subscribers see
+        # events in the order their transactions committed.
+        self._commit_order = asyncio.Lock()
 
     def start(self) -> None:
         self._tasks = [
@@ -99,23 +105,34 @@ class Writer:
 
     async def _commit(self, batch: list[_Item[Any]]) -> None:
         outcomes: list[tuple[_Item[Any], bool, Any, list[StoredEvent]]] = []
+        self._batches += 1
+        batch_id = self._batches
         try:
-            async with self._engine.connect() as conn, conn.begin():
-                for item in batch:
-                    tx = Tx(conn, self._clock())
-                    try:
-                        async with conn.begin_nested():
-                            result = await item.work(tx)
-                    except Exception as exc:  # one bad request must not sink the batch
-                        outcomes.append((item, False, exc, []))
-                    else:
-                        outcomes.append((item, True, result, tx.events))
+            async with self._engine.connect() as conn:
+                trans = await conn.begin()
+                try:
+                    for item in batch:
+                        tx = Tx(conn, self._clock(), batch=batch_id)
+                        try:
+                            async with conn.begin_nested():
+                                result = await item.work(tx)
+                        except Exception as exc:  # one bad request must not sink the batch
+                            outcomes.append((item, False, exc, []))
+                        else:
+                            outcomes.append((item, True, result, tx.events))
+                except BaseException:
+                    await trans.rollback()
+                    raise
+                async with self._commit_order:
+                    await trans.commit()
+                    self._settle(outcomes)
         except Exception as exc:
             log.exception("group commit of %d writes failed", len(batch))
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(exc)
-            return
+
+    def _settle(self, outcomes: list[tuple[_Item[Any], bool, Any, list[StoredEvent]]]) -> None:
         published: list[StoredEvent] = []
         for item, ok, value, events in outcomes:
             if ok:
