@@ -19,6 +19,7 @@ from server.api.server import BuiltServer, Services, build_server, set_serving
 from server.api.sessions import SessionServicer
 from server.config import Settings
 from server.dispatch.dispatcher import Dispatcher
+from server.dispatch.housekeeping import Housekeeper
 from server.dispatch.retry import RetryPolicy
 from server.domain.events import StoredEvent
 from server.domain.provider import ChannelAdapter, InboundMessage
@@ -59,6 +60,7 @@ class Hub:
     store: SqlStore
     dispatcher: Dispatcher
     webhook_sender: WebhookSender
+    housekeeper: Housekeeper
     http: OutboundHttp
     adapters: dict[str, ChannelAdapter]
     grpc_server: BuiltServer
@@ -172,12 +174,15 @@ class Hub:
         )
         await webhook_sender.start()
         wake_webhooks.append(webhook_sender.wake)
+        housekeeper = Housekeeper(store, event_retention_ms=settings.event_retention_ms)
+        housekeeper.start()
         hub = cls(
             settings=settings,
             bus=bus,
             store=store,
             dispatcher=dispatcher,
             webhook_sender=webhook_sender,
+            housekeeper=housekeeper,
             http=http,
             adapters=channel_adapters,
             grpc_server=built,
@@ -204,6 +209,7 @@ class Hub:
         await self.http_runner.cleanup()
         await self.grpc_server.server.stop(grace)
         await self.gateway_channel.close()
+        await self.housekeeper.close()
         await self.dispatcher.close()
         await self.webhook_sender.close()
         await self.http.close()

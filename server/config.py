@@ -51,6 +51,8 @@ class Settings:
     retry_max_attempts: int = 8
     dispatch_lease_ms: int = 60_000
     dispatch_poll_interval: float = 0.25
+    # Events older than this leave the log; resuming from before them gets a reset.
+    event_retention_ms: int = 7 * 24 * 3600 * 1000
     webhook_retry_base_ms: int = 1_000
     # Receipts that cannot be delivered for this long are dead-lettered.
     webhook_max_age_ms: int = 24 * 3600 * 1000
@@ -72,6 +74,8 @@ class Settings:
             s = replace(s, shutdown_grace=float(env["CIMHUB_SHUTDOWN_GRACE"]))
         if "CIMHUB_PUBLIC_URL" in env:
             s = replace(s, public_url=env["CIMHUB_PUBLIC_URL"])
+        if "CIMHUB_EVENT_RETENTION_SECONDS" in env:
+            s = replace(s, event_retention_ms=int(env["CIMHUB_EVENT_RETENTION_SECONDS"]) * 1000)
         if "CIMHUB_DISPATCH_LEASE_MS" in env:
             s = replace(s, dispatch_lease_ms=int(env["CIMHUB_DISPATCH_LEASE_MS"]))
         if "CIMHUB_SANDBOX_DELIVERY_DELAY" in env:

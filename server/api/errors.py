@@ -6,6 +6,7 @@ input, BadRequest field violations, in the grpc-status-details-bin trailer.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -91,11 +92,17 @@ def _wrap_unary(inner: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-def _wrap_stream(inner: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+def _wrap_stream(inner: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
+    # Stream handlers are either async generators or coroutines that write
+    # with context.write(); the latter can give up on a write that blocks.
     async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
-            async for item in inner(request, context):
-                yield item
+            result = inner(request, context)
+            if inspect.isasyncgen(result):
+                async for item in result:
+                    yield item
+            else:
+                await result
         except DomainError as err:
             await context.abort_with_status(to_status(err))
         except grpc.aio.AbortError:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
 
 import grpc
 
@@ -12,7 +13,7 @@ from server.api.context import tenant_of
 from server.api.convert import decode_cursor, encode_cursor, notifications
 from server.domain.errors import Code, DomainError, FieldViolation, invalid
 from server.domain.events import StoredEvent
-from server.events.bus import EventFilter, InProcessBus
+from server.events.bus import EventFilter, InProcessBus, Subscription
 from server.storage.store import SqlStore
 from server.storage.writer import now_ms
 
@@ -37,6 +38,50 @@ def event_filter(request: pb.StreamNotificationsRequest) -> EventFilter:
     return accept
 
 
+class _Stream:
+    """One subscriber's stream: every write can be abandoned when the stream must stop."""
+
+    def __init__(self, context: grpc.aio.ServicerContext, sub: Subscription) -> None:
+        self._context = context
+        self._sub = sub
+        self.last = 0
+
+    async def send(self, item: pb.StreamNotificationsResponse, cursor: int | None = None) -> None:
+        self.check()
+        write = asyncio.ensure_future(self._context.write(item))
+        if not write.done():
+            stop = asyncio.ensure_future(self._sub.stopped.wait())
+            try:
+                await asyncio.wait((write, stop), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop.cancel()
+            if not write.done():
+                # The client stopped reading and we stopped buffering for it:
+                # give up the write so the status below can end the stream.
+                write.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await write
+                self.check()
+        await write
+        if cursor is not None:
+            self.last = cursor
+
+    def check(self) -> None:
+        if self._sub.terminated:
+            raise DomainError(Code.UNAVAILABLE, "SHUTTING_DOWN", "server is shutting down")
+        if self._sub.overflowed:
+            raise DomainError(
+                Code.RESOURCE_EXHAUSTED,
+                "SUBSCRIBER_TOO_SLOW",
+                "the subscriber fell too far behind; resume from the cursor",
+                metadata={"cursor": encode_cursor(self.last)},
+            )
+
+    async def events(self, batch: list[StoredEvent]) -> None:
+        for item in notifications(batch):
+            await self.send(item, decode_cursor(item.cursor))
+
+
 class NotificationServicer(pb_grpc.NotificationServiceServicer):
     def __init__(
         self,
@@ -51,9 +96,9 @@ class NotificationServicer(pb_grpc.NotificationServiceServicer):
         self._heartbeat = heartbeat_seconds
         self._buffer_limit = buffer_limit
 
-    async def StreamNotifications(
+    async def StreamNotifications(  # type: ignore[override]
         self, request: pb.StreamNotificationsRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.StreamNotificationsResponse]:
+    ) -> None:
         tenant = tenant_of(context)
         after = 0
         if request.after:
@@ -65,34 +110,43 @@ class NotificationServicer(pb_grpc.NotificationServiceServicer):
         # Subscribe before replaying, so nothing committed during the replay is
         # missed; the cursor comparison below drops what the replay already sent.
         sub = self._bus.subscribe(tenant, accept, self._buffer_limit)
+        stream = _Stream(context, sub)
         try:
-            last = after
+            stream.last = after
             if request.after:
-                while page := await self._store.events_after(tenant, last, REPLAY_PAGE):
-                    wanted = [e for e in page if accept(e)]
-                    for item in notifications(wanted):
-                        yield item
-                    last = page[-1].cursor
+                await self._replay(tenant, stream, accept)
             while True:
                 batch = await sub.next_batch(self._heartbeat)
-                if sub.terminated:
-                    raise DomainError(Code.UNAVAILABLE, "SHUTTING_DOWN", "server is shutting down")
-                if sub.overflowed:
-                    raise DomainError(
-                        Code.RESOURCE_EXHAUSTED,
-                        "SUBSCRIBER_TOO_SLOW",
-                        "the subscriber fell too far behind; resume from the cursor",
-                        metadata={"cursor": encode_cursor(last)},
-                    )
-                fresh = [e for e in batch if e.cursor > last]
+                fresh = [e for e in batch if e.cursor > stream.last]
                 if fresh:
-                    for item in notifications(fresh):
-                        yield item
-                    last = fresh[-1].cursor
+                    await stream.events(fresh)
                 elif not batch:
-                    yield pb.StreamNotificationsResponse(
-                        heartbeat=pb.Heartbeat(server_timestamp=now_ms()),
-                        cursor=encode_cursor(last),
+                    await stream.send(
+                        pb.StreamNotificationsResponse(
+                            heartbeat=pb.Heartbeat(server_timestamp=now_ms()),
+                            cursor=encode_cursor(stream.last),
+                        )
                     )
+                else:
+                    stream.check()  # everything here was already replayed
         finally:
             sub.close()
+
+    async def _replay(self, tenant: str, stream: _Stream, accept: EventFilter) -> None:
+        floor = await self._store.retention_floor(tenant)
+        if stream.last < floor:
+            await stream.send(
+                pb.StreamNotificationsResponse(
+                    reset=pb.StreamReset(
+                        reason="events before this cursor were removed by retention",
+                        oldest_cursor=encode_cursor(floor),
+                    ),
+                    cursor=encode_cursor(floor),
+                ),
+                floor,
+            )
+        while page := await self._store.events_after(tenant, stream.last, REPLAY_PAGE):
+            wanted = [e for e in page if accept(e)]
+            await stream.events(wanted)
+            # Filtered-out events still move the cursor, so a resume skips them too.
+            stream.last = page[-1].cursor

@@ -22,7 +22,6 @@ from server.storage.store import SqlStore
 from server.storage.writer import now_ms
 
 log = logging.getLogger(__name__)
-PRUNE_INTERVAL_S = 60.0
 
 
 class Dispatcher:
@@ -89,7 +88,7 @@ class Dispatcher:
         await self._store.apply_receipt(channel_id, receipt)
 
     async def _run(self) -> None:
-        last_sweep = last_prune = 0.0
+        last_sweep = 0.0
         loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
@@ -99,12 +98,6 @@ class Dispatcher:
                     await self._store.reconcile_receipts()
                 except Exception:
                     log.exception("reconciling parked receipts failed")
-            if loop.time() - last_prune >= PRUNE_INTERVAL_S:
-                last_prune = loop.time()
-                try:
-                    await self._store.prune()
-                except Exception:
-                    log.exception("pruning expired records failed")
             # Claim only what can start now: a claimed row that waits for a
             # slot burns its lease and may be claimed again by someone else.
             room = self._max_in_flight - len(self._in_flight)

@@ -27,6 +27,9 @@ class Subscription:
         self.overflowed = False
         self.terminated = False
         self.closed = False
+        # Set when the stream must end: overflow or shutdown. A writer blocked
+        # on a slow client waits on this alongside its write.
+        self.stopped = asyncio.Event()
 
     def offer(self, event: StoredEvent) -> None:
         if self.overflowed or not self._accept(event):
@@ -34,6 +37,7 @@ class Subscription:
         if len(self._buffer) >= self._limit:
             self.overflowed = True
             self._buffer.clear()
+            self.stopped.set()
         else:
             self._buffer.append(event)
         self._wakeup.set()
@@ -54,6 +58,7 @@ class Subscription:
     def terminate(self) -> None:
         self.terminated = True
         self._wakeup.set()
+        self.stopped.set()
 
     def close(self) -> None:
         if not self.closed:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, select, text
 
 from server.domain.events import EventType, NewEvent, StoredEvent
-from server.storage.schema import conversations, events
+from server.storage.schema import conversations, events, retention_floors
 from server.storage.sql import insert_for
 from server.storage.writer import Tx
 
@@ -86,3 +86,39 @@ def _from_row(row: Any) -> StoredEvent:
     payload = dict(row.payload)
     payload["type"] = EventType(payload["type"])
     return StoredEvent(row.id, row.tenant_id, row.sequence, row.created_at, NewEvent(**payload))
+
+
+async def retention_floor(conn: Any, tenant_id: str) -> int:
+    return (
+        await conn.execute(
+            select(retention_floors.c.cursor).where(retention_floors.c.tenant_id == tenant_id)
+        )
+    ).scalar() or 0
+
+
+async def prune(tx: Tx, retention_ms: int) -> int:
+    """Remove events older than retention and raise each tenant's floor to match."""
+    cutoff = tx.now - retention_ms
+    reached = (
+        await tx.conn.execute(
+            select(events.c.tenant_id, func.max(events.c.id))
+            .where(events.c.created_at < cutoff)
+            .group_by(events.c.tenant_id)
+        )
+    ).all()
+    for tenant_id, cursor in reached:
+        ins = insert_for(tx.conn, retention_floors).values(
+            tenant_id=tenant_id, cursor=cursor, updated_at=tx.now
+        )
+        await tx.conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=[retention_floors.c.tenant_id],
+                set_={"cursor": func.greatest(retention_floors.c.cursor, cursor)}
+                if tx.conn.dialect.name == "postgresql"
+                else {"cursor": func.max(retention_floors.c.cursor, cursor)},
+            )
+        )
+    if not reached:
+        return 0
+    removed = await tx.conn.execute(delete(events).where(events.c.created_at < cutoff))
+    return int(removed.rowcount or 0)

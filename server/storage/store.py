@@ -171,6 +171,13 @@ class SqlStore:
         async with self.engine.connect() as conn:
             return await event_log.read_after(conn, tenant_id, cursor, limit)
 
+    async def retention_floor(self, tenant_id: str) -> int:
+        async with self.engine.connect() as conn:
+            return await event_log.retention_floor(conn, tenant_id)
+
+    async def prune_events(self, retention_ms: int) -> int:
+        return await self._writer.submit(lambda tx: event_log.prune(tx, retention_ms))
+
     async def oldest_cursor(self, tenant_id: str) -> int | None:
         async with self.engine.connect() as conn:
             return await event_log.oldest_cursor(conn, tenant_id)
