@@ -401,4 +401,10 @@ def test_route_table_comes_from_annotations(harness: Harness) -> None:
     assert get.aiohttp_path == "/api/v1/messages/{message_id}"
     assert [p.field_path for p in get.path_params] == ["message_id"]
     assert by_method["/cim.v1.ConfigService/ListChannels"].success_code == 200
-    assert not any("Notification" in path for path in by_method)
+    stream = by_method["/cim.v1.NotificationService/StreamNotifications"]
+    assert (stream.http_method, stream.path_template, stream.streaming) == (
+        "GET",
+        "/api/v1/notifications/stream",
+        True,
+    )
+    assert not any(r.streaming for r in harness.routes if r is not stream)

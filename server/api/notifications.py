@@ -113,6 +113,13 @@ class NotificationServicer(pb_grpc.NotificationServiceServicer):
         stream = _Stream(context, sub)
         try:
             stream.last = after
+            # An immediate heartbeat confirms the subscription, so HTTP clients
+            # get their status line without waiting for the first event.
+            await stream.send(
+                pb.StreamNotificationsResponse(
+                    heartbeat=pb.Heartbeat(server_timestamp=now_ms()), cursor=encode_cursor(after)
+                )
+            )
             if request.after:
                 await self._replay(tenant, stream, accept)
             while True:

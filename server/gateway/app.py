@@ -26,6 +26,7 @@ from .envelope import (
 )
 from .jsonmap import JsonMappingError, descriptor_of, to_json
 from .routes import Route, build_request, build_routes
+from .streaming import stream_handler
 
 __all__ = ["CHANNEL_KEY", "ROUTES_KEY", "create_app", "route_table"]
 
@@ -48,6 +49,7 @@ _FORWARDED_HEADERS = {
     "x-api-key": "x-api-key",
     "x-api-id": "x-api-id",
     "idempotency-key": "idempotency-key",
+    "x-verify-token": "x-verify-token",
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -60,8 +62,17 @@ def create_app(channel: grpc.aio.Channel, *, max_body_bytes: int = 1 << 20) -> w
     app[ROUTES_KEY] = tuple(routes)
     app[_MAX_BODY_KEY] = max_body_bytes
     for route in routes:
-        app.router.add_route(route.http_method, route.aiohttp_path, _handler_for(channel, route))
+        handler = (
+            stream_handler(channel, route, _metadata, _trace_of)
+            if route.streaming
+            else _handler_for(channel, route)
+        )
+        app.router.add_route(route.http_method, route.aiohttp_path, handler)
     return app
+
+
+def _trace_of(request: web.Request) -> str:
+    return str(request[_TRACE])
 
 
 def route_table(app: web.Application) -> list[Route]:

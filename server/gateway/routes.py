@@ -50,6 +50,8 @@ class Route:
     success_code: int
     path_params: tuple[PathParam, ...]
     method: MethodDescriptor
+    # Server-streaming RPCs are served as Server-Sent Events or a WebSocket.
+    streaming: bool = False
 
 
 def discover_services(package: ModuleType | None = None) -> list[Any]:
@@ -68,8 +70,8 @@ def build_routes(services: Iterable[Any] | None = None) -> list[Route]:
     routes: list[Route] = []
     for service in discover_services() if services is None else services:
         for method in service.methods:
-            # Streams need a different transport (SSE or WebSocket) than a JSON reply.
-            if method.server_streaming or method.client_streaming:
+            # Client streams have no HTTP mapping; server streams become SSE/WebSocket.
+            if method.client_streaming:
                 continue
             options = method.GetOptions()
             if not options.HasExtension(google_annotations.http):
@@ -105,6 +107,7 @@ def _route_for(method: MethodDescriptor, rule: http_pb2.HttpRule, success: int) 
         success_code=success,
         path_params=params,
         method=method,
+        streaming=method.server_streaming,
     )
 
 

@@ -48,6 +48,8 @@ class NotificationServiceServicer:
 
     def StreamNotifications(self, request, context):
         """StreamNotifications replays events after a cursor, then streams live ones.
+        Over HTTP it is served as Server-Sent Events, or as a WebSocket when the
+        request asks to upgrade; the cursor travels as the event id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

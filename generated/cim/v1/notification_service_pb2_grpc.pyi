@@ -34,7 +34,10 @@ class NotificationServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> NotificationServiceAsyncStub: ...
     StreamNotifications: _grpc.UnaryStreamMultiCallable[_notification_service_pb2.StreamNotificationsRequest, _notification_service_pb2.StreamNotificationsResponse]
-    """StreamNotifications replays events after a cursor, then streams live ones."""
+    """StreamNotifications replays events after a cursor, then streams live ones.
+    Over HTTP it is served as Server-Sent Events, or as a WebSocket when the
+    request asks to upgrade; the cursor travels as the event id.
+    """
 
 @_typing.type_check_only
 class NotificationServiceAsyncStub(NotificationServiceStub):
@@ -42,7 +45,10 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     StreamNotifications: _aio.UnaryStreamMultiCallable[_notification_service_pb2.StreamNotificationsRequest, _notification_service_pb2.StreamNotificationsResponse]  # type: ignore[assignment]
-    """StreamNotifications replays events after a cursor, then streams live ones."""
+    """StreamNotifications replays events after a cursor, then streams live ones.
+    Over HTTP it is served as Server-Sent Events, or as a WebSocket when the
+    request asks to upgrade; the cursor travels as the event id.
+    """
 
 class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
     """NotificationService streams live events to subscribers."""
@@ -53,6 +59,9 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _notification_service_pb2.StreamNotificationsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_notification_service_pb2.StreamNotificationsResponse], _abc.AsyncIterator[_notification_service_pb2.StreamNotificationsResponse]]:
-        """StreamNotifications replays events after a cursor, then streams live ones."""
+        """StreamNotifications replays events after a cursor, then streams live ones.
+        Over HTTP it is served as Server-Sent Events, or as a WebSocket when the
+        request asks to upgrade; the cursor travels as the event id.
+        """
 
 def add_NotificationServiceServicer_to_server(servicer: NotificationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
