@@ -10,7 +10,6 @@ real provider re-sends callbacks that were not acknowledged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import uuid
 from collections.abc import Coroutine
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.base import Accepted, Delivery, Receipt, ReceiptSink
+from server.aio import cancel_and_wait
 from server.domain.status import DeliveryStatus
 
 
@@ -70,10 +70,7 @@ class SandboxAdapter:
             await self._receipts(self.channel_id, Receipt(provider_id, DeliveryStatus.DELIVERED))
 
     async def close(self) -> None:
-        for task in list(self._pending):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._pending)
         if self._log_fd is not None:
             os.close(self._log_fd)
             self._log_fd = None

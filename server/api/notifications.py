@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import grpc
 
 from cim.v1 import notification_service_pb2 as pb
 from cim.v1 import notification_service_pb2_grpc as pb_grpc
+from server.aio import cancel_and_wait
 from server.api.context import tenant_of
 from server.api.convert import decode_cursor, encode_cursor, notifications
 from server.domain.errors import Code, DomainError, FieldViolation, invalid
@@ -41,10 +41,14 @@ def event_filter(request: pb.StreamNotificationsRequest) -> EventFilter:
 class _Stream:
     """One subscriber's stream: every write can be abandoned when the stream must stop."""
 
-    def __init__(self, context: grpc.aio.ServicerContext, sub: Subscription) -> None:
+    def __init__(
+        self, context: grpc.aio.ServicerContext, sub: Subscription, stall_seconds: float
+    ) -> None:
         self._context = context
         self._sub = sub
+        self._stall = stall_seconds
         self.last = 0
+        self.stalled = False
 
     async def send(self, item: pb.StreamNotificationsResponse, cursor: int | None = None) -> None:
         self.check()
@@ -52,15 +56,18 @@ class _Stream:
         if not write.done():
             stop = asyncio.ensure_future(self._sub.stopped.wait())
             try:
-                await asyncio.wait((write, stop), return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    (write, stop), timeout=self._stall, return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
                 stop.cancel()
             if not write.done():
+                # Either we stopped buffering for this client, or it has not
+                # taken a single write for the whole stall period.
+                self.stalled = not self._sub.stopped.is_set()
                 # The client stopped reading and we stopped buffering for it:
                 # give up the write so the status below can end the stream.
-                write.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await write
+                await cancel_and_wait(write)
                 self.check()
         await write
         if cursor is not None:
@@ -69,7 +76,7 @@ class _Stream:
     def check(self) -> None:
         if self._sub.terminated:
             raise DomainError(Code.UNAVAILABLE, "SHUTTING_DOWN", "server is shutting down")
-        if self._sub.overflowed:
+        if self._sub.overflowed or self.stalled:
             raise DomainError(
                 Code.RESOURCE_EXHAUSTED,
                 "SUBSCRIBER_TOO_SLOW",
@@ -90,11 +97,13 @@ class NotificationServicer(pb_grpc.NotificationServiceServicer):
         *,
         heartbeat_seconds: float = 15.0,
         buffer_limit: int = 10_000,
+        stall_seconds: float = 60.0,
     ) -> None:
         self._store = store
         self._bus = bus
         self._heartbeat = heartbeat_seconds
         self._buffer_limit = buffer_limit
+        self._stall = stall_seconds
 
     async def StreamNotifications(  # type: ignore[override]
         self, request: pb.StreamNotificationsRequest, context: grpc.aio.ServicerContext
@@ -110,7 +119,7 @@ class NotificationServicer(pb_grpc.NotificationServiceServicer):
         # Subscribe before replaying, so nothing committed during the replay is
         # missed; the cursor comparison below drops what the replay already sent.
         sub = self._bus.subscribe(tenant, accept, self._buffer_limit)
-        stream = _Stream(context, sub)
+        stream = _Stream(context, sub, self._stall)
         try:
             stream.last = after
             # An immediate heartbeat confirms the subscription, so HTTP clients

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping
 
+from server.aio import cancel_and_wait
 from server.dispatch.pacing import Pacer
 from server.dispatch.retry import RetryPolicy
 from server.domain.models import Channel, Delivery, Receipt
@@ -75,9 +76,7 @@ class Dispatcher:
 
     async def close(self) -> None:
         if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+            await cancel_and_wait(self._loop_task)
         # Let attempts already handed to a provider record their outcome.
         if self._in_flight:
             await asyncio.wait(list(self._in_flight), timeout=5)

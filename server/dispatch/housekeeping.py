@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
+from server.aio import cancel_and_wait
 from server.storage.store import SqlStore
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,4 @@ class Housekeeper:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)

@@ -8,7 +8,6 @@ WebSocket clients with ?after=.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import grpc
 from aiohttp import WSMsgType, web
 
+from server.aio import cancel_and_wait
 from server.gateway.envelope import error_body, error_from_status
 from server.gateway.jsonmap import to_json
 from server.gateway.routes import Route, build_request
@@ -122,7 +122,5 @@ async def _websocket(
             if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
                 break
     finally:
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sender
+        await cancel_and_wait(sender)
     return ws

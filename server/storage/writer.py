@@ -8,7 +8,6 @@ instead of N. Events produced by a write are published only after the commit.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -17,6 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from server.aio import cancel_and_wait
 from server.domain.events import StoredEvent
 
 log = logging.getLogger(__name__)
@@ -78,11 +78,7 @@ class Writer:
         # Drain what was already submitted so accepted work is not dropped on shutdown.
         if self._tasks:
             await self._queue.join()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
 
     async def submit(self, work: Work[T]) -> T:

@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Callable
 
+from server.aio import cancel_and_wait
 from server.dispatch.retry import RetryPolicy
 from server.net.http import OutboundError, OutboundHttp
 from server.storage.store import SqlStore
@@ -64,9 +65,7 @@ class WebhookSender:
     async def close(self) -> None:
         """Stop claiming; the OutboundHttp belongs to the caller and stays open."""
         if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+            await cancel_and_wait(self._loop_task)
             self._loop_task = None
         # Let posts already on the wire record their outcome; the rest come
         # back when their lease runs out.
