@@ -13,6 +13,7 @@ from cim.v1 import messaging_service_pb2_grpc as pb_grpc
 from cim.v1 import outbound_pb2
 from server.api.context import metadata_value, tenant_of
 from server.api.convert import message_to_proto, status_from_proto, status_to_proto
+from server.api.inbound import InboundApi
 from server.api.paging import page_args
 from server.domain.batch import BatchGroup, BatchSend, PlannedDestination, Template, plan_batch
 from server.domain.models import Channel, OutboundMessage
@@ -95,11 +96,15 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         channels: Mapping[str, Channel],
         on_accept: Callable[[], None],
         clock: Callable[[], int] = now_ms,
+        *,
+        inbound: InboundApi | None = None,
     ) -> None:
         self._store = store
         self._channels = channels
         self._on_accept = on_accept
         self._clock = clock
+        # Without a configured verify token the webhooks refuse every call.
+        self._inbound = inbound or InboundApi(store, channels, verify_token="")
 
     async def SendMessage(
         self, request: pb.SendMessageRequest, context: grpc.aio.ServicerContext
@@ -171,6 +176,16 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         return pb.ListMessagesResponse(
             results=[message_to_proto(m) for m in page.items], next_page_token=page.next_token
         )
+
+    async def ReceiveMessages(
+        self, request: pb.ReceiveMessagesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReceiveMessagesResponse:
+        return await self._inbound.receive(request, context)
+
+    async def UpdateContactInfo(
+        self, request: pb.UpdateContactInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateContactInfoResponse:
+        return await self._inbound.update_contact(request, context)
 
 
 def _send_response(m: OutboundMessage) -> pb.SendMessageResponse:

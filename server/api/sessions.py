@@ -1,16 +1,30 @@
-"""SessionService."""
+"""SessionService: sessions, their routing and messages, conversations and activities."""
 
 from __future__ import annotations
 
+import re
+
 import grpc
+from google.protobuf.json_format import MessageToDict
 
 from cim.v1 import session_service_pb2 as pb
 from cim.v1 import session_service_pb2_grpc as pb_grpc
 from server.api.context import tenant_of
 from server.api.convert import session_state_from_proto, session_to_proto
 from server.api.paging import page_args
+from server.api.session_views import (
+    activity_to_proto,
+    conversation_to_proto,
+    session_item_to_proto,
+)
+from server.domain.activities import check_activity
+from server.domain.errors import FieldViolation, invalid
 from server.domain.models import SessionState
+from server.domain.routing import RouteChange
 from server.storage.store import SqlStore
+
+# Activity pages are keyed by (time, sequence number).
+_ACTIVITY_TOKEN = re.compile(r"^\d{1,20}:\d{1,20}$")
 
 
 class SessionServicer(pb_grpc.SessionServiceServicer):
@@ -43,7 +57,7 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
         self, request: pb.CloseSessionRequest, context: grpc.aio.ServicerContext
     ) -> pb.CloseSessionResponse:
         session = await self._store.transition_session(
-            tenant_of(context), request.session_id, SessionState.CLOSED
+            tenant_of(context), _session_id(request.session_id), SessionState.CLOSED
         )
         return pb.CloseSessionResponse(session=session_to_proto(session))
 
@@ -51,6 +65,70 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
         self, request: pb.ResolveSessionRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResolveSessionResponse:
         session = await self._store.transition_session(
-            tenant_of(context), request.session_id, SessionState.RESOLVED
+            tenant_of(context), _session_id(request.session_id), SessionState.RESOLVED
         )
         return pb.ResolveSessionResponse(session=session_to_proto(session))
+
+    async def RouteSession(
+        self, request: pb.RouteSessionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RouteSessionResponse:
+        change = RouteChange(
+            session_id=request.session_id,
+            queue=request.queue,
+            agent=request.agent,
+            team=request.team,
+            skills=tuple(request.skills),
+            params=MessageToDict(request.params),
+        )
+        session = await self._store.route_session(tenant_of(context), change)
+        return pb.RouteSessionResponse(session=session_to_proto(session))
+
+    async def ListSessionMessages(
+        self, request: pb.ListSessionMessagesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListSessionMessagesResponse:
+        size, token = page_args(request.page_size, request.page_token)
+        page = await self._store.session_messages(
+            tenant_of(context), _session_id(request.session_id), page_size=size, page_token=token
+        )
+        return pb.ListSessionMessagesResponse(
+            results=[session_item_to_proto(i) for i in page.items],
+            next_page_token=page.next_token,
+        )
+
+    async def PushActivity(
+        self, request: pb.PushActivityRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PushActivityResponse:
+        activity = check_activity(MessageToDict(request.activity))
+        stored = await self._store.push_activity(tenant_of(context), activity)
+        return pb.PushActivityResponse(activity=activity_to_proto(stored))
+
+    async def ListActivities(
+        self, request: pb.ListActivitiesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListActivitiesResponse:
+        if request.page_token and not _ACTIVITY_TOKEN.match(request.page_token):
+            raise invalid([FieldViolation("pageToken", "not a token this server issued")])
+        size, token = page_args(request.page_size, request.page_token)
+        page = await self._store.list_activities(
+            tenant_of(context),
+            page_size=size,
+            page_token=token,
+            customer_id=request.customer_id,
+            conversation_id=request.conversation_id,
+        )
+        return pb.ListActivitiesResponse(
+            results=[activity_to_proto(a) for a in page.items], next_page_token=page.next_token
+        )
+
+    async def GetConversation(
+        self, request: pb.GetConversationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetConversationResponse:
+        conv, sessions = await self._store.get_conversation(
+            tenant_of(context), request.conversation_id
+        )
+        return pb.GetConversationResponse(conversation=conversation_to_proto(conv, sessions))
+
+
+def _session_id(value: str) -> str:
+    if not value:
+        raise invalid([FieldViolation("sessionId", "required")])
+    return value

@@ -149,6 +149,15 @@ class Session:
     agent: str
     created_at: int
     updated_at: int
+    team: str = ""
+    skills: tuple[str, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+    routing_id: str = ""
+    close_reason: str = ""
+    # The customer's address on the channel, which outbound messages are sent to.
+    address: str = ""
+    last_activity_at: int = 0
+    closed_at: int | None = None
 
 
 T = TypeVar("T")

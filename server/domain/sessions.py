@@ -1,9 +1,9 @@
-"""The session state machine."""
+"""The session state machine, and the event codes its changes are reported with."""
 
 from __future__ import annotations
 
 from server.domain.errors import failed_precondition
-from server.domain.models import SessionState
+from server.domain.models import Session, SessionState
 
 _ALLOWED = {
     SessionState.ACTIVE: {SessionState.RESOLVED, SessionState.CLOSED},
@@ -12,6 +12,15 @@ _ALLOWED = {
     SessionState.CLOSED: set(),
 }
 
+SESSION_STARTED = "SESSION_STARTED"
+SESSION_REACTIVATED = "SESSION_REACTIVATED"
+SESSION_ROUTED = "SESSION_ROUTED"
+SESSION_ASSIGNED = "SESSION_ASSIGNED"
+
+# Close reasons, as they appear on the session and in the conversation state.
+CLOSED_BY_API = "CLOSED_BY_API"
+INACTIVITY_TIMEOUT = "INACTIVITY_TIMEOUT"
+
 
 def check_transition(current: SessionState, target: SessionState) -> None:
     if target not in _ALLOWED[current]:
@@ -19,3 +28,25 @@ def check_transition(current: SessionState, target: SessionState) -> None:
             f"SESSION_{current.value}",
             f"a {current.value.lower()} session cannot become {target.value.lower()}",
         )
+
+
+def transition_code(target: SessionState) -> str:
+    """SESSION_RESOLVED, SESSION_CLOSED, or SESSION_REACTIVATED for a return to ACTIVE."""
+    if target is SessionState.ACTIVE:
+        return SESSION_REACTIVATED
+    return f"SESSION_{target.value}"
+
+
+def is_open(state: SessionState) -> bool:
+    """Open sessions receive the contact's messages; a closed one never again."""
+    return state is not SessionState.CLOSED
+
+
+def check_routable(session: Session) -> None:
+    if session.state is SessionState.CLOSED:
+        raise failed_precondition("SESSION_CLOSED", "a closed session cannot be routed")
+
+
+def open_key(channel_id: str, contact_id: str) -> str:
+    """Identifies "the open session of this contact on this channel"; unique while open."""
+    return f"{channel_id}\x1f{contact_id}"

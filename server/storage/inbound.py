@@ -1,56 +1,260 @@
-"""Inbound messages as they enter the event log."""
+"""The inbound path: customer messages, status reports, chat signals and contacts.
+
+The webhook and the provider adapters both end here. A message is claimed by
+its channel message id first, so a repeat changes nothing, not even the session.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from dataclasses import dataclass
+from typing import Any
 
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from server.domain.cim import SessionItem, inbound_cim, outbound_cim
+from server.domain.errors import DomainError
 from server.domain.events import EventType, NewEvent
-from server.domain.models import conversation_for
-from server.domain.provider import InboundMessage
+from server.domain.inbound import ChatSignal, InboundBatch, ReceivedMessage, StatusReport
+from server.domain.models import Page, Session, conversation_for, new_id
+from server.storage import contacts, lifecycle
 from server.storage import events as event_log
-from server.storage.schema import events
+from server.storage import messages as msgs
+from server.storage import sessions as sess
+from server.storage.schema import attempts, inbound_messages, messages
+from server.storage.sql import insert_for
 from server.storage.writer import Tx
 
 
-async def record(tx: Tx, tenant_id: str, channel_id: str, message: InboundMessage) -> bool:
-    """Store an inbound message once; a provider re-sending it changes nothing."""
-    conversation = conversation_for(tenant_id, channel_id, message.from_address)
-    seen = (
-        await tx.conn.execute(
-            select(events.c.id).where(
-                events.c.conversation_id == conversation,
-                events.c.type == EventType.CONTENT.value,
-                events.c.message_id == message.provider_message_id,
+@dataclass(frozen=True, slots=True)
+class ReceiveOutcome:
+    message_ids: tuple[str, ...] = ()
+    session_ids: tuple[str, ...] = ()
+    duplicates: int = 0
+    statuses_applied: int = 0
+    statuses_unmatched: int = 0
+    contacts_updated: int = 0
+    events_applied: int = 0
+    events_ignored: int = 0
+
+
+async def receive(tx: Tx, tenant_id: str, batch: InboundBatch) -> ReceiveOutcome:
+    """Apply a whole webhook payload in one transaction."""
+    for info in batch.contacts:
+        await contacts.upsert(tx, tenant_id, info)
+    message_ids: list[str] = []
+    session_ids: list[str] = []
+    for message in batch.messages:
+        stored = await record(tx, tenant_id, message)
+        if stored is not None:
+            message_ids.append(stored[0])
+            session_ids.append(stored[1])
+    applied = [await apply_status(tx, tenant_id, s) for s in batch.statuses]
+    signalled = [await signal(tx, tenant_id, s) for s in batch.signals]
+    return ReceiveOutcome(
+        message_ids=tuple(message_ids),
+        session_ids=tuple(session_ids),
+        duplicates=len(batch.messages) - len(message_ids),
+        statuses_applied=sum(applied),
+        statuses_unmatched=len(applied) - sum(applied),
+        contacts_updated=len(batch.contacts),
+        events_applied=sum(signalled),
+        events_ignored=batch.ignored_events + len(signalled) - sum(signalled),
+    )
+
+
+async def record(tx: Tx, tenant_id: str, m: ReceivedMessage) -> tuple[str, str] | None:
+    """Store one message in its session; (message id, session id), or None for a repeat."""
+    conversation_id = conversation_for(tenant_id, m.channel_id, m.address)
+    message_id = new_id()
+    claimed = await tx.conn.execute(
+        insert_for(tx.conn, inbound_messages)
+        .values(
+            id=message_id,
+            tenant_id=tenant_id,
+            channel_id=m.channel_id,
+            external_id=m.external_id,
+            conversation_id=conversation_id,
+            contact_id=m.contact_id,
+            type=m.type,
+            text=m.text,
+            cim={},
+            created_at=tx.now,
+        )
+        .on_conflict_do_nothing(
+            index_elements=[
+                inbound_messages.c.tenant_id,
+                inbound_messages.c.channel_id,
+                inbound_messages.c.external_id,
+            ]
+        )
+        .returning(inbound_messages.c.id)
+    )
+    if claimed.first() is None:
+        return None
+    session = await lifecycle.open_or_touch(
+        tx, tenant_id, m.channel_id, m.contact_id, m.address, conversation_id
+    )
+    cim = inbound_cim(m, message_id, session.id, conversation_id, tx.now)
+    await tx.conn.execute(
+        update(inbound_messages)
+        .where(inbound_messages.c.id == message_id)
+        .values(session_id=session.id, queue=session.queue, agent=session.agent, cim=cim)
+    )
+    await event_log.append(tx, tenant_id, _content_event(m, message_id, session, cim))
+    return message_id, session.id
+
+
+def _content_event(
+    m: ReceivedMessage, message_id: str, s: Session, cim: dict[str, Any]
+) -> NewEvent:
+    data: dict[str, Any] = {
+        **m.details,
+        "type": m.type,
+        "from": m.address,
+        "contactId": m.contact_id,
+        "contactName": m.contact_name,
+        "providerMessageId": m.external_id,
+        "sessionId": s.id,
+        # The route at arrival: where this message goes.
+        "route": {"queue": s.queue, "agent": s.agent, "team": s.team, "routingId": s.routing_id},
+        "cimMessage": cim,
+    }
+    if m.lane:
+        data["to"] = m.lane
+    return NewEvent(
+        conversation_id=s.conversation_id,
+        type=EventType.CONTENT,
+        originator_id=m.address,
+        originator_role="CONSUMER",
+        message=m.text,
+        content_type=m.content_type,
+        message_id=message_id,
+        channel_id=m.channel_id,
+        customer_id=m.address,
+        data={k: v for k, v in data.items() if v not in ("", None)},
+    )
+
+
+async def apply_status(tx: Tx, tenant_id: str, report: StatusReport) -> bool:
+    """Move the matching outbound message forward; False when none matches."""
+    message_id = await _outbound_for(tx.conn, tenant_id, report)
+    if message_id is None:
+        return False
+    await msgs.set_status(tx, message_id, report.status, reason=report.reason, dispatch_state=None)
+    return True
+
+
+async def _outbound_for(conn: AsyncConnection, tenant_id: str, report: StatusReport) -> str | None:
+    """``id`` is the hub's message id; ``messageIdExt`` the provider's, on any attempt."""
+    if report.message_id:
+        found = await conn.execute(
+            select(messages.c.id).where(
+                messages.c.tenant_id == tenant_id, messages.c.id == report.message_id
             )
         )
-    ).first()
-    if seen is not None:
+        if (hit := found.scalar()) is not None:
+            return str(hit)
+    if not report.external_id:
+        return None
+    found = await conn.execute(
+        select(messages.c.id)
+        .outerjoin(attempts, attempts.c.message_id == messages.c.id)
+        .where(
+            messages.c.tenant_id == tenant_id,
+            or_(
+                messages.c.provider_message_id == report.external_id,
+                attempts.c.provider_message_id == report.external_id,
+            ),
+        )
+        .limit(1)
+    )
+    hit = found.scalar()
+    return None if hit is None else str(hit)
+
+
+async def signal(tx: Tx, tenant_id: str, s: ChatSignal) -> bool:
+    """A ChatStateEvent or AcceptStatusEvent in the session's conversation."""
+    session: Session | None = None
+    if s.session_id:
+        try:
+            session = await sess.get(tx.conn, tenant_id, s.session_id)
+        except DomainError:  # an unknown session is reported as ignored, not as an error
+            session = None
+    if session is None and s.contact_id:
+        session = await sess.latest_open_of_contact(tx.conn, tenant_id, s.contact_id)
+    if session is None:
         return False
-    data: dict[str, object] = {
-        "type": message.type,
-        "from": message.from_address,
-        "to": message.to_address,
-        "mediaUrl": message.media_url,
-        "mimeType": message.mime_type,
-        "caption": message.caption,
-        "contactName": message.contact_name,
-    }
-    if message.latitude is not None and message.longitude is not None:
-        data.update(latitude=message.latitude, longitude=message.longitude)
+    key = "chatState" if s.type is EventType.CHAT_STATE else "acceptStatus"
+    data = {key: s.value, "sessionId": session.id}
     await event_log.append(
         tx,
         tenant_id,
         NewEvent(
-            conversation_id=conversation,
-            type=EventType.CONTENT,
-            originator_id=message.from_address,
-            originator_role="CONSUMER",
-            message=message.text or message.caption,
-            content_type=message.mime_type or "text/plain",
-            message_id=message.provider_message_id,
-            channel_id=channel_id,
-            customer_id=message.from_address,
-            data={k: v for k, v in data.items() if v not in ("", None)},
+            conversation_id=session.conversation_id,
+            type=s.type,
+            originator_id=s.originator_id or session.contact_id,
+            originator_role=s.originator_role,
+            message=s.value,
+            message_id=s.message_id,
+            status=s.value,
+            channel_id=session.channel_id,
+            customer_id=session.address or session.contact_id,
+            data=data,
         ),
     )
     return True
+
+
+async def session_page(
+    conn: AsyncConnection, session: Session, page_size: int, page_token: str
+) -> Page[SessionItem]:
+    """Both directions, oldest first, by (time, id).
+
+    Each table yields at most one page past the token; the merged first page is
+    then within what the two queries returned.
+    """
+    after_time, after_id = -1, ""
+    if page_token:
+        created_s, _, after_id = page_token.partition(":")
+        after_time = int(created_s)
+    inbound_rows = (
+        await conn.execute(
+            select(inbound_messages)
+            .where(
+                inbound_messages.c.tenant_id == session.tenant_id,
+                inbound_messages.c.session_id == session.id,
+                _after(inbound_messages, after_time, after_id),
+            )
+            .order_by(inbound_messages.c.created_at, inbound_messages.c.id)
+            .limit(page_size + 1)
+        )
+    ).all()
+    outbound_query = select(messages).where(
+        messages.c.tenant_id == session.tenant_id,
+        messages.c.conversation_id == session.conversation_id,
+        messages.c.created_at >= session.created_at,
+        _after(messages, after_time, after_id),
+    )
+    if session.closed_at is not None:
+        outbound_query = outbound_query.where(messages.c.created_at <= session.closed_at)
+    outbound_rows = (
+        await conn.execute(
+            outbound_query.order_by(messages.c.created_at, messages.c.id).limit(page_size + 1)
+        )
+    ).all()
+    items = [SessionItem(r.id, r.created_at, r.cim, None, r.queue, r.agent) for r in inbound_rows]
+    for row in outbound_rows:
+        m = msgs.from_row(row)
+        items.append(SessionItem(m.id, m.created_at, outbound_cim(m, session.id), m.status))
+    items.sort(key=lambda i: (i.created_at, i.id))
+    page = items[:page_size]
+    token = f"{page[-1].created_at}:{page[-1].id}" if len(items) > page_size else ""
+    return Page(tuple(page), token)
+
+
+def _after(table: Any, after_time: int, after_id: str) -> Any:
+    return or_(
+        table.c.created_at > after_time,
+        and_(table.c.created_at == after_time, table.c.id > after_id),
+    )

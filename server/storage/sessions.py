@@ -1,30 +1,71 @@
-"""Sessions: lookup, listing and state changes."""
+"""The sessions table: lookups, listing and row mapping. Changes with events are in lifecycle."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.errors import not_found
-from server.domain.events import EventType, NewEvent
 from server.domain.models import Page, Session, SessionState
-from server.domain.sessions import check_transition
-from server.storage import events as event_log
 from server.storage.schema import sessions
-from server.storage.writer import Tx
 
 
-async def get(conn: AsyncConnection, tenant_id: str, session_id: str) -> Session:
-    row = (
-        await conn.execute(
-            select(sessions).where(sessions.c.tenant_id == tenant_id, sessions.c.id == session_id)
-        )
-    ).first()
+async def get(
+    conn: AsyncConnection, tenant_id: str, session_id: str, *, for_update: bool = False
+) -> Session:
+    query = select(sessions).where(sessions.c.tenant_id == tenant_id, sessions.c.id == session_id)
+    if for_update:
+        # Serialises concurrent changes of one session on PostgreSQL; SQLite has one writer.
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
     if row is None:
         raise not_found("session", session_id)
-    return _from_row(row)
+    return from_row(row)
+
+
+async def find_open(
+    conn: AsyncConnection, tenant_id: str, open_key: str, *, for_update: bool = False
+) -> Session | None:
+    query = select(sessions).where(
+        sessions.c.tenant_id == tenant_id, sessions.c.open_key == open_key
+    )
+    if for_update:
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
+    return None if row is None else from_row(row)
+
+
+async def latest_open_of_contact(
+    conn: AsyncConnection, tenant_id: str, contact_id: str
+) -> Session | None:
+    row = (
+        await conn.execute(
+            select(sessions)
+            .where(
+                sessions.c.tenant_id == tenant_id,
+                sessions.c.contact_id == contact_id,
+                sessions.c.state != SessionState.CLOSED.value,
+            )
+            .order_by(sessions.c.updated_at.desc())
+            .limit(1)
+        )
+    ).first()
+    return None if row is None else from_row(row)
+
+
+async def of_conversation(
+    conn: AsyncConnection, tenant_id: str, conversation_id: str
+) -> list[Session]:
+    rows = (
+        await conn.execute(
+            select(sessions)
+            .where(sessions.c.tenant_id == tenant_id, sessions.c.conversation_id == conversation_id)
+            .order_by(sessions.c.created_at, sessions.c.id)
+        )
+    ).all()
+    return [from_row(r) for r in rows]
 
 
 async def list_page(
@@ -58,35 +99,12 @@ async def list_page(
             query.order_by(sessions.c.created_at.desc(), sessions.c.id.desc()).limit(page_size + 1)
         )
     ).all()
-    items = tuple(_from_row(r) for r in rows[:page_size])
+    items = tuple(from_row(r) for r in rows[:page_size])
     token = f"{items[-1].created_at}:{items[-1].id}" if len(rows) > page_size else ""
     return Page(items, token)
 
 
-async def transition(tx: Tx, tenant_id: str, session_id: str, target: SessionState) -> Session:
-    current = await get(tx.conn, tenant_id, session_id)
-    check_transition(current.state, target)
-    await tx.conn.execute(
-        update(sessions)
-        .where(sessions.c.id == session_id)
-        .values(state=target.value, updated_at=tx.now)
-    )
-    await event_log.append(
-        tx,
-        tenant_id,
-        NewEvent(
-            conversation_id=current.conversation_id,
-            type=EventType.SESSION,
-            message=f"SESSION_{target.value}",
-            channel_id=current.channel_id,
-            customer_id=current.contact_id,
-            data={"sessionId": session_id, "from": current.state.value, "to": target.value},
-        ),
-    )
-    return await get(tx.conn, tenant_id, session_id)
-
-
-def _from_row(row: Any) -> Session:
+def from_row(row: Any) -> Session:
     return Session(
         id=row.id,
         tenant_id=row.tenant_id,
@@ -98,4 +116,12 @@ def _from_row(row: Any) -> Session:
         agent=row.agent,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        team=row.team,
+        skills=tuple(row.skills or ()),
+        params=dict(row.params or {}),
+        routing_id=row.routing_id,
+        close_reason=row.close_reason,
+        address=row.address,
+        last_activity_at=row.last_activity_at or row.updated_at,
+        closed_at=row.closed_at,
     )

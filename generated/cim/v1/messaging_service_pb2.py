@@ -25,11 +25,12 @@ _sym_db = _symbol_database.Default()
 from cim.v1 import annotations_pb2 as cim_dot_v1_dot_annotations__pb2
 from cim.v1 import content_pb2 as cim_dot_v1_dot_content__pb2
 from cim.v1 import delivery_pb2 as cim_dot_v1_dot_delivery__pb2
+from cim.v1 import inbound_pb2 as cim_dot_v1_dot_inbound__pb2
 from cim.v1 import outbound_pb2 as cim_dot_v1_dot_outbound__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63im/v1/messaging_service.proto\x12\x06\x63im.v1\x1a\x18\x63im/v1/annotations.proto\x1a\x14\x63im/v1/content.proto\x1a\x15\x63im/v1/delivery.proto\x1a\x15\x63im/v1/outbound.proto\x1a\x1cgoogle/api/annotations.proto\"\x96\x04\n\x12SendMessageRequest\x12$\n\x05\x61udio\x18\x01 \x01(\x0b\x32\x15.cim.v1.OutboundMedia\x12\x12\n\nchannel_id\x18\x02 \x01(\t\x12%\n\x08\x63ontacts\x18\x03 \x03(\x0b\x32\x13.cim.v1.ContactCard\x12\'\n\x08\x64ocument\x18\x04 \x01(\x0b\x32\x15.cim.v1.OutboundMedia\x12$\n\x05image\x18\x05 \x01(\x0b\x32\x15.cim.v1.OutboundMedia\x12)\n\x08location\x18\x06 \x01(\x0b\x32\x17.cim.v1.MessageLocation\x12\x0c\n\x04mask\x18\x07 \x01(\x08\x12\x19\n\x11message_id_resend\x18\x08 \x01(\t\x12\'\n\x07options\x18\t \x01(\x0b\x32\x16.cim.v1.MessageOptions\x12%\n\x08template\x18\n \x01(\x0b\x32\x13.cim.v1.TemplateRef\x12\"\n\x04text\x18\x0b \x01(\x0b\x32\x14.cim.v1.OutboundText\x12#\n\x02to\x18\x0c \x01(\x0b\x32\x17.cim.v1.OutboundContact\x12)\n\x04type\x18\r \x01(\x0e\x32\x1b.cim.v1.OutboundMessageType\x12$\n\x05video\x18\x0e \x01(\x0b\x32\x15.cim.v1.OutboundMedia\x12\x12\n\nrequest_id\x18\x0f \x01(\t\"~\n\x13SendMessageResponse\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.cim.v1.DeliveryStatus\x12\x12\n\nchannel_id\x18\x03 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x04 \x01(\t\"\xc8\x04\n\x10SendBatchRequest\x12\r\n\x05\x61ppid\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x1a\n\x0c\x66rom_address\x18\x03 \x01(\tR\x04\x66rom\x12$\n\x02to\x18\x04 \x03(\x0b\x32\x18.cim.v1.BatchDestination\x12\x42\n\rsubstitutions\x18\x05 \x03(\x0b\x32+.cim.v1.SendBatchRequest.SubstitutionsEntry\x12\x0f\n\x07send_at\x18\x06 \x01(\t\x12\x11\n\texpire_at\x18\x07 \x01(\t\x12\x10\n\x08validity\x18\x08 \x01(\x03\x12\x10\n\x08priority\x18\t \x01(\x05\x12%\n\x07options\x18\n \x01(\x0b\x32\x14.cim.v1.BatchOptions\x12\x15\n\rcallback_data\x18\x0b \x01(\t\x12\x12\n\nnotify_url\x18\x0c \x01(\t\x12\x1a\n\x12requested_receipts\x18\r \x03(\t\x12%\n\x07\x63ontent\x18\x0e \x01(\x0b\x32\x14.cim.v1.BatchContent\x12\'\n\x08template\x18\x0f \x01(\x0b\x32\x15.cim.v1.BatchTemplate\x12%\n\nsmartlinks\x18\x10 \x03(\x0b\x32\x11.cim.v1.Smartlink\x12\n\n\x02\x63\x63\x18\x11 \x03(\t\x12\x0b\n\x03\x62\x63\x63\x18\x12 \x03(\t\x12\x12\n\nrequest_id\x18\x13 \x01(\t\x1a\x34\n\x12SubstitutionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc3\x01\n\x10\x42\x61tchDestination\x12\x0e\n\x06msisdn\x18\x01 \x03(\t\x12\r\n\x05\x65mail\x18\x02 \x03(\t\x12\x16\n\x0e\x63orrelation_id\x18\x03 \x01(\t\x12\x42\n\rsubstitutions\x18\x04 \x03(\x0b\x32+.cim.v1.BatchDestination.SubstitutionsEntry\x1a\x34\n\x12SubstitutionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa3\x02\n\x0c\x42\x61tchOptions\x12\x14\n\x0ctrack_clicks\x18\x01 \x01(\x08\x12\x15\n\rshorten_links\x18\x02 \x01(\x08\x12\x0e\n\x06\x64omain\x18\x03 \x01(\t\x12\x30\n\x06\x65xtras\x18\x04 \x03(\x0b\x32 .cim.v1.BatchOptions.ExtrasEntry\x12\x13\n\x0btrack_opens\x18\x05 \x01(\x08\x12\x11\n\tfrom_name\x18\x06 \x01(\t\x12\x14\n\x0csms_fallback\x18\x07 \x01(\x08\x12\x15\n\rsms_sender_id\x18\x08 \x01(\t\x12\x0c\n\x04text\x18\t \x01(\t\x12\x12\n\ncarrier_id\x18\n \x01(\t\x1a-\n\x0b\x45xtrasEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd8\x02\n\x0c\x42\x61tchContent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\x10\n\x08reply_to\x18\x04 \x01(\t\x12,\n\x0b\x61ttachments\x18\x05 \x03(\x0b\x32\x17.cim.v1.EmailAttachment\x12\x0c\n\x04html\x18\x06 \x01(\t\x12\x19\n\x11media_content_url\x18\x07 \x01(\t\x12\x11\n\tfile_size\x18\x08 \x01(\x03\x12#\n\trich_card\x18\t \x01(\x0b\x32\x10.cim.v1.RichCard\x12\r\n\x05width\x18\n \x01(\t\x12\x1f\n\x05\x63\x61rds\x18\x0b \x03(\x0b\x32\x10.cim.v1.RichCard\x12\r\n\x05\x65vent\x18\x0c \x01(\t\x12\x12\n\nmessage_id\x18\r \x01(\t\x12\'\n\x0bsuggestions\x18\x0e \x03(\x0b\x32\x12.cim.v1.Suggestion\"S\n\x0f\x45mailAttachment\x12\x11\n\tmime_type\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tmedia_url\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\"7\n\rBatchTemplate\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0c\n\x04lang\x18\x03 \x01(\t\"3\n\tSmartlink\x12\x14\n\x0csmartlink_id\x18\x01 \x01(\x03\x12\x10\n\x08validity\x18\x02 \x01(\x03\"9\n\x11SendBatchResponse\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.cim.v1.BatchResult\"\x85\x01\n\x0b\x42\x61tchResult\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x03 \x01(\t\x12&\n\x06status\x18\x04 \x01(\x0e\x32\x16.cim.v1.DeliveryStatus\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\'\n\x11GetMessageRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"6\n\x12GetMessageResponse\x12 \n\x07message\x18\x01 \x01(\x0b\x32\x0f.cim.v1.Message\"\x90\x01\n\x13ListMessagesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12&\n\x06status\x18\x03 \x01(\x0e\x32\x16.cim.v1.DeliveryStatus\x12\x12\n\nchannel_id\x18\x04 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x05 \x01(\t\"Q\n\x14ListMessagesResponse\x12 \n\x07results\x18\x01 \x03(\x0b\x32\x0f.cim.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xde\x02\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nchannel_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x04 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x05 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x06 \x01(\t\x12&\n\x06status\x18\x07 \x01(\x0e\x32\x16.cim.v1.DeliveryStatus\x12%\n\x07history\x18\x08 \x03(\x0b\x32\x14.cim.v1.StatusChange\x12\x13\n\x0b\x63reate_time\x18\t \x01(\x03\x12\x1b\n\x13provider_message_id\x18\n \x01(\t\x12\x0c\n\x04text\x18\x0b \x01(\t\x12\x10\n\x08\x61ttempts\x18\x0c \x01(\x05\x12\x10\n\x08segments\x18\r \x01(\x05\x12,\n\x0b\x61ttempt_log\x18\x0e \x03(\x0b\x32\x17.cim.v1.DeliveryAttempt2\xb9\x03\n\x10MessagingService\x12l\n\x0bSendMessage\x12\x1a.cim.v1.SendMessageRequest\x1a\x1b.cim.v1.SendMessageResponse\"$\x88\xb5\x18\xca\x01\x82\xd3\xe4\x93\x02\x19\"\x14/api/v1/message/send:\x01*\x12\x66\n\tSendBatch\x12\x18.cim.v1.SendBatchRequest\x1a\x19.cim.v1.SendBatchResponse\"$\x88\xb5\x18\xca\x01\x82\xd3\xe4\x93\x02\x19\"\x14/api/v2/message/send:\x01*\x12j\n\nGetMessage\x12\x19.cim.v1.GetMessageRequest\x1a\x1a.cim.v1.GetMessageResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v1/messages/{message_id}\x12\x63\n\x0cListMessages\x12\x1b.cim.v1.ListMessagesRequest\x1a\x1c.cim.v1.ListMessagesResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/messagesb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63im/v1/messaging_service.proto\x12\x06\x63im.v1\x1a\x18\x63im/v1/annotations.proto\x1a\x14\x63im/v1/content.proto\x1a\x15\x63im/v1/delivery.proto\x1a\x14\x63im/v1/inbound.proto\x1a\x15\x63im/v1/outbound.proto\x1a\x1cgoogle/api/annotations.proto\"\x94\x02\n\x16ReceiveMessagesRequest\x12&\n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32\x15.cim.v1.InboundAction\x12(\n\x08\x63ontacts\x18\x02 \x03(\x0b\x32\x16.cim.v1.InboundContact\x12$\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x14.cim.v1.InboundEvent\x12(\n\x08messages\x18\x04 \x03(\x0b\x32\x16.cim.v1.InboundMessage\x12!\n\x04meta\x18\x05 \x01(\x0b\x32\x13.cim.v1.InboundMeta\x12\'\n\x08statuses\x18\x06 \x03(\x0b\x32\x15.cim.v1.InboundStatus\x12\x0c\n\x04type\x18\x07 \x01(\t\"\xd7\x01\n\x17ReceiveMessagesResponse\x12\x13\n\x0bmessage_ids\x18\x01 \x03(\t\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x12\x13\n\x0bsession_ids\x18\x03 \x03(\t\x12\x18\n\x10statuses_applied\x18\x04 \x01(\x05\x12\x1a\n\x12statuses_unmatched\x18\x05 \x01(\x05\x12\x18\n\x10\x63ontacts_updated\x18\x06 \x01(\x05\x12\x16\n\x0e\x65vents_applied\x18\x07 \x01(\x05\x12\x16\n\x0e\x65vents_ignored\x18\x08 \x01(\x05\"C\n\x18UpdateContactInfoRequest\x12\'\n\x07\x63ontact\x18\x01 \x01(\x0b\x32\x16.cim.v1.InboundContact\"=\n\x19UpdateContactInfoResponse\x12 \n\x07\x63ontact\x18\x01 \x01(\x0b\x32\x0f.cim.v1.Contact\"\x96\x04\n\x12SendMessageRequest\x12$\n\x05\x61udio\x18\x01 \x01(\x0b\x32\x15.cim.v1.OutboundMedia\x12\x12\n\nchannel_id\x18\x02 \x01(\t\x12%\n\x08\x63ontacts\x18\x03 \x03(\x0b\x32\x13.cim.v1.ContactCard\x12\'\n\x08\x64ocument\x18\x04 \x01(\x0b\x32\x15.cim.v1.OutboundMedia\x12$\n\x05image\x18\x05 \x01(\x0b\x32\x15.cim.v1.OutboundMedia\x12)\n\x08location\x18\x06 \x01(\x0b\x32\x17.cim.v1.MessageLocation\x12\x0c\n\x04mask\x18\x07 \x01(\x08\x12\x19\n\x11message_id_resend\x18\x08 \x01(\t\x12\'\n\x07options\x18\t \x01(\x0b\x32\x16.cim.v1.MessageOptions\x12%\n\x08template\x18\n \x01(\x0b\x32\x13.cim.v1.TemplateRef\x12\"\n\x04text\x18\x0b \x01(\x0b\x32\x14.cim.v1.OutboundText\x12#\n\x02to\x18\x0c \x01(\x0b\x32\x17.cim.v1.OutboundContact\x12)\n\x04type\x18\r \x01(\x0e\x32\x1b.cim.v1.OutboundMessageType\x12$\n\x05video\x18\x0e \x01(\x0b\x32\x15.cim.v1.OutboundMedia\x12\x12\n\nrequest_id\x18\x0f \x01(\t\"~\n\x13SendMessageResponse\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.cim.v1.DeliveryStatus\x12\x12\n\nchannel_id\x18\x03 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x04 \x01(\t\"\xc8\x04\n\x10SendBatchRequest\x12\r\n\x05\x61ppid\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x1a\n\x0c\x66rom_address\x18\x03 \x01(\tR\x04\x66rom\x12$\n\x02to\x18\x04 \x03(\x0b\x32\x18.cim.v1.BatchDestination\x12\x42\n\rsubstitutions\x18\x05 \x03(\x0b\x32+.cim.v1.SendBatchRequest.SubstitutionsEntry\x12\x0f\n\x07send_at\x18\x06 \x01(\t\x12\x11\n\texpire_at\x18\x07 \x01(\t\x12\x10\n\x08validity\x18\x08 \x01(\x03\x12\x10\n\x08priority\x18\t \x01(\x05\x12%\n\x07options\x18\n \x01(\x0b\x32\x14.cim.v1.BatchOptions\x12\x15\n\rcallback_data\x18\x0b \x01(\t\x12\x12\n\nnotify_url\x18\x0c \x01(\t\x12\x1a\n\x12requested_receipts\x18\r \x03(\t\x12%\n\x07\x63ontent\x18\x0e \x01(\x0b\x32\x14.cim.v1.BatchContent\x12\'\n\x08template\x18\x0f \x01(\x0b\x32\x15.cim.v1.BatchTemplate\x12%\n\nsmartlinks\x18\x10 \x03(\x0b\x32\x11.cim.v1.Smartlink\x12\n\n\x02\x63\x63\x18\x11 \x03(\t\x12\x0b\n\x03\x62\x63\x63\x18\x12 \x03(\t\x12\x12\n\nrequest_id\x18\x13 \x01(\t\x1a\x34\n\x12SubstitutionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc3\x01\n\x10\x42\x61tchDestination\x12\x0e\n\x06msisdn\x18\x01 \x03(\t\x12\r\n\x05\x65mail\x18\x02 \x03(\t\x12\x16\n\x0e\x63orrelation_id\x18\x03 \x01(\t\x12\x42\n\rsubstitutions\x18\x04 \x03(\x0b\x32+.cim.v1.BatchDestination.SubstitutionsEntry\x1a\x34\n\x12SubstitutionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa3\x02\n\x0c\x42\x61tchOptions\x12\x14\n\x0ctrack_clicks\x18\x01 \x01(\x08\x12\x15\n\rshorten_links\x18\x02 \x01(\x08\x12\x0e\n\x06\x64omain\x18\x03 \x01(\t\x12\x30\n\x06\x65xtras\x18\x04 \x03(\x0b\x32 .cim.v1.BatchOptions.ExtrasEntry\x12\x13\n\x0btrack_opens\x18\x05 \x01(\x08\x12\x11\n\tfrom_name\x18\x06 \x01(\t\x12\x14\n\x0csms_fallback\x18\x07 \x01(\x08\x12\x15\n\rsms_sender_id\x18\x08 \x01(\t\x12\x0c\n\x04text\x18\t \x01(\t\x12\x12\n\ncarrier_id\x18\n \x01(\t\x1a-\n\x0b\x45xtrasEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd8\x02\n\x0c\x42\x61tchContent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\x10\n\x08reply_to\x18\x04 \x01(\t\x12,\n\x0b\x61ttachments\x18\x05 \x03(\x0b\x32\x17.cim.v1.EmailAttachment\x12\x0c\n\x04html\x18\x06 \x01(\t\x12\x19\n\x11media_content_url\x18\x07 \x01(\t\x12\x11\n\tfile_size\x18\x08 \x01(\x03\x12#\n\trich_card\x18\t \x01(\x0b\x32\x10.cim.v1.RichCard\x12\r\n\x05width\x18\n \x01(\t\x12\x1f\n\x05\x63\x61rds\x18\x0b \x03(\x0b\x32\x10.cim.v1.RichCard\x12\r\n\x05\x65vent\x18\x0c \x01(\t\x12\x12\n\nmessage_id\x18\r \x01(\t\x12\'\n\x0bsuggestions\x18\x0e \x03(\x0b\x32\x12.cim.v1.Suggestion\"S\n\x0f\x45mailAttachment\x12\x11\n\tmime_type\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tmedia_url\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\"7\n\rBatchTemplate\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0c\n\x04lang\x18\x03 \x01(\t\"3\n\tSmartlink\x12\x14\n\x0csmartlink_id\x18\x01 \x01(\x03\x12\x10\n\x08validity\x18\x02 \x01(\x03\"9\n\x11SendBatchResponse\x12$\n\x07results\x18\x01 \x03(\x0b\x32\x13.cim.v1.BatchResult\"\x85\x01\n\x0b\x42\x61tchResult\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x03 \x01(\t\x12&\n\x06status\x18\x04 \x01(\x0e\x32\x16.cim.v1.DeliveryStatus\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\'\n\x11GetMessageRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"6\n\x12GetMessageResponse\x12 \n\x07message\x18\x01 \x01(\x0b\x32\x0f.cim.v1.Message\"\x90\x01\n\x13ListMessagesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12&\n\x06status\x18\x03 \x01(\x0e\x32\x16.cim.v1.DeliveryStatus\x12\x12\n\nchannel_id\x18\x04 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x05 \x01(\t\"Q\n\x14ListMessagesResponse\x12 \n\x07results\x18\x01 \x03(\x0b\x32\x0f.cim.v1.Message\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xde\x02\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nchannel_id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x04 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x05 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x06 \x01(\t\x12&\n\x06status\x18\x07 \x01(\x0e\x32\x16.cim.v1.DeliveryStatus\x12%\n\x07history\x18\x08 \x03(\x0b\x32\x14.cim.v1.StatusChange\x12\x13\n\x0b\x63reate_time\x18\t \x01(\x03\x12\x1b\n\x13provider_message_id\x18\n \x01(\t\x12\x0c\n\x04text\x18\x0b \x01(\t\x12\x10\n\x08\x61ttempts\x18\x0c \x01(\x05\x12\x10\n\x08segments\x18\r \x01(\x05\x12,\n\x0b\x61ttempt_log\x18\x0e \x03(\x0b\x32\x17.cim.v1.DeliveryAttempt2\xb2\x05\n\x10MessagingService\x12l\n\x0bSendMessage\x12\x1a.cim.v1.SendMessageRequest\x1a\x1b.cim.v1.SendMessageResponse\"$\x88\xb5\x18\xca\x01\x82\xd3\xe4\x93\x02\x19\"\x14/api/v1/message/send:\x01*\x12\x66\n\tSendBatch\x12\x18.cim.v1.SendBatchRequest\x1a\x19.cim.v1.SendBatchResponse\"$\x88\xb5\x18\xca\x01\x82\xd3\xe4\x93\x02\x19\"\x14/api/v2/message/send:\x01*\x12j\n\nGetMessage\x12\x19.cim.v1.GetMessageRequest\x1a\x1a.cim.v1.GetMessageResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v1/messages/{message_id}\x12\x63\n\x0cListMessages\x12\x1b.cim.v1.ListMessagesRequest\x1a\x1c.cim.v1.ListMessagesResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/messages\x12v\n\x0fReceiveMessages\x12\x1e.cim.v1.ReceiveMessagesRequest\x1a\x1f.cim.v1.ReceiveMessagesResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/api/v1/message/receive:\x01*\x12\x7f\n\x11UpdateContactInfo\x12 .cim.v1.UpdateContactInfoRequest\x1a!.cim.v1.UpdateContactInfoResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x14/api/v1/contact/info:\x07\x63ontactb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,44 +51,56 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MESSAGINGSERVICE'].methods_by_name['GetMessage']._serialized_options = b'\202\323\344\223\002\037\022\035/api/v1/messages/{message_id}'
   _globals['_MESSAGINGSERVICE'].methods_by_name['ListMessages']._loaded_options = None
   _globals['_MESSAGINGSERVICE'].methods_by_name['ListMessages']._serialized_options = b'\202\323\344\223\002\022\022\020/api/v1/messages'
-  _globals['_SENDMESSAGEREQUEST']._serialized_start=167
-  _globals['_SENDMESSAGEREQUEST']._serialized_end=701
-  _globals['_SENDMESSAGERESPONSE']._serialized_start=703
-  _globals['_SENDMESSAGERESPONSE']._serialized_end=829
-  _globals['_SENDBATCHREQUEST']._serialized_start=832
-  _globals['_SENDBATCHREQUEST']._serialized_end=1416
-  _globals['_SENDBATCHREQUEST_SUBSTITUTIONSENTRY']._serialized_start=1364
-  _globals['_SENDBATCHREQUEST_SUBSTITUTIONSENTRY']._serialized_end=1416
-  _globals['_BATCHDESTINATION']._serialized_start=1419
-  _globals['_BATCHDESTINATION']._serialized_end=1614
-  _globals['_BATCHDESTINATION_SUBSTITUTIONSENTRY']._serialized_start=1364
-  _globals['_BATCHDESTINATION_SUBSTITUTIONSENTRY']._serialized_end=1416
-  _globals['_BATCHOPTIONS']._serialized_start=1617
-  _globals['_BATCHOPTIONS']._serialized_end=1908
-  _globals['_BATCHOPTIONS_EXTRASENTRY']._serialized_start=1863
-  _globals['_BATCHOPTIONS_EXTRASENTRY']._serialized_end=1908
-  _globals['_BATCHCONTENT']._serialized_start=1911
-  _globals['_BATCHCONTENT']._serialized_end=2255
-  _globals['_EMAILATTACHMENT']._serialized_start=2257
-  _globals['_EMAILATTACHMENT']._serialized_end=2340
-  _globals['_BATCHTEMPLATE']._serialized_start=2342
-  _globals['_BATCHTEMPLATE']._serialized_end=2397
-  _globals['_SMARTLINK']._serialized_start=2399
-  _globals['_SMARTLINK']._serialized_end=2450
-  _globals['_SENDBATCHRESPONSE']._serialized_start=2452
-  _globals['_SENDBATCHRESPONSE']._serialized_end=2509
-  _globals['_BATCHRESULT']._serialized_start=2512
-  _globals['_BATCHRESULT']._serialized_end=2645
-  _globals['_GETMESSAGEREQUEST']._serialized_start=2647
-  _globals['_GETMESSAGEREQUEST']._serialized_end=2686
-  _globals['_GETMESSAGERESPONSE']._serialized_start=2688
-  _globals['_GETMESSAGERESPONSE']._serialized_end=2742
-  _globals['_LISTMESSAGESREQUEST']._serialized_start=2745
-  _globals['_LISTMESSAGESREQUEST']._serialized_end=2889
-  _globals['_LISTMESSAGESRESPONSE']._serialized_start=2891
-  _globals['_LISTMESSAGESRESPONSE']._serialized_end=2972
-  _globals['_MESSAGE']._serialized_start=2975
-  _globals['_MESSAGE']._serialized_end=3325
-  _globals['_MESSAGINGSERVICE']._serialized_start=3328
-  _globals['_MESSAGINGSERVICE']._serialized_end=3769
+  _globals['_MESSAGINGSERVICE'].methods_by_name['ReceiveMessages']._loaded_options = None
+  _globals['_MESSAGINGSERVICE'].methods_by_name['ReceiveMessages']._serialized_options = b'\202\323\344\223\002\034\"\027/api/v1/message/receive:\001*'
+  _globals['_MESSAGINGSERVICE'].methods_by_name['UpdateContactInfo']._loaded_options = None
+  _globals['_MESSAGINGSERVICE'].methods_by_name['UpdateContactInfo']._serialized_options = b'\202\323\344\223\002\037\"\024/api/v1/contact/info:\007contact'
+  _globals['_RECEIVEMESSAGESREQUEST']._serialized_start=189
+  _globals['_RECEIVEMESSAGESREQUEST']._serialized_end=465
+  _globals['_RECEIVEMESSAGESRESPONSE']._serialized_start=468
+  _globals['_RECEIVEMESSAGESRESPONSE']._serialized_end=683
+  _globals['_UPDATECONTACTINFOREQUEST']._serialized_start=685
+  _globals['_UPDATECONTACTINFOREQUEST']._serialized_end=752
+  _globals['_UPDATECONTACTINFORESPONSE']._serialized_start=754
+  _globals['_UPDATECONTACTINFORESPONSE']._serialized_end=815
+  _globals['_SENDMESSAGEREQUEST']._serialized_start=818
+  _globals['_SENDMESSAGEREQUEST']._serialized_end=1352
+  _globals['_SENDMESSAGERESPONSE']._serialized_start=1354
+  _globals['_SENDMESSAGERESPONSE']._serialized_end=1480
+  _globals['_SENDBATCHREQUEST']._serialized_start=1483
+  _globals['_SENDBATCHREQUEST']._serialized_end=2067
+  _globals['_SENDBATCHREQUEST_SUBSTITUTIONSENTRY']._serialized_start=2015
+  _globals['_SENDBATCHREQUEST_SUBSTITUTIONSENTRY']._serialized_end=2067
+  _globals['_BATCHDESTINATION']._serialized_start=2070
+  _globals['_BATCHDESTINATION']._serialized_end=2265
+  _globals['_BATCHDESTINATION_SUBSTITUTIONSENTRY']._serialized_start=2015
+  _globals['_BATCHDESTINATION_SUBSTITUTIONSENTRY']._serialized_end=2067
+  _globals['_BATCHOPTIONS']._serialized_start=2268
+  _globals['_BATCHOPTIONS']._serialized_end=2559
+  _globals['_BATCHOPTIONS_EXTRASENTRY']._serialized_start=2514
+  _globals['_BATCHOPTIONS_EXTRASENTRY']._serialized_end=2559
+  _globals['_BATCHCONTENT']._serialized_start=2562
+  _globals['_BATCHCONTENT']._serialized_end=2906
+  _globals['_EMAILATTACHMENT']._serialized_start=2908
+  _globals['_EMAILATTACHMENT']._serialized_end=2991
+  _globals['_BATCHTEMPLATE']._serialized_start=2993
+  _globals['_BATCHTEMPLATE']._serialized_end=3048
+  _globals['_SMARTLINK']._serialized_start=3050
+  _globals['_SMARTLINK']._serialized_end=3101
+  _globals['_SENDBATCHRESPONSE']._serialized_start=3103
+  _globals['_SENDBATCHRESPONSE']._serialized_end=3160
+  _globals['_BATCHRESULT']._serialized_start=3163
+  _globals['_BATCHRESULT']._serialized_end=3296
+  _globals['_GETMESSAGEREQUEST']._serialized_start=3298
+  _globals['_GETMESSAGEREQUEST']._serialized_end=3337
+  _globals['_GETMESSAGERESPONSE']._serialized_start=3339
+  _globals['_GETMESSAGERESPONSE']._serialized_end=3393
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=3396
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=3540
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=3542
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=3623
+  _globals['_MESSAGE']._serialized_start=3626
+  _globals['_MESSAGE']._serialized_end=3976
+  _globals['_MESSAGINGSERVICE']._serialized_start=3979
+  _globals['_MESSAGINGSERVICE']._serialized_end=4669
 # @@protoc_insertion_point(module_scope)

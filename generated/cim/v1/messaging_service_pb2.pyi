@@ -5,6 +5,7 @@ isort:skip_file
 
 from cim.v1 import content_pb2 as _content_pb2
 from cim.v1 import delivery_pb2 as _delivery_pb2
+from cim.v1 import inbound_pb2 as _inbound_pb2
 from cim.v1 import outbound_pb2 as _outbound_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -20,6 +21,166 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class ReceiveMessagesRequest(_message.Message):
+    """ReceiveMessagesRequest is the inbound webhook payload (the public InBoundWrapper)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIONS_FIELD_NUMBER: _builtins.int
+    CONTACTS_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    META_FIELD_NUMBER: _builtins.int
+    STATUSES_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """What the payload carries: messages, actions, events or statuses."""
+    @_builtins.property
+    def actions(self) -> _containers.RepeatedCompositeFieldContainer[_inbound_pb2.InboundAction]:
+        """Actions triggered by an agent or service."""
+
+    @_builtins.property
+    def contacts(self) -> _containers.RepeatedCompositeFieldContainer[_inbound_pb2.InboundContact]:
+        """Contacts the messages, statuses and events refer to."""
+
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[_inbound_pb2.InboundEvent]:
+        """Chat-state, accept and session events."""
+
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[_inbound_pb2.InboundMessage]:
+        """Messages customers sent."""
+
+    @_builtins.property
+    def meta(self) -> _inbound_pb2.InboundMeta:
+        """The app the webhook is delivered for."""
+
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedCompositeFieldContainer[_inbound_pb2.InboundStatus]:
+        """Reports on messages the business sent."""
+
+    def __init__(
+        self,
+        *,
+        actions: _abc.Iterable[_inbound_pb2.InboundAction] | None = ...,
+        contacts: _abc.Iterable[_inbound_pb2.InboundContact] | None = ...,
+        events: _abc.Iterable[_inbound_pb2.InboundEvent] | None = ...,
+        messages: _abc.Iterable[_inbound_pb2.InboundMessage] | None = ...,
+        meta: _inbound_pb2.InboundMeta | None = ...,
+        statuses: _abc.Iterable[_inbound_pb2.InboundStatus] | None = ...,
+        type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["meta", b"meta"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "contacts", b"contacts", "events", b"events", "messages", b"messages", "meta", b"meta", "statuses", b"statuses", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiveMessagesRequest: _TypeAlias = ReceiveMessagesRequest  # noqa: Y015
+
+@_typing.final
+class ReceiveMessagesResponse(_message.Message):
+    """ReceiveMessagesResponse says what the webhook changed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_IDS_FIELD_NUMBER: _builtins.int
+    DUPLICATES_FIELD_NUMBER: _builtins.int
+    SESSION_IDS_FIELD_NUMBER: _builtins.int
+    STATUSES_APPLIED_FIELD_NUMBER: _builtins.int
+    STATUSES_UNMATCHED_FIELD_NUMBER: _builtins.int
+    CONTACTS_UPDATED_FIELD_NUMBER: _builtins.int
+    EVENTS_APPLIED_FIELD_NUMBER: _builtins.int
+    EVENTS_IGNORED_FIELD_NUMBER: _builtins.int
+    duplicates: _builtins.int
+    """Messages already received before, and so ignored."""
+    statuses_applied: _builtins.int
+    """Statuses that matched an outbound message."""
+    statuses_unmatched: _builtins.int
+    """Statuses that matched no outbound message."""
+    contacts_updated: _builtins.int
+    """Contacts created or updated."""
+    events_applied: _builtins.int
+    """Events turned into chat-state or accept-status events."""
+    events_ignored: _builtins.int
+    """Events with no session to apply to, or reporting what this hub decides itself."""
+    @_builtins.property
+    def message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of the messages stored, in request order; duplicates are left out."""
+
+    @_builtins.property
+    def session_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Sessions the messages were added to, in request order."""
+
+    def __init__(
+        self,
+        *,
+        message_ids: _abc.Iterable[_builtins.str] | None = ...,
+        duplicates: _builtins.int = ...,
+        session_ids: _abc.Iterable[_builtins.str] | None = ...,
+        statuses_applied: _builtins.int = ...,
+        statuses_unmatched: _builtins.int = ...,
+        contacts_updated: _builtins.int = ...,
+        events_applied: _builtins.int = ...,
+        events_ignored: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contacts_updated", b"contacts_updated", "duplicates", b"duplicates", "events_applied", b"events_applied", "events_ignored", b"events_ignored", "message_ids", b"message_ids", "session_ids", b"session_ids", "statuses_applied", b"statuses_applied", "statuses_unmatched", b"statuses_unmatched"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiveMessagesResponse: _TypeAlias = ReceiveMessagesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateContactInfoRequest(_message.Message):
+    """UpdateContactInfoRequest carries a contact's details."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def contact(self) -> _inbound_pb2.InboundContact:
+        """The contact, as the channel reports it."""
+
+    def __init__(
+        self,
+        *,
+        contact: _inbound_pb2.InboundContact | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateContactInfoRequest: _TypeAlias = UpdateContactInfoRequest  # noqa: Y015
+
+@_typing.final
+class UpdateContactInfoResponse(_message.Message):
+    """UpdateContactInfoResponse carries the stored contact."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def contact(self) -> _inbound_pb2.Contact:
+        """The contact after the change."""
+
+    def __init__(
+        self,
+        *,
+        contact: _inbound_pb2.Contact | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateContactInfoResponse: _TypeAlias = UpdateContactInfoResponse  # noqa: Y015
 
 @_typing.final
 class SendMessageRequest(_message.Message):

@@ -55,6 +55,16 @@ class MessagingServiceStub:
                 request_serializer=cim_dot_v1_dot_messaging__service__pb2.ListMessagesRequest.SerializeToString,
                 response_deserializer=cim_dot_v1_dot_messaging__service__pb2.ListMessagesResponse.FromString,
                 _registered_method=True)
+        self.ReceiveMessages = channel.unary_unary(
+                '/cim.v1.MessagingService/ReceiveMessages',
+                request_serializer=cim_dot_v1_dot_messaging__service__pb2.ReceiveMessagesRequest.SerializeToString,
+                response_deserializer=cim_dot_v1_dot_messaging__service__pb2.ReceiveMessagesResponse.FromString,
+                _registered_method=True)
+        self.UpdateContactInfo = channel.unary_unary(
+                '/cim.v1.MessagingService/UpdateContactInfo',
+                request_serializer=cim_dot_v1_dot_messaging__service__pb2.UpdateContactInfoRequest.SerializeToString,
+                response_deserializer=cim_dot_v1_dot_messaging__service__pb2.UpdateContactInfoResponse.FromString,
+                _registered_method=True)
 
 
 class MessagingServiceServicer:
@@ -89,6 +99,22 @@ class MessagingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReceiveMessages(self, request, context):
+        """ReceiveMessages takes a channel's inbound webhook: messages, statuses,
+        events and contacts. Callers authenticate with the x-verify-token header.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateContactInfo(self, request, context):
+        """UpdateContactInfo creates or updates a contact and its business profile.
+        Callers authenticate with the x-verify-token header.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MessagingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +137,16 @@ def add_MessagingServiceServicer_to_server(servicer, server):
                     servicer.ListMessages,
                     request_deserializer=cim_dot_v1_dot_messaging__service__pb2.ListMessagesRequest.FromString,
                     response_serializer=cim_dot_v1_dot_messaging__service__pb2.ListMessagesResponse.SerializeToString,
+            ),
+            'ReceiveMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReceiveMessages,
+                    request_deserializer=cim_dot_v1_dot_messaging__service__pb2.ReceiveMessagesRequest.FromString,
+                    response_serializer=cim_dot_v1_dot_messaging__service__pb2.ReceiveMessagesResponse.SerializeToString,
+            ),
+            'UpdateContactInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateContactInfo,
+                    request_deserializer=cim_dot_v1_dot_messaging__service__pb2.UpdateContactInfoRequest.FromString,
+                    response_serializer=cim_dot_v1_dot_messaging__service__pb2.UpdateContactInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +258,60 @@ class MessagingService:
             '/cim.v1.MessagingService/ListMessages',
             cim_dot_v1_dot_messaging__service__pb2.ListMessagesRequest.SerializeToString,
             cim_dot_v1_dot_messaging__service__pb2.ListMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReceiveMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cim.v1.MessagingService/ReceiveMessages',
+            cim_dot_v1_dot_messaging__service__pb2.ReceiveMessagesRequest.SerializeToString,
+            cim_dot_v1_dot_messaging__service__pb2.ReceiveMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateContactInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cim.v1.MessagingService/UpdateContactInfo',
+            cim_dot_v1_dot_messaging__service__pb2.UpdateContactInfoRequest.SerializeToString,
+            cim_dot_v1_dot_messaging__service__pb2.UpdateContactInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,14 @@ class MessagingServiceStub:
     """GetMessage returns one outbound message with its status history."""
     ListMessages: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.ListMessagesRequest, _messaging_service_pb2.ListMessagesResponse]
     """ListMessages pages through outbound messages."""
+    ReceiveMessages: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.ReceiveMessagesRequest, _messaging_service_pb2.ReceiveMessagesResponse]
+    """ReceiveMessages takes a channel's inbound webhook: messages, statuses,
+    events and contacts. Callers authenticate with the x-verify-token header.
+    """
+    UpdateContactInfo: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.UpdateContactInfoRequest, _messaging_service_pb2.UpdateContactInfoResponse]
+    """UpdateContactInfo creates or updates a contact and its business profile.
+    Callers authenticate with the x-verify-token header.
+    """
 
 @_typing.type_check_only
 class MessagingServiceAsyncStub(MessagingServiceStub):
@@ -55,6 +63,14 @@ class MessagingServiceAsyncStub(MessagingServiceStub):
     """GetMessage returns one outbound message with its status history."""
     ListMessages: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.ListMessagesRequest, _messaging_service_pb2.ListMessagesResponse]  # type: ignore[assignment]
     """ListMessages pages through outbound messages."""
+    ReceiveMessages: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.ReceiveMessagesRequest, _messaging_service_pb2.ReceiveMessagesResponse]  # type: ignore[assignment]
+    """ReceiveMessages takes a channel's inbound webhook: messages, statuses,
+    events and contacts. Callers authenticate with the x-verify-token header.
+    """
+    UpdateContactInfo: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.UpdateContactInfoRequest, _messaging_service_pb2.UpdateContactInfoResponse]  # type: ignore[assignment]
+    """UpdateContactInfo creates or updates a contact and its business profile.
+    Callers authenticate with the x-verify-token header.
+    """
 
 class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
     """MessagingService accepts outbound messages and reports on them."""
@@ -90,5 +106,25 @@ class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_messaging_service_pb2.ListMessagesResponse, _abc.Awaitable[_messaging_service_pb2.ListMessagesResponse]]:
         """ListMessages pages through outbound messages."""
+
+    @_abc_1.abstractmethod
+    def ReceiveMessages(
+        self,
+        request: _messaging_service_pb2.ReceiveMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_service_pb2.ReceiveMessagesResponse, _abc.Awaitable[_messaging_service_pb2.ReceiveMessagesResponse]]:
+        """ReceiveMessages takes a channel's inbound webhook: messages, statuses,
+        events and contacts. Callers authenticate with the x-verify-token header.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateContactInfo(
+        self,
+        request: _messaging_service_pb2.UpdateContactInfoRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_service_pb2.UpdateContactInfoResponse, _abc.Awaitable[_messaging_service_pb2.UpdateContactInfoResponse]]:
+        """UpdateContactInfo creates or updates a contact and its business profile.
+        Callers authenticate with the x-verify-token header.
+        """
 
 def add_MessagingServiceServicer_to_server(servicer: MessagingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

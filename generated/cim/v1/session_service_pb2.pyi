@@ -3,9 +3,12 @@
 isort:skip_file
 """
 
+from cim.v1 import cim_message_pb2 as _cim_message_pb2
+from cim.v1 import delivery_pb2 as _delivery_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -47,6 +50,30 @@ SESSION_STATE_CLOSED: SessionState.ValueType  # 3
 """Closed for good."""
 Global___SessionState: _TypeAlias = SessionState  # noqa: Y015
 
+class _ConversationState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConversationStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConversationState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONVERSATION_STATE_UNSPECIFIED: _ConversationState.ValueType  # 0
+    """State not set."""
+    CONVERSATION_STATE_ACTIVE: _ConversationState.ValueType  # 1
+    """It has an open session."""
+    CONVERSATION_STATE_CLOSED: _ConversationState.ValueType  # 2
+    """Every session is closed."""
+
+class ConversationState(_ConversationState, metaclass=_ConversationStateEnumTypeWrapper):
+    """ConversationState is where a conversation stands."""
+
+CONVERSATION_STATE_UNSPECIFIED: ConversationState.ValueType  # 0
+"""State not set."""
+CONVERSATION_STATE_ACTIVE: ConversationState.ValueType  # 1
+"""It has an open session."""
+CONVERSATION_STATE_CLOSED: ConversationState.ValueType  # 2
+"""Every session is closed."""
+Global___ConversationState: _TypeAlias = ConversationState  # noqa: Y015
+
 @_typing.final
 class Session(_message.Message):
     """Session is a period of interaction between a contact and the business on one channel."""
@@ -62,6 +89,12 @@ class Session(_message.Message):
     AGENT_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    TEAM_FIELD_NUMBER: _builtins.int
+    SKILLS_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    ROUTING_ID_FIELD_NUMBER: _builtins.int
+    CLOSE_REASON_FIELD_NUMBER: _builtins.int
+    LAST_ACTIVITY_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Session id."""
     contact_id: _builtins.str
@@ -80,6 +113,22 @@ class Session(_message.Message):
     """Creation time, in milliseconds since the Unix epoch."""
     update_time: _builtins.int
     """Last change, in milliseconds since the Unix epoch."""
+    team: _builtins.str
+    """Team the session is assigned to."""
+    routing_id: _builtins.str
+    """Id of the last routing."""
+    close_reason: _builtins.str
+    """Why the session was closed, e.g. CLOSED_BY_API or INACTIVITY_TIMEOUT."""
+    last_activity_time: _builtins.int
+    """Last customer message or routing, in milliseconds since the Unix epoch."""
+    @_builtins.property
+    def skills(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Agent skills the session needs."""
+
+    @_builtins.property
+    def params(self) -> _struct_pb2.Struct:
+        """Parameters given with the last routing."""
+
     def __init__(
         self,
         *,
@@ -92,10 +141,16 @@ class Session(_message.Message):
         agent: _builtins.str = ...,
         create_time: _builtins.int = ...,
         update_time: _builtins.int = ...,
+        team: _builtins.str = ...,
+        skills: _abc.Iterable[_builtins.str] | None = ...,
+        params: _struct_pb2.Struct | None = ...,
+        routing_id: _builtins.str = ...,
+        close_reason: _builtins.str = ...,
+        last_activity_time: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "channel_id", b"channel_id", "contact_id", b"contact_id", "conversation_id", b"conversation_id", "create_time", b"create_time", "id", b"id", "queue", b"queue", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "channel_id", b"channel_id", "close_reason", b"close_reason", "contact_id", b"contact_id", "conversation_id", b"conversation_id", "create_time", b"create_time", "id", b"id", "last_activity_time", b"last_activity_time", "params", b"params", "queue", b"queue", "routing_id", b"routing_id", "skills", b"skills", "state", b"state", "team", b"team", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -304,3 +359,505 @@ class ResolveSessionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ResolveSessionResponse: _TypeAlias = ResolveSessionResponse  # noqa: Y015
+
+@_typing.final
+class RouteSessionRequest(_message.Message):
+    """RouteSessionRequest assigns a session (the public SessionQueueAssignment)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    TEAM_FIELD_NUMBER: _builtins.int
+    SKILLS_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session to route."""
+    queue: _builtins.str
+    """Queue every later message of the session goes to."""
+    agent: _builtins.str
+    """Agent code, when the queue is an agent queue."""
+    team: _builtins.str
+    """Team code, when the queue is an agent queue."""
+    @_builtins.property
+    def skills(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Agent skills, when the queue is an agent queue."""
+
+    @_builtins.property
+    def params(self) -> _struct_pb2.Struct:
+        """Parameters for the router."""
+
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        queue: _builtins.str = ...,
+        agent: _builtins.str = ...,
+        team: _builtins.str = ...,
+        skills: _abc.Iterable[_builtins.str] | None = ...,
+        params: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "params", b"params", "queue", b"queue", "session_id", b"session_id", "skills", b"skills", "team", b"team"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RouteSessionRequest: _TypeAlias = RouteSessionRequest  # noqa: Y015
+
+@_typing.final
+class RouteSessionResponse(_message.Message):
+    """RouteSessionResponse carries the routed session."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def session(self) -> Global___Session:
+        """The session after the change."""
+
+    def __init__(
+        self,
+        *,
+        session: Global___Session | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RouteSessionResponse: _TypeAlias = RouteSessionResponse  # noqa: Y015
+
+@_typing.final
+class ListSessionMessagesRequest(_message.Message):
+    """ListSessionMessagesRequest names the session whose messages to list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The session id."""
+    page_size: _builtins.int
+    """Maximum number of messages per page."""
+    page_token: _builtins.str
+    """Token from a previous page."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSessionMessagesRequest: _TypeAlias = ListSessionMessagesRequest  # noqa: Y015
+
+@_typing.final
+class ListSessionMessagesResponse(_message.Message):
+    """ListSessionMessagesResponse is one page of a session's messages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SessionMessage]:
+        """The messages, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___SessionMessage] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSessionMessagesResponse: _TypeAlias = ListSessionMessagesResponse  # noqa: Y015
+
+@_typing.final
+class SessionMessage(_message.Message):
+    """SessionMessage is one message of a session, in either direction."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    status: _delivery_pb2.DeliveryStatus.ValueType
+    """Delivery status, for outbound messages."""
+    queue: _builtins.str
+    """Queue the session was routed to when an inbound message arrived."""
+    agent: _builtins.str
+    """Agent the session was assigned to when an inbound message arrived."""
+    create_time: _builtins.int
+    """When the hub stored the message, in milliseconds since the Unix epoch."""
+    @_builtins.property
+    def message(self) -> _cim_message_pb2.CimMessage:
+        """The message as a CIM message."""
+
+    def __init__(
+        self,
+        *,
+        message: _cim_message_pb2.CimMessage | None = ...,
+        status: _delivery_pb2.DeliveryStatus.ValueType = ...,
+        queue: _builtins.str = ...,
+        agent: _builtins.str = ...,
+        create_time: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "create_time", b"create_time", "message", b"message", "queue", b"queue", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionMessage: _TypeAlias = SessionMessage  # noqa: Y015
+
+@_typing.final
+class PushActivityRequest(_message.Message):
+    """PushActivityRequest carries a third-party activity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIVITY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def activity(self) -> _cim_message_pb2.CimMessage:
+        """The activity. The header needs a sender and at least one of customer,
+        channel_session_id or conversation_id; the body is required.
+        """
+
+    def __init__(
+        self,
+        *,
+        activity: _cim_message_pb2.CimMessage | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PushActivityRequest: _TypeAlias = PushActivityRequest  # noqa: Y015
+
+@_typing.final
+class PushActivityResponse(_message.Message):
+    """PushActivityResponse says where the activity went."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIVITY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def activity(self) -> Global___Activity:
+        """The stored activity."""
+
+    def __init__(
+        self,
+        *,
+        activity: Global___Activity | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PushActivityResponse: _TypeAlias = PushActivityResponse  # noqa: Y015
+
+@_typing.final
+class Activity(_message.Message):
+    """Activity is a third-party activity as stored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_SESSION_ID_FIELD_NUMBER: _builtins.int
+    PUBLISHED_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Activity id: the CIM message id, or one the hub gave it."""
+    customer_id: _builtins.str
+    """Customer the activity concerns."""
+    conversation_id: _builtins.str
+    """Conversation the activity belongs to; empty for a stand-alone activity."""
+    channel_session_id: _builtins.str
+    """Channel session the activity belongs to, if any."""
+    published: _builtins.bool
+    """Whether it was published to the conversation's live subscribers."""
+    create_time: _builtins.int
+    """When the hub stored it, in milliseconds since the Unix epoch."""
+    @_builtins.property
+    def message(self) -> _cim_message_pb2.CimMessage:
+        """The activity as pushed."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        conversation_id: _builtins.str = ...,
+        channel_session_id: _builtins.str = ...,
+        published: _builtins.bool = ...,
+        message: _cim_message_pb2.CimMessage | None = ...,
+        create_time: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_session_id", b"channel_session_id", "conversation_id", b"conversation_id", "create_time", b"create_time", "customer_id", b"customer_id", "id", b"id", "message", b"message", "published", b"published"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Activity: _TypeAlias = Activity  # noqa: Y015
+
+@_typing.final
+class ListActivitiesRequest(_message.Message):
+    """ListActivitiesRequest pages through activities with optional filters."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum number of activities per page."""
+    page_token: _builtins.str
+    """Token from a previous page."""
+    customer_id: _builtins.str
+    """Only activities of this customer."""
+    conversation_id: _builtins.str
+    """Only activities of this conversation."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        conversation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "customer_id", b"customer_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListActivitiesRequest: _TypeAlias = ListActivitiesRequest  # noqa: Y015
+
+@_typing.final
+class ListActivitiesResponse(_message.Message):
+    """ListActivitiesResponse is one page of activities."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___Activity]:
+        """The activities, newest first."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___Activity] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListActivitiesResponse: _TypeAlias = ListActivitiesResponse  # noqa: Y015
+
+@_typing.final
+class GetConversationRequest(_message.Message):
+    """GetConversationRequest names one conversation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    conversation_id: _builtins.str
+    """The conversation id."""
+    def __init__(
+        self,
+        *,
+        conversation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConversationRequest: _TypeAlias = GetConversationRequest  # noqa: Y015
+
+@_typing.final
+class GetConversationResponse(_message.Message):
+    """GetConversationResponse carries one conversation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def conversation(self) -> Global___Conversation:
+        """The conversation."""
+
+    def __init__(
+        self,
+        *,
+        conversation: Global___Conversation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["conversation", b"conversation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation", b"conversation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConversationResponse: _TypeAlias = GetConversationResponse  # noqa: Y015
+
+@_typing.final
+class Conversation(_message.Message):
+    """Conversation groups a customer's sessions on a channel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    PARTICIPANTS_FIELD_NUMBER: _builtins.int
+    DIALOGS_FIELD_NUMBER: _builtins.int
+    CLOSE_REASON_FIELD_NUMBER: _builtins.int
+    SESSIONS_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Conversation id."""
+    state: Global___ConversationState.ValueType
+    """Current state."""
+    channel_id: _builtins.str
+    """The channel."""
+    customer_id: _builtins.str
+    """The customer's contact id."""
+    close_reason: _builtins.str
+    """Why it was closed, when it is closed."""
+    create_time: _builtins.int
+    """Creation time, in milliseconds since the Unix epoch."""
+    update_time: _builtins.int
+    """Last change, in milliseconds since the Unix epoch."""
+    @_builtins.property
+    def participants(self) -> _containers.RepeatedCompositeFieldContainer[Global___Participant]:
+        """Everyone who took part."""
+
+    @_builtins.property
+    def dialogs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Dialog]:
+        """The dialogs, the main one first."""
+
+    @_builtins.property
+    def sessions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Session]:
+        """The sessions, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        state: Global___ConversationState.ValueType = ...,
+        channel_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        participants: _abc.Iterable[Global___Participant] | None = ...,
+        dialogs: _abc.Iterable[Global___Dialog] | None = ...,
+        close_reason: _builtins.str = ...,
+        sessions: _abc.Iterable[Global___Session] | None = ...,
+        create_time: _builtins.int = ...,
+        update_time: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "close_reason", b"close_reason", "create_time", b"create_time", "customer_id", b"customer_id", "dialogs", b"dialogs", "id", b"id", "participants", b"participants", "sessions", b"sessions", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Conversation: _TypeAlias = Conversation  # noqa: Y015
+
+@_typing.final
+class Participant(_message.Message):
+    """Participant is someone who took part in a conversation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Participant id: a contact id, agent code or bot code."""
+    role: _builtins.str
+    """CONSUMER, AGENT or BOT."""
+    state: _builtins.str
+    """JOINED while taking part, LEFT afterwards."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        role: _builtins.str = ...,
+        state: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "role", b"role", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Participant: _TypeAlias = Participant  # noqa: Y015
+
+@_typing.final
+class Dialog(_message.Message):
+    """Dialog is a thread within a conversation, e.g. the main one or a survey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Dialog id; the main dialog's id is the conversation id."""
+    type: _builtins.str
+    """MAIN, or the type an activity opened it with, e.g. SURVEY."""
+    state: _builtins.str
+    """OPEN or CLOSED."""
+    create_time: _builtins.int
+    """Creation time, in milliseconds since the Unix epoch."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        type: _builtins.str = ...,
+        state: _builtins.str = ...,
+        create_time: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "state", b"state", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Dialog: _TypeAlias = Dialog  # noqa: Y015

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class SessionServiceStub:
-    """SessionService manages customer sessions.
+    """SessionService manages customer sessions, their conversations and the
+    activities other applications push into them.
     """
 
     def __init__(self, channel):
@@ -55,10 +56,36 @@ class SessionServiceStub:
                 request_serializer=cim_dot_v1_dot_session__service__pb2.ResolveSessionRequest.SerializeToString,
                 response_deserializer=cim_dot_v1_dot_session__service__pb2.ResolveSessionResponse.FromString,
                 _registered_method=True)
+        self.RouteSession = channel.unary_unary(
+                '/cim.v1.SessionService/RouteSession',
+                request_serializer=cim_dot_v1_dot_session__service__pb2.RouteSessionRequest.SerializeToString,
+                response_deserializer=cim_dot_v1_dot_session__service__pb2.RouteSessionResponse.FromString,
+                _registered_method=True)
+        self.ListSessionMessages = channel.unary_unary(
+                '/cim.v1.SessionService/ListSessionMessages',
+                request_serializer=cim_dot_v1_dot_session__service__pb2.ListSessionMessagesRequest.SerializeToString,
+                response_deserializer=cim_dot_v1_dot_session__service__pb2.ListSessionMessagesResponse.FromString,
+                _registered_method=True)
+        self.PushActivity = channel.unary_unary(
+                '/cim.v1.SessionService/PushActivity',
+                request_serializer=cim_dot_v1_dot_session__service__pb2.PushActivityRequest.SerializeToString,
+                response_deserializer=cim_dot_v1_dot_session__service__pb2.PushActivityResponse.FromString,
+                _registered_method=True)
+        self.ListActivities = channel.unary_unary(
+                '/cim.v1.SessionService/ListActivities',
+                request_serializer=cim_dot_v1_dot_session__service__pb2.ListActivitiesRequest.SerializeToString,
+                response_deserializer=cim_dot_v1_dot_session__service__pb2.ListActivitiesResponse.FromString,
+                _registered_method=True)
+        self.GetConversation = channel.unary_unary(
+                '/cim.v1.SessionService/GetConversation',
+                request_serializer=cim_dot_v1_dot_session__service__pb2.GetConversationRequest.SerializeToString,
+                response_deserializer=cim_dot_v1_dot_session__service__pb2.GetConversationResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
-    """SessionService manages customer sessions.
+    """SessionService manages customer sessions, their conversations and the
+    activities other applications push into them.
     """
 
     def GetSession(self, request, context):
@@ -89,6 +116,45 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RouteSession(self, request, context):
+        """RouteSession assigns a session to a queue, and optionally an agent and team;
+        every later inbound message of the session carries the new route.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSessionMessages(self, request, context):
+        """ListSessionMessages pages through a session's messages in both directions,
+        oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PushActivity(self, request, context):
+        """PushActivity takes an activity from a third-party application. On an active
+        conversation it is published to the conversation's subscribers; otherwise
+        it is kept in the activity history only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListActivities(self, request, context):
+        """ListActivities pages through stored activities of a customer or a conversation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConversation(self, request, context):
+        """GetConversation returns a conversation's complete state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +178,31 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     request_deserializer=cim_dot_v1_dot_session__service__pb2.ResolveSessionRequest.FromString,
                     response_serializer=cim_dot_v1_dot_session__service__pb2.ResolveSessionResponse.SerializeToString,
             ),
+            'RouteSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.RouteSession,
+                    request_deserializer=cim_dot_v1_dot_session__service__pb2.RouteSessionRequest.FromString,
+                    response_serializer=cim_dot_v1_dot_session__service__pb2.RouteSessionResponse.SerializeToString,
+            ),
+            'ListSessionMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessionMessages,
+                    request_deserializer=cim_dot_v1_dot_session__service__pb2.ListSessionMessagesRequest.FromString,
+                    response_serializer=cim_dot_v1_dot_session__service__pb2.ListSessionMessagesResponse.SerializeToString,
+            ),
+            'PushActivity': grpc.unary_unary_rpc_method_handler(
+                    servicer.PushActivity,
+                    request_deserializer=cim_dot_v1_dot_session__service__pb2.PushActivityRequest.FromString,
+                    response_serializer=cim_dot_v1_dot_session__service__pb2.PushActivityResponse.SerializeToString,
+            ),
+            'ListActivities': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListActivities,
+                    request_deserializer=cim_dot_v1_dot_session__service__pb2.ListActivitiesRequest.FromString,
+                    response_serializer=cim_dot_v1_dot_session__service__pb2.ListActivitiesResponse.SerializeToString,
+            ),
+            'GetConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConversation,
+                    request_deserializer=cim_dot_v1_dot_session__service__pb2.GetConversationRequest.FromString,
+                    response_serializer=cim_dot_v1_dot_session__service__pb2.GetConversationResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'cim.v1.SessionService', rpc_method_handlers)
@@ -121,7 +212,8 @@ def add_SessionServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class SessionService:
-    """SessionService manages customer sessions.
+    """SessionService manages customer sessions, their conversations and the
+    activities other applications push into them.
     """
 
     @staticmethod
@@ -222,6 +314,141 @@ class SessionService:
             '/cim.v1.SessionService/ResolveSession',
             cim_dot_v1_dot_session__service__pb2.ResolveSessionRequest.SerializeToString,
             cim_dot_v1_dot_session__service__pb2.ResolveSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RouteSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cim.v1.SessionService/RouteSession',
+            cim_dot_v1_dot_session__service__pb2.RouteSessionRequest.SerializeToString,
+            cim_dot_v1_dot_session__service__pb2.RouteSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessionMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cim.v1.SessionService/ListSessionMessages',
+            cim_dot_v1_dot_session__service__pb2.ListSessionMessagesRequest.SerializeToString,
+            cim_dot_v1_dot_session__service__pb2.ListSessionMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushActivity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cim.v1.SessionService/PushActivity',
+            cim_dot_v1_dot_session__service__pb2.PushActivityRequest.SerializeToString,
+            cim_dot_v1_dot_session__service__pb2.PushActivityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListActivities(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cim.v1.SessionService/ListActivities',
+            cim_dot_v1_dot_session__service__pb2.ListActivitiesRequest.SerializeToString,
+            cim_dot_v1_dot_session__service__pb2.ListActivitiesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cim.v1.SessionService/GetConversation',
+            cim_dot_v1_dot_session__service__pb2.GetConversationRequest.SerializeToString,
+            cim_dot_v1_dot_session__service__pb2.GetConversationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,7 +27,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class SessionServiceStub:
-    """SessionService manages customer sessions."""
+    """SessionService manages customer sessions, their conversations and the
+    activities other applications push into them.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -41,10 +43,29 @@ class SessionServiceStub:
     """CloseSession closes an active or resolved session."""
     ResolveSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.ResolveSessionRequest, _session_service_pb2.ResolveSessionResponse]
     """ResolveSession resolves an active session; the customer may reopen it."""
+    RouteSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.RouteSessionRequest, _session_service_pb2.RouteSessionResponse]
+    """RouteSession assigns a session to a queue, and optionally an agent and team;
+    every later inbound message of the session carries the new route.
+    """
+    ListSessionMessages: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.ListSessionMessagesRequest, _session_service_pb2.ListSessionMessagesResponse]
+    """ListSessionMessages pages through a session's messages in both directions,
+    oldest first.
+    """
+    PushActivity: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.PushActivityRequest, _session_service_pb2.PushActivityResponse]
+    """PushActivity takes an activity from a third-party application. On an active
+    conversation it is published to the conversation's subscribers; otherwise
+    it is kept in the activity history only.
+    """
+    ListActivities: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.ListActivitiesRequest, _session_service_pb2.ListActivitiesResponse]
+    """ListActivities pages through stored activities of a customer or a conversation."""
+    GetConversation: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.GetConversationRequest, _session_service_pb2.GetConversationResponse]
+    """GetConversation returns a conversation's complete state."""
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
-    """SessionService manages customer sessions."""
+    """SessionService manages customer sessions, their conversations and the
+    activities other applications push into them.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.GetSessionRequest, _session_service_pb2.GetSessionResponse]  # type: ignore[assignment]
@@ -55,9 +76,28 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """CloseSession closes an active or resolved session."""
     ResolveSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.ResolveSessionRequest, _session_service_pb2.ResolveSessionResponse]  # type: ignore[assignment]
     """ResolveSession resolves an active session; the customer may reopen it."""
+    RouteSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.RouteSessionRequest, _session_service_pb2.RouteSessionResponse]  # type: ignore[assignment]
+    """RouteSession assigns a session to a queue, and optionally an agent and team;
+    every later inbound message of the session carries the new route.
+    """
+    ListSessionMessages: _aio.UnaryUnaryMultiCallable[_session_service_pb2.ListSessionMessagesRequest, _session_service_pb2.ListSessionMessagesResponse]  # type: ignore[assignment]
+    """ListSessionMessages pages through a session's messages in both directions,
+    oldest first.
+    """
+    PushActivity: _aio.UnaryUnaryMultiCallable[_session_service_pb2.PushActivityRequest, _session_service_pb2.PushActivityResponse]  # type: ignore[assignment]
+    """PushActivity takes an activity from a third-party application. On an active
+    conversation it is published to the conversation's subscribers; otherwise
+    it is kept in the activity history only.
+    """
+    ListActivities: _aio.UnaryUnaryMultiCallable[_session_service_pb2.ListActivitiesRequest, _session_service_pb2.ListActivitiesResponse]  # type: ignore[assignment]
+    """ListActivities pages through stored activities of a customer or a conversation."""
+    GetConversation: _aio.UnaryUnaryMultiCallable[_session_service_pb2.GetConversationRequest, _session_service_pb2.GetConversationResponse]  # type: ignore[assignment]
+    """GetConversation returns a conversation's complete state."""
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
-    """SessionService manages customer sessions."""
+    """SessionService manages customer sessions, their conversations and the
+    activities other applications push into them.
+    """
 
     @_abc_1.abstractmethod
     def GetSession(
@@ -90,5 +130,52 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_session_service_pb2.ResolveSessionResponse, _abc.Awaitable[_session_service_pb2.ResolveSessionResponse]]:
         """ResolveSession resolves an active session; the customer may reopen it."""
+
+    @_abc_1.abstractmethod
+    def RouteSession(
+        self,
+        request: _session_service_pb2.RouteSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_service_pb2.RouteSessionResponse, _abc.Awaitable[_session_service_pb2.RouteSessionResponse]]:
+        """RouteSession assigns a session to a queue, and optionally an agent and team;
+        every later inbound message of the session carries the new route.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSessionMessages(
+        self,
+        request: _session_service_pb2.ListSessionMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_service_pb2.ListSessionMessagesResponse, _abc.Awaitable[_session_service_pb2.ListSessionMessagesResponse]]:
+        """ListSessionMessages pages through a session's messages in both directions,
+        oldest first.
+        """
+
+    @_abc_1.abstractmethod
+    def PushActivity(
+        self,
+        request: _session_service_pb2.PushActivityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_service_pb2.PushActivityResponse, _abc.Awaitable[_session_service_pb2.PushActivityResponse]]:
+        """PushActivity takes an activity from a third-party application. On an active
+        conversation it is published to the conversation's subscribers; otherwise
+        it is kept in the activity history only.
+        """
+
+    @_abc_1.abstractmethod
+    def ListActivities(
+        self,
+        request: _session_service_pb2.ListActivitiesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_service_pb2.ListActivitiesResponse, _abc.Awaitable[_session_service_pb2.ListActivitiesResponse]]:
+        """ListActivities pages through stored activities of a customer or a conversation."""
+
+    @_abc_1.abstractmethod
+    def GetConversation(
+        self,
+        request: _session_service_pb2.GetConversationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_service_pb2.GetConversationResponse, _abc.Awaitable[_session_service_pb2.GetConversationResponse]]:
+        """GetConversation returns a conversation's complete state."""
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

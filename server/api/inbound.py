@@ -1,0 +1,55 @@
+"""The inbound webhooks of MessagingService: ReceiveMessages and UpdateContactInfo."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from cim.v1 import messaging_service_pb2 as pb
+from server.api.context import tenant_of
+from server.api.session_views import contact_to_proto
+from server.api.verify import check_verify_token
+from server.domain.contacts import contact_info
+from server.domain.errors import FieldViolation, invalid
+from server.domain.inbound import plan_inbound
+from server.domain.models import Channel
+from server.storage.store import SqlStore
+
+
+class InboundApi:
+    """Checks the verify token before anything else, so a refused call writes nothing."""
+
+    def __init__(self, store: SqlStore, channels: Mapping[str, Channel], verify_token: str) -> None:
+        self._store = store
+        self._channel_types = {cid: c.contact_type for cid, c in channels.items()}
+        self._token = verify_token
+
+    async def receive(
+        self, request: pb.ReceiveMessagesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReceiveMessagesResponse:
+        check_verify_token(context, self._token)
+        batch = plan_inbound(MessageToDict(request), self._channel_types)
+        outcome = await self._store.receive_inbound(tenant_of(context), batch)
+        return pb.ReceiveMessagesResponse(
+            message_ids=outcome.message_ids,
+            duplicates=outcome.duplicates,
+            session_ids=outcome.session_ids,
+            statuses_applied=outcome.statuses_applied,
+            statuses_unmatched=outcome.statuses_unmatched,
+            contacts_updated=outcome.contacts_updated,
+            events_applied=outcome.events_applied,
+            events_ignored=outcome.events_ignored,
+        )
+
+    async def update_contact(
+        self, request: pb.UpdateContactInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateContactInfoResponse:
+        check_verify_token(context, self._token)
+        problems: list[FieldViolation] = []
+        info = contact_info(MessageToDict(request.contact), "contact", problems)
+        if problems:
+            raise invalid(problems)
+        contact = await self._store.update_contact(tenant_of(context), info)
+        return pb.UpdateContactInfoResponse(contact=contact_to_proto(contact))
