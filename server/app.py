@@ -13,6 +13,7 @@ from adapters.base import AdapterContext
 from adapters.registry import build_adapter
 from server.api.config import ConfigServicer
 from server.api.context import DEFAULT_TENANT
+from server.api.inbound import InboundApi
 from server.api.messaging import MessagingServicer
 from server.api.notifications import NotificationServicer
 from server.api.server import BuiltServer, Services, build_server, set_serving
@@ -22,6 +23,7 @@ from server.dispatch.dispatcher import Dispatcher
 from server.dispatch.housekeeping import Housekeeper
 from server.dispatch.retry import RetryPolicy
 from server.domain.events import StoredEvent
+from server.domain.inbound import InboundBatch, from_provider
 from server.domain.provider import ChannelAdapter, InboundMessage
 from server.events.bus import InProcessBus
 from server.gateway.app import create_app
@@ -29,6 +31,7 @@ from server.gateway.callbacks import add_callback_routes
 from server.net.http import OutboundHttp
 from server.storage.store import SqlStore
 from server.storage.writer import now_ms
+from server.sweeper import InactivitySweeper
 from server.webhooks.sender import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,7 @@ class Hub:
     http_runner: web.AppRunner
     http_port: int
     health: HealthFlag
+    sweeper: InactivitySweeper | None = None
 
     @property
     def grpc_port(self) -> int:
@@ -106,15 +110,22 @@ class Hub:
         )
         built = build_server(
             Services(
-                messaging=MessagingServicer(store, channels, dispatcher.wake, clock),
+                messaging=MessagingServicer(
+                    store,
+                    channels,
+                    dispatcher.wake,
+                    clock,
+                    inbound=InboundApi(store, channels, settings.verify_token),
+                ),
                 notifications=NotificationServicer(
                     store,
                     bus,
                     heartbeat_seconds=settings.heartbeat_seconds,
                     buffer_limit=settings.subscriber_buffer,
+                    stall_seconds=settings.subscriber_stall_seconds,
                 ),
                 sessions=SessionServicer(store),
-                config=ConfigServicer(channels),
+                config=ConfigServicer(channels, store),
             ),
             address=f"{settings.host}:{settings.grpc_port}",
             max_message_bytes=settings.max_grpc_message_bytes,
@@ -131,7 +142,11 @@ class Hub:
         public = PublicUrl(settings.public_url)
 
         async def on_inbound(channel_id: str, messages: Sequence[InboundMessage]) -> None:
-            await store.record_inbound(DEFAULT_TENANT, channel_id, messages)
+            # Provider messages take the webhook's path: sessions, dedupe, events.
+            channel = channels.get(channel_id)
+            kind = channel.contact_type if channel is not None else ""
+            received = tuple(from_provider(channel_id, kind, m) for m in messages)
+            await store.receive_inbound(DEFAULT_TENANT, InboundBatch(messages=received))
 
         add_callback_routes(
             app,
@@ -174,6 +189,13 @@ class Hub:
         )
         await webhook_sender.start()
         wake_webhooks.append(webhook_sender.wake)
+        # -- session inactivity: closes sessions whose customer went quiet --
+        sweeper = InactivitySweeper(
+            store,
+            timeout_ms=settings.session_inactivity_ms,
+            interval=settings.session_sweep_interval,
+        )
+        sweeper.start()
         housekeeper = Housekeeper(store, event_retention_ms=settings.event_retention_ms)
         housekeeper.start()
         hub = cls(
@@ -190,6 +212,7 @@ class Hub:
             http_runner=runner,
             http_port=http_port,
             health=health_flag,
+            sweeper=sweeper,
         )
         log.info(
             "serving gRPC on %s:%d and HTTP on %s:%d",
@@ -210,6 +233,8 @@ class Hub:
         await self.grpc_server.server.stop(grace)
         await self.gateway_channel.close()
         await self.housekeeper.close()
+        if self.sweeper is not None:
+            await self.sweeper.close()
         await self.dispatcher.close()
         await self.webhook_sender.close()
         await self.http.close()

@@ -30,6 +30,9 @@ DEFAULT_CHANNELS = (
 )
 
 
+DEFAULT_VERIFY_TOKEN = "cimhub-dev-verify-token"
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -40,6 +43,8 @@ class Settings:
     shutdown_grace: float = 5.0
     heartbeat_seconds: float = 15.0
     subscriber_buffer: int = 10_000
+    # A subscriber that takes no data for this long is cut off with its cursor.
+    subscriber_stall_seconds: float = 60.0
     # Public base URL of the REST port, used in provider callback URLs; when
     # empty, the bound address is used (fine on one machine, not behind a proxy).
     public_url: str = ""
@@ -56,6 +61,13 @@ class Settings:
     webhook_retry_base_ms: int = 1_000
     # Receipts that cannot be delivered for this long are dead-lettered.
     webhook_max_age_ms: int = 24 * 3600 * 1000
+    # Shared secret the inbound webhooks (message/receive, contact/info) must
+    # present as x-verify-token. The default only suits local use; empty
+    # refuses every webhook call.
+    verify_token: str = DEFAULT_VERIFY_TOKEN
+    # Open sessions with no customer message or routing for this long are closed.
+    session_inactivity_ms: int = 24 * 3600 * 1000
+    session_sweep_interval: float = 30.0
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> Settings:
@@ -82,6 +94,12 @@ class Settings:
             s = replace(s, sandbox_delivery_delay=float(env["CIMHUB_SANDBOX_DELIVERY_DELAY"]))
         if "CIMHUB_HEARTBEAT_SECONDS" in env:
             s = replace(s, heartbeat_seconds=float(env["CIMHUB_HEARTBEAT_SECONDS"]))
+        if "CIMHUB_VERIFY_TOKEN" in env:
+            s = replace(s, verify_token=env["CIMHUB_VERIFY_TOKEN"])
+        if "CIMHUB_SESSION_INACTIVITY_MS" in env:
+            s = replace(s, session_inactivity_ms=int(env["CIMHUB_SESSION_INACTIVITY_MS"]))
+        if "CIMHUB_SESSION_SWEEP_SECONDS" in env:
+            s = replace(s, session_sweep_interval=float(env["CIMHUB_SESSION_SWEEP_SECONDS"]))
         return s
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from google.protobuf import struct_pb2
 
@@ -89,7 +90,19 @@ def session_to_proto(s: Session) -> session_service_pb2.Session:
         agent=s.agent,
         create_time=s.created_at,
         update_time=s.updated_at,
+        team=s.team,
+        skills=list(s.skills),
+        params=_struct(s.params) if s.params else None,
+        routing_id=s.routing_id,
+        close_reason=s.close_reason,
+        last_activity_time=s.last_activity_at,
     )
+
+
+def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
+    found = struct_pb2.Struct()
+    found.update(dict(values))
+    return found
 
 
 def change_from_event(stored: StoredEvent) -> notification_service_pb2.Change:
@@ -103,6 +116,8 @@ def change_from_event(stored: StoredEvent) -> notification_service_pb2.Change:
         reason=e.reason,
         channel_id=e.channel_id,
         customer_id=e.customer_id,
+        chat_state=str(e.data.get("chatState", "")),
+        accept_status=str(e.data.get("acceptStatus", "")),
     )
     if e.data:
         data = struct_pb2.Struct()

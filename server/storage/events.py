@@ -7,23 +7,22 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, text
 
+from server.domain.envelope import envelope
 from server.domain.events import EventType, NewEvent, StoredEvent
-from server.storage.schema import conversations, events, retention_floors
+from server.storage import webhooks
+from server.storage.schema import conversations, events, retention_floors, tenant_webhooks
 from server.storage.sql import insert_for
-from server.storage.writer import Tx
-
-# Any fixed key: event-writing transactions serialise on it.
-_EVENT_LOCK_KEY = 0x43494D48
+from server.storage.writer import WRITE_TURN_KEY, Tx
 
 
 async def append(tx: Tx, tenant_id: str, event: NewEvent) -> StoredEvent:
     """Store an event with the next sequence of its conversation."""
     if tx.conn.dialect.name == "postgresql" and tx.conn.info.get("event_lock") != tx.batch:
         # Cursors must commit in the order they are assigned, or a subscriber
-        # could see cursor 11 before 10 commits and skip 10 for good. Parallel
-        # writers (and replicas) therefore take turns from their first event
-        # to their commit; the lock ends with the transaction.
-        await tx.conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _EVENT_LOCK_KEY})
+        # could see cursor 11 before 10 commits and skip 10 for good. The
+        # writer takes this turn at the start of each batch; this covers
+        # transactions opened outside it.
+        await tx.conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_TURN_KEY})
         tx.conn.info["event_lock"] = tx.batch
     ins = insert_for(tx.conn, conversations).values(
         id=event.conversation_id, tenant_id=tenant_id, last_sequence=1, created_at=tx.now
@@ -54,7 +53,40 @@ async def append(tx: Tx, tenant_id: str, event: NewEvent) -> StoredEvent:
     ).scalar_one()
     stored = StoredEvent(cursor, tenant_id, sequence, tx.now, event)
     tx.events.append(stored)
+    url = await _tenant_webhook(tx, tenant_id)
+    if url:
+        # Same transaction as the event: the tenant hears of everything that
+        # committed, in per-conversation order (the outbox's ordering key).
+        await webhooks.enqueue(tx, tenant_id, event.conversation_id, url, envelope([stored]))
     return stored
+
+
+async def _tenant_webhook(tx: Tx, tenant_id: str) -> str:
+    # One lookup per group commit, not per event.
+    cache = tx.conn.info.get("tenant_webhooks")
+    if cache is None or cache[0] != tx.batch:
+        cache = (tx.batch, {})
+        tx.conn.info["tenant_webhooks"] = cache
+    known: dict[str, str] = cache[1]
+    if tenant_id not in known:
+        known[tenant_id] = (
+            await tx.conn.execute(
+                select(tenant_webhooks.c.url).where(tenant_webhooks.c.tenant_id == tenant_id)
+            )
+        ).scalar() or ""
+    return known[tenant_id]
+
+
+async def set_tenant_webhook(tx: Tx, tenant_id: str, url: str) -> None:
+    ins = insert_for(tx.conn, tenant_webhooks).values(
+        tenant_id=tenant_id, url=url, updated_at=tx.now
+    )
+    await tx.conn.execute(
+        ins.on_conflict_do_update(
+            index_elements=[tenant_webhooks.c.tenant_id], set_={"url": url, "updated_at": tx.now}
+        )
+    )
+    tx.conn.info.pop("tenant_webhooks", None)
 
 
 async def read_after(tx_conn: Any, tenant_id: str, cursor: int, limit: int) -> list[StoredEvent]:

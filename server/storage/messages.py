@@ -257,6 +257,11 @@ async def list_page(
     return Page(items, token)
 
 
+def from_row(row: Any) -> OutboundMessage:
+    """A messages row without its history, for listings in other modules."""
+    return _from_row(row, ())
+
+
 def _from_row(row: Any, history: tuple[StatusEntry, ...]) -> OutboundMessage:
     return OutboundMessage(
         id=row.id,
@@ -356,7 +361,10 @@ async def set_status(
     segments: int | None = None,
 ) -> bool:
     """Record a status if it moves the message forward; returns whether it did."""
-    row = (await tx.conn.execute(select(messages).where(messages.c.id == message_id))).first()
+    # Lock the row: a receipt and the dispatcher may change it at the same time.
+    row = (
+        await tx.conn.execute(select(messages).where(messages.c.id == message_id).with_for_update())
+    ).first()
     if row is None:
         return False
     values: dict[str, Any] = {"updated_at": tx.now}

@@ -222,3 +222,115 @@ retention_floors = Table(
     Column("cursor", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
 )
+
+# Where a tenant wants its events POSTed, in the notification envelope.
+tenant_webhooks = Table(
+    "tenant_webhooks",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+
+# -- Inbound messages, sessions, contacts, conversations and activities --------
+
+# Sessions gain their route, the customer's address, an inactivity clock and
+# what closed them.
+sessions.append_column(Column("team", String(128), nullable=False, default="", server_default=""))
+sessions.append_column(Column("skills", JSON))
+sessions.append_column(Column("params", JSON))
+sessions.append_column(
+    Column("routing_id", String(36), nullable=False, default="", server_default="")
+)
+sessions.append_column(
+    Column("close_reason", String(64), nullable=False, default="", server_default="")
+)
+sessions.append_column(
+    Column("address", String(320), nullable=False, default="", server_default="")
+)
+sessions.append_column(Column("last_activity_at", BigInteger))
+sessions.append_column(Column("closed_at", BigInteger))
+# "channel \x1f contact" while the session is open, NULL once closed: the unique
+# index allows one open session per contact and channel, and NULLs never collide.
+sessions.append_column(Column("open_key", String(512)))
+Index("ux_sessions_open", sessions.c.tenant_id, sessions.c.open_key, unique=True)
+Index("ix_sessions_activity", sessions.c.state, sessions.c.last_activity_at)
+Index("ix_sessions_conversation", sessions.c.conversation_id, sessions.c.created_at)
+
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("contact_id", String(256), primary_key=True),
+    Column("contact_type", String(32), nullable=False, default=""),
+    Column("channel_id", String(128), nullable=False, default=""),
+    Column("csid", String(128), nullable=False, default=""),
+    Column("lane", String(320), nullable=False, default=""),
+    Column("profile", JSON, nullable=False),
+    Column("business_profile", JSON, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+# Customer messages. The unique channel message id makes receiving idempotent:
+# a repeat loses the insert and changes nothing else.
+inbound_messages = Table(
+    "inbound_messages",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("channel_id", String(128), nullable=False),
+    Column("external_id", String(256), nullable=False),
+    Column("session_id", String(36), nullable=False, default=""),
+    Column("conversation_id", String(36), nullable=False),
+    Column("contact_id", String(256), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("text", Text, nullable=False, default=""),
+    # The route when the message arrived, so history shows where it went.
+    Column("queue", String(128), nullable=False, default=""),
+    Column("agent", String(128), nullable=False, default=""),
+    Column("cim", JSON, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ux_inbound_external", "tenant_id", "channel_id", "external_id", unique=True),
+    Index("ix_inbound_session", "session_id", "created_at"),
+)
+
+# Conversation state beside the event log's sequence counter (conversations).
+conversation_states = Table(
+    "conversation_states",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("channel_id", String(128), nullable=False),
+    Column("customer_id", String(256), nullable=False),
+    Column("address", String(320), nullable=False, default=""),
+    Column("state", String(16), nullable=False),
+    Column("close_reason", String(64), nullable=False, default=""),
+    Column("participants", JSON, nullable=False),
+    Column("dialogs", JSON, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index("ix_conversation_states_customer", "tenant_id", "customer_id"),
+)
+
+# Third-party activities: the history of every pushed activity. Those on an
+# active conversation are also in the event log (published = 1).
+activities = Table(
+    "activities",
+    metadata,
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("tenant_id", String(64), nullable=False),
+    Column("activity_id", String(128), nullable=False),
+    Column("customer_id", String(256), nullable=False, default=""),
+    Column("conversation_id", String(36), nullable=False, default=""),
+    Column("channel_session_id", String(36), nullable=False, default=""),
+    Column("published", Integer, nullable=False, default=0),
+    Column("message", JSON, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ux_activities_id", "tenant_id", "activity_id", unique=True),
+    Index("ix_activities_customer", "tenant_id", "customer_id", "created_at"),
+    Index("ix_activities_conversation", "tenant_id", "conversation_id", "created_at"),
+)

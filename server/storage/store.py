@@ -7,8 +7,14 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server.domain.activities import Activity, ActivityInput
 from server.domain.batch import Template
-from server.domain.events import StoredEvent
+from server.domain.cim import SessionItem
+from server.domain.contacts import Contact, ContactInfo
+from server.domain.conversations import Conversation
+from server.domain.errors import not_found
+from server.domain.events import NewEvent, StoredEvent
+from server.domain.inbound import InboundBatch
 from server.domain.models import (
     Delivery,
     OutboundDraft,
@@ -18,16 +24,19 @@ from server.domain.models import (
     Session,
     SessionState,
 )
-from server.domain.provider import Accepted, AttemptRecord, InboundMessage
+from server.domain.provider import Accepted, AttemptRecord
+from server.domain.routing import RouteChange
 from server.domain.status import DeliveryStatus
+from server.storage import activities as acts
 from server.storage import attempts as attempt_log
+from server.storage import contacts, conversations, inbound, lifecycle, migrate, receipts
 from server.storage import events as event_log
-from server.storage import inbound, migrate, receipts
 from server.storage import messages as msgs
 from server.storage import sessions as sess
 from server.storage import templates as tmpl
 from server.storage import webhooks as hooks
 from server.storage.db import is_sqlite, make_engine
+from server.storage.inbound import ReceiveOutcome
 from server.storage.messages import AcceptResult, IdempotencyKey
 from server.storage.writer import Tx, Writer, now_ms
 
@@ -152,17 +161,6 @@ class SqlStore:
     async def reconcile_receipts(self) -> int:
         return await self._writer.submit(lambda tx: receipts.reconcile(tx))
 
-    async def record_inbound(
-        self, tenant_id: str, channel_id: str, messages: Sequence[InboundMessage]
-    ) -> int:
-        async def work(tx: Tx) -> int:
-            stored = 0
-            for message in messages:
-                stored += await inbound.record(tx, tenant_id, channel_id, message)
-            return stored
-
-        return await self._writer.submit(work)
-
     async def apply_receipt(self, channel_id: str, receipt: Receipt) -> bool:
         return await self._writer.submit(lambda tx: receipts.apply(tx, channel_id, receipt))
 
@@ -170,6 +168,21 @@ class SqlStore:
     async def events_after(self, tenant_id: str, cursor: int, limit: int) -> list[StoredEvent]:
         async with self.engine.connect() as conn:
             return await event_log.read_after(conn, tenant_id, cursor, limit)
+
+    async def append_events(self, tenant_id: str, new: Sequence[NewEvent]) -> list[StoredEvent]:
+        async def work(tx: Tx) -> list[StoredEvent]:
+            return [await event_log.append(tx, tenant_id, e) for e in new]
+
+        return await self._writer.submit(work)
+
+    async def set_tenant_webhook(self, tenant_id: str, url: str) -> str:
+        """Store the tenant's webhook URL; returns the tenant's signing secret."""
+
+        async def work(tx: Tx) -> str:
+            await event_log.set_tenant_webhook(tx, tenant_id, url)
+            return await hooks.secret_for(tx, tenant_id)
+
+        return await self._writer.submit(work)
 
     async def retention_floor(self, tenant_id: str) -> int:
         async with self.engine.connect() as conn:
@@ -222,8 +235,64 @@ class SqlStore:
         self, tenant_id: str, session_id: str, target: SessionState
     ) -> Session:
         return await self._writer.submit(
-            lambda tx: sess.transition(tx, tenant_id, session_id, target)
+            lambda tx: lifecycle.transition(tx, tenant_id, session_id, target)
         )
+
+    # -- inbound, routing, conversations and activities ----------------------
+    async def receive_inbound(self, tenant_id: str, batch: InboundBatch) -> ReceiveOutcome:
+        """A webhook payload or a provider's inbound messages, all or nothing."""
+        return await self._writer.submit(lambda tx: inbound.receive(tx, tenant_id, batch))
+
+    async def update_contact(self, tenant_id: str, info: ContactInfo) -> Contact:
+        return await self._writer.submit(lambda tx: contacts.upsert(tx, tenant_id, info))
+
+    async def get_contact(self, tenant_id: str, contact_id: str) -> Contact:
+        async with self.engine.connect() as conn:
+            return await contacts.get(conn, tenant_id, contact_id)
+
+    async def route_session(self, tenant_id: str, change: RouteChange) -> Session:
+        return await self._writer.submit(lambda tx: lifecycle.route(tx, tenant_id, change))
+
+    async def close_inactive_sessions(self, timeout_ms: int) -> int:
+        return await self._writer.submit(lambda tx: lifecycle.close_inactive(tx, timeout_ms))
+
+    async def session_messages(
+        self, tenant_id: str, session_id: str, *, page_size: int, page_token: str
+    ) -> Page[SessionItem]:
+        async with self.engine.connect() as conn:
+            session = await sess.get(conn, tenant_id, session_id)
+            return await inbound.session_page(conn, session, page_size, page_token)
+
+    async def get_conversation(
+        self, tenant_id: str, conversation_id: str
+    ) -> tuple[Conversation, list[Session]]:
+        async with self.engine.connect() as conn:
+            found = await conversations.load(conn, tenant_id, conversation_id)
+            if found is None:
+                raise not_found("conversation", conversation_id)
+            return found, await sess.of_conversation(conn, tenant_id, conversation_id)
+
+    async def push_activity(self, tenant_id: str, activity: ActivityInput) -> Activity:
+        return await self._writer.submit(lambda tx: acts.push(tx, tenant_id, activity))
+
+    async def list_activities(
+        self,
+        tenant_id: str,
+        *,
+        page_size: int,
+        page_token: str,
+        customer_id: str = "",
+        conversation_id: str = "",
+    ) -> Page[Activity]:
+        async with self.engine.connect() as conn:
+            return await acts.list_page(
+                conn,
+                tenant_id,
+                page_size=page_size,
+                page_token=page_token,
+                customer_id=customer_id,
+                conversation_id=conversation_id,
+            )
 
     # -- webhooks -----------------------------------------------------------
     async def webhook_secret(self, tenant_id: str) -> str:

@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63im/v1/config_service.proto\x12\x06\x63im.v1\x1a\x1cgoogle/api/annotations.proto\"\x7f\n\x07\x43hannel\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontact_type\x18\x02 \x01(\t\x12\x0c\n\x04lane\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x0f\n\x07sandbox\x18\x06 \x01(\x08\x12\x0b\n\x03tps\x18\x07 \x01(\x05\"7\n\x13ListChannelsRequest\x12\x0f\n\x07sandbox\x18\x01 \x01(\x08\x12\x0f\n\x07sabdnox\x18\x02 \x01(\x08\"8\n\x14ListChannelsResponse\x12 \n\x07results\x18\x01 \x03(\x0b\x32\x0f.cim.v1.Channel2{\n\rConfigService\x12j\n\x0cListChannels\x12\x1b.cim.v1.ListChannelsRequest\x1a\x1c.cim.v1.ListChannelsResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v1/config/channelsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63im/v1/config_service.proto\x12\x06\x63im.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x7f\n\x07\x43hannel\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontact_type\x18\x02 \x01(\t\x12\x0c\n\x04lane\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x0f\n\x07sandbox\x18\x06 \x01(\x08\x12\x0b\n\x03tps\x18\x07 \x01(\x05\"7\n\x13ListChannelsRequest\x12\x0f\n\x07sandbox\x18\x01 \x01(\x08\x12\x0f\n\x07sabdnox\x18\x02 \x01(\x08\"8\n\x14ListChannelsResponse\x12 \n\x07results\x18\x01 \x03(\x0b\x32\x0f.cim.v1.Channel\" \n\x11SetWebhookRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\"z\n\x12SetWebhookResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07webhook\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x10\n\x08\x61pp_mode\x18\x04 \x01(\t\x12\'\n\x06secret\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct2\xe3\x01\n\rConfigService\x12j\n\x0cListChannels\x12\x1b.cim.v1.ListChannelsRequest\x1a\x1c.cim.v1.ListChannelsResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v1/config/channels\x12\x66\n\nSetWebhook\x12\x19.cim.v1.SetWebhookRequest\x1a\x1a.cim.v1.SetWebhookResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/api/v1/config/webhook:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,12 +35,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CONFIGSERVICE'].methods_by_name['ListChannels']._loaded_options = None
   _globals['_CONFIGSERVICE'].methods_by_name['ListChannels']._serialized_options = b'\202\323\344\223\002\031\022\027/api/v1/config/channels'
-  _globals['_CHANNEL']._serialized_start=69
-  _globals['_CHANNEL']._serialized_end=196
-  _globals['_LISTCHANNELSREQUEST']._serialized_start=198
-  _globals['_LISTCHANNELSREQUEST']._serialized_end=253
-  _globals['_LISTCHANNELSRESPONSE']._serialized_start=255
-  _globals['_LISTCHANNELSRESPONSE']._serialized_end=311
-  _globals['_CONFIGSERVICE']._serialized_start=313
-  _globals['_CONFIGSERVICE']._serialized_end=436
+  _globals['_CONFIGSERVICE'].methods_by_name['SetWebhook']._loaded_options = None
+  _globals['_CONFIGSERVICE'].methods_by_name['SetWebhook']._serialized_options = b'\202\323\344\223\002\033\"\026/api/v1/config/webhook:\001*'
+  _globals['_CHANNEL']._serialized_start=99
+  _globals['_CHANNEL']._serialized_end=226
+  _globals['_LISTCHANNELSREQUEST']._serialized_start=228
+  _globals['_LISTCHANNELSREQUEST']._serialized_end=283
+  _globals['_LISTCHANNELSRESPONSE']._serialized_start=285
+  _globals['_LISTCHANNELSRESPONSE']._serialized_end=341
+  _globals['_SETWEBHOOKREQUEST']._serialized_start=343
+  _globals['_SETWEBHOOKREQUEST']._serialized_end=375
+  _globals['_SETWEBHOOKRESPONSE']._serialized_start=377
+  _globals['_SETWEBHOOKRESPONSE']._serialized_end=499
+  _globals['_CONFIGSERVICE']._serialized_start=502
+  _globals['_CONFIGSERVICE']._serialized_end=729
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,11 @@ class ConfigServiceStub:
                 request_serializer=cim_dot_v1_dot_config__service__pb2.ListChannelsRequest.SerializeToString,
                 response_deserializer=cim_dot_v1_dot_config__service__pb2.ListChannelsResponse.FromString,
                 _registered_method=True)
+        self.SetWebhook = channel.unary_unary(
+                '/cim.v1.ConfigService/SetWebhook',
+                request_serializer=cim_dot_v1_dot_config__service__pb2.SetWebhookRequest.SerializeToString,
+                response_deserializer=cim_dot_v1_dot_config__service__pb2.SetWebhookResponse.FromString,
+                _registered_method=True)
 
 
 class ConfigServiceServicer:
@@ -53,6 +58,13 @@ class ConfigServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetWebhook(self, request, context):
+        """SetWebhook sets the URL that receives the tenant's events, signed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConfigServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +72,11 @@ def add_ConfigServiceServicer_to_server(servicer, server):
                     servicer.ListChannels,
                     request_deserializer=cim_dot_v1_dot_config__service__pb2.ListChannelsRequest.FromString,
                     response_serializer=cim_dot_v1_dot_config__service__pb2.ListChannelsResponse.SerializeToString,
+            ),
+            'SetWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetWebhook,
+                    request_deserializer=cim_dot_v1_dot_config__service__pb2.SetWebhookRequest.FromString,
+                    response_serializer=cim_dot_v1_dot_config__service__pb2.SetWebhookResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +107,33 @@ class ConfigService:
             '/cim.v1.ConfigService/ListChannels',
             cim_dot_v1_dot_config__service__pb2.ListChannelsRequest.SerializeToString,
             cim_dot_v1_dot_config__service__pb2.ListChannelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cim.v1.ConfigService/SetWebhook',
+            cim_dot_v1_dot_config__service__pb2.SetWebhookRequest.SerializeToString,
+            cim_dot_v1_dot_config__service__pb2.SetWebhookResponse.FromString,
             options,
             channel_credentials,
             insecure,

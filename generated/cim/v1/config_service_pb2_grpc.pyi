@@ -35,6 +35,8 @@ class ConfigServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ConfigServiceAsyncStub: ...
     ListChannels: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.ListChannelsRequest, _config_service_pb2.ListChannelsResponse]
     """ListChannels lists the configured channels."""
+    SetWebhook: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.SetWebhookRequest, _config_service_pb2.SetWebhookResponse]
+    """SetWebhook sets the URL that receives the tenant's events, signed."""
 
 @_typing.type_check_only
 class ConfigServiceAsyncStub(ConfigServiceStub):
@@ -43,6 +45,8 @@ class ConfigServiceAsyncStub(ConfigServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListChannels: _aio.UnaryUnaryMultiCallable[_config_service_pb2.ListChannelsRequest, _config_service_pb2.ListChannelsResponse]  # type: ignore[assignment]
     """ListChannels lists the configured channels."""
+    SetWebhook: _aio.UnaryUnaryMultiCallable[_config_service_pb2.SetWebhookRequest, _config_service_pb2.SetWebhookResponse]  # type: ignore[assignment]
+    """SetWebhook sets the URL that receives the tenant's events, signed."""
 
 class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
     """ConfigService exposes the tenant's messaging configuration."""
@@ -54,5 +58,13 @@ class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_config_service_pb2.ListChannelsResponse, _abc.Awaitable[_config_service_pb2.ListChannelsResponse]]:
         """ListChannels lists the configured channels."""
+
+    @_abc_1.abstractmethod
+    def SetWebhook(
+        self,
+        request: _config_service_pb2.SetWebhookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_config_service_pb2.SetWebhookResponse, _abc.Awaitable[_config_service_pb2.SetWebhookResponse]]:
+        """SetWebhook sets the URL that receives the tenant's events, signed."""
 
 def add_ConfigServiceServicer_to_server(servicer: ConfigServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,4 +1,4 @@
-"""retention floors
+"""retention floors and tenant webhooks
 
 Revision ID: 0004
 Revises: 0003
@@ -23,7 +23,15 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("tenant_id"),
     )
+    op.create_table(
+        "tenant_webhooks",
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("url", sa.Text(), nullable=False),
+        sa.Column("updated_at", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("tenant_id"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("tenant_webhooks")
     op.drop_table("retention_floors")
