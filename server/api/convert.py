@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -105,7 +106,23 @@ def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
     return found
 
 
+_CHANGE_CACHE: OrderedDict[tuple[str, int], notification_service_pb2.Change] = OrderedDict()
+_CHANGE_CACHE_SIZE = 20_000
+
+
 def change_from_event(stored: StoredEvent) -> notification_service_pb2.Change:
+    """The Change for an event, built once however many subscribers receive it."""
+    key = (stored.tenant_id, stored.cursor)
+    cached = _CHANGE_CACHE.get(key)
+    if cached is None:
+        cached = _build_change(stored)
+        _CHANGE_CACHE[key] = cached
+        if len(_CHANGE_CACHE) > _CHANGE_CACHE_SIZE:
+            _CHANGE_CACHE.popitem(last=False)
+    return cached
+
+
+def _build_change(stored: StoredEvent) -> notification_service_pb2.Change:
     e = stored.event
     event = notification_service_pb2.Event(
         type=e.type.value,
