@@ -106,23 +106,28 @@ def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
     return found
 
 
-_CHANGE_CACHE: OrderedDict[tuple[str, int], notification_service_pb2.Change] = OrderedDict()
-_CHANGE_CACHE_SIZE = 20_000
+class ChangeCache:
+    """Each event's Change, built once however many subscribers receive it.
+
+    Owned by one servicer, and so by one event log: cursors are unique there.
+    """
+
+    def __init__(self, size: int = 20_000) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple[str, int], notification_service_pb2.Change] = OrderedDict()
+
+    def get(self, stored: StoredEvent) -> notification_service_pb2.Change:
+        key = (stored.tenant_id, stored.cursor)
+        cached = self._items.get(key)
+        if cached is None:
+            cached = change_from_event(stored)
+            self._items[key] = cached
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return cached
 
 
 def change_from_event(stored: StoredEvent) -> notification_service_pb2.Change:
-    """The Change for an event, built once however many subscribers receive it."""
-    key = (stored.tenant_id, stored.cursor)
-    cached = _CHANGE_CACHE.get(key)
-    if cached is None:
-        cached = _build_change(stored)
-        _CHANGE_CACHE[key] = cached
-        if len(_CHANGE_CACHE) > _CHANGE_CACHE_SIZE:
-            _CHANGE_CACHE.popitem(last=False)
-    return cached
-
-
-def _build_change(stored: StoredEvent) -> notification_service_pb2.Change:
     e = stored.event
     event = notification_service_pb2.Event(
         type=e.type.value,
@@ -155,27 +160,28 @@ def _build_change(stored: StoredEvent) -> notification_service_pb2.Change:
 
 
 def notifications(
-    events: Iterable[StoredEvent],
+    events: Iterable[StoredEvent], cache: ChangeCache | None = None
 ) -> Iterator[notification_service_pb2.StreamNotificationsResponse]:
     """Coalesce consecutive events of the same notification type into one envelope."""
     group: list[StoredEvent] = []
     for event in events:
         if group and group[-1].notification_type != event.notification_type:
-            yield _envelope(group)
+            yield _envelope(group, cache)
             group = []
         group.append(event)
     if group:
-        yield _envelope(group)
+        yield _envelope(group, cache)
 
 
-def _envelope(group: list[StoredEvent]) -> notification_service_pb2.StreamNotificationsResponse:
+def _envelope(
+    group: list[StoredEvent], cache: ChangeCache | None
+) -> notification_service_pb2.StreamNotificationsResponse:
+    build = cache.get if cache is not None else change_from_event
     return notification_service_pb2.StreamNotificationsResponse(
         notification=notification_service_pb2.Notification(
             kind=NOTIFICATION_KIND,
             type=group[0].notification_type,
-            body=notification_service_pb2.NotificationBody(
-                changes=[change_from_event(e) for e in group]
-            ),
+            body=notification_service_pb2.NotificationBody(changes=[build(e) for e in group]),
         ),
         cursor=encode_cursor(group[-1].cursor),
     )

@@ -10,7 +10,7 @@ from cim.v1 import notification_service_pb2 as pb
 from cim.v1 import notification_service_pb2_grpc as pb_grpc
 from server.aio import cancel_and_wait
 from server.api.context import tenant_of
-from server.api.convert import decode_cursor, encode_cursor, notifications
+from server.api.convert import ChangeCache, decode_cursor, encode_cursor, notifications
 from server.domain.errors import Code, DomainError, FieldViolation, invalid
 from server.domain.events import StoredEvent
 from server.events.bus import EventFilter, InProcessBus, Subscription
@@ -42,11 +42,16 @@ class _Stream:
     """One subscriber's stream: every write can be abandoned when the stream must stop."""
 
     def __init__(
-        self, context: grpc.aio.ServicerContext, sub: Subscription, stall_seconds: float
+        self,
+        context: grpc.aio.ServicerContext,
+        sub: Subscription,
+        stall_seconds: float,
+        cache: ChangeCache,
     ) -> None:
         self._context = context
         self._sub = sub
         self._stall = stall_seconds
+        self._cache = cache
         self.last = 0
         self.stalled = False
 
@@ -85,7 +90,7 @@ class _Stream:
             )
 
     async def events(self, batch: list[StoredEvent]) -> None:
-        for item in notifications(batch):
+        for item in notifications(batch, self._cache):
             await self.send(item, decode_cursor(item.cursor))
 
 
@@ -104,6 +109,7 @@ class NotificationServicer(pb_grpc.NotificationServiceServicer):
         self._heartbeat = heartbeat_seconds
         self._buffer_limit = buffer_limit
         self._stall = stall_seconds
+        self._changes = ChangeCache()
 
     async def StreamNotifications(  # type: ignore[override]
         self, request: pb.StreamNotificationsRequest, context: grpc.aio.ServicerContext
@@ -119,7 +125,7 @@ class NotificationServicer(pb_grpc.NotificationServiceServicer):
         # Subscribe before replaying, so nothing committed during the replay is
         # missed; the cursor comparison below drops what the replay already sent.
         sub = self._bus.subscribe(tenant, accept, self._buffer_limit)
-        stream = _Stream(context, sub, self._stall)
+        stream = _Stream(context, sub, self._stall, self._changes)
         try:
             stream.last = after
             # An immediate heartbeat confirms the subscription, so HTTP clients
