@@ -319,9 +319,12 @@ async def test_a_thousand_subscribers_each_receive_a_whole_burst(tmp_path: Path)
                 await asyncio.gather(*readers)
             for call in calls:
                 call.cancel()
+            # Let every cancelled call settle before its channel closes, so no
+            # client task outlives the test.
+            await asyncio.gather(*(call.code() for call in calls))
         finally:
             for ch in channels:
-                await ch.close()
+                await ch.close(grace=1)
     latencies.sort()
     p50 = statistics.median(latencies)
     p99 = latencies[int(len(latencies) * 0.99) - 1]
@@ -350,6 +353,7 @@ async def test_a_cursor_older_than_retention_gets_an_explicit_reset(db_url: str)
                         break
         finally:
             call.cancel()
+            await call.code()
     kinds = [i.WhichOneof("item") for i in items]
     assert kinds[:2] == ["heartbeat", "reset"]
     messages = [c.event.message for i in items for c in i.notification.body.changes]
