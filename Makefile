@@ -114,9 +114,12 @@ run: venv
 	@mkdir -p var
 	$(PY) -m server serve
 
+# BENCH_ARGS passes flags through, e.g. make bench BENCH_ARGS="--quick" or "--db postgresql".
+BENCH_ARGS ?=
 bench: venv
 	@[ -f bench/run.py ] || { echo "bench/run.py does not exist yet" >&2; exit 1; }
-	$(PY) bench/run.py
+	@$(PY) -c 'import matplotlib, psutil' 2>/dev/null || $(PY) -m pip install -q matplotlib psutil
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .build .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

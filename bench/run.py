@@ -1,0 +1,1034 @@
+"""CIM Hub benchmarks: the platform against bare baselines, in one run, on one machine.
+
+    .venv/bin/python bench/run.py                  # everything, SQLite, 3 runs per figure
+    .venv/bin/python bench/run.py --quick          # a smoke run: 1 run, shorter windows
+    .venv/bin/python bench/run.py --db postgresql  # P1, P2 and P5 on a throwaway PostgreSQL
+    .venv/bin/python bench/run.py --only P1,P4 --profile
+
+Every server (the hub, the bare baselines, the fake SMS provider) and every
+load generator is its own process, talking over loopback. Figures are the
+median of --runs runs with min and max; each is set against a baseline
+measured in the same run. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import report
+from common import (
+    BENCH,
+    ROOT,
+    BenchError,
+    Child,
+    Children,
+    CpuMeter,
+    RssSampler,
+    Worker,
+    hist_merge,
+    hist_percentile,
+    log,
+    machine,
+    quiesce,
+    summary,
+)
+from loadgen import GRPC_OPTIONS, batch_request, message_payload
+
+ALL = ("P1", "P2", "P3", "P4", "P5", "P6")
+PG_DEFAULT = ("P1", "P2", "P5")
+TWILIO_SID = "AC" + "0" * 32
+TWILIO_TOKEN = "bench-auth-token"
+SMS_LANE = "+447700000000"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long and how hard each measurement runs."""
+
+    runs: int
+    warmup: float = 0.5
+    unary_seconds: float = 2.5  # at the headline concurrency
+    sweep_seconds: float = 1.0  # at the other concurrency levels
+    concurrency: int = 64
+    sweep: tuple[int, ...] = (8, 64)
+    batch_concurrency: int = 4
+    batch_items: int = 1000
+    batch_seconds: float = 3.0
+    batch_max_seconds: float = 30.0  # a window grows until `concurrency` batches completed
+    subscribers: int = 1000
+    sub_workers: int = 2
+    channels_per_worker: int = 5
+    burst_messages: int = 50  # platform burst: one SendBatch; 3 events per message
+    burst_events: int = 150  # bare burst: as many events, each its own stream message
+    rates: tuple[int, ...] = (10, 50, 200)  # events/s for the fan-out latency
+    rate_seconds: float = 3.0
+    drain_cap: float = 3.0  # how long past the end of a rate run to wait for stragglers
+    sustained_offered: int = 3000  # messages/s offered for the P5 throughput run
+    sustained_batch: int = 250
+    sustained_backlog: int = 1000  # offering pauses while this many are accepted, not sent
+    drain_wait: float = 45.0  # the longest wait for the provider to get what was accepted
+    sustained_seconds: float = 3.0
+    p5_rate: int = 500
+    p5_seconds: float = 2.0
+    profile_seconds: float = 5.0
+
+
+FULL = Plan(runs=3)
+QUICK = Plan(
+    runs=1,
+    unary_seconds=1.5,
+    sweep=(64,),
+    batch_seconds=1.5,
+    burst_messages=20,
+    burst_events=60,
+    rate_seconds=2.0,
+    drain_cap=3.0,
+    sustained_seconds=2.0,
+    p5_seconds=2.0,
+    profile_seconds=3.0,
+)
+
+
+@dataclass
+class Hub:
+    child: Child
+    grpc: str
+    http: str
+
+    @property
+    def pid(self) -> int:
+        return self.child.pid
+
+
+@dataclass
+class Ctx:
+    args: argparse.Namespace
+    plan: Plan
+    children: Children
+    tmp: Path
+    db: str
+    pg: Any = None
+    load: Worker | None = None
+    subs: list[Worker] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    series: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    profiles: dict[str, str] = field(default_factory=dict)
+
+    def db_url(self, name: str) -> str:
+        if self.db == "postgresql":
+            return str(self.pg.url(self.pg.create_database()))
+        return f"sqlite+aiosqlite:///{self.tmp / (name + '.db')}"
+
+    @property
+    def worker(self) -> Worker:
+        assert self.load is not None
+        return self.load
+
+
+# ------------------------------------------------------------------ servers
+async def start_hub(ctx: Ctx, name: str, channels: Path | None = None) -> Hub:
+    argv = [
+        "-m", "server", "serve",
+        "--grpc-port", "0",
+        "--http-port", "0",
+        "--database-url", ctx.db_url(name),
+        "--log-level", "WARNING",
+    ]  # fmt: skip
+    if channels is not None:
+        argv += ["--channels", str(channels)]
+    env = {"CIMHUB_SHUTDOWN_GRACE": "1", "BENCH_TWILIO_TOKEN": TWILIO_TOKEN}
+    child = await ctx.children.start(name, argv, "cimhub: gRPC on", env=env, ready_timeout=120)
+    # "cimhub: gRPC on 127.0.0.1:N, HTTP on 127.0.0.1:M"
+    grpc_addr = child.ready_line.split("gRPC on ", 1)[1].split(",")[0].strip()
+    http_addr = child.ready_line.split("HTTP on ", 1)[1].strip()
+    log(f"{name}: hub pid {child.pid}, gRPC {grpc_addr}, HTTP {http_addr} ({ctx.db})")
+    return Hub(child, grpc_addr, "http://" + http_addr)
+
+
+async def start_script(ctx: Ctx, name: str, script: str, prefix: str, *extra: str) -> Child:
+    child = await ctx.children.start(name, [str(BENCH / script), *extra], prefix)
+    log(f"{name}: pid {child.pid}, {child.address()}")
+    return child
+
+
+@contextlib.asynccontextmanager
+async def profiled(ctx: Ctx, key: str, pid: int) -> AsyncIterator[None]:
+    """With --profile, py-spy samples the process while the block runs."""
+    if not ctx.args.profile:
+        yield
+        return
+    pyspy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if pyspy is None:
+        ctx.notes.append("--profile: py-spy not found (pip install py-spy)")
+        yield
+        return
+    out_dir = BENCH / "results" / "profiles"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    raw = out_dir / f"{key}.folded"
+    with (ctx.tmp / f"py-spy-{key}.log").open("wb") as errfile:
+        proc = await asyncio.create_subprocess_exec(
+            pyspy, "record", "--pid", str(pid), "--rate", "200", "--nonblocking", "--threads",
+            "--format", "raw", "--output", str(raw),
+            stdout=errfile, stderr=errfile,
+        )  # fmt: skip
+    await asyncio.sleep(1.0)  # py-spy attaches
+    try:
+        yield
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        if raw.exists():
+            summary_path = out_dir / f"{key}.txt"
+            summary_path.write_text(report.summarize_profile(raw.read_text(), key))
+            ctx.profiles[key] = str(summary_path.relative_to(ROOT))
+            log(f"profile {key}: {summary_path.relative_to(ROOT)}")
+
+
+def row(
+    ctx: Ctx,
+    key: str,
+    id_: str,
+    scenario: str,
+    figure: dict[str, Any],
+    baseline: dict[str, Any] | None,
+    baseline_name: str,
+    target: str,
+    met: bool | None,
+    ratio: float | None = None,
+    ratio_runs: list[float | None] | None = None,
+    **extra: Any,
+) -> None:
+    ctx.rows.append(
+        {
+            "key": key,
+            "id": id_,
+            "scenario": scenario,
+            "figure": figure,
+            "baseline": baseline,
+            "baseline_name": baseline_name,
+            "ratio": ratio,
+            "ratio_runs": ratio_runs or [],
+            "target": target,
+            "met": met,
+            **extra,
+        }
+    )
+    shown = report.fmt_figure(figure)
+    base = report.fmt_figure(baseline) if baseline else "-"
+    r = f"{ratio:.2f}x" if ratio is not None else "-"
+    verdict = {True: "MET", False: "NOT MET", None: "info"}[met]
+    log(f"  {key}: {shown} vs {base} -> {r}; target {target}: {verdict}")
+
+
+def ratio_of(a: dict[str, Any], b: dict[str, Any] | None) -> float | None:
+    if not b or not a.get("median") or not b.get("median"):
+        return None
+    return float(a["median"]) / float(b["median"])
+
+
+def run_ratios(a: list[Any], b: list[Any]) -> list[float | None]:
+    return [x / y if x is not None and y else None for x, y in zip(a, b, strict=False)]
+
+
+# ----------------------------------------------------------- P1 / P4: unary
+async def bench_unary(ctx: Ctx, want: set[str]) -> None:
+    plan = ctx.plan
+    log("P1/P4: unary throughput (SendMessage, REST façade) against bare gRPC and aiohttp")
+    bare_grpc = await start_script(ctx, "bare-grpc", "baselines/bare_grpc.py", "bare-grpc:")
+    bare_http = await start_script(ctx, "bare-http", "baselines/bare_http.py", "bare-http:")
+    hub = await start_hub(ctx, "hub-unary")
+    series: dict[str, tuple[str, str, int]] = {
+        "bare gRPC unary": ("bare_unary", bare_grpc.address(), bare_grpc.pid),
+        "gRPC SendMessage": ("send_message", hub.grpc, hub.pid),
+    }
+    if "P4" in want:
+        series["REST /api/v1/message/send"] = ("rest_send", hub.http, hub.pid)
+        series["bare aiohttp JSON"] = ("bare_http", "http://" + bare_http.address(), bare_http.pid)
+    levels = sorted(set(plan.sweep) | {plan.concurrency})
+    raw: dict[str, dict[int, list[float]]] = {s: {c: [] for c in levels} for s in series}
+    lat: dict[str, list[float]] = {s: [] for s in series}
+    cpus: dict[str, list[float | None]] = {s: [] for s in series}
+    everyone = [hub.pid, bare_grpc.pid, bare_http.pid]
+    for run in range(plan.runs):
+        for c in levels:
+            seconds = plan.unary_seconds if c == plan.concurrency else plan.sweep_seconds
+            for name, (kind, target, pid) in series.items():
+                await quiesce(everyone)
+                async with CpuMeter(pid) as cpu:
+                    r = await ctx.worker.call(
+                        "load",
+                        kind=kind,
+                        target=target,
+                        concurrency=c,
+                        warmup=plan.warmup,
+                        duration=seconds,
+                        channel_id="sandbox",
+                    )
+                if r["errors"]:
+                    ctx.notes.append(
+                        f"{name} c={c} run {run + 1}: {r['errors']} errors, e.g. {r['first_error']}"
+                    )
+                raw[name][c].append(r["rate"])
+                if c == plan.concurrency:
+                    lat[name].append(r["p99_ms"])
+                    cpus[name].append(cpu.percent)
+                log(
+                    f"  run {run + 1}/{plan.runs} c={c:<3} {name:<28} {r['rate']:8.0f}/s  p99 "
+                    f"{r['p99_ms']:.1f} ms"
+                )
+    ctx.series["throughput_vs_concurrency"] = {
+        name: {str(c): summary(v, "req/s") for c, v in per.items()} for name, per in raw.items()
+    }
+    c = plan.concurrency
+    bare = summary(raw["bare gRPC unary"][c], "req/s")
+    send = summary(raw["gRPC SendMessage"][c], "req/s")
+    if "P1" in want:
+        r = ratio_of(send, bare)
+        row(
+            ctx, "P1", "P1", f"durable SendMessage (gRPC, {ctx.db}) at concurrency {c}",
+            send, bare, f"bare grpc.aio unary, concurrency {c}", ">= 0.7x bare unary RPS",
+            None if r is None else r >= 0.7, r,
+            run_ratios(raw["gRPC SendMessage"][c], raw["bare gRPC unary"][c]),
+            p99_ms=summary(lat["gRPC SendMessage"], "ms"),
+            baseline_p99_ms=summary(lat["bare gRPC unary"], "ms"),
+            server_cpu_percent=summary(cpus["gRPC SendMessage"], "%"),
+            baseline_server_cpu_percent=summary(cpus["bare gRPC unary"], "%"),
+        )  # fmt: skip
+    if "P4" in want:
+        rest = summary(raw["REST /api/v1/message/send"][c], "req/s")
+        bare_json = summary(raw["bare aiohttp JSON"][c], "req/s")
+        r = ratio_of(rest, send)
+        row(
+            ctx, "P4", "P4", f"REST POST /api/v1/message/send through the façade, concurrency {c}",
+            rest, send, f"gRPC SendMessage, concurrency {c}, same run", ">= 0.6x gRPC SendMessage",
+            None if r is None else r >= 0.6, r,
+            run_ratios(raw["REST /api/v1/message/send"][c], raw["gRPC SendMessage"][c]),
+            reference=bare_json, reference_name="bare aiohttp JSON handler",
+            ratio_to_reference=ratio_of(rest, bare_json),
+            p99_ms=summary(lat["REST /api/v1/message/send"], "ms"),
+            server_cpu_percent=summary(cpus["REST /api/v1/message/send"], "%"),
+        )  # fmt: skip
+    if ctx.args.profile:
+        for key, kind, target in (("P1", "send_message", hub.grpc), ("P4", "rest_send", hub.http)):
+            if key not in want:
+                continue
+            await quiesce([hub.pid])
+            async with profiled(ctx, key, hub.pid):
+                await ctx.worker.call(
+                    "load", kind=kind, target=target, concurrency=c, warmup=0.2,
+                    duration=plan.profile_seconds, channel_id="sandbox",
+                )  # fmt: skip
+    for child in (hub.child, bare_grpc, bare_http):
+        await ctx.children.stop(child)
+
+
+# ------------------------------------------------------------------ P2: batch
+async def bench_batch(ctx: Ctx) -> None:
+    plan = ctx.plan
+    log(f"P2: SendBatch of {plan.batch_items} destinations against a bare batch transport")
+    bare = await start_script(ctx, "bare-batch", "baselines/bare_grpc.py", "bare-grpc:")
+    hub = await start_hub(ctx, "hub-batch")
+    # Scheduled a day ahead: accepting is measured, not the dispatch of 75k messages a second.
+    send_at = str(int(time.time()) + 86_400)
+    common = {
+        "concurrency": plan.batch_concurrency,
+        "warmup": plan.warmup,
+        "duration": plan.batch_seconds,
+        "items": plan.batch_items,
+        "channel": "sms",
+        "from_address": "CNNECT",
+        "send_at": send_at,
+        "min_count": plan.batch_concurrency,
+        "max_duration": plan.batch_max_seconds,
+    }
+    bare_runs: list[float] = []
+    hub_runs: list[float] = []
+    p99: list[float] = []
+    hub_cpu: list[float | None] = []
+    bare_cpu: list[float | None] = []
+    for run in range(plan.runs):
+        for name, kind, target, out in (
+            ("bare batch", "bare_batch", bare.address(), bare_runs),
+            ("SendBatch", "send_batch", hub.grpc, hub_runs),
+        ):
+            await quiesce([hub.pid, bare.pid])
+            async with CpuMeter(hub.pid if kind == "send_batch" else bare.pid) as cpu:
+                r = await ctx.worker.call("load", kind=kind, target=target, **common)
+            (hub_cpu if kind == "send_batch" else bare_cpu).append(cpu.percent)
+            if r["errors"]:
+                ctx.notes.append(
+                    f"P2 {name} run {run + 1}: {r['errors']} errors, e.g. {r['first_error']}"
+                )
+            out.append(r["rate"] * plan.batch_items)
+            if kind == "send_batch":
+                p99.append(r["p99_ms"])
+            log(
+                f"  run {run + 1}/{plan.runs} {name:<12} {r['rate'] * plan.batch_items:10.0f} "
+                f"items/s ({r['rate']:.1f} req/s, p99 {r['p99_ms']:.0f} ms)"
+            )
+    fig, base = summary(hub_runs, "items/s"), summary(bare_runs, "items/s")
+    r = ratio_of(fig, base)
+    row(
+        ctx, "P2", "P2",
+        f"durable SendBatch, {plan.batch_items} destinations, concurrency "
+        f"{plan.batch_concurrency} ({ctx.db})",
+        fig, base, f"bare grpc.aio batch of {plan.batch_items} items (decode, one id per item)",
+        ">= 0.25x bare batch items/s", None if r is None else r >= 0.25, r,
+        run_ratios(hub_runs, bare_runs), p99_ms=summary(p99, "ms"),
+        server_cpu_percent=summary(hub_cpu, "%"),
+        baseline_server_cpu_percent=summary(bare_cpu, "%"),
+        note="batches carry sendAt = now + 1 day, so the accept path is measured without dispatch",
+    )  # fmt: skip
+    if ctx.args.profile:
+        await quiesce([hub.pid])
+        async with profiled(ctx, "P2", hub.pid):
+            await ctx.worker.call(
+                "load", kind="send_batch", target=hub.grpc,
+                **{**common, "warmup": 0.2, "duration": plan.profile_seconds},
+            )  # fmt: skip
+    await ctx.children.stop(hub.child)
+    await ctx.children.stop(bare)
+
+
+# ------------------------------------------------------------ P3 / P6: fan-out
+def now_ms() -> float:
+    return time.time() * 1000.0
+
+
+@dataclass
+class Fleet:
+    """One group of subscriber streams (one per server), spread over the subscriber workers."""
+
+    ctx: Ctx
+    group: str
+    target: str
+    kind: str  # "project" or "bare"
+
+    async def _all(self, op: str, call_timeout: float = 120.0, **spec: Any) -> list[dict[str, Any]]:
+        return list(
+            await asyncio.gather(
+                *(
+                    w.call(op, call_timeout=call_timeout, group=self.group, **spec)
+                    for w in self.ctx.subs
+                )
+            )
+        )
+
+    async def subscribe(self) -> None:
+        plan = self.ctx.plan
+        await self._all(
+            "subscribe",
+            target=self.target,
+            kind=self.kind,
+            count=plan.subscribers // len(self.ctx.subs),
+            channels=plan.channels_per_worker,
+            channel_id="sandbox-sms",
+        )
+
+    async def arm(self, threshold: float, expected: int) -> None:
+        await self._all("arm", threshold_ms=threshold, expected=expected)
+
+    async def wait(self, seconds: float) -> dict[str, Any]:
+        parts = await self._all("wait", call_timeout=seconds + 30, timeout=seconds)
+        return {
+            "received": sum(p["received"] for p in parts),
+            "expected": sum(p["expected"] for p in parts),
+            "streams": sum(p["streams"] for p in parts),
+            "alive": sum(p["alive"] for p in parts),
+            "complete": sum(p["complete"] for p in parts),
+            "items": sum(p["items"] for p in parts),
+            "last_recv_ms": max(p["last_recv_ms"] for p in parts),
+            "end_ms": max(p["end_ms"] for p in parts),
+            "hist": hist_merge(p["hist"] for p in parts),
+            "stream_errors": sum(p["stream_errors"] for p in parts),
+            "last_error": next((p["last_error"] for p in parts if p["last_error"]), ""),
+            "change_bytes": max(p["change_bytes"] for p in parts),
+        }
+
+    async def unsubscribe(self) -> None:
+        await self._all("unsubscribe")
+
+    async def check(self, res: dict[str, Any], what: str, probe: Callable[[], Any]) -> None:
+        """If streams ended (the server cut them off), say so and open them again."""
+        if res["alive"] < res["streams"] or res["stream_errors"]:
+            self.ctx.notes.append(
+                f"{what}: {res['streams'] - res['alive']} of {res['streams']} {self.group} "
+                f"streams ended ({res['stream_errors']} errors, e.g. {res['last_error']}); "
+                "they were opened again"
+            )
+            log(f"  {what}: {res['streams'] - res['alive']} {self.group} streams ended; reopening")
+            await self.unsubscribe()
+            await self.subscribe()
+            await self.until_ready(probe)
+
+    async def until_ready(self, probe: Callable[[], Any], tries: int = 40) -> dict[str, Any]:
+        """Probe events until every stream has seen one: a stream has no other ready signal."""
+        began = time.monotonic()
+        await self.arm(now_ms(), 1)
+        for _ in range(tries):
+            await probe()
+            res = await self.wait(1.5)
+            if res["complete"] >= res["streams"]:
+                took = time.monotonic() - began
+                log(f"  {res['streams']} {self.group} streams ready in {took:.1f}s")
+                return res
+        raise BenchError(
+            f"only {res['complete']}/{res['streams']} {self.group} streams saw a probe "
+            f"({res['alive']} alive, {res['stream_errors']} errors: {res['last_error']})"
+        )
+
+
+async def fanout_burst(
+    fleet: Fleet, server_pid: int, quiet: list[int], expected: int, trigger: Callable[[], Any]
+) -> tuple[float | None, dict[str, Any], int]:
+    """Deliveries/s for one burst, the merged wait result, and the server's peak RSS."""
+    await quiesce(quiet)
+    await fleet.arm(now_ms(), expected)
+    async with RssSampler(server_pid) as rss, CpuMeter(server_pid) as cpu:
+        start = now_ms()
+        await trigger()
+        res = await fleet.wait(60)
+    res["server_cpu_percent"] = cpu.percent
+    if res["received"] == 0:
+        return None, res, rss.peak
+    seconds = max(1e-3, (res["last_recv_ms"] - start) / 1000.0)
+    return res["received"] / seconds, res, rss.peak
+
+
+def latency_figures(res: dict[str, Any], published_until: float) -> dict[str, Any]:
+    missing = max(0, res["expected"] - res["received"])
+    # A delivery still missing at the end is at least this late: a lower bound.
+    missing_at = int(max(0.0, res["end_ms"] - published_until))
+    return {
+        "p50": hist_percentile(res["hist"], 0.50, missing, missing_at),
+        "p99": hist_percentile(res["hist"], 0.99, missing, missing_at),
+        "missing": missing,
+        "censored": missing > 0.01 * max(1, res["expected"]),
+    }
+
+
+async def bench_fanout(ctx: Ctx, want: set[str]) -> None:
+    plan = ctx.plan
+    n_subs = plan.subscribers
+    log(
+        f"P3/P6: fan-out to {n_subs} gRPC subscribers ({len(ctx.subs)} client processes), "
+        "hub and bare baseline interleaved"
+    )
+    hub = await start_hub(ctx, "hub-fanout")
+    bare = await start_script(ctx, "bare-fanout", "baselines/bare_fanout.py", "bare-fanout:")
+    hub_ch = grpc.aio.insecure_channel(hub.grpc, options=GRPC_OPTIONS)
+    bare_ch = grpc.aio.insecure_channel(bare.address())
+    send_message = hub_ch.unary_unary("/cim.v1.MessagingService/SendMessage")
+    send_batch = hub_ch.unary_unary("/cim.v1.MessagingService/SendBatch")
+    publish = bare_ch.unary_unary("/bare.Fanout/Publish")
+    hub_fleet = Fleet(ctx, "hub", hub.grpc, "project")
+    bare_fleet = Fleet(ctx, "bare", bare.address(), "bare")
+    sub_pids = [w.pid for w in ctx.subs]
+    hub_rates: list[float | None] = []
+    bare_rates: list[float | None] = []
+    hub_peaks: list[float] = []
+    bare_peaks: list[float] = []
+    hub_cpu: list[float | None] = []
+    bare_cpu: list[float | None] = []
+    hub_lat: dict[int, list[dict[str, Any]]] = {r: [] for r in plan.rates}
+    bare_lat: dict[int, list[dict[str, Any]]] = {r: [] for r in plan.rates}
+    try:
+        rss_empty = RssSampler(hub.pid).now()
+        await hub_fleet.subscribe()
+
+        async def hub_probe() -> None:
+            await send_message(message_payload("sandbox-sms"), timeout=30)
+
+        probe = await hub_fleet.until_ready(hub_probe)
+        change_bytes = probe["change_bytes"] or 200
+        await asyncio.sleep(0.5)
+        await quiesce([hub.pid])
+        rss_idle = RssSampler(hub.pid).now()
+        log(
+            f"  hub RSS {rss_empty / 2**20:.0f} MB before subscribers, "
+            f"{rss_idle / 2**20:.0f} MB with {n_subs} idle; a change is {change_bytes} B"
+        )
+
+        async def bare_probe() -> None:
+            await publish(json.dumps({"count": 1, "rate": 0, "size": change_bytes}).encode())
+
+        await bare_fleet.subscribe()
+        await bare_fleet.until_ready(bare_probe)
+
+        burst_req = batch_request(
+            "sms", "CNNECT", plan.burst_messages, "Your parcel is on its way."
+        ).SerializeToString()
+
+        async def hub_burst() -> None:
+            await send_batch(burst_req, timeout=30)
+
+        async def bare_burst() -> None:
+            spec = {"count": plan.burst_events, "rate": 0, "size": change_bytes}
+            await publish(json.dumps(spec).encode())
+
+        everyone = [hub.pid, bare.pid, *sub_pids]
+        for run in range(plan.runs):
+            rate, res, peak = await fanout_burst(
+                hub_fleet, hub.pid, everyone, 3 * plan.burst_messages, hub_burst
+            )
+            hub_rates.append(rate)
+            hub_peaks.append(peak / 2**20)
+            hub_cpu.append(res["server_cpu_percent"])
+            log(
+                f"  run {run + 1}/{plan.runs} hub burst:  {res['received']}/{res['expected']} "
+                f"changes in {res['items']} stream items, {rate or 0:,.0f} deliveries/s, "
+                f"peak RSS {peak / 2**20:.0f} MB"
+            )
+            if res["received"] < res["expected"]:
+                ctx.notes.append(
+                    f"P3 hub burst run {run + 1}: {res['received']}/{res['expected']} changes "
+                    f"arrived ({res['last_error']})"
+                )
+            await hub_fleet.check(res, f"P3 hub burst run {run + 1}", hub_probe)
+            rate, res, peak = await fanout_burst(
+                bare_fleet, bare.pid, everyone, plan.burst_events, bare_burst
+            )
+            bare_rates.append(rate)
+            bare_peaks.append(peak / 2**20)
+            bare_cpu.append(res["server_cpu_percent"])
+            log(
+                f"  run {run + 1}/{plan.runs} bare burst: {res['received']}/{res['expected']} "
+                f"events, {rate or 0:,.0f} deliveries/s"
+            )
+
+        async def hub_rate_run(rate: int, seconds: float) -> dict[str, Any]:
+            await quiesce(everyone)
+            messages = max(1, round(rate / 3 * seconds))
+            t0 = now_ms()
+            await hub_fleet.arm(t0, 3 * messages)
+            async with RssSampler(hub.pid) as rss:
+                sent, res = await asyncio.gather(
+                    ctx.worker.call(
+                        "paced", kind="send_message", target=hub.grpc, channel_id="sandbox-sms",
+                        rate=rate / 3, duration=seconds, count=messages,
+                    ),
+                    hub_fleet.wait(seconds + plan.drain_cap),
+                )  # fmt: skip
+            hub_peaks.append(rss.peak / 2**20)
+            lat = latency_figures(res, t0 + sent["offered_seconds"] * 1000)
+            lat["events_per_s"] = 3 * sent["sent"] / max(1e-3, sent["offered_seconds"])
+            lat["delivered"] = f"{res['received']}/{res['expected']}"
+            await hub_fleet.check(res, f"P3 hub at {rate} events/s", hub_probe)
+            return lat
+
+        async def bare_rate_run(rate: int, seconds: float) -> dict[str, Any]:
+            await quiesce(everyone)
+            count = max(1, round(rate * seconds))
+            t0 = now_ms()
+            await bare_fleet.arm(t0, count)
+            await publish(json.dumps({"count": count, "rate": rate, "size": change_bytes}).encode())
+            res = await bare_fleet.wait(seconds + plan.drain_cap)
+            lat = latency_figures(res, t0 + seconds * 1000)
+            lat["events_per_s"] = float(rate)
+            lat["delivered"] = f"{res['received']}/{res['expected']}"
+            if res["received"] < res["expected"]:
+                # It fell behind: drop its queues rather than wait for them to drain.
+                await bare_fleet.unsubscribe()
+                await bare_fleet.subscribe()
+                await bare_fleet.until_ready(bare_probe)
+            return lat
+
+        for rate in plan.rates:
+            for run in range(plan.runs):
+                for who, fn, out in (
+                    ("hub ", hub_rate_run, hub_lat),
+                    ("bare", bare_rate_run, bare_lat),
+                ):
+                    lat = await fn(rate, plan.rate_seconds)
+                    out[rate].append(lat)
+                    log(
+                        f"  run {run + 1}/{plan.runs} {who} {rate:>3} events/s: "
+                        f"p50 {'>=' if lat['censored'] else ''}{lat['p50']:,.0f} ms, "
+                        f"p99 {'>=' if lat['censored'] else ''}{lat['p99']:,.0f} ms, "
+                        f"{lat['delivered']} delivered"
+                    )
+
+        if ctx.args.profile and "P3" in want:
+            async with profiled(ctx, "P3", hub.pid):
+                await fanout_burst(hub_fleet, hub.pid, everyone, 3 * plan.burst_messages, hub_burst)
+                await hub_rate_run(50, plan.profile_seconds)
+        await hub_fleet.unsubscribe()
+        await bare_fleet.unsubscribe()
+        per_stream_rss = {"empty_mb": rss_empty / 2**20, "idle_1000_mb": rss_idle / 2**20}
+    finally:
+        await hub_ch.close()
+        await bare_ch.close()
+        await ctx.children.stop(hub.child)
+        await ctx.children.stop(bare)
+
+    hub_fig = summary(hub_rates, "deliveries/s")
+    bare_fig = summary(bare_rates, "deliveries/s")
+
+    def lat_summary(runs: list[dict[str, Any]], key: str = "p99") -> dict[str, Any]:
+        s = summary([x[key] for x in runs], "ms")
+        # Censored runs are lower bounds, and the largest: the median is one if most are.
+        s["censored_runs"] = sum(1 for x in runs if x["censored"])
+        s["censored"] = 2 * s["censored_runs"] > len(runs)
+        s["events_per_s"] = summary([x["events_per_s"] for x in runs], "events/s")
+        return s
+
+    ctx.series["fanout_latency"] = {
+        "platform": {
+            str(r): {"p99": lat_summary(v), "p50": lat_summary(v, "p50")}
+            for r, v in hub_lat.items()
+        },
+        "bare": {
+            str(r): {"p99": lat_summary(v), "p50": lat_summary(v, "p50")}
+            for r, v in bare_lat.items()
+        },
+    }
+    ctx.series["fanout_throughput"] = {"platform": hub_fig, "bare": bare_fig}
+    if "P3" in want:
+        r = ratio_of(hub_fig, bare_fig)
+        row(
+            ctx, "P3", "P3",
+            f"fan-out to {n_subs} gRPC subscribers, burst of {plan.burst_messages} messages "
+            f"({3 * plan.burst_messages} events, coalesced changes[])",
+            hub_fig, bare_fig,
+            f"bare one-event-per-message fan-out, burst of {plan.burst_events} events",
+            ">= 3x bare deliveries/s", None if r is None else r >= 3.0, r,
+            run_ratios(hub_rates, bare_rates),
+            server_cpu_percent=summary(hub_cpu, "%"),
+            baseline_server_cpu_percent=summary(bare_cpu, "%"),
+        )  # fmt: skip
+        for rate in plan.rates:
+            fig = lat_summary(hub_lat[rate])
+            base = lat_summary(bare_lat[rate])
+            target = "p99 < 200 ms" if rate == 50 else "reported"
+            met = (fig["median"] is not None and fig["median"] < 200) if rate == 50 else None
+            row(
+                ctx, f"P3@{rate}", "P3",
+                f"p99 latency at {rate} events/s to {n_subs} subscribers (receive - "
+                "server_timestamp)",
+                fig, base, f"bare per-event streaming at {rate} events/s",
+                target, met, None, None,
+                p50=lat_summary(hub_lat[rate], "p50"),
+                baseline_p50=lat_summary(bare_lat[rate], "p50"),
+            )  # fmt: skip
+    if "P6" in want:
+        fig = summary(hub_peaks[: plan.runs], "MB")
+        base = summary(bare_peaks, "MB")
+        overall = max(hub_peaks) if hub_peaks else None
+        row(
+            ctx, "P6", "P6",
+            f"hub RSS with {n_subs} idle subscribers plus a P3 burst (psutil, peak)",
+            fig, base, "bare fan-out server, same subscribers and burst",
+            "< 300 MB", None if fig["median"] is None else fig["median"] < 300,
+            ratio_of(fig, base), None,
+            rss_before_subscribers_mb=per_stream_rss.get("empty_mb"),
+            rss_idle_subscribers_mb=per_stream_rss.get("idle_1000_mb"),
+            peak_over_whole_p3_mb=overall,
+        )  # fmt: skip
+
+
+# -------------------------------------------------------- P5: SMS dispatch
+async def fake_stats(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    async with session.get(url + "/bench/stats") as resp:
+        return dict(await resp.json())
+
+
+async def wait_for_provider(
+    session: aiohttp.ClientSession, url: str, expected: int, seconds: float
+) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    stats = await fake_stats(session, url)
+    while stats["count"] < expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        stats = await fake_stats(session, url)
+    stats["end_ms"] = now_ms()
+    return stats
+
+
+async def bench_dispatch(ctx: Ctx) -> None:
+    plan = ctx.plan
+    log("P5: dispatch to a loopback fake SMS provider (FakeTwilio)")
+    fake = await start_script(
+        ctx, "fake-sms", "fake_sms.py", "fake-sms:",
+        "--account-sid", TWILIO_SID, "--auth-token", TWILIO_TOKEN,
+    )  # fmt: skip
+    fake_url = "http://" + fake.address()
+    channels = ctx.tmp / "channels-p5.toml"
+    channels.write_text(
+        "[[channels]]\n"
+        'id = "bench-sms"\n'
+        'type = "SMS"\n'
+        'provider = "twilio"\n'
+        f'lane = "{SMS_LANE}"\n'
+        'name = "Bench SMS (fake Twilio)"\n'
+        f'account_sid = "{TWILIO_SID}"\n'
+        'auth_token_env = "BENCH_TWILIO_TOKEN"\n'
+        f'base_url = "{fake_url}"\n'
+    )
+    hub = await start_hub(ctx, "hub-dispatch", channels)
+    session = aiohttp.ClientSession(trust_env=False)
+    try:
+        direct: list[float] = []
+        sustained: list[float | None] = []
+        p99s: list[dict[str, Any]] = []
+        offered_rates: list[float] = []
+        backlog_waits: list[float] = []
+        sustained_cpu: list[float | None] = []
+        for run in range(plan.runs):
+            await quiesce([hub.pid, fake.pid])
+            r = await ctx.worker.call(
+                "load", kind="twilio_direct", target=fake_url, concurrency=64,
+                warmup=plan.warmup, duration=plan.unary_seconds,
+                account_sid=TWILIO_SID, auth_token=TWILIO_TOKEN,
+            )  # fmt: skip
+            direct.append(r["rate"])
+            log(f"  run {run + 1}/{plan.runs} direct to fake provider: {r['rate']:.0f} msgs/s")
+
+            await quiesce([hub.pid, fake.pid])
+            await session.post(fake_url + "/bench/reset")
+            async with CpuMeter(hub.pid) as cpu:
+                sent = await ctx.worker.call(
+                    "paced", kind="send_batch", target=hub.grpc, channel="sms",
+                    from_address=SMS_LANE, items=plan.sustained_batch,
+                    rate=plan.sustained_offered / plan.sustained_batch,
+                    duration=plan.sustained_seconds, backlog_url=fake_url + "/bench/count",
+                    max_backlog=plan.sustained_backlog, call_timeout=plan.sustained_seconds + 300,
+                )  # fmt: skip
+                expected = (sent["sent"] - sent["errors"]) * plan.sustained_batch
+                stats = await wait_for_provider(session, fake_url, expected, plan.drain_wait)
+            sustained_cpu.append(cpu.percent)
+            span = (stats["last_ms"] - stats["first_ms"]) / 1000.0
+            rate = stats["count"] / span if span > 0 else None
+            offered = sent["sent"] * plan.sustained_batch / max(1e-3, sent["offered_seconds"])
+            offered_rates.append(offered)
+            backlog_waits.append(sent["backlog_wait_seconds"])
+            sustained.append(rate)
+            log(
+                f"  run {run + 1}/{plan.runs} sustained: offered {offered:,.0f}/s, provider got "
+                f"{stats['count']}/{expected} at {rate or 0:,.0f} msgs/s"
+            )
+            if stats["count"] < expected:
+                ctx.notes.append(
+                    f"P5 sustained run {run + 1}: provider got {stats['count']}/{expected} within "
+                    f"{plan.drain_wait:.0f} s"
+                )
+
+            await quiesce([hub.pid, fake.pid])
+            await session.post(fake_url + "/bench/reset")
+            t0 = now_ms()
+            sent = await ctx.worker.call(
+                "paced", kind="send_message", target=hub.grpc, channel_id="bench-sms",
+                rate=plan.p5_rate, duration=plan.p5_seconds,
+                count=int(plan.p5_rate * plan.p5_seconds), call_timeout=300,
+            )  # fmt: skip
+            expected = sent["sent"] - sent["errors"]
+            stats = await wait_for_provider(session, fake_url, expected, plan.drain_wait)
+            hist = {int(k): v for k, v in stats["hist"].items()}
+            missing = max(0, expected - stats["count"])
+            published_until = t0 + sent["offered_seconds"] * 1000
+            lat = {
+                "p50": hist_percentile(hist, 0.5, missing, int(stats["end_ms"] - published_until)),
+                "p99": hist_percentile(hist, 0.99, missing, int(stats["end_ms"] - published_until)),
+                "missing": missing,
+                "errors": sent["errors"],
+            }
+            p99s.append(lat)
+            log(
+                f"  run {run + 1}/{plan.runs} {plan.p5_rate} msgs/s: p50 {lat['p50']:.0f} ms, p99 "
+                f"{lat['p99']:.0f} ms ({stats['count']}/{expected})"
+            )
+            if sent["errors"]:
+                ctx.notes.append(
+                    f"P5 paced run {run + 1}: {sent['errors']} send errors, e.g. "
+                    f"{sent['first_error']}"
+                )
+        if ctx.args.profile:
+            await quiesce([hub.pid, fake.pid])
+            async with profiled(ctx, "P5", hub.pid):
+                await ctx.worker.call(
+                    "paced", kind="send_batch", target=hub.grpc, channel="sms",
+                    from_address=SMS_LANE, items=plan.sustained_batch,
+                    rate=plan.sustained_offered / plan.sustained_batch,
+                    duration=plan.profile_seconds,
+                )  # fmt: skip
+                await asyncio.sleep(2)
+    finally:
+        await session.close()
+        await ctx.children.stop(hub.child)
+        await ctx.children.stop(fake)
+
+    fig = summary(sustained, "msgs/s")
+    base = summary(direct, "msgs/s")
+    # Offering pauses while the backlog is full; if it never paused, the hub kept up.
+    capped = not any(backlog_waits)
+    row(
+        ctx, "P5", "P5",
+        f"dispatch to loopback fake SMS provider, accept → provider received, sustained ({ctx.db})",
+        fig, base, "the same fake provider driven directly, concurrency 64",
+        ">= 1,500 msgs/s", None if fig["median"] is None else fig["median"] >= 1500,
+        ratio_of(fig, base), run_ratios(sustained, direct),
+        offered=summary(offered_rates, "msgs/s"),
+        server_cpu_percent=summary(sustained_cpu, "%"),
+        note=(
+            f"offered {plan.sustained_offered:,}/s in batches of {plan.sustained_batch} and the "
+            "hub "
+            "kept up: the figure is a lower bound of its capacity" if capped else
+            f"offered up to {plan.sustained_offered:,}/s in batches of {plan.sustained_batch}, "
+            "pausing "
+            f"while {plan.sustained_backlog:,} were accepted but not yet at the provider: the "
+            "figure "
+            "is the end-to-end capacity (accept + dispatch in one process)"
+        ),
+    )  # fmt: skip
+    p99_fig = summary([x["p99"] for x in p99s], "ms")
+    row(
+        ctx, "P5@500", "P5",
+        f"p99 accept → provider received at {plan.p5_rate} msgs/s offered (SendMessage)",
+        p99_fig, None, "-", "p99 < 250 ms",
+        None if p99_fig["median"] is None else p99_fig["median"] < 250,
+        None, None, p50=summary([x["p50"] for x in p99s], "ms"),
+        missing=[x["missing"] for x in p99s],
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------- main
+async def amain(args: argparse.Namespace) -> int:
+    began = time.monotonic()
+    plan = QUICK if args.quick else FULL
+    if args.runs is not None:
+        plan = Plan(**{**plan.__dict__, "runs": args.runs})
+    want = (
+        set(args.only.split(","))
+        if args.only
+        else set(PG_DEFAULT if args.db == "postgresql" else ALL)
+    )
+    unknown = want - set(ALL)
+    if unknown:
+        raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    # SIGTERM ends the run the way Ctrl-C does: through the finally below, which stops children.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
+    tmp = Path(tempfile.mkdtemp(prefix="cimhub-bench-"))
+    children = Children(tmp)
+    atexit.register(children.kill_all_now)
+    ctx = Ctx(args=args, plan=plan, children=children, tmp=tmp, db=args.db)
+    suffix = "" if args.db == "sqlite" else f"-{args.db}"
+    out_dir = BENCH / "results"
+    log(
+        f"bench: {', '.join(sorted(want))} on {args.db}, {plan.runs} run(s) per "
+        f"figure{' (quick)' if args.quick else ''}; logs in {tmp}"
+    )
+    info = machine()
+    failed = False
+    try:
+        if args.db == "postgresql":
+            sys.path.insert(0, str(ROOT / "tests"))
+            from support.postgres import PostgresServer
+
+            ctx.pg = PostgresServer().start()
+            log(f"postgresql on port {ctx.pg.port}")
+        ctx.load = await Worker.start("loadgen", children)
+        if want & {"P3", "P6"}:
+            ctx.subs = [
+                await Worker.start(f"subscribers-{i}", children) for i in range(plan.sub_workers)
+            ]
+        steps: list[tuple[set[str], Callable[[], Any]]] = [
+            ({"P1", "P4"}, lambda: bench_unary(ctx, want)),
+            ({"P2"}, lambda: bench_batch(ctx)),
+            ({"P5"}, lambda: bench_dispatch(ctx)),
+            ({"P3", "P6"}, lambda: bench_fanout(ctx, want)),
+        ]
+        for ids, step in steps:
+            if not ids & want:
+                continue
+            t = time.monotonic()
+            try:
+                await step()
+            except Exception as exc:
+                failed = True
+                ctx.notes.append(f"{'/'.join(sorted(ids & want))} failed: {exc}")
+                log(f"ERROR in {'/'.join(sorted(ids & want))}: {exc}")
+                for child in list(children.children):
+                    if child.name.startswith(("hub-", "bare-", "fake-")):
+                        await children.stop(child)
+            log(f"  ({time.monotonic() - t:.0f}s)")
+    finally:
+        await children.stop_all()
+        if ctx.pg is not None:
+            ctx.pg.stop()
+        if not args.keep_logs:
+            shutil.rmtree(tmp, ignore_errors=True)
+    elapsed = time.monotonic() - began
+    doc = {
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "db": args.db,
+        "quick": bool(args.quick),
+        "runs": plan.runs,
+        "plan": plan.__dict__,
+        "machine": info,
+        "duration_seconds": round(elapsed, 1),
+        "results": ctx.rows,
+        "series": ctx.series,
+        "profiles": ctx.profiles,
+        "notes": ctx.notes,
+    }
+    paths = report.write_all(doc, out_dir, "latest" + suffix)
+    log(f"wrote {', '.join(str(p.relative_to(ROOT)) for p in paths)} in {elapsed:.0f}s")
+    print()
+    print(report.markdown_table(doc))
+    return 1 if failed else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--quick", action="store_true", help="one short run per figure")
+    parser.add_argument(
+        "--runs", type=int, default=None, help="runs per figure (default 3; 1 with --quick)"
+    )
+    parser.add_argument("--only", help="comma-separated scenario ids, e.g. P1,P4")
+    parser.add_argument("--profile", action="store_true", help="py-spy the hub for each scenario")
+    parser.add_argument(
+        "--keep-logs", action="store_true", help="keep the temp dir with server logs"
+    )
+    args = parser.parse_args()
+    if args.runs is not None and args.runs < 1:
+        parser.error("--runs must be >= 1")
+    os.chdir(ROOT)
+    try:
+        return asyncio.run(amain(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        log("bench: interrupted; every process it started has been stopped")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
