@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import signal
@@ -12,6 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from server.config import Settings, load_channels
+
+# Modules with a `register(subparsers)` function adding their subcommands.
+_COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
         "--channels", type=Path, help="channels TOML file (env CIMHUB_CHANNELS_FILE)"
     )
     serve.add_argument("--log-level", default="INFO")
+    # Each group of subcommands lives in its own module and registers itself;
+    # a registered subparser sets `handler`, a callable taking the parsed args
+    # and returning the exit code.
+    for module in _COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 
@@ -73,11 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command is None:
         args = _parser().parse_args(["serve", *(argv or [])])
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO))
     if args.command == "serve":
+        logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO))
         asyncio.run(serve(settings_from(args, dict(os.environ))))
         return 0
-    return 2
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        _parser().print_help()
+        return 2
+    return int(handler(args))
 
 
 if __name__ == "__main__":
