@@ -334,3 +334,36 @@ activities = Table(
     Index("ix_activities_customer", "tenant_id", "customer_id", "created_at"),
     Index("ix_activities_conversation", "tenant_id", "conversation_id", "created_at"),
 )
+
+# Who may call. A tenant owns apps; an app holds API keys. Only a SHA-256 of each
+# secret is kept: the secret itself is shown once, when the key is created.
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+apps = Table(
+    "apps",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_apps_tenant", "tenant_id"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    # The public half, sent as x-api-id.
+    Column("api_id", String(64), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("app_id", String(64), nullable=False),
+    Column("secret_sha256", LargeBinary(32), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger),
+    Index("ix_api_keys_app", "app_id"),
+)
