@@ -51,7 +51,7 @@ from common import (
     quiesce,
     summary,
 )
-from loadgen import GRPC_OPTIONS, batch_request, message_payload
+from loadgen import API_ID, API_KEY, AUTH_METADATA, GRPC_OPTIONS, batch_request, message_payload
 
 ALL = ("P1", "P2", "P3", "P4", "P5", "P6")
 PG_DEFAULT = ("P1", "P2", "P5")
@@ -81,7 +81,7 @@ class Plan:
     burst_events: int = 150  # bare burst: as many events, each its own stream message
     rates: tuple[int, ...] = (10, 50, 200)  # events/s for the fan-out latency
     rate_seconds: float = 3.0
-    drain_cap: float = 3.0  # how long past the end of a rate run to wait for stragglers
+    drain_cap: float = 5.0  # how long past the end of a rate run to wait for stragglers
     sustained_offered: int = 3000  # messages/s offered for the P5 throughput run
     sustained_batch: int = 250
     sustained_backlog: int = 1000  # offering pauses while this many are accepted, not sent
@@ -156,7 +156,13 @@ async def start_hub(ctx: Ctx, name: str, channels: Path | None = None) -> Hub:
     ]  # fmt: skip
     if channels is not None:
         argv += ["--channels", str(channels)]
-    env = {"CIMHUB_SHUTDOWN_GRACE": "1", "BENCH_TWILIO_TOKEN": TWILIO_TOKEN}
+    env = {
+        "CIMHUB_SHUTDOWN_GRACE": "1",
+        "BENCH_TWILIO_TOKEN": TWILIO_TOKEN,
+        # The hub creates this app and key at start, so calls pass authentication.
+        "CIMHUB_BOOTSTRAP_API_ID": API_ID,
+        "CIMHUB_BOOTSTRAP_API_KEY": API_KEY,
+    }
     child = await ctx.children.start(name, argv, "cimhub: gRPC on", env=env, ready_timeout=120)
     # "cimhub: gRPC on 127.0.0.1:N, HTTP on 127.0.0.1:M"
     grpc_addr = child.ready_line.split("gRPC on ", 1)[1].split(",")[0].strip()
@@ -562,7 +568,7 @@ async def bench_fanout(ctx: Ctx, want: set[str]) -> None:
         await hub_fleet.subscribe()
 
         async def hub_probe() -> None:
-            await send_message(message_payload("sandbox-sms"), timeout=30)
+            await send_message(message_payload("sandbox-sms"), timeout=30, metadata=AUTH_METADATA)
 
         probe = await hub_fleet.until_ready(hub_probe)
         change_bytes = probe["change_bytes"] or 200
@@ -585,7 +591,7 @@ async def bench_fanout(ctx: Ctx, want: set[str]) -> None:
         ).SerializeToString()
 
         async def hub_burst() -> None:
-            await send_batch(burst_req, timeout=30)
+            await send_batch(burst_req, timeout=30, metadata=AUTH_METADATA)
 
         async def bare_burst() -> None:
             spec = {"count": plan.burst_events, "rate": 0, "size": change_bytes}
@@ -695,6 +701,7 @@ async def bench_fanout(ctx: Ctx, want: set[str]) -> None:
         s["censored_runs"] = sum(1 for x in runs if x["censored"])
         s["censored"] = 2 * s["censored_runs"] > len(runs)
         s["events_per_s"] = summary([x["events_per_s"] for x in runs], "events/s")
+        s["run_detail"] = runs
         return s
 
     ctx.series["fanout_latency"] = {
