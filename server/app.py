@@ -13,6 +13,7 @@ from adapters.base import AdapterContext
 from adapters.registry import build_adapter
 from server.api.config import ConfigServicer
 from server.api.context import DEFAULT_TENANT
+from server.api.customers import CustomerServicer
 from server.api.inbound import InboundApi
 from server.api.messaging import MessagingServicer
 from server.api.notifications import NotificationServicer
@@ -29,6 +30,7 @@ from server.events.bus import InProcessBus
 from server.gateway.app import create_app
 from server.gateway.callbacks import add_callback_routes
 from server.net.http import OutboundHttp
+from server.runtime_channels import RuntimeChannels
 from server.storage.store import SqlStore
 from server.storage.writer import now_ms
 from server.sweeper import InactivitySweeper
@@ -94,9 +96,22 @@ class Hub:
 
         store = await SqlStore.open(settings.database_url, publish, clock=clock)
         channels = {c.channel_id: c for c in settings.channels}
+        file_channels = frozenset(channels)
+        # Channels created over the API; the channels file wins a clash of ids.
+        channel_owners: dict[str, str] = {}
+        for owner, stored in await store.stored_channels():
+            if stored.channel_id not in channels:
+                channels[stored.channel_id] = stored
+                channel_owners[stored.channel_id] = owner
         # Filled once the HTTP port, and so the callback URL, is known; the
         # dispatcher and the callback routes share this one dict.
         channel_adapters: dict[str, ChannelAdapter] = {}
+        runtime_channels = RuntimeChannels(
+            channels,
+            channel_adapters,
+            lambda channel_id, receipt: dispatcher.on_receipt(channel_id, receipt),
+            sandbox_delay=settings.sandbox_delivery_delay,
+        )
         dispatcher = Dispatcher(
             store,
             channel_adapters,
@@ -125,7 +140,14 @@ class Hub:
                     stall_seconds=settings.subscriber_stall_seconds,
                 ),
                 sessions=SessionServicer(store),
-                config=ConfigServicer(channels, store),
+                config=ConfigServicer(
+                    channels,
+                    store,
+                    runtime_channels,
+                    file_channels=file_channels,
+                    channel_owners=channel_owners,
+                ),
+                customers=CustomerServicer(store),
             ),
             address=f"{settings.host}:{settings.grpc_port}",
             max_message_bytes=settings.max_grpc_message_bytes,
@@ -177,6 +199,13 @@ class Hub:
             channel_adapters[channel.channel_id] = build_adapter(
                 channel, ctx, sandbox_delay=settings.sandbox_delivery_delay
             )
+        runtime_channels.context = ctx
+        for channel_id in channel_owners:
+            try:
+                channel_adapters[channel_id] = runtime_channels.build(channels[channel_id])
+            except ValueError:
+                # One bad stored channel must not keep the others from serving.
+                log.exception("stored channel %s has no usable adapter", channel_id)
         # Tests replace the adapters of some channels and keep the rest.
         channel_adapters.update(adapters or {})
         await dispatcher.start()

@@ -1,22 +1,75 @@
-"""ConfigService."""
+"""ConfigService: channels, the tenant webhook, global variables and templates."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, MutableMapping
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import grpc
+from google.protobuf import struct_pb2
+from google.protobuf.json_format import MessageToDict
 
 from cim.v1 import config_service_pb2 as pb
 from cim.v1 import config_service_pb2_grpc as pb_grpc
 from server.api.context import tenant_of
-from server.domain.errors import FieldViolation, invalid
+from server.domain.customer import (
+    GlobalVar,
+    TemplateRecord,
+    check_template,
+    check_var,
+    effective_vars,
+)
+from server.domain.errors import (
+    FieldViolation,
+    already_exists,
+    failed_precondition,
+    invalid,
+    not_found,
+)
 from server.domain.models import Channel
 from server.storage.store import SqlStore
 
+REDACTED = "***"
+_SECRET_WORDS = ("secret", "token", "password", "passwd", "key", "credential", "auth")
+_CHANNEL_ID = re.compile(r"^[A-Za-z0-9_.:@+\-]{1,128}$")
+_STATUS_NAMES = {
+    pb.TEMPLATE_APPROVAL_STATUS_APPROVED: "APPROVED",
+    pb.TEMPLATE_APPROVAL_STATUS_PENDING: "PENDING",
+    pb.TEMPLATE_APPROVAL_STATUS_REJECTED: "REJECTED",
+}
+_STATUS_VALUES = {v: k for k, v in _STATUS_NAMES.items()}
 
-def channel_to_proto(c: Channel) -> pb.Channel:
-    return pb.Channel(
+
+class ChannelRegistry(Protocol):
+    """The composition root's side of runtime channels: adapters live there."""
+
+    def check(self, channel: Channel) -> None:
+        """Raise ValueError when no adapter can be built for the channel."""
+
+    async def add(self, channel: Channel) -> None:
+        """Build, start and register the channel's adapter, replacing any old one."""
+
+    async def remove(self, channel_id: str) -> None:
+        """Stop and forget the channel's adapter."""
+
+
+def redact(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings with every credential-like value hidden, at any depth."""
+    out: dict[str, Any] = {}
+    for k, v in settings.items():
+        if any(word in k.lower() for word in _SECRET_WORDS):
+            out[k] = REDACTED
+        elif isinstance(v, Mapping):
+            out[k] = redact(v)
+        else:
+            out[k] = v
+    return out
+
+
+def channel_to_proto(c: Channel, *, read_only: bool = False) -> pb.Channel:
+    reply = pb.Channel(
         channel_id=c.channel_id,
         contact_type=c.contact_type,
         lane=c.lane,
@@ -24,41 +77,330 @@ def channel_to_proto(c: Channel) -> pb.Channel:
         provider=c.provider,
         sandbox=c.sandbox,
         tps=c.tps,
+        max_in_flight=c.max_in_flight,
+        read_only=read_only,
+    )
+    if c.settings:
+        reply.settings.update(_json_safe(redact(c.settings)))
+    return reply
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def channel_from_proto(m: pb.Channel) -> Channel:
+    problems = []
+    if not _CHANNEL_ID.match(m.channel_id):
+        problems.append(FieldViolation("channelId", "1 to 128 letters, digits or _.:@+-"))
+    if not m.contact_type:
+        problems.append(FieldViolation("contactType", "required"))
+    if not m.provider:
+        problems.append(FieldViolation("provider", "required"))
+    if m.tps < 0:
+        problems.append(FieldViolation("tps", "must not be negative"))
+    if m.max_in_flight < 0:
+        problems.append(FieldViolation("maxInFlight", "must not be negative"))
+    settings = MessageToDict(m.settings) if m.HasField("settings") else {}
+    if REDACTED in _leaves(settings):
+        # A redacted copy sent back must not overwrite the real credential.
+        problems.append(FieldViolation("settings", "send credentials in full, not redacted"))
+    if problems:
+        raise invalid(problems)
+    return Channel(
+        channel_id=m.channel_id,
+        contact_type=m.contact_type.upper(),
+        provider=m.provider,
+        lane=m.lane,
+        name=m.name,
+        sandbox=m.sandbox or m.provider == "sandbox",
+        tps=m.tps,
+        max_in_flight=m.max_in_flight or 64,
+        settings=settings,
     )
 
 
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, Mapping):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, list):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value]
+
+
 def check_webhook_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        ok = False
+    if not ok or len(url) > 2048:
         raise invalid([FieldViolation("url", "must be an absolute http(s) URL")])
 
 
+def var_to_proto(v: GlobalVar) -> pb.GlobalVar:
+    return pb.GlobalVar(
+        id=f"{v.channel_id}:{v.key}" if v.channel_id else v.key,
+        key=v.key,
+        value=v.value,
+        description=v.description,
+        channel_id=v.channel_id,
+        type="CHANNEL" if v.channel_id else "TENANT",
+        updated_stamp=v.updated_at,
+    )
+
+
+def template_to_proto(t: TemplateRecord) -> pb.Template:
+    return pb.Template(
+        id=t.id,
+        code=t.code,
+        lang=t.lang,
+        category=t.category,
+        header=t.header,
+        body=t.body,
+        footer=t.footer,
+        buttons=[
+            pb.TemplateButton(
+                type=str(b.get("type", "")),
+                label=str(b.get("label", "")),
+                code=str(b.get("code", "")),
+                url=str(b.get("url", "")),
+                phone=str(b.get("phone", "")),
+            )
+            for b in t.buttons
+        ],
+        approved=[
+            pb.TemplateApproval(
+                channel_id=channel_id, status=_STATUS_VALUES[status], template_id=t.id
+            )
+            for channel_id, status in sorted(t.approvals.items())
+        ],
+        created_stamp=t.created_at,
+    )
+
+
+def template_from_proto(m: pb.Template, template_id: str = "") -> TemplateRecord:
+    approvals: dict[str, str] = {}
+    problems = []
+    for i, a in enumerate(m.approved):
+        status = _STATUS_NAMES.get(a.status)
+        if status is None:
+            problems.append(
+                FieldViolation(f"approved[{i}].status", "must be APPROVED, PENDING or REJECTED")
+            )
+            continue
+        approvals[a.channel_id] = status
+    problems.extend(check_template(m.code, m.lang, m.body, approvals))
+    if problems:
+        raise invalid(problems)
+    return TemplateRecord(
+        id=template_id,
+        code=m.code,
+        lang=m.lang,
+        body=m.body,
+        category=m.category,
+        header=m.header,
+        footer=m.footer,
+        buttons=tuple(
+            {"type": b.type, "label": b.label, "code": b.code, "url": b.url, "phone": b.phone}
+            for b in m.buttons
+        ),
+        approvals=approvals,
+    )
+
+
 class ConfigServicer(pb_grpc.ConfigServiceServicer):
-    def __init__(self, channels: Mapping[str, Channel], store: SqlStore) -> None:
+    def __init__(
+        self,
+        channels: MutableMapping[str, Channel],
+        store: SqlStore,
+        registry: ChannelRegistry | None = None,
+        *,
+        file_channels: frozenset[str] = frozenset(),
+        channel_owners: MutableMapping[str, str] | None = None,
+    ) -> None:
         self._channels = channels
         self._store = store
+        self._registry = registry
+        # Channels from the channels file belong to the deployment, not a tenant.
+        self._file_channels = file_channels
+        self._owners = channel_owners if channel_owners is not None else {}
 
+    # -- channels -----------------------------------------------------------
+    async def ListChannels(
+        self, request: pb.ListChannelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListChannelsResponse:
+        with_sandbox = request.sandbox or request.sabdnox
+        tenant = tenant_of(context)
+        return pb.ListChannelsResponse(
+            results=[
+                channel_to_proto(c, read_only=c.channel_id in self._file_channels)
+                for c in self._channels.values()
+                if (with_sandbox or not c.sandbox) and self._visible(tenant, c.channel_id)
+            ]
+        )
+
+    def _visible(self, tenant: str, channel_id: str) -> bool:
+        owner = self._owners.get(channel_id)
+        return owner is None or owner == tenant
+
+    def _owned(self, tenant: str, channel_id: str) -> Channel:
+        channel = self._channels.get(channel_id)
+        if channel is None or not self._visible(tenant, channel_id):
+            raise not_found("channel", channel_id)
+        if channel_id in self._file_channels:
+            raise failed_precondition(
+                "CHANNEL_READ_ONLY", f"channel {channel_id!r} comes from the channels file"
+            )
+        return channel
+
+    async def GetChannel(
+        self, request: pb.GetChannelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetChannelResponse:
+        channel = self._channels.get(request.channel_id)
+        if channel is None or not self._visible(tenant_of(context), request.channel_id):
+            raise not_found("channel", request.channel_id)
+        return pb.GetChannelResponse(
+            channel=channel_to_proto(channel, read_only=request.channel_id in self._file_channels)
+        )
+
+    def _build_check(self, channel: Channel) -> None:
+        if self._registry is None:
+            raise failed_precondition("CHANNELS_READ_ONLY", "channels cannot be changed here")
+        try:
+            self._registry.check(channel)
+        except ValueError as exc:
+            raise invalid([FieldViolation("provider", str(exc))]) from exc
+
+    async def CreateChannel(
+        self, request: pb.CreateChannelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateChannelResponse:
+        tenant = tenant_of(context)
+        channel = channel_from_proto(request.channel)
+        if channel.channel_id in self._channels:
+            raise already_exists("CHANNEL_EXISTS", f"channel {channel.channel_id!r} already exists")
+        self._build_check(channel)
+        await self._store.insert_channel(tenant, channel)
+        assert self._registry is not None
+        self._owners[channel.channel_id] = tenant
+        await self._registry.add(channel)
+        return pb.CreateChannelResponse(channel=channel_to_proto(channel))
+
+    async def UpdateChannel(
+        self, request: pb.UpdateChannelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateChannelResponse:
+        tenant = tenant_of(context)
+        self._owned(tenant, request.channel.channel_id)
+        channel = channel_from_proto(request.channel)
+        self._build_check(channel)
+        await self._store.replace_channel(tenant, channel)
+        assert self._registry is not None
+        await self._registry.add(channel)
+        return pb.UpdateChannelResponse(channel=channel_to_proto(channel))
+
+    async def DeleteChannel(
+        self, request: pb.DeleteChannelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteChannelResponse:
+        tenant = tenant_of(context)
+        self._owned(tenant, request.channel_id)
+        await self._store.delete_channel(tenant, request.channel_id)
+        if self._registry is not None:
+            await self._registry.remove(request.channel_id)
+        self._owners.pop(request.channel_id, None)
+        return pb.DeleteChannelResponse()
+
+    # -- webhook ------------------------------------------------------------
     async def SetWebhook(
         self, request: pb.SetWebhookRequest, context: grpc.aio.ServicerContext
     ) -> pb.SetWebhookResponse:
-        check_webhook_url(request.url)
+        # An empty URL (the public API's own example) turns webhook delivery off.
+        if request.url:
+            check_webhook_url(request.url)
         tenant = tenant_of(context)
         secret = await self._store.set_tenant_webhook(tenant, request.url)
         reply = pb.SetWebhookResponse(
-            id=tenant, webhook=request.url, type="WEBHOOK", app_mode="WEBHOOK"
+            id=tenant,
+            webhook=request.url,
+            type="WEBHOOK",
+            app_mode="WEBHOOK",
+            key_name=tenant,
+            config=struct_pb2.Struct(),
+            props=struct_pb2.Struct(),
         )
         # The tenant needs the secret to verify our signatures; it is theirs to see.
         reply.secret.update({"signingSecret": secret})
         return reply
 
-    async def ListChannels(
-        self, request: pb.ListChannelsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ListChannelsResponse:
-        with_sandbox = request.sandbox or request.sabdnox
-        return pb.ListChannelsResponse(
-            results=[
-                channel_to_proto(c)
-                for c in self._channels.values()
-                if with_sandbox or not c.sandbox
-            ]
+    # -- global variables ---------------------------------------------------
+    async def ListGlobalVars(
+        self, request: pb.ListGlobalVarsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListGlobalVarsResponse:
+        stored = await self._store.list_global_vars(tenant_of(context), request.channel_id)
+        if request.channel_id:
+            shown = sorted(effective_vars(stored, request.channel_id).values(), key=_var_key)
+        else:
+            shown = stored
+        return pb.ListGlobalVarsResponse(results=[var_to_proto(v) for v in shown])
+
+    async def SetGlobalVar(
+        self, request: pb.SetGlobalVarRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetGlobalVarResponse:
+        problems = check_var(request.key, request.value)
+        if request.channel_id and request.channel_id not in self._channels:
+            problems.append(FieldViolation("channelId", f"unknown channel {request.channel_id!r}"))
+        if problems:
+            raise invalid(problems)
+        stored = await self._store.set_global_var(
+            tenant_of(context),
+            GlobalVar(request.key, request.value, request.description, request.channel_id),
         )
+        return pb.SetGlobalVarResponse(global_var=var_to_proto(stored))
+
+    async def DeleteGlobalVar(
+        self, request: pb.DeleteGlobalVarRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteGlobalVarResponse:
+        await self._store.delete_global_var(tenant_of(context), request.key, request.channel_id)
+        return pb.DeleteGlobalVarResponse()
+
+    # -- templates ----------------------------------------------------------
+    async def ListTemplates(
+        self, request: pb.ListTemplatesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListTemplatesResponse:
+        found = await self._store.list_templates(
+            tenant_of(context),
+            channel_id=request.channel_id,
+            status=_STATUS_NAMES.get(request.channel_status, ""),
+        )
+        return pb.ListTemplatesResponse(results=[template_to_proto(t) for t in found])
+
+    async def CreateTemplate(
+        self, request: pb.CreateTemplateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateTemplateResponse:
+        record = template_from_proto(request.template)
+        created = await self._store.insert_template(tenant_of(context), record)
+        return pb.CreateTemplateResponse(template=template_to_proto(created))
+
+    async def UpdateTemplate(
+        self, request: pb.UpdateTemplateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateTemplateResponse:
+        if not request.template.id:
+            raise invalid([FieldViolation("template.id", "required")])
+        record = template_from_proto(request.template, request.template.id)
+        updated = await self._store.replace_template(tenant_of(context), record)
+        return pb.UpdateTemplateResponse(template=template_to_proto(updated))
+
+    async def DeleteTemplate(
+        self, request: pb.DeleteTemplateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteTemplateResponse:
+        await self._store.delete_template(tenant_of(context), request.template_id)
+        return pb.DeleteTemplateResponse()
+
+
+def _var_key(v: GlobalVar) -> str:
+    return v.key

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -15,8 +16,23 @@ from server.api.context import metadata_value, tenant_of
 from server.api.convert import message_to_proto, status_from_proto, status_to_proto
 from server.api.inbound import InboundApi
 from server.api.paging import page_args
-from server.domain.batch import BatchGroup, BatchSend, PlannedDestination, Template, plan_batch
-from server.domain.models import Channel, OutboundMessage
+from server.domain.batch import (
+    BatchGroup,
+    BatchSend,
+    PlannedDestination,
+    Template,
+    pick_channel,
+    plan_batch,
+)
+from server.domain.customer import (
+    render_known,
+    render_template,
+    require_approved,
+    text_value,
+    var_values,
+)
+from server.domain.errors import FieldViolation, invalid
+from server.domain.models import Channel, OutboundDraft, OutboundMessage
 from server.domain.sending import SingleSend, plan_single
 from server.storage.messages import IdempotencyKey
 from server.storage.store import SqlStore
@@ -111,6 +127,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
     ) -> pb.SendMessageResponse:
         tenant = tenant_of(context)
         draft = plan_single(tenant, single_send(request), self._channels)
+        draft = await self._personalise(tenant, request, draft)
 
         def render(created: Sequence[OutboundMessage]) -> bytes:
             return _send_response(created[0]).SerializeToString()
@@ -127,12 +144,17 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         tenant = tenant_of(context)
         idem = idempotency(request, context)
         template = await self._template(tenant, request)
+        send = batch_send(request)
+        channel = pick_channel(send.channel.lower(), send.from_address, self._channels)
+        channel_id = channel.channel_id if channel is not None else ""
+        stored_vars = await self._store.list_global_vars(tenant, channel_id)
         planned = plan_batch(
             tenant,
-            batch_send(request),
+            send,
             self._channels,
             self._clock(),
             template=template,
+            tenant_vars=var_values(stored_vars, channel_id),
             idempotency_key=idem.key if idem else "",
         )
         drafts = [p.draft for p in planned if p.draft is not None]
@@ -154,6 +176,49 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         return await self._store.find_template(
             tenant, template_id=ref.id, code=ref.code, lang=ref.lang
         )
+
+    async def _personalise(
+        self, tenant: str, request: pb.SendMessageRequest, draft: OutboundDraft
+    ) -> OutboundDraft:
+        """Global variables into the text, and for templates the stored template,
+        in the contact's language when the request names none."""
+        stored_vars = await self._store.list_global_vars(tenant, draft.channel_id)
+        values = {"destination": draft.destination, **var_values(stored_vars, draft.channel_id)}
+        if draft.type != "template":
+            text = render_known(draft.text, values)
+            if text == draft.text:
+                return draft
+            content = dict(draft.content)
+            if "text" in content:
+                content["text"] = text
+            return replace(draft, text=text, content=content)
+        ref = request.template
+        lang = ref.lang
+        if not lang and not ref.id:
+            contact_ids = [request.to.contact_id, draft.destination]
+            langs = await self._store.contact_langs(tenant, contact_ids)
+            lang = next((langs[c] for c in contact_ids if c in langs), "")
+        template = await self._store.find_template(
+            tenant, template_id=ref.id, code=ref.code, lang=lang
+        )
+        if template is None and lang and not ref.lang:
+            # No version in the preferred language: any language of the code.
+            template = await self._store.find_template(tenant, code=ref.code)
+        if template is None:
+            raise invalid([FieldViolation("template.id", "unknown template")])
+        require_approved(template.code, template.approvals, draft.channel_id)
+        data = MessageToDict(ref.data) if ref.HasField("data") else {}
+        values.update({k: text_value(v) for k, v in data.items()})
+        body = render_template(template.body, values)
+        content = dict(draft.content)
+        content["text"] = body
+        content["template"] = {
+            **dict(content.get("template", {})),
+            "id": template.id,
+            "code": template.code,
+            "lang": template.lang,
+        }
+        return replace(draft, text=body, content=content)
 
     async def GetMessage(
         self, request: pb.GetMessageRequest, context: grpc.aio.ServicerContext

@@ -12,6 +12,8 @@ from grpc_reflection.v1alpha import reflection
 from cim.v1 import (
     config_service_pb2,
     config_service_pb2_grpc,
+    customer_service_pb2,
+    customer_service_pb2_grpc,
     messaging_service_pb2,
     messaging_service_pb2_grpc,
     notification_service_pb2,
@@ -20,6 +22,7 @@ from cim.v1 import (
     session_service_pb2_grpc,
 )
 from server.api.config import ConfigServicer
+from server.api.customers import CustomerServicer
 from server.api.errors import ErrorInterceptor
 from server.api.messaging import MessagingServicer
 from server.api.notifications import NotificationServicer
@@ -30,6 +33,7 @@ SERVICE_NAMES = (
     notification_service_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name,
     session_service_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
     config_service_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name,
+    customer_service_pb2.DESCRIPTOR.services_by_name["CustomerService"].full_name,
 )
 
 
@@ -39,6 +43,7 @@ class Services:
     notifications: NotificationServicer
     sessions: SessionServicer
     config: ConfigServicer
+    customers: CustomerServicer | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,8 @@ def build_server(
     )
     session_service_pb2_grpc.add_SessionServiceServicer_to_server(services.sessions, server)
     config_service_pb2_grpc.add_ConfigServiceServicer_to_server(services.config, server)
+    if services.customers is not None:
+        customer_service_pb2_grpc.add_CustomerServiceServicer_to_server(services.customers, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

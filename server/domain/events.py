@@ -17,6 +17,8 @@ class EventType(StrEnum):
     SESSION = "SessionEvent"
     THIRD_PARTY_ACTIVITY = "ThirdPartyActivityEvent"
     CONVERSATION_CHANGE = "ConversationChangeEvent"
+    # Pushed by the tenant through /api/v1/event/push.
+    CUSTOMER = "CustomerEvent"
 
 
 MESSAGING_NOTIFICATION = "ms.MessagingEventNotification"

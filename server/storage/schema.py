@@ -367,3 +367,66 @@ api_keys = Table(
     Column("revoked_at", BigInteger),
     Index("ix_api_keys_app", "app_id"),
 )
+
+# $(name) values for substitutions; channel_id "" holds the tenant-wide value.
+global_vars = Table(
+    "global_vars",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("channel_id", String(128), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+# Channels created over the API, loaded at start alongside the configured ones.
+channels = Table(
+    "channels",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("channel_id", String(128), primary_key=True),
+    Column("config", JSON, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index("ix_channels_tenant", "tenant_id"),
+)
+
+contact_prefs = Table(
+    "contact_prefs",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("contact_id", String(256), primary_key=True),
+    Column("lang", String(32), nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+# Customer data pushed by the tenant; contact_id comes from a contact link.
+customer_objects = Table(
+    "customer_objects",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("object_id", String(256), primary_key=True),
+    Column("type", String(128), nullable=False),
+    Column("contact_id", String(256), nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("links", JSON, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index("ix_customer_objects_contact", "tenant_id", "contact_id"),
+)
+
+customer_events = Table(
+    "customer_events",
+    metadata,
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("tenant_id", String(64), nullable=False),
+    Column("event_id", String(256), nullable=False),
+    Column("event_name", String(128), nullable=False),
+    Column("contact_id", String(256), nullable=False),
+    Column("links", JSON, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_customer_events_contact", "tenant_id", "contact_id", "seq"),
+)

@@ -35,13 +35,14 @@ from server.storage import messages as msgs
 from server.storage import sessions as sess
 from server.storage import templates as tmpl
 from server.storage import webhooks as hooks
+from server.storage.config_store import ConfigStoreMixin
 from server.storage.db import is_sqlite, make_engine
 from server.storage.inbound import ReceiveOutcome
 from server.storage.messages import AcceptResult, IdempotencyKey
 from server.storage.writer import Tx, Writer, now_ms
 
 
-class SqlStore:
+class SqlStore(ConfigStoreMixin):
     def __init__(self, engine: AsyncEngine, writer: Writer) -> None:
         self.engine = engine
         self._writer = writer

@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from cim.v1 import annotations_pb2 as cim_dot_v1_dot_annotations__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63im/v1/config_service.proto\x12\x06\x63im.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x7f\n\x07\x43hannel\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontact_type\x18\x02 \x01(\t\x12\x0c\n\x04lane\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x0f\n\x07sandbox\x18\x06 \x01(\x08\x12\x0b\n\x03tps\x18\x07 \x01(\x05\"7\n\x13ListChannelsRequest\x12\x0f\n\x07sandbox\x18\x01 \x01(\x08\x12\x0f\n\x07sabdnox\x18\x02 \x01(\x08\"8\n\x14ListChannelsResponse\x12 \n\x07results\x18\x01 \x03(\x0b\x32\x0f.cim.v1.Channel\" \n\x11SetWebhookRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\"z\n\x12SetWebhookResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07webhook\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x10\n\x08\x61pp_mode\x18\x04 \x01(\t\x12\'\n\x06secret\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct2\xe3\x01\n\rConfigService\x12j\n\x0cListChannels\x12\x1b.cim.v1.ListChannelsRequest\x1a\x1c.cim.v1.ListChannelsResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v1/config/channels\x12\x66\n\nSetWebhook\x12\x19.cim.v1.SetWebhookRequest\x1a\x1a.cim.v1.SetWebhookResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/api/v1/config/webhook:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63im/v1/config_service.proto\x12\x06\x63im.v1\x1a\x18\x63im/v1/annotations.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xd4\x01\n\x07\x43hannel\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontact_type\x18\x02 \x01(\t\x12\x0c\n\x04lane\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x0f\n\x07sandbox\x18\x06 \x01(\x08\x12\x0b\n\x03tps\x18\x07 \x01(\x05\x12\x15\n\rmax_in_flight\x18\x08 \x01(\x05\x12)\n\x08settings\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tread_only\x18\n \x01(\x08\"7\n\x13ListChannelsRequest\x12\x0f\n\x07sandbox\x18\x01 \x01(\x08\x12\x0f\n\x07sabdnox\x18\x02 \x01(\x08\"8\n\x14ListChannelsResponse\x12 \n\x07results\x18\x01 \x03(\x0b\x32\x0f.cim.v1.Channel\" \n\x11SetWebhookRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\"\xa9\x02\n\x12SetWebhookResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07webhook\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x10\n\x08\x61pp_mode\x18\x04 \x01(\t\x12\'\n\x06secret\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08key_name\x18\x06 \x01(\t\x12\x11\n\tagent_app\x18\x07 \x01(\x08\x12\x14\n\x0c\x66\x65\x65\x64\x62\x61\x63k_app\x18\x08 \x01(\x08\x12\x11\n\tread_only\x18\t \x01(\x08\x12\x0e\n\x06shared\x18\n \x01(\x08\x12\'\n\x06\x63onfig\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x05props\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct\"\'\n\x11GetChannelRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\t\"6\n\x12GetChannelResponse\x12 \n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x0f.cim.v1.Channel\"L\n\x14\x43reateChannelRequest\x12 \n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x0f.cim.v1.Channel\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"9\n\x15\x43reateChannelResponse\x12 \n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x0f.cim.v1.Channel\"L\n\x14UpdateChannelRequest\x12 \n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x0f.cim.v1.Channel\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"9\n\x15UpdateChannelResponse\x12 \n\x07\x63hannel\x18\x01 \x01(\x0b\x32\x0f.cim.v1.Channel\">\n\x14\x44\x65leteChannelRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x17\n\x15\x44\x65leteChannelResponse\"\x81\x01\n\tGlobalVar\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x12\n\nchannel_id\x18\x05 \x01(\t\x12\x0c\n\x04type\x18\x06 \x01(\t\x12\x15\n\rupdated_stamp\x18\x07 \x01(\x03\"+\n\x15ListGlobalVarsRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\t\"<\n\x16ListGlobalVarsResponse\x12\"\n\x07results\x18\x01 \x03(\x0b\x32\x11.cim.v1.GlobalVar\"n\n\x13SetGlobalVarRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x12\n\nchannel_id\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"=\n\x14SetGlobalVarResponse\x12%\n\nglobal_var\x18\x01 \x01(\x0b\x32\x11.cim.v1.GlobalVar\"9\n\x16\x44\x65leteGlobalVarRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\nchannel_id\x18\x02 \x01(\t\"\x19\n\x17\x44\x65leteGlobalVarResponse\"k\n\x10TemplateApproval\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12.\n\x06status\x18\x02 \x01(\x0e\x32\x1e.cim.v1.TemplateApprovalStatus\x12\x13\n\x0btemplate_id\x18\x03 \x01(\t\"W\n\x0eTemplateButton\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0b\n\x03url\x18\x04 \x01(\t\x12\r\n\x05phone\x18\x05 \x01(\t\"\xde\x01\n\x08Template\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0c\n\x04lang\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x0e\n\x06header\x18\x05 \x01(\t\x12\x0c\n\x04\x62ody\x18\x06 \x01(\t\x12\x0e\n\x06\x66ooter\x18\x07 \x01(\t\x12\'\n\x07\x62uttons\x18\x08 \x03(\x0b\x32\x16.cim.v1.TemplateButton\x12*\n\x08\x61pproved\x18\t \x03(\x0b\x32\x18.cim.v1.TemplateApproval\x12\x15\n\rcreated_stamp\x18\n \x01(\x03\"b\n\x14ListTemplatesRequest\x12\x12\n\nchannel_id\x18\x01 \x01(\t\x12\x36\n\x0e\x63hannel_status\x18\x02 \x01(\x0e\x32\x1e.cim.v1.TemplateApprovalStatus\":\n\x15ListTemplatesResponse\x12!\n\x07results\x18\x01 \x03(\x0b\x32\x10.cim.v1.Template\"O\n\x15\x43reateTemplateRequest\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.cim.v1.Template\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"<\n\x16\x43reateTemplateResponse\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.cim.v1.Template\"O\n\x15UpdateTemplateRequest\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.cim.v1.Template\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"<\n\x16UpdateTemplateResponse\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.cim.v1.Template\"@\n\x15\x44\x65leteTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x18\n\x16\x44\x65leteTemplateResponse*\xb6\x01\n\x16TemplateApprovalStatus\x12(\n$TEMPLATE_APPROVAL_STATUS_UNSPECIFIED\x10\x00\x12%\n!TEMPLATE_APPROVAL_STATUS_APPROVED\x10\x01\x12$\n TEMPLATE_APPROVAL_STATUS_PENDING\x10\x02\x12%\n!TEMPLATE_APPROVAL_STATUS_REJECTED\x10\x03\x32\xbd\x0c\n\rConfigService\x12j\n\x0cListChannels\x12\x1b.cim.v1.ListChannelsRequest\x1a\x1c.cim.v1.ListChannelsResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v1/config/channels\x12q\n\nGetChannel\x12\x19.cim.v1.GetChannelRequest\x1a\x1a.cim.v1.GetChannelResponse\",\x82\xd3\xe4\x93\x02&\x12$/api/v1/config/channels/{channel_id}\x12{\n\rCreateChannel\x12\x1c.cim.v1.CreateChannelRequest\x1a\x1d.cim.v1.CreateChannelResponse\"-\x88\xb5\x18\xc9\x01\x82\xd3\xe4\x93\x02\"\"\x17/api/v1/config/channels:\x07\x63hannel\x12\x8b\x01\n\rUpdateChannel\x12\x1c.cim.v1.UpdateChannelRequest\x1a\x1d.cim.v1.UpdateChannelResponse\"=\x82\xd3\xe4\x93\x02\x37\x1a,/api/v1/config/channels/{channel.channel_id}:\x07\x63hannel\x12z\n\rDeleteChannel\x12\x1c.cim.v1.DeleteChannelRequest\x1a\x1d.cim.v1.DeleteChannelResponse\",\x82\xd3\xe4\x93\x02&*$/api/v1/config/channels/{channel_id}\x12\x66\n\nSetWebhook\x12\x19.cim.v1.SetWebhookRequest\x1a\x1a.cim.v1.SetWebhookResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/api/v1/config/webhook:\x01*\x12s\n\x0eListGlobalVars\x12\x1d.cim.v1.ListGlobalVarsRequest\x1a\x1e.cim.v1.ListGlobalVarsResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/api/v1/config/global/vars\x12p\n\x0cSetGlobalVar\x12\x1b.cim.v1.SetGlobalVarRequest\x1a\x1c.cim.v1.SetGlobalVarResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/api/v1/config/global/vars:\x01*\x12|\n\x0f\x44\x65leteGlobalVar\x12\x1e.cim.v1.DeleteGlobalVarRequest\x1a\x1f.cim.v1.DeleteGlobalVarResponse\"(\x82\xd3\xe4\x93\x02\"* /api/v1/config/global/vars/{key}\x12m\n\rListTemplates\x12\x1c.cim.v1.ListTemplatesRequest\x1a\x1d.cim.v1.ListTemplatesResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v1/config/tmpl/hsm\x12\x7f\n\x0e\x43reateTemplate\x12\x1d.cim.v1.CreateTemplateRequest\x1a\x1e.cim.v1.CreateTemplateResponse\".\x88\xb5\x18\xc9\x01\x82\xd3\xe4\x93\x02#\"\x17/api/v1/config/tmpl/hsm:\x08template\x12\x88\x01\n\x0eUpdateTemplate\x12\x1d.cim.v1.UpdateTemplateRequest\x1a\x1e.cim.v1.UpdateTemplateResponse\"7\x82\xd3\xe4\x93\x02\x31\x1a%/api/v1/config/tmpl/hsm/{template.id}:\x08template\x12~\n\x0e\x44\x65leteTemplate\x12\x1d.cim.v1.DeleteTemplateRequest\x1a\x1e.cim.v1.DeleteTemplateResponse\"-\x82\xd3\xe4\x93\x02\'*%/api/v1/config/tmpl/hsm/{template_id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,18 +36,94 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CONFIGSERVICE'].methods_by_name['ListChannels']._loaded_options = None
   _globals['_CONFIGSERVICE'].methods_by_name['ListChannels']._serialized_options = b'\202\323\344\223\002\031\022\027/api/v1/config/channels'
+  _globals['_CONFIGSERVICE'].methods_by_name['GetChannel']._loaded_options = None
+  _globals['_CONFIGSERVICE'].methods_by_name['GetChannel']._serialized_options = b'\202\323\344\223\002&\022$/api/v1/config/channels/{channel_id}'
+  _globals['_CONFIGSERVICE'].methods_by_name['CreateChannel']._loaded_options = None
+  _globals['_CONFIGSERVICE'].methods_by_name['CreateChannel']._serialized_options = b'\210\265\030\311\001\202\323\344\223\002\"\"\027/api/v1/config/channels:\007channel'
+  _globals['_CONFIGSERVICE'].methods_by_name['UpdateChannel']._loaded_options = None
+  _globals['_CONFIGSERVICE'].methods_by_name['UpdateChannel']._serialized_options = b'\202\323\344\223\0027\032,/api/v1/config/channels/{channel.channel_id}:\007channel'
+  _globals['_CONFIGSERVICE'].methods_by_name['DeleteChannel']._loaded_options = None
+  _globals['_CONFIGSERVICE'].methods_by_name['DeleteChannel']._serialized_options = b'\202\323\344\223\002&*$/api/v1/config/channels/{channel_id}'
   _globals['_CONFIGSERVICE'].methods_by_name['SetWebhook']._loaded_options = None
   _globals['_CONFIGSERVICE'].methods_by_name['SetWebhook']._serialized_options = b'\202\323\344\223\002\033\"\026/api/v1/config/webhook:\001*'
-  _globals['_CHANNEL']._serialized_start=99
-  _globals['_CHANNEL']._serialized_end=226
-  _globals['_LISTCHANNELSREQUEST']._serialized_start=228
-  _globals['_LISTCHANNELSREQUEST']._serialized_end=283
-  _globals['_LISTCHANNELSRESPONSE']._serialized_start=285
-  _globals['_LISTCHANNELSRESPONSE']._serialized_end=341
-  _globals['_SETWEBHOOKREQUEST']._serialized_start=343
-  _globals['_SETWEBHOOKREQUEST']._serialized_end=375
-  _globals['_SETWEBHOOKRESPONSE']._serialized_start=377
-  _globals['_SETWEBHOOKRESPONSE']._serialized_end=499
-  _globals['_CONFIGSERVICE']._serialized_start=502
-  _globals['_CONFIGSERVICE']._serialized_end=729
+  _globals['_CONFIGSERVICE'].methods_by_name['ListGlobalVars']._loaded_options = None
+  _globals['_CONFIGSERVICE'].methods_by_name['ListGlobalVars']._serialized_options = b'\202\323\344\223\002\034\022\032/api/v1/config/global/vars'
+  _globals['_CONFIGSERVICE'].methods_by_name['SetGlobalVar']._loaded_options = None
+  _globals['_CONFIGSERVICE'].methods_by_name['SetGlobalVar']._serialized_options = b'\202\323\344\223\002\037\"\032/api/v1/config/global/vars:\001*'
+  _globals['_CONFIGSERVICE'].methods_by_name['DeleteGlobalVar']._loaded_options = None
+  _globals['_CONFIGSERVICE'].methods_by_name['DeleteGlobalVar']._serialized_options = b'\202\323\344\223\002\"* /api/v1/config/global/vars/{key}'
+  _globals['_CONFIGSERVICE'].methods_by_name['ListTemplates']._loaded_options = None
+  _globals['_CONFIGSERVICE'].methods_by_name['ListTemplates']._serialized_options = b'\202\323\344\223\002\031\022\027/api/v1/config/tmpl/hsm'
+  _globals['_CONFIGSERVICE'].methods_by_name['CreateTemplate']._loaded_options = None
+  _globals['_CONFIGSERVICE'].methods_by_name['CreateTemplate']._serialized_options = b'\210\265\030\311\001\202\323\344\223\002#\"\027/api/v1/config/tmpl/hsm:\010template'
+  _globals['_CONFIGSERVICE'].methods_by_name['UpdateTemplate']._loaded_options = None
+  _globals['_CONFIGSERVICE'].methods_by_name['UpdateTemplate']._serialized_options = b'\202\323\344\223\0021\032%/api/v1/config/tmpl/hsm/{template.id}:\010template'
+  _globals['_CONFIGSERVICE'].methods_by_name['DeleteTemplate']._loaded_options = None
+  _globals['_CONFIGSERVICE'].methods_by_name['DeleteTemplate']._serialized_options = b'\202\323\344\223\002\'*%/api/v1/config/tmpl/hsm/{template_id}'
+  _globals['_TEMPLATEAPPROVALSTATUS']._serialized_start=2711
+  _globals['_TEMPLATEAPPROVALSTATUS']._serialized_end=2893
+  _globals['_CHANNEL']._serialized_start=126
+  _globals['_CHANNEL']._serialized_end=338
+  _globals['_LISTCHANNELSREQUEST']._serialized_start=340
+  _globals['_LISTCHANNELSREQUEST']._serialized_end=395
+  _globals['_LISTCHANNELSRESPONSE']._serialized_start=397
+  _globals['_LISTCHANNELSRESPONSE']._serialized_end=453
+  _globals['_SETWEBHOOKREQUEST']._serialized_start=455
+  _globals['_SETWEBHOOKREQUEST']._serialized_end=487
+  _globals['_SETWEBHOOKRESPONSE']._serialized_start=490
+  _globals['_SETWEBHOOKRESPONSE']._serialized_end=787
+  _globals['_GETCHANNELREQUEST']._serialized_start=789
+  _globals['_GETCHANNELREQUEST']._serialized_end=828
+  _globals['_GETCHANNELRESPONSE']._serialized_start=830
+  _globals['_GETCHANNELRESPONSE']._serialized_end=884
+  _globals['_CREATECHANNELREQUEST']._serialized_start=886
+  _globals['_CREATECHANNELREQUEST']._serialized_end=962
+  _globals['_CREATECHANNELRESPONSE']._serialized_start=964
+  _globals['_CREATECHANNELRESPONSE']._serialized_end=1021
+  _globals['_UPDATECHANNELREQUEST']._serialized_start=1023
+  _globals['_UPDATECHANNELREQUEST']._serialized_end=1099
+  _globals['_UPDATECHANNELRESPONSE']._serialized_start=1101
+  _globals['_UPDATECHANNELRESPONSE']._serialized_end=1158
+  _globals['_DELETECHANNELREQUEST']._serialized_start=1160
+  _globals['_DELETECHANNELREQUEST']._serialized_end=1222
+  _globals['_DELETECHANNELRESPONSE']._serialized_start=1224
+  _globals['_DELETECHANNELRESPONSE']._serialized_end=1247
+  _globals['_GLOBALVAR']._serialized_start=1250
+  _globals['_GLOBALVAR']._serialized_end=1379
+  _globals['_LISTGLOBALVARSREQUEST']._serialized_start=1381
+  _globals['_LISTGLOBALVARSREQUEST']._serialized_end=1424
+  _globals['_LISTGLOBALVARSRESPONSE']._serialized_start=1426
+  _globals['_LISTGLOBALVARSRESPONSE']._serialized_end=1486
+  _globals['_SETGLOBALVARREQUEST']._serialized_start=1488
+  _globals['_SETGLOBALVARREQUEST']._serialized_end=1598
+  _globals['_SETGLOBALVARRESPONSE']._serialized_start=1600
+  _globals['_SETGLOBALVARRESPONSE']._serialized_end=1661
+  _globals['_DELETEGLOBALVARREQUEST']._serialized_start=1663
+  _globals['_DELETEGLOBALVARREQUEST']._serialized_end=1720
+  _globals['_DELETEGLOBALVARRESPONSE']._serialized_start=1722
+  _globals['_DELETEGLOBALVARRESPONSE']._serialized_end=1747
+  _globals['_TEMPLATEAPPROVAL']._serialized_start=1749
+  _globals['_TEMPLATEAPPROVAL']._serialized_end=1856
+  _globals['_TEMPLATEBUTTON']._serialized_start=1858
+  _globals['_TEMPLATEBUTTON']._serialized_end=1945
+  _globals['_TEMPLATE']._serialized_start=1948
+  _globals['_TEMPLATE']._serialized_end=2170
+  _globals['_LISTTEMPLATESREQUEST']._serialized_start=2172
+  _globals['_LISTTEMPLATESREQUEST']._serialized_end=2270
+  _globals['_LISTTEMPLATESRESPONSE']._serialized_start=2272
+  _globals['_LISTTEMPLATESRESPONSE']._serialized_end=2330
+  _globals['_CREATETEMPLATEREQUEST']._serialized_start=2332
+  _globals['_CREATETEMPLATEREQUEST']._serialized_end=2411
+  _globals['_CREATETEMPLATERESPONSE']._serialized_start=2413
+  _globals['_CREATETEMPLATERESPONSE']._serialized_end=2473
+  _globals['_UPDATETEMPLATEREQUEST']._serialized_start=2475
+  _globals['_UPDATETEMPLATEREQUEST']._serialized_end=2554
+  _globals['_UPDATETEMPLATERESPONSE']._serialized_start=2556
+  _globals['_UPDATETEMPLATERESPONSE']._serialized_end=2616
+  _globals['_DELETETEMPLATEREQUEST']._serialized_start=2618
+  _globals['_DELETETEMPLATEREQUEST']._serialized_end=2682
+  _globals['_DELETETEMPLATERESPONSE']._serialized_start=2684
+  _globals['_DELETETEMPLATERESPONSE']._serialized_end=2708
+  _globals['_CONFIGSERVICE']._serialized_start=2896
+  _globals['_CONFIGSERVICE']._serialized_end=4493
 # @@protoc_insertion_point(module_scope)

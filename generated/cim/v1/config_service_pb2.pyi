@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +19,34 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _TemplateApprovalStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TemplateApprovalStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TemplateApprovalStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TEMPLATE_APPROVAL_STATUS_UNSPECIFIED: _TemplateApprovalStatus.ValueType  # 0
+    """Not given."""
+    TEMPLATE_APPROVAL_STATUS_APPROVED: _TemplateApprovalStatus.ValueType  # 1
+    """Approved: the template can be sent on the channel."""
+    TEMPLATE_APPROVAL_STATUS_PENDING: _TemplateApprovalStatus.ValueType  # 2
+    """Waiting for the provider's review."""
+    TEMPLATE_APPROVAL_STATUS_REJECTED: _TemplateApprovalStatus.ValueType  # 3
+    """Refused by the provider."""
+
+class TemplateApprovalStatus(_TemplateApprovalStatus, metaclass=_TemplateApprovalStatusEnumTypeWrapper):
+    """TemplateApprovalStatus is a template's approval on one channel."""
+
+TEMPLATE_APPROVAL_STATUS_UNSPECIFIED: TemplateApprovalStatus.ValueType  # 0
+"""Not given."""
+TEMPLATE_APPROVAL_STATUS_APPROVED: TemplateApprovalStatus.ValueType  # 1
+"""Approved: the template can be sent on the channel."""
+TEMPLATE_APPROVAL_STATUS_PENDING: TemplateApprovalStatus.ValueType  # 2
+"""Waiting for the provider's review."""
+TEMPLATE_APPROVAL_STATUS_REJECTED: TemplateApprovalStatus.ValueType  # 3
+"""Refused by the provider."""
+Global___TemplateApprovalStatus: _TypeAlias = TemplateApprovalStatus  # noqa: Y015
 
 @_typing.final
 class Channel(_message.Message):
@@ -32,6 +61,9 @@ class Channel(_message.Message):
     PROVIDER_FIELD_NUMBER: _builtins.int
     SANDBOX_FIELD_NUMBER: _builtins.int
     TPS_FIELD_NUMBER: _builtins.int
+    MAX_IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    READ_ONLY_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     """Channel id used when sending."""
     contact_type: _builtins.str
@@ -46,6 +78,16 @@ class Channel(_message.Message):
     """True for channels that simulate a provider."""
     tps: _builtins.int
     """Maximum sends per second; 0 for no limit."""
+    max_in_flight: _builtins.int
+    """Most sends in flight at once on this channel; 0 for the default (64)."""
+    read_only: _builtins.bool
+    """True for channels from the channels file, which the API cannot change."""
+    @_builtins.property
+    def settings(self) -> _struct_pb2.Struct:
+        """Provider settings (base URL, account, credentials). Replies redact every
+        credential-like value.
+        """
+
     def __init__(
         self,
         *,
@@ -56,10 +98,13 @@ class Channel(_message.Message):
         provider: _builtins.str = ...,
         sandbox: _builtins.bool = ...,
         tps: _builtins.int = ...,
+        max_in_flight: _builtins.int = ...,
+        settings: _struct_pb2.Struct | None = ...,
+        read_only: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "contact_type", b"contact_type", "lane", b"lane", "name", b"name", "provider", b"provider", "sandbox", b"sandbox", "tps", b"tps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "contact_type", b"contact_type", "lane", b"lane", "max_in_flight", b"max_in_flight", "name", b"name", "provider", b"provider", "read_only", b"read_only", "sandbox", b"sandbox", "settings", b"settings", "tps", b"tps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -123,7 +168,9 @@ class SetWebhookRequest(_message.Message):
 
     URL_FIELD_NUMBER: _builtins.int
     url: _builtins.str
-    """HTTPS endpoint that receives every event in the notification envelope."""
+    """HTTPS endpoint that receives every event in the notification envelope;
+    empty to stop webhook delivery.
+    """
     def __init__(
         self,
         *,
@@ -148,6 +195,13 @@ class SetWebhookResponse(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     APP_MODE_FIELD_NUMBER: _builtins.int
     SECRET_FIELD_NUMBER: _builtins.int
+    KEY_NAME_FIELD_NUMBER: _builtins.int
+    AGENT_APP_FIELD_NUMBER: _builtins.int
+    FEEDBACK_APP_FIELD_NUMBER: _builtins.int
+    READ_ONLY_FIELD_NUMBER: _builtins.int
+    SHARED_FIELD_NUMBER: _builtins.int
+    CONFIG_FIELD_NUMBER: _builtins.int
+    PROPS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Client application id."""
     webhook: _builtins.str
@@ -156,9 +210,27 @@ class SetWebhookResponse(_message.Message):
     """Application type; WEBHOOK here."""
     app_mode: _builtins.str
     """Delivery mode of the application."""
+    key_name: _builtins.str
+    """Application key name."""
+    agent_app: _builtins.bool
+    """True when the application is served by agents."""
+    feedback_app: _builtins.bool
+    """True for feedback applications."""
+    read_only: _builtins.bool
+    """True when the application cannot be changed."""
+    shared: _builtins.bool
+    """True when the application is shared between tenants."""
     @_builtins.property
     def secret(self) -> _struct_pb2.Struct:
         """Signing material: signingSecret verifies the webhook-signature header."""
+
+    @_builtins.property
+    def config(self) -> _struct_pb2.Struct:
+        """Application settings."""
+
+    @_builtins.property
+    def props(self) -> _struct_pb2.Struct:
+        """Application properties."""
 
     def __init__(
         self,
@@ -168,11 +240,735 @@ class SetWebhookResponse(_message.Message):
         type: _builtins.str = ...,
         app_mode: _builtins.str = ...,
         secret: _struct_pb2.Struct | None = ...,
+        key_name: _builtins.str = ...,
+        agent_app: _builtins.bool = ...,
+        feedback_app: _builtins.bool = ...,
+        read_only: _builtins.bool = ...,
+        shared: _builtins.bool = ...,
+        config: _struct_pb2.Struct | None = ...,
+        props: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["secret", b"secret"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "props", b"props", "secret", b"secret"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_mode", b"app_mode", "id", b"id", "secret", b"secret", "type", b"type", "webhook", b"webhook"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_app", b"agent_app", "app_mode", b"app_mode", "config", b"config", "feedback_app", b"feedback_app", "id", b"id", "key_name", b"key_name", "props", b"props", "read_only", b"read_only", "secret", b"secret", "shared", b"shared", "type", b"type", "webhook", b"webhook"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetWebhookResponse: _TypeAlias = SetWebhookResponse  # noqa: Y015
+
+@_typing.final
+class GetChannelRequest(_message.Message):
+    """GetChannelRequest names a channel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    channel_id: _builtins.str
+    """The channel id."""
+    def __init__(
+        self,
+        *,
+        channel_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetChannelRequest: _TypeAlias = GetChannelRequest  # noqa: Y015
+
+@_typing.final
+class GetChannelResponse(_message.Message):
+    """GetChannelResponse carries one channel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def channel(self) -> Global___Channel:
+        """The channel."""
+
+    def __init__(
+        self,
+        *,
+        channel: Global___Channel | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetChannelResponse: _TypeAlias = GetChannelResponse  # noqa: Y015
+
+@_typing.final
+class CreateChannelRequest(_message.Message):
+    """CreateChannelRequest carries a new channel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Idempotency key."""
+    @_builtins.property
+    def channel(self) -> Global___Channel:
+        """The channel; channel_id, contact_type and provider are required."""
+
+    def __init__(
+        self,
+        *,
+        channel: Global___Channel | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateChannelRequest: _TypeAlias = CreateChannelRequest  # noqa: Y015
+
+@_typing.final
+class CreateChannelResponse(_message.Message):
+    """CreateChannelResponse carries the created channel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def channel(self) -> Global___Channel:
+        """The channel, credentials redacted."""
+
+    def __init__(
+        self,
+        *,
+        channel: Global___Channel | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateChannelResponse: _TypeAlias = CreateChannelResponse  # noqa: Y015
+
+@_typing.final
+class UpdateChannelRequest(_message.Message):
+    """UpdateChannelRequest carries the channel's new definition."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Idempotency key."""
+    @_builtins.property
+    def channel(self) -> Global___Channel:
+        """The channel, replaced as a whole."""
+
+    def __init__(
+        self,
+        *,
+        channel: Global___Channel | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateChannelRequest: _TypeAlias = UpdateChannelRequest  # noqa: Y015
+
+@_typing.final
+class UpdateChannelResponse(_message.Message):
+    """UpdateChannelResponse carries the updated channel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def channel(self) -> Global___Channel:
+        """The channel, credentials redacted."""
+
+    def __init__(
+        self,
+        *,
+        channel: Global___Channel | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateChannelResponse: _TypeAlias = UpdateChannelResponse  # noqa: Y015
+
+@_typing.final
+class DeleteChannelRequest(_message.Message):
+    """DeleteChannelRequest names the channel to delete."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    channel_id: _builtins.str
+    """The channel id."""
+    request_id: _builtins.str
+    """Idempotency key."""
+    def __init__(
+        self,
+        *,
+        channel_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteChannelRequest: _TypeAlias = DeleteChannelRequest  # noqa: Y015
+
+@_typing.final
+class DeleteChannelResponse(_message.Message):
+    """DeleteChannelResponse is empty."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteChannelResponse: _TypeAlias = DeleteChannelResponse  # noqa: Y015
+
+@_typing.final
+class GlobalVar(_message.Message):
+    """GlobalVar is one substitution variable."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    UPDATED_STAMP_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Identifier: the key, prefixed with the channel id for channel values."""
+    key: _builtins.str
+    """Variable name, used as $(key)."""
+    value: _builtins.str
+    """The value substituted."""
+    description: _builtins.str
+    """What the variable is for."""
+    channel_id: _builtins.str
+    """Channel the value applies to; empty for a tenant-wide value."""
+    type: _builtins.str
+    """TENANT or CHANNEL."""
+    updated_stamp: _builtins.int
+    """Last change, in milliseconds since the Unix epoch."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        key: _builtins.str = ...,
+        value: _builtins.str = ...,
+        description: _builtins.str = ...,
+        channel_id: _builtins.str = ...,
+        type: _builtins.str = ...,
+        updated_stamp: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "description", b"description", "id", b"id", "key", b"key", "type", b"type", "updated_stamp", b"updated_stamp", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GlobalVar: _TypeAlias = GlobalVar  # noqa: Y015
+
+@_typing.final
+class ListGlobalVarsRequest(_message.Message):
+    """ListGlobalVarsRequest selects variables."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    channel_id: _builtins.str
+    """With a channel, the effective variables for that channel."""
+    def __init__(
+        self,
+        *,
+        channel_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGlobalVarsRequest: _TypeAlias = ListGlobalVarsRequest  # noqa: Y015
+
+@_typing.final
+class ListGlobalVarsResponse(_message.Message):
+    """ListGlobalVarsResponse lists variables."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___GlobalVar]:
+        """The variables, by key."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___GlobalVar] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGlobalVarsResponse: _TypeAlias = ListGlobalVarsResponse  # noqa: Y015
+
+@_typing.final
+class SetGlobalVarRequest(_message.Message):
+    """SetGlobalVarRequest creates or replaces a variable."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """Variable name: letters, digits, '_', '.', '-'."""
+    value: _builtins.str
+    """The value."""
+    description: _builtins.str
+    """What the variable is for."""
+    channel_id: _builtins.str
+    """Channel the value applies to; empty for tenant-wide."""
+    request_id: _builtins.str
+    """Idempotency key."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        value: _builtins.str = ...,
+        description: _builtins.str = ...,
+        channel_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "description", b"description", "key", b"key", "request_id", b"request_id", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetGlobalVarRequest: _TypeAlias = SetGlobalVarRequest  # noqa: Y015
+
+@_typing.final
+class SetGlobalVarResponse(_message.Message):
+    """SetGlobalVarResponse carries the stored variable."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GLOBAL_VAR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def global_var(self) -> Global___GlobalVar:
+        """The variable."""
+
+    def __init__(
+        self,
+        *,
+        global_var: Global___GlobalVar | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["global_var", b"global_var"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["global_var", b"global_var"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetGlobalVarResponse: _TypeAlias = SetGlobalVarResponse  # noqa: Y015
+
+@_typing.final
+class DeleteGlobalVarRequest(_message.Message):
+    """DeleteGlobalVarRequest names the variable to delete."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """Variable name."""
+    channel_id: _builtins.str
+    """Channel of the value; empty for the tenant-wide one."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        channel_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteGlobalVarRequest: _TypeAlias = DeleteGlobalVarRequest  # noqa: Y015
+
+@_typing.final
+class DeleteGlobalVarResponse(_message.Message):
+    """DeleteGlobalVarResponse is empty."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteGlobalVarResponse: _TypeAlias = DeleteGlobalVarResponse  # noqa: Y015
+
+@_typing.final
+class TemplateApproval(_message.Message):
+    """TemplateApproval is a template's status on one channel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    TEMPLATE_ID_FIELD_NUMBER: _builtins.int
+    channel_id: _builtins.str
+    """The channel."""
+    status: Global___TemplateApprovalStatus.ValueType
+    """Approval status there."""
+    template_id: _builtins.str
+    """The template."""
+    def __init__(
+        self,
+        *,
+        channel_id: _builtins.str = ...,
+        status: Global___TemplateApprovalStatus.ValueType = ...,
+        template_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "status", b"status", "template_id", b"template_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TemplateApproval: _TypeAlias = TemplateApproval  # noqa: Y015
+
+@_typing.final
+class TemplateButton(_message.Message):
+    """TemplateButton is a button offered with a template."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    PHONE_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """QUICK_REPLY, URL or PHONE."""
+    label: _builtins.str
+    """Text on the button."""
+    code: _builtins.str
+    """Reply code for quick replies."""
+    url: _builtins.str
+    """Target of URL buttons."""
+    phone: _builtins.str
+    """Number of PHONE buttons."""
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        label: _builtins.str = ...,
+        code: _builtins.str = ...,
+        url: _builtins.str = ...,
+        phone: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "label", b"label", "phone", b"phone", "type", b"type", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TemplateButton: _TypeAlias = TemplateButton  # noqa: Y015
+
+@_typing.final
+class Template(_message.Message):
+    """Template is a pre-approved message with $(name) placeholders."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    LANG_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    HEADER_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    FOOTER_FIELD_NUMBER: _builtins.int
+    BUTTONS_FIELD_NUMBER: _builtins.int
+    APPROVED_FIELD_NUMBER: _builtins.int
+    CREATED_STAMP_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Template id."""
+    code: _builtins.str
+    """Template code; one template per code and language."""
+    lang: _builtins.str
+    """Language, e.g. en_US."""
+    category: _builtins.str
+    """Category, e.g. UTILITY or MARKETING."""
+    header: _builtins.str
+    """Header text."""
+    body: _builtins.str
+    """Body text with $(name) placeholders."""
+    footer: _builtins.str
+    """Footer text."""
+    created_stamp: _builtins.int
+    """Creation time, in milliseconds since the Unix epoch."""
+    @_builtins.property
+    def buttons(self) -> _containers.RepeatedCompositeFieldContainer[Global___TemplateButton]:
+        """Buttons."""
+
+    @_builtins.property
+    def approved(self) -> _containers.RepeatedCompositeFieldContainer[Global___TemplateApproval]:
+        """Approval status per channel."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        code: _builtins.str = ...,
+        lang: _builtins.str = ...,
+        category: _builtins.str = ...,
+        header: _builtins.str = ...,
+        body: _builtins.str = ...,
+        footer: _builtins.str = ...,
+        buttons: _abc.Iterable[Global___TemplateButton] | None = ...,
+        approved: _abc.Iterable[Global___TemplateApproval] | None = ...,
+        created_stamp: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "body", b"body", "buttons", b"buttons", "category", b"category", "code", b"code", "created_stamp", b"created_stamp", "footer", b"footer", "header", b"header", "id", b"id", "lang", b"lang"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Template: _TypeAlias = Template  # noqa: Y015
+
+@_typing.final
+class ListTemplatesRequest(_message.Message):
+    """ListTemplatesRequest filters templates."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_STATUS_FIELD_NUMBER: _builtins.int
+    channel_id: _builtins.str
+    """Only templates with an approval entry on this channel."""
+    channel_status: Global___TemplateApprovalStatus.ValueType
+    """With channel_id: only templates with this status there."""
+    def __init__(
+        self,
+        *,
+        channel_id: _builtins.str = ...,
+        channel_status: Global___TemplateApprovalStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "channel_status", b"channel_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTemplatesRequest: _TypeAlias = ListTemplatesRequest  # noqa: Y015
+
+@_typing.final
+class ListTemplatesResponse(_message.Message):
+    """ListTemplatesResponse lists templates."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___Template]:
+        """The templates, by code and language."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___Template] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTemplatesResponse: _TypeAlias = ListTemplatesResponse  # noqa: Y015
+
+@_typing.final
+class CreateTemplateRequest(_message.Message):
+    """CreateTemplateRequest carries a new template."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Idempotency key."""
+    @_builtins.property
+    def template(self) -> Global___Template:
+        """The template; code, lang and body are required, id is assigned."""
+
+    def __init__(
+        self,
+        *,
+        template: Global___Template | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["template", b"template"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "template", b"template"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateTemplateRequest: _TypeAlias = CreateTemplateRequest  # noqa: Y015
+
+@_typing.final
+class CreateTemplateResponse(_message.Message):
+    """CreateTemplateResponse carries the created template."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def template(self) -> Global___Template:
+        """The template."""
+
+    def __init__(
+        self,
+        *,
+        template: Global___Template | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["template", b"template"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["template", b"template"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateTemplateResponse: _TypeAlias = CreateTemplateResponse  # noqa: Y015
+
+@_typing.final
+class UpdateTemplateRequest(_message.Message):
+    """UpdateTemplateRequest carries a template's new definition."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Idempotency key."""
+    @_builtins.property
+    def template(self) -> Global___Template:
+        """The template, replaced as a whole; id names it."""
+
+    def __init__(
+        self,
+        *,
+        template: Global___Template | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["template", b"template"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "template", b"template"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateTemplateRequest: _TypeAlias = UpdateTemplateRequest  # noqa: Y015
+
+@_typing.final
+class UpdateTemplateResponse(_message.Message):
+    """UpdateTemplateResponse carries the updated template."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def template(self) -> Global___Template:
+        """The template."""
+
+    def __init__(
+        self,
+        *,
+        template: Global___Template | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["template", b"template"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["template", b"template"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateTemplateResponse: _TypeAlias = UpdateTemplateResponse  # noqa: Y015
+
+@_typing.final
+class DeleteTemplateRequest(_message.Message):
+    """DeleteTemplateRequest names the template to delete."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPLATE_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    template_id: _builtins.str
+    """Template id."""
+    request_id: _builtins.str
+    """Idempotency key."""
+    def __init__(
+        self,
+        *,
+        template_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "template_id", b"template_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteTemplateRequest: _TypeAlias = DeleteTemplateRequest  # noqa: Y015
+
+@_typing.final
+class DeleteTemplateResponse(_message.Message):
+    """DeleteTemplateResponse is empty."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteTemplateResponse: _TypeAlias = DeleteTemplateResponse  # noqa: Y015

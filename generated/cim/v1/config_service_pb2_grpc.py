@@ -40,10 +40,65 @@ class ConfigServiceStub:
                 request_serializer=cim_dot_v1_dot_config__service__pb2.ListChannelsRequest.SerializeToString,
                 response_deserializer=cim_dot_v1_dot_config__service__pb2.ListChannelsResponse.FromString,
                 _registered_method=True)
+        self.GetChannel = channel.unary_unary(
+                '/cim.v1.ConfigService/GetChannel',
+                request_serializer=cim_dot_v1_dot_config__service__pb2.GetChannelRequest.SerializeToString,
+                response_deserializer=cim_dot_v1_dot_config__service__pb2.GetChannelResponse.FromString,
+                _registered_method=True)
+        self.CreateChannel = channel.unary_unary(
+                '/cim.v1.ConfigService/CreateChannel',
+                request_serializer=cim_dot_v1_dot_config__service__pb2.CreateChannelRequest.SerializeToString,
+                response_deserializer=cim_dot_v1_dot_config__service__pb2.CreateChannelResponse.FromString,
+                _registered_method=True)
+        self.UpdateChannel = channel.unary_unary(
+                '/cim.v1.ConfigService/UpdateChannel',
+                request_serializer=cim_dot_v1_dot_config__service__pb2.UpdateChannelRequest.SerializeToString,
+                response_deserializer=cim_dot_v1_dot_config__service__pb2.UpdateChannelResponse.FromString,
+                _registered_method=True)
+        self.DeleteChannel = channel.unary_unary(
+                '/cim.v1.ConfigService/DeleteChannel',
+                request_serializer=cim_dot_v1_dot_config__service__pb2.DeleteChannelRequest.SerializeToString,
+                response_deserializer=cim_dot_v1_dot_config__service__pb2.DeleteChannelResponse.FromString,
+                _registered_method=True)
         self.SetWebhook = channel.unary_unary(
                 '/cim.v1.ConfigService/SetWebhook',
                 request_serializer=cim_dot_v1_dot_config__service__pb2.SetWebhookRequest.SerializeToString,
                 response_deserializer=cim_dot_v1_dot_config__service__pb2.SetWebhookResponse.FromString,
+                _registered_method=True)
+        self.ListGlobalVars = channel.unary_unary(
+                '/cim.v1.ConfigService/ListGlobalVars',
+                request_serializer=cim_dot_v1_dot_config__service__pb2.ListGlobalVarsRequest.SerializeToString,
+                response_deserializer=cim_dot_v1_dot_config__service__pb2.ListGlobalVarsResponse.FromString,
+                _registered_method=True)
+        self.SetGlobalVar = channel.unary_unary(
+                '/cim.v1.ConfigService/SetGlobalVar',
+                request_serializer=cim_dot_v1_dot_config__service__pb2.SetGlobalVarRequest.SerializeToString,
+                response_deserializer=cim_dot_v1_dot_config__service__pb2.SetGlobalVarResponse.FromString,
+                _registered_method=True)
+        self.DeleteGlobalVar = channel.unary_unary(
+                '/cim.v1.ConfigService/DeleteGlobalVar',
+                request_serializer=cim_dot_v1_dot_config__service__pb2.DeleteGlobalVarRequest.SerializeToString,
+                response_deserializer=cim_dot_v1_dot_config__service__pb2.DeleteGlobalVarResponse.FromString,
+                _registered_method=True)
+        self.ListTemplates = channel.unary_unary(
+                '/cim.v1.ConfigService/ListTemplates',
+                request_serializer=cim_dot_v1_dot_config__service__pb2.ListTemplatesRequest.SerializeToString,
+                response_deserializer=cim_dot_v1_dot_config__service__pb2.ListTemplatesResponse.FromString,
+                _registered_method=True)
+        self.CreateTemplate = channel.unary_unary(
+                '/cim.v1.ConfigService/CreateTemplate',
+                request_serializer=cim_dot_v1_dot_config__service__pb2.CreateTemplateRequest.SerializeToString,
+                response_deserializer=cim_dot_v1_dot_config__service__pb2.CreateTemplateResponse.FromString,
+                _registered_method=True)
+        self.UpdateTemplate = channel.unary_unary(
+                '/cim.v1.ConfigService/UpdateTemplate',
+                request_serializer=cim_dot_v1_dot_config__service__pb2.UpdateTemplateRequest.SerializeToString,
+                response_deserializer=cim_dot_v1_dot_config__service__pb2.UpdateTemplateResponse.FromString,
+                _registered_method=True)
+        self.DeleteTemplate = channel.unary_unary(
+                '/cim.v1.ConfigService/DeleteTemplate',
+                request_serializer=cim_dot_v1_dot_config__service__pb2.DeleteTemplateRequest.SerializeToString,
+                response_deserializer=cim_dot_v1_dot_config__service__pb2.DeleteTemplateResponse.FromString,
                 _registered_method=True)
 
 
@@ -58,8 +113,88 @@ class ConfigServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetChannel(self, request, context):
+        """GetChannel returns one channel; credentials are redacted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateChannel(self, request, context):
+        """CreateChannel adds a channel and makes it usable for sends at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateChannel(self, request, context):
+        """UpdateChannel replaces a channel created over the API.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteChannel(self, request, context):
+        """DeleteChannel removes a channel created over the API.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetWebhook(self, request, context):
         """SetWebhook sets the URL that receives the tenant's events, signed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGlobalVars(self, request, context):
+        """ListGlobalVars lists the variables sends can use as $(name). With a
+        channel, the effective set for that channel: its own values override the
+        tenant's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetGlobalVar(self, request, context):
+        """SetGlobalVar creates or replaces one variable, tenant-wide or for a channel.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteGlobalVar(self, request, context):
+        """DeleteGlobalVar removes one variable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTemplates(self, request, context):
+        """ListTemplates lists message templates, optionally only those with a given
+        approval status on a channel.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateTemplate(self, request, context):
+        """CreateTemplate adds a template; code and lang together are unique.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateTemplate(self, request, context):
+        """UpdateTemplate replaces a template's content and approvals.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteTemplate(self, request, context):
+        """DeleteTemplate removes a template.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -73,10 +208,65 @@ def add_ConfigServiceServicer_to_server(servicer, server):
                     request_deserializer=cim_dot_v1_dot_config__service__pb2.ListChannelsRequest.FromString,
                     response_serializer=cim_dot_v1_dot_config__service__pb2.ListChannelsResponse.SerializeToString,
             ),
+            'GetChannel': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetChannel,
+                    request_deserializer=cim_dot_v1_dot_config__service__pb2.GetChannelRequest.FromString,
+                    response_serializer=cim_dot_v1_dot_config__service__pb2.GetChannelResponse.SerializeToString,
+            ),
+            'CreateChannel': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateChannel,
+                    request_deserializer=cim_dot_v1_dot_config__service__pb2.CreateChannelRequest.FromString,
+                    response_serializer=cim_dot_v1_dot_config__service__pb2.CreateChannelResponse.SerializeToString,
+            ),
+            'UpdateChannel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateChannel,
+                    request_deserializer=cim_dot_v1_dot_config__service__pb2.UpdateChannelRequest.FromString,
+                    response_serializer=cim_dot_v1_dot_config__service__pb2.UpdateChannelResponse.SerializeToString,
+            ),
+            'DeleteChannel': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteChannel,
+                    request_deserializer=cim_dot_v1_dot_config__service__pb2.DeleteChannelRequest.FromString,
+                    response_serializer=cim_dot_v1_dot_config__service__pb2.DeleteChannelResponse.SerializeToString,
+            ),
             'SetWebhook': grpc.unary_unary_rpc_method_handler(
                     servicer.SetWebhook,
                     request_deserializer=cim_dot_v1_dot_config__service__pb2.SetWebhookRequest.FromString,
                     response_serializer=cim_dot_v1_dot_config__service__pb2.SetWebhookResponse.SerializeToString,
+            ),
+            'ListGlobalVars': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGlobalVars,
+                    request_deserializer=cim_dot_v1_dot_config__service__pb2.ListGlobalVarsRequest.FromString,
+                    response_serializer=cim_dot_v1_dot_config__service__pb2.ListGlobalVarsResponse.SerializeToString,
+            ),
+            'SetGlobalVar': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetGlobalVar,
+                    request_deserializer=cim_dot_v1_dot_config__service__pb2.SetGlobalVarRequest.FromString,
+                    response_serializer=cim_dot_v1_dot_config__service__pb2.SetGlobalVarResponse.SerializeToString,
+            ),
+            'DeleteGlobalVar': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteGlobalVar,
+                    request_deserializer=cim_dot_v1_dot_config__service__pb2.DeleteGlobalVarRequest.FromString,
+                    response_serializer=cim_dot_v1_dot_config__service__pb2.DeleteGlobalVarResponse.SerializeToString,
+            ),
+            'ListTemplates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTemplates,
+                    request_deserializer=cim_dot_v1_dot_config__service__pb2.ListTemplatesRequest.FromString,
+                    response_serializer=cim_dot_v1_dot_config__service__pb2.ListTemplatesResponse.SerializeToString,
+            ),
+            'CreateTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTemplate,
+                    request_deserializer=cim_dot_v1_dot_config__service__pb2.CreateTemplateRequest.FromString,
+                    response_serializer=cim_dot_v1_dot_config__service__pb2.CreateTemplateResponse.SerializeToString,
+            ),
+            'UpdateTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTemplate,
+                    request_deserializer=cim_dot_v1_dot_config__service__pb2.UpdateTemplateRequest.FromString,
+                    response_serializer=cim_dot_v1_dot_config__service__pb2.UpdateTemplateResponse.SerializeToString,
+            ),
+            'DeleteTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTemplate,
+                    request_deserializer=cim_dot_v1_dot_config__service__pb2.DeleteTemplateRequest.FromString,
+                    response_serializer=cim_dot_v1_dot_config__service__pb2.DeleteTemplateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -118,6 +308,114 @@ class ConfigService:
             _registered_method=True)
 
     @staticmethod
+    def GetChannel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cim.v1.ConfigService/GetChannel',
+            cim_dot_v1_dot_config__service__pb2.GetChannelRequest.SerializeToString,
+            cim_dot_v1_dot_config__service__pb2.GetChannelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateChannel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cim.v1.ConfigService/CreateChannel',
+            cim_dot_v1_dot_config__service__pb2.CreateChannelRequest.SerializeToString,
+            cim_dot_v1_dot_config__service__pb2.CreateChannelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateChannel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cim.v1.ConfigService/UpdateChannel',
+            cim_dot_v1_dot_config__service__pb2.UpdateChannelRequest.SerializeToString,
+            cim_dot_v1_dot_config__service__pb2.UpdateChannelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteChannel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cim.v1.ConfigService/DeleteChannel',
+            cim_dot_v1_dot_config__service__pb2.DeleteChannelRequest.SerializeToString,
+            cim_dot_v1_dot_config__service__pb2.DeleteChannelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def SetWebhook(request,
             target,
             options=(),
@@ -134,6 +432,195 @@ class ConfigService:
             '/cim.v1.ConfigService/SetWebhook',
             cim_dot_v1_dot_config__service__pb2.SetWebhookRequest.SerializeToString,
             cim_dot_v1_dot_config__service__pb2.SetWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGlobalVars(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cim.v1.ConfigService/ListGlobalVars',
+            cim_dot_v1_dot_config__service__pb2.ListGlobalVarsRequest.SerializeToString,
+            cim_dot_v1_dot_config__service__pb2.ListGlobalVarsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetGlobalVar(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cim.v1.ConfigService/SetGlobalVar',
+            cim_dot_v1_dot_config__service__pb2.SetGlobalVarRequest.SerializeToString,
+            cim_dot_v1_dot_config__service__pb2.SetGlobalVarResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteGlobalVar(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cim.v1.ConfigService/DeleteGlobalVar',
+            cim_dot_v1_dot_config__service__pb2.DeleteGlobalVarRequest.SerializeToString,
+            cim_dot_v1_dot_config__service__pb2.DeleteGlobalVarResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTemplates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cim.v1.ConfigService/ListTemplates',
+            cim_dot_v1_dot_config__service__pb2.ListTemplatesRequest.SerializeToString,
+            cim_dot_v1_dot_config__service__pb2.ListTemplatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cim.v1.ConfigService/CreateTemplate',
+            cim_dot_v1_dot_config__service__pb2.CreateTemplateRequest.SerializeToString,
+            cim_dot_v1_dot_config__service__pb2.CreateTemplateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cim.v1.ConfigService/UpdateTemplate',
+            cim_dot_v1_dot_config__service__pb2.UpdateTemplateRequest.SerializeToString,
+            cim_dot_v1_dot_config__service__pb2.UpdateTemplateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cim.v1.ConfigService/DeleteTemplate',
+            cim_dot_v1_dot_config__service__pb2.DeleteTemplateRequest.SerializeToString,
+            cim_dot_v1_dot_config__service__pb2.DeleteTemplateResponse.FromString,
             options,
             channel_credentials,
             insecure,

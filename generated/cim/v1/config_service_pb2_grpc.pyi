@@ -35,8 +35,35 @@ class ConfigServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ConfigServiceAsyncStub: ...
     ListChannels: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.ListChannelsRequest, _config_service_pb2.ListChannelsResponse]
     """ListChannels lists the configured channels."""
+    GetChannel: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.GetChannelRequest, _config_service_pb2.GetChannelResponse]
+    """GetChannel returns one channel; credentials are redacted."""
+    CreateChannel: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.CreateChannelRequest, _config_service_pb2.CreateChannelResponse]
+    """CreateChannel adds a channel and makes it usable for sends at once."""
+    UpdateChannel: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.UpdateChannelRequest, _config_service_pb2.UpdateChannelResponse]
+    """UpdateChannel replaces a channel created over the API."""
+    DeleteChannel: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.DeleteChannelRequest, _config_service_pb2.DeleteChannelResponse]
+    """DeleteChannel removes a channel created over the API."""
     SetWebhook: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.SetWebhookRequest, _config_service_pb2.SetWebhookResponse]
     """SetWebhook sets the URL that receives the tenant's events, signed."""
+    ListGlobalVars: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.ListGlobalVarsRequest, _config_service_pb2.ListGlobalVarsResponse]
+    """ListGlobalVars lists the variables sends can use as $(name). With a
+    channel, the effective set for that channel: its own values override the
+    tenant's.
+    """
+    SetGlobalVar: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.SetGlobalVarRequest, _config_service_pb2.SetGlobalVarResponse]
+    """SetGlobalVar creates or replaces one variable, tenant-wide or for a channel."""
+    DeleteGlobalVar: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.DeleteGlobalVarRequest, _config_service_pb2.DeleteGlobalVarResponse]
+    """DeleteGlobalVar removes one variable."""
+    ListTemplates: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.ListTemplatesRequest, _config_service_pb2.ListTemplatesResponse]
+    """ListTemplates lists message templates, optionally only those with a given
+    approval status on a channel.
+    """
+    CreateTemplate: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.CreateTemplateRequest, _config_service_pb2.CreateTemplateResponse]
+    """CreateTemplate adds a template; code and lang together are unique."""
+    UpdateTemplate: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.UpdateTemplateRequest, _config_service_pb2.UpdateTemplateResponse]
+    """UpdateTemplate replaces a template's content and approvals."""
+    DeleteTemplate: _grpc.UnaryUnaryMultiCallable[_config_service_pb2.DeleteTemplateRequest, _config_service_pb2.DeleteTemplateResponse]
+    """DeleteTemplate removes a template."""
 
 @_typing.type_check_only
 class ConfigServiceAsyncStub(ConfigServiceStub):
@@ -45,8 +72,35 @@ class ConfigServiceAsyncStub(ConfigServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListChannels: _aio.UnaryUnaryMultiCallable[_config_service_pb2.ListChannelsRequest, _config_service_pb2.ListChannelsResponse]  # type: ignore[assignment]
     """ListChannels lists the configured channels."""
+    GetChannel: _aio.UnaryUnaryMultiCallable[_config_service_pb2.GetChannelRequest, _config_service_pb2.GetChannelResponse]  # type: ignore[assignment]
+    """GetChannel returns one channel; credentials are redacted."""
+    CreateChannel: _aio.UnaryUnaryMultiCallable[_config_service_pb2.CreateChannelRequest, _config_service_pb2.CreateChannelResponse]  # type: ignore[assignment]
+    """CreateChannel adds a channel and makes it usable for sends at once."""
+    UpdateChannel: _aio.UnaryUnaryMultiCallable[_config_service_pb2.UpdateChannelRequest, _config_service_pb2.UpdateChannelResponse]  # type: ignore[assignment]
+    """UpdateChannel replaces a channel created over the API."""
+    DeleteChannel: _aio.UnaryUnaryMultiCallable[_config_service_pb2.DeleteChannelRequest, _config_service_pb2.DeleteChannelResponse]  # type: ignore[assignment]
+    """DeleteChannel removes a channel created over the API."""
     SetWebhook: _aio.UnaryUnaryMultiCallable[_config_service_pb2.SetWebhookRequest, _config_service_pb2.SetWebhookResponse]  # type: ignore[assignment]
     """SetWebhook sets the URL that receives the tenant's events, signed."""
+    ListGlobalVars: _aio.UnaryUnaryMultiCallable[_config_service_pb2.ListGlobalVarsRequest, _config_service_pb2.ListGlobalVarsResponse]  # type: ignore[assignment]
+    """ListGlobalVars lists the variables sends can use as $(name). With a
+    channel, the effective set for that channel: its own values override the
+    tenant's.
+    """
+    SetGlobalVar: _aio.UnaryUnaryMultiCallable[_config_service_pb2.SetGlobalVarRequest, _config_service_pb2.SetGlobalVarResponse]  # type: ignore[assignment]
+    """SetGlobalVar creates or replaces one variable, tenant-wide or for a channel."""
+    DeleteGlobalVar: _aio.UnaryUnaryMultiCallable[_config_service_pb2.DeleteGlobalVarRequest, _config_service_pb2.DeleteGlobalVarResponse]  # type: ignore[assignment]
+    """DeleteGlobalVar removes one variable."""
+    ListTemplates: _aio.UnaryUnaryMultiCallable[_config_service_pb2.ListTemplatesRequest, _config_service_pb2.ListTemplatesResponse]  # type: ignore[assignment]
+    """ListTemplates lists message templates, optionally only those with a given
+    approval status on a channel.
+    """
+    CreateTemplate: _aio.UnaryUnaryMultiCallable[_config_service_pb2.CreateTemplateRequest, _config_service_pb2.CreateTemplateResponse]  # type: ignore[assignment]
+    """CreateTemplate adds a template; code and lang together are unique."""
+    UpdateTemplate: _aio.UnaryUnaryMultiCallable[_config_service_pb2.UpdateTemplateRequest, _config_service_pb2.UpdateTemplateResponse]  # type: ignore[assignment]
+    """UpdateTemplate replaces a template's content and approvals."""
+    DeleteTemplate: _aio.UnaryUnaryMultiCallable[_config_service_pb2.DeleteTemplateRequest, _config_service_pb2.DeleteTemplateResponse]  # type: ignore[assignment]
+    """DeleteTemplate removes a template."""
 
 class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
     """ConfigService exposes the tenant's messaging configuration."""
@@ -60,11 +114,104 @@ class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
         """ListChannels lists the configured channels."""
 
     @_abc_1.abstractmethod
+    def GetChannel(
+        self,
+        request: _config_service_pb2.GetChannelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_config_service_pb2.GetChannelResponse, _abc.Awaitable[_config_service_pb2.GetChannelResponse]]:
+        """GetChannel returns one channel; credentials are redacted."""
+
+    @_abc_1.abstractmethod
+    def CreateChannel(
+        self,
+        request: _config_service_pb2.CreateChannelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_config_service_pb2.CreateChannelResponse, _abc.Awaitable[_config_service_pb2.CreateChannelResponse]]:
+        """CreateChannel adds a channel and makes it usable for sends at once."""
+
+    @_abc_1.abstractmethod
+    def UpdateChannel(
+        self,
+        request: _config_service_pb2.UpdateChannelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_config_service_pb2.UpdateChannelResponse, _abc.Awaitable[_config_service_pb2.UpdateChannelResponse]]:
+        """UpdateChannel replaces a channel created over the API."""
+
+    @_abc_1.abstractmethod
+    def DeleteChannel(
+        self,
+        request: _config_service_pb2.DeleteChannelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_config_service_pb2.DeleteChannelResponse, _abc.Awaitable[_config_service_pb2.DeleteChannelResponse]]:
+        """DeleteChannel removes a channel created over the API."""
+
+    @_abc_1.abstractmethod
     def SetWebhook(
         self,
         request: _config_service_pb2.SetWebhookRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_config_service_pb2.SetWebhookResponse, _abc.Awaitable[_config_service_pb2.SetWebhookResponse]]:
         """SetWebhook sets the URL that receives the tenant's events, signed."""
+
+    @_abc_1.abstractmethod
+    def ListGlobalVars(
+        self,
+        request: _config_service_pb2.ListGlobalVarsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_config_service_pb2.ListGlobalVarsResponse, _abc.Awaitable[_config_service_pb2.ListGlobalVarsResponse]]:
+        """ListGlobalVars lists the variables sends can use as $(name). With a
+        channel, the effective set for that channel: its own values override the
+        tenant's.
+        """
+
+    @_abc_1.abstractmethod
+    def SetGlobalVar(
+        self,
+        request: _config_service_pb2.SetGlobalVarRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_config_service_pb2.SetGlobalVarResponse, _abc.Awaitable[_config_service_pb2.SetGlobalVarResponse]]:
+        """SetGlobalVar creates or replaces one variable, tenant-wide or for a channel."""
+
+    @_abc_1.abstractmethod
+    def DeleteGlobalVar(
+        self,
+        request: _config_service_pb2.DeleteGlobalVarRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_config_service_pb2.DeleteGlobalVarResponse, _abc.Awaitable[_config_service_pb2.DeleteGlobalVarResponse]]:
+        """DeleteGlobalVar removes one variable."""
+
+    @_abc_1.abstractmethod
+    def ListTemplates(
+        self,
+        request: _config_service_pb2.ListTemplatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_config_service_pb2.ListTemplatesResponse, _abc.Awaitable[_config_service_pb2.ListTemplatesResponse]]:
+        """ListTemplates lists message templates, optionally only those with a given
+        approval status on a channel.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateTemplate(
+        self,
+        request: _config_service_pb2.CreateTemplateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_config_service_pb2.CreateTemplateResponse, _abc.Awaitable[_config_service_pb2.CreateTemplateResponse]]:
+        """CreateTemplate adds a template; code and lang together are unique."""
+
+    @_abc_1.abstractmethod
+    def UpdateTemplate(
+        self,
+        request: _config_service_pb2.UpdateTemplateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_config_service_pb2.UpdateTemplateResponse, _abc.Awaitable[_config_service_pb2.UpdateTemplateResponse]]:
+        """UpdateTemplate replaces a template's content and approvals."""
+
+    @_abc_1.abstractmethod
+    def DeleteTemplate(
+        self,
+        request: _config_service_pb2.DeleteTemplateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_config_service_pb2.DeleteTemplateResponse, _abc.Awaitable[_config_service_pb2.DeleteTemplateResponse]]:
+        """DeleteTemplate removes a template."""
 
 def add_ConfigServiceServicer_to_server(servicer: ConfigServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,182 @@
+"""CustomerService: contact preferences, contacts, customer objects and events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from cim.v1 import customer_service_pb2 as pb
+from cim.v1 import customer_service_pb2_grpc as pb_grpc
+from server.api.context import tenant_of
+from server.api.paging import page_args
+from server.domain.contacts import Contact
+from server.domain.customer import MAX_ID, CustomerEvent, CustomerObject, Link, contact_of
+from server.domain.errors import FieldViolation, invalid
+from server.storage.store import SqlStore
+
+MAX_LANG = 32
+MAX_NAME = 128
+
+
+def _links(raw: Iterable[pb.DigitalObjectLink], problems: list[FieldViolation]) -> tuple[Link, ...]:
+    links = []
+    for i, x in enumerate(raw):
+        for name, value in (("linkType", x.link_type), ("linkValue", x.link_value)):
+            if len(value) > MAX_ID:
+                problems.append(
+                    FieldViolation(f"links[{i}].{name}", f"at most {MAX_ID} characters")
+                )
+        links.append(Link(x.link_name, x.link_type, x.link_value))
+    return tuple(links)
+
+
+def _links_proto(links: Iterable[Link]) -> list[pb.DigitalObjectLink]:
+    return [
+        pb.DigitalObjectLink(link_name=x.name, link_type=x.type, link_value=x.value) for x in links
+    ]
+
+
+def _check_id(value: str, name: str, problems: list[FieldViolation], limit: int = MAX_ID) -> None:
+    if not value:
+        problems.append(FieldViolation(name, "required"))
+    elif len(value) > limit:
+        problems.append(FieldViolation(name, f"at most {limit} characters"))
+
+
+def contact_to_proto(c: Contact, lang: str) -> pb.CustomerContact:
+    reply = pb.CustomerContact(
+        contact_id=c.contact_id,
+        contact_type=c.contact_type,
+        channel_id=c.channel_id,
+        csid=c.csid,
+        lane=c.lane,
+        lang=lang,
+        created_stamp=c.created_at,
+        updated_stamp=c.updated_at,
+    )
+    if c.profile:
+        reply.profile.update(dict(c.profile))
+    if c.business_profile:
+        reply.business_profile.update(dict(c.business_profile))
+    return reply
+
+
+def object_to_proto(o: CustomerObject) -> pb.CustomerObject:
+    reply = pb.CustomerObject(
+        id=o.id,
+        type=o.type,
+        links=_links_proto(o.links),
+        contact_id=o.contact_id,
+        updated_stamp=o.updated_at,
+    )
+    reply.data.update(dict(o.data))
+    return reply
+
+
+def event_to_proto(e: CustomerEvent) -> pb.CustomerEvent:
+    return pb.CustomerEvent(
+        event_name=e.event_name,
+        id=e.id,
+        links=_links_proto(e.links),
+        contact_id=e.contact_id,
+        created_stamp=e.created_at,
+    )
+
+
+class CustomerServicer(pb_grpc.CustomerServiceServicer):
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+
+    async def UpdateContactPrefs(
+        self, request: pb.UpdateContactPrefsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateContactPrefsResponse:
+        problems: list[FieldViolation] = []
+        _check_id(request.contact_id, "contactId", problems)
+        _check_id(request.lang, "lang", problems, MAX_LANG)
+        if problems:
+            raise invalid(problems)
+        prefs = await self._store.set_contact_lang(
+            tenant_of(context), request.contact_id, request.lang
+        )
+        return pb.UpdateContactPrefsResponse(contact_id=prefs.contact_id, lang=prefs.lang)
+
+    async def GetContact(
+        self, request: pb.GetContactRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetContactResponse:
+        tenant = tenant_of(context)
+        contact = await self._store.get_contact(tenant, request.contact_id)
+        langs = await self._store.contact_langs(tenant, [contact.contact_id])
+        return pb.GetContactResponse(
+            contact=contact_to_proto(contact, langs.get(contact.contact_id, ""))
+        )
+
+    async def ListContacts(
+        self, request: pb.ListContactsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListContactsResponse:
+        tenant = tenant_of(context)
+        size, token = page_args(request.page_size, request.page_token)
+        page = await self._store.list_contacts(tenant, page_size=size, page_token=token)
+        langs = await self._store.contact_langs(tenant, [c.contact_id for c in page.items])
+        return pb.ListContactsResponse(
+            results=[contact_to_proto(c, langs.get(c.contact_id, "")) for c in page.items],
+            next_page_token=page.next_token,
+        )
+
+    async def PushData(
+        self, request: pb.PushDataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PushDataResponse:
+        problems: list[FieldViolation] = []
+        _check_id(request.id, "id", problems)
+        _check_id(request.type, "type", problems, MAX_NAME)
+        links = _links(request.links, problems)
+        if problems:
+            raise invalid(problems)
+        data = MessageToDict(request.data) if request.HasField("data") else {}
+        stored = await self._store.push_customer_object(
+            tenant_of(context),
+            CustomerObject(request.id, request.type, data, links, contact_of(links)),
+        )
+        reply = pb.PushDataResponse(id=stored.id, type=stored.type, links=_links_proto(links))
+        reply.data.update(data)
+        return reply
+
+    async def ListCustomerObjects(
+        self, request: pb.ListCustomerObjectsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListCustomerObjectsResponse:
+        size, token = page_args(request.page_size, request.page_token)
+        page = await self._store.list_customer_objects(
+            tenant_of(context), request.contact_id, page_size=size, page_token=token
+        )
+        return pb.ListCustomerObjectsResponse(
+            results=[object_to_proto(o) for o in page.items], next_page_token=page.next_token
+        )
+
+    async def PushEvent(
+        self, request: pb.PushEventRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PushEventResponse:
+        problems: list[FieldViolation] = []
+        _check_id(request.event_name, "eventName", problems, MAX_NAME)
+        _check_id(request.id, "id", problems)
+        links = _links(request.links, problems)
+        if problems:
+            raise invalid(problems)
+        stored = await self._store.push_customer_event(
+            tenant_of(context),
+            CustomerEvent(request.event_name, request.id, links, contact_of(links)),
+        )
+        return pb.PushEventResponse(
+            event_name=stored.event_name, id=stored.id, links=_links_proto(stored.links)
+        )
+
+    async def ListCustomerEvents(
+        self, request: pb.ListCustomerEventsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListCustomerEventsResponse:
+        size, token = page_args(request.page_size, request.page_token)
+        page = await self._store.list_customer_events(
+            tenant_of(context), request.contact_id, page_size=size, page_token=token
+        )
+        return pb.ListCustomerEventsResponse(
+            results=[event_to_proto(e) for e in page.items], next_page_token=page.next_token
+        )

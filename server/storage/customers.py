@@ -1,0 +1,182 @@
+"""Contact preferences, contact listing, customer objects and customer events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from server.domain.contacts import Contact
+from server.domain.customer import ContactPrefs, CustomerEvent, CustomerObject, Link
+from server.domain.events import EventType, NewEvent
+from server.domain.models import Page, conversation_for
+from server.storage import events as event_log
+from server.storage.contacts import _from_row as contact_from_row
+from server.storage.schema import contact_prefs, contacts, customer_events, customer_objects
+from server.storage.sql import insert_for
+from server.storage.writer import Tx
+
+# Customer events of one contact share a conversation, so their stream order is theirs.
+CUSTOMER_EVENTS_CHANNEL = "customer-events"
+
+
+# -- preferences ---------------------------------------------------------------------
+
+
+async def set_lang(tx: Tx, tenant_id: str, contact_id: str, lang: str) -> ContactPrefs:
+    values = {"lang": lang, "updated_at": tx.now}
+    await tx.conn.execute(
+        insert_for(tx.conn, contact_prefs)
+        .values(tenant_id=tenant_id, contact_id=contact_id, **values)
+        .on_conflict_do_update(
+            index_elements=[contact_prefs.c.tenant_id, contact_prefs.c.contact_id], set_=values
+        )
+    )
+    return ContactPrefs(contact_id, lang, tx.now)
+
+
+async def langs(
+    conn: AsyncConnection, tenant_id: str, contact_ids: Sequence[str]
+) -> dict[str, str]:
+    wanted = [c for c in contact_ids if c]
+    if not wanted:
+        return {}
+    rows = (
+        await conn.execute(
+            select(contact_prefs.c.contact_id, contact_prefs.c.lang).where(
+                contact_prefs.c.tenant_id == tenant_id, contact_prefs.c.contact_id.in_(wanted)
+            )
+        )
+    ).all()
+    return {r.contact_id: r.lang for r in rows}
+
+
+async def list_contacts(
+    conn: AsyncConnection, tenant_id: str, *, page_size: int, page_token: str
+) -> Page[Contact]:
+    # Offset tokens: contact ids can be longer than a keyset token may carry.
+    offset = int(page_token.partition(":")[0]) if page_token else 0
+    rows = (
+        await conn.execute(
+            select(contacts)
+            .where(contacts.c.tenant_id == tenant_id)
+            .order_by(contacts.c.created_at, contacts.c.contact_id)
+            .offset(offset)
+            .limit(page_size + 1)
+        )
+    ).all()
+    items = tuple(contact_from_row(r) for r in rows[:page_size])
+    token = f"{offset + page_size}:0" if len(rows) > page_size else ""
+    return Page(items, token)
+
+
+# -- customer objects ----------------------------------------------------------------
+
+
+def _links_json(links: Sequence[Link]) -> list[dict[str, str]]:
+    return [{"linkName": x.name, "linkType": x.type, "linkValue": x.value} for x in links]
+
+
+def _links(raw: Any) -> tuple[Link, ...]:
+    return tuple(
+        Link(str(x.get("linkName", "")), str(x.get("linkType", "")), str(x.get("linkValue", "")))
+        for x in raw or ()
+    )
+
+
+async def upsert_object(tx: Tx, tenant_id: str, obj: CustomerObject) -> CustomerObject:
+    values = {
+        "type": obj.type,
+        "contact_id": obj.contact_id,
+        "data": dict(obj.data),
+        "links": _links_json(obj.links),
+        "updated_at": tx.now,
+    }
+    await tx.conn.execute(
+        insert_for(tx.conn, customer_objects)
+        .values(tenant_id=tenant_id, object_id=obj.id, created_at=tx.now, **values)
+        .on_conflict_do_update(
+            index_elements=[customer_objects.c.tenant_id, customer_objects.c.object_id],
+            set_=values,
+        )
+    )
+    return CustomerObject(obj.id, obj.type, obj.data, obj.links, obj.contact_id, tx.now)
+
+
+async def list_objects(
+    conn: AsyncConnection, tenant_id: str, contact_id: str, *, page_size: int, page_token: str
+) -> Page[CustomerObject]:
+    t = customer_objects
+    offset = int(page_token.partition(":")[0]) if page_token else 0
+    rows = (
+        await conn.execute(
+            select(t)
+            .where(t.c.tenant_id == tenant_id, t.c.contact_id == contact_id)
+            .order_by(t.c.created_at, t.c.object_id)
+            .offset(offset)
+            .limit(page_size + 1)
+        )
+    ).all()
+    items = tuple(
+        CustomerObject(
+            r.object_id, r.type, dict(r.data), _links(r.links), r.contact_id, r.updated_at
+        )
+        for r in rows[:page_size]
+    )
+    token = f"{offset + page_size}:0" if len(rows) > page_size else ""
+    return Page(items, token)
+
+
+# -- customer events -----------------------------------------------------------------
+
+
+async def push_event(tx: Tx, tenant_id: str, e: CustomerEvent) -> CustomerEvent:
+    seq = (
+        await tx.conn.execute(
+            customer_events.insert()
+            .values(
+                tenant_id=tenant_id,
+                event_id=e.id,
+                event_name=e.event_name,
+                contact_id=e.contact_id,
+                links=_links_json(e.links),
+                created_at=tx.now,
+            )
+            .returning(customer_events.c.seq)
+        )
+    ).scalar_one()
+    # Same transaction: a stored customer event is always on the live stream too.
+    await event_log.append(
+        tx,
+        tenant_id,
+        NewEvent(
+            conversation_id=conversation_for(
+                tenant_id, CUSTOMER_EVENTS_CHANNEL, e.contact_id or e.id
+            ),
+            type=EventType.CUSTOMER,
+            originator_id=tenant_id,
+            originator_role="TENANT",
+            message=e.event_name,
+            customer_id=e.contact_id,
+            data={"eventName": e.event_name, "id": e.id, "links": _links_json(e.links)},
+        ),
+    )
+    return CustomerEvent(e.event_name, e.id, e.links, e.contact_id, tx.now, seq)
+
+
+async def list_events(
+    conn: AsyncConnection, tenant_id: str, contact_id: str, *, page_size: int, page_token: str
+) -> Page[CustomerEvent]:
+    t = customer_events
+    query = select(t).where(t.c.tenant_id == tenant_id, t.c.contact_id == contact_id)
+    if page_token:
+        query = query.where(t.c.seq < int(page_token.partition(":")[0]))
+    rows = (await conn.execute(query.order_by(t.c.seq.desc()).limit(page_size + 1))).all()
+    items = tuple(
+        CustomerEvent(r.event_name, r.event_id, _links(r.links), r.contact_id, r.created_at, r.seq)
+        for r in rows[:page_size]
+    )
+    token = f"{items[-1].seq}:0" if len(rows) > page_size else ""
+    return Page(items, token)

@@ -1,0 +1,179 @@
+"""Seed-002 configuration and customer endpoints, global variables and templates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapters.sandbox import SandboxAdapter
+from support.clock import eventually
+from support.hub import rest_session, running_hub
+
+# The public API's examples, as written (numbers where strings are declared included).
+SEED_LINK = {"linkName": "string", "linkType": "string", "linkValue": "string"}
+SEED_EXAMPLES: list[tuple[str, str, Any]] = [
+    ("GET", "/api/v1/config/channels?sabdnox=true", None),
+    ("GET", "/api/v1/config/global/vars?channelId=sandbox-sms", None),
+    ("GET", "/api/v1/config/tmpl/hsm?channelId=sandbox-sms&channelStatus=APPROVED", None),
+    ("POST", "/api/v1/config/webhook", {"url": ""}),
+    ("POST", "/api/v1/contact/prefs/lang", {"contactId": "fb:12121212121", "lang": "en_US"}),
+    (
+        "POST",
+        "/api/v1/data/push",
+        {"data": {}, "id": "string", "links": [SEED_LINK], "type": "string"},
+    ),
+    (
+        "POST",
+        "/api/v1/event/push",
+        {"eventName": "CUSTOMER_CREATED", "id": 1234567, "links": [SEED_LINK]},
+    ),
+]
+
+
+async def _call(hub: Any, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+    async with (
+        rest_session() as http,
+        http.request(method, f"http://127.0.0.1:{hub.http_port}{path}", json=body) as resp,
+    ):
+        return resp.status, await resp.json()
+
+
+def _is_envelope(reply: dict[str, Any], status: int) -> bool:
+    common = {"status", "statusKey", "message", "timestamp", "traceid"} <= reply.keys()
+    shaped = "data" in reply or ("results" in reply and "meta" in reply)
+    return common and shaped and reply["status"] == status and reply["statusKey"] == "SUCCESS"
+
+
+async def test_every_seed_example_is_accepted_and_answered_in_the_envelope(db_url: str) -> None:
+    async with running_hub(db_url) as hub:
+        replies = [(path, *await _call(hub, m, path, body)) for m, path, body in SEED_EXAMPLES]
+    for path, status, reply in replies:
+        assert status == 200, (path, reply)
+        assert _is_envelope(reply, 200), (path, reply)
+    by_path = {path.partition("?")[0]: reply for path, _, reply in replies}
+    channels = by_path["/api/v1/config/channels"]["results"]
+    assert {"sandbox", "sandbox-sms"} <= {c["channelId"] for c in channels}
+    webhook = by_path["/api/v1/config/webhook"]["data"]
+    assert webhook["type"] == "WEBHOOK" and webhook["secret"]["signingSecret"].startswith("whsec_")
+    assert by_path["/api/v1/contact/prefs/lang"]["data"] == {
+        "contactId": "fb:12121212121",
+        "lang": "en_US",
+    }
+    assert by_path["/api/v1/data/push"]["data"]["links"] == [SEED_LINK]
+    assert by_path["/api/v1/event/push"]["data"]["id"] == "1234567"
+
+
+async def test_global_vars_resolve_with_channel_override_and_destination_first(
+    db_url: str,
+) -> None:
+    sms = SandboxAdapter("sandbox-sms", delivery_delay=0.01, record=True)
+    single = SandboxAdapter("sandbox", delivery_delay=0.01, record=True)
+    async with running_hub(db_url, adapters={"sandbox-sms": sms, "sandbox": single}) as hub:
+        for body in (
+            {"key": "greeting", "value": "Hello"},
+            {"key": "brand", "value": "ACME", "description": "shown in every text"},
+            {"key": "greeting", "value": "Hi", "channelId": "sandbox-sms"},
+        ):
+            status, reply = await _call(hub, "POST", "/api/v1/config/global/vars", body)
+            assert status == 200, reply
+        status, listed = await _call(hub, "GET", "/api/v1/config/global/vars?channelId=sandbox-sms")
+        assert status == 200
+        effective = {v["key"]: (v["value"], v["type"]) for v in listed["results"]}
+        assert effective == {"brand": ("ACME", "TENANT"), "greeting": ("Hi", "CHANNEL")}
+
+        batch = {
+            "channel": "sms",
+            "from": "CNNECT",
+            "to": [
+                {"msisdn": ["+447911100001"]},
+                {"msisdn": ["+447911100002"], "substitutions": {"greeting": "Yo"}},
+            ],
+            "content": {"type": "text", "text": "$(greeting) from $(brand)"},
+        }
+        status, reply = await _call(hub, "POST", "/api/v2/message/send", batch)
+        assert status == 202, reply
+        single_send = {
+            "channelId": "sandbox",
+            "type": "text",
+            "to": {"phone": "+447911100003"},
+            "text": {"body": "$(greeting) from $(brand), $(unknown) stays"},
+        }
+        status, reply = await _call(hub, "POST", "/api/v1/message/send", single_send)
+        assert status in (200, 202), reply
+        await eventually(lambda: len(sms.sent) == 2 and len(single.sent) == 1)
+        status, _ = await _call(hub, "DELETE", "/api/v1/config/global/vars/brand")
+        assert status == 200
+        status, gone = await _call(hub, "DELETE", "/api/v1/config/global/vars/brand")
+    by_destination = {d.destination: d.text for d in sms.sent}
+    assert by_destination == {"+447911100001": "Hi from ACME", "+447911100002": "Yo from ACME"}
+    assert single.sent[0].text == "Hello from ACME, $(unknown) stays"
+    assert status == 404 and gone["messageKey"] == "GLOBAL_VAR_NOT_FOUND"
+
+
+def _template(code: str, lang: str, body: str, status: str) -> dict[str, Any]:
+    return {
+        "code": code,
+        "lang": lang,
+        "category": "UTILITY",
+        "body": body,
+        "footer": "Reply STOP to opt out",
+        "buttons": [{"type": "QUICK_REPLY", "label": "Yes", "code": "YES"}],
+        "approved": [{"channelId": "sandbox", "status": status}],
+    }
+
+
+async def test_pending_template_is_refused_and_approved_one_uses_the_contact_language(
+    db_url: str,
+) -> None:
+    single = SandboxAdapter("sandbox", delivery_delay=0.01, record=True)
+    tmpl = "/api/v1/config/tmpl/hsm"
+    async with running_hub(db_url, adapters={"sandbox": single}) as hub:
+        created = []
+        for t in (
+            _template("FEEDBACK", "en_US", "Thanks $(name), you paid $(amount)", "APPROVED"),
+            _template("FEEDBACK", "es_ES", "Gracias $(name), pagaste $(amount)", "APPROVED"),
+            _template("PROMO", "es_ES", "Oferta para $(name)", "PENDING"),
+        ):
+            status, reply = await _call(hub, "POST", tmpl, t)
+            assert status == 201, reply
+            created.append(reply["data"]["template"])
+        status, dup = await _call(hub, "POST", tmpl, _template("PROMO", "es_ES", "x", "PENDING"))
+        assert status == 409 and dup["messageKey"] == "TEMPLATE_EXISTS"
+        status, _ = await _call(
+            hub, "POST", "/api/v1/contact/prefs/lang", {"contactId": "fb:42", "lang": "es_ES"}
+        )
+        assert status == 200
+
+        def send(code: str) -> dict[str, Any]:
+            return {
+                "channelId": "sandbox",
+                "type": "template",
+                "to": {"contactId": "fb:42", "phone": "+447911100009"},
+                "template": {"code": code, "data": {"name": "Ana", "amount": 10}},
+            }
+
+        status, refused = await _call(hub, "POST", "/api/v1/message/send", send("PROMO"))
+        ok_status, sent = await _call(hub, "POST", "/api/v1/message/send", send("FEEDBACK"))
+        await eventually(lambda: len(single.sent) == 1)
+        status_pending, pending = await _call(
+            hub, "GET", f"{tmpl}?channelId=sandbox&channelStatus=PENDING"
+        )
+        # Approving the PROMO template makes it sendable.
+        promo = {**created[2], "approved": [{"channelId": "sandbox", "status": "APPROVED"}]}
+        promo.pop("createdStamp", None)
+        upd_status, updated = await _call(hub, "PUT", f"{tmpl}/{promo['id']}", promo)
+        again_status, _ = await _call(hub, "POST", "/api/v1/message/send", send("PROMO"))
+        del_status, _ = await _call(hub, "DELETE", f"{tmpl}/{created[0]['id']}")
+        _, remaining = await _call(hub, "GET", tmpl)
+    assert status == 400 and refused["messageKey"] == "TEMPLATE_NOT_APPROVED"
+    assert ok_status in (200, 202), sent
+    assert single.sent[0].text == "Gracias Ana, pagaste 10"
+    assert single.sent[0].content["template"]["lang"] == "es_ES"
+    assert status_pending == 200 and [t["code"] for t in pending["results"]] == ["PROMO"]
+    assert pending["results"][0]["approved"][0]["status"] == "PENDING"
+    assert upd_status == 200 and updated["data"]["template"]["approved"][0]["status"] == "APPROVED"
+    assert again_status in (200, 202)
+    assert del_status == 200
+    assert [(t["code"], t["lang"]) for t in remaining["results"]] == [
+        ("FEEDBACK", "es_ES"),
+        ("PROMO", "es_ES"),
+    ]
