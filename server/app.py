@@ -22,11 +22,13 @@ from server.api.sessions import SessionServicer
 from server.config import Settings
 from server.dispatch.dispatcher import Dispatcher
 from server.dispatch.housekeeping import Housekeeper
+from server.dispatch.redis_pacing import SharedPacing
 from server.dispatch.retry import RetryPolicy
 from server.domain.events import StoredEvent
 from server.domain.inbound import InboundBatch, from_provider
 from server.domain.provider import ChannelAdapter, InboundMessage
-from server.events.bus import InProcessBus
+from server.events.bus import EventBus, InProcessBus
+from server.events.redis_bus import RedisBus, RedisBusConfig
 from server.gateway.app import create_app
 from server.gateway.callbacks import add_callback_routes
 from server.net.http import OutboundHttp
@@ -61,7 +63,7 @@ class PublicUrl:
 @dataclass
 class Hub:
     settings: Settings
-    bus: InProcessBus
+    bus: EventBus
     store: SqlStore
     dispatcher: Dispatcher
     webhook_sender: WebhookSender
@@ -74,6 +76,7 @@ class Hub:
     http_port: int
     health: HealthFlag
     sweeper: InactivitySweeper | None = None
+    pacing: SharedPacing | None = None
 
     @property
     def grpc_port(self) -> int:
@@ -86,7 +89,8 @@ class Hub:
         adapters: dict[str, ChannelAdapter] | None = None,
         clock: Callable[[], int] = now_ms,
     ) -> Hub:
-        bus = InProcessBus()
+        bus = _event_bus(settings)
+        await bus.start()
         wake_webhooks: list[Callable[[], None]] = []
 
         def publish(events: Sequence[StoredEvent]) -> None:
@@ -96,6 +100,7 @@ class Hub:
 
         store = await SqlStore.open(settings.database_url, publish, clock=clock)
         channels = {c.channel_id: c for c in settings.channels}
+        pacing = SharedPacing(settings.redis_url) if settings.redis_url else None
         file_channels = frozenset(channels)
         # Channels created over the API; the channels file wins a clash of ids.
         channel_owners: dict[str, str] = {}
@@ -122,6 +127,9 @@ class Hub:
             poll_interval=settings.dispatch_poll_interval,
             clock=clock,
             channels=channels,
+            workers=settings.dispatch_workers,
+            # With Redis, a channel's TPS holds across replicas, not per replica.
+            pacer_for=pacing.pacer_for if pacing is not None else None,
         )
         built = build_server(
             Services(
@@ -242,6 +250,7 @@ class Hub:
             http_port=http_port,
             health=health_flag,
             sweeper=sweeper,
+            pacing=pacing,
         )
         log.info(
             "serving gRPC on %s:%d and HTTP on %s:%d",
@@ -268,6 +277,16 @@ class Hub:
         await self.webhook_sender.close()
         await self.http.close()
         await self.store.close()
+        # After the store: its last commits are still fanned out.
+        await self.bus.close()
+        if self.pacing is not None:
+            await self.pacing.close()
+
+
+def _event_bus(settings: Settings) -> EventBus:
+    if not settings.redis_url:
+        return InProcessBus()
+    return RedisBus(RedisBusConfig(settings.redis_url, max_len=settings.redis_stream_max_len))
 
 
 def _bound_port(site: web.TCPSite) -> int:

@@ -68,6 +68,14 @@ class Settings:
     # Open sessions with no customer message or routing for this long are closed.
     session_inactivity_ms: int = 24 * 3600 * 1000
     session_sweep_interval: float = 30.0
+    # -- scale-out --
+    # Empty: events fan out in this process only. Set (redis://host:6379/0):
+    # every replica's events reach every replica's subscribers.
+    redis_url: str = ""
+    # Approximate cap on the Redis event stream's length.
+    redis_stream_max_len: int = 100_000
+    # Claim loops per process; all of them share the channel bounds.
+    dispatch_workers: int = 1
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> Settings:
@@ -100,6 +108,12 @@ class Settings:
             s = replace(s, session_inactivity_ms=int(env["CIMHUB_SESSION_INACTIVITY_MS"]))
         if "CIMHUB_SESSION_SWEEP_SECONDS" in env:
             s = replace(s, session_sweep_interval=float(env["CIMHUB_SESSION_SWEEP_SECONDS"]))
+        if "CIMHUB_REDIS_URL" in env:
+            s = replace(s, redis_url=env["CIMHUB_REDIS_URL"].strip())
+        if "CIMHUB_REDIS_STREAM_MAX_LEN" in env:
+            s = replace(s, redis_stream_max_len=int(env["CIMHUB_REDIS_STREAM_MAX_LEN"]))
+        if "CIMHUB_DISPATCH_WORKERS" in env:
+            s = replace(s, dispatch_workers=max(1, int(env["CIMHUB_DISPATCH_WORKERS"])))
         return s
 
 

@@ -13,7 +13,7 @@ from server.api.context import tenant_of
 from server.api.convert import ChangeCache, decode_cursor, encode_cursor, notifications
 from server.domain.errors import Code, DomainError, FieldViolation, invalid
 from server.domain.events import StoredEvent
-from server.events.bus import EventFilter, InProcessBus, Subscription
+from server.events.bus import EventBus, EventFilter, Subscription
 from server.storage.store import SqlStore
 from server.storage.writer import now_ms
 
@@ -98,7 +98,7 @@ class NotificationServicer(pb_grpc.NotificationServiceServicer):
     def __init__(
         self,
         store: SqlStore,
-        bus: InProcessBus,
+        bus: EventBus,
         *,
         heartbeat_seconds: float = 15.0,
         buffer_limit: int = 10_000,
@@ -127,6 +127,10 @@ class NotificationServicer(pb_grpc.NotificationServiceServicer):
         sub = self._bus.subscribe(tenant, accept, self._buffer_limit)
         stream = _Stream(context, sub, self._stall, self._changes)
         try:
+            if not request.after:
+                # Live from now: a later catch-up from the log starts here, not
+                # at the beginning of the log.
+                after = await self._store.newest_cursor(tenant)
             stream.last = after
             # An immediate heartbeat confirms the subscription, so HTTP clients
             # get their status line without waiting for the first event.
@@ -137,18 +141,27 @@ class NotificationServicer(pb_grpc.NotificationServiceServicer):
             )
             if request.after:
                 await self._replay(tenant, stream, accept)
+            loop = asyncio.get_running_loop()
+            last_sent = loop.time()
             while True:
-                batch = await sub.next_batch(self._heartbeat)
+                quiet = loop.time() - last_sent
+                batch = await sub.next_batch(max(0.0, self._heartbeat - quiet))
+                if sub.take_behind():
+                    # The bus may have missed events: the log has them all, and
+                    # the buffered ones it also holds are dropped below.
+                    await self._replay(tenant, stream, accept)
                 fresh = [e for e in batch if e.cursor > stream.last]
                 if fresh:
                     await stream.events(fresh)
-                elif not batch:
+                    last_sent = loop.time()
+                elif loop.time() - last_sent >= self._heartbeat:
                     await stream.send(
                         pb.StreamNotificationsResponse(
                             heartbeat=pb.Heartbeat(server_timestamp=now_ms()),
                             cursor=encode_cursor(stream.last),
                         )
                     )
+                    last_sent = loop.time()
                 else:
                     stream.check()  # everything here was already replayed
         finally:

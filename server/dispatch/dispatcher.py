@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from server.aio import cancel_and_wait
 from server.dispatch.pacing import Pacer
@@ -25,6 +26,12 @@ from server.storage.writer import now_ms
 log = logging.getLogger(__name__)
 
 
+class SendPacer(Protocol):
+    """Waits until the next send of one channel may go out."""
+
+    async def wait(self) -> None: ...
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -39,6 +46,8 @@ class Dispatcher:
         clock: Callable[[], int] = now_ms,
         reconcile_interval: float = 1.0,
         channels: Mapping[str, Channel] | None = None,
+        workers: int = 1,
+        pacer_for: Callable[[Channel], SendPacer] | None = None,
     ) -> None:
         self._store = store
         self._reconcile_interval = reconcile_interval
@@ -50,7 +59,9 @@ class Dispatcher:
         self._retry = retry
         self._clock = clock
         self._wake = asyncio.Event()
-        self._loop_task: asyncio.Task[None] | None = None
+        self._workers = max(1, workers)
+        self._loop_tasks: list[asyncio.Task[None]] = []
+        self._claiming = asyncio.Lock()
         self._in_flight: dict[asyncio.Task[None], str] = {}
         self._per_channel: dict[str, int] = {}
         self._channels = dict(channels or {})
@@ -62,21 +73,25 @@ class Dispatcher:
             else c.max_in_flight
             for c in self._channels.values()
         }
-        self._pacers = {c.channel_id: Pacer(c.tps) for c in self._channels.values() if c.tps > 0}
+        make_pacer = pacer_for or (lambda c: Pacer(c.tps))
+        self._pacers = {c.channel_id: make_pacer(c) for c in self._channels.values() if c.tps > 0}
 
     async def start(self) -> None:
         for channel_id, adapter in self._adapters.items():
             await adapter.start(self.on_receipt)
             log.debug("adapter for %s started", channel_id)
-        self._loop_task = asyncio.create_task(self._run(), name="dispatcher")
+        self._loop_tasks = [
+            asyncio.create_task(self._run(worker), name=f"dispatcher-{worker}")
+            for worker in range(self._workers)
+        ]
 
     def wake(self) -> None:
         """New work was accepted; look now rather than at the next poll."""
         self._wake.set()
 
     async def close(self) -> None:
-        if self._loop_task is not None:
-            await cancel_and_wait(self._loop_task)
+        await cancel_and_wait(*self._loop_tasks)
+        self._loop_tasks = []
         # Let attempts already handed to a provider record their outcome.
         if self._in_flight:
             await asyncio.wait(list(self._in_flight), timeout=5)
@@ -86,33 +101,36 @@ class Dispatcher:
     async def on_receipt(self, channel_id: str, receipt: Receipt) -> None:
         await self._store.apply_receipt(channel_id, receipt)
 
-    async def _run(self) -> None:
+    async def _run(self, worker: int) -> None:
         last_sweep = 0.0
         loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
-            if loop.time() - last_sweep >= self._reconcile_interval:
+            if worker == 0 and loop.time() - last_sweep >= self._reconcile_interval:
                 last_sweep = loop.time()
                 try:
                     await self._store.reconcile_receipts()
                 except Exception:
                     log.exception("reconciling parked receipts failed")
-            # Claim only what can start now: a claimed row that waits for a
-            # slot burns its lease and may be claimed again by someone else.
-            room = self._max_in_flight - len(self._in_flight)
-            claimed: list[Delivery] = []
-            if room > 0:
-                try:
-                    claimed = await self._claim(min(room, self._batch_size))
-                except Exception:
-                    log.exception("claiming due messages failed")
-            for delivery in claimed:
-                self._per_channel[delivery.channel_id] = (
-                    self._per_channel.get(delivery.channel_id, 0) + 1
-                )
-                task = asyncio.create_task(self._attempt(delivery))
-                self._in_flight[task] = delivery.channel_id
-                task.add_done_callback(self._done)
+            # Workers of one process take turns to claim, so the process as a
+            # whole never exceeds max_in_flight or a channel's bound.
+            async with self._claiming:
+                # Claim only what can start now: a claimed row that waits for a
+                # slot burns its lease and may be claimed again by someone else.
+                room = self._max_in_flight - len(self._in_flight)
+                claimed: list[Delivery] = []
+                if room > 0:
+                    try:
+                        claimed = await self._claim(min(room, self._batch_size))
+                    except Exception:
+                        log.exception("claiming due messages failed")
+                for delivery in claimed:
+                    self._per_channel[delivery.channel_id] = (
+                        self._per_channel.get(delivery.channel_id, 0) + 1
+                    )
+                    task = asyncio.create_task(self._attempt(delivery))
+                    self._in_flight[task] = delivery.channel_id
+                    task.add_done_callback(self._done)
             if room <= 0 or len(claimed) < room:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._poll_interval):

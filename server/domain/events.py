@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -60,3 +60,19 @@ class StoredEvent:
         if self.event.type is EventType.CONVERSATION_CHANGE:
             return CONVERSATION_NOTIFICATION
         return MESSAGING_NOTIFICATION
+
+
+class CommittedEvents(tuple[StoredEvent, ...]):
+    """The events of one commit, in cursor order.
+
+    ``after`` is the highest cursor committed before them (any tenant), or None
+    when unknown. Commits take turns, so consecutive commits chain: a reader
+    that saw a commit ending at ``after`` has missed nothing before this one.
+    """
+
+    after: int | None
+
+    def __new__(cls, events: Sequence[StoredEvent], after: int | None = None) -> CommittedEvents:
+        self = super().__new__(cls, events)
+        self.after = after
+        return self

@@ -107,6 +107,12 @@ async def oldest_cursor(tx_conn: Any, tenant_id: str) -> int | None:
     ).scalar()
 
 
+async def newest_cursor(tx_conn: Any, tenant_id: str) -> int:
+    return (
+        await tx_conn.execute(select(func.max(events.c.id)).where(events.c.tenant_id == tenant_id))
+    ).scalar() or 0
+
+
 def _payload(event: NewEvent) -> dict[str, Any]:
     data = asdict(event)
     data["type"] = event.type.value

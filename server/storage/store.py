@@ -196,6 +196,10 @@ class SqlStore(ConfigStoreMixin):
         async with self.engine.connect() as conn:
             return await event_log.oldest_cursor(conn, tenant_id)
 
+    async def newest_cursor(self, tenant_id: str) -> int:
+        async with self.engine.connect() as conn:
+            return await event_log.newest_cursor(conn, tenant_id)
+
     # -- templates ----------------------------------------------------------
     async def find_template(
         self, tenant_id: str, *, template_id: str = "", code: str = "", lang: str = ""

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.aio import cancel_and_wait
-from server.domain.events import StoredEvent
+from server.domain.events import CommittedEvents, StoredEvent
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -120,12 +120,13 @@ class Writer:
                             outcomes.append((item, False, exc, []))
                         else:
                             outcomes.append((item, True, result, tx.events))
+                    after = await self._committed_before(conn, outcomes)
                 except BaseException:
                     await trans.rollback()
                     raise
                 async with self._commit_order:
                     await trans.commit()
-                    self._settle(outcomes)
+                    self._settle(outcomes, after)
         except Exception as exc:
             log.exception("group commit of %d writes failed", len(batch))
             for item in batch:
@@ -145,7 +146,29 @@ class Writer:
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_TURN_KEY})
             conn.info["event_lock"] = batch_id
 
-    def _settle(self, outcomes: list[tuple[_Item[Any], bool, Any, list[StoredEvent]]]) -> None:
+    @staticmethod
+    async def _committed_before(
+        conn: AsyncConnection, outcomes: list[tuple[_Item[Any], bool, Any, list[StoredEvent]]]
+    ) -> int | None:
+        """The highest cursor committed before this batch's events.
+
+        Still inside the write turn, so nothing below our first cursor can
+        commit later: readers of other processes' commits use it to tell a
+        missed commit from a contiguous one.
+        """
+        cursors = [e.cursor for _item, ok, _value, events in outcomes if ok for e in events]
+        if not cursors:
+            return None
+        found = await conn.execute(
+            text("SELECT max(id) FROM events WHERE id < :first"), {"first": min(cursors)}
+        )
+        return int(found.scalar() or 0)
+
+    def _settle(
+        self,
+        outcomes: list[tuple[_Item[Any], bool, Any, list[StoredEvent]]],
+        after: int | None = None,
+    ) -> None:
         published: list[StoredEvent] = []
         for item, ok, value, events in outcomes:
             if ok:
@@ -158,4 +181,4 @@ class Writer:
             else:
                 item.future.set_exception(value)
         if published:
-            self._publish(published)
+            self._publish(CommittedEvents(published, after))
