@@ -15,7 +15,7 @@ from pathlib import Path
 from server.config import Settings, load_channels
 
 # Modules with a `register(subparsers)` function adding their subcommands.
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = ("server.cli_db",)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 _HERE = Path(__file__).resolve().parent / "migrations"
@@ -19,8 +20,16 @@ def _config(connection: Any) -> Config:
     return cfg
 
 
+# Replicas starting together on one PostgreSQL migrate one at a time.
+_MIGRATION_LOCK_KEY = 0x43494D4D
+
+
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+            )
         await conn.run_sync(lambda sync_conn: command.upgrade(_config(sync_conn), revision))
 
 

@@ -1,0 +1,49 @@
+"""`cimhub db upgrade` brings an empty database to the head revision, on both engines."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from server.storage import migrate
+from server.storage.db import make_engine
+
+
+def _head() -> str:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrate._HERE))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    assert head is not None
+    return head
+
+
+def _cimhub(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+async def _revision(db_url: str) -> str | None:
+    engine = make_engine(db_url)
+    try:
+        return await migrate.current(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_db_upgrade_brings_an_empty_database_to_head(db_url: str) -> None:
+    assert await _revision(db_url) is None
+    first = await asyncio.to_thread(_cimhub, "db", "upgrade", "--database-url", db_url)
+    assert first.returncode == 0, first.stderr
+    head = _head()
+    assert await _revision(db_url) == head
+    again = await asyncio.to_thread(_cimhub, "db", "upgrade", "--database-url", db_url)
+    assert again.returncode == 0, again.stderr  # a second run is a no-op
+    current = await asyncio.to_thread(_cimhub, "db", "current", "--database-url", db_url)
+    print(f"\nhead={head} upgrade_output={first.stdout.strip()!r} current={current.stdout.strip()}")
+    assert f"revision {head}" in first.stdout
+    assert current.stdout.strip() == head
