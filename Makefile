@@ -10,6 +10,11 @@ BUF_VERSION := 1.75.0
 NODE_PREFIX := .build/node
 BUF         := $(NODE_PREFIX)/node_modules/.bin/buf
 BUF_STAMP   := $(NODE_PREFIX)/.buf-$(BUF_VERSION)
+# Swagger UI for /docs, from npm into its own prefix (installing into the buf
+# prefix with --no-save would prune buf).
+SWAGGER_UI_VERSION := 5.35.0
+DOCS_PREFIX := .build/docs
+DOCS_STAMP  := $(DOCS_PREFIX)/.swagger-ui-$(SWAGGER_UI_VERSION)
 VENDORED    := .build/protos/google/api/annotations.proto
 PG_BINDIR   := /usr/lib/postgresql/15/bin
 PYTEST_ARGS ?= -q
@@ -18,11 +23,12 @@ PYTEST_ARGS ?= -q
 SUDO := $(shell if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then echo sudo; fi)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 
-.PHONY: help venv buf gen vendor-protos check-generated lint system-deps test run bench clean
+.PHONY: help venv buf docs-assets gen vendor-protos check-generated lint system-deps test run bench clean
 
 help:
 	@echo "make venv             create .venv and install the project with [test,dev] extras"
 	@echo "make buf              install buf $(BUF_VERSION) into $(NODE_PREFIX) via npm"
+	@echo "make docs-assets      install swagger-ui-dist $(SWAGGER_UI_VERSION) for /docs via npm"
 	@echo "make gen              regenerate generated/ from proto/ (scripts/gen_protos.py)"
 	@echo "make check-generated  regenerate and fail if generated/ differs from git"
 	@echo "make lint             ruff, ruff format, import-linter, buf lint/format, mypy"
@@ -48,6 +54,12 @@ $(BUF_STAMP):
 	npm install --prefix $(NODE_PREFIX) --no-fund --no-audit --no-save @bufbuild/buf@$(BUF_VERSION)
 	@$(BUF) --version
 	@rm -f $(NODE_PREFIX)/.buf-* && touch $@
+
+docs-assets: $(DOCS_STAMP)
+
+$(DOCS_STAMP):
+	npm install --prefix $(DOCS_PREFIX) --no-fund --no-audit --no-save swagger-ui-dist@$(SWAGGER_UI_VERSION)
+	@rm -f $(DOCS_PREFIX)/.swagger-ui-* && touch $@
 
 # ------------------------------------------------------------------ generation
 gen: venv
@@ -104,13 +116,13 @@ system-deps:
 	@redis-server --version; $(PG_BINDIR)/postgres --version
 
 # ------------------------------------------------------------------------ test
-test: venv buf system-deps
+test: venv buf docs-assets system-deps
 	@$(MAKE) --no-print-directory check-generated
 	@$(MAKE) --no-print-directory lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # ------------------------------------------------------------------------- run
-run: venv
+run: venv docs-assets
 	@mkdir -p var
 	$(PY) -m server serve
 

@@ -29,8 +29,9 @@ from server.domain.inbound import InboundBatch, from_provider
 from server.domain.provider import ChannelAdapter, InboundMessage
 from server.events.bus import EventBus, InProcessBus
 from server.events.redis_bus import RedisBus, RedisBusConfig
-from server.gateway.app import create_app
+from server.gateway.app import create_app, route_table
 from server.gateway.callbacks import add_callback_routes
+from server.gateway.openapi import add_docs_routes
 from server.net.http import OutboundHttp
 from server.runtime_channels import RuntimeChannels
 from server.storage.store import SqlStore
@@ -192,6 +193,8 @@ class Hub:
             return web.json_response({"status": "NOT_SERVING"}, status=503)
 
         app.router.add_get("/healthz", healthz)
+        # Last: the document describes every route added above.
+        add_docs_routes(app, route_table(app))
         runner = web.AppRunner(app, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.http_port)
