@@ -11,15 +11,20 @@ from aiohttp import web
 
 from adapters.base import AdapterContext
 from adapters.registry import build_adapter
+from server.api.auth import Authenticator
+from server.api.bootstrap import bootstrap_keys
 from server.api.config import ConfigServicer
 from server.api.context import DEFAULT_TENANT
 from server.api.customers import CustomerServicer
+from server.api.guard import GuardInterceptor
 from server.api.inbound import InboundApi
+from server.api.limits import RateLimiter, StreamCounter
 from server.api.messaging import MessagingServicer
 from server.api.notifications import NotificationServicer
 from server.api.server import BuiltServer, Services, build_server, set_serving
 from server.api.sessions import SessionServicer
-from server.config import Settings
+from server.api.tokens import TokenRules
+from server.config import Settings, decode_jwt_secret
 from server.dispatch.dispatcher import Dispatcher
 from server.dispatch.housekeeping import Housekeeper
 from server.dispatch.redis_pacing import SharedPacing
@@ -32,6 +37,7 @@ from server.events.redis_bus import RedisBus, RedisBusConfig
 from server.gateway.app import create_app, route_table
 from server.gateway.callbacks import add_callback_routes
 from server.gateway.openapi import add_docs_routes
+from server.net.addresses import AddressPolicy
 from server.net.http import OutboundHttp
 from server.runtime_channels import RuntimeChannels
 from server.storage.store import SqlStore
@@ -78,10 +84,18 @@ class Hub:
     health: HealthFlag
     sweeper: InactivitySweeper | None = None
     pacing: SharedPacing | None = None
+    auth: Authenticator | None = None
 
     @property
     def grpc_port(self) -> int:
         return self.grpc_server.port
+
+    async def revoke_key(self, api_id: str) -> bool:
+        """Revoke a key; this server refuses it from the next call on."""
+        revoked = await self.store.revoke_api_key(api_id)
+        if self.auth is not None:
+            self.auth.forget(api_id)
+        return revoked
 
     @classmethod
     async def start(
@@ -100,8 +114,9 @@ class Hub:
                 wake()
 
         store = await SqlStore.open(settings.database_url, publish, clock=clock)
+        await bootstrap_keys(settings, store)
+        auth = _authenticator(settings, store)
         channels = {c.channel_id: c for c in settings.channels}
-        pacing = SharedPacing(settings.redis_url) if settings.redis_url else None
         file_channels = frozenset(channels)
         # Channels created over the API; the channels file wins a clash of ids.
         channel_owners: dict[str, str] = {}
@@ -109,6 +124,7 @@ class Hub:
             if stored.channel_id not in channels:
                 channels[stored.channel_id] = stored
                 channel_owners[stored.channel_id] = owner
+        pacing = SharedPacing(settings.redis_url) if settings.redis_url else None
         # Filled once the HTTP port, and so the callback URL, is known; the
         # dispatcher and the callback routes share this one dict.
         channel_adapters: dict[str, ChannelAdapter] = {}
@@ -160,6 +176,14 @@ class Hub:
             ),
             address=f"{settings.host}:{settings.grpc_port}",
             max_message_bytes=settings.max_grpc_message_bytes,
+            interceptors=[
+                GuardInterceptor(
+                    auth,
+                    RateLimiter(settings.rate_per_s, settings.rate_burst),
+                    StreamCounter(settings.max_streams_per_tenant),
+                    settings.max_streams_per_tenant,
+                )
+            ],
         )
         await built.server.start()
         await set_serving(built.health, True)
@@ -202,7 +226,9 @@ class Hub:
         http_port = _bound_port(site)
         public.default(f"http://{local_host}:{http_port}")
 
-        http = OutboundHttp()
+        http = OutboundHttp(
+            policy=AddressPolicy.of(settings.outbound_allow, https_only=settings.production)
+        )
         ctx = AdapterContext(
             public_url=public.get(), fetcher=http, adapter_for=channel_adapters.get
         )
@@ -254,6 +280,7 @@ class Hub:
             health=health_flag,
             sweeper=sweeper,
             pacing=pacing,
+            auth=auth,
         )
         log.info(
             "serving gRPC on %s:%d and HTTP on %s:%d",
@@ -284,6 +311,12 @@ class Hub:
         await self.bus.close()
         if self.pacing is not None:
             await self.pacing.close()
+
+
+def _authenticator(settings: Settings, store: SqlStore) -> Authenticator:
+    keys = {app: decode_jwt_secret(secret) or b"" for app, secret in settings.jwt_secrets}
+    rules = TokenRules(keys, settings.jwt_max_age_s, settings.jwt_leeway_s)
+    return Authenticator(store, rules, cache_ttl_s=settings.key_cache_ttl_s)
 
 
 def _event_bus(settings: Settings) -> EventBus:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
+import json
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -31,6 +35,10 @@ DEFAULT_CHANNELS = (
 
 
 DEFAULT_VERIFY_TOKEN = "cimhub-dev-verify-token"
+
+# HS256 keys shorter than the hash output make brute force cheaper than it must be.
+JWT_SECRET_MIN_BYTES = 32
+JWT_LEEWAY_MAX_S = 60
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,55 @@ class Settings:
     redis_stream_max_len: int = 100_000
     # Claim loops per process; all of them share the channel bounds.
     dispatch_workers: int = 1
+    # -- authentication --
+    # A key the server makes sure exists (tenant "default") at start; without
+    # it, an empty database gets a fresh key printed once.
+    bootstrap_api_id: str = ""
+    bootstrap_api_key: str = field(default="", repr=False)
+    # app id -> base64 HS256 secret; the app's tenant comes from the apps table.
+    jwt_secrets: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    jwt_max_age_s: int = 300
+    jwt_leeway_s: int = 30
+    # Key lookups are cached this long; revocation elsewhere takes effect within it.
+    key_cache_ttl_s: float = 3.0
+    # -- limits, per tenant --
+    rate_per_s: float = 1000.0
+    rate_burst: int = 2000
+    # Generous: a tenant may fan out to many subscribers; this only stops runaways.
+    max_streams_per_tenant: int = 5_000
+    # -- outbound HTTP to tenant-supplied URLs --
+    # "production" requires https for tenant-supplied URLs.
+    env: str = "development"
+    # CIDRs that outbound HTTP may reach even though they are not global.
+    outbound_allow: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.jwt_leeway_s <= JWT_LEEWAY_MAX_S:
+            raise ValueError(f"jwt leeway must be 0..{JWT_LEEWAY_MAX_S} seconds")
+        if self.jwt_max_age_s <= 0:
+            raise ValueError("jwt max age must be positive")
+        for app_id, encoded in self.jwt_secrets:
+            decoded = decode_jwt_secret(encoded)
+            if decoded is None:
+                raise ValueError(f"JWT secret for app {app_id!r} is not valid base64")
+            if len(decoded) < JWT_SECRET_MIN_BYTES:
+                raise ValueError(
+                    f"JWT secret for app {app_id!r} decodes to {len(decoded)} bytes;"
+                    f" at least {JWT_SECRET_MIN_BYTES} are required"
+                )
+        if self.rate_per_s <= 0 or self.rate_burst < 1:
+            raise ValueError("rate limit must be positive with a burst of at least 1")
+        if bool(self.bootstrap_api_id) != bool(self.bootstrap_api_key):
+            raise ValueError("bootstrap api id and api key must be set together")
+        for cidr in self.outbound_allow:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"outbound allow-list entry {cidr!r} is not a CIDR") from exc
+
+    @property
+    def production(self) -> bool:
+        return self.env.strip().lower() == "production"
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> Settings:
@@ -114,7 +171,53 @@ class Settings:
             s = replace(s, redis_stream_max_len=int(env["CIMHUB_REDIS_STREAM_MAX_LEN"]))
         if "CIMHUB_DISPATCH_WORKERS" in env:
             s = replace(s, dispatch_workers=max(1, int(env["CIMHUB_DISPATCH_WORKERS"])))
-        return s
+        return _auth_from_env(s, env)
+
+
+def _auth_from_env(s: Settings, env: Mapping[str, str]) -> Settings:
+    if env.get("CIMHUB_BOOTSTRAP_API_ID") or env.get("CIMHUB_BOOTSTRAP_API_KEY"):
+        s = replace(
+            s,
+            bootstrap_api_id=env.get("CIMHUB_BOOTSTRAP_API_ID", ""),
+            bootstrap_api_key=env.get("CIMHUB_BOOTSTRAP_API_KEY", ""),
+        )
+    if env.get("CIMHUB_JWT_SECRETS"):
+        try:
+            table = json.loads(env["CIMHUB_JWT_SECRETS"])
+        except json.JSONDecodeError as exc:
+            raise ValueError("CIMHUB_JWT_SECRETS must be a JSON object") from exc
+        if not isinstance(table, dict):
+            raise ValueError("CIMHUB_JWT_SECRETS must be a JSON object")
+        s = replace(s, jwt_secrets=tuple((str(k), str(v)) for k, v in table.items()))
+    numbers = {
+        "CIMHUB_JWT_MAX_AGE_SECONDS": ("jwt_max_age_s", int),
+        "CIMHUB_JWT_LEEWAY_SECONDS": ("jwt_leeway_s", int),
+        "CIMHUB_KEY_CACHE_SECONDS": ("key_cache_ttl_s", float),
+        "CIMHUB_RATE_PER_SECOND": ("rate_per_s", float),
+        "CIMHUB_RATE_BURST": ("rate_burst", int),
+        "CIMHUB_MAX_STREAMS_PER_TENANT": ("max_streams_per_tenant", int),
+        "CIMHUB_MAX_BODY_BYTES": ("max_body_bytes", int),
+        "CIMHUB_MAX_GRPC_MESSAGE_BYTES": ("max_grpc_message_bytes", int),
+    }
+    for name, (attr, kind) in numbers.items():
+        if name in env:
+            s = replace(s, **{attr: kind(env[name])})
+    if "CIMHUB_ENV" in env:
+        s = replace(s, env=env["CIMHUB_ENV"])
+    if "CIMHUB_OUTBOUND_ALLOW" in env:
+        cidrs = tuple(c.strip() for c in env["CIMHUB_OUTBOUND_ALLOW"].split(",") if c.strip())
+        s = replace(s, outbound_allow=cidrs)
+    return s
+
+
+def decode_jwt_secret(encoded: str) -> bytes | None:
+    """The HS256 key behind a base64 (standard or URL-safe, padding optional) secret."""
+    text = encoded.strip()
+    padded = text + "=" * (-len(text) % 4)
+    try:
+        return base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        return None
 
 
 def load_channels(path: Path) -> tuple[Channel, ...]:

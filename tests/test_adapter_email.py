@@ -33,6 +33,7 @@ from fakes.smtp import (
 )
 from server.domain.models import Channel, Delivery
 from server.net.http import OutboundHttp
+from support.net import loopback_http
 
 SEED = json.loads((Path(__file__).parent / "seeds" / "v2_email.json").read_text())
 SENDER = SEED["from"]
@@ -105,7 +106,7 @@ async def media() -> AsyncIterator[MediaServer]:
 
 @pytest.fixture
 async def fetcher() -> AsyncIterator[OutboundHttp]:
-    client = OutboundHttp()
+    client = loopback_http()
     yield client
     await client.close()
 

@@ -30,7 +30,7 @@ from fakes.rbm import FakeRbm, bare_webhook, pubsub_webhook, sign, user_event, u
 from fakes.server import Behaviour
 from server.domain.models import Channel
 from server.domain.status import DeliveryStatus
-from server.net.http import OutboundHttp
+from support.net import loopback_http
 
 AGENT = "test_agent"
 TOKEN = "test-access-token"
@@ -71,7 +71,7 @@ async def harness(
     async with fake:
         ctx = AdapterContext(
             public_url="https://hub.example.com",
-            fetcher=OutboundHttp(),
+            fetcher=loopback_http(),
             adapter_for=lambda channel_id: sms if channel_id == SMS_CHANNEL else None,
             env=dict(env),
         )
@@ -489,7 +489,7 @@ async def test_expired_token_is_retryable_and_never_echoed() -> None:
 
 
 def test_missing_credentials_fail_at_construction() -> None:
-    ctx = AdapterContext(public_url="https://hub.example.com", fetcher=OutboundHttp(), env={})
+    ctx = AdapterContext(public_url="https://hub.example.com", fetcher=loopback_http(), env={})
     with pytest.raises(ValueError, match="RBM_TOKEN"):
         RbmAdapter(rcs_channel("http://127.0.0.1:9"), ctx)
 

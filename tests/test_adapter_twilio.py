@@ -24,7 +24,7 @@ from fakes.server import Behaviour
 from fakes.twilio import FakeTwilio
 from server.domain.models import Channel, Delivery
 from server.domain.status import DeliveryStatus
-from server.net.http import OutboundHttp
+from support.net import loopback_http
 
 ACCOUNT_SID = "AC" + "5" * 32
 TOKEN = "tw-secret-7f3a9c"  # distinctive, so a leak is easy to spot
@@ -112,7 +112,7 @@ def make_channel(base_url: str, **extra: str) -> Channel:
 
 
 def make_adapter(hub: Hub, base_url: str, *, token: str = TOKEN, **extra: str) -> TwilioSmsAdapter:
-    ctx = AdapterContext(public_url=hub.url, fetcher=OutboundHttp(), env={TOKEN_VAR: token})
+    ctx = AdapterContext(public_url=hub.url, fetcher=loopback_http(), env={TOKEN_VAR: token})
     adapter = TwilioSmsAdapter(make_channel(base_url, **extra), ctx)
     hub.adapter = adapter
     return adapter
@@ -199,7 +199,7 @@ async def test_messaging_service_picks_the_sender(hub: Hub, fake: FakeTwilio) ->
 
 
 async def test_no_sender_at_all_is_permanent(hub: Hub, fake: FakeTwilio) -> None:
-    ctx = AdapterContext(public_url=hub.url, fetcher=OutboundHttp(), env={TOKEN_VAR: TOKEN})
+    ctx = AdapterContext(public_url=hub.url, fetcher=loopback_http(), env={TOKEN_VAR: TOKEN})
     channel = Channel(
         CHANNEL_ID, "SMS", "twilio", lane="", settings=make_channel(fake.url).settings
     )
@@ -320,13 +320,13 @@ def test_missing_settings_are_named(missing: str, hub: Hub) -> None:
     settings = dict(make_channel("http://x").settings)
     del settings[missing]
     channel = Channel(CHANNEL_ID, "SMS", "twilio", lane=LANE, settings=settings)
-    ctx = AdapterContext(public_url=hub.url, fetcher=OutboundHttp(), env={TOKEN_VAR: TOKEN})
+    ctx = AdapterContext(public_url=hub.url, fetcher=loopback_http(), env={TOKEN_VAR: TOKEN})
     with pytest.raises(ValueError, match=missing):
         TwilioSmsAdapter(channel, ctx)
 
 
 def test_unset_token_variable_is_refused(hub: Hub) -> None:
-    ctx = AdapterContext(public_url=hub.url, fetcher=OutboundHttp(), env={})
+    ctx = AdapterContext(public_url=hub.url, fetcher=loopback_http(), env={})
     with pytest.raises(ValueError, match=TOKEN_VAR):
         TwilioSmsAdapter(make_channel("http://x"), ctx)
 
@@ -346,7 +346,7 @@ def doc_request(
 
 
 def doc_adapter(hub: Hub, token: str = DOC_TOKEN) -> TwilioSmsAdapter:
-    ctx = AdapterContext(public_url=hub.url, fetcher=OutboundHttp(), env={TOKEN_VAR: token})
+    ctx = AdapterContext(public_url=hub.url, fetcher=loopback_http(), env={TOKEN_VAR: token})
     return TwilioSmsAdapter(make_channel("http://x"), ctx)
 
 

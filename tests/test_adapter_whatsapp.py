@@ -52,7 +52,7 @@ from fakes.whatsapp import (
 from server.domain.models import Channel
 from server.domain.sending import SingleSend, canonical_content
 from server.domain.status import DeliveryStatus
-from server.net.http import OutboundHttp
+from support.net import loopback_http
 
 TOKEN = "EAAG-test-access-token"
 APP_SECRET = "test-app-secret"
@@ -80,7 +80,7 @@ def make_adapter(base_url: str, **settings: Any) -> WhatsAppCloudAdapter:
             **settings,
         },
     )
-    ctx = AdapterContext(public_url="https://hub.example.com", fetcher=OutboundHttp(), env=ENV)
+    ctx = AdapterContext(public_url="https://hub.example.com", fetcher=loopback_http(), env=ENV)
     return WhatsAppCloudAdapter(channel, ctx)
 
 
@@ -468,7 +468,7 @@ def test_missing_credentials_fail_at_construction() -> None:
         "whatsapp_cloud",
         settings={"phone_number_id": PHONE_NUMBER_ID, "access_token_env": "WA_ACCESS_TOKEN"},
     )
-    ctx = AdapterContext(public_url="https://hub.example.com", fetcher=OutboundHttp(), env=ENV)
+    ctx = AdapterContext(public_url="https://hub.example.com", fetcher=loopback_http(), env=ENV)
     with pytest.raises(ValueError, match="app_secret_env"):
         WhatsAppCloudAdapter(channel, ctx)
 

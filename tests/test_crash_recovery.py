@@ -9,7 +9,6 @@ import signal
 import sys
 from pathlib import Path
 
-import grpc
 from sqlalchemy import func, select
 
 from cim.v1 import messaging_service_pb2 as m
@@ -17,6 +16,7 @@ from cim.v1 import messaging_service_pb2_grpc as mg
 from server.domain.status import TERMINAL
 from server.storage.db import make_engine
 from server.storage.schema import messages
+from support.hub import AUTH_ENV, authed_channel
 
 ACCEPTED = 2000
 LEASE_MS = 5000
@@ -25,6 +25,7 @@ LEASE_MS = 5000
 async def _start(db_url: str, channels_file: Path) -> tuple[asyncio.subprocess.Process, int]:
     env = {
         **os.environ,
+        **AUTH_ENV,
         "CIMHUB_DATABASE_URL": db_url,
         "CIMHUB_CHANNELS_FILE": str(channels_file),
         "CIMHUB_DISPATCH_LEASE_MS": str(LEASE_MS),
@@ -88,7 +89,7 @@ async def test_sigkill_with_accepted_work_loses_nothing(db_url: str, tmp_path: P
     proc, port = await _start(db_url, channels)
     accepted: set[str] = set()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with authed_channel(f"127.0.0.1:{port}") as channel:
             stub = mg.MessagingServiceStub(channel)
             for batch in range(ACCEPTED // 1000):
                 request = m.SendBatchRequest(

@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cim.v1 import notification_service_pb2 as n
 from cim.v1 import notification_service_pb2_grpc as ng
+from support.hub import AUTH_ENV, authed_channel
 
 GRACE_SECONDS = 3.0
 
@@ -24,6 +25,7 @@ GRACE_SECONDS = 3.0
 async def _start_server(db_url: str) -> tuple[asyncio.subprocess.Process, int, int]:
     env = {
         **os.environ,
+        **AUTH_ENV,
         "CIMHUB_DATABASE_URL": db_url,
         "CIMHUB_SHUTDOWN_GRACE": str(GRACE_SECONDS),
         "CIMHUB_HEARTBEAT_SECONDS": "0.5",
@@ -90,7 +92,7 @@ async def test_reflection_lists_the_four_services_plus_health_and_reflection(
 
 async def test_sigterm_ends_streams_with_unavailable_and_exits_zero(server_process) -> None:
     proc, port, _ = server_process
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with authed_channel(f"127.0.0.1:{port}") as channel:
         stream = ng.NotificationServiceStub(channel).StreamNotifications(
             n.StreamNotificationsRequest()
         )

@@ -26,7 +26,7 @@ from server.domain.events import EventType, NewEvent
 from server.gateway.jsonmap import to_json
 from server.webhooks.signing import verify
 from support.clock import FakeClock, eventually
-from support.hub import channel_to, running_hub
+from support.hub import authed_channel, channel_to, rest_session, running_hub
 
 CONVERSATIONS = [f"c0000000-0000-0000-0000-{i:012d}" for i in range(25)]
 
@@ -141,7 +141,7 @@ def _changes(events: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, int, s
 
 
 async def test_sse_resumes_from_last_event_id_and_carries_the_envelope(db_url: str) -> None:
-    async with running_hub(db_url) as hub, aiohttp.ClientSession() as http:
+    async with running_hub(db_url) as hub, rest_session() as http:
         url = f"http://127.0.0.1:{hub.http_port}/api/v1/notifications/stream"
         await emit(hub, 30, chunk=10)
         async with http.get(url, params={"after": "c0"}) as resp:
@@ -180,7 +180,7 @@ async def test_sse_resumes_from_last_event_id_and_carries_the_envelope(db_url: s
 
 
 async def test_websocket_receives_the_same_events(db_url: str) -> None:
-    async with running_hub(db_url) as hub, aiohttp.ClientSession() as http:
+    async with running_hub(db_url) as hub, rest_session() as http:
         await emit(hub, 40, chunk=10)
         url = f"http://127.0.0.1:{hub.http_port}/api/v1/notifications/stream?after=c0"
         seen: list[tuple[str, int, str]] = []
@@ -290,7 +290,7 @@ async def test_a_thousand_subscribers_each_receive_a_whole_burst(tmp_path: Path)
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
     subscribers, burst = 1000, 200
     async with running_hub(db_url, heartbeat_seconds=30) as hub:
-        channels = [grpc.aio.insecure_channel(f"127.0.0.1:{hub.grpc_port}") for _ in range(10)]
+        channels = [authed_channel(f"127.0.0.1:{hub.grpc_port}") for _ in range(10)]
         try:
             latencies: list[float] = []
             counts = [0] * subscribers
@@ -378,7 +378,7 @@ async def test_tenant_webhook_gets_signed_envelopes_in_conversation_order(db_url
     try:
         async with (
             running_hub(db_url, webhook_retry_base_ms=50) as hub,
-            aiohttp.ClientSession() as http,
+            rest_session() as http,
         ):
             async with http.post(
                 f"http://127.0.0.1:{hub.http_port}/api/v1/config/webhook",

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import aiohttp
-import grpc
 import pytest
 
 from cim.v1 import messaging_service_pb2 as m
@@ -20,7 +18,7 @@ from server.config import DEFAULT_CHANNELS
 from server.domain.events import EventType
 from server.domain.models import Channel
 from server.domain.status import DeliveryStatus
-from support.hub import running_hub
+from support.hub import authed_channel, rest_session, running_hub
 
 TOKEN_VAR = "CIMHUB_TEST_TWILIO_TOKEN"
 TO = "+447911123456"
@@ -56,7 +54,7 @@ async def fake_twilio(
 
 
 async def _send(hub, text: str = "hello") -> str:  # type: ignore[no-untyped-def]
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{hub.grpc_port}") as channel:
+    async with authed_channel(f"127.0.0.1:{hub.grpc_port}") as channel:
         reply = await mg.MessagingServiceStub(channel).SendMessage(
             m.SendMessageRequest(
                 channel_id="sms-twilio",
@@ -223,7 +221,7 @@ async def test_rcs_to_sms_fallback_is_two_attempts_on_one_message(
         }
         async with running_hub(db_url, channels=channels) as hub:
             async with (
-                aiohttp.ClientSession() as http,
+                rest_session() as http,
                 http.post(
                     f"http://127.0.0.1:{hub.http_port}/api/v2/message/send", json=body
                 ) as resp,

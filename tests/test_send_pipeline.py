@@ -6,7 +6,6 @@ import asyncio
 import json
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from adapters.sandbox import SandboxAdapter
@@ -15,7 +14,7 @@ from server.api.context import DEFAULT_TENANT
 from server.domain.status import DeliveryStatus
 from server.webhooks.signing import verify
 from support.clock import FakeClock, eventually, stays
-from support.hub import running_hub
+from support.hub import rest_session, running_hub
 
 V2 = "/api/v2/message/send"
 
@@ -28,7 +27,7 @@ async def _post(
     hub: Any, body: dict[str, Any], headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, Any]]:
     async with (
-        aiohttp.ClientSession() as http,
+        rest_session() as http,
         http.post(
             f"http://127.0.0.1:{hub.http_port}{V2}", json=body, headers=headers or {}
         ) as resp,

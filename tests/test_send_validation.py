@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from server.api.context import DEFAULT_TENANT
-from support.hub import running_hub
+from support.hub import rest_session, running_hub
 
 SEEDS = Path(__file__).parent / "seeds"
 V2 = "/api/v2/message/send"
@@ -176,7 +176,7 @@ class Api:
 
 @asynccontextmanager
 async def api_for(db_url: str) -> AsyncIterator[tuple[Any, Api]]:
-    async with running_hub(db_url) as hub, aiohttp.ClientSession() as http:
+    async with running_hub(db_url) as hub, rest_session() as http:
         yield hub, Api(http, hub.http_port)
 
 

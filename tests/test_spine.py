@@ -6,7 +6,6 @@ import asyncio
 import json
 from pathlib import Path
 
-import aiohttp
 import grpc
 import pytest
 
@@ -16,7 +15,7 @@ from cim.v1 import messaging_service_pb2_grpc as mg
 from cim.v1 import notification_service_pb2 as n
 from cim.v1 import notification_service_pb2_grpc as ng
 from cim.v1 import outbound_pb2 as o
-from support.hub import channel_to, running_hub
+from support.hub import channel_to, rest_session, running_hub
 
 SEED = json.loads((Path(__file__).parent / "seeds" / "outbound_msg.json").read_text())
 
@@ -41,7 +40,7 @@ async def test_seed_outbound_msg_over_rest_streams_submitted_then_delivered(db_u
             n.StreamNotificationsRequest()
         )
         await asyncio.sleep(0.2)  # the subscription must exist before the send
-        async with aiohttp.ClientSession() as http:
+        async with rest_session() as http:
             resp = await http.post(
                 f"http://127.0.0.1:{hub.http_port}/api/v1/message/send", json=SEED
             )
@@ -125,7 +124,7 @@ async def test_unknown_message_is_not_found(db_url: str) -> None:
     ],
 )
 async def test_bad_input_is_400_with_field_path(db_url: str, body: object, field: str) -> None:
-    async with running_hub(db_url) as hub, aiohttp.ClientSession() as http:
+    async with running_hub(db_url) as hub, rest_session() as http:
         data = body if isinstance(body, str) else json.dumps(body)
         resp = await http.post(
             f"http://127.0.0.1:{hub.http_port}/api/v1/message/send",
@@ -140,7 +139,7 @@ async def test_bad_input_is_400_with_field_path(db_url: str, body: object, field
 
 
 async def test_session_and_config_routes_over_rest(db_url: str) -> None:
-    async with running_hub(db_url) as hub, aiohttp.ClientSession() as http:
+    async with running_hub(db_url) as hub, rest_session() as http:
         base = f"http://127.0.0.1:{hub.http_port}"
         closed = await http.post(
             f"{base}/api/v1/session/close", json={"sessionId": "61f3810a02e14c0877fc1a32"}

@@ -16,7 +16,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from server.dispatch.retry import RetryPolicy
-from server.net.http import OutboundError, OutboundHttp
+from server.net.http import OutboundError
 from server.storage import migrate
 from server.storage import webhooks as hooks
 from server.storage.db import make_engine
@@ -25,6 +25,7 @@ from server.storage.store import SqlStore
 from server.storage.writer import Tx
 from server.webhooks.sender import WebhookSender
 from server.webhooks.signing import new_secret, sign, verify
+from support.net import loopback_http
 
 TENANT = "t1"
 FAST = RetryPolicy(base_ms=20, cap_ms=100)
@@ -109,7 +110,7 @@ def test_new_secrets_are_prefixed_32_byte_keys() -> None:
 
 async def test_sender_delivers_signed_in_order_and_retries(db_url: str) -> None:
     store = await SqlStore.open(db_url, _ignore)
-    http = OutboundHttp()
+    http = loopback_http()
     secret = await store.webhook_secret(TENANT)
     log: list[tuple[str, int, dict[str, Any]]] = []  # (webhook-id, status, payload)
     bad_signatures: list[str] = []
@@ -158,7 +159,7 @@ async def test_sender_delivers_signed_in_order_and_retries(db_url: str) -> None:
 async def test_an_old_failing_webhook_is_dead_lettered(db_url: str) -> None:
     clock = [1_700_000_000_000]
     store = await SqlStore.open(db_url, _ignore, clock=lambda: clock[0])
-    http = OutboundHttp()
+    http = loopback_http()
     hits: list[int] = []
 
     async def broken(request: web.Request) -> web.Response:
@@ -348,7 +349,7 @@ async def test_post_never_follows_redirects() -> None:
         target_hits.append(1)
         return web.Response(status=200)
 
-    http = OutboundHttp()
+    http = loopback_http()
     try:
         async with receiver({"/start": start, "/target": target}) as base:
             assert await http.post(
@@ -384,7 +385,7 @@ async def test_fetch_is_bounded_and_errors_are_outbound_errors() -> None:
     async def busy(request: web.Request) -> web.Response:
         return web.Response(status=429, headers={"Retry-After": "7"})
 
-    http = OutboundHttp(total_timeout_s=0.3)
+    http = loopback_http(total_timeout_s=0.3)
     try:
         async with receiver(
             {"/small": small, "/big": streamed, "/slow": slow, "/busy": busy}

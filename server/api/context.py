@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
 import grpc
 
-# Authentication (and with it real tenants) arrives with its own interceptor;
-# until then every caller acts for the bootstrap tenant.
+# The tenant of calls that authenticate by other means (health, and the inbound
+# webhooks, which carry a verify token), and the bootstrap tenant.
 DEFAULT_TENANT = "default"
+
+# Set by the guard interceptor around each handler, for the task that runs it.
+CALL_TENANT: ContextVar[str | None] = ContextVar("cimhub_call_tenant", default=None)
+
+
+class NoTenant(RuntimeError):
+    """A handler ran without the guard interceptor: a wiring bug, never a default."""
 
 
 def tenant_of(context: grpc.aio.ServicerContext) -> str:
-    return DEFAULT_TENANT
+    tenant = CALL_TENANT.get()
+    if tenant is None:
+        raise NoTenant("no authenticated tenant for this call")
+    return tenant
 
 
 def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str:

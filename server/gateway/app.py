@@ -184,4 +184,7 @@ def _from_http_exception(exc: web.HTTPException) -> GatewayError:
 
 
 def _render(error: GatewayError, traceid: str) -> web.Response:
-    return web.json_response(error_body(error, traceid), status=error.http_status)
+    response = web.json_response(error_body(error, traceid), status=error.http_status)
+    if error.retry_after_s is not None:
+        response.headers["Retry-After"] = str(error.retry_after_s)
+    return response

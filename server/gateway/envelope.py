@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -106,6 +107,8 @@ class GatewayError(Exception):
     reason: str  # UPPER_SNAKE, ErrorInfo.reason when the server gave one
     errors: tuple[ErrorDetail, ...] = ()
     metadata: dict[str, str] = field(default_factory=dict)
+    # Whole seconds for a Retry-After header, from the status's RetryInfo.
+    retry_after_s: int | None = None
 
     def __post_init__(self) -> None:
         Exception.__init__(self, self.message)
@@ -131,6 +134,7 @@ def error_from_status(code: grpc.StatusCode, message: str, trailing_metadata: An
     reason = code.name
     violations: list[ErrorDetail] = []
     metadata: dict[str, str] = {}
+    retry_after: int | None = None
     rich = _rich_status(trailing_metadata)
     if rich is not None:
         message = rich.message or message
@@ -144,6 +148,12 @@ def error_from_status(code: grpc.StatusCode, message: str, trailing_metadata: An
                 bad = error_details_pb2.BadRequest()
                 detail.Unpack(bad)
                 violations.extend(ErrorDetail(v.field, v.description) for v in bad.field_violations)
+            elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                retry = error_details_pb2.RetryInfo()
+                detail.Unpack(retry)
+                delay = retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9
+                # HTTP wants whole seconds; rounding down would invite an early retry.
+                retry_after = max(1, math.ceil(delay))
     return GatewayError(
         http_status=http_status_for(code),
         status_key=code.name,
@@ -151,6 +161,7 @@ def error_from_status(code: grpc.StatusCode, message: str, trailing_metadata: An
         reason=reason,
         errors=tuple(violations),
         metadata=metadata,
+        retry_after_s=retry_after,
     )
 
 

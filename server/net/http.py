@@ -1,16 +1,23 @@
 """The single chokepoint for HTTP to URLs that tenants, not we, supplied.
 
 Webhook posts and media fetches both come through here so that one place can
-enforce the rules for talking to untrusted addresses (no redirects, bounded
-time and size today; an SSRF guard on the resolved address later).
+enforce the rules for talking to untrusted addresses: no redirects, bounded
+time and size, and only global addresses (see addresses.py). The address is
+vetted by the resolver the connection itself uses, so a name cannot resolve to
+a safe address for the check and to an internal one for the connect.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from server.net.addresses import AddressPolicy, UnsafeUrl
 
 
 class OutboundError(Exception):
@@ -31,6 +38,35 @@ class PostResult:
 _NETWORK_ERRORS = (aiohttp.ClientError, TimeoutError, ValueError)
 
 
+class BlockedAddress(OSError):
+    """A name resolved to an address the policy refuses."""
+
+
+class VettedResolver(AbstractResolver):
+    """Resolves with `inner` and refuses the name if ANY of its addresses is refused."""
+
+    def __init__(self, policy: AddressPolicy, inner: AbstractResolver | None = None) -> None:
+        self._policy = policy
+        self._inner = inner
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        if self._inner is None:
+            self._inner = aiohttp.ThreadedResolver()
+        results = await self._inner.resolve(host, port, family)
+        for result in results:
+            address = ipaddress.ip_address(result["host"].split("%", 1)[0])
+            why = self._policy.refusal(address)
+            if why is not None:
+                raise BlockedAddress(f"refused {why} for host {host}")
+        return results
+
+    async def close(self) -> None:
+        if self._inner is not None:
+            await self._inner.close()
+
+
 class OutboundHttp:
     def __init__(
         self,
@@ -39,7 +75,13 @@ class OutboundHttp:
         connect_timeout_s: float = 5.0,
         max_connections: int = 100,
         user_agent: str = "cimhub-webhooks/1",
+        policy: AddressPolicy | None = None,
+        resolver: AbstractResolver | None = None,
     ) -> None:
+        # The default refuses every non-global address; the composition root
+        # passes the configured allow-list and scheme rule.
+        self._policy = policy or AddressPolicy()
+        self._inner_resolver = resolver
         self._timeout = aiohttp.ClientTimeout(total=total_timeout_s, connect=connect_timeout_s)
         self._max_connections = max_connections
         self._user_agent = user_agent
@@ -50,7 +92,12 @@ class OutboundHttp:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=self._max_connections),
+                connector=aiohttp.TCPConnector(
+                    limit=self._max_connections,
+                    resolver=VettedResolver(self._policy, self._inner_resolver),
+                    # Every new connection resolves and vets afresh.
+                    use_dns_cache=False,
+                ),
                 headers={"User-Agent": self._user_agent},
                 # Proxy settings from the environment must not reroute tenant traffic.
                 trust_env=False,
@@ -61,7 +108,15 @@ class OutboundHttp:
         """POST body and return the status; a 3xx is returned, never followed."""
         return (await self.post_result(url, body, headers)).status
 
+    def check(self, url: str) -> None:
+        """Raise OutboundError when url may not be fetched, before any connection."""
+        try:
+            self._policy.check_url(url)
+        except UnsafeUrl as exc:
+            raise OutboundError(str(exc)) from exc
+
     async def post_result(self, url: str, body: bytes, headers: Mapping[str, str]) -> PostResult:
+        self.check(url)
         try:
             async with self._client().post(
                 url, data=body, headers=dict(headers), allow_redirects=False
@@ -74,6 +129,7 @@ class OutboundHttp:
 
     async def fetch(self, url: str, max_bytes: int) -> tuple[bytes, str]:
         """GET url; return its body and content type, refusing anything over max_bytes."""
+        self.check(url)
         try:
             async with self._client().get(url, allow_redirects=False) as resp:
                 if not 200 <= resp.status < 300:
@@ -110,5 +166,20 @@ def _retry_after(resp: aiohttp.ClientResponse) -> int | None:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
+    blocked = _blocked_cause(exc)
+    if blocked is not None:
+        return str(blocked)
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _blocked_cause(exc: BaseException) -> BlockedAddress | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, BlockedAddress):
+            return seen
+        inner = getattr(seen, "os_error", None)
+        if isinstance(inner, BlockedAddress):
+            return inner
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import grpc
 from sqlalchemy import func, select
 
@@ -21,7 +20,7 @@ from server.api.context import DEFAULT_TENANT
 from server.app import Hub
 from server.domain.events import EventType, StoredEvent
 from server.storage import schema
-from support.hub import running_hub
+from support.hub import authed_channel, rest_session, running_hub
 
 TOKEN = "test-verify-token"
 SEEDS = Path(__file__).resolve().parent.parent / "seeds"
@@ -93,7 +92,7 @@ async def call(
 ) -> tuple[int, dict[str, Any]]:
     headers = {"x-verify-token": token} if token is not None else {}
     async with (
-        aiohttp.ClientSession() as http,
+        rest_session() as http,
         http.request(
             method,
             f"http://127.0.0.1:{hub.http_port}{path}",
@@ -152,7 +151,7 @@ class LiveChanges:
 @asynccontextmanager
 async def live_changes(hub: Hub) -> AsyncIterator[LiveChanges]:
     before = hub.bus.subscriber_count
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{hub.grpc_port}")
+    channel = authed_channel(f"127.0.0.1:{hub.grpc_port}")
     stream = ng.NotificationServiceStub(channel).StreamNotifications(n.StreamNotificationsRequest())
     seen = LiveChanges()
 

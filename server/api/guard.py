@@ -1,0 +1,154 @@
+"""The interceptor every call passes first: authenticate, then rate and stream limits.
+
+It wraps each handler (unary and streaming, async generators and coroutines
+that write with context.write) so the tenant it resolves is set, in a context
+variable, for exactly the task that runs the handler.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from server.api.auth import Authenticator, Credentials, is_open, needs_credentials
+from server.api.context import CALL_TENANT, DEFAULT_TENANT
+from server.api.errors import ERROR_DOMAIN, to_status
+from server.api.limits import RateLimiter, StreamCounter
+from server.domain.errors import DomainError
+
+
+def rate_limited_status(wait_s: float) -> grpc.Status:
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason="RATE_LIMITED", domain=ERROR_DOMAIN))
+    retry = any_pb2.Any()
+    seconds = int(wait_s)
+    retry.Pack(
+        error_details_pb2.RetryInfo(
+            retry_delay=duration_pb2.Duration(
+                seconds=seconds, nanos=int((wait_s - seconds) * 1_000_000_000)
+            )
+        )
+    )
+    return rpc_status.to_status(
+        status_pb2.Status(
+            code=code_pb2.RESOURCE_EXHAUSTED,
+            message="rate limit exceeded; retry later",
+            details=[info, retry],
+        )
+    )
+
+
+def too_many_streams_status(limit: int) -> grpc.Status:
+    info = any_pb2.Any()
+    info.Pack(
+        error_details_pb2.ErrorInfo(
+            reason="TOO_MANY_STREAMS", domain=ERROR_DOMAIN, metadata={"limit": str(limit)}
+        )
+    )
+    return rpc_status.to_status(
+        status_pb2.Status(
+            code=code_pb2.RESOURCE_EXHAUSTED,
+            message=f"at most {limit} concurrent streams per tenant",
+            details=[info],
+        )
+    )
+
+
+class GuardInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(
+        self,
+        auth: Authenticator,
+        rate: RateLimiter,
+        streams: StreamCounter,
+        stream_limit: int,
+    ) -> None:
+        self._auth = auth
+        self._rate = rate
+        self._streams = streams
+        self._stream_limit = stream_limit
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or is_open(method):
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(method, handler.stream_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._stream(method, handler.stream_stream),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> str:
+        """The caller's tenant once it may proceed; aborts the call otherwise."""
+        metadata = context.invocation_metadata()
+        try:
+            if needs_credentials(method, metadata):
+                tenant = await self._auth.tenant_for(Credentials.from_metadata(metadata))
+            else:
+                tenant = DEFAULT_TENANT
+        except DomainError as err:
+            await context.abort_with_status(to_status(err))
+            raise  # abort raises; this only satisfies the type checker
+        wait = self._rate.take(tenant)
+        if wait > 0:
+            await context.abort_with_status(rate_limited_status(wait))
+        return tenant
+
+    def _unary(self, method: str, inner: Callable[..., Any]) -> Callable[..., Any]:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            tenant = await self._admit(method, context)
+            token = CALL_TENANT.set(tenant)
+            try:
+                return await inner(request, context)
+            finally:
+                CALL_TENANT.reset(token)
+
+        return call
+
+    def _stream(self, method: str, inner: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            tenant = await self._admit(method, context)
+            if not self._streams.enter(tenant):
+                await context.abort_with_status(too_many_streams_status(self._stream_limit))
+            # Set without reset: a generator may resume in another context, and
+            # the value dies with the task that serves this one call anyway.
+            CALL_TENANT.set(tenant)
+            try:
+                result = inner(request, context)
+                if inspect.isasyncgen(result):
+                    async for item in result:
+                        yield item
+                else:
+                    await result
+            finally:
+                self._streams.leave(tenant)
+
+        return call
