@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,14 +18,18 @@ from cim.v1 import notification_service_pb2 as n
 from cim.v1 import notification_service_pb2_grpc as ng
 from server.api.convert import decode_cursor
 from support.postgres import PostgresServer
+from support.redis import RedisServer
 from support.replicas import (
     METADATA,
     Replica,
     channel,
+    claim_counts,
+    claimed_with_lease_before,
     logged_events,
     outbox_counts,
     replicas,
     sandbox_channels,
+    start_replica,
     wait_until,
 )
 
@@ -97,7 +103,7 @@ async def send_batches(replica: Replica, batches: int, tag: str, size: int = 100
                     channel="sms",
                     from_address="CNNECT",
                     to=[
-                        m.BatchDestination(msisdn=[f"+447911{tag}{b}{i:04d}" for i in range(size)])
+                        m.BatchDestination(msisdn=[f"+447400{tag}{b}{i:04d}" for i in range(size)])
                     ],
                     content=m.BatchContent(type="text", text="scale-out"),
                 ),
@@ -130,3 +136,121 @@ async def test_a_subscriber_on_b_receives_what_a_commits_in_order(
     assert len(accepted) == 200
     assert on_b.cursors == sorted(set(on_b.cursors))
     assert on_b.changes == log  # every event, once, in cursor order
+
+
+def provider_sends(sent_log: Path) -> list[str]:
+    """Message ids in the order the fake provider took them."""
+    if not sent_log.exists():
+        return []
+    return [line.split(" ", 1)[1] for line in sent_log.read_text().splitlines() if " " in line]
+
+
+async def test_killed_replica_leaves_nothing_undone(
+    pg_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    sent_log = tmp_path / "sent.log"
+    channels = sandbox_channels(tmp_path / "channels.toml", sent_log)
+    # A's leases are short, B's long: at the kill, A's claims are the ones
+    # ending within A's lease, so "A's in-flight" can be counted exactly.
+    a_lease, b_lease = 3_000, 120_000
+    base = {"CIMHUB_REDIS_URL": redis_url}
+    a = await start_replica(pg_url, channels, {**base, "CIMHUB_DISPATCH_LEASE_MS": str(a_lease)})
+    b = await start_replica(pg_url, channels, {**base, "CIMHUB_DISPATCH_LEASE_MS": str(b_lease)})
+    restarted: Replica | None = None
+    try:
+        accepted = await send_batches(a, 5, "2")
+        a.kill()
+        killed_at = int(time.time() * 1000)
+        await a.proc.wait()
+        sent_before_kill = len(provider_sends(sent_log))
+        a_in_flight = await claimed_with_lease_before(pg_url, killed_at + a_lease + 1)
+        at_kill = await outbox_counts(pg_url)
+
+        async def dispatched() -> bool:
+            counts = await outbox_counts(pg_url)
+            return counts.pending == 0 and counts.claimed == 0
+
+        await wait_until(dispatched, 90)  # B alone finishes, A's claims once their lease ends
+        # The provider still owes the receipts of what A sent; it re-sends them
+        # when A comes back (the sandbox replays its log at start).
+        restarted = await start_replica(
+            pg_url, channels, {**base, "CIMHUB_DISPATCH_LEASE_MS": str(a_lease)}
+        )
+
+        async def all_terminal() -> bool:
+            return (await outbox_counts(pg_url)).terminal >= len(accepted)
+
+        await wait_until(all_terminal, 60)
+        final = await outbox_counts(pg_url)
+    finally:
+        for replica in (a, b, restarted):
+            if replica is not None:
+                replica.kill()
+                await replica.proc.wait()
+    sends = provider_sends(sent_log)
+    duplicates = len(sends) - len(set(sends))
+    print(
+        f"\naccepted={len(accepted)} sent_before_kill={sent_before_kill}"
+        f" a_in_flight_at_kill={a_in_flight} claimed_at_kill_both={at_kill.claimed}"
+        f" provider_sends={len(sends)} duplicates={duplicates} terminal={final.terminal}"
+    )
+    assert len(accepted) == 5000
+    assert final.total == final.terminal == len(accepted)
+    assert set(sends) == accepted
+    assert duplicates <= a_in_flight
+
+
+async def test_redis_restart_mid_stream_leaves_no_gap_and_no_duplicate(
+    pg_url: str, redis_server: RedisServer, redis_url: str, tmp_path: Path
+) -> None:
+    channels = sandbox_channels(tmp_path / "channels.toml", tmp_path / "sent.log")
+    env = {"CIMHUB_REDIS_URL": redis_url}
+    async with replicas(pg_url, channels, 2, env) as (a, b), Collector(b) as on_b:
+        accepted: set[str] = set()
+        for round_ in range(6):
+            accepted |= await send_batches(a, 1, str(round_), size=100)
+            if round_ == 2:
+                received_before = len(on_b.changes)
+                await asyncio.to_thread(redis_server.restart)
+
+        async def settled() -> bool:
+            if (await outbox_counts(pg_url)).terminal < len(accepted):
+                return False
+            return on_b.last >= (await logged_events(pg_url))[1]
+
+        await wait_until(settled, 60)
+        log, _last = await logged_events(pg_url)
+    print(
+        f"\nsent={len(accepted)} events_in_log={len(log)} received_before_restart={received_before}"
+        f" received={len(on_b.changes)} gaps={on_b.gaps(log)} duplicates={on_b.duplicates()}"
+    )
+    assert on_b.changes == log
+
+
+async def test_four_workers_on_two_replicas_never_claim_twice(
+    pg_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    sent_log = tmp_path / "sent.log"
+    channels = sandbox_channels(tmp_path / "channels.toml", sent_log)
+    env = {"CIMHUB_REDIS_URL": redis_url, "CIMHUB_DISPATCH_WORKERS": "2"}
+    async with replicas(pg_url, channels, 2, env) as (a, b):
+        sent = await asyncio.gather(send_batches(a, 5, "4"), send_batches(b, 5, "5"))
+        accepted = sent[0] | sent[1]
+
+        async def dispatched() -> bool:
+            counts = await outbox_counts(pg_url)
+            return counts.pending == 0 and counts.claimed == 0
+
+        await wait_until(dispatched, 120)
+        claims = await claim_counts(pg_url)
+    sends = provider_sends(sent_log)
+    per_message = Counter(sends)
+    double = sum(1 for c in per_message.values() if c > 1)
+    print(
+        f"\nworkers=2x2 accepted={len(accepted)} provider_sends={len(sends)}"
+        f" double_claims_at_provider={double} claims_per_message={sorted(set(claims))}"
+    )
+    assert len(accepted) == 10_000
+    assert set(sends) == accepted
+    assert double == 0
+    assert set(claims) == {1}

@@ -165,6 +165,29 @@ async def logged_events(db_url: str) -> tuple[list[tuple[str, int]], int]:
         await engine.dispose()
 
 
+async def claimed_with_lease_before(db_url: str, until_ms: int) -> int:
+    """Claimed deliveries whose lease ends by until_ms."""
+    engine = make_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            query = select(func.count()).where(
+                messages.c.dispatch_state == "CLAIMED", messages.c.lease_until <= until_ms
+            )
+            return int((await conn.execute(query)).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+async def claim_counts(db_url: str) -> list[int]:
+    """How many times each message was claimed (attempts counts claims)."""
+    engine = make_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            return [int(r[0]) for r in await conn.execute(select(messages.c.attempts))]
+    finally:
+        await engine.dispose()
+
+
 async def wait_until(
     predicate: Callable[[], Awaitable[bool]], seconds: float, interval: float = 0.25
 ) -> None:
