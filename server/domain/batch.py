@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from server.domain.addresses import AddressError, normalize_email, normalize_msisdn
 from server.domain.errors import FieldViolation, failed_precondition, invalid
-from server.domain.limits import RECEIPTS, SMS_TEXT_MAX, check_content
+from server.domain.limits import RECEIPTS, SMS_TEXT_MAX, check_content, check_free_text
 from server.domain.models import Channel, OutboundDraft, conversation_for
 from server.domain.substitution import MissingVariables, render_text, render_tree
 from server.domain.timeparse import parse_instant
@@ -106,6 +106,13 @@ def plan_batch(
     _check_priority(send.priority, problems)
     receipts = _check_receipts(kind, send.requested_receipts, problems)
     _check_notify_url(send.notify_url, problems)
+    check_free_text(
+        problems,
+        callback_data=send.callback_data,
+        notify_url=send.notify_url,
+        substitutions=send.substitutions,
+        groups=[(g.correlation_id, g.substitutions) for g in send.groups],
+    )
     _check_body(kind, send, template, problems)
     if kind == "email":
         for name, listed in (("cc", send.cc), ("bcc", send.bcc)):

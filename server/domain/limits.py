@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from server.domain.errors import FieldViolation
@@ -15,6 +15,14 @@ EMAIL_ATTACHMENTS_MAX_BYTES = 10 * 1024 * 1024
 SUGGESTIONS_PER_MESSAGE = 10
 SUGGESTIONS_PER_RICH_CARD = 4
 SUGGESTIONS_PER_CAROUSEL_CARD = 2
+# Free text the platform stores and echoes back: bounded so that one request
+# cannot make every later read of it expensive.
+SINGLE_TEXT_MAX = 4096
+EMAIL_SUBJECT_MAX = 998  # the longest line RFC 5322 allows
+CALLBACK_DATA_MAX = 4096
+CORRELATION_ID_MAX = 256
+NOTIFY_URL_MAX = 2048
+SUBSTITUTION_VALUE_MAX = 4096
 
 # Receipt names each channel can report, mapped to the platform's statuses.
 _COMMON = {
@@ -58,7 +66,7 @@ def check_content(channel: str, content: Mapping[str, Any]) -> list[FieldViolati
     text = content.get("text", "")
     if channel == "sms":
         _need(problems, content, "text")
-        _max_chars(problems, "content.text", text, SMS_TEXT_MAX)
+        max_chars(problems, "content.text", text, SMS_TEXT_MAX)
     elif channel == "email":
         problems.extend(_check_email(content))
     elif channel == "rcs":
@@ -66,7 +74,7 @@ def check_content(channel: str, content: Mapping[str, Any]) -> list[FieldViolati
     elif channel == "whatsapp":
         if kind == "text":
             _need(problems, content, "text")
-            _max_chars(problems, "content.text", text, WHATSAPP_TEXT_MAX)
+            max_chars(problems, "content.text", text, WHATSAPP_TEXT_MAX)
         else:
             _need(problems, content, "mediaContentUrl")
     return problems
@@ -81,14 +89,15 @@ def _need(
         )
 
 
-def _max_chars(problems: list[FieldViolation], path: str, text: str, limit: int) -> None:
-    if len(text) > limit:
+def max_chars(problems: list[FieldViolation], path: str, text: str, limit: int) -> None:
+    if isinstance(text, str) and len(text) > limit:
         problems.append(FieldViolation(path, f"at most {limit} characters, got {len(text)}"))
 
 
 def _check_email(content: Mapping[str, Any]) -> list[FieldViolation]:
     problems: list[FieldViolation] = []
     _need(problems, content, "subject", "required")
+    max_chars(problems, "content.subject", content.get("subject", ""), EMAIL_SUBJECT_MAX)
     if content["type"] == "text":
         _need(problems, content, "text")
     else:
@@ -118,7 +127,7 @@ def _check_rcs(content: Mapping[str, Any]) -> list[FieldViolation]:
     kind = content["type"]
     if kind == "text":
         _need(problems, content, "text")
-        _max_chars(problems, "content.text", content.get("text", ""), RCS_TEXT_MAX)
+        max_chars(problems, "content.text", content.get("text", ""), RCS_TEXT_MAX)
     elif kind == "media":
         _need(problems, content, "mediaContentUrl")
     elif kind == "standalone":
@@ -150,3 +159,22 @@ def _check_rcs(content: Mapping[str, Any]) -> list[FieldViolation]:
 def _max_items(problems: list[FieldViolation], path: str, items: list[Any], limit: int) -> None:
     if len(items) > limit:
         problems.append(FieldViolation(path, f"at most {limit}, got {len(items)}"))
+
+
+def check_free_text(
+    problems: list[FieldViolation],
+    *,
+    callback_data: str,
+    notify_url: str,
+    substitutions: Mapping[str, Any],
+    groups: Sequence[tuple[str, Mapping[str, Any]]],
+) -> None:
+    """Length caps on the free-text fields of a batch send; groups are (correlationId, vars)."""
+    max_chars(problems, "callbackData", callback_data, CALLBACK_DATA_MAX)
+    max_chars(problems, "notifyUrl", notify_url, NOTIFY_URL_MAX)
+    for name, value in substitutions.items():
+        max_chars(problems, f"substitutions.{name}", value, SUBSTITUTION_VALUE_MAX)
+    for i, (correlation_id, variables) in enumerate(groups):
+        max_chars(problems, f"to[{i}].correlationId", correlation_id, CORRELATION_ID_MAX)
+        for name, value in variables.items():
+            max_chars(problems, f"to[{i}].substitutions.{name}", value, SUBSTITUTION_VALUE_MAX)

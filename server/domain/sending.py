@@ -8,6 +8,7 @@ from typing import Any
 
 from server.domain.addresses import AddressError, normalize_email, normalize_msisdn
 from server.domain.errors import FieldViolation, invalid
+from server.domain.limits import SINGLE_TEXT_MAX, max_chars
 from server.domain.models import Channel, OutboundDraft, conversation_for
 
 PHONE_CHANNELS = frozenset({"SMS", "WHATSAPP", "RCS"})
@@ -106,6 +107,7 @@ def _check_content(send: SingleSend, problems: list[FieldViolation]) -> str:
         problems.append(FieldViolation(f"{part_name}.{inner}", f"required for type {send.type}"))
         return ""
     if send.type == "text":
+        max_chars(problems, "text.body", str(part["body"]), SINGLE_TEXT_MAX)
         return str(part["body"])
     if send.type == "template":
         return str(part.get("code") or part.get("id") or "")
