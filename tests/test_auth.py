@@ -224,3 +224,21 @@ def test_admin_cli_manages_tenants_and_keys(
     assert cli_main(["keys", "revoke", "ak_missing", *db]) == 1
     assert cli_main(["keys", "list", "--tenant", "acme", *db]) == 0
     assert "revoked" in capsys.readouterr().out
+
+
+async def test_an_empty_database_gets_one_printed_key_at_first_start(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with running_hub(db_url, bootstrap_api_id="", bootstrap_api_key="") as hub:
+        printed = capsys.readouterr().out
+        api_id = printed.split("x-api-id:", 1)[1].split()[0]
+        secret = printed.split("x-api-key:", 1)[1].split()[0]
+        assert (await _grpc_outcome(hub, _key(api_id, secret)))[0] == "OK"
+    async with running_hub(db_url, bootstrap_api_id="", bootstrap_api_key="") as hub:
+        assert "x-api-key" not in capsys.readouterr().out
+        assert (await _grpc_outcome(hub, _key(api_id, secret)))[0] == "OK"
+    # A configured bootstrap key joins the same tenant, and starting twice changes nothing.
+    for _ in range(2):
+        async with running_hub(db_url) as hub:
+            assert (await _grpc_outcome(hub, _key()))[0] == "OK"
+            assert (await _grpc_outcome(hub, _key(api_id, secret)))[0] == "OK"

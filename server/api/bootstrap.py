@@ -12,6 +12,16 @@ log = logging.getLogger(__name__)
 
 
 async def bootstrap_keys(settings: Settings, store: SqlStore) -> None:
+    try:
+        await _bootstrap(settings, store)
+    except Exception:
+        # Replicas starting together race to make the same rows; the loser
+        # finds them made on a second look, and anything else fails again loudly.
+        log.info("bootstrap raced another process; checking again")
+        await _bootstrap(settings, store)
+
+
+async def _bootstrap(settings: Settings, store: SqlStore) -> None:
     if settings.bootstrap_api_id:
         changed = await store.ensure_api_key(
             DEFAULT_TENANT, settings.bootstrap_api_id, settings.bootstrap_api_key
