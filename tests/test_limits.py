@@ -129,9 +129,7 @@ async def test_size_caps_and_destination_count(db_url: str) -> None:
 async def test_concurrent_streams_per_tenant_are_bounded(db_url: str) -> None:
     async with running_hub(db_url, max_streams_per_tenant=2) as hub, channel_to(hub) as channel:
         stub = ng.NotificationServiceStub(channel)
-        open_calls = [
-            stub.StreamNotifications(n.StreamNotificationsRequest()) for _ in range(2)
-        ]
+        open_calls = [stub.StreamNotifications(n.StreamNotificationsRequest()) for _ in range(2)]
         for call in open_calls:
             assert (await call.read()).WhichOneof("item") == "heartbeat"
         third = stub.StreamNotifications(n.StreamNotificationsRequest())
@@ -147,9 +145,7 @@ async def test_concurrent_streams_per_tenant_are_bounded(db_url: str) -> None:
         open_calls[0].cancel()
         # A closed stream frees its place.
         for _ in range(50):
-            again = stub.StreamNotifications(
-                n.StreamNotificationsRequest(), metadata=AUTH_METADATA
-            )
+            again = stub.StreamNotifications(n.StreamNotificationsRequest(), metadata=AUTH_METADATA)
             try:
                 await again.read()
                 break
