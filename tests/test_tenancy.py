@@ -83,7 +83,30 @@ async def test_another_tenants_ids_are_not_found_over_rest_and_grpc(db_url: str)
         )
         assert status == 200
 
+        template = {
+            "code": "TENANCY",
+            "lang": "en_US",
+            "body": "only for A",
+            "approved": [{"channelId": "sandbox", "status": "APPROVED"}],
+        }
+        status, made = await _rest(hub, "POST", "/api/v1/config/tmpl/hsm", AUTH_HEADERS, template)
+        assert status == 201, made
+        template_id = made["data"]["template"]["id"]
+
         checked = 0
+        for method, path, body in (
+            ("DELETE", "/api/v1/config/tmpl/hsm/{}", None),
+            ("PUT", "/api/v1/config/tmpl/hsm/{}", {**template, "body": "taken over"}),
+        ):
+            missing = str(uuid.uuid4())
+            status, theirs = await _rest(hub, method, path.format(template_id), b_headers, body)
+            missing_status, none = await _rest(hub, method, path.format(missing), b_headers, body)
+            assert (status, missing_status) == (404, 404), (path, theirs, none)
+            assert _shape(theirs, template_id) == _shape(none, missing), path
+            checked += 1
+        status, listed_b = await _rest(hub, "GET", "/api/v1/config/tmpl/hsm", b_headers)
+        assert status == 200 and listed_b["results"] == [], listed_b
+
         for path, ident in (
             ("/api/v1/messages/{}", message_id),
             ("/api/v1/sessions/{}", session_id),
