@@ -182,6 +182,8 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
     ) -> OutboundDraft:
         """Global variables into the text, and for templates the stored template,
         in the contact's language when the request names none."""
+        if draft.type != "template" and "$(" not in draft.text:
+            return draft  # nothing to fill: spare the hot path a read
         stored_vars = await self._store.list_global_vars(tenant, draft.channel_id)
         values = {"destination": draft.destination, **var_values(stored_vars, draft.channel_id)}
         if draft.type != "template":

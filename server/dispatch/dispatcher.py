@@ -62,7 +62,8 @@ class Dispatcher:
         self._workers = max(1, workers)
         self._loop_tasks: list[asyncio.Task[None]] = []
         self._claiming = asyncio.Lock()
-        self._in_flight: dict[asyncio.Task[None], str] = {}
+        # Task -> the channel whose slot it holds (None once the provider answered).
+        self._in_flight: dict[asyncio.Task[None], str | None] = {}
         self._per_channel: dict[str, int] = {}
         self._channels = dict(channels or {})
         # A paced channel gets no more claims than it can send within half a
@@ -195,7 +196,10 @@ class Dispatcher:
             await pacer.wait()
         provider = self._provider_of(delivery.channel_id)
         try:
-            accepted = await adapter.send(delivery)
+            try:
+                accepted = await adapter.send(delivery)
+            finally:
+                self._leave_channel()
         except RetryableProviderError as exc:
             await self._retry_later(delivery, exc, provider)
         except PermanentProviderError as exc:
@@ -213,6 +217,19 @@ class Dispatcher:
             )
         else:
             await self._store.mark_submitted(delivery, accepted, provider)
+
+    def _leave_channel(self) -> None:
+        """The provider has answered: free the channel's slot while the outcome is written.
+
+        A channel's bound limits what is at its provider at once; recording an
+        outcome waits for a group commit and must not keep the next send waiting.
+        """
+        task = asyncio.current_task()
+        channel_id = self._in_flight.get(task) if task is not None else None
+        if task is not None and channel_id is not None:
+            self._in_flight[task] = None
+            self._per_channel[channel_id] -= 1
+            self._wake.set()
 
     def _provider_of(self, channel_id: str) -> str:
         channel = self._channels.get(channel_id)

@@ -16,6 +16,8 @@ class MissingVariables(ValueError):
 
 
 def render_text(text: str, values: Mapping[str, str], *, blank_missing: bool = False) -> str:
+    if "$(" not in text:  # most texts have no variables; a batch renders one per destination
+        return text
     missing: list[str] = []
 
     def fill(match: re.Match[str]) -> str:

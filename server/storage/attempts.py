@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -20,23 +23,61 @@ async def record(tx: Tx, message_id: str, entries: list[AttemptRecord]) -> None:
         )
     ).scalar() or 0
     await tx.conn.execute(
-        attempts.insert(),
-        [
-            {
-                "message_id": message_id,
-                "number": last + i + 1,
-                "channel_id": e.channel_id,
-                "provider": e.provider,
-                "outcome": e.outcome,
-                "provider_message_id": e.provider_message_id or None,
-                "error_code": e.error_code,
-                "reason": e.reason,
-                "segments": e.segments,
-                "ts": tx.now,
-            }
-            for i, e in enumerate(entries)
-        ],
+        attempts.insert(), [_row(tx, message_id, last + i + 1, e) for i, e in enumerate(entries)]
     )
+
+
+async def record_many(tx: Tx, items: Sequence[tuple[str, list[AttemptRecord]]]) -> None:
+    """record() for many messages: one read of the last numbers, one insert."""
+    ids = [message_id for message_id, entries in items if entries]
+    if not ids:
+        return
+    found = await tx.conn.execute(
+        select(attempts.c.message_id, func.max(attempts.c.number))
+        .where(attempts.c.message_id.in_(set(ids)))
+        .group_by(attempts.c.message_id)
+    )
+    last: dict[str, int] = {message_id: number or 0 for message_id, number in found}
+    rows = []
+    for message_id, entries in items:
+        for e in entries:
+            last[message_id] = last.get(message_id, 0) + 1
+            rows.append(_row(tx, message_id, last[message_id], e))
+    await tx.conn.execute(attempts.insert(), rows)
+
+
+def _row(tx: Tx, message_id: str, number: int, e: AttemptRecord) -> dict[str, Any]:
+    return {
+        "message_id": message_id,
+        "number": number,
+        "channel_id": e.channel_id,
+        "provider": e.provider,
+        "outcome": e.outcome,
+        "provider_message_id": e.provider_message_id or None,
+        "error_code": e.error_code,
+        "reason": e.reason,
+        "segments": e.segments,
+        "ts": tx.now,
+    }
+
+
+async def messages_for(tx: Tx, wanted: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """message_for() for many (channel, provider id) pairs, in one query."""
+    if not wanted:
+        return {}
+    rows = await tx.conn.execute(
+        select(attempts.c.message_id, attempts.c.channel_id, attempts.c.provider_message_id).where(
+            attempts.c.channel_id.in_({c for c, _ in wanted}),
+            attempts.c.provider_message_id.in_({p for _, p in wanted}),
+        )
+    )
+    pairs = set(wanted)
+    found: dict[tuple[str, str], str] = {}
+    for r in rows:
+        key = (r.channel_id, r.provider_message_id)
+        if key in pairs:
+            found.setdefault(key, r.message_id)
+    return found
 
 
 async def message_for(tx: Tx, channel_id: str, provider_message_id: str) -> str | None:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.errors import already_exists, not_found
@@ -26,7 +26,7 @@ from server.storage import events as event_log
 from server.storage import webhooks
 from server.storage.schema import idempotency, messages, status_history
 from server.storage.sql import insert_for
-from server.storage.writer import Tx
+from server.storage.writer import LATER_HISTORY, LATER_MESSAGES, Tx
 
 PENDING, CLAIMED, DONE = "PENDING", "CLAIMED", "DONE"
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
@@ -89,17 +89,13 @@ async def accept(
 
     pairs = [_new_message(tx.now, tenant_id, d) for d in drafts]
     created = [m for m, _ in pairs]
-    if created:
-        await tx.conn.execute(messages.insert(), [_row(m, d) for m, d in pairs])
-        await tx.conn.execute(
-            status_history.insert(),
-            [
-                {"message_id": m.id, "status": m.status.value, "reason": "", "ts": tx.now}
-                for m in created
-            ],
-        )
-        for m in created:
-            await event_log.append(tx, tenant_id, _status_event(m, m.status, ""))
+    # Nothing in the group reads these back, so they join the group's
+    # multi-row inserts; a duplicate id fails the group's attempt instead,
+    # and the writer then finds whose it was.
+    for m, d in pairs:
+        await tx.later(LATER_MESSAGES, _insert_messages, _row(m, d))
+        await tx.later(LATER_HISTORY, _insert_history, _history_row(m.id, m.status, "", tx.now))
+        await event_log.append_later(tx, tenant_id, _status_event(m, m.status, ""))
     result = tuple(created)
     if idem is not None:
         await tx.conn.execute(
@@ -108,6 +104,18 @@ async def accept(
             .values(response=render(result))
         )
     return AcceptResult(result)
+
+
+async def _insert_messages(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    await conn.execute(messages.insert(), rows)
+
+
+async def _insert_history(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    await conn.execute(status_history.insert(), rows)
+
+
+def _history_row(message_id: str, status: DeliveryStatus, reason: str, ts: int) -> dict[str, Any]:
+    return {"message_id": message_id, "status": status.value, "reason": reason, "ts": ts}
 
 
 async def _take_over_expired(tx: Tx, tenant_id: str, idem: IdempotencyKey) -> bool:
@@ -295,6 +303,7 @@ async def claim_due(
     FOR UPDATE SKIP LOCKED lets several PostgreSQL workers claim side by side
     without taking the same row; SQLite has one writer and ignores it.
     """
+    await tx.flush(upto=LATER_MESSAGES)  # messages accepted earlier in this group
     due = or_(
         and_(messages.c.dispatch_state == PENDING, messages.c.due_at <= tx.now),
         and_(messages.c.dispatch_state == CLAIMED, messages.c.lease_until < tx.now),
@@ -361,6 +370,7 @@ async def set_status(
     segments: int | None = None,
 ) -> bool:
     """Record a status if it moves the message forward; returns whether it did."""
+    await tx.flush(upto=LATER_MESSAGES)  # it may have been accepted earlier in this group
     # Lock the row: a receipt and the dispatcher may change it at the same time.
     row = (
         await tx.conn.execute(select(messages).where(messages.c.id == message_id).with_for_update())
@@ -384,15 +394,130 @@ async def set_status(
         values["status"] = status.value
     await tx.conn.execute(update(messages).where(messages.c.id == message_id).values(**values))
     if moved:
-        await tx.conn.execute(
-            status_history.insert().values(
-                message_id=message_id, status=status.value, reason=reason, ts=tx.now
-            )
+        await tx.later(
+            LATER_HISTORY, _insert_history, _history_row(message_id, status, reason, tx.now)
         )
-        await event_log.append(tx, row.tenant_id, _status_event(row, status, reason))
+        await event_log.append_later(tx, row.tenant_id, _status_event(row, status, reason))
         # The receipt is queued in the same transaction as the change it reports.
         await webhooks.enqueue_receipt(tx, row, status.value, reason)
     return moved
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """One set_status call, for set_status_many."""
+
+    message_id: str
+    status: DeliveryStatus
+    reason: str = ""
+    provider_message_id: str | None = None
+    dispatch_state: str | None = DONE
+    segments: int | None = None
+
+
+async def set_status_many(tx: Tx, changes: Sequence[StatusChange]) -> list[bool]:
+    """set_status for many messages with a few statements in all, not a few each."""
+    ids = [c.message_id for c in changes]
+    if len(set(ids)) != len(ids):
+        # Two changes to one message: each must see the other's outcome.
+        return [
+            await set_status(
+                tx,
+                c.message_id,
+                c.status,
+                reason=c.reason,
+                provider_message_id=c.provider_message_id,
+                dispatch_state=c.dispatch_state,
+                segments=c.segments,
+            )
+            for c in changes
+        ]
+    await tx.flush(upto=LATER_MESSAGES)
+    # Locked in id order, so two claimers never wait on each other crosswise.
+    found = (
+        await tx.conn.execute(
+            select(messages)
+            .where(messages.c.id.in_(sorted(ids)))
+            .order_by(messages.c.id)
+            .with_for_update()
+        )
+    ).all()
+    rows = {r.id: r for r in found}
+    updates: list[dict[str, Any]] = []
+    moved: list[bool] = []
+    for c in changes:
+        row = rows.get(c.message_id)
+        if row is None:
+            moved.append(False)
+            continue
+        advanced = advances(DeliveryStatus(row.status), c.status)
+        moved.append(advanced)
+        # Every column is written so one statement serves all rows; the ones a
+        # change leaves alone keep the value just read under the row lock.
+        updates.append(
+            {
+                "_id": c.message_id,
+                "updated_at": tx.now,
+                "dispatch_state": row.dispatch_state
+                if c.dispatch_state is None
+                else c.dispatch_state,
+                "lease_until": row.lease_until if c.dispatch_state is None else None,
+                "provider_message_id": row.provider_message_id
+                if c.provider_message_id is None
+                else c.provider_message_id,
+                "segments": row.segments if c.segments is None else c.segments,
+                "last_error": c.reason or row.last_error,
+                "status": c.status.value if advanced else row.status,
+            }
+        )
+    if updates:
+        await tx.conn.execute(
+            update(messages)
+            .where(messages.c.id == bindparam("_id"))
+            .values(
+                {
+                    name: bindparam(name)
+                    for name in (
+                        "updated_at",
+                        "dispatch_state",
+                        "lease_until",
+                        "provider_message_id",
+                        "segments",
+                        "last_error",
+                        "status",
+                    )
+                }
+            ),
+            updates,
+        )
+    for c, advanced in zip(changes, moved, strict=True):
+        if not advanced:
+            continue
+        row = rows[c.message_id]
+        await tx.later(
+            LATER_HISTORY, _insert_history, _history_row(c.message_id, c.status, c.reason, tx.now)
+        )
+        await event_log.append_later(tx, row.tenant_id, _status_event(row, c.status, c.reason))
+        await webhooks.enqueue_receipt(tx, row, c.status.value, c.reason)
+    return moved
+
+
+async def find_many_by_provider_id(
+    tx: Tx, wanted: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
+    """find_by_provider_id's second look, for many (channel, provider id) pairs."""
+    rows = await tx.conn.execute(
+        select(messages.c.id, messages.c.channel_id, messages.c.provider_message_id).where(
+            messages.c.channel_id.in_({c for c, _ in wanted}),
+            messages.c.provider_message_id.in_({p for _, p in wanted}),
+        )
+    )
+    pairs = set(wanted)
+    return {
+        (r.channel_id, r.provider_message_id): r.id
+        for r in rows
+        if (r.channel_id, r.provider_message_id) in pairs
+    }
 
 
 async def find_by_provider_id(tx: Tx, channel_id: str, provider_message_id: str) -> str | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import and_, delete, select
 
 from server.domain.models import Delivery, Receipt
@@ -34,20 +36,7 @@ async def apply(tx: Tx, channel_id: str, receipt: Receipt) -> bool:
 async def submitted(tx: Tx, delivery: Delivery, accepted: Accepted, provider: str) -> None:
     """Record the provider's acceptance, then any receipts that were waiting for it."""
     carrier = accepted.channel_id or delivery.channel_id
-    await attempt_log.record(
-        tx,
-        delivery.message_id,
-        [
-            *accepted.earlier,
-            AttemptRecord(
-                carrier,
-                accepted.provider or provider,
-                "ACCEPTED",
-                accepted.provider_message_id,
-                segments=accepted.segments,
-            ),
-        ],
-    )
+    await attempt_log.record(tx, delivery.message_id, _attempts(delivery, accepted, provider))
     await msgs.set_status(
         tx,
         delivery.message_id,
@@ -77,6 +66,121 @@ async def submitted(tx: Tx, delivery: Delivery, accepted: Accepted, provider: st
         await tx.conn.execute(
             delete(pending_receipts).where(pending_receipts.c.id.in_([r.id for r in waiting]))
         )
+
+
+async def apply_many(tx: Tx, receipts: Sequence[tuple[str, Receipt]]) -> list[bool]:
+    """apply() for many (channel, receipt) pairs with a few statements in all."""
+    found = await attempt_log.messages_for(
+        tx, [(channel_id, r.provider_message_id) for channel_id, r in receipts]
+    )
+    missing = [
+        (c, r.provider_message_id) for c, r in receipts if (c, r.provider_message_id) not in found
+    ]
+    if missing:
+        found.update(await msgs.find_many_by_provider_id(tx, missing))
+    parked = [
+        {
+            "channel_id": channel_id,
+            "provider_message_id": r.provider_message_id,
+            "status": r.status.value,
+            "reason": r.reason,
+            "received_at": tx.now,
+        }
+        for channel_id, r in receipts
+        if (channel_id, r.provider_message_id) not in found
+    ]
+    if parked:
+        await tx.conn.execute(pending_receipts.insert(), parked)
+    known = [
+        (found[(c, r.provider_message_id)], r)
+        for c, r in receipts
+        if (c, r.provider_message_id) in found
+    ]
+    moved = iter(
+        await msgs.set_status_many(
+            tx,
+            [
+                msgs.StatusChange(message_id, r.status, r.reason, dispatch_state=None)
+                for message_id, r in known
+            ],
+        )
+    )
+    return [next(moved) if (c, r.provider_message_id) in found else False for c, r in receipts]
+
+
+async def apply_one(tx: Tx, receipt: tuple[str, Receipt]) -> bool:
+    return await apply(tx, *receipt)
+
+
+Submission = tuple[Delivery, Accepted, str]
+
+
+async def submitted_many(tx: Tx, items: Sequence[Submission]) -> list[None]:
+    """submitted() for many deliveries with a few statements in all."""
+    await attempt_log.record_many(
+        tx,
+        [
+            (delivery.message_id, _attempts(delivery, accepted, provider))
+            for delivery, accepted, provider in items
+        ],
+    )
+    await msgs.set_status_many(
+        tx,
+        [
+            msgs.StatusChange(
+                delivery.message_id,
+                DeliveryStatus.SUBMITTED,
+                provider_message_id=accepted.provider_message_id,
+                segments=accepted.segments,
+            )
+            for delivery, accepted, _provider in items
+        ],
+    )
+    carriers = {
+        (accepted.channel_id or delivery.channel_id, accepted.provider_message_id): delivery
+        for delivery, accepted, _ in items
+    }
+    waiting = (
+        await tx.conn.execute(
+            select(pending_receipts)
+            .where(
+                pending_receipts.c.channel_id.in_({c for c, _ in carriers}),
+                pending_receipts.c.provider_message_id.in_({p for _, p in carriers}),
+            )
+            .order_by(pending_receipts.c.id)
+        )
+    ).all()
+    waiting = [row for row in waiting if (row.channel_id, row.provider_message_id) in carriers]
+    for row in waiting:
+        await msgs.set_status(
+            tx,
+            carriers[(row.channel_id, row.provider_message_id)].message_id,
+            DeliveryStatus(row.status),
+            reason=row.reason,
+            dispatch_state=None,
+        )
+    if waiting:
+        await tx.conn.execute(
+            delete(pending_receipts).where(pending_receipts.c.id.in_([r.id for r in waiting]))
+        )
+    return [None] * len(items)
+
+
+async def submitted_one(tx: Tx, item: Submission) -> None:
+    await submitted(tx, *item)
+
+
+def _attempts(delivery: Delivery, accepted: Accepted, provider: str) -> list[AttemptRecord]:
+    return [
+        *accepted.earlier,
+        AttemptRecord(
+            accepted.channel_id or delivery.channel_id,
+            accepted.provider or provider,
+            "ACCEPTED",
+            accepted.provider_message_id,
+            segments=accepted.segments,
+        ),
+    ]
 
 
 async def reconcile(tx: Tx, limit: int = 500, max_age_ms: int = 24 * 3600 * 1000) -> int:

@@ -28,14 +28,15 @@ from server.domain.provider import Accepted, AttemptRecord
 from server.domain.routing import RouteChange
 from server.domain.status import DeliveryStatus
 from server.storage import activities as acts
-from server.storage import auth as keys
 from server.storage import attempts as attempt_log
+from server.storage import auth as keys
 from server.storage import contacts, conversations, inbound, lifecycle, migrate, receipts
 from server.storage import events as event_log
 from server.storage import messages as msgs
 from server.storage import sessions as sess
 from server.storage import templates as tmpl
 from server.storage import webhooks as hooks
+from server.storage.coalesce import Coalesced
 from server.storage.config_store import ConfigStoreMixin
 from server.storage.db import is_sqlite, make_engine
 from server.storage.inbound import ReceiveOutcome
@@ -47,6 +48,9 @@ class SqlStore(ConfigStoreMixin):
     def __init__(self, engine: AsyncEngine, writer: Writer) -> None:
         self.engine = engine
         self._writer = writer
+        # Dispatch outcomes arrive one by one; those waiting together are written together.
+        self._submitted = Coalesced(writer, receipts.submitted_many, receipts.submitted_one)
+        self._receipts = Coalesced(writer, receipts.apply_many, receipts.apply_one)
 
     @classmethod
     async def open(
@@ -118,7 +122,7 @@ class SqlStore(ConfigStoreMixin):
         await self._writer.submit(lambda tx: msgs.release(tx, message_id))
 
     async def mark_submitted(self, delivery: Delivery, accepted: Accepted, provider: str) -> None:
-        await self._writer.submit(lambda tx: receipts.submitted(tx, delivery, accepted, provider))
+        await self._submitted((delivery, accepted, provider))
 
     async def reschedule(
         self, message_id: str, due_at: int, reason: str, failed: AttemptRecord | None = None
@@ -164,7 +168,7 @@ class SqlStore(ConfigStoreMixin):
         return await self._writer.submit(lambda tx: receipts.reconcile(tx))
 
     async def apply_receipt(self, channel_id: str, receipt: Receipt) -> bool:
-        return await self._writer.submit(lambda tx: receipts.apply(tx, channel_id, receipt))
+        return await self._receipts((channel_id, receipt))
 
     # -- events -------------------------------------------------------------
     async def events_after(self, tenant_id: str, cursor: int, limit: int) -> list[StoredEvent]:

@@ -1,8 +1,14 @@
-"""Group commit: concurrent writes share one transaction, each in its own savepoint.
+"""Group commit: concurrent writes share one transaction.
 
 A request's reply waits for the commit that holds its write, so nothing is
 acknowledged before it is durable, yet a burst of N requests costs one commit
 instead of N. Events produced by a write are published only after the commit.
+
+A group first runs straight through, and appends that nobody in the group
+reads back (new messages, status history, events) are put off to its end and
+written as one multi-row statement per table. Only if something in the group
+fails is it run again, each write in its own savepoint, so one bad request
+does not sink the others.
 """
 
 from __future__ import annotations
@@ -39,9 +45,48 @@ class Tx:
     events: list[StoredEvent] = field(default_factory=list)
     # Identifies the enclosing group-commit transaction (several Tx share one).
     batch: int = 0
+    # Shared by the group; None writes at once (a Tx made outside the writer).
+    later_writes: Later | None = None
+
+    async def later(self, order: int, flush: Flush, entry: Any) -> None:
+        """Write entry with others of its kind at the end of the group."""
+        if self.later_writes is None:
+            await flush(self.conn, [entry])
+        else:
+            self.later_writes.add(order, flush, entry)
+
+    async def flush(self, upto: int | None = None) -> None:
+        """Write what was put off now (up to a kind), before reading it back."""
+        if self.later_writes is not None:
+            await self.later_writes.flush(self.conn, upto)
 
 
 Work = Callable[[Tx], Awaitable[T]]
+Flush = Callable[[AsyncConnection, list[Any]], Awaitable[None]]
+
+# The order in which put-off writes reach the database, lowest first.
+LATER_MESSAGES, LATER_HISTORY, LATER_EVENTS = 0, 1, 2
+
+
+class Later:
+    """Writes put off to the end of a group, kept in order within each kind."""
+
+    def __init__(self) -> None:
+        self._kinds: dict[int, tuple[Flush, list[Any]]] = {}
+
+    def add(self, order: int, flush: Flush, entry: Any) -> None:
+        kind = self._kinds.get(order)
+        if kind is None:
+            self._kinds[order] = (flush, [entry])
+        else:
+            kind[1].append(entry)
+
+    async def flush(self, conn: AsyncConnection, upto: int | None = None) -> None:
+        for order in sorted(self._kinds):
+            if upto is not None and order > upto:
+                break
+            flush, entries = self._kinds.pop(order)
+            await flush(conn, entries)
 
 
 @dataclass
@@ -111,15 +156,18 @@ class Writer:
                 trans = await conn.begin()
                 try:
                     await self._take_turn(conn, batch_id)
-                    for item in batch:
-                        tx = Tx(conn, self._clock(), batch=batch_id)
-                        try:
-                            async with conn.begin_nested():
-                                result = await item.work(tx)
-                        except Exception as exc:  # one bad request must not sink the batch
-                            outcomes.append((item, False, exc, []))
+                    outcomes, failed, error = await self._together(conn, batch, batch_id)
+                    if failed is not None or error is not None:
+                        # Start over: nothing of the failed attempt may commit.
+                        await trans.rollback()
+                        self._batches += 1
+                        batch_id = self._batches
+                        trans = await conn.begin()
+                        await self._take_turn(conn, batch_id)
+                        if len(batch) == 1 and failed is not None:
+                            outcomes = [(failed, False, error, [])]
                         else:
-                            outcomes.append((item, True, result, tx.events))
+                            outcomes = await self._apart(conn, batch, batch_id)
                     after = await self._committed_before(conn, outcomes)
                 except BaseException:
                     await trans.rollback()
@@ -132,6 +180,46 @@ class Writer:
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(exc)
+
+    async def _together(
+        self, conn: AsyncConnection, batch: list[_Item[Any]], batch_id: int
+    ) -> tuple[
+        list[tuple[_Item[Any], bool, Any, list[StoredEvent]]],
+        _Item[Any] | None,
+        Exception | None,
+    ]:
+        """Every write of the group in one go; returns the item that failed, if any."""
+        later = Later()
+        outcomes: list[tuple[_Item[Any], bool, Any, list[StoredEvent]]] = []
+        for item in batch:
+            tx = Tx(conn, self._clock(), batch=batch_id, later_writes=later)
+            try:
+                result = await item.work(tx)
+            except Exception as exc:
+                return outcomes, item, exc
+            outcomes.append((item, True, result, tx.events))
+        try:
+            await later.flush(conn)
+        except Exception as exc:  # e.g. a duplicate id: find out whose, one by one
+            return outcomes, None, exc
+        return outcomes, None, None
+
+    async def _apart(
+        self, conn: AsyncConnection, batch: list[_Item[Any]], batch_id: int
+    ) -> list[tuple[_Item[Any], bool, Any, list[StoredEvent]]]:
+        """Each write in its own savepoint, so a failure costs only its own request."""
+        outcomes: list[tuple[_Item[Any], bool, Any, list[StoredEvent]]] = []
+        for item in batch:
+            tx = Tx(conn, self._clock(), batch=batch_id, later_writes=Later())
+            try:
+                async with conn.begin_nested():
+                    result = await item.work(tx)
+                    await tx.flush()
+            except Exception as exc:  # one bad request must not sink the batch
+                outcomes.append((item, False, exc, []))
+            else:
+                outcomes.append((item, True, result, tx.events))
+        return outcomes
 
     @staticmethod
     async def _take_turn(conn: AsyncConnection, batch_id: int) -> None:
