@@ -177,3 +177,19 @@ async def test_pending_template_is_refused_and_approved_one_uses_the_contact_lan
         ("FEEDBACK", "es_ES"),
         ("PROMO", "es_ES"),
     ]
+
+
+async def test_declared_field_rules_are_enforced_with_json_paths(db_url: str) -> None:
+    async with running_hub(db_url) as hub:
+        long_id, too_long = await _call(
+            hub, "POST", "/api/v1/contact/prefs/lang", {"contactId": "x" * 257, "lang": "en"}
+        )
+        empty, missing = await _call(
+            hub,
+            "POST",
+            "/api/v1/event/push",
+            {"eventName": "", "id": 1, "links": [{"linkValue": "v" * 300}]},
+        )
+    assert long_id == 400 and [e["field"] for e in too_long["errors"]] == ["contactId"]
+    assert empty == 400
+    assert {e["field"] for e in missing["errors"]} == {"eventName", "links[0].linkValue"}

@@ -10,6 +10,8 @@ import aiohttp
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation import OpenAPIV31SpecValidator
 
+from server.gateway.openapi import build_openapi
+from server.gateway.routes import build_routes
 from support.hub import running_hub
 
 _PLACEHOLDER = re.compile(r"\{[^}]+\}")
@@ -84,3 +86,17 @@ async def test_docs_page_is_served_from_local_assets(tmp_path: Any) -> None:
     assert b"/openapi.json" in page[2] and b"/docs/swagger-ui-bundle.js" in page[2]
     assert script[0] == 200 and b"SwaggerUI" in script[2]
     assert missing[0] == 404
+
+
+def test_required_fields_and_length_caps_come_from_the_proto_options() -> None:
+    spec = build_openapi(build_routes())
+    push = spec["components"]["schemas"]["cim.v1.PushEventRequest"]
+    assert push["required"] == ["eventName", "id"]
+    assert push["properties"]["eventName"]["maxLength"] == 128
+    assert push["properties"]["id"]["minLength"] == 1
+    link = spec["components"]["schemas"]["cim.v1.DigitalObjectLink"]["properties"]
+    assert link["linkValue"]["maxLength"] == 256
+    prefs = spec["paths"]["/api/v1/contact/prefs/lang"]["post"]["requestBody"]
+    assert prefs["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/cim.v1.UpdateContactPrefsRequest"
+    }

@@ -13,6 +13,7 @@ from google.protobuf.json_format import MessageToDict
 
 from cim.v1 import config_service_pb2 as pb
 from cim.v1 import config_service_pb2_grpc as pb_grpc
+from server.api import field_rules
 from server.api.context import tenant_of
 from server.domain.customer import (
     GlobalVar,
@@ -97,12 +98,8 @@ def _json_safe(value: Any) -> Any:
 
 def channel_from_proto(m: pb.Channel) -> Channel:
     problems = []
-    if not _CHANNEL_ID.match(m.channel_id):
+    if m.channel_id and not _CHANNEL_ID.match(m.channel_id):
         problems.append(FieldViolation("channelId", "1 to 128 letters, digits or _.:@+-"))
-    if not m.contact_type:
-        problems.append(FieldViolation("contactType", "required"))
-    if not m.provider:
-        problems.append(FieldViolation("provider", "required"))
     if m.tps < 0:
         problems.append(FieldViolation("tps", "must not be negative"))
     if m.max_in_flight < 0:
@@ -111,8 +108,7 @@ def channel_from_proto(m: pb.Channel) -> Channel:
     if REDACTED in _leaves(settings):
         # A redacted copy sent back must not overwrite the real credential.
         problems.append(FieldViolation("settings", "send credentials in full, not redacted"))
-    if problems:
-        raise invalid(problems)
+    field_rules.check(m, problems)
     return Channel(
         channel_id=m.channel_id,
         contact_type=m.contact_type.upper(),
@@ -196,9 +192,7 @@ def template_from_proto(m: pb.Template, template_id: str = "") -> TemplateRecord
             )
             continue
         approvals[a.channel_id] = status
-    problems.extend(check_template(m.code, m.lang, m.body, approvals))
-    if problems:
-        raise invalid(problems)
+    field_rules.check(m, problems, check_template(m.code, m.lang, m.body, approvals))
     return TemplateRecord(
         id=template_id,
         code=m.code,
@@ -320,6 +314,7 @@ class ConfigServicer(pb_grpc.ConfigServiceServicer):
         self, request: pb.SetWebhookRequest, context: grpc.aio.ServicerContext
     ) -> pb.SetWebhookResponse:
         # An empty URL (the public API's own example) turns webhook delivery off.
+        field_rules.check(request)
         if request.url:
             check_webhook_url(request.url)
         tenant = tenant_of(context)
@@ -354,8 +349,7 @@ class ConfigServicer(pb_grpc.ConfigServiceServicer):
         problems = check_var(request.key, request.value)
         if request.channel_id and request.channel_id not in self._channels:
             problems.append(FieldViolation("channelId", f"unknown channel {request.channel_id!r}"))
-        if problems:
-            raise invalid(problems)
+        field_rules.check(request, problems)
         stored = await self._store.set_global_var(
             tenant_of(context),
             GlobalVar(request.key, request.value, request.description, request.channel_id),

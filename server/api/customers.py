@@ -9,40 +9,22 @@ from google.protobuf.json_format import MessageToDict
 
 from cim.v1 import customer_service_pb2 as pb
 from cim.v1 import customer_service_pb2_grpc as pb_grpc
+from server.api import field_rules
 from server.api.context import tenant_of
 from server.api.paging import page_args
 from server.domain.contacts import Contact
-from server.domain.customer import MAX_ID, CustomerEvent, CustomerObject, Link, contact_of
-from server.domain.errors import FieldViolation, invalid
+from server.domain.customer import CustomerEvent, CustomerObject, Link, contact_of
 from server.storage.store import SqlStore
 
-MAX_LANG = 32
-MAX_NAME = 128
 
-
-def _links(raw: Iterable[pb.DigitalObjectLink], problems: list[FieldViolation]) -> tuple[Link, ...]:
-    links = []
-    for i, x in enumerate(raw):
-        for name, value in (("linkType", x.link_type), ("linkValue", x.link_value)):
-            if len(value) > MAX_ID:
-                problems.append(
-                    FieldViolation(f"links[{i}].{name}", f"at most {MAX_ID} characters")
-                )
-        links.append(Link(x.link_name, x.link_type, x.link_value))
-    return tuple(links)
+def _links(raw: Iterable[pb.DigitalObjectLink]) -> tuple[Link, ...]:
+    return tuple(Link(x.link_name, x.link_type, x.link_value) for x in raw)
 
 
 def _links_proto(links: Iterable[Link]) -> list[pb.DigitalObjectLink]:
     return [
         pb.DigitalObjectLink(link_name=x.name, link_type=x.type, link_value=x.value) for x in links
     ]
-
-
-def _check_id(value: str, name: str, problems: list[FieldViolation], limit: int = MAX_ID) -> None:
-    if not value:
-        problems.append(FieldViolation(name, "required"))
-    elif len(value) > limit:
-        problems.append(FieldViolation(name, f"at most {limit} characters"))
 
 
 def contact_to_proto(c: Contact, lang: str) -> pb.CustomerContact:
@@ -92,11 +74,7 @@ class CustomerServicer(pb_grpc.CustomerServiceServicer):
     async def UpdateContactPrefs(
         self, request: pb.UpdateContactPrefsRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpdateContactPrefsResponse:
-        problems: list[FieldViolation] = []
-        _check_id(request.contact_id, "contactId", problems)
-        _check_id(request.lang, "lang", problems, MAX_LANG)
-        if problems:
-            raise invalid(problems)
+        field_rules.check(request)
         prefs = await self._store.set_contact_lang(
             tenant_of(context), request.contact_id, request.lang
         )
@@ -127,12 +105,8 @@ class CustomerServicer(pb_grpc.CustomerServiceServicer):
     async def PushData(
         self, request: pb.PushDataRequest, context: grpc.aio.ServicerContext
     ) -> pb.PushDataResponse:
-        problems: list[FieldViolation] = []
-        _check_id(request.id, "id", problems)
-        _check_id(request.type, "type", problems, MAX_NAME)
-        links = _links(request.links, problems)
-        if problems:
-            raise invalid(problems)
+        field_rules.check(request)
+        links = _links(request.links)
         data = MessageToDict(request.data) if request.HasField("data") else {}
         stored = await self._store.push_customer_object(
             tenant_of(context),
@@ -156,12 +130,8 @@ class CustomerServicer(pb_grpc.CustomerServiceServicer):
     async def PushEvent(
         self, request: pb.PushEventRequest, context: grpc.aio.ServicerContext
     ) -> pb.PushEventResponse:
-        problems: list[FieldViolation] = []
-        _check_id(request.event_name, "eventName", problems, MAX_NAME)
-        _check_id(request.id, "id", problems)
-        links = _links(request.links, problems)
-        if problems:
-            raise invalid(problems)
+        field_rules.check(request)
+        links = _links(request.links)
         stored = await self._store.push_customer_event(
             tenant_of(context),
             CustomerEvent(request.event_name, request.id, links, contact_of(links)),

@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from google.api import field_behavior_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+
+from cim.v1 import annotations_pb2
 
 from .jsonmap import descriptor_of, enum_public_name, enum_type, message_type
 from .routes import Route
@@ -181,13 +184,16 @@ class _Schemas:
         return {"$ref": f"#/components/schemas/{name}"}
 
     def _message(self, desc: Descriptor, omit: frozenset[str] = frozenset()) -> dict[str, Any]:
-        properties = {f.json_name: self.field(f) for f in desc.fields if f.name not in omit}
+        fields = [f for f in desc.fields if f.name not in omit]
         schema: dict[str, Any] = {
             "type": "object",
-            "properties": properties,
+            "properties": {f.json_name: self.field(f) for f in fields},
             # The façade refuses unknown fields.
             "additionalProperties": False,
         }
+        required = [f.json_name for f in fields if is_required(f)]
+        if required:
+            schema["required"] = required
         return schema
 
     def inline(self, desc: Descriptor, omit: frozenset[str]) -> dict[str, Any]:
@@ -207,7 +213,19 @@ class _Schemas:
     def single(self, f: FieldDescriptor) -> dict[str, Any]:
         if f.type == _FD.TYPE_MESSAGE:
             return self.ref(message_type(f))
-        return scalar_schema(f)
+        schema = scalar_schema(f)
+        limit = f.GetOptions().Extensions[annotations_pb2.max_length]
+        if limit:
+            schema["maxLength"] = limit
+        if is_required(f) and f.type == _FD.TYPE_STRING:
+            # Required text must also be non-empty: proto3 cannot tell "" from unset.
+            schema["minLength"] = 1
+        return schema
+
+
+def is_required(f: FieldDescriptor) -> bool:
+    behaviors = f.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+    return field_behavior_pb2.REQUIRED in behaviors
 
 
 def scalar_schema(f: FieldDescriptor) -> dict[str, Any]:
@@ -277,6 +295,8 @@ def _query_parameters(
             continue
         schema = schemas.field(f)
         param: dict[str, Any] = {"name": f.json_name, "in": "query", "schema": schema}
+        if is_required(f):
+            param["required"] = True
         if f.is_repeated:
             param.update(style="form", explode=True)
         params.append(param)
