@@ -159,6 +159,13 @@ async def test_killed_replica_leaves_nothing_undone(
     restarted: Replica | None = None
     try:
         accepted = await send_batches(a, 5, "2")
+
+        async def a_is_dispatching() -> bool:
+            soon = int(time.time() * 1000) + a_lease + 1
+            return await claimed_with_lease_before(pg_url, soon) > 0
+
+        # Kill A while it holds claims, mid-dispatch.
+        await wait_until(a_is_dispatching, 30, interval=0.01)
         a.kill()
         killed_at = int(time.time() * 1000)
         await a.proc.wait()

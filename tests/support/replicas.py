@@ -49,8 +49,10 @@ class Replica:
                 await self.proc.wait()
 
 
-def sandbox_channels(path: Path, sent_log: Path, channel_id: str = "sms-main") -> Path:
-    """A channels file with one sandbox SMS channel that logs every send."""
+def sandbox_channels(
+    path: Path, sent_log: Path, channel_id: str = "sms-main", max_in_flight: int = 256
+) -> Path:
+    """A channels file with one fast sandbox SMS channel that logs every send."""
     path.write_text(
         "[[channels]]\n"
         f'id = "{channel_id}"\n'
@@ -58,6 +60,7 @@ def sandbox_channels(path: Path, sent_log: Path, channel_id: str = "sms-main") -
         'provider = "sandbox"\n'
         'lane = "CNNECT"\n'
         f'sent_log = "{sent_log}"\n'
+        f"max_in_flight = {max_in_flight}\n"
     )
     return path
 
