@@ -105,10 +105,12 @@ async def test_contacts_are_listed_with_their_language(db_url: str) -> None:
         )
         status, one = await _call(hub, "GET", "/api/v1/contacts/c1")
         missing, _ = await _call(hub, "GET", "/api/v1/contacts/nobody")
+        huge, refused = await _call(hub, "GET", f"/api/v1/contacts?pageToken={10**19}:0")
     ids = [c.contact_id for c in [*page.results, *rest.results]]
     assert ids == ["c0", "c1", "c2"] and not rest.next_page_token
     assert status == 200 and one["data"]["contact"]["lang"] == "pt_BR"
     assert missing == 404
+    assert huge == 400 and refused["errors"][0]["field"] == "pageToken"
 
 
 async def test_webhook_with_signing_secret_receives_signed_events(db_url: str) -> None:

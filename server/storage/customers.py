@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.contacts import Contact
 from server.domain.customer import ContactPrefs, CustomerEvent, CustomerObject, Link
+from server.domain.errors import FieldViolation, invalid
 from server.domain.events import EventType, NewEvent
 from server.domain.models import Page, conversation_for
 from server.storage import events as event_log
@@ -20,6 +21,18 @@ from server.storage.writer import Tx
 
 # Customer events of one contact share a conversation, so their stream order is theirs.
 CUSTOMER_EVENTS_CHANNEL = "customer-events"
+# Beyond a signed 64-bit column, a number cannot be one we issued.
+_MAX_TOKEN_NUMBER = 2**62
+
+
+def _token_number(page_token: str) -> int:
+    """The number a page token of ours starts with; anything else is the caller's error."""
+    if not page_token:
+        return 0
+    head = page_token.partition(":")[0]
+    if not head.isdigit() or int(head) > _MAX_TOKEN_NUMBER:
+        raise invalid([FieldViolation("pageToken", "not a token this server issued")])
+    return int(head)
 
 
 # -- preferences ---------------------------------------------------------------------
@@ -57,7 +70,7 @@ async def list_contacts(
     conn: AsyncConnection, tenant_id: str, *, page_size: int, page_token: str
 ) -> Page[Contact]:
     # Offset tokens: contact ids can be longer than a keyset token may carry.
-    offset = int(page_token.partition(":")[0]) if page_token else 0
+    offset = _token_number(page_token)
     rows = (
         await conn.execute(
             select(contacts)
@@ -109,7 +122,7 @@ async def list_objects(
     conn: AsyncConnection, tenant_id: str, contact_id: str, *, page_size: int, page_token: str
 ) -> Page[CustomerObject]:
     t = customer_objects
-    offset = int(page_token.partition(":")[0]) if page_token else 0
+    offset = _token_number(page_token)
     rows = (
         await conn.execute(
             select(t)
@@ -172,7 +185,7 @@ async def list_events(
     t = customer_events
     query = select(t).where(t.c.tenant_id == tenant_id, t.c.contact_id == contact_id)
     if page_token:
-        query = query.where(t.c.seq < int(page_token.partition(":")[0]))
+        query = query.where(t.c.seq < _token_number(page_token))
     rows = (await conn.execute(query.order_by(t.c.seq.desc()).limit(page_size + 1))).all()
     items = tuple(
         CustomerEvent(r.event_name, r.event_id, _links(r.links), r.contact_id, r.created_at, r.seq)
