@@ -10,6 +10,7 @@ import aiohttp
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation import OpenAPIV31SpecValidator
 
+from adapters.registry import PROVIDERS
 from server.gateway.openapi import build_openapi
 from server.gateway.routes import build_routes
 from support.hub import running_hub
@@ -71,8 +72,13 @@ async def test_schemas_come_from_the_protos_and_responses_are_enveloped(tmp_path
     assert created["properties"]["data"] == {
         "$ref": "#/components/schemas/cim.v1.CreateTemplateResponse"
     }
-    update = spec["paths"]["/api/v1/config/tmpl/hsm/{template.id}"]["put"]
-    assert update["parameters"][0]["name"] == "template.id"
+    # One OpenAPI path per URL shape, whatever the proto calls the variable.
+    by_template = spec["paths"]["/api/v1/config/tmpl/hsm/{template_id}"]
+    assert {"put", "delete"} <= by_template.keys()
+    assert by_template["put"]["parameters"][0]["name"] == "template_id"
+    channel = spec["paths"]["/api/v1/config/channels/{channel_id}"]
+    assert {"get", "put", "delete"} <= channel.keys()
+    assert not any("." in name for path in spec["paths"] for name in re.findall(r"{([^}]*)}", path))
     assert spec["paths"]["/healthz"]["get"]["security"] == []
 
 
@@ -94,6 +100,8 @@ def test_required_fields_and_length_caps_come_from_the_proto_options() -> None:
     assert push["required"] == ["eventName", "id"]
     assert push["properties"]["eventName"]["maxLength"] == 128
     assert push["properties"]["id"]["minLength"] == 1
+    provider = spec["components"]["schemas"]["cim.v1.Channel"]["properties"]["provider"]
+    assert all(re.match(provider["pattern"], name) for name in PROVIDERS)
     link = spec["components"]["schemas"]["cim.v1.DigitalObjectLink"]["properties"]
     assert link["linkValue"]["maxLength"] == 256
     prefs = spec["paths"]["/api/v1/contact/prefs/lang"]["post"]["requestBody"]

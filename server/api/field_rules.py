@@ -6,12 +6,20 @@ server enforces.
 
 from __future__ import annotations
 
+import re
+from functools import cache
+
 from google.api import field_behavior_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from cim.v1 import annotations_pb2
 from server.domain.errors import FieldViolation, invalid
+
+
+@cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
 
 
 def _path(parent: str, name: str) -> str:
@@ -27,6 +35,7 @@ def violations(message: Message, parent: str = "") -> list[FieldViolation]:
             field_behavior_pb2.REQUIRED in options.Extensions[field_behavior_pb2.field_behavior]
         )
         limit = options.Extensions[annotations_pb2.max_length]
+        pattern = options.Extensions[annotations_pb2.pattern]
         value = getattr(message, field.name)
         if field.type == FieldDescriptor.TYPE_MESSAGE:
             if field.is_repeated and not (
@@ -43,6 +52,8 @@ def violations(message: Message, parent: str = "") -> list[FieldViolation]:
             found.append(FieldViolation(path, "required"))
         elif limit and len(value) > limit:
             found.append(FieldViolation(path, f"at most {limit} characters"))
+        elif pattern and value and not _compiled(pattern).search(value):
+            found.append(FieldViolation(path, f"must match {pattern}"))
     return found
 
 
@@ -50,7 +61,8 @@ def check(message: Message, *more: list[FieldViolation]) -> None:
     """Raise INVALID_ARGUMENT naming every field that breaks its declared rule or
     one of ``more``'s; each field is named once, by the first problem found."""
     found: dict[str, FieldViolation] = {}
-    for v in [*violations(message), *(v for group in more for v in group)]:
+    # The callers' own checks first: their wording is the more specific.
+    for v in [*(v for group in more for v in group), *violations(message)]:
         found.setdefault(v.field, v)
     if found:
         raise invalid(found.values())

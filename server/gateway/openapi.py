@@ -217,6 +217,9 @@ class _Schemas:
         limit = f.GetOptions().Extensions[annotations_pb2.max_length]
         if limit:
             schema["maxLength"] = limit
+        pattern = f.GetOptions().Extensions[annotations_pb2.pattern]
+        if pattern:
+            schema["pattern"] = pattern
         if is_required(f) and f.type == _FD.TYPE_STRING:
             # Required text must also be non-empty: proto3 cannot tell "" from unset.
             schema["minLength"] = 1
@@ -279,9 +282,15 @@ def _well_known(desc: Descriptor) -> dict[str, Any] | None:
 # -- operations -------------------------------------------------------------------------
 
 
-def openapi_path(template: str) -> str:
-    """``/a/{b.c=x/*}`` -> ``/a/{b.c}``: OpenAPI names the variable, not its pattern."""
-    return _VARIABLE.sub(lambda m: "{" + m.group(1).strip() + "}", template)
+def path_shape(template: str) -> str:
+    """``/a/{b.c=x/*}`` -> ``/a/{}``: two templates of one shape are one OpenAPI path."""
+    return _VARIABLE.sub("{}", template)
+
+
+def openapi_path(template: str, names: list[str]) -> str:
+    """The template with its variables named ``names``, in order."""
+    given = iter(names)
+    return _VARIABLE.sub(lambda _m: "{" + next(given) + "}", template)
 
 
 def _query_parameters(
@@ -303,20 +312,21 @@ def _query_parameters(
     return params
 
 
-def _path_parameters(route: Route, schemas: _Schemas) -> list[dict[str, Any]]:
+def _path_parameters(route: Route, schemas: _Schemas, names: list[str]) -> list[dict[str, Any]]:
     params = []
-    for p in route.path_params:
+    for p, name in zip(route.path_params, names, strict=True):
         desc = descriptor_of(route.request_cls)
         field: FieldDescriptor | None = None
-        for name in p.field_path.split("."):
-            field = desc.fields_by_name[name]
+        for part in p.field_path.split("."):
+            field = desc.fields_by_name[part]
             if field.type == _FD.TYPE_MESSAGE:
                 desc = message_type(field)
         assert field is not None
         schema = dict(schemas.single(field))
         if schema.get("type") == ["string", "number"]:
-            schema = {"type": "string", "minLength": 1}
-        params.append({"name": p.field_path, "in": "path", "required": True, "schema": schema})
+            schema["type"] = "string"
+            schema.setdefault("minLength", 1)
+        params.append({"name": name, "in": "path", "required": True, "schema": schema})
     return params
 
 
@@ -356,7 +366,9 @@ def _success_schema(route: Route, schemas: _Schemas) -> dict[str, Any]:
     return {"type": "object", "properties": props, "required": required}
 
 
-def _operation(route: Route, schemas: _Schemas, operation_id: str) -> dict[str, Any]:
+def _operation(
+    route: Route, schemas: _Schemas, operation_id: str, names: list[str]
+) -> dict[str, Any]:
     bound = frozenset(p.field_path.split(".")[0] for p in route.path_params)
     if route.body and route.body != "*":
         bound |= {route.body}
@@ -365,7 +377,7 @@ def _operation(route: Route, schemas: _Schemas, operation_id: str) -> dict[str, 
         "tags": [route.method.containing_service.name],
         "summary": _summary(route),
         "parameters": [
-            *_path_parameters(route, schemas),
+            *_path_parameters(route, schemas, names),
             *_query_parameters(route, schemas, bound),
             {"$ref": "#/components/parameters/IdempotencyKey"},
             {"$ref": "#/components/parameters/RequestId"},
@@ -465,15 +477,23 @@ def build_openapi(
     schemas = _Schemas()
     paths: dict[str, dict[str, Any]] = {}
     used: set[str] = set()
+    # OpenAPI treats /a/{x} and /a/{y} as one path, so every route of a shape
+    # takes the variable names of the first; dots would read as attribute access
+    # in many clients' URL templates.
+    names_of: dict[str, list[str]] = {}
     for route in routes:
+        names = names_of.setdefault(
+            path_shape(route.path_template),
+            [p.field_path.replace(".", "_") for p in route.path_params],
+        )
         # An RPC with additional bindings has one operation per binding.
         operation_id, n = route.method.name, 1
         while operation_id in used:
             n += 1
             operation_id = f"{route.method.name}{n}"
         used.add(operation_id)
-        item = paths.setdefault(openapi_path(route.path_template), {})
-        item[route.http_method.lower()] = _operation(route, schemas, operation_id)
+        item = paths.setdefault(openapi_path(route.path_template, names), {})
+        item[route.http_method.lower()] = _operation(route, schemas, operation_id, names)
     for (method, path), op in (EXTRA_ROUTES if extra is None else extra).items():
         paths.setdefault(path, {})[method.lower()] = op
     return {

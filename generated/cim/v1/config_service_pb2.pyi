@@ -73,7 +73,7 @@ class Channel(_message.Message):
     name: _builtins.str
     """Display name."""
     provider: _builtins.str
-    """Provider adapter behind the channel."""
+    """Provider adapter behind the channel: sandbox, twilio, smtp, whatsapp or rbm."""
     sandbox: _builtins.bool
     """True for channels that simulate a provider."""
     tps: _builtins.int
