@@ -1,4 +1,9 @@
 # CIM Hub server image: gRPC on 50051, HTTP/JSON façade (incl. /healthz) on 8080.
+
+# Swagger UI for /docs comes from npm at build time, never from a CDN at run time.
+FROM node:20-slim AS docs
+RUN npm install --prefix /docs --no-fund --no-audit swagger-ui-dist@5.35.0
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -17,6 +22,9 @@ COPY . .
 RUN pip install --no-deps . \
  && useradd --system --create-home --home-dir /var/lib/cimhub cimhub \
  && mkdir -p /app/var && chown cimhub:cimhub /app/var
+
+COPY --from=docs /docs/node_modules/swagger-ui-dist /opt/swagger-ui
+ENV CIMHUB_DOCS_ASSETS=/opt/swagger-ui
 
 USER cimhub
 EXPOSE 50051 8080
