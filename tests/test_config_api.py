@@ -205,3 +205,41 @@ async def test_declared_field_rules_are_enforced_with_json_paths(db_url: str) ->
     assert long_id == 400 and [e["field"] for e in too_long["errors"]] == ["contactId"]
     assert empty == 400
     assert {e["field"] for e in missing["errors"]} == {"eventName", "links[0].linkValue"}
+
+
+async def test_batch_template_by_code_uses_each_contacts_language(db_url: str) -> None:
+    sms = SandboxAdapter("sandbox-sms", delivery_delay=0.01, record=True)
+    tmpl = "/api/v1/config/tmpl/hsm"
+    async with running_hub(db_url, adapters={"sandbox-sms": sms}) as hub:
+        for lang, body, status in (
+            ("en", "Hello $(name)", "APPROVED"),
+            ("es", "Hola $(name)", "APPROVED"),
+            ("fr", "Bonjour $(name)", "PENDING"),
+        ):
+            t = _template("GREET", lang, body, status)
+            t["approved"] = [{"channelId": "sandbox-sms", "status": status}]
+            created, reply = await _call(hub, "POST", tmpl, t)
+            assert created == 201, reply
+        for contact, lang in (("+447911100011", "es"), ("+447911100012", "fr")):
+            await _call(
+                hub, "POST", "/api/v1/contact/prefs/lang", {"contactId": contact, "lang": lang}
+            )
+        batch = {
+            "channel": "sms",
+            "from": "CNNECT",
+            "to": [
+                {"msisdn": [f"+4479111000{i}"], "substitutions": {"name": f"N{i}"}}
+                for i in (10, 11, 12)
+            ],
+            "template": {"code": "GREET"},
+        }
+        status, reply = await _call(hub, "POST", "/api/v2/message/send", batch)
+        assert status == 202, reply
+        await eventually(lambda: len(sms.sent) == 3)
+    texts = {d.destination: d.text for d in sms.sent}
+    # No preference: the default version; a preferred version not approved: the default too.
+    assert texts == {
+        "+447911100010": "Hello N10",
+        "+447911100011": "Hola N11",
+        "+447911100012": "Hello N12",
+    }

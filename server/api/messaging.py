@@ -16,6 +16,7 @@ from server.api.context import metadata_value, tenant_of
 from server.api.convert import message_to_proto, status_from_proto, status_to_proto
 from server.api.inbound import InboundApi
 from server.api.paging import page_args
+from server.domain.addresses import AddressError, normalize_email, normalize_msisdn
 from server.domain.batch import (
     BatchGroup,
     BatchSend,
@@ -148,6 +149,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         channel = pick_channel(send.channel.lower(), send.from_address, self._channels)
         channel_id = channel.channel_id if channel is not None else ""
         stored_vars = await self._store.list_global_vars(tenant, channel_id)
+        by_destination = await self._contact_templates(tenant, request, send, channel_id)
         planned = plan_batch(
             tenant,
             send,
@@ -155,6 +157,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
             self._clock(),
             template=template,
             tenant_vars=var_values(stored_vars, channel_id),
+            by_destination=by_destination,
             idempotency_key=idem.key if idem else "",
         )
         drafts = [p.draft for p in planned if p.draft is not None]
@@ -176,6 +179,30 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         return await self._store.find_template(
             tenant, template_id=ref.id, code=ref.code, lang=ref.lang
         )
+
+    async def _contact_templates(
+        self, tenant: str, request: pb.SendBatchRequest, send: BatchSend, channel_id: str
+    ) -> dict[str, Template]:
+        """For a template named by code alone: per address, the version in the
+        contact's preferred language, where one is approved on the channel."""
+        ref = request.template
+        if not request.HasField("template") or ref.id or ref.lang or not ref.code:
+            return {}
+        normalize = normalize_email if send.channel.lower() == "email" else normalize_msisdn
+        addresses = set()
+        for group in send.groups:
+            for raw in (*group.msisdn, *group.email):
+                try:
+                    addresses.add(normalize(raw))
+                except AddressError:
+                    continue  # plan_batch reports it against its field
+        langs = await self._store.contact_langs(tenant, sorted(addresses))
+        versions: dict[str, Template] = {}
+        for lang in set(langs.values()):
+            found = await self._store.find_template(tenant, code=ref.code, lang=lang)
+            if found is not None and found.approvals.get(channel_id) == "APPROVED":
+                versions[lang] = found
+        return {address: versions[lang] for address, lang in langs.items() if lang in versions}
 
     async def _personalise(
         self, tenant: str, request: pb.SendMessageRequest, draft: OutboundDraft

@@ -97,7 +97,10 @@ def plan_batch(
     template: Template | None = None,
     tenant_vars: Mapping[str, str] | None = None,
     idempotency_key: str = "",
+    by_destination: Mapping[str, Template] | None = None,
 ) -> list[PlannedDestination]:
+    """``by_destination`` overrides ``template`` per normalised address: the same
+    code in the language each contact prefers."""
     problems: list[FieldViolation] = []
     kind = send.channel.lower()
     channel = _check_channel(kind, send, channels, problems)
@@ -123,12 +126,13 @@ def plan_batch(
                     problems.append(FieldViolation(f"{name}[{i}]", str(exc)))
     if problems or channel is None:
         raise invalid(problems)
-    if template is not None:
-        status = template.approvals.get(channel.channel_id, "PENDING")
+    chosen = dict(by_destination or {})
+    for t in {id(t): t for t in (template, *chosen.values()) if t is not None}.values():
+        status = t.approvals.get(channel.channel_id, "PENDING")
         if status != "APPROVED":
             raise failed_precondition(
                 "TEMPLATE_NOT_APPROVED",
-                f"template {template.code!r} is {status} on channel {channel.channel_id}",
+                f"template {t.code!r} ({t.lang}) is {status} on channel {channel.channel_id}",
             )
 
     shared: dict[str, Any] = {"from": send.from_address, "options": dict(send.options)}
@@ -141,7 +145,7 @@ def plan_batch(
     for gi, index, group, address in addresses:
         values = {**_builtins(kind, send.from_address, address), **base_vars, **group.substitutions}
         try:
-            content, text = _render(kind, send, template, values)
+            content, text = _render(kind, send, chosen.get(address, template), values)
         except MissingVariables as exc:
             planned.append(PlannedDestination(group.correlation_id, address, None, str(exc)))
             continue
