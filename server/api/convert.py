@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from google.protobuf import struct_pb2
@@ -112,9 +112,27 @@ class ChangeCache:
     Owned by one servicer, and so by one event log: cursors are unique there.
     """
 
-    def __init__(self, size: int = 20_000) -> None:
+    def __init__(self, size: int = 20_000, envelopes: int = 512) -> None:
         self._size = size
         self._items: OrderedDict[tuple[str, int], notification_service_pb2.Change] = OrderedDict()
+        # Subscribers that get the same run of events get the same response:
+        # building it copies every Change, once per subscriber without this.
+        self._envelopes_size = envelopes
+        self._envelopes: OrderedDict[
+            tuple[str, tuple[int, ...]], notification_service_pb2.StreamNotificationsResponse
+        ] = OrderedDict()
+
+    def envelope(
+        self, group: list[StoredEvent]
+    ) -> notification_service_pb2.StreamNotificationsResponse:
+        key = (group[0].tenant_id, tuple(e.cursor for e in group))
+        cached = self._envelopes.get(key)
+        if cached is None:
+            cached = _build_envelope(group, self.get)
+            self._envelopes[key] = cached
+            if len(self._envelopes) > self._envelopes_size:
+                self._envelopes.popitem(last=False)
+        return cached
 
     def get(self, stored: StoredEvent) -> notification_service_pb2.Change:
         key = (stored.tenant_id, stored.cursor)
@@ -176,7 +194,14 @@ def notifications(
 def _envelope(
     group: list[StoredEvent], cache: ChangeCache | None
 ) -> notification_service_pb2.StreamNotificationsResponse:
-    build = cache.get if cache is not None else change_from_event
+    if cache is not None:
+        return cache.envelope(group)
+    return _build_envelope(group, change_from_event)
+
+
+def _build_envelope(
+    group: list[StoredEvent], build: Callable[[StoredEvent], notification_service_pb2.Change]
+) -> notification_service_pb2.StreamNotificationsResponse:
     return notification_service_pb2.StreamNotificationsResponse(
         notification=notification_service_pb2.Notification(
             kind=NOTIFICATION_KIND,

@@ -68,11 +68,18 @@ class Dispatcher:
         self._channels = dict(channels or {})
         # A paced channel gets no more claims than it can send within half a
         # lease, so claimed work never waits long enough to be claimed again.
+        # An unpaced channel claims one round ahead of its provider: the next
+        # sends are claimed while the current ones are out, and start as soon
+        # as a send slot frees (a wait of one provider round trip, not a lease).
         self._channel_bounds = {
             c.channel_id: min(c.max_in_flight, max(1, int(c.tps * lease_ms / 2000)))
             if c.tps > 0
-            else c.max_in_flight
+            else 2 * c.max_in_flight
             for c in self._channels.values()
+        }
+        # What is at a channel's provider at once stays within its max_in_flight.
+        self._sending = {
+            c.channel_id: asyncio.Semaphore(c.max_in_flight) for c in self._channels.values()
         }
         make_pacer = pacer_for or (lambda c: Pacer(c.tps))
         self._pacers = {c.channel_id: make_pacer(c) for c in self._channels.values() if c.tps > 0}
@@ -158,6 +165,7 @@ class Dispatcher:
                     break
         counts: dict[str, int] = {}
         kept: list[Delivery] = []
+        surplus: list[str] = []
         for delivery in claimed:
             bound = self._channel_bounds.get(delivery.channel_id, room)
             used = self._per_channel.get(delivery.channel_id, 0) + counts.get(
@@ -167,7 +175,9 @@ class Dispatcher:
                 counts[delivery.channel_id] = counts.get(delivery.channel_id, 0) + 1
                 kept.append(delivery)
             else:
-                await self._store.release(delivery.message_id)
+                surplus.append(delivery.message_id)
+        if surplus:
+            await self._store.release_many(surplus)
         return kept
 
     def _done(self, task: asyncio.Task[None]) -> None:
@@ -197,7 +207,12 @@ class Dispatcher:
         provider = self._provider_of(delivery.channel_id)
         try:
             try:
-                accepted = await adapter.send(delivery)
+                slot = self._sending.get(delivery.channel_id)
+                if slot is None:
+                    accepted = await adapter.send(delivery)
+                else:
+                    async with slot:
+                        accepted = await adapter.send(delivery)
             finally:
                 self._leave_channel()
         except RetryableProviderError as exc:

@@ -346,9 +346,13 @@ async def claim_due(
 
 
 async def release(tx: Tx, message_id: str) -> None:
+    await release_many(tx, [message_id])
+
+
+async def release_many(tx: Tx, message_ids: Sequence[str]) -> None:
     await tx.conn.execute(
         update(messages)
-        .where(messages.c.id == message_id, messages.c.dispatch_state == CLAIMED)
+        .where(messages.c.id.in_(message_ids), messages.c.dispatch_state == CLAIMED)
         .values(
             dispatch_state=PENDING,
             lease_until=None,

@@ -121,6 +121,10 @@ class SqlStore(ConfigStoreMixin):
         """Give back a claim that will not be worked on, without counting an attempt."""
         await self._writer.submit(lambda tx: msgs.release(tx, message_id))
 
+    async def release_many(self, message_ids: Sequence[str]) -> None:
+        """release() for a whole surplus of a claim, in one write."""
+        await self._writer.submit(lambda tx: msgs.release_many(tx, message_ids))
+
     async def mark_submitted(self, delivery: Delivery, accepted: Accepted, provider: str) -> None:
         await self._submitted((delivery, accepted, provider))
 
