@@ -243,3 +243,27 @@ async def test_batch_template_by_code_uses_each_contacts_language(db_url: str) -
         "+447911100011": "Hola N11",
         "+447911100012": "Hello N12",
     }
+
+
+async def test_templates_and_vars_page_through(db_url: str) -> None:
+    tmpl = "/api/v1/config/tmpl/hsm"
+    async with running_hub(db_url) as hub:
+        for code in ("A", "B", "C"):
+            await _call(hub, "POST", tmpl, _template(code, "en", "x", "APPROVED"))
+            await _call(hub, "POST", "/api/v1/config/global/vars", {"key": code, "value": code})
+        codes: list[str] = []
+        keys: list[str] = []
+        for path, into, field in (
+            (tmpl, codes, "code"),
+            ("/api/v1/config/global/vars", keys, "key"),
+        ):
+            token = ""
+            for _ in range(3):
+                query = f"?pageSize=2&pageToken={token}" if token else "?pageSize=2"
+                status, page = await _call(hub, "GET", path + query)
+                assert status == 200, page
+                into.extend(item[field] for item in page["results"])
+                token = page["meta"].get("nextPageToken", "")
+                if not token:
+                    break
+    assert codes == ["A", "B", "C"] and keys == ["A", "B", "C"]

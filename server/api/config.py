@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, MutableMapping
-from typing import Any, Protocol
+from collections.abc import Mapping, MutableMapping, Sequence
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import grpc
@@ -15,6 +15,7 @@ from cim.v1 import config_service_pb2 as pb
 from cim.v1 import config_service_pb2_grpc as pb_grpc
 from server.api import field_rules
 from server.api.context import tenant_of
+from server.api.paging import page_args
 from server.domain.customer import (
     GlobalVar,
     TemplateRecord,
@@ -32,6 +33,7 @@ from server.domain.errors import (
 from server.domain.models import Channel
 from server.storage.store import SqlStore
 
+T = TypeVar("T")
 REDACTED = "***"
 _SECRET_WORDS = ("secret", "token", "password", "passwd", "key", "credential", "auth")
 _CHANNEL_ID = re.compile(r"^[A-Za-z0-9_.:@+\-]{1,128}$")
@@ -336,12 +338,16 @@ class ConfigServicer(pb_grpc.ConfigServiceServicer):
     async def ListGlobalVars(
         self, request: pb.ListGlobalVarsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListGlobalVarsResponse:
+        size, token = page_args(request.page_size, request.page_token)
         stored = await self._store.list_global_vars(tenant_of(context), request.channel_id)
         if request.channel_id:
             shown = sorted(effective_vars(stored, request.channel_id).values(), key=_var_key)
         else:
             shown = stored
-        return pb.ListGlobalVarsResponse(results=[var_to_proto(v) for v in shown])
+        page, next_token = _page(shown, size, token)
+        return pb.ListGlobalVarsResponse(
+            results=[var_to_proto(v) for v in page], next_page_token=next_token
+        )
 
     async def SetGlobalVar(
         self, request: pb.SetGlobalVarRequest, context: grpc.aio.ServicerContext
@@ -366,12 +372,16 @@ class ConfigServicer(pb_grpc.ConfigServiceServicer):
     async def ListTemplates(
         self, request: pb.ListTemplatesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListTemplatesResponse:
+        size, token = page_args(request.page_size, request.page_token)
         found = await self._store.list_templates(
             tenant_of(context),
             channel_id=request.channel_id,
             status=_STATUS_NAMES.get(request.channel_status, ""),
         )
-        return pb.ListTemplatesResponse(results=[template_to_proto(t) for t in found])
+        page, next_token = _page(found, size, token)
+        return pb.ListTemplatesResponse(
+            results=[template_to_proto(t) for t in page], next_page_token=next_token
+        )
 
     async def CreateTemplate(
         self, request: pb.CreateTemplateRequest, context: grpc.aio.ServicerContext
@@ -398,3 +408,10 @@ class ConfigServicer(pb_grpc.ConfigServiceServicer):
 
 def _var_key(v: GlobalVar) -> str:
     return v.key
+
+
+def _page(items: Sequence[T], size: int, token: str) -> tuple[Sequence[T], str]:
+    """Offset paging over a small, fully read, stably ordered list."""
+    offset = int(token.partition(":")[0]) if token else 0
+    end = offset + size
+    return items[offset:end], (f"{end}:0" if len(items) > end else "")
