@@ -711,12 +711,18 @@ async def _templates_list(args: argparse.Namespace, channel: grpc.aio.Channel) -
     request = config_service_pb2.ListTemplatesRequest(channel_id=args.channel_id)
     if args.status:
         request.channel_status = _approval(args.status, "--status")
-    reply = await stub.ListTemplates(request, metadata=metadata_of(args), timeout=args.timeout)
+    templates: list[Any] = []
+    while True:
+        reply = await stub.ListTemplates(request, metadata=metadata_of(args), timeout=args.timeout)
+        templates.extend(reply.results)
+        if not reply.next_page_token:
+            break
+        request.page_token = reply.next_page_token
     if args.json:
-        _print_json(to_json(reply))
+        _print_json([to_json(t) for t in templates])
         return 0
     table = Table("id", "code", "lang", "category", "approvals", "body")
-    for t in reply.results:
+    for t in templates:
         approvals = ", ".join(f"{a.channel_id}={_approval_name(a.status)}" for a in t.approved)
         table.add_row(t.id, t.code, t.lang, t.category, approvals, t.body)
     Console().print(table)
