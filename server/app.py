@@ -37,7 +37,7 @@ from server.events.redis_bus import RedisBus, RedisBusConfig
 from server.gateway.app import create_app, route_table
 from server.gateway.callbacks import add_callback_routes
 from server.gateway.openapi import add_docs_routes
-from server.net.addresses import AddressPolicy
+from server.net.addresses import AddressPolicy, url_refusal
 from server.net.http import OutboundHttp
 from server.runtime_channels import RuntimeChannels
 from server.storage.store import SqlStore
@@ -116,6 +116,7 @@ class Hub:
         store = await SqlStore.open(settings.database_url, publish, clock=clock)
         await bootstrap_keys(settings, store)
         auth = _authenticator(settings, store)
+        outbound_policy = AddressPolicy.of(settings.outbound_allow, https_only=settings.production)
         channels = {c.channel_id: c for c in settings.channels}
         file_channels = frozenset(channels)
         # Channels created over the API; the channels file wins a clash of ids.
@@ -156,6 +157,7 @@ class Hub:
                     dispatcher.wake,
                     clock,
                     inbound=InboundApi(store, channels, settings.verify_token),
+                    url_check=lambda url: url_refusal(outbound_policy, url),
                 ),
                 notifications=NotificationServicer(
                     store,
@@ -171,6 +173,7 @@ class Hub:
                     runtime_channels,
                     file_channels=file_channels,
                     channel_owners=channel_owners,
+                    url_check=lambda url: url_refusal(outbound_policy, url),
                 ),
                 customers=CustomerServicer(store),
             ),
@@ -226,9 +229,7 @@ class Hub:
         http_port = _bound_port(site)
         public.default(f"http://{local_host}:{http_port}")
 
-        http = OutboundHttp(
-            policy=AddressPolicy.of(settings.outbound_allow, https_only=settings.production)
-        )
+        http = OutboundHttp(policy=outbound_policy)
         ctx = AdapterContext(
             public_url=public.get(), fetcher=http, adapter_for=channel_adapters.get
         )

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from server.net.addresses import AddressPolicy
 from server.net.http import OutboundError, OutboundHttp
 from server.storage.schema import webhooks
-from support.hub import running_hub
+from support.hub import rest_session, running_hub
 
 
 @dataclass
@@ -195,3 +195,29 @@ async def test_a_refused_webhook_records_why(db_url: str) -> None:
         print(f"\nrecorded webhook failure: {error}")
         assert "refused loopback address 127.0.0.1" in error
         assert listener.connections == 0
+
+
+async def test_internal_callback_urls_are_refused_at_submit_time(db_url: str) -> None:
+    async with running_hub(db_url, outbound_allow=()) as hub:
+        base = f"http://127.0.0.1:{hub.http_port}"
+        send = {
+            "channel": "sms",
+            "from": "sandbox-sms",
+            "to": [{"msisdn": ["+447911100001"]}],
+            "content": {"type": "text", "text": "hi"},
+            "notifyUrl": "http://169.254.169.254/latest/meta-data/",
+        }
+        async with rest_session() as http:
+            async with http.post(f"{base}/api/v2/message/send", json=send) as resp:
+                body = await resp.json()
+                assert resp.status == 400, body
+                assert body["errors"][0]["field"] == "notifyUrl"
+                assert "169.254.169.254" in body["errors"][0]["description"]
+            hook = {"url": "http://[::ffff:10.0.0.1]/hook"}
+            async with http.post(f"{base}/api/v1/config/webhook", json=hook) as resp:
+                body = await resp.json()
+                assert resp.status == 400, body
+                assert body["errors"][0]["field"] == "url"
+            public = {**send, "notifyUrl": "https://hooks.example.com/receipts"}
+            async with http.post(f"{base}/api/v2/message/send", json=public) as resp:
+                assert resp.status == 202, await resp.json()

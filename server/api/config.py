@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -220,7 +220,10 @@ class ConfigServicer(pb_grpc.ConfigServiceServicer):
         *,
         file_channels: frozenset[str] = frozenset(),
         channel_owners: MutableMapping[str, str] | None = None,
+        url_check: Callable[[str], str | None] | None = None,
     ) -> None:
+        # Refuses webhook URLs the outbound guard would refuse, at submit time.
+        self._url_check = url_check
         self._channels = channels
         self._store = store
         self._registry = registry
@@ -319,6 +322,9 @@ class ConfigServicer(pb_grpc.ConfigServiceServicer):
         field_rules.check(request)
         if request.url:
             check_webhook_url(request.url)
+            refusal = self._url_check(request.url) if self._url_check else None
+            if refusal:
+                raise invalid([FieldViolation("url", refusal)])
         tenant = tenant_of(context)
         secret = await self._store.set_tenant_webhook(tenant, request.url)
         reply = pb.SetWebhookResponse(

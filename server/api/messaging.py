@@ -115,7 +115,10 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         clock: Callable[[], int] = now_ms,
         *,
         inbound: InboundApi | None = None,
+        url_check: Callable[[str], str | None] | None = None,
     ) -> None:
+        # Refuses callback URLs the outbound guard would refuse, at submit time.
+        self._url_check = url_check
         self._store = store
         self._channels = channels
         self._on_accept = on_accept
@@ -146,6 +149,9 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         idem = idempotency(request, context)
         template = await self._template(tenant, request)
         send = batch_send(request)
+        refusal = self._url_check(send.notify_url) if send.notify_url and self._url_check else None
+        if refusal:
+            raise invalid([FieldViolation("notifyUrl", refusal)])
         channel = pick_channel(send.channel.lower(), send.from_address, self._channels)
         channel_id = channel.channel_id if channel is not None else ""
         stored_vars = await self._store.list_global_vars(tenant, channel_id)

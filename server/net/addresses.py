@@ -105,6 +105,15 @@ class AddressPolicy:
         return host, literal
 
 
+def url_refusal(policy: AddressPolicy, url: str) -> str | None:
+    """Why url is refused before anything is resolved (scheme, literal address), or None."""
+    try:
+        policy.check_url(url)
+    except UnsafeUrl as exc:
+        return str(exc)
+    return None
+
+
 def literal_address(host: str) -> IPAddress | None:
     """host as an IP address, including the short and numeric IPv4 forms inet_aton takes."""
     text = host.strip("[]")
