@@ -19,6 +19,7 @@ from cim.v1 import messaging_service_pb2 as m
 from cim.v1 import messaging_service_pb2_grpc as mg
 from cim.v1 import notification_service_pb2 as n
 from cim.v1 import notification_service_pb2_grpc as ng
+from cim.v1 import outbound_pb2 as o
 from server.api.tokens import sign
 from server.app import Hub
 from server.cli import main as cli_main
@@ -212,7 +213,28 @@ def test_admin_cli_manages_tenants_and_keys(
     assert api_id in listing and secret not in listing and "active" in listing
 
     async def use_key() -> tuple[str, str]:
-        async with running_hub(db_url) as hub:
+        # acme-app's JWTs act for acme, the tenant that owns the app.
+        async with running_hub(db_url, jwt_secrets=(("acme-app", JWT_SECRET),)) as hub:
+            token = _token(iss="acme-app")
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{hub.grpc_port}") as channel:
+                stub = mg.MessagingServiceStub(channel)
+                sent = await stub.SendMessage(
+                    m.SendMessageRequest(
+                        channel_id="sandbox",
+                        type=o.OUTBOUND_MESSAGE_TYPE_TEXT,
+                        to=o.OutboundContact(phone="+447700900123"),
+                        text=o.OutboundText(body="from acme"),
+                    ),
+                    metadata=tuple(_bearer(token)),
+                )
+                for md, visible in ((_key(api_id, secret), True), (_key(), False)):
+                    try:
+                        await stub.GetMessage(
+                            m.GetMessageRequest(message_id=sent.message_id), metadata=tuple(md)
+                        )
+                        assert visible
+                    except grpc.aio.AioRpcError as err:
+                        assert not visible and err.code() == grpc.StatusCode.NOT_FOUND
             before = (await _grpc_outcome(hub, _key(api_id, secret)))[0]
             await hub.revoke_key(api_id)
             after = (await _grpc_outcome(hub, _key(api_id, secret)))[0]
