@@ -158,6 +158,7 @@ class Hub:
                     clock,
                     inbound=InboundApi(store, channels, settings.verify_token),
                     url_check=lambda url: url_refusal(outbound_policy, url),
+                    channel_owners=channel_owners,
                 ),
                 notifications=NotificationServicer(
                     store,

@@ -206,3 +206,44 @@ async def test_runtime_channels_send_persist_and_redact(db_url: str) -> None:
     assert status == 409 and dup["messageKey"] == "CHANNEL_EXISTS"
     assert status_bad == 400 and bad["errors"][0]["field"] == "provider"
     assert status_ro == 400 and ro["messageKey"] == "CHANNEL_READ_ONLY"
+
+
+async def test_a_runtime_channel_is_its_tenants_alone(db_url: str) -> None:
+    own = {"channelId": "a-only", "contactType": "SMS", "provider": "sandbox", "lane": "ALANE"}
+    async with running_hub(db_url) as hub:
+        await hub.store.create_tenant("tenant-b")
+        b_key = await hub.store.create_api_key("tenant-b")
+        b = {"x-api-id": b_key.api_id, "x-api-key": b_key.secret}
+        created, _ = await _call(hub, "POST", "/api/v1/config/channels", own)
+        single = {
+            "channelId": "a-only",
+            "type": "text",
+            "to": {"phone": "+447911100088"},
+            "text": {"body": "hi"},
+        }
+        batch = {
+            "channel": "sms",
+            "from": "ALANE",
+            "to": [{"msisdn": ["+447911100088"]}],
+            "content": {"type": "text", "text": "hi"},
+        }
+        base = f"http://127.0.0.1:{hub.http_port}"
+        async with rest_session(headers=b) as http:
+            async with http.post(f"{base}/api/v1/message/send", json=single) as resp:
+                b_single = (resp.status, await resp.json())
+            async with http.post(f"{base}/api/v2/message/send", json=batch) as resp:
+                b_batch = (resp.status, await resp.json())
+            b_message = b_batch[1]["results"][0]["messageId"]
+            async with http.get(f"{base}/api/v1/messages/{b_message}") as resp:
+                b_channel = (await resp.json())["data"]["message"]["channelId"]
+            async with http.get(f"{base}/api/v1/config/channels") as resp:
+                b_list = await resp.json()
+            async with http.get(f"{base}/api/v1/config/channels/a-only") as resp:
+                b_get = resp.status
+        a_single, _ = await _call(hub, "POST", "/api/v1/message/send", single)
+    assert created == 201
+    assert b_single[0] == 400 and b_single[1]["errors"][0]["field"] == "channelId"
+    # The batch falls back to a channel tenant B may use, never to A's.
+    assert b_batch[0] == 202 and b_channel == "sandbox-sms"
+    assert "a-only" not in {c["channelId"] for c in b_list["results"]} and b_get == 404
+    assert a_single in (200, 202)

@@ -358,12 +358,14 @@ class ConfigServicer(pb_grpc.ConfigServiceServicer):
     async def SetGlobalVar(
         self, request: pb.SetGlobalVarRequest, context: grpc.aio.ServicerContext
     ) -> pb.SetGlobalVarResponse:
+        tenant = tenant_of(context)
         problems = check_var(request.key, request.value)
-        if request.channel_id and request.channel_id not in self._channels:
+        known = request.channel_id in self._channels and self._visible(tenant, request.channel_id)
+        if request.channel_id and not known:
             problems.append(FieldViolation("channelId", f"unknown channel {request.channel_id!r}"))
         field_rules.check(request, problems)
         stored = await self._store.set_global_var(
-            tenant_of(context),
+            tenant,
             GlobalVar(request.key, request.value, request.description, request.channel_id),
         )
         return pb.SetGlobalVarResponse(global_var=var_to_proto(stored))

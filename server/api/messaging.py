@@ -116,11 +116,15 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         *,
         inbound: InboundApi | None = None,
         url_check: Callable[[str], str | None] | None = None,
+        channel_owners: Mapping[str, str] | None = None,
     ) -> None:
         # Refuses callback URLs the outbound guard would refuse, at submit time.
         self._url_check = url_check
         self._store = store
         self._channels = channels
+        # Channels created over the API belong to their tenant; others send
+        # as if they did not exist.
+        self._owners = channel_owners if channel_owners is not None else {}
         self._on_accept = on_accept
         self._clock = clock
         # Without a configured verify token the webhooks refuse every call.
@@ -130,7 +134,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         self, request: pb.SendMessageRequest, context: grpc.aio.ServicerContext
     ) -> pb.SendMessageResponse:
         tenant = tenant_of(context)
-        draft = plan_single(tenant, single_send(request), self._channels)
+        draft = plan_single(tenant, single_send(request), self._channels_of(tenant))
         draft = await self._personalise(tenant, request, draft)
 
         def render(created: Sequence[OutboundMessage]) -> bytes:
@@ -152,14 +156,15 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         refusal = self._url_check(send.notify_url) if send.notify_url and self._url_check else None
         if refusal:
             raise invalid([FieldViolation("notifyUrl", refusal)])
-        channel = pick_channel(send.channel.lower(), send.from_address, self._channels)
+        channels = self._channels_of(tenant)
+        channel = pick_channel(send.channel.lower(), send.from_address, channels)
         channel_id = channel.channel_id if channel is not None else ""
         stored_vars = await self._store.list_global_vars(tenant, channel_id)
         by_destination = await self._contact_templates(tenant, request, send, channel_id)
         planned = plan_batch(
             tenant,
             send,
-            self._channels,
+            channels,
             self._clock(),
             template=template,
             tenant_vars=var_values(stored_vars, channel_id),
@@ -185,6 +190,13 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         return await self._store.find_template(
             tenant, template_id=ref.id, code=ref.code, lang=ref.lang
         )
+
+    def _channels_of(self, tenant: str) -> Mapping[str, Channel]:
+        if not self._owners:
+            return self._channels
+        return {
+            cid: c for cid, c in self._channels.items() if self._owners.get(cid, tenant) == tenant
+        }
 
     async def _contact_templates(
         self, tenant: str, request: pb.SendBatchRequest, send: BatchSend, channel_id: str
