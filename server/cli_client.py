@@ -611,9 +611,17 @@ async def _tail(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
     )
     call = stub.StreamNotifications(request, metadata=metadata_of(args))
     shown = 0
-    # Say when the subscription is live, so a reader knows later events will show.
-    print("# streaming live events", file=sys.stderr, flush=True)
-    async for item in call:
+    announced = False
+    # read(), not async-for, so the first item can mark the subscription live.
+    while True:
+        item = await call.read()
+        if item is grpc.aio.EOF:
+            return 0
+        if not announced:
+            # The server's first item (a heartbeat, or replayed events) means the
+            # subscription is in place: anything that happens now will show.
+            print("# streaming live events", file=sys.stderr, flush=True)
+            announced = True
         kind = item.WhichOneof("item")
         if kind == "reset":
             print(f"# reset: {item.reset.reason}", file=sys.stderr, flush=True)
@@ -629,7 +637,6 @@ async def _tail(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
             if args.count and shown >= args.count:
                 call.cancel()
                 return 0
-    return 0
 
 
 # -- sessions --------------------------------------------------------------------------
