@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import fields, replace
 from typing import Any
 
@@ -79,11 +80,22 @@ async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]])
             }
         )
         placed.append((tx, StoredEvent(0, tenant_id, sequence, tx.now, event)))
-    cursors = (
-        await conn.execute(
-            events.insert().returning(events.c.id, sort_by_parameter_order=True), values
-        )
-    ).scalars()
+    cursors: Iterable[int]
+    if conn.dialect.name == "sqlite":
+        # SQLite does not say which RETURNING row belongs to which VALUES row,
+        # so SQLAlchemy would insert row by row. The writer is its only writer,
+        # so we hand out the ids it would have: one past the highest, in order.
+        start = (await conn.execute(select(func.max(events.c.id)))).scalar() or 0
+        for i, row in enumerate(values, start + 1):
+            row["id"] = i
+        await conn.execute(events.insert(), values)
+        cursors = range(start + 1, start + 1 + len(values))
+    else:
+        cursors = (
+            await conn.execute(
+                events.insert().returning(events.c.id, sort_by_parameter_order=True), values
+            )
+        ).scalars()
     for (tx, stored), cursor in zip(placed, cursors, strict=True):
         stored = replace(stored, cursor=cursor)
         tx.events.append(stored)
