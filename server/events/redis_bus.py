@@ -123,8 +123,16 @@ class RedisBus:
         ]
 
     async def close(self) -> None:
-        await cancel_and_wait(*self._tasks)
-        self._tasks = []
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _done, stuck = await asyncio.wait(tasks, timeout=1)
+            if stuck:
+                # A blocking XREAD can sit out its cancellation on a connection
+                # that outlived a Redis restart; dropping the sockets ends it.
+                await self._reader.connection_pool.disconnect()
+                await cancel_and_wait(*stuck)
         await self._writer.aclose()
         await self._reader.aclose()
 
@@ -134,22 +142,31 @@ class RedisBus:
             while not self._outbox.empty():
                 entries.append(self._outbox.get_nowait())
             try:
-                # One round trip for everything waiting, in commit order.
-                async with self._writer.pipeline(transaction=False) as pipe:
-                    for fields in entries:
-                        pipe.xadd(
-                            self._config.stream,
-                            fields,  # type: ignore[arg-type]
-                            maxlen=self._config.max_len,
-                            approximate=True,
-                        )
-                    await pipe.execute()
+                try:
+                    await self._xadd(entries)
+                except (RedisError, OSError):
+                    # A pooled connection may have died with a Redis restart;
+                    # a fresh one usually works. A repeated entry is harmless:
+                    # readers drop what precedes the chain's end.
+                    await self._xadd(entries)
             except (RedisError, OSError) as exc:
                 if not self._publish_failing:
                     log.warning("redis bus: publishing failed (%s); readers use the log", exc)
                 self._publish_failing = True
             else:
                 self._publish_failing = False
+
+    async def _xadd(self, entries: list[dict[str, str]]) -> None:
+        # One round trip for everything waiting, in commit order.
+        async with self._writer.pipeline(transaction=False) as pipe:
+            for fields in entries:
+                pipe.xadd(
+                    self._config.stream,
+                    fields,  # type: ignore[arg-type]
+                    maxlen=self._config.max_len,
+                    approximate=True,
+                )
+            await pipe.execute()
 
     async def _read_loop(self) -> None:
         loop = asyncio.get_running_loop()
