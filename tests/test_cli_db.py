@@ -11,6 +11,7 @@ from alembic.script import ScriptDirectory
 
 from server.storage import migrate
 from server.storage.db import make_engine
+from support.postgres import PostgresServer
 
 
 def _head() -> str:
@@ -47,3 +48,17 @@ async def test_db_upgrade_brings_an_empty_database_to_head(db_url: str) -> None:
     print(f"\nhead={head} upgrade_output={first.stdout.strip()!r} current={current.stdout.strip()}")
     assert f"revision {head}" in first.stdout
     assert current.stdout.strip() == head
+
+
+async def test_replicas_upgrading_together_take_turns(postgres_server: PostgresServer) -> None:
+    name = await postgres_server.create_database_async()
+    url = postgres_server.url(name)
+    try:
+        runs = await asyncio.gather(
+            *(asyncio.to_thread(_cimhub, "db", "upgrade", "--database-url", url) for _ in range(3))
+        )
+        print(f"\nconcurrent_upgrades={len(runs)} exit_codes={[r.returncode for r in runs]}")
+        assert [r.returncode for r in runs] == [0, 0, 0], [r.stderr[-2000:] for r in runs]
+        assert await _revision(url) == _head()
+    finally:
+        await postgres_server.drop_database_async(name)
