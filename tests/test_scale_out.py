@@ -22,6 +22,7 @@ from support.redis import RedisServer
 from support.replicas import (
     METADATA,
     Replica,
+    attempt_times,
     channel,
     claim_counts,
     claimed_with_lease_before,
@@ -261,3 +262,30 @@ async def test_four_workers_on_two_replicas_never_claim_twice(
     assert set(sends) == accepted
     assert double == 0
     assert set(claims) == {1}
+
+
+async def test_a_channels_tps_holds_across_replicas(
+    pg_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    tps, per_replica = 10, 10
+    # A small bound per replica, so both replicas send side by side.
+    channels = sandbox_channels(
+        tmp_path / "channels.toml", tmp_path / "sent.log", max_in_flight=2, tps=tps
+    )
+    async with replicas(pg_url, channels, 2, {"CIMHUB_REDIS_URL": redis_url}) as (a, b):
+        await asyncio.gather(
+            send_batches(a, 1, "6", size=per_replica), send_batches(b, 1, "7", size=per_replica)
+        )
+
+        async def dispatched() -> bool:
+            counts = await outbox_counts(pg_url)
+            return counts.pending == 0 and counts.claimed == 0
+
+        await wait_until(dispatched, 60)
+        times = await attempt_times(pg_url)
+    span = (times[-1] - times[0]) / 1000
+    needed = (len(times) - 1) / tps
+    print(f"\nreplicas=2 tps={tps} sends={len(times)} span={span:.2f}s at_least={needed:.2f}s")
+    assert len(times) == 2 * per_replica
+    # Each replica pacing alone would have taken about half as long.
+    assert span >= needed * 0.8

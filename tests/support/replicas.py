@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from server.domain.status import TERMINAL
 from server.storage.db import make_engine
-from server.storage.schema import events, messages
+from server.storage.schema import attempts, events, messages
 
 API_ID = "test-app"
 API_KEY = "scaleout-test-key-0123456789abcdefghijklmno"  # 43 characters
@@ -50,7 +50,11 @@ class Replica:
 
 
 def sandbox_channels(
-    path: Path, sent_log: Path, channel_id: str = "sms-main", max_in_flight: int = 256
+    path: Path,
+    sent_log: Path,
+    channel_id: str = "sms-main",
+    max_in_flight: int = 256,
+    tps: int = 0,
 ) -> Path:
     """A channels file with one fast sandbox SMS channel that logs every send."""
     path.write_text(
@@ -61,6 +65,7 @@ def sandbox_channels(
         'lane = "CNNECT"\n'
         f'sent_log = "{sent_log}"\n'
         f"max_in_flight = {max_in_flight}\n"
+        f"tps = {tps}\n"
     )
     return path
 
@@ -177,6 +182,17 @@ async def claimed_with_lease_before(db_url: str, until_ms: int) -> int:
                 messages.c.dispatch_state == "CLAIMED", messages.c.lease_until <= until_ms
             )
             return int((await conn.execute(query)).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+async def attempt_times(db_url: str) -> list[int]:
+    """When each provider attempt was recorded (ms), in order."""
+    engine = make_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(select(attempts.c.ts).order_by(attempts.c.ts))
+            return [int(r[0]) for r in rows]
     finally:
         await engine.dispose()
 
