@@ -149,3 +149,27 @@ async def test_two_replicas_share_one_channel_rate(redis_url: str) -> None:
     print(f"\nsends={len(sent)} tps={tps} span={span:.2f}s at_least={needed:.2f}s")
     # Alone, each replica would have used its own 20 TPS: twice the rate.
     assert span >= needed * 0.95
+
+
+async def test_an_unreadable_entry_sends_subscribers_to_the_log(redis_url: str) -> None:
+    bus = await _started(redis_url)
+    try:
+        sub = bus.subscribe("t1", lambda _e: True)
+        await _next(sub, 0.1)
+        bus.publish(_commit(1, 1, 0))
+        assert await _next(sub) == ([], True)
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            await client.xadd("cimhub:events", {"after": "1", "events": "not json"})
+        finally:
+            await client.aclose()
+        assert await _next(sub) == ([], True)
+        # The reader is still running: the next entry is read (and, having
+        # nothing to chain to, also sends subscribers to the log).
+        bus.publish(_commit(2, 2, 1))
+        assert await _next(sub) == ([], True)
+        bus.publish(_commit(3, 3, 2))
+        assert await _next(sub) == ([3], False)
+    finally:
+        bus.shutdown()
+        await bus.close()

@@ -174,8 +174,8 @@ class RedisBus:
         while True:
             try:
                 if last_id == "$":
-                    # Start from the stream's current end, remembered by id, so a
-                    # reconnect resumes exactly where this loop left off.
+                    # Read on from the stream's current end, by id; what
+                    # came before is read from the log (the resync below).
                     newest: Any = await self._reader.xrevrange(self._config.stream, count=1)
                     last_id = newest[0][0].decode() if newest else "0-0"
                     self._head = None
@@ -196,7 +196,13 @@ class RedisBus:
                 continue
             for entry_id, fields in reply[0][1]:
                 last_id = entry_id.decode()
-                after, events = decode(fields)
+                try:
+                    after, events = decode(fields)
+                except (KeyError, TypeError, ValueError):
+                    # e.g. written by a replica of another version: the log has it.
+                    log.warning("redis bus: unreadable entry %s", last_id)
+                    self._catch_up(None)
+                    continue
                 self._take(after, events)
             if self._ahead and loop.time() - self._ahead_since > self._config.reorder_wait:
                 self._give_up_waiting()
@@ -228,7 +234,7 @@ class RedisBus:
         self._ahead.clear()
         self._catch_up(newest)
 
-    def _catch_up(self, head: int) -> None:
+    def _catch_up(self, head: int | None) -> None:
         self.catch_ups += 1
         self._head = head
         self._ahead.clear()
