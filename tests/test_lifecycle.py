@@ -64,7 +64,7 @@ async def server_process(db_url: str):
             await proc.wait()
 
 
-async def test_reflection_lists_the_four_services_plus_health_and_reflection(
+async def test_reflection_lists_the_cim_services_plus_health_and_reflection(
     server_process,
 ) -> None:
     _, port, _ = server_process
@@ -84,6 +84,7 @@ async def test_reflection_lists_the_four_services_plus_health_and_reflection(
         "cim.v1.NotificationService",
         "cim.v1.SessionService",
         "cim.v1.ConfigService",
+        "cim.v1.CustomerService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     }
