@@ -64,7 +64,10 @@ async def test_seed_example_is_accepted_and_answered_in_the_envelope(
         data = reply["data"]
         assert data["type"] == "WEBHOOK" and data["secret"]["signingSecret"].startswith("whsec_")
     elif endpoint == "/api/v1/contact/prefs/lang":
-        assert reply["data"] == {"contactId": "fb:12121212121", "lang": "en_US"}
+        [event] = reply["results"]
+        assert event["eventCode"] == "CONTACT_PREFS_UPDATED"
+        assert event["contactId"] == "fb:12121212121"
+        assert event["trace"] == [{"lang": "en_US"}]
     elif endpoint == "/api/v1/data/push":
         assert reply["data"]["links"] == [SEED_LINK] and reply["data"]["id"] == "string"
     elif endpoint == "/api/v1/event/push":

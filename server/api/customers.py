@@ -9,11 +9,13 @@ from google.protobuf.json_format import MessageToDict
 
 from cim.v1 import customer_service_pb2 as pb
 from cim.v1 import customer_service_pb2_grpc as pb_grpc
+from cim.v1 import inbound_pb2
 from server.api import field_rules
 from server.api.context import tenant_of
 from server.api.paging import page_args
 from server.domain.contacts import Contact
 from server.domain.customer import CustomerEvent, CustomerObject, Link, contact_of
+from server.domain.models import new_id
 from server.storage.store import SqlStore
 
 
@@ -78,7 +80,14 @@ class CustomerServicer(pb_grpc.CustomerServiceServicer):
         prefs = await self._store.set_contact_lang(
             tenant_of(context), request.contact_id, request.lang
         )
-        return pb.UpdateContactPrefsResponse(contact_id=prefs.contact_id, lang=prefs.lang)
+        event = inbound_pb2.InboundEvent(
+            event_code="CONTACT_PREFS_UPDATED",
+            event_id=new_id(),
+            contact_id=prefs.contact_id,
+            contact=inbound_pb2.EventContact(contact_id=prefs.contact_id),
+        )
+        event.trace.add().update({"lang": prefs.lang})
+        return pb.UpdateContactPrefsResponse(results=[event])
 
     async def GetContact(
         self, request: pb.GetContactRequest, context: grpc.aio.ServicerContext

@@ -23,12 +23,13 @@ _sym_db = _symbol_database.Default()
 
 
 from cim.v1 import annotations_pb2 as cim_dot_v1_dot_annotations__pb2
+from cim.v1 import inbound_pb2 as cim_dot_v1_dot_inbound__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63im/v1/customer_service.proto\x12\x06\x63im.v1\x1a\x18\x63im/v1/annotations.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\"f\n\x19UpdateContactPrefsRequest\x12\x1d\n\ncontact_id\x18\x01 \x01(\tB\t\xe2\x41\x01\x02\x90\xb5\x18\x80\x02\x12\x16\n\x04lang\x18\x02 \x01(\tB\x08\xe2\x41\x01\x02\x90\xb5\x18 \x12\x12\n\nrequest_id\x18\x03 \x01(\t\">\n\x1aUpdateContactPrefsResponse\x12\x12\n\ncontact_id\x18\x01 \x01(\t\x12\x0c\n\x04lang\x18\x02 \x01(\t\"\x84\x02\n\x0f\x43ustomerContact\x12\x12\n\ncontact_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontact_type\x18\x02 \x01(\t\x12\x12\n\nchannel_id\x18\x03 \x01(\t\x12\x0c\n\x04\x63sid\x18\x04 \x01(\t\x12\x0c\n\x04lane\x18\x05 \x01(\t\x12\x0c\n\x04lang\x18\x06 \x01(\t\x12(\n\x07profile\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x31\n\x10\x62usiness_profile\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rcreated_stamp\x18\t \x01(\x03\x12\x15\n\rupdated_stamp\x18\n \x01(\x03\"\'\n\x11GetContactRequest\x12\x12\n\ncontact_id\x18\x01 \x01(\t\">\n\x12GetContactResponse\x12(\n\x07\x63ontact\x18\x01 \x01(\x0b\x32\x17.cim.v1.CustomerContact\"<\n\x13ListContactsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x14ListContactsResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.cim.v1.CustomerContact\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"b\n\x11\x44igitalObjectLink\x12\x18\n\tlink_name\x18\x01 \x01(\tB\x05\x90\xb5\x18\x80\x02\x12\x18\n\tlink_type\x18\x02 \x01(\tB\x05\x90\xb5\x18\x80\x02\x12\x19\n\nlink_value\x18\x03 \x01(\tB\x05\x90\xb5\x18\x80\x02\"\xa6\x01\n\x0fPushDataRequest\x12\x15\n\x02id\x18\x01 \x01(\tB\t\xe2\x41\x01\x02\x90\xb5\x18\x80\x02\x12\x17\n\x04type\x18\x02 \x01(\tB\t\xe2\x41\x01\x02\x90\xb5\x18\x80\x01\x12%\n\x04\x64\x61ta\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x05links\x18\x04 \x03(\x0b\x32\x19.cim.v1.DigitalObjectLink\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"}\n\x10PushDataResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12%\n\x04\x64\x61ta\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x05links\x18\x04 \x03(\x0b\x32\x19.cim.v1.DigitalObjectLink\"\xa6\x01\n\x0e\x43ustomerObject\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12%\n\x04\x64\x61ta\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x05links\x18\x04 \x03(\x0b\x32\x19.cim.v1.DigitalObjectLink\x12\x12\n\ncontact_id\x18\x05 \x01(\t\x12\x15\n\rupdated_stamp\x18\x06 \x01(\x03\"W\n\x1aListCustomerObjectsRequest\x12\x12\n\ncontact_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"_\n\x1bListCustomerObjectsResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.cim.v1.CustomerObject\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x86\x01\n\x10PushEventRequest\x12\x1d\n\nevent_name\x18\x01 \x01(\tB\t\xe2\x41\x01\x02\x90\xb5\x18\x80\x01\x12\x15\n\x02id\x18\x02 \x01(\tB\t\xe2\x41\x01\x02\x90\xb5\x18\x80\x02\x12(\n\x05links\x18\x03 \x03(\x0b\x32\x19.cim.v1.DigitalObjectLink\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"]\n\x11PushEventResponse\x12\x12\n\nevent_name\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12(\n\x05links\x18\x03 \x03(\x0b\x32\x19.cim.v1.DigitalObjectLink\"\x84\x01\n\rCustomerEvent\x12\x12\n\nevent_name\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12(\n\x05links\x18\x03 \x03(\x0b\x32\x19.cim.v1.DigitalObjectLink\x12\x12\n\ncontact_id\x18\x04 \x01(\t\x12\x15\n\rcreated_stamp\x18\x05 \x01(\x03\"V\n\x19ListCustomerEventsRequest\x12\x12\n\ncontact_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"]\n\x1aListCustomerEventsResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.cim.v1.CustomerEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xc1\x06\n\x0f\x43ustomerService\x12\x82\x01\n\x12UpdateContactPrefs\x12!.cim.v1.UpdateContactPrefsRequest\x1a\".cim.v1.UpdateContactPrefsResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/api/v1/contact/prefs/lang:\x01*\x12j\n\nGetContact\x12\x19.cim.v1.GetContactRequest\x1a\x1a.cim.v1.GetContactResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v1/contacts/{contact_id}\x12\x63\n\x0cListContacts\x12\x1b.cim.v1.ListContactsRequest\x1a\x1c.cim.v1.ListContactsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/contacts\x12[\n\x08PushData\x12\x17.cim.v1.PushDataRequest\x1a\x18.cim.v1.PushDataResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/api/v1/data/push:\x01*\x12\x8d\x01\n\x13ListCustomerObjects\x12\".cim.v1.ListCustomerObjectsRequest\x1a#.cim.v1.ListCustomerObjectsResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/api/v1/contacts/{contact_id}/objects\x12_\n\tPushEvent\x12\x18.cim.v1.PushEventRequest\x1a\x19.cim.v1.PushEventResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/api/v1/event/push:\x01*\x12\x89\x01\n\x12ListCustomerEvents\x12!.cim.v1.ListCustomerEventsRequest\x1a\".cim.v1.ListCustomerEventsResponse\",\x82\xd3\xe4\x93\x02&\x12$/api/v1/contacts/{contact_id}/eventsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63im/v1/customer_service.proto\x12\x06\x63im.v1\x1a\x18\x63im/v1/annotations.proto\x1a\x14\x63im/v1/inbound.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\"f\n\x19UpdateContactPrefsRequest\x12\x1d\n\ncontact_id\x18\x01 \x01(\tB\t\xe2\x41\x01\x02\x90\xb5\x18\x80\x02\x12\x16\n\x04lang\x18\x02 \x01(\tB\x08\xe2\x41\x01\x02\x90\xb5\x18 \x12\x12\n\nrequest_id\x18\x03 \x01(\t\"C\n\x1aUpdateContactPrefsResponse\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.cim.v1.InboundEvent\"\x84\x02\n\x0f\x43ustomerContact\x12\x12\n\ncontact_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontact_type\x18\x02 \x01(\t\x12\x12\n\nchannel_id\x18\x03 \x01(\t\x12\x0c\n\x04\x63sid\x18\x04 \x01(\t\x12\x0c\n\x04lane\x18\x05 \x01(\t\x12\x0c\n\x04lang\x18\x06 \x01(\t\x12(\n\x07profile\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x31\n\x10\x62usiness_profile\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rcreated_stamp\x18\t \x01(\x03\x12\x15\n\rupdated_stamp\x18\n \x01(\x03\"\'\n\x11GetContactRequest\x12\x12\n\ncontact_id\x18\x01 \x01(\t\">\n\x12GetContactResponse\x12(\n\x07\x63ontact\x18\x01 \x01(\x0b\x32\x17.cim.v1.CustomerContact\"<\n\x13ListContactsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x14ListContactsResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.cim.v1.CustomerContact\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"b\n\x11\x44igitalObjectLink\x12\x18\n\tlink_name\x18\x01 \x01(\tB\x05\x90\xb5\x18\x80\x02\x12\x18\n\tlink_type\x18\x02 \x01(\tB\x05\x90\xb5\x18\x80\x02\x12\x19\n\nlink_value\x18\x03 \x01(\tB\x05\x90\xb5\x18\x80\x02\"\xa6\x01\n\x0fPushDataRequest\x12\x15\n\x02id\x18\x01 \x01(\tB\t\xe2\x41\x01\x02\x90\xb5\x18\x80\x02\x12\x17\n\x04type\x18\x02 \x01(\tB\t\xe2\x41\x01\x02\x90\xb5\x18\x80\x01\x12%\n\x04\x64\x61ta\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x05links\x18\x04 \x03(\x0b\x32\x19.cim.v1.DigitalObjectLink\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"}\n\x10PushDataResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12%\n\x04\x64\x61ta\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x05links\x18\x04 \x03(\x0b\x32\x19.cim.v1.DigitalObjectLink\"\xa6\x01\n\x0e\x43ustomerObject\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12%\n\x04\x64\x61ta\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x05links\x18\x04 \x03(\x0b\x32\x19.cim.v1.DigitalObjectLink\x12\x12\n\ncontact_id\x18\x05 \x01(\t\x12\x15\n\rupdated_stamp\x18\x06 \x01(\x03\"W\n\x1aListCustomerObjectsRequest\x12\x12\n\ncontact_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"_\n\x1bListCustomerObjectsResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.cim.v1.CustomerObject\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x86\x01\n\x10PushEventRequest\x12\x1d\n\nevent_name\x18\x01 \x01(\tB\t\xe2\x41\x01\x02\x90\xb5\x18\x80\x01\x12\x15\n\x02id\x18\x02 \x01(\tB\t\xe2\x41\x01\x02\x90\xb5\x18\x80\x02\x12(\n\x05links\x18\x03 \x03(\x0b\x32\x19.cim.v1.DigitalObjectLink\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"]\n\x11PushEventResponse\x12\x12\n\nevent_name\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12(\n\x05links\x18\x03 \x03(\x0b\x32\x19.cim.v1.DigitalObjectLink\"\x84\x01\n\rCustomerEvent\x12\x12\n\nevent_name\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12(\n\x05links\x18\x03 \x03(\x0b\x32\x19.cim.v1.DigitalObjectLink\x12\x12\n\ncontact_id\x18\x04 \x01(\t\x12\x15\n\rcreated_stamp\x18\x05 \x01(\x03\"V\n\x19ListCustomerEventsRequest\x12\x12\n\ncontact_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"]\n\x1aListCustomerEventsResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.cim.v1.CustomerEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xc1\x06\n\x0f\x43ustomerService\x12\x82\x01\n\x12UpdateContactPrefs\x12!.cim.v1.UpdateContactPrefsRequest\x1a\".cim.v1.UpdateContactPrefsResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/api/v1/contact/prefs/lang:\x01*\x12j\n\nGetContact\x12\x19.cim.v1.GetContactRequest\x1a\x1a.cim.v1.GetContactResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v1/contacts/{contact_id}\x12\x63\n\x0cListContacts\x12\x1b.cim.v1.ListContactsRequest\x1a\x1c.cim.v1.ListContactsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/contacts\x12[\n\x08PushData\x12\x17.cim.v1.PushDataRequest\x1a\x18.cim.v1.PushDataResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/api/v1/data/push:\x01*\x12\x8d\x01\n\x13ListCustomerObjects\x12\".cim.v1.ListCustomerObjectsRequest\x1a#.cim.v1.ListCustomerObjectsResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/api/v1/contacts/{contact_id}/objects\x12_\n\tPushEvent\x12\x18.cim.v1.PushEventRequest\x1a\x19.cim.v1.PushEventResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/api/v1/event/push:\x01*\x12\x89\x01\n\x12ListCustomerEvents\x12!.cim.v1.ListCustomerEventsRequest\x1a\".cim.v1.ListCustomerEventsResponse\",\x82\xd3\xe4\x93\x02&\x12$/api/v1/contacts/{contact_id}/eventsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -67,42 +68,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CUSTOMERSERVICE'].methods_by_name['PushEvent']._serialized_options = b'\202\323\344\223\002\027\"\022/api/v1/event/push:\001*'
   _globals['_CUSTOMERSERVICE'].methods_by_name['ListCustomerEvents']._loaded_options = None
   _globals['_CUSTOMERSERVICE'].methods_by_name['ListCustomerEvents']._serialized_options = b'\202\323\344\223\002&\022$/api/v1/contacts/{contact_id}/events'
-  _globals['_UPDATECONTACTPREFSREQUEST']._serialized_start=160
-  _globals['_UPDATECONTACTPREFSREQUEST']._serialized_end=262
-  _globals['_UPDATECONTACTPREFSRESPONSE']._serialized_start=264
-  _globals['_UPDATECONTACTPREFSRESPONSE']._serialized_end=326
-  _globals['_CUSTOMERCONTACT']._serialized_start=329
-  _globals['_CUSTOMERCONTACT']._serialized_end=589
-  _globals['_GETCONTACTREQUEST']._serialized_start=591
-  _globals['_GETCONTACTREQUEST']._serialized_end=630
-  _globals['_GETCONTACTRESPONSE']._serialized_start=632
-  _globals['_GETCONTACTRESPONSE']._serialized_end=694
-  _globals['_LISTCONTACTSREQUEST']._serialized_start=696
-  _globals['_LISTCONTACTSREQUEST']._serialized_end=756
-  _globals['_LISTCONTACTSRESPONSE']._serialized_start=758
-  _globals['_LISTCONTACTSRESPONSE']._serialized_end=847
-  _globals['_DIGITALOBJECTLINK']._serialized_start=849
-  _globals['_DIGITALOBJECTLINK']._serialized_end=947
-  _globals['_PUSHDATAREQUEST']._serialized_start=950
-  _globals['_PUSHDATAREQUEST']._serialized_end=1116
-  _globals['_PUSHDATARESPONSE']._serialized_start=1118
-  _globals['_PUSHDATARESPONSE']._serialized_end=1243
-  _globals['_CUSTOMEROBJECT']._serialized_start=1246
-  _globals['_CUSTOMEROBJECT']._serialized_end=1412
-  _globals['_LISTCUSTOMEROBJECTSREQUEST']._serialized_start=1414
-  _globals['_LISTCUSTOMEROBJECTSREQUEST']._serialized_end=1501
-  _globals['_LISTCUSTOMEROBJECTSRESPONSE']._serialized_start=1503
-  _globals['_LISTCUSTOMEROBJECTSRESPONSE']._serialized_end=1598
-  _globals['_PUSHEVENTREQUEST']._serialized_start=1601
-  _globals['_PUSHEVENTREQUEST']._serialized_end=1735
-  _globals['_PUSHEVENTRESPONSE']._serialized_start=1737
-  _globals['_PUSHEVENTRESPONSE']._serialized_end=1830
-  _globals['_CUSTOMEREVENT']._serialized_start=1833
-  _globals['_CUSTOMEREVENT']._serialized_end=1965
-  _globals['_LISTCUSTOMEREVENTSREQUEST']._serialized_start=1967
-  _globals['_LISTCUSTOMEREVENTSREQUEST']._serialized_end=2053
-  _globals['_LISTCUSTOMEREVENTSRESPONSE']._serialized_start=2055
-  _globals['_LISTCUSTOMEREVENTSRESPONSE']._serialized_end=2148
-  _globals['_CUSTOMERSERVICE']._serialized_start=2151
-  _globals['_CUSTOMERSERVICE']._serialized_end=2984
+  _globals['_UPDATECONTACTPREFSREQUEST']._serialized_start=182
+  _globals['_UPDATECONTACTPREFSREQUEST']._serialized_end=284
+  _globals['_UPDATECONTACTPREFSRESPONSE']._serialized_start=286
+  _globals['_UPDATECONTACTPREFSRESPONSE']._serialized_end=353
+  _globals['_CUSTOMERCONTACT']._serialized_start=356
+  _globals['_CUSTOMERCONTACT']._serialized_end=616
+  _globals['_GETCONTACTREQUEST']._serialized_start=618
+  _globals['_GETCONTACTREQUEST']._serialized_end=657
+  _globals['_GETCONTACTRESPONSE']._serialized_start=659
+  _globals['_GETCONTACTRESPONSE']._serialized_end=721
+  _globals['_LISTCONTACTSREQUEST']._serialized_start=723
+  _globals['_LISTCONTACTSREQUEST']._serialized_end=783
+  _globals['_LISTCONTACTSRESPONSE']._serialized_start=785
+  _globals['_LISTCONTACTSRESPONSE']._serialized_end=874
+  _globals['_DIGITALOBJECTLINK']._serialized_start=876
+  _globals['_DIGITALOBJECTLINK']._serialized_end=974
+  _globals['_PUSHDATAREQUEST']._serialized_start=977
+  _globals['_PUSHDATAREQUEST']._serialized_end=1143
+  _globals['_PUSHDATARESPONSE']._serialized_start=1145
+  _globals['_PUSHDATARESPONSE']._serialized_end=1270
+  _globals['_CUSTOMEROBJECT']._serialized_start=1273
+  _globals['_CUSTOMEROBJECT']._serialized_end=1439
+  _globals['_LISTCUSTOMEROBJECTSREQUEST']._serialized_start=1441
+  _globals['_LISTCUSTOMEROBJECTSREQUEST']._serialized_end=1528
+  _globals['_LISTCUSTOMEROBJECTSRESPONSE']._serialized_start=1530
+  _globals['_LISTCUSTOMEROBJECTSRESPONSE']._serialized_end=1625
+  _globals['_PUSHEVENTREQUEST']._serialized_start=1628
+  _globals['_PUSHEVENTREQUEST']._serialized_end=1762
+  _globals['_PUSHEVENTRESPONSE']._serialized_start=1764
+  _globals['_PUSHEVENTRESPONSE']._serialized_end=1857
+  _globals['_CUSTOMEREVENT']._serialized_start=1860
+  _globals['_CUSTOMEREVENT']._serialized_end=1992
+  _globals['_LISTCUSTOMEREVENTSREQUEST']._serialized_start=1994
+  _globals['_LISTCUSTOMEREVENTSREQUEST']._serialized_end=2080
+  _globals['_LISTCUSTOMEREVENTSRESPONSE']._serialized_start=2082
+  _globals['_LISTCUSTOMEREVENTSRESPONSE']._serialized_end=2175
+  _globals['_CUSTOMERSERVICE']._serialized_start=2178
+  _globals['_CUSTOMERSERVICE']._serialized_end=3011
 # @@protoc_insertion_point(module_scope)

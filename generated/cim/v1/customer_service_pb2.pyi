@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from cim.v1 import inbound_pb2 as _inbound_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -55,21 +56,22 @@ class UpdateContactPrefsResponse(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    CONTACT_ID_FIELD_NUMBER: _builtins.int
-    LANG_FIELD_NUMBER: _builtins.int
-    contact_id: _builtins.str
-    """The contact."""
-    lang: _builtins.str
-    """The preferred language."""
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[_inbound_pb2.InboundEvent]:
+        """One CONTACT_PREFS_UPDATED event naming the contact; its trace holds the
+        stored preference, e.g. {"lang": "en_US"}. A list, as the public API
+        answers this call with a results page of events.
+        """
+
     def __init__(
         self,
         *,
-        contact_id: _builtins.str = ...,
-        lang: _builtins.str = ...,
+        results: _abc.Iterable[_inbound_pb2.InboundEvent] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_id", b"contact_id", "lang", b"lang"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
