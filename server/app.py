@@ -129,12 +129,6 @@ class Hub:
         # Filled once the HTTP port, and so the callback URL, is known; the
         # dispatcher and the callback routes share this one dict.
         channel_adapters: dict[str, ChannelAdapter] = {}
-        runtime_channels = RuntimeChannels(
-            channels,
-            channel_adapters,
-            lambda channel_id, receipt: dispatcher.on_receipt(channel_id, receipt),
-            sandbox_delay=settings.sandbox_delivery_delay,
-        )
         dispatcher = Dispatcher(
             store,
             channel_adapters,
@@ -148,6 +142,13 @@ class Hub:
             workers=settings.dispatch_workers,
             # With Redis, a channel's TPS holds across replicas, not per replica.
             pacer_for=pacing.pacer_for if pacing is not None else None,
+        )
+        runtime_channels = RuntimeChannels(
+            channels,
+            channel_adapters,
+            dispatcher.on_receipt,
+            sandbox_delay=settings.sandbox_delivery_delay,
+            limits=dispatcher,
         )
         built = build_server(
             Services(

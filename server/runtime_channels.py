@@ -4,11 +4,20 @@ in the same dicts the dispatcher, the senders and the callback routes read."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Protocol
 
 from adapters.base import AdapterContext
 from adapters.registry import PROVIDERS, build_adapter
 from server.domain.models import Channel, Receipt
 from server.domain.provider import ChannelAdapter
+
+
+class ChannelLimits(Protocol):
+    """Whoever enforces per-channel in-flight bounds and TPS (the dispatcher)."""
+
+    def set_channel(self, channel: Channel) -> None: ...
+
+    def forget_channel(self, channel_id: str) -> None: ...
 
 
 class RuntimeChannels:
@@ -19,7 +28,9 @@ class RuntimeChannels:
         on_receipt: Callable[[str, Receipt], Awaitable[None]],
         *,
         sandbox_delay: float,
+        limits: ChannelLimits | None = None,
     ) -> None:
+        self._limits = limits
         self._channels = channels
         self._adapters = adapters
         self._on_receipt = on_receipt
@@ -48,11 +59,15 @@ class RuntimeChannels:
         old = self._adapters.get(channel.channel_id)
         self._adapters[channel.channel_id] = adapter
         self._channels[channel.channel_id] = channel
+        if self._limits is not None:
+            self._limits.set_channel(channel)
         if old is not None and old is not adapter:
             await old.close()
 
     async def remove(self, channel_id: str) -> None:
         self._channels.pop(channel_id, None)
+        if self._limits is not None:
+            self._limits.forget_channel(channel_id)
         adapter = self._adapters.pop(channel_id, None)
         if adapter is not None:
             await adapter.close()

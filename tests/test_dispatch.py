@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+from cim.v1 import config_service_pb2 as cfg
+from cim.v1 import config_service_pb2_grpc as cfg_grpc
 from cim.v1 import delivery_pb2 as d
 from cim.v1 import messaging_service_pb2 as m
 from cim.v1 import messaging_service_pb2_grpc as mg
@@ -214,3 +216,35 @@ async def test_a_channel_is_never_sent_faster_than_its_tps(db_url: str) -> None:
     assert rate <= tps * 1.01
     assert min(gaps) >= 1 / tps * 0.95
     assert busiest <= tps
+
+
+async def test_a_channel_created_at_runtime_is_paced_by_its_own_tps(db_url: str) -> None:
+    class TimingProvider(HappyProvider):
+        def __init__(self) -> None:
+            super().__init__()
+            self.times: list[float] = []
+
+        async def send(self, delivery):  # type: ignore[no-untyped-def]
+            self.times.append(asyncio.get_running_loop().time())
+            return await super().send(delivery)
+
+    tps = 10
+    new = cfg.Channel(channel_id="rt-paced", contact_type="SMS", provider="sandbox", tps=tps)
+    provider = TimingProvider()
+    async with running_hub(db_url) as hub, channel_to(hub) as channel:
+        await cfg_grpc.ConfigServiceStub(channel).CreateChannel(
+            cfg.CreateChannelRequest(channel=new)
+        )
+        # Watch the sends at the provider; the limits under test are the dispatcher's.
+        hub.adapters["rt-paced"] = provider
+        stub = mg.MessagingServiceStub(channel)
+        request = _text()
+        request.channel_id = "rt-paced"
+        request.to.phone = "+447911100077"
+        await asyncio.gather(*(stub.SendMessage(request) for _ in range(11)))
+        async with asyncio.timeout(15):
+            while len(provider.times) < 11:  # noqa: ASYNC110 - counting at the provider
+                await asyncio.sleep(0.02)
+    gaps = [b - a for a, b in zip(provider.times, provider.times[1:], strict=False)]
+    print(f"\nruntime channel tps={tps} smallest gap={min(gaps) * 1000:.0f} ms")
+    assert min(gaps) >= 1 / tps * 0.95

@@ -65,24 +65,39 @@ class Dispatcher:
         # Task -> the channel whose slot it holds (None once the provider answered).
         self._in_flight: dict[asyncio.Task[None], str | None] = {}
         self._per_channel: dict[str, int] = {}
-        self._channels = dict(channels or {})
+        self._channels: dict[str, Channel] = {}
+        self._channel_bounds: dict[str, int] = {}
+        self._sending: dict[str, asyncio.Semaphore] = {}
+        self._pacers: dict[str, SendPacer] = {}
+        self._make_pacer = pacer_for or (lambda c: Pacer(c.tps))
+        for channel in (channels or {}).values():
+            self.set_channel(channel)
+
+    def set_channel(self, channel: Channel) -> None:
+        """Take on a channel's limits: at start, and when one is created or changed at runtime."""
+        channel_id = channel.channel_id
+        self._channels[channel_id] = channel
         # A paced channel gets no more claims than it can send within half a
         # lease, so claimed work never waits long enough to be claimed again.
         # An unpaced channel claims one round ahead of its provider: the next
         # sends are claimed while the current ones are out, and start as soon
         # as a send slot frees (a wait of one provider round trip, not a lease).
-        self._channel_bounds = {
-            c.channel_id: min(c.max_in_flight, max(1, int(c.tps * lease_ms / 2000)))
-            if c.tps > 0
-            else 2 * c.max_in_flight
-            for c in self._channels.values()
-        }
+        self._channel_bounds[channel_id] = (
+            min(channel.max_in_flight, max(1, int(channel.tps * self._lease_ms / 2000)))
+            if channel.tps > 0
+            else 2 * channel.max_in_flight
+        )
         # What is at a channel's provider at once stays within its max_in_flight.
-        self._sending = {
-            c.channel_id: asyncio.Semaphore(c.max_in_flight) for c in self._channels.values()
-        }
-        make_pacer = pacer_for or (lambda c: Pacer(c.tps))
-        self._pacers = {c.channel_id: make_pacer(c) for c in self._channels.values() if c.tps > 0}
+        # Sends already holding the old semaphore finish under the old bound.
+        self._sending[channel_id] = asyncio.Semaphore(channel.max_in_flight)
+        if channel.tps > 0:
+            self._pacers[channel_id] = self._make_pacer(channel)
+        else:
+            self._pacers.pop(channel_id, None)
+
+    def forget_channel(self, channel_id: str) -> None:
+        for table in (self._channels, self._channel_bounds, self._sending, self._pacers):
+            table.pop(channel_id, None)
 
     async def start(self) -> None:
         for channel_id, adapter in self._adapters.items():
