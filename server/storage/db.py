@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
+from functools import partial
 from typing import Any
 
-from sqlalchemy import event
+import aiosqlite
+from sqlalchemy import event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 
@@ -12,9 +15,33 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+class _InlineConnection(aiosqlite.Connection):
+    """An aiosqlite connection whose calls run on the event loop's own thread.
+
+    aiosqlite sends every call to a worker thread and back, and SQLAlchemy makes
+    several calls per statement: about 0.8 ms a statement, against tens of
+    microseconds for the statement itself. SQLite in WAL mode with
+    synchronous=NORMAL does no fsync on commit, so a call is short, and running
+    it here costs less than the two thread switches it replaces. The worker
+    thread still opens and closes the connection.
+    """
+
+    async def _execute(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if not self._running or not self._connection:
+            raise ValueError("Connection closed")
+        return fn(*args, **kwargs)
+
+
 def make_engine(url: str) -> AsyncEngine:
     if is_sqlite(url):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        database = make_url(url).database or ":memory:"
+
+        async def connect() -> aiosqlite.Connection:
+            # Opened on aiosqlite's thread, then used from the loop's.
+            opener = partial(sqlite3.connect, database, timeout=30, check_same_thread=False)
+            return await _InlineConnection(opener, 64)
+
+        engine = create_async_engine(url, async_creator=connect)
         _tune_sqlite(engine)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
