@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Any fixed number: write transactions on PostgreSQL serialise on it.
 WRITE_TURN_KEY = 0x43494D48
+GATHER_S = 0.006
 
 
 def now_ms() -> int:
@@ -117,6 +118,10 @@ class Writer:
         # events in the order their transactions committed.
         self._commit_order = asyncio.Lock()
 
+    def now(self) -> int:
+        """The clock the writer stamps transactions with."""
+        return self._clock()
+
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._run(), name=f"writer-{i}") for i in range(self._workers)
@@ -137,10 +142,16 @@ class Writer:
         return await asyncio.shield(future)
 
     async def _run(self) -> None:
+        busy = False
         while True:
             batch = [await self._queue.get()]
+            if busy:
+                # Requests came together last time, so more are likely on the
+                # way: a short wait lets them share this commit.
+                await asyncio.sleep(GATHER_S)
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            busy = len(batch) > 1
             try:
                 await self._commit(batch)
             finally:
