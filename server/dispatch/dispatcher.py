@@ -24,6 +24,7 @@ from server.storage.store import SqlStore
 from server.storage.writer import now_ms
 
 log = logging.getLogger(__name__)
+CLAIM_GAP_S = 0.005
 
 
 class SendPacer(Protocol):
@@ -158,6 +159,9 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._poll_interval):
                         await self._wake.wait()
+                # Every accepted request wakes us; a short pause lets the wakes
+                # of a burst share one claim instead of one claim each.
+                await asyncio.sleep(CLAIM_GAP_S)
 
     async def _claim(self, room: int) -> list[Delivery]:
         """Claim up to room deliveries without exceeding any channel's own bound."""

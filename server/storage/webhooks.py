@@ -107,6 +107,17 @@ async def enqueue_receipt(tx: Tx, message_row: Row[Any], status: str, reason: st
     await enqueue(tx, message_row.tenant_id, message_row.id, message_row.notify_url, payload)
 
 
+async def any_due(conn: AsyncConnection, now: int) -> bool:
+    row = (
+        await conn.execute(
+            select(webhooks.c.id)
+            .where(webhooks.c.state == PENDING, webhooks.c.next_attempt_at <= now)
+            .limit(1)
+        )
+    ).first()
+    return row is not None
+
+
 async def claim_due(tx: Tx, limit: int, lease_ms: int) -> list[WebhookJob]:
     """Claim due rows, at most the oldest pending one per ordering key.
 
