@@ -183,16 +183,19 @@ async def test_a_channel_never_has_more_in_flight_than_its_bound(db_url: str) ->
     assert provider.peak == 3
 
 
+class TimingProvider(HappyProvider):
+    """Accepts everything and notes when each send reached it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    async def send(self, delivery):  # type: ignore[no-untyped-def]
+        self.times.append(asyncio.get_running_loop().time())
+        return await super().send(delivery)
+
+
 async def test_a_channel_is_never_sent_faster_than_its_tps(db_url: str) -> None:
-    class TimingProvider(HappyProvider):
-        def __init__(self) -> None:
-            super().__init__()
-            self.times: list[float] = []
-
-        async def send(self, delivery):  # type: ignore[no-untyped-def]
-            self.times.append(asyncio.get_running_loop().time())
-            return await super().send(delivery)
-
     provider = TimingProvider()
     tps = 20
     paced = replace(DEFAULT_CHANNELS[0], tps=tps)
@@ -219,15 +222,6 @@ async def test_a_channel_is_never_sent_faster_than_its_tps(db_url: str) -> None:
 
 
 async def test_a_channel_created_at_runtime_is_paced_by_its_own_tps(db_url: str) -> None:
-    class TimingProvider(HappyProvider):
-        def __init__(self) -> None:
-            super().__init__()
-            self.times: list[float] = []
-
-        async def send(self, delivery):  # type: ignore[no-untyped-def]
-            self.times.append(asyncio.get_running_loop().time())
-            return await super().send(delivery)
-
     tps = 10
     new = cfg.Channel(channel_id="rt-paced", contact_type="SMS", provider="sandbox", tps=tps)
     provider = TimingProvider()
