@@ -56,6 +56,23 @@ async def _grpc_shape(call: Any, ident: str) -> tuple[str, str]:
     return "OK", ""
 
 
+async def _stream_shape(
+    stub: ng.NotificationServiceStub, conversation_id: str, metadata: Any
+) -> tuple[str, str]:
+    """How a stream of one conversation ends, with the id it names taken out."""
+    call = stub.StreamNotifications(
+        n.StreamNotificationsRequest(conversation_ids=[conversation_id]), metadata=metadata
+    )
+    try:
+        async with asyncio.timeout(5):
+            await call.read()
+    except grpc.aio.AioRpcError as err:
+        return err.code().name, (err.details() or "").replace(conversation_id, "<id>")
+    finally:
+        call.cancel()
+    return "OK", ""
+
+
 async def test_another_tenants_ids_are_not_found_over_rest_and_grpc(db_url: str) -> None:
     async with inbound_hub(db_url) as hub:
         await hub.store.create_tenant("tenant-b")
@@ -111,6 +128,8 @@ async def test_another_tenants_ids_are_not_found_over_rest_and_grpc(db_url: str)
             ("/api/v1/messages/{}", message_id),
             ("/api/v1/sessions/{}", session_id),
             ("/api/v1/conversations/{}", conversation_id),
+            # A stream of A's conversation fails before it starts, as for no conversation.
+            ("/api/v1/notifications/stream?conversationIds={}", conversation_id),
         ):
             missing = str(uuid.uuid4())
             status, theirs = await _rest(hub, "GET", path.format(ident), b_headers)
@@ -146,13 +165,20 @@ async def test_another_tenants_ids_are_not_found_over_rest_and_grpc(db_url: str)
                 assert theirs_g[0] == "NOT_FOUND" and theirs_g == none_g, (theirs_g, none_g)
                 checked += 1
 
-            # B's list and B's stream see nothing of A's.
+            notifications = ng.NotificationServiceStub(channel)
+            missing = str(uuid.uuid4())
+            theirs_s = await _stream_shape(notifications, conversation_id, b_md)
+            none_s = await _stream_shape(notifications, missing, b_md)
+            assert theirs_s[0] == "NOT_FOUND" and theirs_s == none_s, (theirs_s, none_s)
+            checked += 1
+
+            # B's list and B's unfiltered stream see nothing of A's.
             listed = await messaging.ListMessages(
                 m.ListMessagesRequest(page_size=100), metadata=b_md
             )
             assert message_id not in {x.id for x in listed.results}
-            stream = ng.NotificationServiceStub(channel).StreamNotifications(
-                n.StreamNotificationsRequest(conversation_ids=[conversation_id]), metadata=b_md
+            stream = notifications.StreamNotifications(
+                n.StreamNotificationsRequest(), metadata=b_md
             )
             first = await stream.read()
             assert first.WhichOneof("item") == "heartbeat"

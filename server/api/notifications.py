@@ -121,6 +121,9 @@ class NotificationServicer(pb_grpc.NotificationServiceServicer):
             if cursor is None:
                 raise invalid([FieldViolation("after", "not a cursor this server issued")])
             after = cursor
+        if request.conversation_ids:
+            # Another tenant's conversation answers as a missing one does.
+            await self._store.require_conversations(tenant, request.conversation_ids)
         accept = event_filter(request)
         # Subscribe before replaying, so nothing committed during the replay is
         # missed; the cursor comparison below drops what the replay already sent.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -276,6 +276,13 @@ class SqlStore(ConfigStoreMixin):
         async with self.engine.connect() as conn:
             session = await sess.get(conn, tenant_id, session_id)
             return await inbound.session_page(conn, session, page_size, page_token)
+
+    async def require_conversations(self, tenant_id: str, conversation_ids: Iterable[str]) -> None:
+        """NOT_FOUND for the first id that names none of the tenant's conversations."""
+        async with self.engine.connect() as conn:
+            for conversation_id in conversation_ids:
+                if not await conversations.known(conn, tenant_id, conversation_id):
+                    raise not_found("conversation", conversation_id)
 
     async def get_conversation(
         self, tenant_id: str, conversation_id: str
