@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
 import aiohttp
 import grpc
+from aiohttp import web
 
 from cim.v1 import messaging_service_pb2 as m
 from cim.v1 import messaging_service_pb2_grpc as mg
@@ -16,7 +18,8 @@ from cim.v1 import notification_service_pb2_grpc as ng
 from cim.v1 import session_service_pb2 as s
 from cim.v1 import session_service_pb2_grpc as sg
 from server.app import Hub
-from support.hub import AUTH_HEADERS
+from support.clock import eventually
+from support.hub import AUTH_HEADERS, running_hub
 from support.inbound import inbound_hub, receive, seed, text_message, wrapper
 
 SEND = {
@@ -214,3 +217,49 @@ async def test_another_tenants_ids_are_not_found_over_rest_and_grpc(db_url: str)
         assert status == 404
         checked += 1
         print(f"\ncross-tenant checks passed: {checked}")
+
+
+async def test_a_tenants_webhook_gets_its_own_events_only(db_url: str) -> None:
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(json.loads(await request.read()))
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    try:
+        async with running_hub(db_url) as hub:
+            await hub.store.create_tenant("tenant-b")
+            b_key = await hub.store.create_api_key("tenant-b")
+            b_headers = {"x-api-id": b_key.api_id, "x-api-key": b_key.secret}
+            status, _ = await _rest(
+                hub, "POST", "/api/v1/config/webhook", AUTH_HEADERS, {"url": url}
+            )
+            assert status == 200
+            # B's webhook setting is B's own: it shows none, and clearing it leaves A's.
+            status, b_view = await _rest(
+                hub, "POST", "/api/v1/config/webhook", b_headers, {"url": ""}
+            )
+            assert status == 200 and b_view["data"].get("webhook", "") == ""
+            for headers, name in ((b_headers, "B-ONLY"), (AUTH_HEADERS, "A-ONLY")):
+                status, _ = await _rest(
+                    hub,
+                    "POST",
+                    "/api/v1/event/push",
+                    headers,
+                    {"eventName": name, "id": name, "links": []},
+                )
+                assert status == 200
+            await eventually(lambda: len(received) >= 1)
+            await asyncio.sleep(0.5)  # room for a stray delivery of B's event to arrive
+    finally:
+        await runner.cleanup()
+    names = [c["event"].get("message", "") for item in received for c in item["body"]["changes"]]
+    print(f"\nA's webhook received {names}")
+    assert "A-ONLY" in names and "B-ONLY" not in names
