@@ -215,7 +215,7 @@ def _register_sessions(subparsers: Any) -> None:
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("session_id")
         _connection_flags(cmd)
-        cmd.set_defaults(handler=_run(_sessions_close if name == "close" else _sessions_resolve))
+        cmd.set_defaults(handler=_run(_sessions_end), end=name)
     route = sub.add_parser("route", help="route a session to a queue, agent or team")
     route.add_argument("session_id")
     route.add_argument("--queue", default="")
@@ -671,24 +671,18 @@ async def _sessions_list(args: argparse.Namespace, channel: grpc.aio.Channel) ->
     return 0
 
 
-async def _sessions_close(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
+async def _sessions_end(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
+    """close or resolve: the same call shape, a different end state."""
     stub = session_service_pb2_grpc.SessionServiceStub(channel)
-    reply = await stub.CloseSession(
-        session_service_pb2.CloseSessionRequest(session_id=args.session_id),
-        metadata=metadata_of(args),
-        timeout=args.timeout,
-    )
-    print(" ".join(_session_row(reply.session)), flush=True)
-    return 0
-
-
-async def _sessions_resolve(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
-    stub = session_service_pb2_grpc.SessionServiceStub(channel)
-    reply = await stub.ResolveSession(
-        session_service_pb2.ResolveSessionRequest(session_id=args.session_id),
-        metadata=metadata_of(args),
-        timeout=args.timeout,
-    )
+    options = {"metadata": metadata_of(args), "timeout": args.timeout}
+    if args.end == "close":
+        reply = await stub.CloseSession(
+            session_service_pb2.CloseSessionRequest(session_id=args.session_id), **options
+        )
+    else:
+        reply = await stub.ResolveSession(
+            session_service_pb2.ResolveSessionRequest(session_id=args.session_id), **options
+        )
     print(" ".join(_session_row(reply.session)), flush=True)
     return 0
 
