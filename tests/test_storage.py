@@ -6,16 +6,19 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import insert, inspect, select
+from sqlalchemy.exc import IntegrityError
 
 from server.domain.errors import Code, DomainError
 from server.domain.events import StoredEvent
 from server.domain.models import OutboundDraft, OutboundMessage, SessionState
 from server.storage import migrate
+from server.storage.coalesce import Coalesced
 from server.storage.db import make_engine
 from server.storage.messages import IdempotencyKey
-from server.storage.schema import metadata, sessions
+from server.storage.schema import metadata, sessions, tenants
 from server.storage.store import SqlStore
+from server.storage.writer import Tx, Writer
 
 TENANT = "t1"
 
@@ -168,3 +171,49 @@ async def test_idempotency_keys_expire_after_a_day(db_url: str) -> None:
         assert again.replay is None
     finally:
         await store.close()
+
+
+async def test_coalesced_calls_share_one_write_and_a_bad_one_fails_alone(db_url: str) -> None:
+    """Piled-up calls become one unit; a duplicate key fails only its own caller.
+
+    The unit runs inside a group with an unrelated write, so the group's first
+    pass fails and the writer reruns it apart: the other write still commits.
+    """
+    engine = make_engine(db_url)
+    await migrate.upgrade(engine)
+    writer = Writer(engine, lambda _events: None)
+    writer.start()
+    units: list[int] = []
+
+    async def many(tx: Tx, ids: Sequence[str]) -> list[str]:
+        units.append(len(ids))
+        rows = [{"id": i, "name": i, "created_at": tx.now} for i in ids]
+        await tx.conn.execute(insert(tenants), rows)
+        return list(ids)
+
+    async def one(tx: Tx, tenant_id: str) -> str:
+        return (await many(tx, [tenant_id]))[0]
+
+    async def other(tx: Tx) -> str:
+        await tx.conn.execute(insert(tenants), [{"id": "other", "name": "o", "created_at": 1}])
+        return "other"
+
+    coalesced = Coalesced(writer, many, one)
+    try:
+        await coalesced("taken")
+        outcomes = await asyncio.gather(
+            writer.submit(other),
+            *(coalesced(name) for name in ("a", "taken", "b")),
+            return_exceptions=True,
+        )
+        assert outcomes[0] == "other"
+        assert outcomes[1] == "a" and outcomes[3] == "b"
+        assert isinstance(outcomes[2], IntegrityError)
+        # One unit for the three calls on the first pass, then each on its own.
+        assert units[1] == 3
+        async with engine.connect() as conn:
+            found = (await conn.execute(select(tenants.c.id).order_by(tenants.c.id))).scalars()
+            assert list(found) == ["a", "b", "other", "taken"]
+    finally:
+        await writer.close()
+        await engine.dispose()

@@ -53,7 +53,7 @@ class Coalesced(Generic[A, R]):
             return await self._run(tx, taken)
 
         try:
-            outcomes = await self._writer.submit(work)
+            outcomes = await self._writer.submit(work, split=True)
         except BaseException as exc:
             if taken is None:
                 taken, self._pending = self._pending, []
@@ -76,6 +76,12 @@ class Coalesced(Generic[A, R]):
                 future.set_exception(value)
 
     async def _run(self, tx: Tx, taken: list[tuple[A, asyncio.Future[R]]]) -> list[_Outcome]:
+        if tx.first_pass:
+            # A failure here reruns the group apart, and this unit with it, so
+            # its writes can join the group's own: no savepoint, and what it
+            # puts off is written with the rest of the group in one go.
+            results = await self._many(tx, [arg for arg, _ in taken])
+            return [(f, True, r) for (_arg, f), r in zip(taken, results, strict=True)]
         # Events put off by earlier writes in the group go first, so cursors
         # keep the order in which the group's writes ran.
         await tx.flush()

@@ -48,6 +48,10 @@ class Tx:
     batch: int = 0
     # Shared by the group; None writes at once (a Tx made outside the writer).
     later_writes: Later | None = None
+    # True in a group's first pass, where any failure reruns the whole group
+    # with each write in its own savepoint (Writer._apart), so work may skip
+    # savepoints of its own.
+    first_pass: bool = False
 
     async def later(self, order: int, flush: Flush, entry: Any) -> None:
         """Write entry with others of its kind at the end of the group."""
@@ -94,6 +98,8 @@ class Later:
 class _Item(Generic[T]):
     work: Work[T]
     future: asyncio.Future[T]
+    # Its first pass skips savepoints, so a failure there says nothing final.
+    split: bool = False
 
 
 class Writer:
@@ -134,11 +140,16 @@ class Writer:
         await cancel_and_wait(*self._tasks)
         self._tasks = []
 
-    async def submit(self, work: Work[T]) -> T:
+    async def submit(self, work: Work[T], *, split: bool = False) -> T:
+        """Run work in the next group and return its result after the commit.
+
+        split marks work made of several callers' writes, which runs apart
+        (with savepoints of its own) after a failed first pass, even alone.
+        """
         if not self._tasks:
             raise RuntimeError("writer is not running")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Item(work, future))
+        self._queue.put_nowait(_Item(work, future, split))
         return await asyncio.shield(future)
 
     async def _run(self) -> None:
@@ -175,7 +186,7 @@ class Writer:
                         batch_id = self._batches
                         trans = await conn.begin()
                         await self._take_turn(conn, batch_id)
-                        if len(batch) == 1 and failed is not None:
+                        if len(batch) == 1 and failed is not None and not failed.split:
                             outcomes = [(failed, False, error, [])]
                         else:
                             outcomes = await self._apart(conn, batch, batch_id)
@@ -203,7 +214,7 @@ class Writer:
         later = Later()
         outcomes: list[tuple[_Item[Any], bool, Any, list[StoredEvent]]] = []
         for item in batch:
-            tx = Tx(conn, self._clock(), batch=batch_id, later_writes=later)
+            tx = Tx(conn, self._clock(), batch=batch_id, later_writes=later, first_pass=True)
             try:
                 result = await item.work(tx)
             except Exception as exc:
