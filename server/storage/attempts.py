@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.models import AttemptEntry
@@ -27,16 +27,26 @@ async def record(tx: Tx, message_id: str, entries: list[AttemptRecord]) -> None:
     )
 
 
+# Built once: these run for every group of dispatch outcomes and receipts.
+_LAST_NUMBERS = (
+    select(attempts.c.message_id, func.max(attempts.c.number))
+    .where(attempts.c.message_id.in_(bindparam("ids", expanding=True)))
+    .group_by(attempts.c.message_id)
+)
+_BY_PROVIDER_IDS = select(
+    attempts.c.message_id, attempts.c.channel_id, attempts.c.provider_message_id
+).where(
+    attempts.c.channel_id.in_(bindparam("channels", expanding=True)),
+    attempts.c.provider_message_id.in_(bindparam("ids", expanding=True)),
+)
+
+
 async def record_many(tx: Tx, items: Sequence[tuple[str, list[AttemptRecord]]]) -> None:
     """record() for many messages: one read of the last numbers, one insert."""
     ids = [message_id for message_id, entries in items if entries]
     if not ids:
         return
-    found = await tx.conn.execute(
-        select(attempts.c.message_id, func.max(attempts.c.number))
-        .where(attempts.c.message_id.in_(set(ids)))
-        .group_by(attempts.c.message_id)
-    )
+    found = await tx.conn.execute(_LAST_NUMBERS, {"ids": list(set(ids))})
     last: dict[str, int] = {message_id: number or 0 for message_id, number in found}
     rows = []
     for message_id, entries in items:
@@ -66,10 +76,8 @@ async def messages_for(tx: Tx, wanted: Sequence[tuple[str, str]]) -> dict[tuple[
     if not wanted:
         return {}
     rows = await tx.conn.execute(
-        select(attempts.c.message_id, attempts.c.channel_id, attempts.c.provider_message_id).where(
-            attempts.c.channel_id.in_({c for c, _ in wanted}),
-            attempts.c.provider_message_id.in_({p for _, p in wanted}),
-        )
+        _BY_PROVIDER_IDS,
+        {"channels": list({c for c, _ in wanted}), "ids": list({p for _, p in wanted})},
     )
     pairs = set(wanted)
     found: dict[tuple[str, str], str] = {}

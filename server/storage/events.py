@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import fields, replace
 from typing import Any
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import bindparam, delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.envelope import envelope
@@ -34,6 +34,23 @@ async def append_later(tx: Tx, tenant_id: str, event: NewEvent) -> None:
     await tx.later(LATER_EVENTS, _write, (tx, tenant_id, event))
 
 
+_LAST_CURSOR = select(func.max(events.c.id))
+_upserts: dict[str, Any] = {}
+
+
+def _sequence_upsert(conn: AsyncConnection) -> Any:
+    """The conversations' sequence upsert, built once per dialect: every group runs it."""
+    upsert = _upserts.get(conn.dialect.name)
+    if upsert is None:
+        ins = insert_for(conn, conversations)
+        upsert = ins.on_conflict_do_update(
+            index_elements=[conversations.c.id],
+            set_={"last_sequence": conversations.c.last_sequence + ins.excluded.last_sequence},
+        ).returning(conversations.c.id, conversations.c.last_sequence)
+        _upserts[conn.dialect.name] = upsert
+    return upsert
+
+
 async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]]) -> None:
     """One upsert for the conversations' sequences, one insert for the events."""
     first = entries[0][0]
@@ -49,11 +66,7 @@ async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]])
     for tx, tenant_id, event in entries:
         counts[event.conversation_id] = counts.get(event.conversation_id, 0) + 1
         owners.setdefault(event.conversation_id, (tenant_id, tx.now))
-    ins = insert_for(conn, conversations)
-    upsert = ins.on_conflict_do_update(
-        index_elements=[conversations.c.id],
-        set_={"last_sequence": conversations.c.last_sequence + ins.excluded.last_sequence},
-    ).returning(conversations.c.id, conversations.c.last_sequence)
+    upsert = _sequence_upsert(conn)
     rows = [
         {"id": cid, "tenant_id": owners[cid][0], "last_sequence": n, "created_at": owners[cid][1]}
         for cid, n in counts.items()
@@ -85,7 +98,7 @@ async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]])
         # SQLite does not say which RETURNING row belongs to which VALUES row,
         # so SQLAlchemy would insert row by row. The writer is its only writer,
         # so we hand out the ids it would have: one past the highest, in order.
-        start = (await conn.execute(select(func.max(events.c.id)))).scalar() or 0
+        start = (await conn.execute(_LAST_CURSOR)).scalar() or 0
         for i, row in enumerate(values, start + 1):
             row["id"] = i
         await conn.execute(events.insert(), values)
@@ -108,6 +121,11 @@ async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]])
             )
 
 
+_WEBHOOK_URL = select(tenant_webhooks.c.url).where(
+    tenant_webhooks.c.tenant_id == bindparam("tenant_id")
+)
+
+
 async def _tenant_webhook(tx: Tx, tenant_id: str) -> str:
     # One lookup per group commit, not per event.
     cache = tx.conn.info.get("tenant_webhooks")
@@ -117,9 +135,7 @@ async def _tenant_webhook(tx: Tx, tenant_id: str) -> str:
     known: dict[str, str] = cache[1]
     if tenant_id not in known:
         known[tenant_id] = (
-            await tx.conn.execute(
-                select(tenant_webhooks.c.url).where(tenant_webhooks.c.tenant_id == tenant_id)
-            )
+            await tx.conn.execute(_WEBHOOK_URL, {"tenant_id": tenant_id})
         ).scalar() or ""
     return known[tenant_id]
 

@@ -295,6 +295,59 @@ def _from_row(row: Any, history: tuple[StatusEntry, ...]) -> OutboundMessage:
     )
 
 
+# The dispatch statements run several times a second under load: built once,
+# they skip SQLAlchemy's statement building and cache-key work on every call.
+def _due_query(on_channels: bool) -> Any:
+    now: Any = bindparam("now")
+    query = select(messages).where(
+        or_(
+            and_(messages.c.dispatch_state == PENDING, messages.c.due_at <= now),
+            and_(messages.c.dispatch_state == CLAIMED, messages.c.lease_until < now),
+        )
+    )
+    if on_channels:
+        query = query.where(messages.c.channel_id.in_(bindparam("channels", expanding=True)))
+    return (
+        query.order_by(messages.c.priority.desc(), messages.c.due_at)
+        .limit(bindparam("limit"))
+        .with_for_update(skip_locked=True)
+    )
+
+
+_DUE = _due_query(on_channels=False)
+_DUE_ON = _due_query(on_channels=True)
+_CLAIM = (
+    update(messages)
+    .where(messages.c.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        dispatch_state=CLAIMED,
+        lease_until=bindparam("lease_until"),
+        attempts=messages.c.attempts + 1,
+        updated_at=bindparam("now"),
+    )
+)
+_LOCK_MANY = (
+    select(messages)
+    .where(messages.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(messages.c.id)
+    .with_for_update()
+)
+_STATUS_COLUMNS = (
+    "updated_at",
+    "dispatch_state",
+    "lease_until",
+    "provider_message_id",
+    "segments",
+    "last_error",
+    "status",
+)
+_SET_STATUS_MANY = (
+    update(messages)
+    .where(messages.c.id == bindparam("_id"))
+    .values({name: bindparam(name) for name in _STATUS_COLUMNS})
+)
+
+
 async def claim_due(
     tx: Tx, limit: int, lease_ms: int, channels: Sequence[str] | None = None
 ) -> list[Delivery]:
@@ -304,30 +357,17 @@ async def claim_due(
     without taking the same row; SQLite has one writer and ignores it.
     """
     await tx.flush(upto=LATER_MESSAGES)  # messages accepted earlier in this group
-    due = or_(
-        and_(messages.c.dispatch_state == PENDING, messages.c.due_at <= tx.now),
-        and_(messages.c.dispatch_state == CLAIMED, messages.c.lease_until < tx.now),
-    )
-    query = select(messages).where(due)
-    if channels is not None:
-        query = query.where(messages.c.channel_id.in_(channels))
-    query = (
-        query.order_by(messages.c.priority.desc(), messages.c.due_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    rows = (await tx.conn.execute(query)).all()
+    params: dict[str, Any] = {"now": tx.now, "limit": limit}
+    if channels is None:
+        query = _DUE
+    else:
+        query = _DUE_ON
+        params["channels"] = list(channels)
+    rows = (await tx.conn.execute(query, params)).all()
     if not rows:
         return []
     await tx.conn.execute(
-        update(messages)
-        .where(messages.c.id.in_([r.id for r in rows]))
-        .values(
-            dispatch_state=CLAIMED,
-            lease_until=tx.now + lease_ms,
-            attempts=messages.c.attempts + 1,
-            updated_at=tx.now,
-        )
+        _CLAIM, {"ids": [r.id for r in rows], "lease_until": tx.now + lease_ms, "now": tx.now}
     )
     return [
         Delivery(
@@ -438,14 +478,7 @@ async def set_status_many(tx: Tx, changes: Sequence[StatusChange]) -> list[bool]
         ]
     await tx.flush(upto=LATER_MESSAGES)
     # Locked in id order, so two claimers never wait on each other crosswise.
-    found = (
-        await tx.conn.execute(
-            select(messages)
-            .where(messages.c.id.in_(sorted(ids)))
-            .order_by(messages.c.id)
-            .with_for_update()
-        )
-    ).all()
+    found = (await tx.conn.execute(_LOCK_MANY, {"ids": sorted(ids)})).all()
     rows = {r.id: r for r in found}
     updates: list[dict[str, Any]] = []
     moved: list[bool] = []
@@ -475,25 +508,7 @@ async def set_status_many(tx: Tx, changes: Sequence[StatusChange]) -> list[bool]
             }
         )
     if updates:
-        await tx.conn.execute(
-            update(messages)
-            .where(messages.c.id == bindparam("_id"))
-            .values(
-                {
-                    name: bindparam(name)
-                    for name in (
-                        "updated_at",
-                        "dispatch_state",
-                        "lease_until",
-                        "provider_message_id",
-                        "segments",
-                        "last_error",
-                        "status",
-                    )
-                }
-            ),
-            updates,
-        )
+        await tx.conn.execute(_SET_STATUS_MANY, updates)
     for c, advanced in zip(changes, moved, strict=True):
         if not advanced:
             continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import and_, delete, select
+from sqlalchemy import and_, bindparam, delete, select
 
 from server.domain.models import Delivery, Receipt
 from server.domain.provider import Accepted, AttemptRecord
@@ -115,6 +115,17 @@ async def apply_one(tx: Tx, receipt: tuple[str, Receipt]) -> bool:
 Submission = tuple[Delivery, Accepted, str]
 
 
+# Built once: it runs for every group of provider acceptances.
+_PARKED_FOR = (
+    select(pending_receipts)
+    .where(
+        pending_receipts.c.channel_id.in_(bindparam("channels", expanding=True)),
+        pending_receipts.c.provider_message_id.in_(bindparam("ids", expanding=True)),
+    )
+    .order_by(pending_receipts.c.id)
+)
+
+
 async def submitted_many(tx: Tx, items: Sequence[Submission]) -> list[None]:
     """submitted() for many deliveries with a few statements in all."""
     await attempt_log.record_many(
@@ -142,12 +153,8 @@ async def submitted_many(tx: Tx, items: Sequence[Submission]) -> list[None]:
     }
     waiting = (
         await tx.conn.execute(
-            select(pending_receipts)
-            .where(
-                pending_receipts.c.channel_id.in_({c for c, _ in carriers}),
-                pending_receipts.c.provider_message_id.in_({p for _, p in carriers}),
-            )
-            .order_by(pending_receipts.c.id)
+            _PARKED_FOR,
+            {"channels": list({c for c, _ in carriers}), "ids": list({p for _, p in carriers})},
         )
     ).all()
     waiting = [row for row in waiting if (row.channel_id, row.provider_message_id) in carriers]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, exists, select, update
+from sqlalchemy import Row, and_, bindparam, delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.storage.schema import webhook_secrets, webhooks
@@ -107,15 +107,16 @@ async def enqueue_receipt(tx: Tx, message_row: Row[Any], status: str, reason: st
     await enqueue(tx, message_row.tenant_id, message_row.id, message_row.notify_url, payload)
 
 
+# Built once: the sender asks this after every commit that queued a webhook.
+_ANY_DUE = (
+    select(webhooks.c.id)
+    .where(webhooks.c.state == PENDING, webhooks.c.next_attempt_at <= bindparam("now"))
+    .limit(1)
+)
+
+
 async def any_due(conn: AsyncConnection, now: int) -> bool:
-    row = (
-        await conn.execute(
-            select(webhooks.c.id)
-            .where(webhooks.c.state == PENDING, webhooks.c.next_attempt_at <= now)
-            .limit(1)
-        )
-    ).first()
-    return row is not None
+    return (await conn.execute(_ANY_DUE, {"now": now})).first() is not None
 
 
 async def claim_due(tx: Tx, limit: int, lease_ms: int) -> list[WebhookJob]:
