@@ -19,6 +19,7 @@ from server.api.customers import CustomerServicer
 from server.api.guard import GuardInterceptor
 from server.api.inbound import InboundApi
 from server.api.limits import RateLimiter, StreamCounter
+from server.api.local_channel import LocalChannel
 from server.api.messaging import MessagingServicer
 from server.api.notifications import NotificationServicer
 from server.api.server import BuiltServer, Services, build_server, set_serving
@@ -193,10 +194,14 @@ class Hub:
         await built.server.start()
         await set_serving(built.health, True)
 
-        # The facade reaches the services through a real channel, so REST calls
-        # pass through the same interceptor chain as gRPC calls.
+        # The facade's unary calls run in this process through the server's own
+        # handlers and interceptor chain; its streams use a real channel.
         local_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-        gateway_channel = grpc.aio.insecure_channel(f"{local_host}:{built.port}")
+        gateway_channel = LocalChannel(
+            built.handlers,
+            built.interceptors,
+            grpc.aio.insecure_channel(f"{local_host}:{built.port}"),
+        )
         app = create_app(gateway_channel, max_body_bytes=settings.max_body_bytes)
         health_flag = HealthFlag()
         public = PublicUrl(settings.public_url)

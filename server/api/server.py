@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,6 +25,7 @@ from cim.v1 import (
 from server.api.config import ConfigServicer
 from server.api.customers import CustomerServicer
 from server.api.errors import ErrorInterceptor
+from server.api.local_channel import HandlerRecorder
 from server.api.messaging import MessagingServicer
 from server.api.notifications import NotificationServicer
 from server.api.sessions import SessionServicer
@@ -51,6 +53,9 @@ class BuiltServer:
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
+    # What LocalChannel needs to run a call as this server would.
+    handlers: Mapping[str, grpc.RpcMethodHandler]
+    interceptors: tuple[grpc.aio.ServerInterceptor, ...]
 
 
 def build_server(
@@ -60,21 +65,25 @@ def build_server(
     max_message_bytes: int = 4 << 20,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> BuiltServer:
+    chain = (*interceptors, ErrorInterceptor())
     server = grpc.aio.server(
-        interceptors=[*interceptors, ErrorInterceptor()],
+        interceptors=chain,
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         ],
     )
-    messaging_service_pb2_grpc.add_MessagingServiceServicer_to_server(services.messaging, server)
+    recorder: Any = HandlerRecorder(server)
+    messaging_service_pb2_grpc.add_MessagingServiceServicer_to_server(services.messaging, recorder)
     notification_service_pb2_grpc.add_NotificationServiceServicer_to_server(
-        services.notifications, server
+        services.notifications, recorder
     )
-    session_service_pb2_grpc.add_SessionServiceServicer_to_server(services.sessions, server)
-    config_service_pb2_grpc.add_ConfigServiceServicer_to_server(services.config, server)
+    session_service_pb2_grpc.add_SessionServiceServicer_to_server(services.sessions, recorder)
+    config_service_pb2_grpc.add_ConfigServiceServicer_to_server(services.config, recorder)
     if services.customers is not None:
-        customer_service_pb2_grpc.add_CustomerServiceServicer_to_server(services.customers, server)
+        customer_service_pb2_grpc.add_CustomerServiceServicer_to_server(
+            services.customers, recorder
+        )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -86,7 +95,7 @@ def build_server(
         server,
     )
     port = server.add_insecure_port(address)
-    return BuiltServer(server, port, health_servicer)
+    return BuiltServer(server, port, health_servicer, recorder.handlers, chain)
 
 
 async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
