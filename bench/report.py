@@ -84,6 +84,13 @@ def markdown(doc: dict[str, Any]) -> str:
     for r in doc["results"]:
         if r.get("note"):
             out.append(f"- {r['key']}: {r['note']}")
+        if r.get("accept_only"):
+            ratio = r.get("accept_only_ratio")
+            out.append(
+                f"- {r['key']}: accepting alone (the same hub setup with dispatch held back) "
+                f"{fmt_figure(r['accept_only'])}"
+                + (f", {ratio:.2f}x bare unary" if ratio is not None else "")
+            )
         if r.get("p99_ms"):
             out.append(f"- {r['key']}: client-side p99 per request {fmt_figure(r['p99_ms'])}")
         if r.get("server_cpu_percent"):

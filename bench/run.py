@@ -162,6 +162,11 @@ async def start_hub(ctx: Ctx, name: str, channels: Path | None = None) -> Hub:
         # The hub creates this app and key at start, so calls pass authentication.
         "CIMHUB_BOOTSTRAP_API_ID": API_ID,
         "CIMHUB_BOOTSTRAP_API_KEY": API_KEY,
+        # The per-tenant rate limit (1000/s by default) is a policy, not a
+        # capacity: left on, it would cap P1 and P4 at the limit. Calls still
+        # pass through the limiter.
+        "CIMHUB_RATE_PER_SECOND": "1000000",
+        "CIMHUB_RATE_BURST": "1000000",
     }
     child = await ctx.children.start(name, argv, "cimhub: gRPC on", env=env, ready_timeout=120)
     # "cimhub: gRPC on 127.0.0.1:N, HTTP on 127.0.0.1:M"
@@ -262,6 +267,9 @@ def run_ratios(a: list[Any], b: list[Any]) -> list[float | None]:
 
 
 # ----------------------------------------------------------- P1 / P4: unary
+HELD = "gRPC SendMessage, dispatch held back"
+
+
 async def bench_unary(ctx: Ctx, want: set[str]) -> None:
     plan = ctx.plan
     log("P1/P4: unary throughput (SendMessage, REST façade) against bare gRPC and aiohttp")
@@ -272,6 +280,18 @@ async def bench_unary(ctx: Ctx, want: set[str]) -> None:
         "bare gRPC unary": ("bare_unary", bare_grpc.address(), bare_grpc.pid),
         "gRPC SendMessage": ("send_message", hub.grpc, hub.pid),
     }
+    held: Hub | None = None
+    if "P1" in want:
+        # The same calls to a hub whose sandbox channel is paced to one message
+        # a second: it accepts, but dispatches next to nothing. How far this is
+        # above P1 is what dispatching in the same process costs.
+        paced = ctx.tmp / "channels-held.toml"
+        paced.write_text(
+            '[[channels]]\nid = "sandbox"\ntype = "SANDBOX"\nprovider = "sandbox"\n'
+            'lane = "sandbox"\nname = "Sandbox, paced"\nsandbox = true\ntps = 1\n'
+        )
+        held = await start_hub(ctx, "hub-unary-held", paced)
+        series[HELD] = ("send_message", held.grpc, held.pid)
     if "P4" in want:
         series["REST /api/v1/message/send"] = ("rest_send", hub.http, hub.pid)
         series["bare aiohttp JSON"] = ("bare_http", "http://" + bare_http.address(), bare_http.pid)
@@ -279,7 +299,7 @@ async def bench_unary(ctx: Ctx, want: set[str]) -> None:
     raw: dict[str, dict[int, list[float]]] = {s: {c: [] for c in levels} for s in series}
     lat: dict[str, list[float]] = {s: [] for s in series}
     cpus: dict[str, list[float | None]] = {s: [] for s in series}
-    everyone = [hub.pid, bare_grpc.pid, bare_http.pid]
+    everyone = [hub.pid, bare_grpc.pid, bare_http.pid, *([held.pid] if held else [])]
     for run in range(plan.runs):
         for c in levels:
             seconds = plan.unary_seconds if c == plan.concurrency else plan.sweep_seconds
@@ -324,6 +344,8 @@ async def bench_unary(ctx: Ctx, want: set[str]) -> None:
             baseline_p99_ms=summary(lat["bare gRPC unary"], "ms"),
             server_cpu_percent=summary(cpus["gRPC SendMessage"], "%"),
             baseline_server_cpu_percent=summary(cpus["bare gRPC unary"], "%"),
+            accept_only=summary(raw[HELD][c], "req/s"),
+            accept_only_ratio=ratio_of(summary(raw[HELD][c], "req/s"), bare),
         )  # fmt: skip
     if "P4" in want:
         rest = summary(raw["REST /api/v1/message/send"][c], "req/s")
@@ -349,7 +371,7 @@ async def bench_unary(ctx: Ctx, want: set[str]) -> None:
                     "load", kind=kind, target=target, concurrency=c, warmup=0.2,
                     duration=plan.profile_seconds, channel_id="sandbox",
                 )  # fmt: skip
-    for child in (hub.child, bare_grpc, bare_http):
+    for child in (hub.child, bare_grpc, bare_http, *([held.child] if held else [])):
         await ctx.children.stop(child)
 
 
