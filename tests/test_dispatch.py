@@ -183,6 +183,36 @@ async def test_a_channel_never_has_more_in_flight_than_its_bound(db_url: str) ->
     assert provider.peak == 3
 
 
+async def test_a_claim_takes_no_more_than_the_channels_have_room_for(db_url: str) -> None:
+    """Claimed rows beyond a channel's bound went straight back: two writes for nothing."""
+
+    class SlowProvider(HappyProvider):
+        async def send(self, delivery):  # type: ignore[no-untyped-def]
+            await asyncio.sleep(0.05)
+            return await super().send(delivery)
+
+    provider = SlowProvider()
+    narrow = replace(DEFAULT_CHANNELS[0], max_in_flight=3)
+    async with (
+        running_hub(db_url, adapters={"sandbox": provider}, channels=(narrow,)) as hub,
+        channel_to(hub) as channel,
+    ):
+        released: list[str] = []
+        release_many = hub.store.release_many
+
+        async def counted(message_ids):  # type: ignore[no-untyped-def]
+            released.extend(message_ids)
+            await release_many(message_ids)
+
+        hub.store.release_many = counted  # type: ignore[method-assign]
+        stub = mg.MessagingServiceStub(channel)
+        await asyncio.gather(*(stub.SendMessage(_text(f"m{i}")) for i in range(24)))
+        async with asyncio.timeout(10):
+            while len(provider.attempts) < 24:  # noqa: ASYNC110 - counting at the provider
+                await asyncio.sleep(0.02)
+    assert released == []
+
+
 class TimingProvider(HappyProvider):
     """Accepts everything and notes when each send reached it."""
 

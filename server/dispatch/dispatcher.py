@@ -171,8 +171,16 @@ class Dispatcher:
             if self._per_channel.get(channel_id, 0) < bound
         ]
         if len(open_channels) == len(self._channel_bounds):
-            # No channel is at its bound: one claim, then trim per channel.
-            claimed = await self._store.claim_due(room, self._lease_ms)
+            # No channel is at its bound: one claim, then trim per channel. It
+            # asks for no more than the channels have room for in all, or with
+            # one busy channel most of a claim would go straight back.
+            space = sum(
+                bound - self._per_channel.get(channel_id, 0)
+                for channel_id, bound in self._channel_bounds.items()
+            )
+            if not self._channel_bounds:
+                space = room  # only unknown channels, which fail without a send
+            claimed = await self._store.claim_due(min(room, space), self._lease_ms)
         else:
             claimed = []
             for channel_id in open_channels:
