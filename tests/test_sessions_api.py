@@ -18,6 +18,7 @@ from server.domain.events import CONVERSATION_NOTIFICATION, EventType
 from server.domain.models import SessionState
 from server.domain.sessions import check_transition
 from server.storage.writer import now_ms
+from support.clock import FakeClock
 from support.hub import channel_to
 from support.inbound import (
     PHONE,
@@ -145,28 +146,41 @@ async def test_unknown_sessions_are_404(db_url: str, path: str, extra: dict[str,
 # -- inactivity ---------------------------------------------------------------------------
 
 
-# Long enough that one slow request on a loaded machine is not taken for silence.
-INACTIVITY_MS = 1200
+INACTIVITY_MS = 400
 
 
 async def test_inactive_sessions_are_closed_by_the_sweep(db_url: str) -> None:
+    # The hub's clock moves only when the test says so: how long a request
+    # takes on a loaded machine cannot pass for a customer's silence.
+    clock = FakeClock()
     async with inbound_hub(
-        db_url, session_inactivity_ms=INACTIVITY_MS, session_sweep_interval=0.05
+        db_url, clock=clock, session_inactivity_ms=INACTIVITY_MS, session_sweep_interval=0.05
     ) as hub:
         busy = await _open(hub)
         quiet_resolved = await _open_other(hub, "c9", "+447700900999")
         await _act(hub, "resolve", quiet_resolved)
 
-        async def keep_talking() -> bool:
-            await receive(hub, wrapper(text_message(f"k{next(_ids)}")))
-            return (await hub.store.get_session(DEFAULT_TENANT, busy)).state is SessionState.ACTIVE
+        async def state_of(session_id: str) -> str:
+            return (await hub.store.get_session(DEFAULT_TENANT, session_id)).state.value
 
-        # A customer who keeps writing keeps the session open for twice the timeout...
-        loop = asyncio.get_running_loop()
-        until = loop.time() + 2 * INACTIVITY_MS / 1000
-        while loop.time() < until:
-            assert await keep_talking()
-            await asyncio.sleep(0.1)
+        async def keep_talking() -> tuple[str, list[str]]:
+            data = await receive(hub, wrapper(text_message(f"k{next(_ids)}")))
+            return await state_of(busy), data["sessionIds"]
+
+        # A customer who writes every 150 ms keeps the session open for three
+        # times the timeout, with sweeps running in between, while the
+        # resolved session that went quiet is closed.
+        for _ in range(8):
+            clock.advance(150)
+            assert await keep_talking() == ("ACTIVE", [busy])
+            await asyncio.sleep(0.06)
+
+        async def quiet_closed() -> bool:
+            return await state_of(quiet_resolved) == "CLOSED"
+
+        await _until(quiet_closed)
+        assert await state_of(busy) == "ACTIVE"
+        clock.advance(INACTIVITY_MS + 1)
         # ...and once quiet, it is closed like the resolved one.
         states: dict[str, str] = {}
 
