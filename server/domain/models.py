@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,7 +22,16 @@ def conversation_for(tenant_id: str, channel_id: str, address: str) -> str:
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then 74 random bits.
+
+    Ids made close in time sort close together, so a group of new rows lands on
+    a few index pages instead of one random page each, which is what a commit
+    then has to write.
+    """
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10))
+    value = value & ~(0xF000 << 64) | 0x7000 << 64  # version 7
+    value = value & ~(0xC << 60) | 0x8 << 60  # RFC 9562 variant
+    return str(uuid.UUID(int=value))
 
 
 @dataclass(frozen=True, slots=True)
