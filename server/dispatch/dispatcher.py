@@ -174,12 +174,14 @@ class Dispatcher:
             # No channel is at its bound: one claim, then trim per channel. It
             # asks for no more than the channels have room for in all, or with
             # one busy channel most of a claim would go straight back.
-            space = sum(
-                bound - self._per_channel.get(channel_id, 0)
-                for channel_id, bound in self._channel_bounds.items()
+            space = (
+                sum(
+                    bound - self._per_channel.get(channel_id, 0)
+                    for channel_id, bound in self._channel_bounds.items()
+                )
+                if self._channel_bounds
+                else room  # only unknown channels, which fail without a send
             )
-            if not self._channel_bounds:
-                space = room  # only unknown channels, which fail without a send
             claimed = await self._store.claim_due(min(room, space), self._lease_ms)
         else:
             claimed = []
