@@ -25,7 +25,7 @@ from server.domain.provider import (
     ReceiptSink,
     RetryableProviderError,
 )
-from server.net.http import OutboundHttp
+from server.net.http import BlockedAddress, OutboundError, OutboundHttp
 
 __all__ = [
     "Accepted",
@@ -76,8 +76,27 @@ def setting(channel: Channel, name: str, default: str | None = None) -> str:
     return str(value)
 
 
-def secret_setting(channel: Channel, name: str, env: Mapping[str, str] | None = None) -> Secret:
-    """Credentials are configured by reference: `<name>_env = "VAR"` names the variable."""
+def secret_setting(
+    channel: Channel,
+    name: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    tenant_owned: bool = False,
+) -> Secret:
+    """A credential. The channels file names it by reference (`<name>_env = "VAR"`);
+    a tenant's channel carries the value itself (`<name>`), because the server's
+    environment is the operator's and must not be readable through a channel."""
+    if tenant_owned:
+        if f"{name}_env" in channel.settings:
+            # Refused before any lookup, so the answer never tells whether VAR exists.
+            raise ValueError(
+                f"channel {channel.channel_id}: {name}_env names a server environment "
+                f"variable; a tenant channel sends {name} itself"
+            )
+        given = channel.settings.get(name)
+        if not given or not isinstance(given, str):
+            raise ValueError(f"channel {channel.channel_id}: setting {name!r} is required")
+        return Secret(given)
     env = os.environ if env is None else env
     var = channel.settings.get(f"{name}_env")
     if var is None:
@@ -115,25 +134,52 @@ class HttpProviderClient:
     """
 
     def __init__(
-        self, base_url: str, *, total_timeout: float = 10.0, connect_timeout: float = 3.0
+        self,
+        base_url: str,
+        *,
+        total_timeout: float = 10.0,
+        connect_timeout: float = 3.0,
+        guard: OutboundHttp | None = None,
     ) -> None:
+        """With a guard (tenant channels), base_url must pass the guard's policy, and
+        every connection goes to an address its resolver vetted at connect time."""
         self.base_url = base_url.rstrip("/")
+        self._guard = guard
+        if guard is not None:
+            try:
+                guard.check(self.base_url)
+            except OutboundError as exc:
+                raise ValueError(f"base_url: {exc.reason}") from exc
         self._timeout = aiohttp.ClientTimeout(total=total_timeout, connect=connect_timeout)
         self._session: aiohttp.ClientSession | None = None
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            if self._guard is None:
+                connector = aiohttp.TCPConnector(limit=100)
+            else:
+                connector = aiohttp.TCPConnector(
+                    limit=100,
+                    resolver=self._guard.vetted_resolver(),
+                    # Each new connection resolves and vets afresh, so DNS cannot rebind.
+                    use_dns_cache=False,
+                )
             self._session = aiohttp.ClientSession(
-                timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=100),
-                trust_env=False,
+                timeout=self._timeout, connector=connector, trust_env=False
             )
         return self._session
 
     async def request(
         self, method: str, path: str, *, expect_json: bool = True, **kwargs: Any
     ) -> tuple[int, Any, Mapping[str, str]]:
-        """Returns (status, parsed body or text, headers); network trouble is retryable."""
+        """Returns (status, parsed body or text, headers); network trouble is retryable,
+        an address the guard refuses is not."""
+        if self._guard is not None:
+            try:
+                # An IP literal never reaches the resolver, so it is judged here.
+                self._guard.check(self.base_url + path)
+            except OutboundError as exc:
+                raise PermanentProviderError(exc.reason, "BLOCKED_ADDRESS") from exc
         try:
             async with self.session().request(
                 method, self.base_url + path, allow_redirects=False, **kwargs
@@ -147,6 +193,9 @@ class HttpProviderClient:
         except TimeoutError as exc:
             raise RetryableProviderError("provider timed out", "TIMEOUT") from exc
         except aiohttp.ClientError as exc:
+            blocked = blocked_address(exc)
+            if blocked is not None:
+                raise PermanentProviderError(str(blocked), "BLOCKED_ADDRESS") from exc
             raise RetryableProviderError(
                 f"provider unreachable: {type(exc).__name__}", "NETWORK"
             ) from exc
@@ -155,6 +204,19 @@ class HttpProviderClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def blocked_address(exc: BaseException) -> BlockedAddress | None:
+    """The guard's refusal behind a connection failure, if that is what it was."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, BlockedAddress):
+            return seen
+        inner = getattr(seen, "os_error", None)
+        if isinstance(inner, BlockedAddress):
+            return inner
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:

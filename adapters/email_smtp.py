@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import socket
 import ssl
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import aiosmtplib
+from aiohttp.abc import AbstractResolver
 
 from adapters.base import (
     Accepted,
@@ -37,6 +39,7 @@ from adapters.base import (
     ReceiptSink,
     RetryableProviderError,
     Secret,
+    blocked_address,
     secret_setting,
     setting,
 )
@@ -79,8 +82,12 @@ class SmtpSettings:
     tls_context: ssl.SSLContext | None
 
     @classmethod
-    def from_channel(cls, channel: Channel, env: Mapping[str, str]) -> SmtpSettings:
+    def from_channel(
+        cls, channel: Channel, env: Mapping[str, str], *, tenant_owned: bool = False
+    ) -> SmtpSettings:
         cid = channel.channel_id
+        if tenant_owned and "ca_file" in channel.settings:
+            raise ValueError(f"channel {cid}: ca_file is a server path; only operators set it")
         security = setting(channel, "security", "starttls").strip().lower()
         if security not in _SECURITY_PORTS:
             raise ValueError(f"channel {cid}: security must be one of starttls, tls, none")
@@ -102,7 +109,11 @@ class SmtpSettings:
             port=_number(channel, "port", _SECURITY_PORTS[security], int),
             security=security,
             username=username,
-            password=secret_setting(channel, "password", env) if username else None,
+            password=(
+                secret_setting(channel, "password", env, tenant_owned=tenant_owned)
+                if username
+                else None
+            ),
             timeout_seconds=_number(channel, "timeout_seconds", 10.0, float),
             max_attachment_bytes=_number(channel, "max_attachment_bytes", 10 * _MIB, int),
             max_connections=_number(channel, "max_connections", 4, int),
@@ -128,11 +139,20 @@ class _Attachment:
 
 
 class SmtpEmailAdapter:
-    def __init__(self, channel: Channel, ctx: AdapterContext) -> None:
+    def __init__(
+        self, channel: Channel, ctx: AdapterContext, *, tenant_owned: bool = False
+    ) -> None:
         self._channel = channel
         self._ctx = ctx
-        self._settings = SmtpSettings.from_channel(channel, ctx.env)
+        self._settings = SmtpSettings.from_channel(channel, ctx.env, tenant_owned=tenant_owned)
         self._pool = _SessionPool(self._settings.max_connections)
+        # A tenant's relay is reached only at addresses the outbound policy allows.
+        self._resolver = ctx.fetcher.vetted_resolver() if tenant_owned else None
+        if tenant_owned:
+            try:
+                ctx.fetcher.check(_host_url(self._settings.host))
+            except OutboundError as exc:
+                raise ValueError(f"channel {channel.channel_id}: host: {exc.reason}") from exc
 
     def __repr__(self) -> str:
         s = self._settings
@@ -233,16 +253,27 @@ class SmtpEmailAdapter:
 
     async def _open_session(self) -> aiosmtplib.SMTP:
         s = self._settings
+        sock = None
+        if self._resolver is not None:
+            async with asyncio.timeout(s.timeout_seconds):
+                sock = await _vetted_socket(self._resolver, s.host, s.port)
         smtp = aiosmtplib.SMTP(
+            # With a socket, the host name still names the server for TLS checks.
             hostname=s.host,
-            port=s.port,
+            port=s.port if sock is None else None,
+            sock=sock,
             timeout=s.timeout_seconds,
             use_tls=s.security == "tls",
             # Explicit: starttls refuses a relay that does not offer it, none never upgrades.
             start_tls=s.security == "starttls",
             tls_context=s.tls_context,
         )
-        await smtp.connect()
+        try:
+            await smtp.connect()
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
         try:
             if s.username is not None and s.password is not None:
                 # Given to login only, so the client object never holds the password.
@@ -341,6 +372,9 @@ async def _reset(smtp: aiosmtplib.SMTP) -> bool:
 
 def _smtp_failure(exc: BaseException, *, setup: bool) -> ProviderError:
     """Map an SMTP failure; setup is connect, STARTTLS and AUTH, before any envelope."""
+    blocked = blocked_address(exc)
+    if blocked is not None:
+        return PermanentProviderError(str(blocked), "BLOCKED_ADDRESS")
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         code = exc.code
         reason = f"SMTP {code} {exc.message}".strip()[:300]
@@ -357,6 +391,36 @@ def _smtp_failure(exc: BaseException, *, setup: bool) -> ProviderError:
         return RetryableProviderError(f"SMTP relay unreachable: {exc}", "NETWORK")
     # e.g. STARTTLS or AUTH not offered: the relay or the channel needs fixing.
     return RetryableProviderError(f"SMTP session failed: {exc}", "SMTP")
+
+
+async def _vetted_socket(resolver: AbstractResolver, host: str, port: int) -> socket.socket:
+    """A socket connected to an address of host that the resolver vetted.
+
+    The connection goes to the address that was checked, so the name cannot be
+    re-resolved in between to somewhere internal.
+    """
+    answers = await resolver.resolve(host, port, socket.AF_UNSPEC)
+    loop = asyncio.get_running_loop()
+    failure = OSError(f"no address for {host}")
+    for answer in answers:
+        sock = socket.socket(answer["family"], socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, (answer["host"], answer["port"]))
+        except OSError as exc:
+            sock.close()
+            failure = exc
+            continue
+        except BaseException:  # cancelled, or out of time
+            sock.close()
+            raise
+        return sock
+    raise failure
+
+
+def _host_url(host: str) -> str:
+    bare = host.strip("[]")
+    return f"https://[{bare}]/" if ":" in bare else f"https://{bare}/"
 
 
 def _tls_error(exc: BaseException) -> ssl.SSLError | None:

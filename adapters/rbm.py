@@ -21,7 +21,8 @@ token in the variable named by ``token_env``. The adapter looks the token up in
 ``ctx.env`` on every request, so a live mapping hands it refreshed tokens.
 
 Channel settings: ``agent_id``, ``token_env``, ``client_token_env``, ``base_url``,
-``timeout_seconds``, ``sms_fallback_channel``.
+``timeout_seconds``, ``sms_fallback_channel``. A tenant-created channel carries
+``token`` and ``client_token`` as values instead; its token is then fixed.
 """
 
 from __future__ import annotations
@@ -110,17 +111,23 @@ class ContentError(ValueError):
 
 
 class RbmAdapter:
-    def __init__(self, channel: Channel, ctx: AdapterContext) -> None:
+    def __init__(
+        self, channel: Channel, ctx: AdapterContext, *, tenant_owned: bool = False
+    ) -> None:
         self.channel = channel
         self._ctx = ctx
+        self._tenant_owned = tenant_owned
         self.agent_id = setting(channel, "agent_id")
         # Looked up now so a missing variable fails at startup, and again per request.
-        secret_setting(channel, "token", ctx.env)
-        self._client_token = secret_setting(channel, "client_token", ctx.env)
+        self._auth()
+        self._client_token = secret_setting(
+            channel, "client_token", ctx.env, tenant_owned=tenant_owned
+        )
         self.sms_fallback_channel = setting(channel, "sms_fallback_channel", "")
         self._http = HttpProviderClient(
             setting(channel, "base_url", DEFAULT_BASE_URL),
             total_timeout=float(setting(channel, "timeout_seconds", "10")),
+            guard=ctx.fetcher if tenant_owned else None,
         )
 
     async def start(self, receipts: ReceiptSink) -> None:
@@ -245,7 +252,9 @@ class RbmAdapter:
         return frozenset(str(f) for f in features)
 
     def _auth(self) -> dict[str, str]:
-        token = secret_setting(self.channel, "token", self._ctx.env)
+        token = secret_setting(
+            self.channel, "token", self._ctx.env, tenant_owned=self._tenant_owned
+        )
         return {"Authorization": f"Bearer {token.reveal()}"}
 
     # ------------------------------------------------------------------- webhooks

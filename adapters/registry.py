@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from typing import Protocol
 
 from adapters.base import AdapterContext, ChannelAdapter
 from adapters.sandbox import SandboxAdapter
@@ -19,19 +19,35 @@ _FACTORIES = {
 PROVIDERS = ("sandbox", *_FACTORIES)
 
 
-def _factory(provider: str) -> Callable[[Channel, AdapterContext], ChannelAdapter]:
+class _Factory(Protocol):
+    def __call__(
+        self, channel: Channel, ctx: AdapterContext, *, tenant_owned: bool = False
+    ) -> ChannelAdapter: ...
+
+
+def _factory(provider: str) -> _Factory:
     module_name, _, attr = _FACTORIES[provider].partition(":")
-    factory: Callable[[Channel, AdapterContext], ChannelAdapter] = getattr(
-        importlib.import_module(module_name), attr
-    )
+    factory: _Factory = getattr(importlib.import_module(module_name), attr)
     return factory
 
 
 def build_adapter(
-    channel: Channel, ctx: AdapterContext, *, sandbox_delay: float = 0.05
+    channel: Channel,
+    ctx: AdapterContext,
+    *,
+    sandbox_delay: float = 0.05,
+    tenant_owned: bool = False,
 ) -> ChannelAdapter:
+    """The channel's adapter. A tenant-owned one takes its credentials from values in
+    the settings, never from the server's environment, and connects only to
+    addresses the outbound policy of ctx.fetcher allows."""
     if channel.provider == "sandbox":
         sent_log = channel.settings.get("sent_log")
+        if tenant_owned and "sent_log" in channel.settings:
+            raise ValueError(
+                f"channel {channel.channel_id}: sent_log is a server path; "
+                "only the channels file may set it"
+            )
         return SandboxAdapter(
             channel.channel_id,
             delivery_delay=sandbox_delay,
@@ -42,4 +58,4 @@ def build_adapter(
         raise ValueError(
             f"channel {channel.channel_id}: unknown provider {channel.provider!r}; use {known}"
         )
-    return _factory(channel.provider)(channel, ctx)
+    return _factory(channel.provider)(channel, ctx, tenant_owned=tenant_owned)

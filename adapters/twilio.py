@@ -8,6 +8,7 @@ incoming-message webhook, both signed with X-Twilio-Signature.
 Channel settings (channels file):
     account_sid            the AC... SID, also the basic-auth user name
     auth_token_env         name of the environment variable holding the auth token
+    auth_token             the token itself, instead: how tenant-created channels carry it
     base_url               default https://api.twilio.com (tests point it at a fake)
     messaging_service_sid  optional MG... SID; Twilio then picks the sender
     timeout_seconds        optional total time for one API call, default 10
@@ -112,18 +113,21 @@ def _media_type(mime: str) -> str:
 class TwilioSmsAdapter:
     """One SMS channel on one Twilio account."""
 
-    def __init__(self, channel: Channel, ctx: AdapterContext) -> None:
+    def __init__(
+        self, channel: Channel, ctx: AdapterContext, *, tenant_owned: bool = False
+    ) -> None:
         self.channel = channel
         # Only the URL is kept: the context's env holds every credential.
         self._callback_url = ctx.callback_url(channel.channel_id)
         self._account_sid = setting(channel, "account_sid")
-        self._token = secret_setting(channel, "auth_token", ctx.env)
+        self._token = secret_setting(channel, "auth_token", ctx.env, tenant_owned=tenant_owned)
         self._service_sid = str(channel.settings.get("messaging_service_sid") or "")
         timeout = float(setting(channel, "timeout_seconds", "10"))
         self._http = HttpProviderClient(
             setting(channel, "base_url", DEFAULT_BASE_URL),
             total_timeout=timeout,
             connect_timeout=min(3.0, timeout),
+            guard=ctx.fetcher if tenant_owned else None,
         )
         self._path = f"/2010-04-01/Accounts/{self._account_sid}/Messages.json"
         self._receipts: ReceiptSink | None = None

@@ -9,6 +9,8 @@ app secret>`.
 
 Channel settings: phone_number_id, access_token_env, app_secret_env,
 verify_token_env, and optionally api_version, base_url, timeout_seconds.
+Tenant-created channels carry access_token, app_secret and verify_token as
+values instead of the *_env references.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from adapters.base import (
     Receipt,
     ReceiptSink,
     RetryableProviderError,
+    Secret,
     retry_after_seconds,
     secret_setting,
     setting,
@@ -86,13 +89,19 @@ _CONTACT_LISTS = {
 class WhatsAppCloudAdapter:
     """One WhatsApp business phone number on Meta's Cloud API."""
 
-    def __init__(self, channel: Channel, ctx: AdapterContext) -> None:
+    def __init__(
+        self, channel: Channel, ctx: AdapterContext, *, tenant_owned: bool = False
+    ) -> None:
         self.channel_id = channel.channel_id
         self.phone_number_id = setting(channel, "phone_number_id")
-        self._access_token = secret_setting(channel, "access_token", ctx.env)
+
+        def secret(name: str) -> Secret:
+            return secret_setting(channel, name, ctx.env, tenant_owned=tenant_owned)
+
+        self._access_token = secret("access_token")
         # Required up front: an unverifiable webhook must fail at startup, not at the first POST.
-        self._app_secret = secret_setting(channel, "app_secret", ctx.env)
-        self._verify_token = secret_setting(channel, "verify_token", ctx.env)
+        self._app_secret = secret("app_secret")
+        self._verify_token = secret("verify_token")
         version = setting(channel, "api_version", DEFAULT_API_VERSION).strip("/")
         self._messages_path = f"/{quote(version)}/{quote(self.phone_number_id, safe='')}/messages"
         timeout = float(setting(channel, "timeout_seconds", str(DEFAULT_TIMEOUT_SECONDS)))
@@ -100,6 +109,7 @@ class WhatsAppCloudAdapter:
             setting(channel, "base_url", DEFAULT_BASE_URL),
             total_timeout=timeout,
             connect_timeout=min(3.0, timeout),
+            guard=ctx.fetcher if tenant_owned else None,
         )
         self._receipts: ReceiptSink | None = None
 

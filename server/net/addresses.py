@@ -102,7 +102,18 @@ class AddressPolicy:
             why = self.refusal(literal)
             if why is not None:
                 raise UnsafeUrl(f"refused {why}")
+        elif _loopback_name(host) and all(self.refusal(ip) for ip in _LOOPBACK):
+            # Resolvers answer these names locally (RFC 6761), so no lookup is needed to refuse.
+            raise UnsafeUrl(f"refused loopback name {host}")
         return host, literal
+
+
+_LOOPBACK = (ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1"))
+
+
+def _loopback_name(host: str) -> bool:
+    name = host.lower().rstrip(".")
+    return name == "localhost" or name.endswith(".localhost")
 
 
 def url_refusal(policy: AddressPolicy, url: str) -> str | None:

@@ -87,6 +87,15 @@ class OutboundHttp:
         self._user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
 
+    @property
+    def policy(self) -> AddressPolicy:
+        return self._policy
+
+    def vetted_resolver(self) -> VettedResolver:
+        """A resolver that refuses what this client refuses, for other clients that
+        connect where tenants point them (provider APIs of tenant channels)."""
+        return VettedResolver(self._policy, self._inner_resolver)
+
     def _client(self) -> aiohttp.ClientSession:
         # Created on first use: a ClientSession must be born inside the running loop.
         if self._session is None or self._session.closed:
