@@ -260,7 +260,7 @@ async def test_a_channel_created_at_runtime_is_paced_by_its_own_tps(db_url: str)
             cfg.CreateChannelRequest(channel=new)
         )
         # Watch the sends at the provider; the limits under test are the dispatcher's.
-        hub.adapters["rt-paced"] = provider
+        await hub.channels.use_adapter("rt-paced", provider)
         stub = mg.MessagingServiceStub(channel)
         request = _text()
         request.channel_id = "rt-paced"

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import grpc
 from google.protobuf import struct_pb2
 from google.protobuf.json_format import MessageToDict
 
+from adapters.policy import tenant_settings_violations
 from cim.v1 import config_service_pb2 as pb
 from cim.v1 import config_service_pb2_grpc as pb_grpc
 from server.api import field_rules
 from server.api.context import tenant_of
 from server.api.paging import page_args
+from server.channels import ChannelEntry, ChannelRegistry
 from server.domain.customer import (
     GlobalVar,
     TemplateRecord,
@@ -43,19 +45,7 @@ _STATUS_NAMES = {
     pb.TEMPLATE_APPROVAL_STATUS_REJECTED: "REJECTED",
 }
 _STATUS_VALUES = {v: k for k, v in _STATUS_NAMES.items()}
-
-
-class ChannelRegistry(Protocol):
-    """The composition root's side of runtime channels: adapters live there."""
-
-    def check(self, channel: Channel) -> None:
-        """Raise ValueError when no adapter can be built for the channel."""
-
-    async def add(self, channel: Channel) -> None:
-        """Build, start and register the channel's adapter, replacing any old one."""
-
-    async def remove(self, channel_id: str) -> None:
-        """Stop and forget the channel's adapter."""
+_OPERATOR_PROBLEM = "the channel is not serving; the operator's log says why"
 
 
 def redact(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -71,7 +61,8 @@ def redact(settings: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def channel_to_proto(c: Channel, *, read_only: bool = False) -> pb.Channel:
+def channel_to_proto(entry: ChannelEntry) -> pb.Channel:
+    c = entry.channel
     reply = pb.Channel(
         channel_id=c.channel_id,
         contact_type=c.contact_type,
@@ -81,11 +72,20 @@ def channel_to_proto(c: Channel, *, read_only: bool = False) -> pb.Channel:
         sandbox=c.sandbox,
         tps=c.tps,
         max_in_flight=c.max_in_flight,
-        read_only=read_only,
+        read_only=entry.from_file,
+        state=pb.CHANNEL_STATE_SERVING if entry.healthy else pb.CHANNEL_STATE_FAILED,
+        state_reason=_state_reason(entry),
     )
     if c.settings:
         reply.settings.update(_json_safe(redact(c.settings)))
     return reply
+
+
+def _state_reason(entry: ChannelEntry) -> str:
+    if entry.healthy:
+        return ""
+    # The diagnosis of an operator's channel may name server files or variables.
+    return _OPERATOR_PROBLEM if entry.from_file else entry.problem
 
 
 def _json_safe(value: Any) -> Any:
@@ -214,22 +214,16 @@ def template_from_proto(m: pb.Template, template_id: str = "") -> TemplateRecord
 class ConfigServicer(pb_grpc.ConfigServiceServicer):
     def __init__(
         self,
-        channels: MutableMapping[str, Channel],
+        channels: ChannelRegistry,
         store: SqlStore,
-        registry: ChannelRegistry | None = None,
         *,
-        file_channels: frozenset[str] = frozenset(),
-        channel_owners: MutableMapping[str, str] | None = None,
         url_check: Callable[[str], str | None] | None = None,
     ) -> None:
-        # Refuses webhook URLs the outbound guard would refuse, at submit time.
-        self._url_check = url_check
+        # Refuses webhook URLs and tenant channel endpoints the outbound guard
+        # would refuse, at submit time.
+        self._url_check = url_check or (lambda _url: None)
         self._channels = channels
         self._store = store
-        self._registry = registry
-        # Channels from the channels file belong to the deployment, not a tenant.
-        self._file_channels = file_channels
-        self._owners = channel_owners if channel_owners is not None else {}
 
     # -- channels -----------------------------------------------------------
     async def ListChannels(
@@ -239,69 +233,71 @@ class ConfigServicer(pb_grpc.ConfigServiceServicer):
         tenant = tenant_of(context)
         return pb.ListChannelsResponse(
             results=[
-                channel_to_proto(c, read_only=c.channel_id in self._file_channels)
-                for c in self._channels.values()
-                if (with_sandbox or not c.sandbox) and self._visible(tenant, c.channel_id)
+                channel_to_proto(e)
+                for e in self._channels.entries()
+                if (with_sandbox or not e.channel.sandbox) and e.visible_to(tenant)
             ]
         )
 
-    def _visible(self, tenant: str, channel_id: str) -> bool:
-        owner = self._owners.get(channel_id)
-        return owner is None or owner == tenant
-
-    def _owned(self, tenant: str, channel_id: str) -> Channel:
-        channel = self._channels.get(channel_id)
-        if channel is None or not self._visible(tenant, channel_id):
+    def _visible(self, tenant: str, channel_id: str) -> ChannelEntry:
+        entry = self._channels.get(channel_id)
+        if entry is None or not entry.visible_to(tenant):
             raise not_found("channel", channel_id)
-        if channel_id in self._file_channels:
+        return entry
+
+    def _owned(self, tenant: str, channel_id: str) -> ChannelEntry:
+        entry = self._visible(tenant, channel_id)
+        if entry.from_file:
             raise failed_precondition(
                 "CHANNEL_READ_ONLY", f"channel {channel_id!r} comes from the channels file"
             )
-        return channel
+        return entry
 
     async def GetChannel(
         self, request: pb.GetChannelRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetChannelResponse:
-        channel = self._channels.get(request.channel_id)
-        if channel is None or not self._visible(tenant_of(context), request.channel_id):
-            raise not_found("channel", request.channel_id)
-        return pb.GetChannelResponse(
-            channel=channel_to_proto(channel, read_only=request.channel_id in self._file_channels)
-        )
+        entry = self._visible(tenant_of(context), request.channel_id)
+        return pb.GetChannelResponse(channel=channel_to_proto(entry))
 
-    def _build_check(self, channel: Channel) -> None:
-        if self._registry is None:
-            raise failed_precondition("CHANNELS_READ_ONLY", "channels cannot be changed here")
+    def _checked(self, tenant: str, message: pb.Channel) -> Channel:
+        """The channel as a tenant may have it: settings pass the tenant policy,
+        and an adapter can be built from them."""
+        channel = channel_from_proto(message)
+        problems = tenant_settings_violations(channel, self._url_check)
+        if problems:
+            raise invalid(problems)
         try:
-            self._registry.check(channel)
+            self._channels.build(channel, tenant)
         except ValueError as exc:
-            raise invalid([FieldViolation("provider", str(exc))]) from exc
+            raise invalid([FieldViolation("settings", str(exc))]) from exc
+        return channel
 
     async def CreateChannel(
         self, request: pb.CreateChannelRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateChannelResponse:
         tenant = tenant_of(context)
-        channel = channel_from_proto(request.channel)
-        if channel.channel_id in self._channels:
-            raise already_exists("CHANNEL_EXISTS", f"channel {channel.channel_id!r} already exists")
-        self._build_check(channel)
+        existing = self._channels.get(request.channel.channel_id)
+        if existing is not None and existing.visible_to(tenant):
+            raise already_exists(
+                "CHANNEL_EXISTS", f"channel {request.channel.channel_id!r} already exists"
+            )
+        if existing is not None:
+            # Ids are one namespace; the answer must not tell that another tenant has it.
+            raise invalid([FieldViolation("channelId", "is not available; choose another id")])
+        channel = self._checked(tenant, request.channel)
         await self._store.insert_channel(tenant, channel)
-        assert self._registry is not None
-        self._owners[channel.channel_id] = tenant
-        await self._registry.add(channel)
-        return pb.CreateChannelResponse(channel=channel_to_proto(channel))
+        entry = await self._channels.put(channel, tenant)
+        return pb.CreateChannelResponse(channel=channel_to_proto(entry))
 
     async def UpdateChannel(
         self, request: pb.UpdateChannelRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpdateChannelResponse:
         tenant = tenant_of(context)
         self._owned(tenant, request.channel.channel_id)
-        channel = channel_from_proto(request.channel)
-        self._build_check(channel)
+        channel = self._checked(tenant, request.channel)
         await self._store.replace_channel(tenant, channel)
-        assert self._registry is not None
-        await self._registry.add(channel)
-        return pb.UpdateChannelResponse(channel=channel_to_proto(channel))
+        entry = await self._channels.put(channel, tenant)
+        return pb.UpdateChannelResponse(channel=channel_to_proto(entry))
 
     async def DeleteChannel(
         self, request: pb.DeleteChannelRequest, context: grpc.aio.ServicerContext
@@ -309,9 +305,7 @@ class ConfigServicer(pb_grpc.ConfigServiceServicer):
         tenant = tenant_of(context)
         self._owned(tenant, request.channel_id)
         await self._store.delete_channel(tenant, request.channel_id)
-        if self._registry is not None:
-            await self._registry.remove(request.channel_id)
-        self._owners.pop(request.channel_id, None)
+        await self._channels.remove(request.channel_id)
         return pb.DeleteChannelResponse()
 
     # -- webhook ------------------------------------------------------------
@@ -322,7 +316,7 @@ class ConfigServicer(pb_grpc.ConfigServiceServicer):
         field_rules.check(request)
         if request.url:
             check_webhook_url(request.url)
-            refusal = self._url_check(request.url) if self._url_check else None
+            refusal = self._url_check(request.url)
             if refusal:
                 raise invalid([FieldViolation("url", refusal)])
         tenant = tenant_of(context)
@@ -360,8 +354,7 @@ class ConfigServicer(pb_grpc.ConfigServiceServicer):
     ) -> pb.SetGlobalVarResponse:
         tenant = tenant_of(context)
         problems = check_var(request.key, request.value)
-        known = request.channel_id in self._channels and self._visible(tenant, request.channel_id)
-        if request.channel_id and not known:
+        if request.channel_id and not self._channels.is_visible(tenant, request.channel_id):
             problems.append(FieldViolation("channelId", f"unknown channel {request.channel_id!r}"))
         field_rules.check(request, problems)
         stored = await self._store.set_global_var(

@@ -20,6 +20,7 @@ from server.api.auth import Authenticator, Credentials, is_open, needs_credentia
 from server.api.context import CALL_TENANT, DEFAULT_TENANT
 from server.api.errors import ERROR_DOMAIN, to_status
 from server.api.limits import RateLimiter, StreamCounter
+from server.api.verify import check_verify_token
 from server.domain.errors import DomainError
 
 
@@ -67,7 +68,10 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         rate: RateLimiter,
         streams: StreamCounter,
         stream_limit: int,
+        *,
+        verify_token: str = "",
     ) -> None:
+        self._verify_token = verify_token
         self._auth = auth
         self._rate = rate
         self._streams = streams
@@ -113,6 +117,10 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             if needs_credentials(method, metadata):
                 tenant = await self._auth.tenant_for(Credentials.from_metadata(metadata))
             else:
+                # A webhook call without credentials acts for the default
+                # tenant: its token is checked before it may spend that
+                # tenant's rate budget.
+                check_verify_token(context, self._verify_token)
                 tenant = DEFAULT_TENANT
         except DomainError as err:
             await context.abort_with_status(to_status(err))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import grpc
 from google.protobuf.json_format import MessageToDict
 
@@ -11,27 +9,30 @@ from cim.v1 import messaging_service_pb2 as pb
 from server.api.context import tenant_of
 from server.api.session_views import contact_to_proto
 from server.api.verify import check_verify_token
+from server.channels import ChannelRegistry
 from server.domain.contacts import contact_info
 from server.domain.errors import FieldViolation, invalid
 from server.domain.inbound import plan_inbound
-from server.domain.models import Channel
 from server.storage.store import SqlStore
 
 
 class InboundApi:
     """Checks the verify token before anything else, so a refused call writes nothing."""
 
-    def __init__(self, store: SqlStore, channels: Mapping[str, Channel], verify_token: str) -> None:
+    def __init__(self, store: SqlStore, channels: ChannelRegistry, verify_token: str) -> None:
         self._store = store
-        self._channel_types = {cid: c.contact_type for cid, c in channels.items()}
+        self._channels = channels
         self._token = verify_token
 
     async def receive(
         self, request: pb.ReceiveMessagesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReceiveMessagesResponse:
         check_verify_token(context, self._token)
-        batch = plan_inbound(MessageToDict(request), self._channel_types)
-        outcome = await self._store.receive_inbound(tenant_of(context), batch)
+        tenant = tenant_of(context)
+        # Read live: a channel created a moment ago normalises its addresses too.
+        kinds = {cid: c.contact_type for cid, c in self._channels.visible_to(tenant).items()}
+        batch = plan_inbound(MessageToDict(request), kinds)
+        outcome = await self._store.receive_inbound(tenant, batch)
         return pb.ReceiveMessagesResponse(
             message_ids=outcome.message_ids,
             duplicates=outcome.duplicates,

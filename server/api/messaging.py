@@ -16,6 +16,7 @@ from server.api.context import metadata_value, tenant_of
 from server.api.convert import message_to_proto, status_from_proto, status_to_proto
 from server.api.inbound import InboundApi
 from server.api.paging import page_args
+from server.channels import ChannelRegistry
 from server.domain.addresses import AddressError, normalize_email, normalize_msisdn
 from server.domain.batch import (
     BatchGroup,
@@ -25,16 +26,10 @@ from server.domain.batch import (
     pick_channel,
     plan_batch,
 )
-from server.domain.customer import (
-    render_known,
-    render_template,
-    require_approved,
-    text_value,
-    var_values,
-)
+from server.domain.customer import require_approved, text_value, var_values
 from server.domain.errors import FieldViolation, invalid
 from server.domain.models import Channel, OutboundDraft, OutboundMessage
-from server.domain.sending import SingleSend, plan_single
+from server.domain.sending import SingleSend, fill_template, fill_text, plan_single
 from server.storage.messages import IdempotencyKey
 from server.storage.store import SqlStore
 from server.storage.writer import now_ms
@@ -110,21 +105,19 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
     def __init__(
         self,
         store: SqlStore,
-        channels: Mapping[str, Channel],
+        channels: ChannelRegistry,
         on_accept: Callable[[], None],
         clock: Callable[[], int] = now_ms,
         *,
         inbound: InboundApi | None = None,
         url_check: Callable[[str], str | None] | None = None,
-        channel_owners: Mapping[str, str] | None = None,
     ) -> None:
         # Refuses callback URLs the outbound guard would refuse, at submit time.
         self._url_check = url_check
         self._store = store
+        # A tenant sends on the operator's channels and its own; another
+        # tenant's channels are as if they did not exist.
         self._channels = channels
-        # Channels created over the API belong to their tenant; others send
-        # as if they did not exist.
-        self._owners = channel_owners if channel_owners is not None else {}
         self._on_accept = on_accept
         self._clock = clock
         # Without a configured verify token the webhooks refuse every call.
@@ -142,7 +135,10 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
 
         result = await self._store.accept(tenant, [draft], idempotency(request, context), render)
         if result.replay is not None:
-            return pb.SendMessageResponse.FromString(result.replay)
+            replayed = pb.SendMessageResponse.FromString(result.replay)
+            # Replies kept before the receipt carried id still answer with it.
+            replayed.id = replayed.id or replayed.message_id
+            return replayed
         self._on_accept()
         return _send_response(result.messages[0])
 
@@ -192,11 +188,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         )
 
     def _channels_of(self, tenant: str) -> Mapping[str, Channel]:
-        if not self._owners:
-            return self._channels
-        return {
-            cid: c for cid, c in self._channels.items() if self._owners.get(cid, tenant) == tenant
-        }
+        return self._channels.visible_to(tenant)
 
     async def _contact_templates(
         self, tenant: str, request: pb.SendBatchRequest, send: BatchSend, channel_id: str
@@ -231,8 +223,9 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
             return draft  # nothing to fill: spare the hot path a read
         stored_vars = await self._store.list_global_vars(tenant, draft.channel_id)
         values = {"destination": draft.destination, **var_values(stored_vars, draft.channel_id)}
+        kind = self._channels_of(tenant)[draft.channel_id].contact_type
         if draft.type != "template":
-            text = render_known(draft.text, values)
+            text = fill_text(draft, values, kind)
             if text == draft.text:
                 return draft
             content = dict(draft.content)
@@ -256,7 +249,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         require_approved(template.code, template.approvals, draft.channel_id)
         data = MessageToDict(ref.data) if ref.HasField("data") else {}
         values.update({k: text_value(v) for k, v in data.items()})
-        body = render_template(template.body, values)
+        body = fill_template(template.body, values, kind)
         content = dict(draft.content)
         content["text"] = body
         content["template"] = {
@@ -303,6 +296,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
 def _send_response(m: OutboundMessage) -> pb.SendMessageResponse:
     return pb.SendMessageResponse(
         message_id=m.id,
+        id=m.id,
         status=status_to_proto(m.status),
         channel_id=m.channel_id,
         conversation_id=m.conversation_id,

@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Protocol
 
 from server.aio import cancel_and_wait
+from server.channels import ChannelEntry, ChannelRegistry
 from server.dispatch.pacing import Pacer
 from server.dispatch.retry import RetryPolicy
 from server.domain.models import Channel, Delivery, Receipt
 from server.domain.provider import (
     AttemptRecord,
-    ChannelAdapter,
     PermanentProviderError,
     ProviderError,
     RetryableProviderError,
@@ -37,7 +37,7 @@ class Dispatcher:
     def __init__(
         self,
         store: SqlStore,
-        adapters: Mapping[str, ChannelAdapter],
+        channels: ChannelRegistry,
         *,
         batch_size: int = 128,
         lease_ms: int = 60_000,
@@ -46,13 +46,12 @@ class Dispatcher:
         retry: RetryPolicy = RetryPolicy(),
         clock: Callable[[], int] = now_ms,
         reconcile_interval: float = 1.0,
-        channels: Mapping[str, Channel] | None = None,
         workers: int = 1,
         pacer_for: Callable[[Channel], SendPacer] | None = None,
     ) -> None:
         self._store = store
         self._reconcile_interval = reconcile_interval
-        self._adapters = adapters
+        self._registry = channels
         self._batch_size = batch_size
         self._lease_ms = lease_ms
         self._poll_interval = poll_interval
@@ -66,18 +65,25 @@ class Dispatcher:
         # Task -> the channel whose slot it holds (None once the provider answered).
         self._in_flight: dict[asyncio.Task[None], str | None] = {}
         self._per_channel: dict[str, int] = {}
-        self._channels: dict[str, Channel] = {}
+        # What the dispatcher derives from each channel (bounds, send slots,
+        # pacers) follows the registry's changes; the channels stay there.
         self._channel_bounds: dict[str, int] = {}
         self._sending: dict[str, asyncio.Semaphore] = {}
         self._pacers: dict[str, SendPacer] = {}
         self._make_pacer = pacer_for or (lambda c: Pacer(c.tps))
-        for channel in (channels or {}).values():
-            self.set_channel(channel)
+        for entry in channels.entries():
+            self.set_channel(entry.channel)
+        channels.on_change(self._channel_changed)
+
+    def _channel_changed(self, channel_id: str, entry: ChannelEntry | None) -> None:
+        if entry is None:
+            self.forget_channel(channel_id)
+        else:
+            self.set_channel(entry.channel)
 
     def set_channel(self, channel: Channel) -> None:
         """Take on a channel's limits: at start, and when one is created or changed at runtime."""
         channel_id = channel.channel_id
-        self._channels[channel_id] = channel
         # A paced channel gets no more claims than it can send within half a
         # lease, so claimed work never waits long enough to be claimed again.
         # An unpaced channel claims one round ahead of its provider: the next
@@ -97,13 +103,11 @@ class Dispatcher:
             self._pacers.pop(channel_id, None)
 
     def forget_channel(self, channel_id: str) -> None:
-        for table in (self._channels, self._channel_bounds, self._sending, self._pacers):
+        for table in (self._channel_bounds, self._sending, self._pacers):
             table.pop(channel_id, None)
 
     async def start(self) -> None:
-        for channel_id, adapter in self._adapters.items():
-            await adapter.start(self.on_receipt)
-            log.debug("adapter for %s started", channel_id)
+        # Adapters are started by the registry as channels are loaded.
         self._loop_tasks = [
             asyncio.create_task(self._run(worker), name=f"dispatcher-{worker}")
             for worker in range(self._workers)
@@ -119,8 +123,6 @@ class Dispatcher:
         # Let attempts already handed to a provider record their outcome.
         if self._in_flight:
             await asyncio.wait(list(self._in_flight), timeout=5)
-        for adapter in self._adapters.values():
-            await adapter.close()
 
     async def on_receipt(self, channel_id: str, receipt: Receipt) -> None:
         await self._store.apply_receipt(channel_id, receipt)
@@ -222,7 +224,7 @@ class Dispatcher:
                 delivery.message_id, DeliveryStatus.EXPIRED, "expired before dispatch"
             )
             return
-        adapter = self._adapters.get(delivery.channel_id)
+        adapter = self._registry.adapter(delivery.channel_id)
         if adapter is None:
             await self._store.finish(
                 delivery.message_id,
@@ -276,7 +278,7 @@ class Dispatcher:
             self._wake.set()
 
     def _provider_of(self, channel_id: str) -> str:
-        channel = self._channels.get(channel_id)
+        channel = self._registry.channel(channel_id)
         return channel.provider if channel is not None else "unknown"
 
     @staticmethod

@@ -7,7 +7,7 @@ proto; each adapter verifies its provider's signature and parses the payload.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -23,12 +23,10 @@ from server.domain.provider import (
 log = logging.getLogger(__name__)
 InboundSink = Callable[[str, Sequence[InboundMessage]], Awaitable[None]]
 
-HANDLERS_KEY = web.AppKey("cim_callback_handlers", dict)
-
 
 def add_callback_routes(
     app: web.Application,
-    handlers: Mapping[str, object],
+    handler_for: Callable[[str], object | None],
     *,
     public_url: Callable[[], str],
     on_receipt: ReceiptSink,
@@ -36,7 +34,8 @@ def add_callback_routes(
 ) -> None:
     async def handle(request: web.Request) -> web.StreamResponse:
         channel_id = request.match_info["channel_id"]
-        handler = handlers.get(channel_id)
+        # Looked up per call: channels come and go at runtime.
+        handler = handler_for(channel_id)
         if handler is None or not hasattr(handler, "handle_callback"):
             raise web.HTTPNotFound()
         body = await request.read()
