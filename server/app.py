@@ -31,11 +31,11 @@ from server.config import Settings, decode_jwt_secret
 from server.dispatch.dispatcher import Dispatcher
 from server.dispatch.housekeeping import Housekeeper
 from server.dispatch.redis_pacing import SharedPacing
-from server.dispatch.retry import RetryPolicy
 from server.domain.events import StoredEvent
 from server.domain.inbound import InboundBatch, from_provider
 from server.domain.models import Channel, Receipt
 from server.domain.provider import ChannelAdapter, InboundMessage
+from server.domain.retry import RetryPolicy
 from server.events.bus import EventBus, InProcessBus
 from server.events.redis_bus import RedisBus, RedisBusConfig
 from server.gateway.app import create_app, route_table

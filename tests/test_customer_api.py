@@ -15,7 +15,7 @@ from cim.v1 import customer_service_pb2_grpc as cust_grpc
 from cim.v1 import notification_service_pb2 as n
 from cim.v1 import notification_service_pb2_grpc as ng
 from server.domain.contacts import ContactInfo
-from server.webhooks.signing import verify
+from server.domain.webhook_signing import verify
 from support.clock import eventually
 from support.hub import channel_to, rest_session, running_hub
 

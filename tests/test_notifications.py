@@ -23,8 +23,8 @@ from server.api.context import DEFAULT_TENANT
 from server.api.convert import notifications as proto_notifications
 from server.domain.envelope import envelope
 from server.domain.events import EventType, NewEvent
+from server.domain.webhook_signing import verify
 from server.gateway.jsonmap import to_json
-from server.webhooks.signing import verify
 from support.clock import FakeClock, eventually
 from support.hub import authed_channel, channel_to, rest_session, running_hub
 

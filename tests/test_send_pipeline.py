@@ -12,7 +12,7 @@ from adapters.sandbox import SandboxAdapter
 from fakes.providers import FlakyProvider, HappyProvider
 from server.api.context import DEFAULT_TENANT
 from server.domain.status import DeliveryStatus
-from server.webhooks.signing import verify
+from server.domain.webhook_signing import verify
 from support.clock import FakeClock, eventually, stays
 from support.hub import rest_session, running_hub
 

@@ -15,7 +15,8 @@ import pytest
 from aiohttp import web
 from sqlalchemy import select
 
-from server.dispatch.retry import RetryPolicy
+from server.domain.retry import RetryPolicy
+from server.domain.webhook_signing import new_secret, sign, verify
 from server.net.http import OutboundError
 from server.storage import migrate
 from server.storage import webhooks as hooks
@@ -24,7 +25,6 @@ from server.storage.schema import messages, webhooks
 from server.storage.store import SqlStore
 from server.storage.writer import Tx
 from server.webhooks.sender import WebhookSender
-from server.webhooks.signing import new_secret, sign, verify
 from support.net import loopback_http
 
 TENANT = "t1"

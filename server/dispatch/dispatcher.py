@@ -11,7 +11,6 @@ from typing import Protocol
 from server.aio import cancel_and_wait
 from server.channels import ChannelEntry, ChannelRegistry
 from server.dispatch.pacing import Pacer
-from server.dispatch.retry import RetryPolicy
 from server.domain.models import Channel, Delivery, Receipt
 from server.domain.provider import (
     AttemptRecord,
@@ -19,6 +18,7 @@ from server.domain.provider import (
     ProviderError,
     RetryableProviderError,
 )
+from server.domain.retry import RetryPolicy
 from server.domain.status import DeliveryStatus
 from server.storage.store import SqlStore
 from server.storage.writer import now_ms

@@ -12,10 +12,10 @@ from typing import Any
 from sqlalchemy import Row, and_, bindparam, delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from server.domain.webhook_signing import new_secret
 from server.storage.schema import webhook_secrets, webhooks
 from server.storage.sql import insert_for
 from server.storage.writer import Tx
-from server.webhooks.signing import new_secret
 
 PENDING, DONE, DEAD = "PENDING", "DONE", "DEAD"
 

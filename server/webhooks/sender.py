@@ -9,12 +9,12 @@ import logging
 from collections.abc import Callable
 
 from server.aio import cancel_and_wait
-from server.dispatch.retry import RetryPolicy
+from server.domain.retry import RetryPolicy
+from server.domain.webhook_signing import sign
 from server.net.http import OutboundError, OutboundHttp
 from server.storage.store import SqlStore
 from server.storage.webhooks import WebhookJob
 from server.storage.writer import now_ms
-from server.webhooks.signing import sign
 
 log = logging.getLogger(__name__)
 
