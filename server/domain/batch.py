@@ -10,9 +10,18 @@ from urllib.parse import urlsplit
 
 from server.domain.addresses import AddressError, normalize_email, normalize_msisdn
 from server.domain.errors import FieldViolation, failed_precondition, invalid
-from server.domain.limits import RECEIPTS, SMS_TEXT_MAX, check_content, check_free_text
+from server.domain.limits import (
+    RECEIPTS,
+    RENDER_BUDGET_BYTES,
+    RENDERED_EXTRA_MAX,
+    body_keys,
+    body_limit,
+    body_problem,
+    check_content,
+    check_free_text,
+)
 from server.domain.models import Channel, OutboundDraft, conversation_for
-from server.domain.substitution import MissingVariables, render_text, render_tree
+from server.domain.substitution import MissingVariables, TooLong, render_text, render_tree
 from server.domain.timeparse import parse_instant
 
 MAX_DESTINATIONS = 1000
@@ -142,6 +151,7 @@ def plan_batch(
         shared["appid"] = send.appid
     base_vars = {**(tenant_vars or {}), **send.substitutions}
     planned: list[PlannedDestination] = []
+    spent = 0
     for gi, index, group, address in addresses:
         values = {**_builtins(kind, send.from_address, address), **base_vars, **group.substitutions}
         try:
@@ -149,9 +159,22 @@ def plan_batch(
         except MissingVariables as exc:
             planned.append(PlannedDestination(group.correlation_id, address, None, str(exc)))
             continue
-        except ValueError as exc:
-            planned.append(PlannedDestination(group.correlation_id, address, None, str(exc)))
-            continue
+        except _Overflow as exc:
+            # Nothing is stored: a destination's own values name it, shared ones the field.
+            if group.substitutions:
+                raise invalid([FieldViolation(f"to[{gi}]", f"{exc.path} is {exc}")]) from None
+            raise invalid([FieldViolation(exc.path, str(exc))]) from None
+        spent += _size(content)
+        if spent > RENDER_BUDGET_BYTES:
+            raise invalid(
+                [
+                    FieldViolation(
+                        "to",
+                        f"the rendered messages come to more than {RENDER_BUDGET_BYTES} bytes;"
+                        " send fewer destinations per request or a shorter text",
+                    )
+                ]
+            )
         draft = OutboundDraft(
             channel_id=channel.channel_id,
             destination=address,
@@ -324,12 +347,38 @@ def _check_body(
         problems.extend(check_content(kind, send.content))
 
 
+class _Overflow(ValueError):
+    """A destination's rendered message is over its channel's cap; ``path`` names the field."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(why)
+        self.path = path
+
+
+def _size(node: Any) -> int:
+    """UTF-8 bytes of every string in a rendered tree."""
+    if isinstance(node, str):
+        return len(node) if node.isascii() else len(node.encode())
+    if isinstance(node, Mapping):
+        return sum(_size(v) for v in node.values())
+    if isinstance(node, list):
+        return sum(_size(v) for v in node)
+    return 0
+
+
 def _render(
     kind: str, send: BatchSend, template: Template | None, values: Mapping[str, str]
 ) -> tuple[dict[str, Any], str]:
+    limit = body_limit(kind)
     if template is not None:
         # Templates, and only templates, may leave a variable blank.
-        body = render_text(template.body, values, blank_missing=True)
+        try:
+            body = render_text(template.body, values, blank_missing=True, limit=limit)
+        except TooLong as exc:
+            raise _Overflow("template", str(exc)) from None
+        problem = body_problem(kind, {"text": body})
+        if problem:
+            raise _Overflow("template", problem)
         content = {
             "type": "template",
             "text": body,
@@ -337,8 +386,18 @@ def _render(
         }
         return content, body
     assert send.content is not None
-    content = render_tree(dict(send.content), values)
+    keys = body_keys(kind)
+    try:
+        content = render_tree(
+            dict(send.content),
+            values,
+            limit=limit * len(keys) + RENDERED_EXTRA_MAX,
+            key_limits=dict.fromkeys(keys, limit),
+        )
+    except TooLong as exc:
+        raise _Overflow(f"content.{exc.key}" if exc.key else "content", str(exc)) from None
+    problem = body_problem(kind, {k: str(content.get(k) or "") for k in keys})
+    if problem:
+        raise _Overflow("content.html" if content.get("html") else "content.text", problem)
     text = str(content.get("text") or content.get("subject") or "")
-    if kind == "sms" and len(text) > SMS_TEXT_MAX:
-        raise ValueError(f"rendered text is {len(text)} characters; at most {SMS_TEXT_MAX}")
     return content, text

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from server.domain.errors import FieldViolation
+from server.domain.sms_encoding import segments
 
 SMS_TEXT_MAX = 1024
 RCS_TEXT_MAX = 3072
@@ -23,6 +24,25 @@ CALLBACK_DATA_MAX = 4096
 CORRELATION_ID_MAX = 256
 NOTIFY_URL_MAX = 2048
 SUBSTITUTION_VALUE_MAX = 4096
+
+# What one message may be once its variables are filled in, by channel type.
+# A short text that names a long value many times is refused here, not at the
+# provider, and not after it has cost its full size in storage.
+# Twilio refuses a body over 1600 characters (error 21617); 10 segments keeps
+# GSM-7 text (1530 septets) under that and bounds what one send is billed.
+SMS_SEGMENTS_MAX = 10
+SMS_BODY_MAX = 1600
+# WHATSAPP_TEXT_MAX above: the Cloud API's limit on text.body.
+# RCS_TEXT_MAX above: RBM's limit on the text of an agent message.
+# Ours, not a provider's: text and html together, well under what SMTP relays
+# take (10 MiB and more), so that a rendered body stays cheap to store and read.
+EMAIL_BODY_MAX_BYTES = 512 * 1024
+# Sandbox, web and any other channel: the single-send text cap.
+DEFAULT_BODY_MAX = SINGLE_TEXT_MAX
+# Everything a message carries besides its body (subject, suggestions, cards, URLs).
+RENDERED_EXTRA_MAX = 64 * 1024
+# All the rendered messages of one request together.
+RENDER_BUDGET_BYTES = 4 * 1024 * 1024
 
 # Receipt names each channel can report, mapped to the platform's statuses.
 _COMMON = {
@@ -178,3 +198,40 @@ def check_free_text(
         max_chars(problems, f"to[{i}].correlationId", correlation_id, CORRELATION_ID_MAX)
         for name, value in variables.items():
             max_chars(problems, f"to[{i}].substitutions.{name}", value, SUBSTITUTION_VALUE_MAX)
+
+
+def body_keys(kind: str) -> tuple[str, ...]:
+    return ("text", "html") if kind.lower() == "email" else ("text",)
+
+
+def body_limit(kind: str) -> int:
+    """A rendered body longer than this many characters is over its cap for certain."""
+    return {
+        "sms": SMS_BODY_MAX,
+        "whatsapp": WHATSAPP_TEXT_MAX,
+        "rcs": RCS_TEXT_MAX,
+        # UTF-8 spends at least a byte a character.
+        "email": EMAIL_BODY_MAX_BYTES,
+    }.get(kind.lower(), DEFAULT_BODY_MAX)
+
+
+def body_problem(kind: str, parts: Mapping[str, str]) -> str:
+    """Why a rendered body is over its channel's cap, or "" when it is not."""
+    kind = kind.lower()
+    text = parts.get("text", "")
+    if kind == "sms":
+        if len(text) > SMS_BODY_MAX:
+            return f"{len(text)} characters; at most {SMS_BODY_MAX}"
+        count = segments(text)
+        if count > SMS_SEGMENTS_MAX:
+            return f"{count} SMS segments; at most {SMS_SEGMENTS_MAX}"
+        return ""
+    if kind == "email":
+        size = sum(len(parts.get(k, "").encode()) for k in body_keys(kind))
+        if size > EMAIL_BODY_MAX_BYTES:
+            return f"text and html are {size} bytes; at most {EMAIL_BODY_MAX_BYTES}"
+        return ""
+    limit = body_limit(kind)
+    if len(text) > limit:
+        return f"{len(text)} characters; at most {limit}"
+    return ""

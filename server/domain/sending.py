@@ -8,8 +8,9 @@ from typing import Any
 
 from server.domain.addresses import AddressError, normalize_email, normalize_msisdn
 from server.domain.errors import FieldViolation, invalid
-from server.domain.limits import SINGLE_TEXT_MAX, max_chars
+from server.domain.limits import SINGLE_TEXT_MAX, body_limit, body_problem, max_chars
 from server.domain.models import Channel, OutboundDraft, conversation_for
+from server.domain.substitution import TooLong, render_text
 
 PHONE_CHANNELS = frozenset({"SMS", "WHATSAPP", "RCS"})
 EMAIL_CHANNELS = frozenset({"EMAIL"})
@@ -50,6 +51,10 @@ def plan_single(tenant_id: str, send: SingleSend, channels: Mapping[str, Channel
         problems.append(FieldViolation("type", "required"))
     destination = _destination(send.to, channel, problems)
     text = _check_content(send, problems)
+    if channel is not None and send.type == "text" and not problems:
+        problem = body_problem(channel.contact_type, {"text": text})
+        if problem:
+            problems.append(FieldViolation("text.body", problem))
     if problems or channel is None:
         raise invalid(problems)
     return OutboundDraft(
@@ -92,6 +97,46 @@ def _destination(
         return ""
     # Channels without an address format (sandbox, web) take the first address given.
     return phone or email or contact
+
+
+def fill_text(draft: OutboundDraft, values: Mapping[str, str], kind: str) -> str:
+    """Global variables into a single send's text, capped for the channel type.
+
+    Single sends never required variables, so unknown ones stay as written.
+    """
+    part = _REQUIRED_PART.get(draft.type, (draft.type, None))[0]
+    path = "text.body" if draft.type == "text" else f"{part}.caption"
+    return _capped(path, kind, draft.text, values, keep_missing=True)
+
+
+def fill_template(body: str, values: Mapping[str, str], kind: str) -> str:
+    # Templates, and only templates, may leave a variable blank.
+    return _capped("template", kind, body, values, blank_missing=True)
+
+
+def _capped(
+    path: str,
+    kind: str,
+    text: str,
+    values: Mapping[str, str],
+    *,
+    keep_missing: bool = False,
+    blank_missing: bool = False,
+) -> str:
+    try:
+        rendered = render_text(
+            text,
+            values,
+            keep_missing=keep_missing,
+            blank_missing=blank_missing,
+            limit=body_limit(kind),
+        )
+    except TooLong as exc:
+        raise invalid([FieldViolation(path, str(exc))]) from None
+    problem = body_problem(kind, {"text": rendered})
+    if problem:
+        raise invalid([FieldViolation(path, problem)])
+    return rendered
 
 
 def _check_content(send: SingleSend, problems: list[FieldViolation]) -> str:
