@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
@@ -10,7 +12,29 @@ class AddressError(ValueError):
     pass
 
 
+# The extension spellings phonenumbers reads, at the end of a number: their
+# letters mark where the extension starts and are not part of the number.
+_EXTENSION = re.compile(r"(?:;ext=|\s*(?:extension|extn|ext\.?|x|#|,)\s*)\d{1,7}#?\s*$", re.I)
+
+
+def has_letters(raw: str) -> bool:
+    """Letters in a phone number, outside a tel: prefix and an extension marker.
+
+    phonenumbers would read them as keypad digits (1-800-FLOWERS); an address
+    is sent to the number it spells out, or refused.
+    """
+    text = raw.strip()
+    if text[:4].lower() == "tel:":
+        text = text[4:]
+    extension = _EXTENSION.search(text)
+    if extension:
+        text = text[: extension.start()]
+    return any(ch.isalpha() for ch in text)
+
+
 def normalize_msisdn(raw: str, default_region: str | None = None) -> str:
+    if has_letters(raw):
+        raise AddressError("letters are not allowed in a phone number; write its digits")
     text = raw.strip()
     # Numbers are often written without the leading +; treat a bare run of
     # digits as international, which is how the public API examples use them.

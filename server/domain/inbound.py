@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.domain.addresses import AddressError, normalize_email, normalize_msisdn
+from server.domain.addresses import AddressError, has_letters, normalize_email, normalize_msisdn
 from server.domain.contacts import ContactInfo, contact_info
 from server.domain.errors import FieldViolation, invalid
 from server.domain.events import EventType
@@ -208,6 +208,13 @@ def _message(
         )
     kind = _text(doc, "type").lower() or _infer_type(doc)
     content = _content(kind, doc, path, problems)
+    if contact is not None and has_letters(sender):
+        # Read as keypad digits, the sender would land in someone else's conversation.
+        sender_type = contact.contact_type or channel_types.get(contact.channel_id, "")
+        if sender_type.upper() in PHONE_TYPES:
+            problems.append(
+                FieldViolation(f"{path}.from", "letters are not allowed in a phone number")
+            )
     if len(problems) > before or contact is None or content is None:
         return None
     body, text, content_type, details = content
