@@ -64,6 +64,11 @@ class _Stream:
                 await asyncio.wait(
                     (write, stop), timeout=self._stall, return_when=asyncio.FIRST_COMPLETED
                 )
+            except asyncio.CancelledError:
+                # The client cancelled mid-write: the write must not outlive the
+                # call and end as an exception nobody retrieves.
+                write.cancel()
+                raise
             finally:
                 stop.cancel()
             if not write.done():

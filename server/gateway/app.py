@@ -7,10 +7,10 @@ status is wrapped in the ApiResponse envelope.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from json import JSONDecodeError
 from typing import Any
 
 import grpc
@@ -24,7 +24,7 @@ from .envelope import (
     status_key_for_http,
     success_body,
 )
-from .jsonmap import JsonMappingError, descriptor_of, to_json
+from .jsonmap import JsonMappingError, descriptor_of, loads, to_json
 from .routes import Route, build_request, build_routes
 from .streaming import stream_handler
 
@@ -100,8 +100,8 @@ async def _read_json(request: web.Request) -> Any:
     if not raw.strip():
         return None
     try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
+        return loads(raw)
+    except JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise _bad_request(
             "MALFORMED_JSON", "body", f"malformed JSON: {exc.msg} at {where}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import grpc
@@ -23,6 +23,9 @@ from server.gateway.routes import Route, build_request
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MetadataOf = Callable[[web.Request], list[tuple[str, str]]]
 TraceOf = Callable[[web.Request], str]
+
+# How soon an SSE stream notices a client that went away without a word.
+DISCONNECT_POLL_S = 0.2
 
 
 def frame(item: Any) -> tuple[str, str, str]:
@@ -79,17 +82,51 @@ async def _sse(
         }
     )
     await response.prepare(request)
-    item = first
-    try:
-        while item is not grpc.aio.EOF:
-            await response.write(sse_bytes(*frame(item)))
-            item = await call.read()
-    except grpc.aio.AioRpcError as exc:
-        error = error_from_status(exc.code(), exc.details() or "", exc.trailing_metadata())
-        await response.write(
-            sse_bytes("error", "", json.dumps(error_body(error, trace_of(request))))
-        )
+
+    async def pump() -> None:
+        item = first
+        try:
+            while item is not grpc.aio.EOF:
+                await response.write(sse_bytes(*frame(item)))
+                item = await call.read()
+        except grpc.aio.AioRpcError as exc:
+            error = error_from_status(exc.code(), exc.details() or "", exc.trailing_metadata())
+            await response.write(
+                sse_bytes("error", "", json.dumps(error_body(error, trace_of(request))))
+            )
+
+    # Without this the stream (and its per-tenant place) would outlive the
+    # client until the next write found the socket gone: a heartbeat away.
+    await _until_first(pump(), _disconnected(request))
     return response
+
+
+async def _disconnected(request: web.Request) -> None:
+    """Returns once the client's connection is gone.
+
+    aiohttp neither cancels a handler nor signals a GET's request body when the
+    client goes away, so the transport is looked at a few times a second.
+    """
+    while True:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return
+        await asyncio.sleep(DISCONNECT_POLL_S)
+
+
+async def _until_first(*aws: Coroutine[Any, Any, None]) -> None:
+    """Runs aws until one ends, then stops the rest; a vanished client is no error."""
+    tasks = [asyncio.ensure_future(aw) for aw in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await cancel_and_wait(*tasks)
+    for task in tasks:
+        if task.cancelled():
+            continue
+        error = task.exception()
+        if error is not None and not isinstance(error, ConnectionError):
+            raise error
 
 
 async def _websocket(
@@ -115,12 +152,12 @@ async def _websocket(
             )
             await ws.close(code=1011 if error.http_status >= 500 else 1008)
 
-    sender = asyncio.create_task(pump())
-    try:
-        # The client only ever closes; anything it sends is ignored.
+    async def receive() -> None:
+        # The client only ever closes; anything it sends is ignored. A dropped
+        # connection reads as CLOSED (or ERROR), which ends this loop at once.
         async for msg in ws:
-            if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.ERROR):
                 break
-    finally:
-        await cancel_and_wait(sender)
+
+    await _until_first(pump(), receive())
     return ws
