@@ -10,6 +10,7 @@ JSON path of the offending value instead of ``json_format``'s message text.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from functools import cache
@@ -21,11 +22,13 @@ from google.protobuf.message import Message
 
 __all__ = [
     "JsonMappingError",
+    "LongInteger",
     "descriptor_of",
     "enum_public_name",
     "enum_type",
     "enum_value_from_text",
     "join_path",
+    "loads",
     "message_type",
     "parse",
     "to_json",
@@ -71,6 +74,13 @@ _INT_RANGES = {
     _FD.TYPE_FIXED64: (0, 2**64 - 1),
 }
 _FLOAT_WORDS = frozenset({"NaN", "Infinity", "-Infinity"})
+# 2**64 has 20 digits, so longer integer text is out of range for every field;
+# stopping there also keeps int() off text long enough to be slow or refused.
+_MAX_INT_DIGITS = 20
+# Integer literals longer than this stay text until a field says what they are.
+_LONG_LITERAL = 64
+# Objects and arrays inside a Struct, Value or ListValue.
+_MAX_FREE_FORM_DEPTH = 24
 
 
 class JsonMappingError(ValueError):
@@ -108,6 +118,35 @@ def descriptor_of(message: Message | type[Message]) -> Descriptor:
 
 def join_path(parent: str, name: str) -> str:
     return f"{parent}.{name}" if parent else name
+
+
+class LongInteger:
+    """An integer literal in a JSON document too long to be worth converting.
+
+    Python refuses int() on very long digit strings (and is slow on long ones),
+    and only the target field knows whether the digits are text or a number.
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"LongInteger({self.text[:24]}...)"
+
+
+def _parse_int(text: str) -> int | LongInteger:
+    return LongInteger(text) if len(text) > _LONG_LITERAL else int(text)
+
+
+def loads(raw: bytes | str) -> Any:
+    """``json.loads`` for request bodies: long integer literals become ``LongInteger``.
+
+    NaN and Infinity literals still decode (to floats) so that the field they sit in
+    can be named when they are refused.
+    """
+    return json.loads(raw, parse_int=_parse_int)
 
 
 # -- enums -----------------------------------------------------------------------------
@@ -179,7 +218,9 @@ def _kind(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, (int, float)):
+    if isinstance(value, float) and not math.isfinite(value):
+        return "a non-finite number"
+    if isinstance(value, (int, float, LongInteger)):
         return "a number"
     if isinstance(value, str):
         return "a string"
@@ -202,7 +243,9 @@ def _coerce_scalar(field: FieldDescriptor, value: Any, path: str) -> Any:
     if ftype == _FD.TYPE_STRING:
         if isinstance(value, str):
             return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, LongInteger):
+            return value.text
+        if _is_finite_number(value):
             return _number_text(value)
         raise JsonMappingError(path, f"expected a string, got {_kind(value)}")
     if ftype == _FD.TYPE_BOOL:
@@ -214,8 +257,11 @@ def _coerce_scalar(field: FieldDescriptor, value: Any, path: str) -> Any:
     if ftype in _INT_TYPES:
         return _coerce_int(ftype, value, path)
     if ftype in (_FD.TYPE_DOUBLE, _FD.TYPE_FLOAT):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, LongInteger):
+            value = float(value.text)
+        if _is_finite_number(value):
             return value
+        # Quoted "NaN" and "Infinity" are ProtoJSON; bare literals are not JSON at all.
         if isinstance(value, str):
             if value in _FLOAT_WORDS:
                 return value
@@ -245,30 +291,51 @@ def _coerce_scalar(field: FieldDescriptor, value: Any, path: str) -> Any:
     raise JsonMappingError(path, "unsupported field type")
 
 
+def _is_finite_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def _integer_of(value: Any) -> int | float | None:
+    """``value`` as an integer, +-inf for one too large to convert, None for no integer."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        # 1e400 has already overflowed to inf; NaN and fractions are no integer.
+        return int(value) if value.is_integer() else None
+    if isinstance(value, LongInteger):
+        return -math.inf if value.text.startswith("-") else math.inf
+    if not isinstance(value, str):
+        return None
+    # ProtoJSON allows quoted integers; int64 clients often send them that way.
+    text = value.strip()
+    if re.fullmatch(r"-?\d+", text):
+        if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+            return -math.inf if text.startswith("-") else math.inf
+        return int(text)
+    if not re.fullmatch(r"[-+]?[\d.]+(?:[eE][-+]?\d+)?", text):
+        return None  # also keeps "NaN" and "Infinity" out
+    try:
+        as_float = float(text)
+    except ValueError:
+        return None
+    if math.isinf(as_float):
+        return as_float
+    return int(as_float) if as_float.is_integer() else None
+
+
 def _coerce_int(ftype: int, value: Any, path: str) -> int:
-    number: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
-    elif isinstance(value, str):
-        # ProtoJSON allows quoted integers; int64 clients often send them that way.
-        text = value.strip()
-        if re.fullmatch(r"-?\d+", text):
-            number = int(text)
-        else:
-            try:
-                as_float = float(text)
-            except ValueError:
-                as_float = math.nan
-            if math.isfinite(as_float) and as_float.is_integer():
-                number = int(as_float)
+    number = _integer_of(value)
     if number is None:
-        raise JsonMappingError(path, f"expected an integer, got {_kind(value)}")
+        got = repr(value) if _is_finite_number(value) else _kind(value)
+        raise JsonMappingError(path, f"expected an integer, got {got}")
     low, high = _INT_RANGES[ftype]
     if not low <= number <= high:
         raise JsonMappingError(path, f"integer out of range [{low}, {high}]")
-    return number
+    return int(number)
 
 
 def _clean_value(field: FieldDescriptor, value: Any, path: str) -> Any:
@@ -314,10 +381,45 @@ def _check_wkt_shape(desc: Descriptor, value: Any, path: str) -> None:
         raise JsonMappingError(path, f"expected an array, got {_kind(value)}")
 
 
+def _free_form(value: Any, path: str) -> Any:
+    """``value`` with long integer literals as floats; NaN, infinities and deep nests refused.
+
+    Free-form JSON is stored and sent on as JSON, which has no NaN or infinity,
+    and every level costs about three levels of protobuf nesting, which decoders
+    cap at 100. A loop rather than recursion: the depth is the client's to choose.
+    """
+
+    def settle(item: Any, where: str) -> Any:
+        if isinstance(item, LongInteger):
+            item = float(item.text)
+        if isinstance(item, float) and not math.isfinite(item):
+            raise JsonMappingError(where, "expected a finite number")
+        return item
+
+    root = settle(value, path)
+    pending = [(root, path, 1)]
+    while pending:
+        node, where, depth = pending.pop()
+        if isinstance(node, dict):
+            entries: Any = [(k, join_path(where, str(k))) for k in node]
+        elif isinstance(node, list):
+            entries = [(i, f"{where}[{i}]") for i in range(len(node))]
+        else:
+            continue
+        if depth > _MAX_FREE_FORM_DEPTH:
+            raise JsonMappingError(where, f"nested deeper than {_MAX_FREE_FORM_DEPTH} levels")
+        for key, item_path in entries:
+            item = settle(node[key], item_path)
+            if item is not node[key]:
+                node[key] = item
+            pending.append((item, item_path, depth + 1))
+    return root
+
+
 def _clean_message(desc: Descriptor, value: Any, path: str) -> Any:
     if _is_passthrough(desc):
         _check_wkt_shape(desc, value, path)
-        return value
+        return _free_form(value, path)
     if not isinstance(value, dict):
         raise JsonMappingError(path, f"expected an object, got {_kind(value)}")
     by_key = _fields_by_key(desc)
