@@ -91,6 +91,22 @@ def _bad_request(reason: str, field: str, description: str) -> GatewayError:
     )
 
 
+def _is_json_type(content_type: str) -> bool:
+    # aiohttp has already dropped parameters such as charset and lower-cased it.
+    return content_type == "application/json" or content_type.endswith("+json")
+
+
+def _unsupported_media_type(content_type: str) -> GatewayError:
+    description = f"must be application/json, got {content_type}"
+    return GatewayError(
+        http_status=415,
+        status_key="INVALID_ARGUMENT",
+        message=f"content-type: {description}",
+        reason="UNSUPPORTED_MEDIA_TYPE",
+        errors=(ErrorDetail("content-type", description),),
+    )
+
+
 async def _read_json(request: web.Request) -> Any:
     limit = request.app[_MAX_BODY_KEY]
     # Refuse a declared oversize body before buffering any of it.
@@ -99,6 +115,11 @@ async def _read_json(request: web.Request) -> Any:
     raw = await request.read()
     if not raw.strip():
         return None
+    # Only JSON is parsed, so a form or a text body cannot be half understood.
+    if "Content-Type" not in request.headers:
+        raise _unsupported_media_type("none")
+    if not _is_json_type(request.content_type):
+        raise _unsupported_media_type(request.content_type)
     try:
         return loads(raw)
     except JSONDecodeError as exc:
