@@ -39,21 +39,35 @@ def _b64url(text: str) -> bytes:
 def _json(segment: str) -> dict[str, Any]:
     try:
         value = json.loads(_b64url(segment))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    # ValueError also covers integers too long for int(); RecursionError, nesting.
+    except (ValueError, RecursionError) as exc:
         raise TokenError("segment is not JSON") from exc
     if not isinstance(value, dict):
         raise TokenError("segment is not a JSON object")
     return value
 
 
-def _seconds(claims: Mapping[str, Any], name: str) -> float | None:
+# Year 10000; a later time is no date, and a float could not hold it exactly.
+_MAX_SECONDS = 253_402_300_800
+
+
+def _seconds(claims: Mapping[str, Any], name: str) -> int | None:
+    """A time claim as whole seconds since the epoch.
+
+    NaN compares false with everything, so a NaN ``iat`` would pass every age
+    check; only finite whole numbers in a plausible range are times.
+    """
     value = claims.get(name)
     if value is None:
         return None
     # bool is an int in Python, and never a time.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TokenError(f"{name} is not a number")
-    return float(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TokenError(f"{name} is not a whole number")
+    if not 0 <= value <= _MAX_SECONDS:
+        raise TokenError(f"{name} is out of range")
+    return value
 
 
 def verify(token: str, rules: TokenRules, now: float) -> str:
