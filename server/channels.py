@@ -104,8 +104,9 @@ class ChannelRegistry:
             raise ValueError("channels cannot be built before the server has started")
         try:
             return self._build(channel, owner is not None)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"channel {channel.channel_id}: {exc}") from exc
+        except (KeyError, TypeError) as exc:
+            # Adapters' own ValueErrors name the channel already.
+            raise ValueError(f"channel {channel.channel_id}: {exc!s}") from exc
 
     async def load(self, channel: Channel, owner: str | None) -> ChannelEntry:
         """Take on a channel at start. A channel whose adapter cannot be built or

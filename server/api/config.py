@@ -76,7 +76,9 @@ def channel_to_proto(entry: ChannelEntry) -> pb.Channel:
         state=pb.CHANNEL_STATE_SERVING if entry.healthy else pb.CHANNEL_STATE_FAILED,
         state_reason=_state_reason(entry),
     )
-    if c.settings:
+    # An operator's settings (internal hosts, server paths, variable names)
+    # are no tenant's business; a tenant sees its own, credentials redacted.
+    if c.settings and not entry.from_file:
         reply.settings.update(_json_safe(redact(c.settings)))
     return reply
 
