@@ -26,6 +26,7 @@ from server.api.config import ConfigServicer
 from server.api.customers import CustomerServicer
 from server.api.errors import ErrorInterceptor
 from server.api.local_channel import HandlerRecorder
+from server.api.malformed import MalformedRequestInterceptor
 from server.api.messaging import MessagingServicer
 from server.api.notifications import NotificationServicer
 from server.api.sessions import SessionServicer
@@ -65,7 +66,8 @@ def build_server(
     max_message_bytes: int = 4 << 20,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> BuiltServer:
-    chain = (*interceptors, ErrorInterceptor())
+    # Undecodable bytes are refused before any other interceptor sees the call.
+    chain = (MalformedRequestInterceptor(), *interceptors, ErrorInterceptor())
     server = grpc.aio.server(
         interceptors=chain,
         options=[
