@@ -10,7 +10,7 @@ its endpoints must pass the same outbound guard as notifyUrl.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,11 +37,24 @@ def tenant_settings_violations(channel: Channel, url_refusal: UrlRefusal) -> lis
     answer is the same whether the server has that variable or not.
     """
     problems: list[FieldViolation] = []
-    for path, key, value in _entries(channel.settings, "settings"):
-        why = _refusal(key, value, url_refusal)
-        if why is not None:
-            problems.append(FieldViolation(path, why))
+    for key, value in channel.settings.items():
+        _check(str(key), value, f"settings.{key}", url_refusal, problems)
     return problems
+
+
+def _check(
+    key: str, value: Any, path: str, url_refusal: UrlRefusal, problems: list[FieldViolation]
+) -> None:
+    why = _refusal(key, value, url_refusal)
+    if why is not None:
+        problems.append(FieldViolation(path, why))
+    elif isinstance(value, Mapping):
+        for inner_key, inner in value.items():
+            _check(str(inner_key), inner, f"{path}.{inner_key}", url_refusal, problems)
+    elif isinstance(value, list | tuple):
+        # A list item is judged as a value of its list's key.
+        for index, item in enumerate(value):
+            _check(key, item, f"{path}[{index}]", url_refusal, problems)
 
 
 def operator_only(key: str) -> bool:
@@ -82,23 +95,3 @@ def _host_refusal(value: Any, url_refusal: UrlRefusal) -> str | None:
     if parsed is None or parsed != bare.lower():
         return "must be a host name or an IP address"
     return url_refusal(url)
-
-
-def _entries(settings: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, str, Any]]:
-    """(field path, key, value) for every setting, nested tables and lists included."""
-    for key, value in settings.items():
-        path = f"{prefix}.{key}"
-        yield path, str(key), value
-        yield from _nested(value, path, str(key))
-
-
-def _nested(value: Any, path: str, key: str) -> Iterator[tuple[str, str, Any]]:
-    if isinstance(value, Mapping):
-        yield from _entries(value, path)
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            item_path = f"{path}[{index}]"
-            # A list item is judged as a value of its list's key.
-            if not isinstance(item, Mapping | list | tuple):
-                yield item_path, key, item
-            yield from _nested(item, item_path, key)
