@@ -116,7 +116,9 @@ class AdapterContext:
     """What the composition root hands to adapter factories."""
 
     public_url: str  # where providers reach our callbacks, e.g. https://hub.example.com
-    fetcher: OutboundHttp  # the one guarded client for URLs we did not configure (media)
+    # The one guarded client for URLs we did not configure (media); its policy also
+    # guards the provider connections of tenant-created channels.
+    fetcher: OutboundHttp
     # Looks up another channel's adapter, for fallbacks such as RCS -> SMS.
     adapter_for: Callable[[str], ChannelAdapter | None] = field(default=lambda _channel_id: None)
     # Holds credentials, so it never appears in a repr or a log line.
