@@ -6,14 +6,16 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
 
 from cim.v1 import (
+    cim_message_pb2,
     delivery_pb2,
     messaging_service_pb2,
     notification_service_pb2,
     session_service_pb2,
 )
+from server.domain.cim import typed_body
 from server.domain.events import StoredEvent
 from server.domain.models import OutboundMessage, Session, SessionState
 from server.domain.status import DeliveryStatus
@@ -41,6 +43,17 @@ def session_state_from_proto(
     if value == session_service_pb2.SESSION_STATE_UNSPECIFIED:
         return None
     return SessionState(session_service_pb2.SessionState.Name(value).removeprefix("SESSION_STATE_"))
+
+
+def cim_from_proto(message: cim_message_pb2.CimMessage, path: str) -> dict[str, Any]:
+    """A received CIM message as JSON, with its body in the typed form.
+
+    ``path`` is where the message sits in the request, for error field paths.
+    """
+    doc = json_format.MessageToDict(message)
+    if "body" in doc:
+        doc["body"] = typed_body(doc["body"], f"{path}.body")
+    return doc
 
 
 def message_to_proto(m: OutboundMessage) -> messaging_service_pb2.Message:

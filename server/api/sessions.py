@@ -10,14 +10,14 @@ from google.protobuf.json_format import MessageToDict
 from cim.v1 import session_service_pb2 as pb
 from cim.v1 import session_service_pb2_grpc as pb_grpc
 from server.api.context import tenant_of
-from server.api.convert import session_state_from_proto, session_to_proto
+from server.api.convert import cim_from_proto, session_state_from_proto, session_to_proto
 from server.api.paging import page_args
 from server.api.session_views import (
     activity_to_proto,
     conversation_to_proto,
     session_item_to_proto,
 )
-from server.domain.activities import check_activity
+from server.domain.activities import ROOT, check_activity
 from server.domain.errors import FieldViolation, invalid
 from server.domain.models import SessionState
 from server.domain.routing import RouteChange
@@ -98,7 +98,7 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
     async def PushActivity(
         self, request: pb.PushActivityRequest, context: grpc.aio.ServicerContext
     ) -> pb.PushActivityResponse:
-        activity = check_activity(MessageToDict(request.activity))
+        activity = check_activity(cim_from_proto(request.activity, ROOT))
         stored = await self._store.push_activity(tenant_of(context), activity)
         return pb.PushActivityResponse(activity=activity_to_proto(stored))
 

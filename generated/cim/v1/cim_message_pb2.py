@@ -26,19 +26,19 @@ from cim.v1 import content_pb2 as cim_dot_v1_dot_content__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63im/v1/cim_message.proto\x12\x06\x63im.v1\x1a\x14\x63im/v1/content.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x88\x01\n\nCimMessage\x12\n\n\x02id\x18\x01 \x01(\t\x12%\n\x06header\x18\x02 \x01(\x0b\x32\x15.cim.v1.MessageHeader\x12!\n\x04\x62ody\x18\x03 \x01(\x0b\x32\x13.cim.v1.MessageBody\x12$\n\tdirection\x18\x04 \x01(\x0e\x32\x11.cim.v1.Direction\"\xef\x03\n\rMessageHeader\x12\x1e\n\x06sender\x18\x01 \x01(\x0b\x32\x0e.cim.v1.Sender\x12)\n\x0c\x63hannel_data\x18\x02 \x01(\x0b\x32\x13.cim.v1.ChannelData\x12\"\n\x08language\x18\x03 \x01(\x0b\x32\x10.cim.v1.Language\x12\x11\n\ttimestamp\x18\x04 \x01(\x03\x12.\n\rsecurity_info\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06stamps\x18\x06 \x03(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06intent\x18\x07 \x03(\t\x12)\n\x08\x65ntities\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1a\n\x12\x63hannel_session_id\x18\t \x01(\t\x12\x35\n\x14scheduling_meta_data\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0f\x63onversation_id\x18\x0b \x01(\t\x12\"\n\x08\x63ustomer\x18\x0c \x01(\x0b\x32\x10.cim.v1.Customer\x12\x1b\n\x13original_message_id\x18\r \x01(\t\x12\x1b\n\x13provider_message_id\x18\x0e \x01(\t\"\x7f\n\x06Sender\x12\n\n\x02id\x18\x01 \x01(\t\x12 \n\x04type\x18\x02 \x01(\x0e\x32\x12.cim.v1.SenderType\x12\x13\n\x0bsender_name\x18\x03 \x01(\t\x12\x32\n\x11\x61\x64\x64itional_detail\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xda\x01\n\x0b\x43hannelData\x12\x1a\n\x12service_identifier\x18\x01 \x01(\t\x12#\n\x1b\x63hannel_customer_identifier\x18\x02 \x01(\t\x12\x1b\n\x13\x63ustomer_first_name\x18\x03 \x01(\t\x12\x1a\n\x12\x63ustomer_last_name\x18\x04 \x01(\t\x12\x18\n\x10request_priority\x18\x05 \x01(\x05\x12\x37\n\x15\x61\x64\x64itional_attributes\x18\x06 \x03(\x0b\x32\x18.cim.v1.ChannelAttribute\"<\n\x10\x43hannelAttribute\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\t\"\x18\n\x08Language\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"t\n\x08\x43ustomer\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nfirst_name\x18\x02 \x01(\t\x12\x14\n\x0cis_anonymous\x18\x03 \x01(\x08\x12\x32\n\x11\x61\x64\x64itional_detail\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xde\x03\n\x0bMessageBody\x12\"\n\x05plain\x18\x01 \x01(\x0b\x32\x11.cim.v1.PlainBodyH\x00\x12\"\n\x05media\x18\x02 \x01(\x0b\x32\x11.cim.v1.MediaBodyH\x00\x12(\n\x08location\x18\x03 \x01(\x0b\x32\x14.cim.v1.LocationBodyH\x00\x12&\n\x07\x63ontact\x18\x04 \x01(\x0b\x32\x13.cim.v1.ContactBodyH\x00\x12\x1e\n\x03url\x18\x05 \x01(\x0b\x32\x0f.cim.v1.UrlBodyH\x00\x12$\n\x06\x62utton\x18\x06 \x01(\x0b\x32\x12.cim.v1.ButtonBodyH\x00\x12%\n\x07wrap_up\x18\x07 \x01(\x0b\x32\x12.cim.v1.WrapUpBodyH\x00\x12)\n\trich_card\x18\x08 \x01(\x0b\x32\x14.cim.v1.RichCardBodyH\x00\x12(\n\x08\x63\x61rousel\x18\t \x01(\x0b\x32\x14.cim.v1.CarouselBodyH\x00\x12(\n\x08template\x18\n \x01(\x0b\x32\x14.cim.v1.TemplateBodyH\x00\x12>\n\x14third_party_activity\x18\x0b \x01(\x0b\x32\x1e.cim.v1.ThirdPartyActivityBodyH\x00\x42\t\n\x07\x63ontent\"\"\n\tPlainBody\x12\x15\n\rmarkdown_text\x18\x01 \x01(\t\"e\n\tMediaBody\x12\x1f\n\x04kind\x18\x01 \x01(\x0e\x32\x11.cim.v1.MediaKind\x12\x0f\n\x07\x63\x61ption\x18\x02 \x01(\t\x12&\n\nattachment\x18\x03 \x01(\x0b\x32\x12.cim.v1.Attachment\"j\n\nAttachment\x12\x11\n\tmedia_url\x18\x01 \x01(\t\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x11\n\tfile_name\x18\x04 \x01(\t\x12\x15\n\rthumbnail_url\x18\x05 \x01(\t\"_\n\x0cLocationBody\x12\x10\n\x08latitude\x18\x01 \x01(\x01\x12\x11\n\tlongitude\x18\x02 \x01(\x01\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x0b\n\x03url\x18\x05 \x01(\t\"4\n\x0b\x43ontactBody\x12%\n\x08\x63ontacts\x18\x01 \x03(\x0b\x32\x13.cim.v1.ContactCard\"Q\n\x07UrlBody\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x15\n\rmarkdown_text\x18\x04 \x01(\t\"D\n\nButtonBody\x12\x15\n\rmarkdown_text\x18\x01 \x01(\t\x12\x1f\n\x07\x62uttons\x18\x02 \x03(\x0b\x32\x0e.cim.v1.Button\"C\n\x06\x42utton\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0b\n\x03url\x18\x04 \x01(\t\",\n\nWrapUpBody\x12\x0f\n\x07reasons\x18\x01 \x03(\t\x12\r\n\x05notes\x18\x02 \x01(\t\"W\n\x0cRichCardBody\x12\x1e\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x10.cim.v1.RichCard\x12\'\n\x0bsuggestions\x18\x02 \x03(\x0b\x32\x12.cim.v1.Suggestion\"g\n\x0c\x43\x61rouselBody\x12\r\n\x05width\x18\x01 \x01(\t\x12\x1f\n\x05\x63\x61rds\x18\x02 \x03(\x0b\x32\x10.cim.v1.RichCard\x12\'\n\x0bsuggestions\x18\x03 \x03(\x0b\x32\x12.cim.v1.Suggestion\"5\n\x0cTemplateBody\x12%\n\x08template\x18\x01 \x01(\x0b\x32\x13.cim.v1.TemplateRef\"d\n\x16ThirdPartyActivityBody\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x15\n\rmarkdown_text\x18\x02 \x01(\t\x12%\n\x04\x64\x61ta\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct*U\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44IRECTION_INBOUND\x10\x01\x12\x16\n\x12\x44IRECTION_OUTBOUND\x10\x02*\xb7\x01\n\nSenderType\x12\x1b\n\x17SENDER_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11SENDER_TYPE_AGENT\x10\x01\x12\x13\n\x0fSENDER_TYPE_BOT\x10\x02\x12\x19\n\x15SENDER_TYPE_CONNECTOR\x10\x03\x12\x13\n\x0fSENDER_TYPE_APP\x10\x04\x12\x16\n\x12SENDER_TYPE_SYSTEM\x10\x05\x12\x18\n\x14SENDER_TYPE_CUSTOMER\x10\x06*\x96\x01\n\tMediaKind\x12\x1a\n\x16MEDIA_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10MEDIA_KIND_IMAGE\x10\x01\x12\x14\n\x10MEDIA_KIND_VIDEO\x10\x02\x12\x14\n\x10MEDIA_KIND_AUDIO\x10\x03\x12\x13\n\x0fMEDIA_KIND_FILE\x10\x04\x12\x16\n\x12MEDIA_KIND_STICKER\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63im/v1/cim_message.proto\x12\x06\x63im.v1\x1a\x14\x63im/v1/content.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x88\x01\n\nCimMessage\x12\n\n\x02id\x18\x01 \x01(\t\x12%\n\x06header\x18\x02 \x01(\x0b\x32\x15.cim.v1.MessageHeader\x12!\n\x04\x62ody\x18\x03 \x01(\x0b\x32\x13.cim.v1.MessageBody\x12$\n\tdirection\x18\x04 \x01(\x0e\x32\x11.cim.v1.Direction\"\xef\x03\n\rMessageHeader\x12\x1e\n\x06sender\x18\x01 \x01(\x0b\x32\x0e.cim.v1.Sender\x12)\n\x0c\x63hannel_data\x18\x02 \x01(\x0b\x32\x13.cim.v1.ChannelData\x12\"\n\x08language\x18\x03 \x01(\x0b\x32\x10.cim.v1.Language\x12\x11\n\ttimestamp\x18\x04 \x01(\x03\x12.\n\rsecurity_info\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06stamps\x18\x06 \x03(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06intent\x18\x07 \x03(\t\x12)\n\x08\x65ntities\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1a\n\x12\x63hannel_session_id\x18\t \x01(\t\x12\x35\n\x14scheduling_meta_data\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0f\x63onversation_id\x18\x0b \x01(\t\x12\"\n\x08\x63ustomer\x18\x0c \x01(\x0b\x32\x10.cim.v1.Customer\x12\x1b\n\x13original_message_id\x18\r \x01(\t\x12\x1b\n\x13provider_message_id\x18\x0e \x01(\t\"\x7f\n\x06Sender\x12\n\n\x02id\x18\x01 \x01(\t\x12 \n\x04type\x18\x02 \x01(\x0e\x32\x12.cim.v1.SenderType\x12\x13\n\x0bsender_name\x18\x03 \x01(\t\x12\x32\n\x11\x61\x64\x64itional_detail\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xda\x01\n\x0b\x43hannelData\x12\x1a\n\x12service_identifier\x18\x01 \x01(\t\x12#\n\x1b\x63hannel_customer_identifier\x18\x02 \x01(\t\x12\x1b\n\x13\x63ustomer_first_name\x18\x03 \x01(\t\x12\x1a\n\x12\x63ustomer_last_name\x18\x04 \x01(\t\x12\x18\n\x10request_priority\x18\x05 \x01(\x05\x12\x37\n\x15\x61\x64\x64itional_attributes\x18\x06 \x03(\x0b\x32\x18.cim.v1.ChannelAttribute\"<\n\x10\x43hannelAttribute\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\t\"\x18\n\x08Language\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"t\n\x08\x43ustomer\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nfirst_name\x18\x02 \x01(\t\x12\x14\n\x0cis_anonymous\x18\x03 \x01(\x08\x12\x32\n\x11\x61\x64\x64itional_detail\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xa7\x06\n\x0bMessageBody\x12\"\n\x05plain\x18\x01 \x01(\x0b\x32\x11.cim.v1.PlainBodyH\x00\x12\"\n\x05media\x18\x02 \x01(\x0b\x32\x11.cim.v1.MediaBodyH\x00\x12(\n\x08location\x18\x03 \x01(\x0b\x32\x14.cim.v1.LocationBodyH\x00\x12&\n\x07\x63ontact\x18\x04 \x01(\x0b\x32\x13.cim.v1.ContactBodyH\x00\x12\x1e\n\x03url\x18\x05 \x01(\x0b\x32\x0f.cim.v1.UrlBodyH\x00\x12$\n\x06\x62utton\x18\x06 \x01(\x0b\x32\x12.cim.v1.ButtonBodyH\x00\x12%\n\x07wrap_up\x18\x07 \x01(\x0b\x32\x12.cim.v1.WrapUpBodyH\x00\x12)\n\trich_card\x18\x08 \x01(\x0b\x32\x14.cim.v1.RichCardBodyH\x00\x12(\n\x08\x63\x61rousel\x18\t \x01(\x0b\x32\x14.cim.v1.CarouselBodyH\x00\x12(\n\x08template\x18\n \x01(\x0b\x32\x14.cim.v1.TemplateBodyH\x00\x12>\n\x14third_party_activity\x18\x0b \x01(\x0b\x32\x1e.cim.v1.ThirdPartyActivityBodyH\x00\x12\x0c\n\x04type\x18\x0c \x01(\t\x12\x15\n\rmarkdown_text\x18\r \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x0e \x01(\t\x12&\n\nattachment\x18\x0f \x01(\x0b\x32\x12.cim.v1.Attachment\x12\x32\n\x12\x61\x64\x64itional_details\x18\x10 \x01(\x0b\x32\x16.google.protobuf.Value\x12\'\n\x08\x63ontacts\x18\x11 \x03(\x0b\x32\x15.cim.v1.SharedContact\x12\x11\n\tmedia_url\x18\x12 \x01(\t\x12\x1b\n\x13\x62utton_message_type\x18\x13 \x01(\t\x12%\n\x07\x62uttons\x18\x14 \x03(\x0b\x32\x14.cim.v1.ButtonOption\x12\'\n\x07wrapups\x18\x15 \x03(\x0b\x32\x16.cim.v1.WrapUpCategory\x12\x0c\n\x04note\x18\x16 \x01(\tB\t\n\x07\x63ontent\"\xa1\x01\n\rSharedContact\x12\'\n\x04name\x18\x01 \x01(\x0b\x32\x19.cim.v1.SharedContactName\x12*\n\x06phones\x18\x02 \x03(\x0b\x32\x1a.cim.v1.SharedContactPhone\x12;\n\x1a\x61\x64\x64itional_contact_details\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"e\n\x11SharedContactName\x12\x16\n\x0e\x66ormatted_name\x18\x01 \x01(\t\x12\x38\n\x17\x61\x64\x64itional_name_details\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"^\n\x12SharedContactPhone\x12\r\n\x05phone\x18\x01 \x01(\t\x12\x39\n\x18\x61\x64\x64itional_phone_details\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"x\n\x0c\x42uttonOption\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\t\x12:\n\x19\x61\x64\x64itional_button_details\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"6\n\x0eWrapUpCategory\x12\x15\n\rcategory_name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\"\n\tPlainBody\x12\x15\n\rmarkdown_text\x18\x01 \x01(\t\"\xb0\x01\n\tMediaBody\x12\x1f\n\x04kind\x18\x01 \x01(\x0e\x32\x11.cim.v1.MediaKind\x12\x0f\n\x07\x63\x61ption\x18\x02 \x01(\t\x12&\n\nattachment\x18\x03 \x01(\x0b\x32\x12.cim.v1.Attachment\x12\x15\n\rmarkdown_text\x18\x04 \x01(\t\x12\x32\n\x12\x61\x64\x64itional_details\x18\x05 \x01(\x0b\x32\x16.google.protobuf.Value\"}\n\nAttachment\x12\x11\n\tmedia_url\x18\x01 \x01(\t\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x11\n\tfile_name\x18\x04 \x01(\t\x12\x15\n\rthumbnail_url\x18\x05 \x01(\t\x12\x11\n\tthumbnail\x18\x06 \x01(\t\"\xaa\x01\n\x0cLocationBody\x12\x10\n\x08latitude\x18\x01 \x01(\x01\x12\x11\n\tlongitude\x18\x02 \x01(\x01\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x0b\n\x03url\x18\x05 \x01(\t\x12\x15\n\rmarkdown_text\x18\x06 \x01(\t\x12\x32\n\x12\x61\x64\x64itional_details\x18\x07 \x01(\x0b\x32\x16.google.protobuf.Value\"\xaf\x01\n\x0b\x43ontactBody\x12%\n\x08\x63ontacts\x18\x01 \x03(\x0b\x32\x13.cim.v1.ContactCard\x12\x15\n\rmarkdown_text\x18\x02 \x01(\t\x12\x32\n\x12\x61\x64\x64itional_details\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12.\n\x0fshared_contacts\x18\x04 \x03(\x0b\x32\x15.cim.v1.SharedContact\"Q\n\x07UrlBody\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x15\n\rmarkdown_text\x18\x04 \x01(\t\"\x95\x01\n\nButtonBody\x12\x15\n\rmarkdown_text\x18\x01 \x01(\t\x12\x1f\n\x07\x62uttons\x18\x02 \x03(\x0b\x32\x0e.cim.v1.Button\x12\x1b\n\x13\x62utton_message_type\x18\x03 \x01(\t\x12\x32\n\x12\x61\x64\x64itional_details\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\"\x7f\n\x06\x42utton\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0b\n\x03url\x18\x04 \x01(\t\x12:\n\x19\x61\x64\x64itional_button_details\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"l\n\nWrapUpBody\x12\x0f\n\x07reasons\x18\x01 \x03(\t\x12\r\n\x05notes\x18\x02 \x01(\t\x12\'\n\x07wrapups\x18\x03 \x03(\x0b\x32\x16.cim.v1.WrapUpCategory\x12\x15\n\rmarkdown_text\x18\x04 \x01(\t\"W\n\x0cRichCardBody\x12\x1e\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x10.cim.v1.RichCard\x12\'\n\x0bsuggestions\x18\x02 \x03(\x0b\x32\x12.cim.v1.Suggestion\"g\n\x0c\x43\x61rouselBody\x12\r\n\x05width\x18\x01 \x01(\t\x12\x1f\n\x05\x63\x61rds\x18\x02 \x03(\x0b\x32\x10.cim.v1.RichCard\x12\'\n\x0bsuggestions\x18\x03 \x03(\x0b\x32\x12.cim.v1.Suggestion\"5\n\x0cTemplateBody\x12%\n\x08template\x18\x01 \x01(\x0b\x32\x13.cim.v1.TemplateRef\"d\n\x16ThirdPartyActivityBody\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x15\n\rmarkdown_text\x18\x02 \x01(\t\x12%\n\x04\x64\x61ta\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct*U\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44IRECTION_INBOUND\x10\x01\x12\x16\n\x12\x44IRECTION_OUTBOUND\x10\x02*\xb7\x01\n\nSenderType\x12\x1b\n\x17SENDER_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11SENDER_TYPE_AGENT\x10\x01\x12\x13\n\x0fSENDER_TYPE_BOT\x10\x02\x12\x19\n\x15SENDER_TYPE_CONNECTOR\x10\x03\x12\x13\n\x0fSENDER_TYPE_APP\x10\x04\x12\x16\n\x12SENDER_TYPE_SYSTEM\x10\x05\x12\x18\n\x14SENDER_TYPE_CUSTOMER\x10\x06*\x96\x01\n\tMediaKind\x12\x1a\n\x16MEDIA_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10MEDIA_KIND_IMAGE\x10\x01\x12\x14\n\x10MEDIA_KIND_VIDEO\x10\x02\x12\x14\n\x10MEDIA_KIND_AUDIO\x10\x03\x12\x13\n\x0fMEDIA_KIND_FILE\x10\x04\x12\x16\n\x12MEDIA_KIND_STICKER\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cim.v1.cim_message_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DIRECTION']._serialized_start=2779
-  _globals['_DIRECTION']._serialized_end=2864
-  _globals['_SENDERTYPE']._serialized_start=2867
-  _globals['_SENDERTYPE']._serialized_end=3050
-  _globals['_MEDIAKIND']._serialized_start=3053
-  _globals['_MEDIAKIND']._serialized_end=3203
+  _globals['_DIRECTION']._serialized_start=4150
+  _globals['_DIRECTION']._serialized_end=4235
+  _globals['_SENDERTYPE']._serialized_start=4238
+  _globals['_SENDERTYPE']._serialized_end=4421
+  _globals['_MEDIAKIND']._serialized_start=4424
+  _globals['_MEDIAKIND']._serialized_end=4574
   _globals['_CIMMESSAGE']._serialized_start=89
   _globals['_CIMMESSAGE']._serialized_end=225
   _globals['_MESSAGEHEADER']._serialized_start=228
@@ -54,31 +54,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CUSTOMER']._serialized_start=1163
   _globals['_CUSTOMER']._serialized_end=1279
   _globals['_MESSAGEBODY']._serialized_start=1282
-  _globals['_MESSAGEBODY']._serialized_end=1760
-  _globals['_PLAINBODY']._serialized_start=1762
-  _globals['_PLAINBODY']._serialized_end=1796
-  _globals['_MEDIABODY']._serialized_start=1798
-  _globals['_MEDIABODY']._serialized_end=1899
-  _globals['_ATTACHMENT']._serialized_start=1901
-  _globals['_ATTACHMENT']._serialized_end=2007
-  _globals['_LOCATIONBODY']._serialized_start=2009
-  _globals['_LOCATIONBODY']._serialized_end=2104
-  _globals['_CONTACTBODY']._serialized_start=2106
-  _globals['_CONTACTBODY']._serialized_end=2158
-  _globals['_URLBODY']._serialized_start=2160
-  _globals['_URLBODY']._serialized_end=2241
-  _globals['_BUTTONBODY']._serialized_start=2243
-  _globals['_BUTTONBODY']._serialized_end=2311
-  _globals['_BUTTON']._serialized_start=2313
-  _globals['_BUTTON']._serialized_end=2380
-  _globals['_WRAPUPBODY']._serialized_start=2382
-  _globals['_WRAPUPBODY']._serialized_end=2426
-  _globals['_RICHCARDBODY']._serialized_start=2428
-  _globals['_RICHCARDBODY']._serialized_end=2515
-  _globals['_CAROUSELBODY']._serialized_start=2517
-  _globals['_CAROUSELBODY']._serialized_end=2620
-  _globals['_TEMPLATEBODY']._serialized_start=2622
-  _globals['_TEMPLATEBODY']._serialized_end=2675
-  _globals['_THIRDPARTYACTIVITYBODY']._serialized_start=2677
-  _globals['_THIRDPARTYACTIVITYBODY']._serialized_end=2777
+  _globals['_MESSAGEBODY']._serialized_end=2089
+  _globals['_SHAREDCONTACT']._serialized_start=2092
+  _globals['_SHAREDCONTACT']._serialized_end=2253
+  _globals['_SHAREDCONTACTNAME']._serialized_start=2255
+  _globals['_SHAREDCONTACTNAME']._serialized_end=2356
+  _globals['_SHAREDCONTACTPHONE']._serialized_start=2358
+  _globals['_SHAREDCONTACTPHONE']._serialized_end=2452
+  _globals['_BUTTONOPTION']._serialized_start=2454
+  _globals['_BUTTONOPTION']._serialized_end=2574
+  _globals['_WRAPUPCATEGORY']._serialized_start=2576
+  _globals['_WRAPUPCATEGORY']._serialized_end=2630
+  _globals['_PLAINBODY']._serialized_start=2632
+  _globals['_PLAINBODY']._serialized_end=2666
+  _globals['_MEDIABODY']._serialized_start=2669
+  _globals['_MEDIABODY']._serialized_end=2845
+  _globals['_ATTACHMENT']._serialized_start=2847
+  _globals['_ATTACHMENT']._serialized_end=2972
+  _globals['_LOCATIONBODY']._serialized_start=2975
+  _globals['_LOCATIONBODY']._serialized_end=3145
+  _globals['_CONTACTBODY']._serialized_start=3148
+  _globals['_CONTACTBODY']._serialized_end=3323
+  _globals['_URLBODY']._serialized_start=3325
+  _globals['_URLBODY']._serialized_end=3406
+  _globals['_BUTTONBODY']._serialized_start=3409
+  _globals['_BUTTONBODY']._serialized_end=3558
+  _globals['_BUTTON']._serialized_start=3560
+  _globals['_BUTTON']._serialized_end=3687
+  _globals['_WRAPUPBODY']._serialized_start=3689
+  _globals['_WRAPUPBODY']._serialized_end=3797
+  _globals['_RICHCARDBODY']._serialized_start=3799
+  _globals['_RICHCARDBODY']._serialized_end=3886
+  _globals['_CAROUSELBODY']._serialized_start=3888
+  _globals['_CAROUSELBODY']._serialized_end=3991
+  _globals['_TEMPLATEBODY']._serialized_start=3993
+  _globals['_TEMPLATEBODY']._serialized_end=4046
+  _globals['_THIRDPARTYACTIVITYBODY']._serialized_start=4048
+  _globals['_THIRDPARTYACTIVITYBODY']._serialized_end=4148
 # @@protoc_insertion_point(module_scope)

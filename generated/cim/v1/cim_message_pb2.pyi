@@ -438,6 +438,36 @@ class MessageBody(_message.Message):
     CAROUSEL_FIELD_NUMBER: _builtins.int
     TEMPLATE_FIELD_NUMBER: _builtins.int
     THIRD_PARTY_ACTIVITY_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    MARKDOWN_TEXT_FIELD_NUMBER: _builtins.int
+    CAPTION_FIELD_NUMBER: _builtins.int
+    ATTACHMENT_FIELD_NUMBER: _builtins.int
+    ADDITIONAL_DETAILS_FIELD_NUMBER: _builtins.int
+    CONTACTS_FIELD_NUMBER: _builtins.int
+    MEDIA_URL_FIELD_NUMBER: _builtins.int
+    BUTTON_MESSAGE_TYPE_FIELD_NUMBER: _builtins.int
+    BUTTONS_FIELD_NUMBER: _builtins.int
+    WRAPUPS_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """The fields below take a body in the public model's form, where type names the
+    content (PLAIN, IMAGE, VIDEO, AUDIO, FILE, STICKER, LOCATION, CONTACT, URL,
+    BUTTON or WRAPUP) and sits beside that type's own fields; location above is
+    shared by both forms. The hub stores and returns such a body in the typed
+    form above.
+
+    Content type of a body in the public form.
+    """
+    markdown_text: _builtins.str
+    """Text of the message, for every public type."""
+    caption: _builtins.str
+    """Caption, for media types."""
+    media_url: _builtins.str
+    """The link, for URL."""
+    button_message_type: _builtins.str
+    """How the buttons are offered, e.g. BUTTON or QUICK_REPLIES, for BUTTON."""
+    note: _builtins.str
+    """The agent's note, for WRAPUP."""
     @_builtins.property
     def plain(self) -> Global___PlainBody:
         """Plain text."""
@@ -482,6 +512,26 @@ class MessageBody(_message.Message):
     def third_party_activity(self) -> Global___ThirdPartyActivityBody:
         """A generic activity pushed by a third-party application."""
 
+    @_builtins.property
+    def attachment(self) -> Global___Attachment:
+        """The media, for media types."""
+
+    @_builtins.property
+    def additional_details(self) -> _struct_pb2.Value:
+        """Free-form details: an object, or text."""
+
+    @_builtins.property
+    def contacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___SharedContact]:
+        """Shared contacts, for CONTACT."""
+
+    @_builtins.property
+    def buttons(self) -> _containers.RepeatedCompositeFieldContainer[Global___ButtonOption]:
+        """The buttons, for BUTTON."""
+
+    @_builtins.property
+    def wrapups(self) -> _containers.RepeatedCompositeFieldContainer[Global___WrapUpCategory]:
+        """Categories the agent picked, for WRAPUP."""
+
     def __init__(
         self,
         *,
@@ -496,16 +546,181 @@ class MessageBody(_message.Message):
         carousel: Global___CarouselBody | None = ...,
         template: Global___TemplateBody | None = ...,
         third_party_activity: Global___ThirdPartyActivityBody | None = ...,
+        type: _builtins.str = ...,
+        markdown_text: _builtins.str = ...,
+        caption: _builtins.str = ...,
+        attachment: Global___Attachment | None = ...,
+        additional_details: _struct_pb2.Value | None = ...,
+        contacts: _abc.Iterable[Global___SharedContact] | None = ...,
+        media_url: _builtins.str = ...,
+        button_message_type: _builtins.str = ...,
+        buttons: _abc.Iterable[Global___ButtonOption] | None = ...,
+        wrapups: _abc.Iterable[Global___WrapUpCategory] | None = ...,
+        note: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["button", b"button", "carousel", b"carousel", "contact", b"contact", "content", b"content", "location", b"location", "media", b"media", "plain", b"plain", "rich_card", b"rich_card", "template", b"template", "third_party_activity", b"third_party_activity", "url", b"url", "wrap_up", b"wrap_up"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["additional_details", b"additional_details", "attachment", b"attachment", "button", b"button", "carousel", b"carousel", "contact", b"contact", "content", b"content", "location", b"location", "media", b"media", "plain", b"plain", "rich_card", b"rich_card", "template", b"template", "third_party_activity", b"third_party_activity", "url", b"url", "wrap_up", b"wrap_up"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["button", b"button", "carousel", b"carousel", "contact", b"contact", "content", b"content", "location", b"location", "media", b"media", "plain", b"plain", "rich_card", b"rich_card", "template", b"template", "third_party_activity", b"third_party_activity", "url", b"url", "wrap_up", b"wrap_up"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_details", b"additional_details", "attachment", b"attachment", "button", b"button", "button_message_type", b"button_message_type", "buttons", b"buttons", "caption", b"caption", "carousel", b"carousel", "contact", b"contact", "contacts", b"contacts", "content", b"content", "location", b"location", "markdown_text", b"markdown_text", "media", b"media", "media_url", b"media_url", "note", b"note", "plain", b"plain", "rich_card", b"rich_card", "template", b"template", "third_party_activity", b"third_party_activity", "type", b"type", "url", b"url", "wrap_up", b"wrap_up", "wrapups", b"wrapups"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["plain", "media", "location", "contact", "url", "button", "wrap_up", "rich_card", "carousel", "template", "third_party_activity"]  # noqa: Y015
     _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_content) -> _WhichOneofReturnType_content | None: ...
 
 Global___MessageBody: _TypeAlias = MessageBody  # noqa: Y015
+
+@_typing.final
+class SharedContact(_message.Message):
+    """SharedContact is a contact card in the public model's form."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PHONES_FIELD_NUMBER: _builtins.int
+    ADDITIONAL_CONTACT_DETAILS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def name(self) -> Global___SharedContactName:
+        """The contact's name."""
+
+    @_builtins.property
+    def phones(self) -> _containers.RepeatedCompositeFieldContainer[Global___SharedContactPhone]:
+        """The contact's phone numbers."""
+
+    @_builtins.property
+    def additional_contact_details(self) -> _struct_pb2.Struct:
+        """Addresses, emails, organisation, urls, ims and birthday."""
+
+    def __init__(
+        self,
+        *,
+        name: Global___SharedContactName | None = ...,
+        phones: _abc.Iterable[Global___SharedContactPhone] | None = ...,
+        additional_contact_details: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["additional_contact_details", b"additional_contact_details", "name", b"name"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_contact_details", b"additional_contact_details", "name", b"name", "phones", b"phones"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SharedContact: _TypeAlias = SharedContact  # noqa: Y015
+
+@_typing.final
+class SharedContactName(_message.Message):
+    """SharedContactName is the name on a shared contact."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORMATTED_NAME_FIELD_NUMBER: _builtins.int
+    ADDITIONAL_NAME_DETAILS_FIELD_NUMBER: _builtins.int
+    formatted_name: _builtins.str
+    """Full name as displayed."""
+    @_builtins.property
+    def additional_name_details(self) -> _struct_pb2.Struct:
+        """Name parts, e.g. first_name and last_name."""
+
+    def __init__(
+        self,
+        *,
+        formatted_name: _builtins.str = ...,
+        additional_name_details: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["additional_name_details", b"additional_name_details"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_name_details", b"additional_name_details", "formatted_name", b"formatted_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SharedContactName: _TypeAlias = SharedContactName  # noqa: Y015
+
+@_typing.final
+class SharedContactPhone(_message.Message):
+    """SharedContactPhone is a phone number on a shared contact."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHONE_FIELD_NUMBER: _builtins.int
+    ADDITIONAL_PHONE_DETAILS_FIELD_NUMBER: _builtins.int
+    phone: _builtins.str
+    """The number as written."""
+    @_builtins.property
+    def additional_phone_details(self) -> _struct_pb2.Struct:
+        """Extra number data, e.g. type and wa_id."""
+
+    def __init__(
+        self,
+        *,
+        phone: _builtins.str = ...,
+        additional_phone_details: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["additional_phone_details", b"additional_phone_details"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_phone_details", b"additional_phone_details", "phone", b"phone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SharedContactPhone: _TypeAlias = SharedContactPhone  # noqa: Y015
+
+@_typing.final
+class ButtonOption(_message.Message):
+    """ButtonOption is a button in the public model's form."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    ADDITIONAL_BUTTON_DETAILS_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """Kind of button; applications may define their own."""
+    title: _builtins.str
+    """Label shown to the customer."""
+    payload: _builtins.str
+    """Value sent back when pressed."""
+    @_builtins.property
+    def additional_button_details(self) -> _struct_pb2.Struct:
+        """Extra button data, e.g. list sections."""
+
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        title: _builtins.str = ...,
+        payload: _builtins.str = ...,
+        additional_button_details: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["additional_button_details", b"additional_button_details"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_button_details", b"additional_button_details", "payload", b"payload", "title", b"title", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ButtonOption: _TypeAlias = ButtonOption  # noqa: Y015
+
+@_typing.final
+class WrapUpCategory(_message.Message):
+    """WrapUpCategory is one wrap-up category with the value the agent gave it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORY_NAME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    category_name: _builtins.str
+    """Category as configured."""
+    value: _builtins.str
+    """Value the agent chose or typed."""
+    def __init__(
+        self,
+        *,
+        category_name: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_name", b"category_name", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WrapUpCategory: _TypeAlias = WrapUpCategory  # noqa: Y015
 
 @_typing.final
 class PlainBody(_message.Message):
@@ -538,13 +753,21 @@ class MediaBody(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     CAPTION_FIELD_NUMBER: _builtins.int
     ATTACHMENT_FIELD_NUMBER: _builtins.int
+    MARKDOWN_TEXT_FIELD_NUMBER: _builtins.int
+    ADDITIONAL_DETAILS_FIELD_NUMBER: _builtins.int
     kind: Global___MediaKind.ValueType
     """Kind of media."""
     caption: _builtins.str
     """Caption shown with the media."""
+    markdown_text: _builtins.str
+    """Text sent with the media."""
     @_builtins.property
     def attachment(self) -> Global___Attachment:
         """The media itself."""
+
+    @_builtins.property
+    def additional_details(self) -> _struct_pb2.Value:
+        """Free-form details: an object, or text."""
 
     def __init__(
         self,
@@ -552,10 +775,12 @@ class MediaBody(_message.Message):
         kind: Global___MediaKind.ValueType = ...,
         caption: _builtins.str = ...,
         attachment: Global___Attachment | None = ...,
+        markdown_text: _builtins.str = ...,
+        additional_details: _struct_pb2.Value | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["additional_details", b"additional_details", "attachment", b"attachment"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment", "caption", b"caption", "kind", b"kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_details", b"additional_details", "attachment", b"attachment", "caption", b"caption", "kind", b"kind", "markdown_text", b"markdown_text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -572,6 +797,7 @@ class Attachment(_message.Message):
     SIZE_FIELD_NUMBER: _builtins.int
     FILE_NAME_FIELD_NUMBER: _builtins.int
     THUMBNAIL_URL_FIELD_NUMBER: _builtins.int
+    THUMBNAIL_FIELD_NUMBER: _builtins.int
     media_url: _builtins.str
     """Where the media can be fetched."""
     mime_type: _builtins.str
@@ -582,6 +808,8 @@ class Attachment(_message.Message):
     """File name to present."""
     thumbnail_url: _builtins.str
     """URL of a preview image, if any."""
+    thumbnail: _builtins.str
+    """A preview of the media, as the sender gave it."""
     def __init__(
         self,
         *,
@@ -590,10 +818,11 @@ class Attachment(_message.Message):
         size: _builtins.int = ...,
         file_name: _builtins.str = ...,
         thumbnail_url: _builtins.str = ...,
+        thumbnail: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_name", b"file_name", "media_url", b"media_url", "mime_type", b"mime_type", "size", b"size", "thumbnail_url", b"thumbnail_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_name", b"file_name", "media_url", b"media_url", "mime_type", b"mime_type", "size", b"size", "thumbnail", b"thumbnail", "thumbnail_url", b"thumbnail_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -610,6 +839,8 @@ class LocationBody(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     ADDRESS_FIELD_NUMBER: _builtins.int
     URL_FIELD_NUMBER: _builtins.int
+    MARKDOWN_TEXT_FIELD_NUMBER: _builtins.int
+    ADDITIONAL_DETAILS_FIELD_NUMBER: _builtins.int
     latitude: _builtins.float
     """Latitude in degrees."""
     longitude: _builtins.float
@@ -620,6 +851,12 @@ class LocationBody(_message.Message):
     """Postal address of the place."""
     url: _builtins.str
     """Link to the place on a map."""
+    markdown_text: _builtins.str
+    """Text sent with the location."""
+    @_builtins.property
+    def additional_details(self) -> _struct_pb2.Value:
+        """Free-form details: an object, or text."""
+
     def __init__(
         self,
         *,
@@ -628,10 +865,12 @@ class LocationBody(_message.Message):
         name: _builtins.str = ...,
         address: _builtins.str = ...,
         url: _builtins.str = ...,
+        markdown_text: _builtins.str = ...,
+        additional_details: _struct_pb2.Value | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["additional_details", b"additional_details"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "latitude", b"latitude", "longitude", b"longitude", "name", b"name", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_details", b"additional_details", "address", b"address", "latitude", b"latitude", "longitude", b"longitude", "markdown_text", b"markdown_text", "name", b"name", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -644,18 +883,34 @@ class ContactBody(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTACTS_FIELD_NUMBER: _builtins.int
+    MARKDOWN_TEXT_FIELD_NUMBER: _builtins.int
+    ADDITIONAL_DETAILS_FIELD_NUMBER: _builtins.int
+    SHARED_CONTACTS_FIELD_NUMBER: _builtins.int
+    markdown_text: _builtins.str
+    """Text sent with the contacts."""
     @_builtins.property
     def contacts(self) -> _containers.RepeatedCompositeFieldContainer[_content_pb2.ContactCard]:
         """The shared contact cards."""
+
+    @_builtins.property
+    def additional_details(self) -> _struct_pb2.Value:
+        """Free-form details: an object, or text."""
+
+    @_builtins.property
+    def shared_contacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___SharedContact]:
+        """Contacts shared in the public model's form, kept as given."""
 
     def __init__(
         self,
         *,
         contacts: _abc.Iterable[_content_pb2.ContactCard] | None = ...,
+        markdown_text: _builtins.str = ...,
+        additional_details: _struct_pb2.Value | None = ...,
+        shared_contacts: _abc.Iterable[Global___SharedContact] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["additional_details", b"additional_details"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contacts", b"contacts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_details", b"additional_details", "contacts", b"contacts", "markdown_text", b"markdown_text", "shared_contacts", b"shared_contacts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -703,21 +958,31 @@ class ButtonBody(_message.Message):
 
     MARKDOWN_TEXT_FIELD_NUMBER: _builtins.int
     BUTTONS_FIELD_NUMBER: _builtins.int
+    BUTTON_MESSAGE_TYPE_FIELD_NUMBER: _builtins.int
+    ADDITIONAL_DETAILS_FIELD_NUMBER: _builtins.int
     markdown_text: _builtins.str
     """Text shown above the buttons."""
+    button_message_type: _builtins.str
+    """How the buttons are offered, e.g. BUTTON or QUICK_REPLIES."""
     @_builtins.property
     def buttons(self) -> _containers.RepeatedCompositeFieldContainer[Global___Button]:
         """The buttons."""
+
+    @_builtins.property
+    def additional_details(self) -> _struct_pb2.Value:
+        """Free-form details, e.g. header, body and footer: an object, or text."""
 
     def __init__(
         self,
         *,
         markdown_text: _builtins.str = ...,
         buttons: _abc.Iterable[Global___Button] | None = ...,
+        button_message_type: _builtins.str = ...,
+        additional_details: _struct_pb2.Value | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["additional_details", b"additional_details"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["buttons", b"buttons", "markdown_text", b"markdown_text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_details", b"additional_details", "button_message_type", b"button_message_type", "buttons", b"buttons", "markdown_text", b"markdown_text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -733,6 +998,7 @@ class Button(_message.Message):
     PAYLOAD_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     URL_FIELD_NUMBER: _builtins.int
+    ADDITIONAL_BUTTON_DETAILS_FIELD_NUMBER: _builtins.int
     label: _builtins.str
     """Label shown to the customer."""
     payload: _builtins.str
@@ -741,6 +1007,10 @@ class Button(_message.Message):
     """Kind of button, e.g. QUICK_REPLY, URL or CALL."""
     url: _builtins.str
     """Target URL for URL buttons."""
+    @_builtins.property
+    def additional_button_details(self) -> _struct_pb2.Struct:
+        """Extra button data, e.g. list sections."""
+
     def __init__(
         self,
         *,
@@ -748,10 +1018,11 @@ class Button(_message.Message):
         payload: _builtins.str = ...,
         type: _builtins.str = ...,
         url: _builtins.str = ...,
+        additional_button_details: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["additional_button_details", b"additional_button_details"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "payload", b"payload", "type", b"type", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_button_details", b"additional_button_details", "label", b"label", "payload", b"payload", "type", b"type", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -765,21 +1036,31 @@ class WrapUpBody(_message.Message):
 
     REASONS_FIELD_NUMBER: _builtins.int
     NOTES_FIELD_NUMBER: _builtins.int
+    WRAPUPS_FIELD_NUMBER: _builtins.int
+    MARKDOWN_TEXT_FIELD_NUMBER: _builtins.int
     notes: _builtins.str
     """Free-text notes."""
+    markdown_text: _builtins.str
+    """Text sent with the wrap-up."""
     @_builtins.property
     def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Wrap-up reasons the agent selected."""
+
+    @_builtins.property
+    def wrapups(self) -> _containers.RepeatedCompositeFieldContainer[Global___WrapUpCategory]:
+        """Categories the agent picked, with their values."""
 
     def __init__(
         self,
         *,
         reasons: _abc.Iterable[_builtins.str] | None = ...,
         notes: _builtins.str = ...,
+        wrapups: _abc.Iterable[Global___WrapUpCategory] | None = ...,
+        markdown_text: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["notes", b"notes", "reasons", b"reasons"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["markdown_text", b"markdown_text", "notes", b"notes", "reasons", b"reasons", "wrapups", b"wrapups"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -290,6 +290,7 @@ class SendMessageResponse(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     CHANNEL_ID_FIELD_NUMBER: _builtins.int
     CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     """Id of the accepted message."""
     status: _delivery_pb2.DeliveryStatus.ValueType
@@ -298,6 +299,8 @@ class SendMessageResponse(_message.Message):
     """Channel the message will go out on."""
     conversation_id: _builtins.str
     """Conversation the message belongs to."""
+    id: _builtins.str
+    """Id of the accepted message again, where the public API's receipt has it."""
     def __init__(
         self,
         *,
@@ -305,10 +308,11 @@ class SendMessageResponse(_message.Message):
         status: _delivery_pb2.DeliveryStatus.ValueType = ...,
         channel_id: _builtins.str = ...,
         conversation_id: _builtins.str = ...,
+        id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "conversation_id", b"conversation_id", "message_id", b"message_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "conversation_id", b"conversation_id", "id", b"id", "message_id", b"message_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
