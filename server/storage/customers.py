@@ -8,13 +8,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server.domain.contacts import Contact
+from server.domain.contacts import Contact, ContactInfo
 from server.domain.customer import ContactPrefs, CustomerEvent, CustomerObject, Link
 from server.domain.errors import FieldViolation, invalid
 from server.domain.events import EventType, NewEvent
 from server.domain.models import Page, conversation_for
 from server.storage import events as event_log
 from server.storage.contacts import _from_row as contact_from_row
+from server.storage.contacts import upsert as upsert_contact
 from server.storage.schema import contact_prefs, contacts, customer_events, customer_objects
 from server.storage.sql import insert_for
 from server.storage.writer import Tx
@@ -39,6 +40,9 @@ def _token_number(page_token: str) -> int:
 
 
 async def set_lang(tx: Tx, tenant_id: str, contact_id: str, lang: str) -> ContactPrefs:
+    # A language is something the hub knows about a contact, so the contact exists
+    # from then on, for reads by id and in the list, like one a channel reported.
+    await upsert_contact(tx, tenant_id, ContactInfo(contact_id))
     values = {"lang": lang, "updated_at": tx.now}
     await tx.conn.execute(
         insert_for(tx.conn, contact_prefs)
