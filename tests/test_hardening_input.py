@@ -300,6 +300,8 @@ GRPC_BYTES = [
     ("nested bad UTF-8", "/cim.v1.MessagingService/SendBatch", None, "to[1].msisdn[0]"),
     ("Struct 200 deep", "/cim.v1.CustomerService/PushData", None, "data"),
     ("bad UTF-8 in a map", "/cim.v1.MessagingService/SendBatch", None, "substitutions"),
+    # Past the fields the server will search, the fault is the whole request's.
+    ("fault after 20000 fields", "/cim.v1.MessagingService/ListMessages", None, "request"),
 ]
 
 
@@ -309,6 +311,7 @@ def grpc_cases() -> list[tuple[str, str, bytes, str]]:
         "nested bad UTF-8": batch_with_bad_utf8(),
         "Struct 200 deep": deep_push(200),
         "bad UTF-8 in a map": substitutions.SerializeToString().replace(b"ZZ", b"\xff\xfe"),
+        "fault after 20000 fields": b"\x08\x01" * 20_000 + b"\x12\x05ab",
     }
     return [(n, meth, raw if raw is not None else built[n], f) for n, meth, raw, f in GRPC_BYTES]
 

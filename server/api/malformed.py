@@ -23,6 +23,10 @@ __all__ = ["Malformed", "MalformedRequestInterceptor", "locate_fault"]
 
 # upb refuses messages nested deeper than this.
 MAX_DEPTH = 100
+# Finding the field re-reads the bytes in Python, which is far slower than the
+# parser: past this many fields the fault is reported for the whole request, so
+# a large undecodable message costs no more than a small one.
+MAX_RECORDS = 10_000
 _FD = FieldDescriptor
 # Repeated fields of these types take one length-delimited record per item.
 _ONE_PER_RECORD = frozenset({_FD.TYPE_MESSAGE, _FD.TYPE_STRING, _FD.TYPE_BYTES})
@@ -57,7 +61,7 @@ def _join(parent: str, name: str) -> str:
     return f"{parent}.{name}" if parent else name
 
 
-def _varint(data: bytes, pos: int, path: str) -> tuple[int, int]:
+def _varint(data: memoryview, pos: int, path: str) -> tuple[int, int]:
     value = shift = 0
     while pos < len(data) and shift < 70:
         byte = data[pos]
@@ -69,19 +73,26 @@ def _varint(data: bytes, pos: int, path: str) -> tuple[int, int]:
     raise _Fault(path, "truncated or malformed varint")
 
 
-def _take(data: bytes, pos: int, size: int, path: str) -> int:
+def _take(data: memoryview, pos: int, size: int, path: str) -> int:
     if pos + size > len(data):
         raise _Fault(path, "truncated")
     return pos + size
 
 
-def _walk(data: bytes, desc: Descriptor, path: str, depth: int) -> None:
+class _TooLong(Exception):
+    pass
+
+
+def _walk(data: memoryview, desc: Descriptor, path: str, depth: int, budget: list[int]) -> None:
     """Raise a ``_Fault`` for the first thing in ``data`` that ``desc`` cannot take."""
     if depth > MAX_DEPTH:
         raise _Fault(path, "nested too deeply")
     seen: dict[int, int] = {}
     pos = 0
     while pos < len(data):
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise _TooLong
         tag, pos = _varint(data, pos, path)
         number, wire = tag >> 3, tag & 7
         field = desc.fields_by_number.get(number)
@@ -97,7 +108,7 @@ def _walk(data: bytes, desc: Descriptor, path: str, depth: int) -> None:
         elif wire == 2:
             size, pos = _varint(data, pos, where)
             end = _take(data, pos, size, where)
-            _check_delimited(data[pos:end], field, where, depth)
+            _check_delimited(data[pos:end], field, where, depth, budget)
             pos = end
         else:
             # Groups are long deprecated and no cim.v1 message has one.
@@ -132,24 +143,29 @@ def _is_map(field: FieldDescriptor) -> bool:
     return entry is not None and entry.GetOptions().map_entry
 
 
-def _check_delimited(chunk: bytes, field: FieldDescriptor | None, path: str, depth: int) -> None:
+def _check_delimited(
+    chunk: memoryview, field: FieldDescriptor | None, path: str, depth: int, budget: list[int]
+) -> None:
     if field is None:
         return
     if field.type == _FD.TYPE_STRING:
         try:
-            chunk.decode("utf-8")
+            bytes(chunk).decode("utf-8")
         except UnicodeDecodeError:
             raise _Fault(path, "not valid UTF-8") from None
     elif field.type == _FD.TYPE_MESSAGE and field.message_type is not None:
-        _walk(chunk, field.message_type, path, depth + 1)
+        _walk(chunk, field.message_type, path, depth + 1, budget)
 
 
 def locate_fault(data: bytes, desc: Descriptor) -> tuple[str, str] | None:
     """(JSON-style field path, what is wrong) for bytes that fail to decode as ``desc``."""
     try:
-        _walk(data, desc, "", 1)
+        # Slices of a memoryview share the bytes, so nesting does not copy them.
+        _walk(memoryview(data), desc, "", 1, [MAX_RECORDS])
     except _Fault as fault:
         return fault.path or "request", fault.description
+    except _TooLong:
+        return None
     return None
 
 
