@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 from aiohttp import web
@@ -222,15 +222,17 @@ async def _assemble(
     public.default(f"http://{local_host}:{http_port}")
 
     # Adapters are built once the callback URL is known.
-    ctx = AdapterContext(public_url=public.get(), fetcher=http, adapter_for=channels.adapter)
-    channels.bind(
-        lambda channel, tenant_owned: build_adapter(
+    ctx = AdapterContext(public_url=public.get(), fetcher=http)
+
+    def build(channel: Channel, owner: str | None) -> ChannelAdapter:
+        return build_adapter(
             channel,
-            ctx,
+            replace(ctx, adapter_for=channels.adapters_for(owner)),
             sandbox_delay=settings.sandbox_delivery_delay,
-            tenant_owned=tenant_owned,
+            tenant_owned=owner is not None,
         )
-    )
+
+    channels.bind(build)
     await _load_channels(channels, settings.channels, await store.stored_channels())
     # Tests replace the adapters of some channels and keep the rest.
     for channel_id, adapter in adapters.items():

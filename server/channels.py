@@ -18,8 +18,8 @@ from server.domain.provider import ChannelAdapter, ReceiptSink
 
 log = logging.getLogger(__name__)
 
-# (channel, tenant_owned) -> a built but not yet started adapter; raises on bad settings.
-AdapterFactory = Callable[[Channel, bool], ChannelAdapter]
+# (channel, owner) -> a built but not yet started adapter; raises on bad settings.
+AdapterFactory = Callable[[Channel, "str | None"], ChannelAdapter]
 # (channel id, the new entry or None once removed)
 Listener = Callable[[str, "ChannelEntry | None"], None]
 
@@ -90,6 +90,19 @@ class ChannelRegistry:
             self._visible[tenant] = cached
         return cached
 
+    def adapters_for(self, owner: str | None) -> Callable[[str], ChannelAdapter | None]:
+        """Another channel's adapter as a channel of `owner` may use it (an SMS
+        fallback, say): a tenant's channels reach the operator's and that
+        tenant's own, the operator's reach only the operator's."""
+
+        def lookup(channel_id: str) -> ChannelAdapter | None:
+            entry = self._entries.get(channel_id)
+            if entry is None or entry.owner not in (None, owner):
+                return None
+            return entry.adapter
+
+        return lookup
+
     def is_visible(self, tenant: str, channel_id: str) -> bool:
         entry = self._entries.get(channel_id)
         return entry is not None and entry.visible_to(tenant)
@@ -103,7 +116,7 @@ class ChannelRegistry:
         if self._build is None:
             raise ValueError("channels cannot be built before the server has started")
         try:
-            return self._build(channel, owner is not None)
+            return self._build(channel, owner)
         except (KeyError, TypeError) as exc:
             # Adapters' own ValueErrors name the channel already.
             raise ValueError(f"channel {channel.channel_id}: {exc!s}") from exc

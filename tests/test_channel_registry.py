@@ -252,3 +252,33 @@ async def test_inbound_on_a_channel_created_at_runtime_normalises_addresses(db_u
     customers = {e.event.customer_id for e in events if e.event.type is EventType.CONTENT}
     print(f"\ninbound customer ids on a runtime channel: {customers}")
     assert customers == {"+447911100077"}
+
+
+async def test_a_channel_reaches_only_the_channels_its_owner_may_use(db_url: str) -> None:
+    # What an adapter gets for another channel, such as an RBM channel's SMS fallback.
+    sandbox = {"contactType": "SMS", "provider": "sandbox"}
+    async with running_hub(db_url) as hub:
+        b = await _tenant(hub, "tenant-b")
+        for headers, channel_id in ((AUTH_HEADERS, "a-sms"), (b, "b-sms")):
+            status, body = await _rest(
+                hub,
+                "POST",
+                "/api/v1/config/channels",
+                headers,
+                {**sandbox, "channelId": channel_id},
+            )
+            assert status == 201, body
+        reach = {
+            owner: sorted(
+                cid
+                for cid in ("a-sms", "b-sms", "sandbox-sms")
+                if hub.channels.adapters_for(owner)(cid) is not None
+            )
+            for owner in (DEFAULT_TENANT, "tenant-b", None)
+        }
+    print(f"\nreachable fallbacks by owner: {reach}")
+    assert reach == {
+        DEFAULT_TENANT: ["a-sms", "sandbox-sms"],
+        "tenant-b": ["b-sms", "sandbox-sms"],
+        None: ["sandbox-sms"],
+    }
