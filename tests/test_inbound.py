@@ -317,6 +317,8 @@ def _bad(mutate: Any) -> dict[str, Any]:
         (_bad(lambda p: p["contacts"][0].pop("channelId")), ["contacts[0].channelId"]),
         (_bad(lambda p: p["statuses"][0].update(status="LOST")), ["statuses[0].status"]),
         (_bad(lambda p: p["messages"][0].update(colour="blue")), ["messages[0].colour"]),
+        # Read as keypad digits, +1800FLOWERS would be +18003569377.
+        (_bad(lambda p: p["messages"][0].update({"from": "+1800FLOWERS"})), ["messages[0].from"]),
     ],
     ids=[
         "no-sender",
@@ -327,6 +329,7 @@ def _bad(mutate: Any) -> dict[str, Any]:
         "no-channel",
         "bad-status",
         "unknown-field",
+        "letters-sender",
     ],
 )
 async def test_bad_payloads_are_400_with_field_paths_and_write_nothing(

@@ -19,6 +19,7 @@ from server.domain.limits import (
     body_problem,
     check_content,
     check_free_text,
+    past_body_limit,
 )
 from server.domain.models import Channel, OutboundDraft, conversation_for
 from server.domain.substitution import MissingVariables, TooLong, render_text, render_tree
@@ -162,7 +163,8 @@ def plan_batch(
         except _Overflow as exc:
             # Nothing is stored: a destination's own values name it, shared ones the field.
             if group.substitutions:
-                raise invalid([FieldViolation(f"to[{gi}]", f"{exc.path} is {exc}")]) from None
+                why = f"{exc.path}, with this destination's substitutions: {exc}"
+                raise invalid([FieldViolation(f"to[{gi}]", why)]) from None
             raise invalid([FieldViolation(exc.path, str(exc))]) from None
         spent += _size(content)
         if spent > RENDER_BUDGET_BYTES:
@@ -374,8 +376,8 @@ def _render(
         # Templates, and only templates, may leave a variable blank.
         try:
             body = render_text(template.body, values, blank_missing=True, limit=limit)
-        except TooLong as exc:
-            raise _Overflow("template", str(exc)) from None
+        except TooLong:
+            raise _Overflow("template", past_body_limit(kind)) from None
         problem = body_problem(kind, {"text": body})
         if problem:
             raise _Overflow("template", problem)
@@ -395,7 +397,9 @@ def _render(
             key_limits=dict.fromkeys(keys, limit),
         )
     except TooLong as exc:
-        raise _Overflow(f"content.{exc.key}" if exc.key else "content", str(exc)) from None
+        if exc.key:
+            raise _Overflow(f"content.{exc.key}", past_body_limit(kind)) from None
+        raise _Overflow("content", str(exc)) from None
     problem = body_problem(kind, {k: str(content.get(k) or "") for k in keys})
     if problem:
         raise _Overflow("content.html" if content.get("html") else "content.text", problem)

@@ -215,6 +215,13 @@ def body_limit(kind: str) -> int:
     }.get(kind.lower(), DEFAULT_BODY_MAX)
 
 
+def past_body_limit(kind: str) -> str:
+    """Why a body that passed ``body_limit`` while rendering is refused."""
+    if kind.lower() == "email":
+        return f"text and html are more than {EMAIL_BODY_MAX_BYTES} bytes once filled in"
+    return f"more than {body_limit(kind)} characters once filled in"
+
+
 def body_problem(kind: str, parts: Mapping[str, str]) -> str:
     """Why a rendered body is over its channel's cap, or "" when it is not."""
     kind = kind.lower()

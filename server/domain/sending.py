@@ -8,7 +8,13 @@ from typing import Any
 
 from server.domain.addresses import AddressError, normalize_email, normalize_msisdn
 from server.domain.errors import FieldViolation, invalid
-from server.domain.limits import SINGLE_TEXT_MAX, body_limit, body_problem, max_chars
+from server.domain.limits import (
+    SINGLE_TEXT_MAX,
+    body_limit,
+    body_problem,
+    max_chars,
+    past_body_limit,
+)
 from server.domain.models import Channel, OutboundDraft, conversation_for
 from server.domain.substitution import TooLong, render_text
 
@@ -131,8 +137,8 @@ def _capped(
             blank_missing=blank_missing,
             limit=body_limit(kind),
         )
-    except TooLong as exc:
-        raise invalid([FieldViolation(path, str(exc))]) from None
+    except TooLong:
+        raise invalid([FieldViolation(path, past_body_limit(kind))]) from None
     problem = body_problem(kind, {"text": rendered})
     if problem:
         raise invalid([FieldViolation(path, problem)])
