@@ -44,7 +44,7 @@ from adapters.base import (
     setting,
 )
 from server.domain.models import Channel
-from server.net.http import OutboundError
+from server.net.http import OutboundError, RefusedUrl
 
 __all__ = ["SmtpEmailAdapter", "SmtpSettings", "html_to_text"]
 
@@ -442,6 +442,8 @@ def _fetch_failure(index: int, url: str, exc: OutboundError) -> ProviderError:
     """
     # Query strings of presigned URLs are credentials of a kind; keep them out.
     reason = f"attachment {index} could not be fetched: {exc.reason.replace(url, _no_query(url))}"
+    if isinstance(exc, RefusedUrl):
+        return PermanentProviderError(reason, "URL_REFUSED")
     cause = exc.__cause__
     match = _HTTP_STATUS.match(exc.reason)
     status = int(match.group(1)) if match else 0

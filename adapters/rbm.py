@@ -58,6 +58,7 @@ from adapters.base import (
     secret_setting,
     setting,
 )
+from adapters.media import vet_media_urls
 from server.domain.models import Channel
 from server.domain.status import DeliveryStatus
 from server.domain.timeparse import parse_instant
@@ -147,6 +148,7 @@ class RbmAdapter:
             body = agent_message(content, delivery.expire_at)
         except ContentError as exc:
             raise PermanentProviderError(str(exc), "INVALID_CONTENT") from exc
+        vet_media_urls(self._ctx.fetcher, body)
         message_id = rbm_message_id(delivery.message_id, delivery.attempt)
         status, answer, headers = await self._http.request(
             "POST",

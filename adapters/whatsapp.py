@@ -42,6 +42,7 @@ from adapters.base import (
     secret_setting,
     setting,
 )
+from adapters.media import vet_media_urls
 from server.domain.models import Channel
 from server.domain.status import DeliveryStatus
 
@@ -112,6 +113,7 @@ class WhatsAppCloudAdapter:
             guard=ctx.fetcher if tenant_owned else None,
         )
         self._receipts: ReceiptSink | None = None
+        self._fetcher = ctx.fetcher
 
     async def start(self, receipts: ReceiptSink) -> None:
         # Receipts arrive through handle_callback's result; nothing to poll.
@@ -119,6 +121,7 @@ class WhatsAppCloudAdapter:
 
     async def send(self, delivery: Delivery) -> Accepted:
         body = message_body(delivery)
+        vet_media_urls(self._fetcher, body)
         status, data, headers = await self._http.request(
             "POST",
             self._messages_path,

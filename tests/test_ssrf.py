@@ -7,18 +7,25 @@ every refused URL points at its port.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from sqlalchemy import select
 
+from fakes.smtp import FakeSmtpServer
+from fakes.whatsapp import FakeWhatsApp
+from server.app import Hub
+from server.config import DEFAULT_CHANNELS
+from server.domain.models import Channel
 from server.net.addresses import AddressPolicy
-from server.net.http import OutboundError, OutboundHttp
+from server.net.http import OutboundError, OutboundHttp, RefusedUrl
 from server.storage.schema import webhooks
 from support.hub import rest_session, running_hub
 
@@ -130,6 +137,20 @@ async def test_a_name_with_any_internal_address_is_refused() -> None:
         await http.close()
 
 
+async def test_a_name_resolving_inside_is_a_refusal_not_a_network_error() -> None:
+    # The connector fails such a name as a connection error; retrying cannot help.
+    http = OutboundHttp(resolver=MapResolver({"media.example.com": ["10.0.0.7"]}))
+    try:
+        async with counting_listener() as listener:
+            with pytest.raises(RefusedUrl) as refused:
+                await http.fetch(f"http://media.example.com:{listener.port}/a.png", 1024)
+            print(f"\nrefused as {type(refused.value).__name__}: {refused.value.reason}")
+            assert "refused private address 10.0.0.7" in refused.value.reason
+            assert listener.connections == 0
+    finally:
+        await http.close()
+
+
 async def test_a_redirect_is_an_answer_and_never_followed() -> None:
     hits: list[str] = []
 
@@ -221,3 +242,148 @@ async def test_internal_callback_urls_are_refused_at_submit_time(db_url: str) ->
             public = {**send, "notifyUrl": "https://hooks.example.com/receipts"}
             async with http.post(f"{base}/api/v2/message/send", json=public) as resp:
                 assert resp.status == 202, await resp.json()
+
+
+# -- media URLs: a refusal fails the message at once -------------------------
+
+SENDER = "offers@brand.example.org"
+WA_SENDER = "wa-app"
+WA_TOKEN_VAR = "CIMHUB_TEST_WA_TOKEN"
+
+
+def smtp_channel(smtp: FakeSmtpServer) -> Channel:
+    # The relay is the channel's own configured host, not a tenant URL: the
+    # guard does not stand between the hub and it.
+    return Channel(
+        "email-smtp",
+        "EMAIL",
+        "smtp",
+        lane=SENDER,
+        settings={"host": smtp.host, "port": smtp.port, "security": "none"},
+    )
+
+
+def whatsapp_channel(fake: FakeWhatsApp) -> Channel:
+    return Channel(
+        "wa-cloud",
+        "WHATSAPP",
+        "whatsapp",
+        lane=WA_SENDER,
+        settings={
+            "phone_number_id": fake.phone_number_id,
+            "access_token_env": WA_TOKEN_VAR,
+            "app_secret_env": WA_TOKEN_VAR,
+            "verify_token_env": WA_TOKEN_VAR,
+            "base_url": fake.url,
+        },
+    )
+
+
+async def _send_and_settle(hub: Hub, body: dict[str, Any]) -> dict[str, Any]:
+    """Submits body over REST and returns the message, through the API, once it has failed."""
+    base = f"http://127.0.0.1:{hub.http_port}"
+    async with rest_session() as http:
+        async with http.post(f"{base}/api/v2/message/send", json=body) as resp:
+            reply = await resp.json()
+            assert resp.status == 202, reply
+        message_id = reply["results"][0]["messageId"]
+        async with asyncio.timeout(10):
+            while True:
+                async with http.get(f"{base}/api/v1/messages/{message_id}") as resp:
+                    got = await resp.json()
+                    assert resp.status == 200, got
+                if got["data"]["message"]["status"] == "FAILED":
+                    break
+                await asyncio.sleep(0.05)
+        # Long enough for a retry at the test's 20 ms base to have been recorded.
+        await asyncio.sleep(0.3)
+        async with http.get(f"{base}/api/v1/messages/{message_id}") as resp:
+            return dict((await resp.json())["data"]["message"])
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [
+        ("127.0.0.1", "refused loopback address 127.0.0.1"),
+        ("169.254.169.254", "refused link-local address 169.254.169.254"),
+        ("localhost", "refused loopback"),
+    ],
+)
+async def test_a_refused_attachment_url_fails_the_email_at_once(
+    db_url: str, host: str, reason: str
+) -> None:
+    smtp = await FakeSmtpServer().start()
+    try:
+        async with counting_listener() as listener:
+            channels = (*DEFAULT_CHANNELS, smtp_channel(smtp))
+            async with running_hub(
+                db_url, channels=channels, outbound_allow=(), retry_base_ms=20
+            ) as hub:
+                body = {
+                    "channel": "email",
+                    "from": SENDER,
+                    "to": [{"email": ["john.smith@example.com"]}],
+                    "content": {
+                        "type": "html",
+                        "subject": "Invoice",
+                        "html": "<p>attached</p>",
+                        "attachments": [
+                            {
+                                "mimeType": "application/pdf",
+                                "name": "invoice.pdf",
+                                "mediaUrl": f"http://{host}:{listener.port}/invoice.pdf",
+                            }
+                        ],
+                    },
+                }
+                message = await _send_and_settle(hub, body)
+        attempts = message.get("attemptLog", [])
+        print(
+            f"\n{host}: {message['attempts']} attempt(s), codes "
+            f"{[a.get('errorCode') for a in attempts]}, reason {message['history'][-1]}"
+            f"; connections to the listener: {listener.connections}"
+        )
+        assert message["attempts"] == 1
+        assert [a["errorCode"] for a in attempts] == ["URL_REFUSED"]
+        assert reason in attempts[0]["reason"]
+        assert reason in json.dumps(message["history"][-1])
+        assert listener.connections == 0
+        assert smtp.received == []
+    finally:
+        await smtp.stop()
+
+
+async def test_a_refused_media_link_fails_a_whatsapp_message_at_once(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeWhatsApp()
+    monkeypatch.setenv(WA_TOKEN_VAR, fake.access_token)
+    await fake.start()
+    try:
+        channels = (*DEFAULT_CHANNELS, whatsapp_channel(fake))
+        async with running_hub(
+            db_url, channels=channels, outbound_allow=(), retry_base_ms=20
+        ) as hub:
+            body = {
+                "channel": "whatsapp",
+                "from": WA_SENDER,
+                "to": [{"msisdn": ["+447911123456"]}],
+                "content": {
+                    "type": "image",
+                    "mediaContentUrl": "http://169.254.169.254/latest/meta-data/a.png",
+                },
+            }
+            message = await _send_and_settle(hub, body)
+        attempts = message.get("attemptLog", [])
+        print(
+            f"\nwhatsapp: {message['attempts']} attempt(s), codes "
+            f"{[a.get('errorCode') for a in attempts]}, reason {message['history'][-1]}; "
+            f"requests to the provider: {len(fake.requests)}"
+        )
+        assert message["attempts"] == 1
+        assert [a["errorCode"] for a in attempts] == ["URL_REFUSED"]
+        assert "refused link-local address 169.254.169.254" in attempts[0]["reason"]
+        # The provider is never asked to fetch what the guard refused.
+        assert fake.requests == []
+    finally:
+        await fake.stop()

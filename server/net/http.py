@@ -28,6 +28,10 @@ class OutboundError(Exception):
         self.reason = reason
 
 
+class RefusedUrl(OutboundError):
+    """The guard refused the URL itself (scheme, address); no retry can change that."""
+
+
 @dataclass(frozen=True, slots=True)
 class PostResult:
     status: int
@@ -122,7 +126,7 @@ class OutboundHttp:
         try:
             self._policy.check_url(url)
         except UnsafeUrl as exc:
-            raise OutboundError(str(exc)) from exc
+            raise RefusedUrl(str(exc)) from exc
 
     async def post_result(self, url: str, body: bytes, headers: Mapping[str, str]) -> PostResult:
         self.check(url)
@@ -134,7 +138,7 @@ class OutboundHttp:
                 await resp.content.read(64 * 1024)
                 return PostResult(resp.status, _retry_after(resp))
         except _NETWORK_ERRORS as exc:
-            raise OutboundError(_describe(exc)) from exc
+            raise _failure(exc) from exc
 
     async def fetch(self, url: str, max_bytes: int) -> tuple[bytes, str]:
         """GET url; return its body and content type, refusing anything over max_bytes."""
@@ -156,7 +160,7 @@ class OutboundHttp:
                     chunks.append(chunk)
                 return b"".join(chunks), resp.headers.get("Content-Type", "")
         except _NETWORK_ERRORS as exc:
-            raise OutboundError(_describe(exc)) from exc
+            raise _failure(exc) from exc
 
     async def close(self) -> None:
         if self._session is not None:
@@ -172,12 +176,18 @@ def _retry_after(resp: aiohttp.ClientResponse) -> int | None:
     return int(value) if value.isdigit() else None
 
 
+def _failure(exc: BaseException) -> OutboundError:
+    # A name that resolved to a refused address fails inside the connector, so
+    # it arrives as a connection error; it is a refusal all the same.
+    blocked = _blocked_cause(exc)
+    if blocked is not None:
+        return RefusedUrl(str(blocked))
+    return OutboundError(_describe(exc))
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
-    blocked = _blocked_cause(exc)
-    if blocked is not None:
-        return str(blocked)
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
