@@ -30,6 +30,7 @@ from server.domain.limits import (
     WHATSAPP_TEXT_MAX,
 )
 from server.domain.sms_encoding import segments
+from server.domain.substitution import TooLong, render_text
 from server.gateway import jsonmap
 from support.hub import channel_to, rest_session, running_hub
 
@@ -224,6 +225,7 @@ def refusal_cases() -> list[tuple[str, str, Any, str]]:
             single("$(big)$(big)"),
             "text.body",
         ),
+        ("single sms past 10 segments as written", SINGLE, single("a" * 1531), "text.body"),
     ]
 
 
@@ -338,3 +340,24 @@ async def test_phone_numbers_with_letters_are_refused(db_url: str, transport: st
             ok, fields, _ = await client.send(SINGLE, single("hi", phone))
             assert ok, (phone, fields)
         assert await client.healthy()
+
+
+# -- rendering stops at the cap ---------------------------------------------------------------
+
+
+class CountingValues(dict[str, str]):
+    """Values that count how often the renderer reads one."""
+
+    reads = 0
+
+    def __getitem__(self, key: str) -> str:
+        self.reads += 1
+        return super().__getitem__(key)
+
+
+def test_rendering_stops_at_the_first_value_past_the_cap() -> None:
+    values = CountingValues(b=BIG)
+    with pytest.raises(TooLong):
+        render_text(BIG_TEXT, values, limit=EMAIL_BODY_MAX_BYTES)
+    # 262 copies of 2,000 characters pass 524,288; the other 738 are never read.
+    assert values.reads == EMAIL_BODY_MAX_BYTES // len(BIG) + 1

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.domain.errors import FieldViolation, failed_precondition
-from server.domain.substitution import PLACEHOLDER, render_text
 
 VAR_KEY = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 APPROVAL_STATUSES = ("APPROVED", "PENDING", "REJECTED")
@@ -153,14 +152,3 @@ def text_value(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, separators=(",", ":"))
-
-
-def render_known(text: str, values: Mapping[str, str]) -> str:
-    """Fill the placeholders that have a value and leave the rest as written:
-    single sends never required variables, so unknown ones are plain text."""
-    return PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
-
-
-def render_template(body: str, values: Mapping[str, str]) -> str:
-    # Templates, and only templates, may leave a variable blank.
-    return render_text(body, values, blank_missing=True)
