@@ -19,6 +19,9 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from sqlalchemy import select
 
+from adapters.base import PermanentProviderError
+from adapters.media import vet_media_urls
+from adapters.rbm import agent_message
 from fakes.smtp import FakeSmtpServer
 from fakes.whatsapp import FakeWhatsApp
 from server.app import Hub
@@ -387,3 +390,21 @@ async def test_a_refused_media_link_fails_a_whatsapp_message_at_once(
         assert fake.requests == []
     finally:
         await fake.stop()
+
+
+def test_media_links_a_provider_fetches_are_vetted_wherever_they_sit() -> None:
+    guard = OutboundHttp()
+
+    def carousel(url: str) -> dict[str, Any]:
+        cards = [
+            {"title": "a", "media": {"url": "https://cdn.example.com/a.png"}},
+            {"title": "b", "media": {"url": "https://cdn.example.com/b.png", "thumbnailUrl": url}},
+        ]
+        return agent_message({"type": "carousel", "cards": cards})
+
+    vet_media_urls(guard, carousel("https://cdn.example.com/b-thumb.png"))
+    with pytest.raises(PermanentProviderError) as refused:
+        vet_media_urls(guard, carousel("http://169.254.169.254/latest/meta-data/"))
+    print(f"\nRBM carousel: {refused.value.code}: {refused.value.reason}")
+    assert refused.value.code == "URL_REFUSED"
+    assert "refused link-local address 169.254.169.254" in refused.value.reason
