@@ -11,12 +11,15 @@ from pathlib import Path
 
 import grpc
 import pytest
+from sqlalchemy import func, select
 
 from cim.v1 import messaging_service_pb2 as m
 from cim.v1 import messaging_service_pb2_grpc as mg
 from cim.v1 import notification_service_pb2 as n
 from cim.v1 import notification_service_pb2_grpc as ng
 from server.api.convert import decode_cursor
+from server.storage.db import make_engine
+from server.storage.schema import messages
 from support.postgres import PostgresServer
 from support.redis import RedisServer
 from support.replicas import (
@@ -172,6 +175,7 @@ async def test_killed_replica_leaves_nothing_undone(
         await a.proc.wait()
         sent_before_kill = len(provider_sends(sent_log))
         a_in_flight = await claimed_with_lease_before(pg_url, killed_at + a_lease + 1)
+        a_started = await started_with_lease_before(pg_url, killed_at + a_lease + 1)
         at_kill = await outbox_counts(pg_url)
 
         async def dispatched() -> bool:
@@ -199,13 +203,31 @@ async def test_killed_replica_leaves_nothing_undone(
     duplicates = len(sends) - len(set(sends))
     print(
         f"\naccepted={len(accepted)} sent_before_kill={sent_before_kill}"
-        f" a_in_flight_at_kill={a_in_flight} claimed_at_kill_both={at_kill.claimed}"
+        f" a_in_flight_at_kill={a_in_flight} a_started_without_outcome_at_kill={a_started}"
+        f" claimed_at_kill_both={at_kill.claimed}"
         f" provider_sends={len(sends)} duplicates={duplicates} terminal={final.terminal}"
     )
     assert len(accepted) == 5000
     assert final.total == final.terminal == len(accepted)
     assert set(sends) == accepted
     assert duplicates <= a_in_flight
+    # Only what A had started can have reached the provider twice.
+    assert duplicates <= a_started
+
+
+async def started_with_lease_before(db_url: str, until_ms: int) -> int:
+    """Claimed deliveries whose lease ends by until_ms and whose send had started."""
+    engine = make_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            query = select(func.count()).where(
+                messages.c.dispatch_state == "CLAIMED",
+                messages.c.lease_until <= until_ms,
+                messages.c.attempt_started_at.is_not(None),
+            )
+            return int((await conn.execute(query)).scalar_one())
+    finally:
+        await engine.dispose()
 
 
 async def test_redis_restart_mid_stream_leaves_no_gap_and_no_duplicate(

@@ -232,18 +232,19 @@ class Dispatcher:
                 f"no adapter for channel {delivery.channel_id}",
             )
             return
-        pacer = self._pacers.get(delivery.channel_id)
-        if pacer is not None:
-            await pacer.wait()
         provider = self._provider_of(delivery.channel_id)
         try:
             try:
                 slot = self._sending.get(delivery.channel_id)
-                if slot is None:
+                async with slot if slot is not None else contextlib.nullcontext():
+                    if not await self._started(delivery, provider):
+                        return
+                    # Paced last, so the wait for the start's commit cannot
+                    # bunch up sends the pacer spaced out.
+                    pacer = self._pacers.get(delivery.channel_id)
+                    if pacer is not None:
+                        await pacer.wait()
                     accepted = await adapter.send(delivery)
-                else:
-                    async with slot:
-                        accepted = await adapter.send(delivery)
             finally:
                 self._leave_channel()
         except RetryableProviderError as exc:
@@ -263,6 +264,22 @@ class Dispatcher:
             )
         else:
             await self._store.mark_submitted(delivery, accepted, provider)
+
+    async def _started(self, delivery: Delivery, provider: str) -> bool:
+        """Record the start durably before the request leaves, so recovery knows.
+
+        Taken with the send slot, so what is started and unanswered never
+        exceeds what a channel lets be at its provider at once. Starts that
+        become due together share a commit.
+        """
+        try:
+            if await self._store.start_attempt(delivery, provider):
+                return True
+            log.debug("claim on %s was taken over before its send", delivery.message_id)
+        except Exception:
+            # Unsent and unstarted, it is sent once its lease runs out.
+            log.exception("recording the start of %s failed", delivery.message_id)
+        return False
 
     def _leave_channel(self) -> None:
         """The provider has answered: free the channel's slot while the outcome is written.

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, or_, select, update
+from sqlalchemy import and_, bindparam, delete, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.errors import already_exists, not_found
@@ -20,6 +20,7 @@ from server.domain.models import (
     StatusEntry,
     new_id,
 )
+from server.domain.provider import AttemptRecord
 from server.domain.status import DeliveryStatus, advances
 from server.storage import attempts as attempt_log
 from server.storage import events as event_log
@@ -29,6 +30,9 @@ from server.storage.sql import insert_for
 from server.storage.writer import LATER_HISTORY, LATER_MESSAGES, Tx
 
 PENDING, CLAIMED, DONE = "PENDING", "CLAIMED", "DONE"
+# What the attempt log says of a send that started and never reported back.
+NO_OUTCOME = "NO_OUTCOME"
+RESENT_REASON = "started with no outcome before its lease ran out; resent, may be a duplicate"
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 
 
@@ -324,6 +328,32 @@ _CLAIM = (
         lease_until=bindparam("lease_until"),
         attempts=messages.c.attempts + 1,
         updated_at=bindparam("now"),
+        attempt_started_at=None,
+        attempt_provider=None,
+    )
+)
+# A start counts only for the claim it belongs to: the attempt number fences
+# off a claimer whose claim was taken over, and a start already recorded
+# fences off a second holder of the same claim.
+_START = (
+    update(messages)
+    .where(
+        tuple_(messages.c.id, messages.c.attempts).in_(bindparam("claims", expanding=True)),
+        messages.c.dispatch_state == CLAIMED,
+        messages.c.attempt_started_at.is_(None),
+    )
+    .values(attempt_started_at=bindparam("now"), attempt_provider=bindparam("provider"))
+    .returning(messages.c.id)
+)
+# Claims that never reached a provider go back at once, and do not count as attempts.
+_RELEASE_UNSTARTED = (
+    update(messages)
+    .where(messages.c.dispatch_state == CLAIMED, messages.c.attempt_started_at.is_(None))
+    .values(
+        dispatch_state=PENDING,
+        lease_until=None,
+        attempts=messages.c.attempts - 1,
+        updated_at=bindparam("now"),
     )
 )
 _LOCK_MANY = (
@@ -366,6 +396,28 @@ async def claim_due(
     rows = (await tx.conn.execute(query, params)).all()
     if not rows:
         return []
+    # A lapsed claim whose send had started may have reached the provider:
+    # it goes again (at least once), and its log says so.
+    unanswered = [r for r in rows if r.dispatch_state == CLAIMED and r.attempt_started_at]
+    if unanswered:
+        await attempt_log.record_many(
+            tx,
+            [
+                (
+                    r.id,
+                    [
+                        AttemptRecord(
+                            r.channel_id,
+                            r.attempt_provider or "",
+                            "FAILED",
+                            error_code=NO_OUTCOME,
+                            reason=RESENT_REASON,
+                        )
+                    ],
+                )
+                for r in unanswered
+            ],
+        )
     await tx.conn.execute(
         _CLAIM, {"ids": [r.id for r in rows], "lease_until": tx.now + lease_ms, "now": tx.now}
     )
@@ -385,6 +437,37 @@ async def claim_due(
     ]
 
 
+async def start_many(tx: Tx, starts: Sequence[tuple[Delivery, str]]) -> list[bool]:
+    """Record that these claims' requests are about to go to their providers.
+
+    Returns, for each, whether its claim still holds; one whose claim was
+    taken over must not be sent.
+    """
+    by_provider: dict[str, list[tuple[str, int]]] = {}
+    for delivery, provider in starts:
+        by_provider.setdefault(provider, []).append((delivery.message_id, delivery.attempt))
+    started: set[str] = set()
+    for provider, claims in by_provider.items():
+        found = await tx.conn.execute(
+            _START, {"claims": claims, "now": tx.now, "provider": provider}
+        )
+        started.update(found.scalars())
+    return [delivery.message_id in started for delivery, _ in starts]
+
+
+async def start_one(tx: Tx, start: tuple[Delivery, str]) -> bool:
+    return (await start_many(tx, [start]))[0]
+
+
+async def release_unstarted(tx: Tx) -> None:
+    """Give back every claim that never reached a provider, whoever took it.
+
+    A claimer that is still alive loses nothing but the claim: its start is
+    fenced off (see _START), and the message is sent once, by whoever claims it next.
+    """
+    await tx.conn.execute(_RELEASE_UNSTARTED, {"now": tx.now})
+
+
 async def release(tx: Tx, message_id: str) -> None:
     await release_many(tx, [message_id])
 
@@ -392,7 +475,12 @@ async def release(tx: Tx, message_id: str) -> None:
 async def release_many(tx: Tx, message_ids: Sequence[str]) -> None:
     await tx.conn.execute(
         update(messages)
-        .where(messages.c.id.in_(message_ids), messages.c.dispatch_state == CLAIMED)
+        .where(
+            messages.c.id.in_(message_ids),
+            messages.c.dispatch_state == CLAIMED,
+            # A claim another holder has started is not this caller's to give back.
+            messages.c.attempt_started_at.is_(None),
+        )
         .values(
             dispatch_state=PENDING,
             lease_until=None,

@@ -50,6 +50,11 @@ messages = Table(
     Column("callback_data", Text),
     Column("requested_receipts", JSON),
     Column("segments", Integer, nullable=False, default=1, server_default="1"),
+    # Set, in one commit per group, just before a claim's request goes to the
+    # provider: after a crash, a claim with it set may be at the provider,
+    # one without it certainly is not. Cleared when the message is claimed again.
+    Column("attempt_started_at", BigInteger),
+    Column("attempt_provider", String(64)),
     Index("ix_messages_dispatch", "dispatch_state", "priority", "due_at"),
     Index("ix_messages_tenant_created", "tenant_id", "created_at"),
     Index("ix_messages_provider", "channel_id", "provider_message_id"),

@@ -51,6 +51,9 @@ class SqlStore(ConfigStoreMixin):
         # Dispatch outcomes arrive one by one; those waiting together are written together.
         self._submitted = Coalesced(writer, receipts.submitted_many, receipts.submitted_one)
         self._receipts = Coalesced(writer, receipts.apply_many, receipts.apply_one)
+        # Sends starting together record their starts in one commit, not one each.
+        self._starts = Coalesced(writer, msgs.start_many, msgs.start_one)
+        self._claimed_before = False
 
     @classmethod
     async def open(
@@ -115,7 +118,31 @@ class SqlStore(ConfigStoreMixin):
     async def claim_due(
         self, limit: int, lease_ms: int, channels: Sequence[str] | None = None
     ) -> list[Delivery]:
-        return await self._writer.submit(lambda tx: msgs.claim_due(tx, limit, lease_ms, channels))
+        """Claim due work under a lease.
+
+        The first claim after the store opens first gives back every claim
+        that never reached a provider: those a killed process left need not
+        wait out their lease, as the provider never saw them.
+        """
+        if self._claimed_before:
+            return await self._writer.submit(
+                lambda tx: msgs.claim_due(tx, limit, lease_ms, channels)
+            )
+
+        async def recover_then_claim(tx: Tx) -> list[Delivery]:
+            await msgs.release_unstarted(tx)
+            return await msgs.claim_due(tx, limit, lease_ms, channels)
+
+        claimed = await self._writer.submit(recover_then_claim)
+        self._claimed_before = True
+        return claimed
+
+    async def start_attempt(self, delivery: Delivery, provider: str) -> bool:
+        """Durably record that a claim's request is about to go to the provider.
+
+        False means the claim was taken over meanwhile, and the caller must not send.
+        """
+        return await self._starts((delivery, provider))
 
     async def release(self, message_id: str) -> None:
         """Give back a claim that will not be worked on, without counting an attempt."""
