@@ -48,6 +48,7 @@ def stream_handler(
         request_serializer=route.request_cls.SerializeToString,
         response_deserializer=route.response_cls.FromString,
     )
+    departures = Departures()
 
     async def handle(request: web.Request) -> web.StreamResponse:
         query = list(request.query.items())
@@ -64,7 +65,7 @@ def stream_handler(
                 return web.Response(status=204)
             if request.headers.get("Upgrade", "").lower() == "websocket":
                 return await _websocket(request, call, first, trace_of)
-            return await _sse(request, call, first, trace_of)
+            return await _sse(request, call, first, trace_of, departures)
         finally:
             call.cancel()
 
@@ -72,7 +73,7 @@ def stream_handler(
 
 
 async def _sse(
-    request: web.Request, call: Any, first: Any, trace_of: TraceOf
+    request: web.Request, call: Any, first: Any, trace_of: TraceOf, departures: Departures
 ) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={
@@ -97,21 +98,45 @@ async def _sse(
 
     # Without this the stream (and its per-tenant place) would outlive the
     # client until the next write found the socket gone: a heartbeat away.
-    await _until_first(pump(), _disconnected(request))
+    await _until_first(pump(), departures.gone(request))
     return response
 
 
-async def _disconnected(request: web.Request) -> None:
-    """Returns once the client's connection is gone.
+class Departures:
+    """Tells each SSE handler when its client's connection is gone.
 
     aiohttp neither cancels a handler nor signals a GET's request body when the
-    client goes away, so the transport is looked at a few times a second.
+    client goes away, so transports are looked at a few times a second: by one
+    loop for all of a route's open streams, not a timer per stream.
     """
-    while True:
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            return
-        await asyncio.sleep(DISCONNECT_POLL_S)
+
+    def __init__(self, interval: float = DISCONNECT_POLL_S) -> None:
+        self._interval = interval
+        self._waiting: dict[asyncio.Future[None], web.Request] = {}
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def gone(self, request: web.Request) -> None:
+        """Returns once the request's connection is closed or closing."""
+        departed = asyncio.get_running_loop().create_future()
+        self._waiting[departed] = request
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._watch(), name="sse-departures")
+        try:
+            await departed
+        finally:
+            self._waiting.pop(departed, None)
+            if not self._waiting and self._watcher is not None:
+                # Nothing left to watch: the loop must not outlive the server.
+                self._watcher.cancel()
+                self._watcher = None
+
+    async def _watch(self) -> None:
+        while self._waiting:
+            await asyncio.sleep(self._interval)
+            for departed, request in list(self._waiting.items()):
+                transport = request.transport
+                if (transport is None or transport.is_closing()) and not departed.done():
+                    departed.set_result(None)
 
 
 async def _until_first(*aws: Coroutine[Any, Any, None]) -> None:
