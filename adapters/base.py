@@ -25,7 +25,7 @@ from server.domain.provider import (
     ReceiptSink,
     RetryableProviderError,
 )
-from server.net.http import BlockedAddress, OutboundError, OutboundHttp
+from server.net.http import OutboundError, OutboundHttp, blocked_address
 
 __all__ = [
     "Accepted",
@@ -206,19 +206,6 @@ class HttpProviderClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-def blocked_address(exc: BaseException) -> BlockedAddress | None:
-    """The guard's refusal behind a connection failure, if that is what it was."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, BlockedAddress):
-            return seen
-        inner = getattr(seen, "os_error", None)
-        if isinstance(inner, BlockedAddress):
-            return inner
-        seen = seen.__cause__ or seen.__context__
-    return None
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:

@@ -179,7 +179,7 @@ def _retry_after(resp: aiohttp.ClientResponse) -> int | None:
 def _failure(exc: BaseException) -> OutboundError:
     # A name that resolved to a refused address fails inside the connector, so
     # it arrives as a connection error; it is a refusal all the same.
-    blocked = _blocked_cause(exc)
+    blocked = blocked_address(exc)
     if blocked is not None:
         return RefusedUrl(str(blocked))
     return OutboundError(_describe(exc))
@@ -192,7 +192,8 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _blocked_cause(exc: BaseException) -> BlockedAddress | None:
+def blocked_address(exc: BaseException) -> BlockedAddress | None:
+    """The guard's refusal behind a connection failure, if that is what it was."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, BlockedAddress):
