@@ -24,6 +24,9 @@ class InboundApi:
         self._channels = channels
         self._token = verify_token
 
+    def verify(self, context: grpc.aio.ServicerContext) -> None:
+        check_verify_token(context, self._token)
+
     async def receive(
         self, request: pb.ReceiveMessagesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReceiveMessagesResponse:

@@ -292,6 +292,10 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
     ) -> pb.UpdateContactInfoResponse:
         return await self._inbound.update_contact(request, context)
 
+    def verify_webhook(self, context: grpc.aio.ServicerContext) -> None:
+        """Refuse a webhook call without its x-verify-token, before its payload is judged."""
+        self._inbound.verify(context)
+
 
 def _send_response(m: OutboundMessage) -> pb.SendMessageResponse:
     return pb.SendMessageResponse(

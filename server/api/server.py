@@ -25,6 +25,7 @@ from cim.v1 import (
 from server.api.config import ConfigServicer
 from server.api.customers import CustomerServicer
 from server.api.errors import ErrorInterceptor
+from server.api.field_guard import FieldGuard
 from server.api.local_channel import HandlerRecorder
 from server.api.malformed import MalformedRequestInterceptor
 from server.api.messaging import MessagingServicer
@@ -67,7 +68,14 @@ def build_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> BuiltServer:
     # Undecodable bytes are refused before any other interceptor sees the call.
-    chain = (MalformedRequestInterceptor(), *interceptors, ErrorInterceptor())
+    # The field guard sits inside the error interceptor, which turns its refusals
+    # into INVALID_ARGUMENT.
+    chain = (
+        MalformedRequestInterceptor(),
+        *interceptors,
+        ErrorInterceptor(),
+        FieldGuard(services.messaging.verify_webhook),
+    )
     server = grpc.aio.server(
         interceptors=chain,
         options=[

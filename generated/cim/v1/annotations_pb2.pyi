@@ -13,9 +13,15 @@ DESCRIPTOR: _descriptor.FileDescriptor
 HTTP_SUCCESS_CODE_FIELD_NUMBER: _builtins.int
 MAX_LENGTH_FIELD_NUMBER: _builtins.int
 PATTERN_FIELD_NUMBER: _builtins.int
+MINIMUM_FIELD_NUMBER: _builtins.int
+MAXIMUM_FIELD_NUMBER: _builtins.int
 http_success_code: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _builtins.int]
 """HTTP status the facade answers a successful call with; 200 when unset."""
 max_length: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.int]
 """Longest text the server accepts in this field, in characters."""
 pattern: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.str]
 """Regular expression (ECMA 262 subset) the whole text must match when set."""
+minimum: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.int]
+"""Smallest whole number the server accepts in this field, when set."""
+maximum: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.int]
+"""Largest whole number the server accepts in this field, when set."""

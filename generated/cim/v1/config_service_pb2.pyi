@@ -20,6 +20,30 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _ChannelState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChannelStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChannelState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHANNEL_STATE_UNSPECIFIED: _ChannelState.ValueType  # 0
+    """Not reported."""
+    CHANNEL_STATE_SERVING: _ChannelState.ValueType  # 1
+    """The adapter is running and the channel sends."""
+    CHANNEL_STATE_FAILED: _ChannelState.ValueType  # 2
+    """The adapter could not be built or started; sends on the channel fail."""
+
+class ChannelState(_ChannelState, metaclass=_ChannelStateEnumTypeWrapper):
+    """ChannelState tells whether a channel's adapter could be built and started."""
+
+CHANNEL_STATE_UNSPECIFIED: ChannelState.ValueType  # 0
+"""Not reported."""
+CHANNEL_STATE_SERVING: ChannelState.ValueType  # 1
+"""The adapter is running and the channel sends."""
+CHANNEL_STATE_FAILED: ChannelState.ValueType  # 2
+"""The adapter could not be built or started; sends on the channel fail."""
+Global___ChannelState: _TypeAlias = ChannelState  # noqa: Y015
+
 class _TemplateApprovalStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -64,6 +88,8 @@ class Channel(_message.Message):
     MAX_IN_FLIGHT_FIELD_NUMBER: _builtins.int
     SETTINGS_FIELD_NUMBER: _builtins.int
     READ_ONLY_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    STATE_REASON_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     """Channel id used when sending."""
     contact_type: _builtins.str
@@ -82,6 +108,10 @@ class Channel(_message.Message):
     """Most sends in flight at once on this channel; 0 for the default (64)."""
     read_only: _builtins.bool
     """True for channels from the channels file, which the API cannot change."""
+    state: Global___ChannelState.ValueType
+    """Whether the channel's adapter is serving."""
+    state_reason: _builtins.str
+    """Why the channel is not serving, when state is CHANNEL_STATE_FAILED."""
     @_builtins.property
     def settings(self) -> _struct_pb2.Struct:
         """Provider settings (base URL, account, credentials). Replies redact every
@@ -101,10 +131,12 @@ class Channel(_message.Message):
         max_in_flight: _builtins.int = ...,
         settings: _struct_pb2.Struct | None = ...,
         read_only: _builtins.bool = ...,
+        state: Global___ChannelState.ValueType = ...,
+        state_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "contact_type", b"contact_type", "lane", b"lane", "max_in_flight", b"max_in_flight", "name", b"name", "provider", b"provider", "read_only", b"read_only", "sandbox", b"sandbox", "settings", b"settings", "tps", b"tps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "contact_type", b"contact_type", "lane", b"lane", "max_in_flight", b"max_in_flight", "name", b"name", "provider", b"provider", "read_only", b"read_only", "sandbox", b"sandbox", "settings", b"settings", "state", b"state", "state_reason", b"state_reason", "tps", b"tps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

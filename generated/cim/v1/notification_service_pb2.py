@@ -22,38 +22,51 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from cim.v1 import annotations_pb2 as cim_dot_v1_dot_annotations__pb2
 from cim.v1 import cim_message_pb2 as cim_dot_v1_dot_cim__message__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!cim/v1/notification_service.proto\x12\x06\x63im.v1\x1a\x18\x63im/v1/cim_message.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x9d\x01\n\x1aStreamNotificationsRequest\x12\r\n\x05\x61\x66ter\x18\x01 \x01(\t\x12\x18\n\x10\x63onversation_ids\x18\x02 \x03(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x12\n\nchannel_id\x18\x04 \x01(\t\x12\x13\n\x0b\x65vent_types\x18\x05 \x03(\t\x12\x18\n\x10message_audience\x18\x06 \x01(\t\"\xb1\x01\n\x1bStreamNotificationsResponse\x12,\n\x0cnotification\x18\x01 \x01(\x0b\x32\x14.cim.v1.NotificationH\x00\x12&\n\theartbeat\x18\x02 \x01(\x0b\x32\x11.cim.v1.HeartbeatH\x00\x12$\n\x05reset\x18\x03 \x01(\x0b\x32\x13.cim.v1.StreamResetH\x00\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\tB\x06\n\x04item\"%\n\tHeartbeat\x12\x18\n\x10server_timestamp\x18\x01 \x01(\x03\"4\n\x0bStreamReset\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x15\n\roldest_cursor\x18\x02 \x01(\t\"R\n\x0cNotification\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12&\n\x04\x62ody\x18\x03 \x01(\x0b\x32\x18.cim.v1.NotificationBody\"3\n\x10NotificationBody\x12\x1f\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x0e.cim.v1.Change\"\xe8\x01\n\x06\x43hange\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x15\n\roriginator_id\x18\x02 \x01(\t\x12\x37\n\x13originator_metadata\x18\x03 \x01(\x0b\x32\x1a.cim.v1.OriginatorMetadata\x12\x18\n\x10server_timestamp\x18\x04 \x01(\x03\x12\x1c\n\x05\x65vent\x18\x05 \x01(\x0b\x32\r.cim.v1.Event\x12\x17\n\x0f\x63onversation_id\x18\x06 \x01(\t\x12\x11\n\tdialog_id\x18\x07 \x01(\t\x12\x18\n\x10message_audience\x18\x08 \x01(\t\".\n\x12OriginatorMetadata\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\"\x94\x02\n\x05\x45vent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x12\n\nmessage_id\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x12\n\nchat_state\x18\x07 \x01(\t\x12\x15\n\raccept_status\x18\x08 \x01(\t\x12\x12\n\nchannel_id\x18\t \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\n \x01(\t\x12\'\n\x0b\x63im_message\x18\x0b \x01(\x0b\x32\x12.cim.v1.CimMessage\x12%\n\x04\x64\x61ta\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct2\x9e\x01\n\x13NotificationService\x12\x86\x01\n\x13StreamNotifications\x12\".cim.v1.StreamNotificationsRequest\x1a#.cim.v1.StreamNotificationsResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/api/v1/notifications/stream0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!cim/v1/notification_service.proto\x12\x06\x63im.v1\x1a\x18\x63im/v1/annotations.proto\x1a\x18\x63im/v1/cim_message.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xc3\x01\n\x1aStreamNotificationsRequest\x12\x13\n\x05\x61\x66ter\x18\x01 \x01(\tB\x04\x90\xb5\x18@\x12\x1e\n\x10\x63onversation_ids\x18\x02 \x03(\tB\x04\x90\xb5\x18@\x12\x1a\n\x0b\x63ustomer_id\x18\x03 \x01(\tB\x05\x90\xb5\x18\x80\x02\x12\x19\n\nchannel_id\x18\x04 \x01(\tB\x05\x90\xb5\x18\x80\x01\x12\x19\n\x0b\x65vent_types\x18\x05 \x03(\tB\x04\x90\xb5\x18@\x12\x1e\n\x10message_audience\x18\x06 \x01(\tB\x04\x90\xb5\x18 \"\xb1\x01\n\x1bStreamNotificationsResponse\x12,\n\x0cnotification\x18\x01 \x01(\x0b\x32\x14.cim.v1.NotificationH\x00\x12&\n\theartbeat\x18\x02 \x01(\x0b\x32\x11.cim.v1.HeartbeatH\x00\x12$\n\x05reset\x18\x03 \x01(\x0b\x32\x13.cim.v1.StreamResetH\x00\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\tB\x06\n\x04item\"%\n\tHeartbeat\x12\x18\n\x10server_timestamp\x18\x01 \x01(\x03\"4\n\x0bStreamReset\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x15\n\roldest_cursor\x18\x02 \x01(\t\"R\n\x0cNotification\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12&\n\x04\x62ody\x18\x03 \x01(\x0b\x32\x18.cim.v1.NotificationBody\"3\n\x10NotificationBody\x12\x1f\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x0e.cim.v1.Change\"\xe8\x01\n\x06\x43hange\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x15\n\roriginator_id\x18\x02 \x01(\t\x12\x37\n\x13originator_metadata\x18\x03 \x01(\x0b\x32\x1a.cim.v1.OriginatorMetadata\x12\x18\n\x10server_timestamp\x18\x04 \x01(\x03\x12\x1c\n\x05\x65vent\x18\x05 \x01(\x0b\x32\r.cim.v1.Event\x12\x17\n\x0f\x63onversation_id\x18\x06 \x01(\t\x12\x11\n\tdialog_id\x18\x07 \x01(\t\x12\x18\n\x10message_audience\x18\x08 \x01(\t\".\n\x12OriginatorMetadata\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\"\x94\x02\n\x05\x45vent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x12\n\nmessage_id\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x12\n\nchat_state\x18\x07 \x01(\t\x12\x15\n\raccept_status\x18\x08 \x01(\t\x12\x12\n\nchannel_id\x18\t \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\n \x01(\t\x12\'\n\x0b\x63im_message\x18\x0b \x01(\x0b\x32\x12.cim.v1.CimMessage\x12%\n\x04\x64\x61ta\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct2\x9e\x01\n\x13NotificationService\x12\x86\x01\n\x13StreamNotifications\x12\".cim.v1.StreamNotificationsRequest\x1a#.cim.v1.StreamNotificationsResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/api/v1/notifications/stream0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cim.v1.notification_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_STREAMNOTIFICATIONSREQUEST'].fields_by_name['after']._loaded_options = None
+  _globals['_STREAMNOTIFICATIONSREQUEST'].fields_by_name['after']._serialized_options = b'\220\265\030@'
+  _globals['_STREAMNOTIFICATIONSREQUEST'].fields_by_name['conversation_ids']._loaded_options = None
+  _globals['_STREAMNOTIFICATIONSREQUEST'].fields_by_name['conversation_ids']._serialized_options = b'\220\265\030@'
+  _globals['_STREAMNOTIFICATIONSREQUEST'].fields_by_name['customer_id']._loaded_options = None
+  _globals['_STREAMNOTIFICATIONSREQUEST'].fields_by_name['customer_id']._serialized_options = b'\220\265\030\200\002'
+  _globals['_STREAMNOTIFICATIONSREQUEST'].fields_by_name['channel_id']._loaded_options = None
+  _globals['_STREAMNOTIFICATIONSREQUEST'].fields_by_name['channel_id']._serialized_options = b'\220\265\030\200\001'
+  _globals['_STREAMNOTIFICATIONSREQUEST'].fields_by_name['event_types']._loaded_options = None
+  _globals['_STREAMNOTIFICATIONSREQUEST'].fields_by_name['event_types']._serialized_options = b'\220\265\030@'
+  _globals['_STREAMNOTIFICATIONSREQUEST'].fields_by_name['message_audience']._loaded_options = None
+  _globals['_STREAMNOTIFICATIONSREQUEST'].fields_by_name['message_audience']._serialized_options = b'\220\265\030 '
   _globals['_NOTIFICATIONSERVICE'].methods_by_name['StreamNotifications']._loaded_options = None
   _globals['_NOTIFICATIONSERVICE'].methods_by_name['StreamNotifications']._serialized_options = b'\202\323\344\223\002\036\022\034/api/v1/notifications/stream'
-  _globals['_STREAMNOTIFICATIONSREQUEST']._serialized_start=132
-  _globals['_STREAMNOTIFICATIONSREQUEST']._serialized_end=289
-  _globals['_STREAMNOTIFICATIONSRESPONSE']._serialized_start=292
-  _globals['_STREAMNOTIFICATIONSRESPONSE']._serialized_end=469
-  _globals['_HEARTBEAT']._serialized_start=471
-  _globals['_HEARTBEAT']._serialized_end=508
-  _globals['_STREAMRESET']._serialized_start=510
-  _globals['_STREAMRESET']._serialized_end=562
-  _globals['_NOTIFICATION']._serialized_start=564
-  _globals['_NOTIFICATION']._serialized_end=646
-  _globals['_NOTIFICATIONBODY']._serialized_start=648
-  _globals['_NOTIFICATIONBODY']._serialized_end=699
-  _globals['_CHANGE']._serialized_start=702
-  _globals['_CHANGE']._serialized_end=934
-  _globals['_ORIGINATORMETADATA']._serialized_start=936
-  _globals['_ORIGINATORMETADATA']._serialized_end=982
-  _globals['_EVENT']._serialized_start=985
-  _globals['_EVENT']._serialized_end=1261
-  _globals['_NOTIFICATIONSERVICE']._serialized_start=1264
-  _globals['_NOTIFICATIONSERVICE']._serialized_end=1422
+  _globals['_STREAMNOTIFICATIONSREQUEST']._serialized_start=158
+  _globals['_STREAMNOTIFICATIONSREQUEST']._serialized_end=353
+  _globals['_STREAMNOTIFICATIONSRESPONSE']._serialized_start=356
+  _globals['_STREAMNOTIFICATIONSRESPONSE']._serialized_end=533
+  _globals['_HEARTBEAT']._serialized_start=535
+  _globals['_HEARTBEAT']._serialized_end=572
+  _globals['_STREAMRESET']._serialized_start=574
+  _globals['_STREAMRESET']._serialized_end=626
+  _globals['_NOTIFICATION']._serialized_start=628
+  _globals['_NOTIFICATION']._serialized_end=710
+  _globals['_NOTIFICATIONBODY']._serialized_start=712
+  _globals['_NOTIFICATIONBODY']._serialized_end=763
+  _globals['_CHANGE']._serialized_start=766
+  _globals['_CHANGE']._serialized_end=998
+  _globals['_ORIGINATORMETADATA']._serialized_start=1000
+  _globals['_ORIGINATORMETADATA']._serialized_end=1046
+  _globals['_EVENT']._serialized_start=1049
+  _globals['_EVENT']._serialized_end=1325
+  _globals['_NOTIFICATIONSERVICE']._serialized_start=1328
+  _globals['_NOTIFICATIONSERVICE']._serialized_end=1486
 # @@protoc_insertion_point(module_scope)

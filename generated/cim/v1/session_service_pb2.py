@@ -22,19 +22,63 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from cim.v1 import annotations_pb2 as cim_dot_v1_dot_annotations__pb2
 from cim.v1 import cim_message_pb2 as cim_dot_v1_dot_cim__message__pb2
 from cim.v1 import delivery_pb2 as cim_dot_v1_dot_delivery__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63im/v1/session_service.proto\x12\x06\x63im.v1\x1a\x18\x63im/v1/cim_message.proto\x1a\x15\x63im/v1/delivery.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xd0\x02\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncontact_id\x18\x02 \x01(\t\x12\x12\n\nchannel_id\x18\x03 \x01(\t\x12#\n\x05state\x18\x04 \x01(\x0e\x32\x14.cim.v1.SessionState\x12\x17\n\x0f\x63onversation_id\x18\x05 \x01(\t\x12\r\n\x05queue\x18\x06 \x01(\t\x12\r\n\x05\x61gent\x18\x07 \x01(\t\x12\x13\n\x0b\x63reate_time\x18\x08 \x01(\x03\x12\x13\n\x0bupdate_time\x18\t \x01(\x03\x12\x0c\n\x04team\x18\n \x01(\t\x12\x0e\n\x06skills\x18\x0b \x03(\t\x12\'\n\x06params\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nrouting_id\x18\r \x01(\t\x12\x14\n\x0c\x63lose_reason\x18\x0e \x01(\t\x12\x1a\n\x12last_activity_time\x18\x0f \x01(\x03\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"6\n\x12GetSessionResponse\x12 \n\x07session\x18\x01 \x01(\x0b\x32\x0f.cim.v1.Session\"\x84\x01\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\ncontact_id\x18\x03 \x01(\t\x12#\n\x05state\x18\x04 \x01(\x0e\x32\x14.cim.v1.SessionState\x12\r\n\x05queue\x18\x05 \x01(\t\"Q\n\x14ListSessionsResponse\x12 \n\x07results\x18\x01 \x03(\x0b\x32\x0f.cim.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x13\x43loseSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"8\n\x14\x43loseSessionResponse\x12 \n\x07session\x18\x01 \x01(\x0b\x32\x0f.cim.v1.Session\"+\n\x15ResolveSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\":\n\x16ResolveSessionResponse\x12 \n\x07session\x18\x01 \x01(\x0b\x32\x0f.cim.v1.Session\"\x8e\x01\n\x13RouteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\r\n\x05\x61gent\x18\x03 \x01(\t\x12\x0c\n\x04team\x18\x04 \x01(\t\x12\x0e\n\x06skills\x18\x05 \x03(\t\x12\'\n\x06params\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"8\n\x14RouteSessionResponse\x12 \n\x07session\x18\x01 \x01(\x0b\x32\x0f.cim.v1.Session\"W\n\x1aListSessionMessagesRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"_\n\x1bListSessionMessagesResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.cim.v1.SessionMessage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x90\x01\n\x0eSessionMessage\x12#\n\x07message\x18\x01 \x01(\x0b\x32\x12.cim.v1.CimMessage\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.cim.v1.DeliveryStatus\x12\r\n\x05queue\x18\x03 \x01(\t\x12\r\n\x05\x61gent\x18\x04 \x01(\t\x12\x13\n\x0b\x63reate_time\x18\x05 \x01(\x03\";\n\x13PushActivityRequest\x12$\n\x08\x61\x63tivity\x18\x01 \x01(\x0b\x32\x12.cim.v1.CimMessage\":\n\x14PushActivityResponse\x12\"\n\x08\x61\x63tivity\x18\x01 \x01(\x0b\x32\x10.cim.v1.Activity\"\xad\x01\n\x08\x41\x63tivity\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12\x1a\n\x12\x63hannel_session_id\x18\x04 \x01(\t\x12\x11\n\tpublished\x18\x05 \x01(\x08\x12#\n\x07message\x18\x06 \x01(\x0b\x32\x12.cim.v1.CimMessage\x12\x13\n\x0b\x63reate_time\x18\x07 \x01(\x03\"l\n\x15ListActivitiesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x04 \x01(\t\"T\n\x16ListActivitiesResponse\x12!\n\x07results\x18\x01 \x03(\x0b\x32\x10.cim.v1.Activity\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"1\n\x16GetConversationRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\"E\n\x17GetConversationResponse\x12*\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x14.cim.v1.Conversation\"\x9c\x02\n\x0c\x43onversation\x12\n\n\x02id\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.cim.v1.ConversationState\x12\x12\n\nchannel_id\x18\x03 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12)\n\x0cparticipants\x18\x05 \x03(\x0b\x32\x13.cim.v1.Participant\x12\x1f\n\x07\x64ialogs\x18\x06 \x03(\x0b\x32\x0e.cim.v1.Dialog\x12\x14\n\x0c\x63lose_reason\x18\x07 \x01(\t\x12!\n\x08sessions\x18\x08 \x03(\x0b\x32\x0f.cim.v1.Session\x12\x13\n\x0b\x63reate_time\x18\t \x01(\x03\x12\x13\n\x0bupdate_time\x18\n \x01(\x03\"6\n\x0bParticipant\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\"F\n\x06\x44ialog\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x13\n\x0b\x63reate_time\x18\x04 \x01(\x03*}\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SESSION_STATE_ACTIVE\x10\x01\x12\x1a\n\x16SESSION_STATE_RESOLVED\x10\x02\x12\x18\n\x14SESSION_STATE_CLOSED\x10\x03*u\n\x11\x43onversationState\x12\"\n\x1e\x43ONVERSATION_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43ONVERSATION_STATE_ACTIVE\x10\x01\x12\x1d\n\x19\x43ONVERSATION_STATE_CLOSED\x10\x02\x32\xb6\x08\n\x0eSessionService\x12j\n\nGetSession\x12\x19.cim.v1.GetSessionRequest\x1a\x1a.cim.v1.GetSessionResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v1/sessions/{session_id}\x12\x63\n\x0cListSessions\x12\x1b.cim.v1.ListSessionsRequest\x1a\x1c.cim.v1.ListSessionsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/sessions\x12k\n\x0c\x43loseSession\x12\x1b.cim.v1.CloseSessionRequest\x1a\x1c.cim.v1.CloseSessionResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/api/v1/session/close:\x01*\x12s\n\x0eResolveSession\x12\x1d.cim.v1.ResolveSessionRequest\x1a\x1e.cim.v1.ResolveSessionResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/api/v1/session/resolve:\x01*\x12m\n\x0cRouteSession\x12\x1b.cim.v1.RouteSessionRequest\x1a\x1c.cim.v1.RouteSessionResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/api/v1/session/routing:\x01*\x12\x83\x01\n\x13ListSessionMessages\x12\".cim.v1.ListSessionMessagesRequest\x1a#.cim.v1.ListSessionMessagesResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/api/v1/session/messages:\x01*\x12|\n\x0cPushActivity\x12\x1b.cim.v1.PushActivityRequest\x1a\x1c.cim.v1.PushActivityResponse\"1\x82\xd3\xe4\x93\x02+\"\x1f/api/v1/conversation/activities:\x08\x61\x63tivity\x12x\n\x0eListActivities\x12\x1d.cim.v1.ListActivitiesRequest\x1a\x1e.cim.v1.ListActivitiesResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/api/v1/conversation/activities\x12\x83\x01\n\x0fGetConversation\x12\x1e.cim.v1.GetConversationRequest\x1a\x1f.cim.v1.GetConversationResponse\"/\x82\xd3\xe4\x93\x02)\x12\'/api/v1/conversations/{conversation_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63im/v1/session_service.proto\x12\x06\x63im.v1\x1a\x18\x63im/v1/annotations.proto\x1a\x18\x63im/v1/cim_message.proto\x1a\x15\x63im/v1/delivery.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xd0\x02\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncontact_id\x18\x02 \x01(\t\x12\x12\n\nchannel_id\x18\x03 \x01(\t\x12#\n\x05state\x18\x04 \x01(\x0e\x32\x14.cim.v1.SessionState\x12\x17\n\x0f\x63onversation_id\x18\x05 \x01(\t\x12\r\n\x05queue\x18\x06 \x01(\t\x12\r\n\x05\x61gent\x18\x07 \x01(\t\x12\x13\n\x0b\x63reate_time\x18\x08 \x01(\x03\x12\x13\n\x0bupdate_time\x18\t \x01(\x03\x12\x0c\n\x04team\x18\n \x01(\t\x12\x0e\n\x06skills\x18\x0b \x03(\t\x12\'\n\x06params\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nrouting_id\x18\r \x01(\t\x12\x14\n\x0c\x63lose_reason\x18\x0e \x01(\t\x12\x1a\n\x12last_activity_time\x18\x0f \x01(\x03\"-\n\x11GetSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\x90\xb5\x18@\"6\n\x12GetSessionResponse\x12 \n\x07session\x18\x01 \x01(\x0b\x32\x0f.cim.v1.Session\"\xa4\x01\n\x13ListSessionsRequest\x12\x1c\n\tpage_size\x18\x01 \x01(\x05\x42\t\xa0\xb5\x18\x00\xa8\xb5\x18\xf4\x03\x12\x19\n\npage_token\x18\x02 \x01(\tB\x05\x90\xb5\x18\x80\x01\x12\x19\n\ncontact_id\x18\x03 \x01(\tB\x05\x90\xb5\x18\x80\x02\x12#\n\x05state\x18\x04 \x01(\x0e\x32\x14.cim.v1.SessionState\x12\x14\n\x05queue\x18\x05 \x01(\tB\x05\x90\xb5\x18\x80\x01\"Q\n\x14ListSessionsResponse\x12 \n\x07results\x18\x01 \x03(\x0b\x32\x0f.cim.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"3\n\x13\x43loseSessionRequest\x12\x1c\n\nsession_id\x18\x01 \x01(\tB\x08\xe2\x41\x01\x02\x90\xb5\x18@\"8\n\x14\x43loseSessionResponse\x12 \n\x07session\x18\x01 \x01(\x0b\x32\x0f.cim.v1.Session\"5\n\x15ResolveSessionRequest\x12\x1c\n\nsession_id\x18\x01 \x01(\tB\x08\xe2\x41\x01\x02\x90\xb5\x18@\":\n\x16ResolveSessionResponse\x12 \n\x07session\x18\x01 \x01(\x0b\x32\x0f.cim.v1.Session\"\xb8\x01\n\x13RouteSessionRequest\x12\x1c\n\nsession_id\x18\x01 \x01(\tB\x08\xe2\x41\x01\x02\x90\xb5\x18@\x12\x18\n\x05queue\x18\x02 \x01(\tB\t\xe2\x41\x01\x02\x90\xb5\x18\x80\x01\x12\x14\n\x05\x61gent\x18\x03 \x01(\tB\x05\x90\xb5\x18\x80\x01\x12\x13\n\x04team\x18\x04 \x01(\tB\x05\x90\xb5\x18\x80\x01\x12\x15\n\x06skills\x18\x05 \x03(\tB\x05\x90\xb5\x18\x80\x01\x12\'\n\x06params\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\"8\n\x14RouteSessionResponse\x12 \n\x07session\x18\x01 \x01(\x0b\x32\x0f.cim.v1.Session\"s\n\x1aListSessionMessagesRequest\x12\x1c\n\nsession_id\x18\x01 \x01(\tB\x08\xe2\x41\x01\x02\x90\xb5\x18@\x12\x1c\n\tpage_size\x18\x02 \x01(\x05\x42\t\xa0\xb5\x18\x00\xa8\xb5\x18\xf4\x03\x12\x19\n\npage_token\x18\x03 \x01(\tB\x05\x90\xb5\x18\x80\x01\"_\n\x1bListSessionMessagesResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.cim.v1.SessionMessage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x90\x01\n\x0eSessionMessage\x12#\n\x07message\x18\x01 \x01(\x0b\x32\x12.cim.v1.CimMessage\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.cim.v1.DeliveryStatus\x12\r\n\x05queue\x18\x03 \x01(\t\x12\r\n\x05\x61gent\x18\x04 \x01(\t\x12\x13\n\x0b\x63reate_time\x18\x05 \x01(\x03\"A\n\x13PushActivityRequest\x12*\n\x08\x61\x63tivity\x18\x01 \x01(\x0b\x32\x12.cim.v1.CimMessageB\x04\xe2\x41\x01\x02\":\n\x14PushActivityResponse\x12\"\n\x08\x61\x63tivity\x18\x01 \x01(\x0b\x32\x10.cim.v1.Activity\"\xad\x01\n\x08\x41\x63tivity\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12\x1a\n\x12\x63hannel_session_id\x18\x04 \x01(\t\x12\x11\n\tpublished\x18\x05 \x01(\x08\x12#\n\x07message\x18\x06 \x01(\x0b\x32\x12.cim.v1.CimMessage\x12\x13\n\x0b\x63reate_time\x18\x07 \x01(\x03\"\x8b\x01\n\x15ListActivitiesRequest\x12\x1c\n\tpage_size\x18\x01 \x01(\x05\x42\t\xa0\xb5\x18\x00\xa8\xb5\x18\xf4\x03\x12\x19\n\npage_token\x18\x02 \x01(\tB\x05\x90\xb5\x18\x80\x01\x12\x1a\n\x0b\x63ustomer_id\x18\x03 \x01(\tB\x05\x90\xb5\x18\x80\x02\x12\x1d\n\x0f\x63onversation_id\x18\x04 \x01(\tB\x04\x90\xb5\x18@\"T\n\x16ListActivitiesResponse\x12!\n\x07results\x18\x01 \x03(\x0b\x32\x10.cim.v1.Activity\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"7\n\x16GetConversationRequest\x12\x1d\n\x0f\x63onversation_id\x18\x01 \x01(\tB\x04\x90\xb5\x18@\"E\n\x17GetConversationResponse\x12*\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x14.cim.v1.Conversation\"\x9c\x02\n\x0c\x43onversation\x12\n\n\x02id\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.cim.v1.ConversationState\x12\x12\n\nchannel_id\x18\x03 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12)\n\x0cparticipants\x18\x05 \x03(\x0b\x32\x13.cim.v1.Participant\x12\x1f\n\x07\x64ialogs\x18\x06 \x03(\x0b\x32\x0e.cim.v1.Dialog\x12\x14\n\x0c\x63lose_reason\x18\x07 \x01(\t\x12!\n\x08sessions\x18\x08 \x03(\x0b\x32\x0f.cim.v1.Session\x12\x13\n\x0b\x63reate_time\x18\t \x01(\x03\x12\x13\n\x0bupdate_time\x18\n \x01(\x03\"6\n\x0bParticipant\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\"F\n\x06\x44ialog\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x13\n\x0b\x63reate_time\x18\x04 \x01(\x03*}\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SESSION_STATE_ACTIVE\x10\x01\x12\x1a\n\x16SESSION_STATE_RESOLVED\x10\x02\x12\x18\n\x14SESSION_STATE_CLOSED\x10\x03*u\n\x11\x43onversationState\x12\"\n\x1e\x43ONVERSATION_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43ONVERSATION_STATE_ACTIVE\x10\x01\x12\x1d\n\x19\x43ONVERSATION_STATE_CLOSED\x10\x02\x32\xb6\x08\n\x0eSessionService\x12j\n\nGetSession\x12\x19.cim.v1.GetSessionRequest\x1a\x1a.cim.v1.GetSessionResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v1/sessions/{session_id}\x12\x63\n\x0cListSessions\x12\x1b.cim.v1.ListSessionsRequest\x1a\x1c.cim.v1.ListSessionsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/sessions\x12k\n\x0c\x43loseSession\x12\x1b.cim.v1.CloseSessionRequest\x1a\x1c.cim.v1.CloseSessionResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/api/v1/session/close:\x01*\x12s\n\x0eResolveSession\x12\x1d.cim.v1.ResolveSessionRequest\x1a\x1e.cim.v1.ResolveSessionResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/api/v1/session/resolve:\x01*\x12m\n\x0cRouteSession\x12\x1b.cim.v1.RouteSessionRequest\x1a\x1c.cim.v1.RouteSessionResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/api/v1/session/routing:\x01*\x12\x83\x01\n\x13ListSessionMessages\x12\".cim.v1.ListSessionMessagesRequest\x1a#.cim.v1.ListSessionMessagesResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/api/v1/session/messages:\x01*\x12|\n\x0cPushActivity\x12\x1b.cim.v1.PushActivityRequest\x1a\x1c.cim.v1.PushActivityResponse\"1\x82\xd3\xe4\x93\x02+\"\x1f/api/v1/conversation/activities:\x08\x61\x63tivity\x12x\n\x0eListActivities\x12\x1d.cim.v1.ListActivitiesRequest\x1a\x1e.cim.v1.ListActivitiesResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/api/v1/conversation/activities\x12\x83\x01\n\x0fGetConversation\x12\x1e.cim.v1.GetConversationRequest\x1a\x1f.cim.v1.GetConversationResponse\"/\x82\xd3\xe4\x93\x02)\x12\'/api/v1/conversations/{conversation_id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cim.v1.session_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_GETSESSIONREQUEST'].fields_by_name['session_id']._loaded_options = None
+  _globals['_GETSESSIONREQUEST'].fields_by_name['session_id']._serialized_options = b'\220\265\030@'
+  _globals['_LISTSESSIONSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTSESSIONSREQUEST'].fields_by_name['page_size']._serialized_options = b'\240\265\030\000\250\265\030\364\003'
+  _globals['_LISTSESSIONSREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTSESSIONSREQUEST'].fields_by_name['page_token']._serialized_options = b'\220\265\030\200\001'
+  _globals['_LISTSESSIONSREQUEST'].fields_by_name['contact_id']._loaded_options = None
+  _globals['_LISTSESSIONSREQUEST'].fields_by_name['contact_id']._serialized_options = b'\220\265\030\200\002'
+  _globals['_LISTSESSIONSREQUEST'].fields_by_name['queue']._loaded_options = None
+  _globals['_LISTSESSIONSREQUEST'].fields_by_name['queue']._serialized_options = b'\220\265\030\200\001'
+  _globals['_CLOSESESSIONREQUEST'].fields_by_name['session_id']._loaded_options = None
+  _globals['_CLOSESESSIONREQUEST'].fields_by_name['session_id']._serialized_options = b'\342A\001\002\220\265\030@'
+  _globals['_RESOLVESESSIONREQUEST'].fields_by_name['session_id']._loaded_options = None
+  _globals['_RESOLVESESSIONREQUEST'].fields_by_name['session_id']._serialized_options = b'\342A\001\002\220\265\030@'
+  _globals['_ROUTESESSIONREQUEST'].fields_by_name['session_id']._loaded_options = None
+  _globals['_ROUTESESSIONREQUEST'].fields_by_name['session_id']._serialized_options = b'\342A\001\002\220\265\030@'
+  _globals['_ROUTESESSIONREQUEST'].fields_by_name['queue']._loaded_options = None
+  _globals['_ROUTESESSIONREQUEST'].fields_by_name['queue']._serialized_options = b'\342A\001\002\220\265\030\200\001'
+  _globals['_ROUTESESSIONREQUEST'].fields_by_name['agent']._loaded_options = None
+  _globals['_ROUTESESSIONREQUEST'].fields_by_name['agent']._serialized_options = b'\220\265\030\200\001'
+  _globals['_ROUTESESSIONREQUEST'].fields_by_name['team']._loaded_options = None
+  _globals['_ROUTESESSIONREQUEST'].fields_by_name['team']._serialized_options = b'\220\265\030\200\001'
+  _globals['_ROUTESESSIONREQUEST'].fields_by_name['skills']._loaded_options = None
+  _globals['_ROUTESESSIONREQUEST'].fields_by_name['skills']._serialized_options = b'\220\265\030\200\001'
+  _globals['_LISTSESSIONMESSAGESREQUEST'].fields_by_name['session_id']._loaded_options = None
+  _globals['_LISTSESSIONMESSAGESREQUEST'].fields_by_name['session_id']._serialized_options = b'\342A\001\002\220\265\030@'
+  _globals['_LISTSESSIONMESSAGESREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTSESSIONMESSAGESREQUEST'].fields_by_name['page_size']._serialized_options = b'\240\265\030\000\250\265\030\364\003'
+  _globals['_LISTSESSIONMESSAGESREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTSESSIONMESSAGESREQUEST'].fields_by_name['page_token']._serialized_options = b'\220\265\030\200\001'
+  _globals['_PUSHACTIVITYREQUEST'].fields_by_name['activity']._loaded_options = None
+  _globals['_PUSHACTIVITYREQUEST'].fields_by_name['activity']._serialized_options = b'\342A\001\002'
+  _globals['_LISTACTIVITIESREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTACTIVITIESREQUEST'].fields_by_name['page_size']._serialized_options = b'\240\265\030\000\250\265\030\364\003'
+  _globals['_LISTACTIVITIESREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTACTIVITIESREQUEST'].fields_by_name['page_token']._serialized_options = b'\220\265\030\200\001'
+  _globals['_LISTACTIVITIESREQUEST'].fields_by_name['customer_id']._loaded_options = None
+  _globals['_LISTACTIVITIESREQUEST'].fields_by_name['customer_id']._serialized_options = b'\220\265\030\200\002'
+  _globals['_LISTACTIVITIESREQUEST'].fields_by_name['conversation_id']._loaded_options = None
+  _globals['_LISTACTIVITIESREQUEST'].fields_by_name['conversation_id']._serialized_options = b'\220\265\030@'
+  _globals['_GETCONVERSATIONREQUEST'].fields_by_name['conversation_id']._loaded_options = None
+  _globals['_GETCONVERSATIONREQUEST'].fields_by_name['conversation_id']._serialized_options = b'\220\265\030@'
   _globals['_SESSIONSERVICE'].methods_by_name['GetSession']._loaded_options = None
   _globals['_SESSIONSERVICE'].methods_by_name['GetSession']._serialized_options = b'\202\323\344\223\002\037\022\035/api/v1/sessions/{session_id}'
   _globals['_SESSIONSERVICE'].methods_by_name['ListSessions']._loaded_options = None
@@ -53,58 +97,58 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSIONSERVICE'].methods_by_name['ListActivities']._serialized_options = b'\202\323\344\223\002!\022\037/api/v1/conversation/activities'
   _globals['_SESSIONSERVICE'].methods_by_name['GetConversation']._loaded_options = None
   _globals['_SESSIONSERVICE'].methods_by_name['GetConversation']._serialized_options = b'\202\323\344\223\002)\022\'/api/v1/conversations/{conversation_id}'
-  _globals['_SESSIONSTATE']._serialized_start=2575
-  _globals['_SESSIONSTATE']._serialized_end=2700
-  _globals['_CONVERSATIONSTATE']._serialized_start=2702
-  _globals['_CONVERSATIONSTATE']._serialized_end=2819
-  _globals['_SESSION']._serialized_start=150
-  _globals['_SESSION']._serialized_end=486
-  _globals['_GETSESSIONREQUEST']._serialized_start=488
-  _globals['_GETSESSIONREQUEST']._serialized_end=527
-  _globals['_GETSESSIONRESPONSE']._serialized_start=529
-  _globals['_GETSESSIONRESPONSE']._serialized_end=583
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=586
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=718
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=720
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=801
-  _globals['_CLOSESESSIONREQUEST']._serialized_start=803
-  _globals['_CLOSESESSIONREQUEST']._serialized_end=844
-  _globals['_CLOSESESSIONRESPONSE']._serialized_start=846
-  _globals['_CLOSESESSIONRESPONSE']._serialized_end=902
-  _globals['_RESOLVESESSIONREQUEST']._serialized_start=904
-  _globals['_RESOLVESESSIONREQUEST']._serialized_end=947
-  _globals['_RESOLVESESSIONRESPONSE']._serialized_start=949
-  _globals['_RESOLVESESSIONRESPONSE']._serialized_end=1007
-  _globals['_ROUTESESSIONREQUEST']._serialized_start=1010
-  _globals['_ROUTESESSIONREQUEST']._serialized_end=1152
-  _globals['_ROUTESESSIONRESPONSE']._serialized_start=1154
-  _globals['_ROUTESESSIONRESPONSE']._serialized_end=1210
-  _globals['_LISTSESSIONMESSAGESREQUEST']._serialized_start=1212
-  _globals['_LISTSESSIONMESSAGESREQUEST']._serialized_end=1299
-  _globals['_LISTSESSIONMESSAGESRESPONSE']._serialized_start=1301
-  _globals['_LISTSESSIONMESSAGESRESPONSE']._serialized_end=1396
-  _globals['_SESSIONMESSAGE']._serialized_start=1399
-  _globals['_SESSIONMESSAGE']._serialized_end=1543
-  _globals['_PUSHACTIVITYREQUEST']._serialized_start=1545
-  _globals['_PUSHACTIVITYREQUEST']._serialized_end=1604
-  _globals['_PUSHACTIVITYRESPONSE']._serialized_start=1606
-  _globals['_PUSHACTIVITYRESPONSE']._serialized_end=1664
-  _globals['_ACTIVITY']._serialized_start=1667
-  _globals['_ACTIVITY']._serialized_end=1840
-  _globals['_LISTACTIVITIESREQUEST']._serialized_start=1842
-  _globals['_LISTACTIVITIESREQUEST']._serialized_end=1950
-  _globals['_LISTACTIVITIESRESPONSE']._serialized_start=1952
-  _globals['_LISTACTIVITIESRESPONSE']._serialized_end=2036
-  _globals['_GETCONVERSATIONREQUEST']._serialized_start=2038
-  _globals['_GETCONVERSATIONREQUEST']._serialized_end=2087
-  _globals['_GETCONVERSATIONRESPONSE']._serialized_start=2089
-  _globals['_GETCONVERSATIONRESPONSE']._serialized_end=2158
-  _globals['_CONVERSATION']._serialized_start=2161
-  _globals['_CONVERSATION']._serialized_end=2445
-  _globals['_PARTICIPANT']._serialized_start=2447
-  _globals['_PARTICIPANT']._serialized_end=2501
-  _globals['_DIALOG']._serialized_start=2503
-  _globals['_DIALOG']._serialized_end=2573
-  _globals['_SESSIONSERVICE']._serialized_start=2822
-  _globals['_SESSIONSERVICE']._serialized_end=3900
+  _globals['_SESSIONSTATE']._serialized_start=2806
+  _globals['_SESSIONSTATE']._serialized_end=2931
+  _globals['_CONVERSATIONSTATE']._serialized_start=2933
+  _globals['_CONVERSATIONSTATE']._serialized_end=3050
+  _globals['_SESSION']._serialized_start=209
+  _globals['_SESSION']._serialized_end=545
+  _globals['_GETSESSIONREQUEST']._serialized_start=547
+  _globals['_GETSESSIONREQUEST']._serialized_end=592
+  _globals['_GETSESSIONRESPONSE']._serialized_start=594
+  _globals['_GETSESSIONRESPONSE']._serialized_end=648
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=651
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=815
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=817
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=898
+  _globals['_CLOSESESSIONREQUEST']._serialized_start=900
+  _globals['_CLOSESESSIONREQUEST']._serialized_end=951
+  _globals['_CLOSESESSIONRESPONSE']._serialized_start=953
+  _globals['_CLOSESESSIONRESPONSE']._serialized_end=1009
+  _globals['_RESOLVESESSIONREQUEST']._serialized_start=1011
+  _globals['_RESOLVESESSIONREQUEST']._serialized_end=1064
+  _globals['_RESOLVESESSIONRESPONSE']._serialized_start=1066
+  _globals['_RESOLVESESSIONRESPONSE']._serialized_end=1124
+  _globals['_ROUTESESSIONREQUEST']._serialized_start=1127
+  _globals['_ROUTESESSIONREQUEST']._serialized_end=1311
+  _globals['_ROUTESESSIONRESPONSE']._serialized_start=1313
+  _globals['_ROUTESESSIONRESPONSE']._serialized_end=1369
+  _globals['_LISTSESSIONMESSAGESREQUEST']._serialized_start=1371
+  _globals['_LISTSESSIONMESSAGESREQUEST']._serialized_end=1486
+  _globals['_LISTSESSIONMESSAGESRESPONSE']._serialized_start=1488
+  _globals['_LISTSESSIONMESSAGESRESPONSE']._serialized_end=1583
+  _globals['_SESSIONMESSAGE']._serialized_start=1586
+  _globals['_SESSIONMESSAGE']._serialized_end=1730
+  _globals['_PUSHACTIVITYREQUEST']._serialized_start=1732
+  _globals['_PUSHACTIVITYREQUEST']._serialized_end=1797
+  _globals['_PUSHACTIVITYRESPONSE']._serialized_start=1799
+  _globals['_PUSHACTIVITYRESPONSE']._serialized_end=1857
+  _globals['_ACTIVITY']._serialized_start=1860
+  _globals['_ACTIVITY']._serialized_end=2033
+  _globals['_LISTACTIVITIESREQUEST']._serialized_start=2036
+  _globals['_LISTACTIVITIESREQUEST']._serialized_end=2175
+  _globals['_LISTACTIVITIESRESPONSE']._serialized_start=2177
+  _globals['_LISTACTIVITIESRESPONSE']._serialized_end=2261
+  _globals['_GETCONVERSATIONREQUEST']._serialized_start=2263
+  _globals['_GETCONVERSATIONREQUEST']._serialized_end=2318
+  _globals['_GETCONVERSATIONRESPONSE']._serialized_start=2320
+  _globals['_GETCONVERSATIONRESPONSE']._serialized_end=2389
+  _globals['_CONVERSATION']._serialized_start=2392
+  _globals['_CONVERSATION']._serialized_end=2676
+  _globals['_PARTICIPANT']._serialized_start=2678
+  _globals['_PARTICIPANT']._serialized_end=2732
+  _globals['_DIALOG']._serialized_start=2734
+  _globals['_DIALOG']._serialized_end=2804
+  _globals['_SESSIONSERVICE']._serialized_start=3053
+  _globals['_SESSIONSERVICE']._serialized_end=4131
 # @@protoc_insertion_point(module_scope)
