@@ -261,6 +261,8 @@ async def test_bad_public_bodies_are_400_naming_the_field(
     async with running_hub(db_url) as hub:
         status, reply = await _call(hub, "POST", ACTIVITIES, activity(body))
         _, listed = await _call(hub, "GET", f"{ACTIVITIES}?customerId=c-forms")
+        health, _ = await _call(hub, "GET", "/healthz")
+    assert health == 200
     assert status == 400, reply
     assert _fields(reply) == [field]
     assert listed["results"] == []

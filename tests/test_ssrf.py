@@ -301,7 +301,11 @@ async def _send_and_settle(hub: Hub, body: dict[str, Any]) -> dict[str, Any]:
         # Long enough for a retry at the test's 20 ms base to have been recorded.
         await asyncio.sleep(0.3)
         async with http.get(f"{base}/api/v1/messages/{message_id}") as resp:
-            return dict((await resp.json())["data"]["message"])
+            message = dict((await resp.json())["data"]["message"])
+        # A refusal is the message's failure, not the server's.
+        async with http.get(f"{base}/healthz") as resp:
+            assert resp.status == 200, await resp.text()
+        return message
 
 
 @pytest.mark.parametrize(
