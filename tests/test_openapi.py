@@ -13,7 +13,8 @@ from openapi_spec_validator.validation import OpenAPIV31SpecValidator
 from adapters.registry import PROVIDERS
 from server.gateway.openapi import build_openapi
 from server.gateway.routes import build_routes
-from support.hub import running_hub
+from support.hub import rest_session, running_hub
+from support.inbound import TOKEN, inbound_hub
 
 _PLACEHOLDER = re.compile(r"\{[^}]+\}")
 
@@ -108,3 +109,194 @@ def test_required_fields_and_length_caps_come_from_the_proto_options() -> None:
     assert prefs["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/cim.v1.UpdateContactPrefsRequest"
     }
+
+
+# -- the document promises what the server enforces ------------------------------------
+
+SEND = {
+    "channelId": "sandbox",
+    "type": "text",
+    "to": {"phone": "+447700900123"},
+    "text": {"body": "hi"},
+}
+BATCH = {
+    "channel": "sms",
+    "from": "CNNECT",
+    "to": [{"msisdn": ["+447911100001"]}],
+    "content": {"type": "text", "text": "hi"},
+}
+# (path, a body the server takes, the prefix its errors give the body's fields)
+REQUIRED_SAMPLE: list[tuple[str, dict[str, Any], str]] = [
+    ("/api/v1/message/send", SEND, ""),
+    ("/api/v2/message/send", BATCH, ""),
+    ("/api/v1/config/tmpl/hsm", {"code": "greet", "lang": "en", "body": "Hello"}, ""),
+    ("/api/v1/config/global/vars", {"key": "brand", "value": "Acme"}, ""),
+    (
+        "/api/v1/config/channels",
+        {"channelId": "c-doc", "contactType": "SMS", "provider": "sandbox"},
+        "",
+    ),
+    ("/api/v1/contact/prefs/lang", {"contactId": "c1", "lang": "en"}, ""),
+    ("/api/v1/data/push", {"id": "o1", "type": "order", "data": {}}, ""),
+    ("/api/v1/event/push", {"eventName": "ORDERED", "id": "e1"}, ""),
+    ("/api/v1/contact/info", {"contactId": "c1", "channelId": "sandbox"}, "contact."),
+    ("/api/v1/session/routing", {"sessionId": "s-unknown", "queue": "sales"}, ""),
+]
+
+
+def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    if ref is None:
+        return schema
+    return spec["components"]["schemas"][ref.rsplit("/", 1)[1]]
+
+
+def _body_schema(spec: dict[str, Any], path: str, method: str = "post") -> dict[str, Any]:
+    body = spec["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]
+    return _resolve(spec, body)
+
+
+async def _post(
+    base: str, path: str, body: Any, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    sent = {"x-verify-token": TOKEN, **(headers or {})}
+    async with rest_session(headers=sent) as http, http.post(base + path, json=body) as resp:
+        return resp.status, await resp.json()
+
+
+def _fields(reply: dict[str, Any]) -> set[str]:
+    return {e["field"] for e in reply.get("errors", [])}
+
+
+def test_the_webhooks_take_the_verify_token_scheme_instead_of_an_api_key() -> None:
+    spec = build_openapi(build_routes())
+    scheme = spec["components"]["securitySchemes"]["verifyToken"]
+    assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "x-verify-token")
+    for path in ("/api/v1/message/receive", "/api/v1/contact/info"):
+        assert spec["paths"][path]["post"]["security"] == [{"verifyToken": []}], path
+    # Everything else keeps the document-wide API key or JWT.
+    assert "security" not in spec["paths"]["/api/v1/message/send"]["post"]
+    assert {"apiId": [], "apiKey": []} in spec["security"]
+
+
+async def test_the_webhooks_need_the_token_and_no_api_key(db_url: str) -> None:
+    body = {"contactId": "c1", "channelId": "sandbox"}
+    async with inbound_hub(db_url) as hub:
+        url = f"http://127.0.0.1:{hub.http_port}/api/v1/contact/info"
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, json=body, headers={"x-verify-token": TOKEN}) as resp:
+                token_only = resp.status
+            async with http.post(url, json=body) as resp:
+                neither = resp.status
+        async with rest_session() as http, http.post(url, json=body) as resp:
+            key_only = resp.status
+    assert (token_only, neither, key_only) == (200, 401, 401)
+
+
+async def test_required_lists_are_what_the_server_refuses_without(db_url: str) -> None:
+    spec = build_openapi(build_routes())
+    checked: dict[str, list[str]] = {}
+    async with inbound_hub(db_url) as hub:
+        base = f"http://127.0.0.1:{hub.http_port}"
+        for path, valid, prefix in REQUIRED_SAMPLE:
+            required = _body_schema(spec, path).get("required", [])
+            assert required, path
+            status, reply = await _post(base, path, valid)
+            assert status != 400, (path, reply)
+            for name in required:
+                without = {k: v for k, v in valid.items() if k != name}
+                status, reply = await _post(base, path, without)
+                assert status == 400 and prefix + name in _fields(reply), (path, name, reply)
+            checked[path] = required
+    print("\nrequired, as documented and refused:", checked)
+
+
+async def test_published_maxima_are_enforced_and_the_maximum_is_accepted(db_url: str) -> None:
+    spec = build_openapi(build_routes())
+    batch = _body_schema(spec, "/api/v2/message/send")["properties"]
+    template = _resolve(spec, {"$ref": "#/components/schemas/cim.v1.Template"})["properties"]
+    var = _body_schema(spec, "/api/v1/config/global/vars")["properties"]
+    prefs = _body_schema(spec, "/api/v1/contact/prefs/lang")["properties"]
+    idem = spec["components"]["parameters"]["IdempotencyKey"]["schema"]
+    page = next(
+        p["schema"]
+        for p in spec["paths"]["/api/v1/messages"]["get"]["parameters"]
+        if p.get("name") == "pageSize"
+    )
+    assert (page["minimum"], page["maximum"]) == (0, 500)
+    assert batch["priority"]["maximum"] == 3 and batch["validity"]["maximum"] == 30 * 86400
+    # (what is sent for a value, the field the 400 names, the published maximum, the answer at it)
+    numbers = [
+        (lambda n: {**BATCH, "priority": n}, "priority", batch["priority"]["maximum"]),
+        (lambda n: {**BATCH, "validity": n}, "validity", batch["validity"]["maximum"]),
+    ]
+    texts = [
+        (
+            "/api/v1/config/tmpl/hsm",
+            lambda v: {"code": "long", "lang": "en", "body": v},
+            "body",
+            template["body"]["maxLength"],
+        ),
+        (
+            "/api/v1/config/global/vars",
+            lambda v: {"key": "long", "value": v},
+            "value",
+            var["value"]["maxLength"],
+        ),
+        (
+            "/api/v1/contact/prefs/lang",
+            lambda v: {"contactId": v, "lang": "en"},
+            "contactId",
+            prefs["contactId"]["maxLength"],
+        ),
+    ]
+    seen: list[tuple[str, int, int, int]] = []
+    async with inbound_hub(db_url) as hub:
+        base = f"http://127.0.0.1:{hub.http_port}"
+        for build, field, top in numbers:
+            over, reply = await _post(base, "/api/v2/message/send", build(top + 1))
+            assert over == 400 and field in _fields(reply), (field, reply)
+            at, reply = await _post(base, "/api/v2/message/send", build(top))
+            assert at == 202, (field, reply)
+            seen.append((field, top, over, at))
+        for path, build_text, field, top in texts:
+            over, reply = await _post(base, path, build_text("x" * (top + 1)))
+            assert over == 400 and field in _fields(reply), (field, reply)
+            at, reply = await _post(base, path, build_text("x" * top))
+            assert at in (200, 201), (field, reply)
+            seen.append((field, top, over, at))
+        for size, expected in ((page["maximum"] + 1, 400), (page["maximum"], 200)):
+            async with (
+                rest_session() as http,
+                http.get(f"{base}/api/v1/messages?pageSize={size}") as resp,
+            ):
+                reply = await resp.json()
+            assert resp.status == expected, reply
+            if expected == 400:
+                assert _fields(reply) == {"pageSize"}, reply
+        seen.append(("pageSize", page["maximum"], 400, 200))
+        key = idem["maxLength"]
+        over, reply = await _post(
+            base, "/api/v1/message/send", SEND, {"Idempotency-Key": "k" * (key + 1)}
+        )
+        assert over == 400 and _fields(reply) == {"Idempotency-Key"}, reply
+        at, reply = await _post(base, "/api/v1/message/send", SEND, {"Idempotency-Key": "k" * key})
+        assert at == 202, reply
+        seen.append(("Idempotency-Key", key, over, at))
+    print("\n(field, published maximum, status over it, status at it):", seen)
+
+
+async def test_the_request_id_length_is_the_one_echoed(tmp_path: Any) -> None:
+    spec = build_openapi(build_routes())
+    top = spec["components"]["parameters"]["RequestId"]["schema"]["maxLength"]
+    async with running_hub(f"sqlite+aiosqlite:///{tmp_path}/hub.db") as hub:
+        url = f"http://127.0.0.1:{hub.http_port}/api/v1/messages"
+        echoed = []
+        for size in (top, top + 1):
+            async with (
+                rest_session(headers={"x-request-id": "r" * size}) as http,
+                http.get(url) as resp,
+            ):
+                echoed.append(resp.headers["X-Request-Id"] == "r" * size)
+    # Longer ids are replaced rather than refused, as the parameter says.
+    assert echoed == [True, False]

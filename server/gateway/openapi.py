@@ -21,6 +21,8 @@ from google.api import field_behavior_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
 from cim.v1 import annotations_pb2
+from server.api.field_guard import IDEMPOTENCY_FIELD, MAX_IDEMPOTENCY_KEY, WEBHOOKS, number_range
+from server.api.verify import VERIFY_TOKEN_HEADER
 
 from .jsonmap import descriptor_of, enum_public_name, enum_type, message_type
 from .routes import Route
@@ -54,6 +56,8 @@ _ASSETS = (
 _OPEN: list[dict[str, list[str]]] = []
 
 _ERROR_REF = {"$ref": "#/components/schemas/ApiErrorResponse"}
+# The gateway echoes an x-request-id up to this long and makes one up otherwise.
+MAX_REQUEST_ID = 128
 
 
 def _json(ref: dict[str, Any]) -> dict[str, Any]:
@@ -205,7 +209,15 @@ class _Schemas:
     def field(self, f: FieldDescriptor) -> dict[str, Any]:
         if f.type == _FD.TYPE_MESSAGE and message_type(f).GetOptions().map_entry:
             value = message_type(f).fields_by_name["value"]
-            return {"type": "object", "additionalProperties": self.single(value)}
+            values = self.single(value)
+            schema: dict[str, Any] = {"type": "object", "additionalProperties": values}
+            limit = f.GetOptions().Extensions[annotations_pb2.max_length]
+            if limit:
+                # The map's limit holds for its keys and its text values alike.
+                schema["propertyNames"] = {"maxLength": limit}
+                if value.type == _FD.TYPE_STRING:
+                    values["maxLength"] = limit
+            return schema
         if f.is_repeated:
             return {"type": "array", "items": self.single(f)}
         return self.single(f)
@@ -214,6 +226,11 @@ class _Schemas:
         if f.type == _FD.TYPE_MESSAGE:
             return self.ref(message_type(f))
         schema = scalar_schema(f)
+        low, high = number_range(f)
+        if low is not None:
+            schema["minimum"] = low
+        if high is not None:
+            schema["maximum"] = high
         limit = f.GetOptions().Extensions[annotations_pb2.max_length]
         if limit:
             schema["maxLength"] = limit
@@ -338,7 +355,18 @@ def _request_body(route: Route, schemas: _Schemas) -> dict[str, Any] | None:
         top = frozenset(p.field_path for p in route.path_params if "." not in p.field_path)
         schema = schemas.inline(desc, top)
     else:
-        schema = schemas.single(desc.fields_by_name[route.body])
+        field = desc.fields_by_name[route.body]
+        # Fields of the body that the URL carries (channel.channel_id) are not in it.
+        prefix = f"{route.body}."
+        inner = frozenset(
+            p.field_path.removeprefix(prefix)
+            for p in route.path_params
+            if p.field_path.startswith(prefix) and "." not in p.field_path.removeprefix(prefix)
+        )
+        if inner and field.type == _FD.TYPE_MESSAGE:
+            schema = schemas.inline(message_type(field), inner)
+        else:
+            schema = schemas.single(field)
     return {"required": True, "content": _json(schema)}
 
 
@@ -386,6 +414,10 @@ def _operation(
     body = _request_body(route, schemas)
     if body is not None:
         op["requestBody"] = body
+    if route.method_full_path in WEBHOOKS:
+        # Webhooks are called by the messaging platform with the shared token
+        # instead of an API key.
+        op["security"] = [{"verifyToken": []}]
     code = str(route.success_code)
     if route.streaming:
         op["responses"] = {
@@ -449,24 +481,32 @@ def _components(schemas: _Schemas) -> dict[str, Any]:
         },
         "parameters": {
             "IdempotencyKey": {
-                "name": "Idempotency-Key",
+                "name": IDEMPOTENCY_FIELD,
                 "in": "header",
                 "required": False,
-                "description": "Makes retries of a mutation safe for 24 hours.",
-                "schema": {"type": "string", "maxLength": 256},
+                "description": "Makes retries of a mutation safe for 24 hours; a longer "
+                "key is refused with 400.",
+                "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
             },
             "RequestId": {
                 "name": "x-request-id",
                 "in": "header",
                 "required": False,
-                "description": "Trace id echoed as traceid; one is made up when absent.",
-                "schema": {"type": "string", "maxLength": 128},
+                "description": "Trace id echoed as traceid; one is made up when absent, "
+                "longer than this or not printable ASCII.",
+                "schema": {"type": "string", "maxLength": MAX_REQUEST_ID},
             },
         },
         "securitySchemes": {
             "apiId": {"type": "apiKey", "in": "header", "name": "x-api-id"},
             "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
             "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            "verifyToken": {
+                "type": "apiKey",
+                "in": "header",
+                "name": VERIFY_TOKEN_HEADER,
+                "description": "The shared token of the inbound webhooks.",
+            },
         },
     }
 
