@@ -432,3 +432,26 @@ async def test_a_webhook_without_its_token_is_401_even_with_a_bad_payload(db_url
             status, reply = resp.status, await resp.json()
     assert status == 401, reply
     assert reply["messageKey"] == "INVALID_VERIFY_TOKEN"
+
+
+async def test_the_longest_addresses_and_contact_ids_are_sent(db_url: str) -> None:
+    # 254 characters, the longest address RFC 5321 allows; events once had room for 128.
+    email = "a" * 64 + "@" + ("b" * 63 + ".") * 2 + "c" * 57 + ".com"
+    assert len(email) == 254
+    batch = {
+        "channel": "email",
+        "from": "sandbox-email",
+        "to": [{"email": [email]}],
+        "content": {"type": "text", "text": "hi", "subject": "s"},
+    }
+    single = _send_v1(to={"contactId": "c" * 256})
+    async with inbound_hub(db_url) as hub, rest_session() as http:
+        base = f"http://127.0.0.1:{hub.http_port}"
+        async with http.post(f"{base}/api/v2/message/send", json=batch) as resp:
+            batch_reply = (resp.status, await resp.json())
+        async with http.post(f"{base}/api/v1/message/send", json=single) as resp:
+            single_reply = (resp.status, await resp.json())
+        health = await _healthz(hub)
+    assert batch_reply[0] == 202, batch_reply
+    assert single_reply[0] == 202, single_reply
+    assert health == 200

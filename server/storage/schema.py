@@ -106,7 +106,8 @@ events = Table(
     Column("type", String(64), nullable=False),
     Column("message_id", String(64), nullable=False, default=""),
     Column("channel_id", String(128), nullable=False, default=""),
-    Column("customer_id", String(128), nullable=False, default=""),
+    # A destination or a contact id: as wide as the widest of them.
+    Column("customer_id", String(320), nullable=False, default=""),
     Column("audience", String(32), nullable=False, default="ALL"),
     Column("payload", JSON, nullable=False),
     Column("created_at", BigInteger, nullable=False),
