@@ -18,9 +18,12 @@ from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from fakes.twilio import FakeTwilio
+from server.config import DEFAULT_CHANNELS
+from server.domain.models import Channel
 from server.gateway.routes import Route, build_routes
 from support.hub import channel_to, rest_session
-from support.inbound import TOKEN, contact, inbound_hub
+from support.inbound import TOKEN, contact, inbound_hub, row_counts
 
 NUL = "a\u0000b"
 Body = Callable[[str], Any]
@@ -454,4 +457,36 @@ async def test_the_longest_addresses_and_contact_ids_are_sent(db_url: str) -> No
         health = await _healthz(hub)
     assert batch_reply[0] == 202, batch_reply
     assert single_reply[0] == 202, single_reply
+    assert health == 200
+
+
+async def test_a_signed_provider_callback_with_a_nul_is_400_and_stores_nothing(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeTwilio()
+    monkeypatch.setenv("CIMHUB_TEST_TWILIO_TOKEN", fake.auth_token)
+    await fake.start()
+    channel = Channel(
+        "sms-twilio",
+        "SMS",
+        "twilio",
+        lane="+15005550006",
+        settings={
+            "account_sid": fake.account_sid,
+            "auth_token_env": "CIMHUB_TEST_TWILIO_TOKEN",
+            "base_url": fake.url,
+        },
+    )
+    try:
+        async with inbound_hub(db_url, channels=(*DEFAULT_CHANNELS, channel)) as hub:
+            url = f"http://127.0.0.1:{hub.http_port}/callbacks/sms-twilio"
+            params = fake.inbound_params("+447911123456", "+15005550006", "STOP\x00please")
+            status, _, body = await fake.post_signed(url, params)
+            counts = await row_counts(hub)
+            health = await _healthz(hub)
+    finally:
+        await fake.stop()
+    assert status == 400, body
+    assert "inbound[0].text" in str(body)
+    assert counts["inbound_messages"] == 0 and counts["events"] == 0
     assert health == 200

@@ -16,8 +16,8 @@ anywhere below it costs one dictionary lookup.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 import grpc
@@ -28,6 +28,7 @@ from google.protobuf.message import Message
 
 from cim.v1 import annotations_pb2
 from server.domain.errors import FieldViolation, invalid
+from server.domain.provider import CallbackResult
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 # The public name of the header, as REST clients send it.
@@ -307,6 +308,46 @@ def found_violations(request: Message, method: str, metadata: Any) -> list[Field
                 FieldViolation(IDEMPOTENCY_FIELD, f"at most {MAX_IDEMPOTENCY_KEY} characters"),
             )
     return list(found.values())
+
+
+# -- provider callbacks ------------------------------------------------------------------
+
+# What a provider's callback may carry, by the columns it is stored in:
+# attempts/pending_receipts.provider_message_id, sessions.address, inbound type.
+_PROVIDER_LIMITS = {"provider_message_id": 128, "from_address": 320, "type": 32}
+
+
+def provider_problems(result: CallbackResult) -> list[FieldViolation]:
+    """What in a parsed provider callback the database would refuse.
+
+    Providers are not callers of the API, so nothing in a proto guards their
+    payloads; the same rules are applied to what their adapter made of them.
+    """
+    found: list[FieldViolation] = []
+    items: list[tuple[str, Any]] = [(f"receipts[{i}]", r) for i, r in enumerate(result.receipts)]
+    items += [(f"inbound[{i}]", m) for i, m in enumerate(result.inbound)]
+    for where, item in items:
+        for f in fields(item):
+            found.extend(_plain(getattr(item, f.name), f"{where}.{f.name}", f.name))
+    return found
+
+
+def _plain(value: Any, path: str, name: str = "") -> Iterator[FieldViolation]:
+    if isinstance(value, str):
+        limit = _PROVIDER_LIMITS.get(name, 0)
+        if NUL in value:
+            yield FieldViolation(path, NUL_TEXT)
+        elif limit and len(value) > limit:
+            yield FieldViolation(path, f"at most {limit} characters")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str) and NUL in key:
+                yield FieldViolation(path, NUL_TEXT)
+            else:
+                yield from _plain(item, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _plain(item, f"{path}[{i}]")
 
 
 Verify = Callable[[grpc.aio.ServicerContext], None]

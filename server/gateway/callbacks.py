@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from server.api.field_guard import provider_problems
 from server.domain.provider import (
     CallbackHandler,
     CallbackRejected,
@@ -57,6 +58,11 @@ def add_callback_routes(
         except CallbackRejected as exc:
             log.warning("callback for %s rejected: %s", channel_id, exc.reason)
             return web.Response(status=exc.status, text="rejected")
+        # What the database would refuse is the provider's error, not ours.
+        problems = provider_problems(result)
+        if problems:
+            log.warning("callback for %s refused: %s", channel_id, problems[0])
+            return web.Response(status=400, text=f"{problems[0].field}: {problems[0].description}")
         for receipt in result.receipts:
             await on_receipt(channel_id, receipt)
         if result.inbound:
