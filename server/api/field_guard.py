@@ -27,6 +27,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from cim.v1 import annotations_pb2
+from server.api.handlers import Behaviour, rewrap
 from server.domain.errors import FieldViolation, invalid
 from server.domain.provider import CallbackResult
 
@@ -380,33 +381,24 @@ class FieldGuard(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
-        if handler.unary_unary is not None:
-            inner = handler.unary_unary
 
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        def unary(inner: Behaviour) -> Behaviour:
+            async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 self.check(request, method, context)
                 return await inner(request, context)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            inner_stream = handler.unary_stream
+            return call
 
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        def stream(inner: Behaviour) -> Behaviour:
+            async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 self.check(request, method, context)
-                result = inner_stream(request, context)
+                result = inner(request, context)
                 if hasattr(result, "__aiter__"):
                     async for item in result:
                         yield item
                 else:
                     await result
 
-            return grpc.unary_stream_rpc_method_handler(
-                stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+            return call
+
+        return rewrap(handler, unary=unary, stream=stream)

@@ -19,6 +19,7 @@ from grpc_status import rpc_status
 from server.api.auth import Authenticator, Credentials, is_open, needs_credentials
 from server.api.context import CALL_TENANT, DEFAULT_TENANT
 from server.api.errors import ERROR_DOMAIN, to_status
+from server.api.handlers import rewrap
 from server.api.limits import RateLimiter, StreamCounter
 from server.api.verify import check_verify_token
 from server.domain.errors import DomainError
@@ -86,28 +87,12 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or is_open(method):
             return handler
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                self._unary(method, handler.stream_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            self._stream(method, handler.stream_stream),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+        return rewrap(
+            handler,
+            unary=lambda inner: self._unary(method, inner),
+            stream=lambda inner: self._stream(method, inner),
+            # Every kind of call is authenticated, whatever its requests are.
+            request_streams=True,
         )
 
     async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> str:

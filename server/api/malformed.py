@@ -17,6 +17,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError
 
 from server.api.errors import to_status
+from server.api.handlers import rewrap
 from server.domain.errors import Code, DomainError, FieldViolation
 
 __all__ = ["Malformed", "MalformedRequestInterceptor", "locate_fault"]
@@ -223,17 +224,4 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         decode = _safe(handler.request_deserializer, _descriptor(handler.request_deserializer))
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _unary(handler.unary_unary),
-                request_deserializer=decode,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _stream(handler.unary_stream),
-                request_deserializer=decode,
-                response_serializer=handler.response_serializer,
-            )
-        # Client streams: none in cim.v1; left as grpc serves them.
-        return handler
+        return rewrap(handler, unary=_unary, stream=_stream, request_deserializer=decode)

@@ -1,0 +1,47 @@
+"""Rebuilding a gRPC method handler around new behaviour, for the server's interceptors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+Behaviour = Callable[..., Any]
+Wrap = Callable[[Behaviour], Behaviour]
+
+
+def rewrap(
+    handler: grpc.RpcMethodHandler,
+    *,
+    unary: Wrap,
+    stream: Wrap,
+    request_deserializer: Callable[[bytes], Any] | None = None,
+    request_streams: bool = False,
+) -> grpc.RpcMethodHandler:
+    """The same method with its behaviour wrapped: by `unary` where it answers
+    once, by `stream` where it answers with a stream.
+
+    A method that reads a stream of requests (only reflection does) is left as
+    it is unless `request_streams` is set: wrappers that look at the request
+    would be handed an iterator instead.
+    """
+    decode = request_deserializer or handler.request_deserializer
+    encode = handler.response_serializer
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            unary(handler.unary_unary), request_deserializer=decode, response_serializer=encode
+        )
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            stream(handler.unary_stream), request_deserializer=decode, response_serializer=encode
+        )
+    if not request_streams:
+        return handler
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(
+            unary(handler.stream_unary), request_deserializer=decode, response_serializer=encode
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        stream(handler.stream_stream), request_deserializer=decode, response_serializer=encode
+    )
