@@ -33,6 +33,8 @@ __all__ = ["CHANNEL_KEY", "ROUTES_KEY", "create_app", "route_table"]
 log = logging.getLogger(__name__)
 
 CHANNEL_KEY = web.AppKey("cim_gateway_channel", grpc.aio.Channel)
+# A caller's x-request-id up to this long is echoed; otherwise one is made up.
+MAX_REQUEST_ID = 128
 ROUTES_KEY = web.AppKey[tuple[Route, ...]]("cim_gateway_routes")
 _MAX_BODY_KEY = web.AppKey("cim_gateway_max_body", int)
 # RequestKey arrived in a later aiohttp than the declared floor; the plain string
@@ -174,7 +176,8 @@ def _handler_for(channel: grpc.aio.Channel, route: Route) -> Handler:
 @web.middleware
 async def _error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     given = request.headers.get("x-request-id", "")
-    traceid = given if given and len(given) <= 128 and _metadata_safe(given) else uuid.uuid4().hex
+    usable = given and len(given) <= MAX_REQUEST_ID and _metadata_safe(given)
+    traceid = given if usable else uuid.uuid4().hex
     request[_TRACE] = traceid
     try:
         response = await handler(request)

@@ -24,6 +24,7 @@ from cim.v1 import annotations_pb2
 from server.api.field_guard import IDEMPOTENCY_FIELD, MAX_IDEMPOTENCY_KEY, WEBHOOKS, number_range
 from server.api.verify import VERIFY_TOKEN_HEADER
 
+from .app import MAX_REQUEST_ID
 from .jsonmap import descriptor_of, enum_public_name, enum_type, message_type
 from .routes import Route
 
@@ -56,8 +57,6 @@ _ASSETS = (
 _OPEN: list[dict[str, list[str]]] = []
 
 _ERROR_REF = {"$ref": "#/components/schemas/ApiErrorResponse"}
-# The gateway echoes an x-request-id up to this long and makes one up otherwise.
-MAX_REQUEST_ID = 128
 
 
 def _json(ref: dict[str, Any]) -> dict[str, Any]:
