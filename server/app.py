@@ -41,7 +41,7 @@ from server.events.redis_bus import RedisBus, RedisBusConfig
 from server.gateway.app import create_app, route_table
 from server.gateway.callbacks import add_callback_routes
 from server.gateway.openapi import add_docs_routes
-from server.net.addresses import AddressPolicy, url_refusal
+from server.net.addresses import AddressPolicy, address_refusal, url_refusal
 from server.net.http import OutboundHttp
 from server.storage.store import SqlStore
 from server.storage.writer import now_ms
@@ -57,6 +57,16 @@ class Lifecycle:
 
     grace: float
     serving: bool = True
+
+
+@dataclass(frozen=True)
+class UrlChecks:
+    """The outbound guard's verdicts at submit time: why a URL is refused, or None."""
+
+    # URLs the hub itself will call (notifyUrl, webhooks, tenant channel endpoints).
+    submitted: Callable[[str], str | None]
+    # Media URLs, judged on their address alone: a message may never fetch them.
+    media: Callable[[str], str | None]
 
 
 @dataclass
@@ -149,6 +159,9 @@ async def _assemble(
     def url_check(url: str) -> str | None:
         return url_refusal(outbound_policy, url)
 
+    def media_check(url: str) -> str | None:
+        return address_refusal(outbound_policy, url)
+
     http = OutboundHttp(policy=outbound_policy)
     resources.push_async_callback(http.close)
 
@@ -192,7 +205,8 @@ async def _assemble(
         # With Redis, a channel's TPS holds across replicas, not per replica.
         pacer_for=pacing.pacer_for if pacing is not None else None,
     )
-    built = _grpc_server(settings, store, bus, channels, dispatcher, auth, url_check, clock)
+    checks = UrlChecks(url_check, media_check)
+    built = _grpc_server(settings, store, bus, channels, dispatcher, auth, checks, clock)
     await built.server.start()
     # The facade's unary calls run in this process through the server's own
     # handlers and interceptor chain; its streams use a real channel.
@@ -278,7 +292,7 @@ def _grpc_server(
     channels: ChannelRegistry,
     dispatcher: Dispatcher,
     auth: Authenticator,
-    url_check: Callable[[str], str | None],
+    checks: UrlChecks,
     clock: Callable[[], int],
 ) -> BuiltServer:
     return build_server(
@@ -289,7 +303,7 @@ def _grpc_server(
                 dispatcher.wake,
                 clock,
                 inbound=InboundApi(store, channels, settings.verify_token),
-                url_check=url_check,
+                url_check=checks.submitted,
             ),
             notifications=NotificationServicer(
                 store,
@@ -299,11 +313,13 @@ def _grpc_server(
                 stall_seconds=settings.subscriber_stall_seconds,
             ),
             sessions=SessionServicer(store),
-            config=ConfigServicer(channels, store, url_check=url_check),
+            config=ConfigServicer(channels, store, url_check=checks.submitted),
             customers=CustomerServicer(store),
         ),
         address=f"{settings.host}:{settings.grpc_port}",
         max_message_bytes=settings.max_grpc_message_bytes,
+        # Media URLs at internal addresses are refused when submitted, not only when fetched.
+        url_check=checks.media,
         interceptors=[
             GuardInterceptor(
                 auth,

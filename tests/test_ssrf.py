@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -22,15 +24,18 @@ from sqlalchemy import select
 from adapters.base import PermanentProviderError
 from adapters.media import vet_media_urls
 from adapters.rbm import agent_message
+from cim.v1 import messaging_service_pb2 as m
+from cim.v1 import messaging_service_pb2_grpc as mg
 from fakes.smtp import FakeSmtpServer
 from fakes.whatsapp import FakeWhatsApp
-from server.app import Hub
 from server.config import DEFAULT_CHANNELS
 from server.domain.models import Channel
+from server.gateway.jsonmap import parse
 from server.net.addresses import AddressPolicy
 from server.net.http import OutboundError, OutboundHttp, RefusedUrl
 from server.storage.schema import webhooks
-from support.hub import rest_session, running_hub
+from server.storage.writer import now_ms
+from support.hub import authed_channel, rest_session, running_hub
 
 
 @dataclass
@@ -282,30 +287,52 @@ def whatsapp_channel(fake: FakeWhatsApp) -> Channel:
     )
 
 
-async def _send_and_settle(hub: Hub, body: dict[str, Any]) -> dict[str, Any]:
-    """Submits body over REST and returns the message, through the API, once it has failed."""
-    base = f"http://127.0.0.1:{hub.http_port}"
-    async with rest_session() as http:
-        async with http.post(f"{base}/api/v2/message/send", json=body) as resp:
-            reply = await resp.json()
-            assert resp.status == 202, reply
-        message_id = reply["results"][0]["messageId"]
-        async with asyncio.timeout(10):
-            while True:
-                async with http.get(f"{base}/api/v1/messages/{message_id}") as resp:
-                    got = await resp.json()
-                    assert resp.status == 200, got
-                if got["data"]["message"]["status"] == "FAILED":
-                    break
-                await asyncio.sleep(0.05)
-        # Long enough for a retry at the test's 20 ms base to have been recorded.
-        await asyncio.sleep(0.3)
-        async with http.get(f"{base}/api/v1/messages/{message_id}") as resp:
-            message = dict((await resp.json())["data"]["message"])
-        # A refusal is the message's failure, not the server's.
-        async with http.get(f"{base}/healthz") as resp:
-            assert resp.status == 200, await resp.text()
-        return message
+# Accepted while the operator allowed these addresses; refused once the hub
+# restarts without them.
+WIDE_ALLOW = ("127.0.0.0/8", "::1/128", "169.254.0.0/16")
+LATER_MS = 2 * 3600 * 1000
+
+
+async def _accepted_then_refused(
+    db_url: str, channels: tuple[Channel, ...], body: dict[str, Any]
+) -> dict[str, Any]:
+    """Accepts body, scheduled for an hour ahead, on a hub that allows the media's
+    address; then dispatches it on a hub that no longer does, with its clock past
+    the send time. Returns the message, through the API, once it has failed."""
+    scheduled = {**body, "sendAt": int(time.time()) + 3600}
+    async with (
+        running_hub(db_url, channels=channels, outbound_allow=WIDE_ALLOW) as hub,
+        rest_session() as http,
+        http.post(f"http://127.0.0.1:{hub.http_port}/api/v2/message/send", json=scheduled) as resp,
+    ):
+        reply = await resp.json()
+        assert resp.status == 202, reply
+    message_id = reply["results"][0]["messageId"]
+    async with running_hub(
+        db_url,
+        channels=channels,
+        outbound_allow=(),
+        retry_base_ms=20,
+        clock=lambda: now_ms() + LATER_MS,
+    ) as hub:
+        base = f"http://127.0.0.1:{hub.http_port}"
+        async with rest_session() as http:
+            async with asyncio.timeout(10):
+                while True:
+                    async with http.get(f"{base}/api/v1/messages/{message_id}") as resp:
+                        got = await resp.json()
+                        assert resp.status == 200, got
+                    if got["data"]["message"]["status"] == "FAILED":
+                        break
+                    await asyncio.sleep(0.05)
+            # Long enough for a retry at the test's 20 ms base to have been recorded.
+            await asyncio.sleep(0.3)
+            async with http.get(f"{base}/api/v1/messages/{message_id}") as resp:
+                message = dict((await resp.json())["data"]["message"])
+            # A refusal is the message's failure, not the server's.
+            async with http.get(f"{base}/healthz") as resp:
+                assert resp.status == 200, await resp.text()
+    return message
 
 
 @pytest.mark.parametrize(
@@ -323,27 +350,24 @@ async def test_a_refused_attachment_url_fails_the_email_at_once(
     try:
         async with counting_listener() as listener:
             channels = (*DEFAULT_CHANNELS, smtp_channel(smtp))
-            async with running_hub(
-                db_url, channels=channels, outbound_allow=(), retry_base_ms=20
-            ) as hub:
-                body = {
-                    "channel": "email",
-                    "from": SENDER,
-                    "to": [{"email": ["john.smith@example.com"]}],
-                    "content": {
-                        "type": "html",
-                        "subject": "Invoice",
-                        "html": "<p>attached</p>",
-                        "attachments": [
-                            {
-                                "mimeType": "application/pdf",
-                                "name": "invoice.pdf",
-                                "mediaUrl": f"http://{host}:{listener.port}/invoice.pdf",
-                            }
-                        ],
-                    },
-                }
-                message = await _send_and_settle(hub, body)
+            body = {
+                "channel": "email",
+                "from": SENDER,
+                "to": [{"email": ["john.smith@example.com"]}],
+                "content": {
+                    "type": "html",
+                    "subject": "Invoice",
+                    "html": "<p>attached</p>",
+                    "attachments": [
+                        {
+                            "mimeType": "application/pdf",
+                            "name": "invoice.pdf",
+                            "mediaUrl": f"http://{host}:{listener.port}/invoice.pdf",
+                        }
+                    ],
+                },
+            }
+            message = await _accepted_then_refused(db_url, channels, body)
         attempts = message.get("attemptLog", [])
         print(
             f"\n{host}: {message['attempts']} attempt(s), codes "
@@ -368,19 +392,16 @@ async def test_a_refused_media_link_fails_a_whatsapp_message_at_once(
     await fake.start()
     try:
         channels = (*DEFAULT_CHANNELS, whatsapp_channel(fake))
-        async with running_hub(
-            db_url, channels=channels, outbound_allow=(), retry_base_ms=20
-        ) as hub:
-            body = {
-                "channel": "whatsapp",
-                "from": WA_SENDER,
-                "to": [{"msisdn": ["+447911123456"]}],
-                "content": {
-                    "type": "image",
-                    "mediaContentUrl": "http://169.254.169.254/latest/meta-data/a.png",
-                },
-            }
-            message = await _send_and_settle(hub, body)
+        body = {
+            "channel": "whatsapp",
+            "from": WA_SENDER,
+            "to": [{"msisdn": ["+447911123456"]}],
+            "content": {
+                "type": "image",
+                "mediaContentUrl": "http://169.254.169.254/latest/meta-data/a.png",
+            },
+        }
+        message = await _accepted_then_refused(db_url, channels, body)
         attempts = message.get("attemptLog", [])
         print(
             f"\nwhatsapp: {message['attempts']} attempt(s), codes "
@@ -412,3 +433,129 @@ def test_media_links_a_provider_fetches_are_vetted_wherever_they_sit() -> None:
     print(f"\nRBM carousel: {refused.value.code}: {refused.value.reason}")
     assert refused.value.code == "URL_REFUSED"
     assert "refused link-local address 169.254.169.254" in refused.value.reason
+
+
+# -- media URLs at submit time -------------------------------------------------------
+
+
+def _batch(channel: str, sender: str, to: dict[str, Any], content: dict[str, Any]) -> Any:
+    return {"channel": channel, "from": sender, "to": [to], "content": content}
+
+
+def _card(media: dict[str, str]) -> dict[str, Any]:
+    return {"title": "Card", "media": {"height": "MEDIUM", **media}}
+
+
+GOOD_MEDIA = "https://cdn.example.com/a.png"
+PHONE = {"msisdn": ["+447911123456"]}
+# (name, REST path, body with {url} for the media URL, the field the refusal names)
+SUBMITTED_MEDIA = [
+    (
+        "whatsapp media",
+        "/api/v2/message/send",
+        lambda url: _batch(
+            "whatsapp", "sandbox-whatsapp", PHONE, {"type": "image", "mediaContentUrl": url}
+        ),
+        "content.mediaContentUrl",
+    ),
+    (
+        "email attachment",
+        "/api/v2/message/send",
+        lambda url: _batch(
+            "email",
+            "sandbox-email",
+            {"email": ["john.smith@example.com"]},
+            {
+                "type": "html",
+                "subject": "Invoice",
+                "html": "<p>attached</p>",
+                "attachments": [{"mimeType": "application/pdf", "name": "a.pdf", "mediaUrl": url}],
+            },
+        ),
+        "content.attachments[0].mediaUrl",
+    ),
+    (
+        "rcs card media",
+        "/api/v2/message/send",
+        lambda url: _batch(
+            "rcs", "sandbox-rcs", PHONE, {"type": "standalone", "richCard": _card({"url": url})}
+        ),
+        "content.richCard.media.url",
+    ),
+    (
+        "rcs card thumbnail",
+        "/api/v2/message/send",
+        lambda url: _batch(
+            "rcs",
+            "sandbox-rcs",
+            PHONE,
+            {
+                "type": "standalone",
+                "richCard": _card({"url": GOOD_MEDIA, "thumbnailUrl": url}),
+            },
+        ),
+        "content.richCard.media.thumbnailUrl",
+    ),
+    (
+        "single image",
+        "/api/v1/message/send",
+        lambda url: {
+            "channelId": "sandbox-whatsapp",
+            "type": "image",
+            "to": {"phone": "+447911123456"},
+            "image": {"link": url},
+        },
+        "image.link",
+    ),
+]
+REFUSED_MEDIA = [
+    ("http://127.0.0.1:{port}/a.png", "refused loopback address 127.0.0.1"),
+    ("http://169.254.169.254/latest/meta-data/a.png", "refused link-local address"),
+    ("http://[::ffff:127.0.0.1]:{port}/a.png", "refused loopback address 127.0.0.1"),
+    ("http://localhost:{port}/a.png", "refused loopback name localhost"),
+]
+
+
+async def test_internal_media_urls_are_refused_when_submitted(db_url: str) -> None:
+    refused = 0
+    async with (
+        counting_listener() as listener,
+        running_hub(db_url, outbound_allow=()) as hub,
+        rest_session() as http,
+        authed_channel(f"127.0.0.1:{hub.grpc_port}") as channel,
+    ):
+        base = f"http://127.0.0.1:{hub.http_port}"
+        stub = mg.MessagingServiceStub(channel)
+        for name, path, body_for, field_path in SUBMITTED_MEDIA:
+            grpc_call, grpc_cls = (
+                (stub.SendMessage, m.SendMessageRequest)
+                if path.startswith("/api/v1")
+                else (stub.SendBatch, m.SendBatchRequest)
+            )
+            for template, reason in REFUSED_MEDIA:
+                body = body_for(template.format(port=listener.port))
+                async with http.post(base + path, json=body) as resp:
+                    reply = await resp.json()
+                assert resp.status == 400, (name, reply)
+                assert [e["field"] for e in reply["errors"]] == [field_path], (name, reply)
+                assert reason in reply["errors"][0]["description"], (name, reply)
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await grpc_call(parse(body, grpc_cls))
+                assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT, name
+                assert field_path in (err.value.details() or ""), (name, err.value.details())
+                refused += 2
+            # A public address passes: the check is the guard's, not a ban on media.
+            async with http.post(base + path, json=body_for(GOOD_MEDIA)) as resp:
+                assert resp.status == 202, (name, await resp.json())
+        async with http.get(f"{base}/api/v1/messages?pageSize=500") as resp:
+            stored = len((await resp.json())["results"])
+        async with http.get(f"{base}/healthz") as resp:
+            health = resp.status
+    print(
+        f"\nmedia URLs refused at submit: {refused} over REST and gRPC in "
+        f"{len(SUBMITTED_MEDIA)} fields; stored messages {stored} (the public ones); "
+        f"connections to the listener: {listener.connections}"
+    )
+    assert stored == len(SUBMITTED_MEDIA)
+    assert listener.connections == 0
+    assert health == 200

@@ -76,8 +76,11 @@ class _Rule:
     repeated: bool = False
     minimum: int | None = None
     maximum: int | None = None
+    # A URL the hub or a provider will fetch, held to the outbound guard.
+    fetched: bool = False
 
 
+UrlCheck = Callable[[str], "str | None"]
 _PLANS: dict[str, tuple[_Rule, ...]] = {}
 
 
@@ -119,7 +122,9 @@ def _rule(f: FieldDescriptor) -> _Rule | None:
         )
 
     if f.type == _FD.TYPE_STRING:
-        return make(_TEXTS if f.is_repeated else _TEXT, limit=limit, pattern=pattern)
+        fetched = f.GetOptions().Extensions[annotations_pb2.fetched_url]
+        kind = _TEXTS if f.is_repeated else _TEXT
+        return make(kind, limit=limit, pattern=pattern, fetched=fetched)
     if f.type in _WHOLE and not f.is_repeated:
         low, high = number_range(f)
         if low is not None or high is not None:
@@ -200,7 +205,9 @@ def _json_strings(value: Any, path: str) -> Iterator[FieldViolation]:
             yield from _json_strings(value.list_value, path)
 
 
-def violations(message: Message, parent: str = "", skip: str = "") -> Iterator[FieldViolation]:
+def violations(
+    message: Message, parent: str = "", skip: str = "", url_check: UrlCheck | None = None
+) -> Iterator[FieldViolation]:
     """Every field of ``message`` that breaks its declared rule, and every string
     holding a NUL.
 
@@ -211,6 +218,7 @@ def violations(message: Message, parent: str = "", skip: str = "") -> Iterator[F
 
     ``skip`` names a field whose content is reported without its own name (the
     REST body of a ``body: "field"`` route), as the servicers name it.
+    ``url_check`` gives the outbound guard's refusal of a URL that will be fetched.
     """
     for rule in plan(message.DESCRIPTOR):
         path = "" if rule.name == skip else _path(parent, rule.json_name)
@@ -224,6 +232,9 @@ def violations(message: Message, parent: str = "", skip: str = "") -> Iterator[F
             bad = _text(rule, value, path)
             if bad is None and rule.pattern and not field_pattern(rule.pattern).search(value):
                 bad = FieldViolation(path, f"must match {rule.pattern}")
+            if bad is None and rule.fetched and url_check is not None:
+                refusal = url_check(value)
+                bad = FieldViolation(path, refusal) if refusal else None
             if bad is not None:
                 yield bad
         elif kind == _NUMBER:
@@ -239,12 +250,12 @@ def violations(message: Message, parent: str = "", skip: str = "") -> Iterator[F
                     yield bad
         elif kind == _CHILD:
             if message.HasField(rule.name):
-                yield from violations(getattr(message, rule.name), path)
+                yield from violations(getattr(message, rule.name), path, url_check=url_check)
         elif kind == _CHILDREN:
             for i, item in enumerate(getattr(message, rule.name)):
-                yield from violations(item, f"{path}[{i}]")
+                yield from violations(item, f"{path}[{i}]", url_check=url_check)
         elif kind == _MAP:
-            yield from _map(rule, getattr(message, rule.name), path)
+            yield from _map(rule, getattr(message, rule.name), path, url_check)
         elif rule.repeated:
             for i, item in enumerate(getattr(message, rule.name)):
                 yield from _json_strings(item, f"{path}[{i}]")
@@ -252,7 +263,9 @@ def violations(message: Message, parent: str = "", skip: str = "") -> Iterator[F
             yield from _json_strings(getattr(message, rule.name), path)
 
 
-def _map(rule: _Rule, entries: Any, path: str) -> Iterator[FieldViolation]:
+def _map(
+    rule: _Rule, entries: Any, path: str, url_check: UrlCheck | None
+) -> Iterator[FieldViolation]:
     for key, value in entries.items():
         if rule.key_text and NUL in key:
             yield FieldViolation(path, NUL_TEXT)
@@ -267,7 +280,7 @@ def _map(rule: _Rule, entries: Any, path: str) -> Iterator[FieldViolation]:
         elif rule.child is not None and rule.child.full_name in _DYNAMIC:
             yield from _json_strings(value, where)
         elif rule.child is not None:
-            yield from violations(value, where)
+            yield from violations(value, where, url_check=url_check)
 
 
 _PATTERNS: dict[str, re.Pattern[str]] = {}
@@ -296,11 +309,13 @@ WEBHOOKS = frozenset(
 )
 
 
-def found_violations(request: Message, method: str, metadata: Any) -> list[FieldViolation]:
+def found_violations(
+    request: Message, method: str, metadata: Any, url_check: UrlCheck | None = None
+) -> list[FieldViolation]:
     """What is wrong with ``request``, each field named once, by its first problem."""
     found: dict[str, FieldViolation] = {}
     if plan(request.DESCRIPTOR):
-        for v in violations(request, skip=BODY_ROOTS.get(method, "")):
+        for v in violations(request, skip=BODY_ROOTS.get(method, ""), url_check=url_check):
             found.setdefault(v.field, v)
     for key, value in metadata or ():
         if key == IDEMPOTENCY_HEADER and len(value) > MAX_IDEMPOTENCY_KEY:
@@ -359,13 +374,16 @@ class FieldGuard(grpc.aio.ServerInterceptor):
 
     ``verify`` refuses a webhook call without its token; it runs before a bad
     payload is reported, so a caller without the token learns nothing from it.
+    ``url_check`` refuses media URLs at submit time that would be refused when
+    fetched (an internal address, a scheme the guard does not allow).
     """
 
-    def __init__(self, verify: Verify | None = None) -> None:
+    def __init__(self, verify: Verify | None = None, url_check: UrlCheck | None = None) -> None:
         self._verify = verify
+        self._url_check = url_check
 
     def check(self, request: Message, method: str, context: grpc.aio.ServicerContext) -> None:
-        found = found_violations(request, method, context.invocation_metadata())
+        found = found_violations(request, method, context.invocation_metadata(), self._url_check)
         if not found:
             return
         if self._verify is not None and method in WEBHOOKS:

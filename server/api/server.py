@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +66,7 @@ def build_server(
     address: str = "127.0.0.1:0",
     max_message_bytes: int = 4 << 20,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    url_check: Callable[[str], str | None] | None = None,
 ) -> BuiltServer:
     # Undecodable bytes are refused before any other interceptor sees the call.
     # The field guard sits inside the error interceptor, which turns its refusals
@@ -74,7 +75,7 @@ def build_server(
         MalformedRequestInterceptor(),
         *interceptors,
         ErrorInterceptor(),
-        FieldGuard(services.messaging.verify_webhook),
+        FieldGuard(services.messaging.verify_webhook, url_check),
     )
     server = grpc.aio.server(
         interceptors=chain,

@@ -236,6 +236,9 @@ class _Schemas:
         pattern = f.GetOptions().Extensions[annotations_pb2.pattern]
         if pattern:
             schema["pattern"] = pattern
+        if f.GetOptions().Extensions[annotations_pb2.fetched_url]:
+            # Fetched by the hub or a provider: it must pass the outbound guard.
+            schema["format"] = "uri"
         if is_required(f) and f.type == _FD.TYPE_STRING:
             # Required text must also be non-empty: proto3 cannot tell "" from unset.
             schema["minLength"] = 1

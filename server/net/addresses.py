@@ -97,15 +97,21 @@ class AddressPolicy:
         host = parts.hostname or ""
         if not host:
             raise UnsafeUrl("URL has no host")
+        why = self.host_refusal(host)
+        if why is not None:
+            raise UnsafeUrl(why)
+        return host, literal_address(host)
+
+    def host_refusal(self, host: str) -> str | None:
+        """Why host is refused without a lookup (an internal literal address, a loopback name)."""
         literal = literal_address(host)
         if literal is not None:
             why = self.refusal(literal)
-            if why is not None:
-                raise UnsafeUrl(f"refused {why}")
-        elif _loopback_name(host) and all(self.refusal(ip) for ip in _LOOPBACK):
+            return f"refused {why}" if why is not None else None
+        if _loopback_name(host) and all(self.refusal(ip) for ip in _LOOPBACK):
             # Resolvers answer these names locally (RFC 6761), so no lookup is needed to refuse.
-            raise UnsafeUrl(f"refused loopback name {host}")
-        return host, literal
+            return f"refused loopback name {host}"
+        return None
 
 
 _LOOPBACK = (ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1"))
@@ -114,6 +120,19 @@ _LOOPBACK = (ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1"))
 def _loopback_name(host: str) -> bool:
     name = host.lower().rstrip(".")
     return name == "localhost" or name.endswith(".localhost")
+
+
+def address_refusal(policy: AddressPolicy, url: str) -> str | None:
+    """Why the URL points inside, judged on its host alone, or None.
+
+    For URLs that are only fetched later, perhaps never (a media part a message's
+    type does not use): its scheme and form are for the fetcher to judge.
+    """
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return None
+    return policy.host_refusal(host) if host else None
 
 
 def url_refusal(policy: AddressPolicy, url: str) -> str | None:

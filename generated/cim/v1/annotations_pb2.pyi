@@ -15,6 +15,7 @@ MAX_LENGTH_FIELD_NUMBER: _builtins.int
 PATTERN_FIELD_NUMBER: _builtins.int
 MINIMUM_FIELD_NUMBER: _builtins.int
 MAXIMUM_FIELD_NUMBER: _builtins.int
+FETCHED_URL_FIELD_NUMBER: _builtins.int
 http_success_code: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _builtins.int]
 """HTTP status the facade answers a successful call with; 200 when unset."""
 max_length: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.int]
@@ -25,3 +26,7 @@ minimum: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions,
 """Smallest whole number the server accepts in this field, when set."""
 maximum: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.int]
 """Largest whole number the server accepts in this field, when set."""
+fetched_url: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.bool]
+"""The text is a URL that the hub or a provider will fetch, so it must pass
+the outbound guard when it is submitted, as well as when it is fetched.
+"""

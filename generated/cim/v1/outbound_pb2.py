@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from cim.v1 import annotations_pb2 as cim_dot_v1_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63im/v1/outbound.proto\x12\x06\x63im.v1\x1a\x18\x63im/v1/annotations.proto\"m\n\x0fOutboundContact\x12\x19\n\ncontact_id\x18\x01 \x01(\tB\x05\x90\xb5\x18\x80\x02\x12\x14\n\x05\x65mail\x18\x02 \x01(\tB\x05\x90\xb5\x18\xc0\x02\x12\x13\n\x04name\x18\x03 \x01(\tB\x05\x90\xb5\x18\x80\x02\x12\x14\n\x05phone\x18\x04 \x01(\tB\x05\x90\xb5\x18\xc0\x02\"U\n\rOutboundMedia\x12\x16\n\x07\x63\x61ption\x18\x01 \x01(\tB\x05\x90\xb5\x18\x80 \x12\x17\n\x08\x66ilename\x18\x02 \x01(\tB\x05\x90\xb5\x18\x80\x02\x12\x13\n\x04link\x18\x03 \x01(\tB\x05\x90\xb5\x18\x80\x10\"#\n\x0cOutboundText\x12\x13\n\x04\x62ody\x18\x01 \x01(\tB\x05\x90\xb5\x18\x80 \"\x83\x01\n\x0fMessageLocation\x12\x16\n\x07\x61\x64\x64ress\x18\x01 \x01(\tB\x05\x90\xb5\x18\x80\x02\x12\x16\n\x08latitude\x18\x02 \x01(\tB\x04\x90\xb5\x18 \x12\x17\n\tlongitude\x18\x03 \x01(\tB\x04\x90\xb5\x18 \x12\x13\n\x04name\x18\x04 \x01(\tB\x05\x90\xb5\x18\x80\x02\x12\x12\n\x03url\x18\x05 \x01(\tB\x05\x90\xb5\x18\x80\x10\"_\n\x0eMessageOptions\x12#\n\x15\x62utton_display_scheme\x18\x01 \x01(\tB\x04\x90\xb5\x18@\x12(\n\x07\x62uttons\x18\x02 \x03(\x0b\x32\x17.cim.v1.TemplateElement\"\xe7\x01\n\x0fTemplateElement\x12\x15\n\x06\x61\x63tion\x18\x01 \x01(\tB\x05\x90\xb5\x18\x80\x02\x12\x13\n\x04\x63ode\x18\x02 \x01(\tB\x05\x90\xb5\x18\x80\x01\x12\x13\n\x04\x64\x65sc\x18\x03 \x01(\tB\x05\x90\xb5\x18\x80 \x12\x14\n\x05label\x18\x04 \x01(\tB\x05\x90\xb5\x18\x80\x02\x12\x13\n\x04name\x18\x05 \x01(\tB\x05\x90\xb5\x18\x80\x02\x12\x14\n\x05phone\x18\x06 \x01(\tB\x05\x90\xb5\x18\xc0\x02\x12\x12\n\x04type\x18\x07 \x01(\tB\x04\x90\xb5\x18 \x12\x11\n\x03uid\x18\x08 \x01(\tB\x04\x90\xb5\x18@\x12\x12\n\x03url\x18\t \x01(\tB\x05\x90\xb5\x18\x80\x10\x12\x17\n\x08variable\x18\n \x01(\tB\x05\x90\xb5\x18\x80\x01*\xd5\x03\n\x13OutboundMessageType\x12%\n!OUTBOUND_MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bOUTBOUND_MESSAGE_TYPE_AUDIO\x10\x01\x12\"\n\x1eOUTBOUND_MESSAGE_TYPE_DOCUMENT\x10\x02\x12\x1f\n\x1bOUTBOUND_MESSAGE_TYPE_IMAGE\x10\x03\x12\"\n\x1eOUTBOUND_MESSAGE_TYPE_LOCATION\x10\x04\x12 \n\x1cOUTBOUND_MESSAGE_TYPE_SYSTEM\x10\x05\x12\x1e\n\x1aOUTBOUND_MESSAGE_TYPE_TEXT\x10\x06\x12\x1f\n\x1bOUTBOUND_MESSAGE_TYPE_VIDEO\x10\x07\x12\x1f\n\x1bOUTBOUND_MESSAGE_TYPE_VOICE\x10\x08\x12\"\n\x1eOUTBOUND_MESSAGE_TYPE_CONTACTS\x10\t\x12\"\n\x1eOUTBOUND_MESSAGE_TYPE_TEMPLATE\x10\n\x12\x1f\n\x1bOUTBOUND_MESSAGE_TYPE_OPTIN\x10\x0b\x12 \n\x1cOUTBOUND_MESSAGE_TYPE_OPTOUT\x10\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63im/v1/outbound.proto\x12\x06\x63im.v1\x1a\x18\x63im/v1/annotations.proto\"m\n\x0fOutboundContact\x12\x19\n\ncontact_id\x18\x01 \x01(\tB\x05\x90\xb5\x18\x80\x02\x12\x14\n\x05\x65mail\x18\x02 \x01(\tB\x05\x90\xb5\x18\xc0\x02\x12\x13\n\x04name\x18\x03 \x01(\tB\x05\x90\xb5\x18\x80\x02\x12\x14\n\x05phone\x18\x04 \x01(\tB\x05\x90\xb5\x18\xc0\x02\"Y\n\rOutboundMedia\x12\x16\n\x07\x63\x61ption\x18\x01 \x01(\tB\x05\x90\xb5\x18\x80 \x12\x17\n\x08\x66ilename\x18\x02 \x01(\tB\x05\x90\xb5\x18\x80\x02\x12\x17\n\x04link\x18\x03 \x01(\tB\t\x90\xb5\x18\x80\x10\xb0\xb5\x18\x01\"#\n\x0cOutboundText\x12\x13\n\x04\x62ody\x18\x01 \x01(\tB\x05\x90\xb5\x18\x80 \"\x83\x01\n\x0fMessageLocation\x12\x16\n\x07\x61\x64\x64ress\x18\x01 \x01(\tB\x05\x90\xb5\x18\x80\x02\x12\x16\n\x08latitude\x18\x02 \x01(\tB\x04\x90\xb5\x18 \x12\x17\n\tlongitude\x18\x03 \x01(\tB\x04\x90\xb5\x18 \x12\x13\n\x04name\x18\x04 \x01(\tB\x05\x90\xb5\x18\x80\x02\x12\x12\n\x03url\x18\x05 \x01(\tB\x05\x90\xb5\x18\x80\x10\"_\n\x0eMessageOptions\x12#\n\x15\x62utton_display_scheme\x18\x01 \x01(\tB\x04\x90\xb5\x18@\x12(\n\x07\x62uttons\x18\x02 \x03(\x0b\x32\x17.cim.v1.TemplateElement\"\xe7\x01\n\x0fTemplateElement\x12\x15\n\x06\x61\x63tion\x18\x01 \x01(\tB\x05\x90\xb5\x18\x80\x02\x12\x13\n\x04\x63ode\x18\x02 \x01(\tB\x05\x90\xb5\x18\x80\x01\x12\x13\n\x04\x64\x65sc\x18\x03 \x01(\tB\x05\x90\xb5\x18\x80 \x12\x14\n\x05label\x18\x04 \x01(\tB\x05\x90\xb5\x18\x80\x02\x12\x13\n\x04name\x18\x05 \x01(\tB\x05\x90\xb5\x18\x80\x02\x12\x14\n\x05phone\x18\x06 \x01(\tB\x05\x90\xb5\x18\xc0\x02\x12\x12\n\x04type\x18\x07 \x01(\tB\x04\x90\xb5\x18 \x12\x11\n\x03uid\x18\x08 \x01(\tB\x04\x90\xb5\x18@\x12\x12\n\x03url\x18\t \x01(\tB\x05\x90\xb5\x18\x80\x10\x12\x17\n\x08variable\x18\n \x01(\tB\x05\x90\xb5\x18\x80\x01*\xd5\x03\n\x13OutboundMessageType\x12%\n!OUTBOUND_MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bOUTBOUND_MESSAGE_TYPE_AUDIO\x10\x01\x12\"\n\x1eOUTBOUND_MESSAGE_TYPE_DOCUMENT\x10\x02\x12\x1f\n\x1bOUTBOUND_MESSAGE_TYPE_IMAGE\x10\x03\x12\"\n\x1eOUTBOUND_MESSAGE_TYPE_LOCATION\x10\x04\x12 \n\x1cOUTBOUND_MESSAGE_TYPE_SYSTEM\x10\x05\x12\x1e\n\x1aOUTBOUND_MESSAGE_TYPE_TEXT\x10\x06\x12\x1f\n\x1bOUTBOUND_MESSAGE_TYPE_VIDEO\x10\x07\x12\x1f\n\x1bOUTBOUND_MESSAGE_TYPE_VOICE\x10\x08\x12\"\n\x1eOUTBOUND_MESSAGE_TYPE_CONTACTS\x10\t\x12\"\n\x1eOUTBOUND_MESSAGE_TYPE_TEMPLATE\x10\n\x12\x1f\n\x1bOUTBOUND_MESSAGE_TYPE_OPTIN\x10\x0b\x12 \n\x1cOUTBOUND_MESSAGE_TYPE_OPTOUT\x10\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,7 +45,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OUTBOUNDMEDIA'].fields_by_name['filename']._loaded_options = None
   _globals['_OUTBOUNDMEDIA'].fields_by_name['filename']._serialized_options = b'\220\265\030\200\002'
   _globals['_OUTBOUNDMEDIA'].fields_by_name['link']._loaded_options = None
-  _globals['_OUTBOUNDMEDIA'].fields_by_name['link']._serialized_options = b'\220\265\030\200\020'
+  _globals['_OUTBOUNDMEDIA'].fields_by_name['link']._serialized_options = b'\220\265\030\200\020\260\265\030\001'
   _globals['_OUTBOUNDTEXT'].fields_by_name['body']._loaded_options = None
   _globals['_OUTBOUNDTEXT'].fields_by_name['body']._serialized_options = b'\220\265\030\200 '
   _globals['_MESSAGELOCATION'].fields_by_name['address']._loaded_options = None
@@ -80,18 +80,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TEMPLATEELEMENT'].fields_by_name['url']._serialized_options = b'\220\265\030\200\020'
   _globals['_TEMPLATEELEMENT'].fields_by_name['variable']._loaded_options = None
   _globals['_TEMPLATEELEMENT'].fields_by_name['variable']._serialized_options = b'\220\265\030\200\001'
-  _globals['_OUTBOUNDMESSAGETYPE']._serialized_start=760
-  _globals['_OUTBOUNDMESSAGETYPE']._serialized_end=1229
+  _globals['_OUTBOUNDMESSAGETYPE']._serialized_start=764
+  _globals['_OUTBOUNDMESSAGETYPE']._serialized_end=1233
   _globals['_OUTBOUNDCONTACT']._serialized_start=59
   _globals['_OUTBOUNDCONTACT']._serialized_end=168
   _globals['_OUTBOUNDMEDIA']._serialized_start=170
-  _globals['_OUTBOUNDMEDIA']._serialized_end=255
-  _globals['_OUTBOUNDTEXT']._serialized_start=257
-  _globals['_OUTBOUNDTEXT']._serialized_end=292
-  _globals['_MESSAGELOCATION']._serialized_start=295
-  _globals['_MESSAGELOCATION']._serialized_end=426
-  _globals['_MESSAGEOPTIONS']._serialized_start=428
-  _globals['_MESSAGEOPTIONS']._serialized_end=523
-  _globals['_TEMPLATEELEMENT']._serialized_start=526
-  _globals['_TEMPLATEELEMENT']._serialized_end=757
+  _globals['_OUTBOUNDMEDIA']._serialized_end=259
+  _globals['_OUTBOUNDTEXT']._serialized_start=261
+  _globals['_OUTBOUNDTEXT']._serialized_end=296
+  _globals['_MESSAGELOCATION']._serialized_start=299
+  _globals['_MESSAGELOCATION']._serialized_end=430
+  _globals['_MESSAGEOPTIONS']._serialized_start=432
+  _globals['_MESSAGEOPTIONS']._serialized_end=527
+  _globals['_TEMPLATEELEMENT']._serialized_start=530
+  _globals['_TEMPLATEELEMENT']._serialized_end=761
 # @@protoc_insertion_point(module_scope)
