@@ -18,7 +18,6 @@ from typing import Any
 import grpc
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
 from sqlalchemy import select
 
 from adapters.base import PermanentProviderError
@@ -36,6 +35,7 @@ from server.net.http import OutboundError, OutboundHttp, RefusedUrl
 from server.storage.schema import webhooks
 from server.storage.writer import now_ms
 from support.hub import authed_channel, rest_session, running_hub
+from support.listener import MapResolver
 
 
 @dataclass
@@ -105,31 +105,6 @@ async def test_internal_addresses_in_every_spelling_are_refused_unfetched() -> N
             assert listener.connections == 0
     finally:
         await http.close()
-
-
-class MapResolver(AbstractResolver):
-    """Resolves names from a table, as DNS would, so any name can point anywhere."""
-
-    def __init__(self, table: dict[str, list[str]]) -> None:
-        self.table = table
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        return [
-            ResolveResult(
-                hostname=host,
-                host=address,
-                port=port,
-                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for address in self.table[host]
-        ]
-
-    async def close(self) -> None:
-        return None
 
 
 async def test_a_name_with_any_internal_address_is_refused() -> None:
