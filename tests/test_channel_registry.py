@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import grpc
@@ -20,7 +19,7 @@ from server.config import DEFAULT_CHANNELS
 from server.domain.events import EventType
 from server.domain.models import Channel
 from server.domain.status import DeliveryStatus
-from support.hub import AUTH_HEADERS, authed_channel, running_hub
+from support.hub import AUTH_HEADERS, authed_channel, rest_call, running_hub
 from support.inbound import TOKEN, contact, inbound_hub, text_message, wrapper
 
 SMS = {
@@ -29,16 +28,6 @@ SMS = {
     "to": [{"msisdn": ["+447911100001"]}],
     "content": {"type": "text", "text": "still serving"},
 }
-
-
-async def _rest(
-    hub: Hub, method: str, path: str, headers: dict[str, str], body: Any = None
-) -> tuple[int, dict[str, Any]]:
-    async with (
-        aiohttp.ClientSession(headers=headers) as http,
-        http.request(method, f"http://127.0.0.1:{hub.http_port}{path}", json=body) as resp,
-    ):
-        return resp.status, await resp.json(content_type=None)
 
 
 async def _tenant(hub: Hub, tenant: str) -> dict[str, str]:
@@ -82,22 +71,24 @@ async def test_a_channel_that_cannot_start_leaves_the_server_serving(
             http.get(f"http://127.0.0.1:{hub.http_port}/healthz") as resp,
         ):
             assert resp.status == 200, await resp.text()
-        status, mine = await _rest(hub, "GET", "/api/v1/config/channels/b-broken", b)
+        status, mine = await rest_call(hub, "GET", "/api/v1/config/channels/b-broken", b)
         assert status == 200, mine
         mine = mine["data"]["channel"]
         print(f"\ntenant's failed channel: {mine}")
         assert mine["state"] == "FAILED"
         assert "account_sid" in mine["stateReason"]
-        status, theirs = await _rest(hub, "GET", "/api/v1/config/channels/broken-file", b)
+        status, theirs = await rest_call(hub, "GET", "/api/v1/config/channels/broken-file", b)
         assert status == 200, theirs
         assert theirs["data"]["channel"]["state"] == "FAILED"
         # The operator's diagnosis names a server path; a tenant is not told it.
         assert str(tmp_path) not in str(theirs)
-        status, ok = await _rest(hub, "GET", "/api/v1/config/channels/sandbox-sms", AUTH_HEADERS)
+        status, ok = await rest_call(
+            hub, "GET", "/api/v1/config/channels/sandbox-sms", AUTH_HEADERS
+        )
         assert ok["data"]["channel"]["state"] == "SERVING"
 
         # The other channels send as usual.
-        status, sent = await _rest(hub, "POST", "/api/v2/message/send", AUTH_HEADERS, SMS)
+        status, sent = await rest_call(hub, "POST", "/api/v2/message/send", AUTH_HEADERS, SMS)
         assert status == 202, sent
         message_id = sent["results"][0]["messageId"]
 
@@ -124,7 +115,7 @@ async def test_a_signed_callback_on_tenant_bs_channel_lands_with_b(
                 "base_url": fake_twilio.url,
             },
         }
-        status, created = await _rest(hub, "POST", "/api/v1/config/channels", b, channel)
+        status, created = await rest_call(hub, "POST", "/api/v1/config/channels", b, channel)
         assert status == 201, created
         assert created["data"]["channel"]["state"] == "SERVING"
         assert created["data"]["channel"]["settings"]["auth_token"] == "***"
@@ -149,10 +140,12 @@ async def test_an_id_another_tenant_owns_is_refused_without_saying_so(db_url: st
     sandbox = {"channelId": "shared-id", "contactType": "SMS", "provider": "sandbox"}
     async with running_hub(db_url) as hub, authed_channel(f"127.0.0.1:{hub.grpc_port}") as ch:
         b = await _tenant(hub, "tenant-b")
-        status, body = await _rest(hub, "POST", "/api/v1/config/channels", AUTH_HEADERS, sandbox)
+        status, body = await rest_call(
+            hub, "POST", "/api/v1/config/channels", AUTH_HEADERS, sandbox
+        )
         assert status == 201, body
 
-        status, refused = await _rest(hub, "POST", "/api/v1/config/channels", b, sandbox)
+        status, refused = await rest_call(hub, "POST", "/api/v1/config/channels", b, sandbox)
         print(f"\nforeign id over REST: {status} {refused}")
         assert status == 400
         assert [e["field"] for e in refused["errors"]] == ["channelId"]
@@ -174,20 +167,22 @@ async def test_an_id_another_tenant_owns_is_refused_without_saying_so(db_url: st
         assert "tenant" not in (err.value.details() or "").lower()
 
         # Reading it is a 404 shaped like a missing id's.
-        status, foreign = await _rest(hub, "GET", "/api/v1/config/channels/shared-id", b)
-        status_missing, missing = await _rest(hub, "GET", "/api/v1/config/channels/no-such", b)
+        status, foreign = await rest_call(hub, "GET", "/api/v1/config/channels/shared-id", b)
+        status_missing, missing = await rest_call(hub, "GET", "/api/v1/config/channels/no-such", b)
         assert status == status_missing == 404
         assert foreign["message"].replace("shared-id", "<id>") == missing["message"].replace(
             "no-such", "<id>"
         )
 
         # The owner still has it, and B's own ids stay B's.
-        status, mine = await _rest(hub, "GET", "/api/v1/config/channels/shared-id", AUTH_HEADERS)
+        status, mine = await rest_call(
+            hub, "GET", "/api/v1/config/channels/shared-id", AUTH_HEADERS
+        )
         assert status == 200, mine
         own = {**sandbox, "channelId": "b-only"}
-        status, body = await _rest(hub, "POST", "/api/v1/config/channels", b, own)
+        status, body = await rest_call(hub, "POST", "/api/v1/config/channels", b, own)
         assert status == 201, body
-        status, listed = await _rest(
+        status, listed = await rest_call(
             hub, "GET", "/api/v1/config/channels?sandbox=true", AUTH_HEADERS
         )
         assert "b-only" not in [c["channelId"] for c in listed["results"]]
@@ -215,7 +210,7 @@ async def test_unauthenticated_webhooks_do_not_spend_the_default_tenants_budget(
             payload = wrapper(text_message("x1"))
             wrong = {"x-verify-token": "wrong-token"}
             answers = [
-                (await _rest(hub, "POST", "/api/v1/message/receive", wrong, payload))[0]
+                (await rest_call(hub, "POST", "/api/v1/message/receive", wrong, payload))[0]
                 for _ in range(3 * burst)
             ]
             url = f"http://127.0.0.1:{hub.http_port}/callbacks/sms-twilio"
@@ -226,7 +221,7 @@ async def test_unauthenticated_webhooks_do_not_spend_the_default_tenants_budget(
             ]
             # The default tenant's whole burst is still there, and then it is spent.
             authed = [
-                (await _rest(hub, "GET", "/api/v1/config/channels", AUTH_HEADERS))[0]
+                (await rest_call(hub, "GET", "/api/v1/config/channels", AUTH_HEADERS))[0]
                 for _ in range(burst + 1)
             ]
     print(f"\nwrong token={answers} forged callbacks={forged} then authed={authed}")
@@ -239,14 +234,14 @@ async def test_inbound_on_a_channel_created_at_runtime_normalises_addresses(db_u
     async with inbound_hub(db_url) as hub:
         b = await _tenant(hub, "tenant-b")
         channel = {"channelId": "b-rt-sms", "contactType": "SMS", "provider": "sandbox"}
-        status, body = await _rest(hub, "POST", "/api/v1/config/channels", b, channel)
+        status, body = await rest_call(hub, "POST", "/api/v1/config/channels", b, channel)
         assert status == 201, body
         payload = wrapper(
             text_message("rt-1", sender="+44 (0)7911 100077"),
             contacts=[contact(channel_id="b-rt-sms", phone="+44 (0)7911 100077")],
         )
         headers = {**b, "x-verify-token": TOKEN}
-        status, body = await _rest(hub, "POST", "/api/v1/message/receive", headers, payload)
+        status, body = await rest_call(hub, "POST", "/api/v1/message/receive", headers, payload)
         assert status == 200, body
         events = await hub.store.events_after("tenant-b", 0, 100)
     customers = {e.event.customer_id for e in events if e.event.type is EventType.CONTENT}
@@ -260,7 +255,7 @@ async def test_a_channel_reaches_only_the_channels_its_owner_may_use(db_url: str
     async with running_hub(db_url) as hub:
         b = await _tenant(hub, "tenant-b")
         for headers, channel_id in ((AUTH_HEADERS, "a-sms"), (b, "b-sms")):
-            status, body = await _rest(
+            status, body = await rest_call(
                 hub,
                 "POST",
                 "/api/v1/config/channels",

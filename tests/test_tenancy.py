@@ -7,7 +7,6 @@ import json
 import uuid
 from typing import Any
 
-import aiohttp
 import grpc
 from aiohttp import web
 
@@ -17,9 +16,8 @@ from cim.v1 import notification_service_pb2 as n
 from cim.v1 import notification_service_pb2_grpc as ng
 from cim.v1 import session_service_pb2 as s
 from cim.v1 import session_service_pb2_grpc as sg
-from server.app import Hub
 from support.clock import eventually
-from support.hub import AUTH_HEADERS, running_hub
+from support.hub import AUTH_HEADERS, rest_call, running_hub
 from support.inbound import inbound_hub, receive, seed, text_message, wrapper
 
 SEND = {
@@ -28,16 +26,6 @@ SEND = {
     "to": [{"msisdn": ["+447911100001"]}],
     "content": {"type": "text", "text": "for tenant A only"},
 }
-
-
-async def _rest(
-    hub: Hub, method: str, path: str, headers: dict[str, str], body: Any = None
-) -> tuple[int, dict[str, Any]]:
-    async with (
-        aiohttp.ClientSession(headers=headers) as http,
-        http.request(method, f"http://127.0.0.1:{hub.http_port}{path}", json=body) as resp,
-    ):
-        return resp.status, await resp.json()
 
 
 def _shape(body: dict[str, Any], ident: str) -> tuple[Any, ...]:
@@ -84,7 +72,7 @@ async def test_another_tenants_ids_are_not_found_over_rest_and_grpc(db_url: str)
         b_md = tuple(b_headers.items())
 
         # Tenant A (the default tenant) owns a message, a session and its conversation.
-        status, sent = await _rest(
+        status, sent = await rest_call(
             hub,
             "POST",
             "/api/v2/message/send",
@@ -95,10 +83,12 @@ async def test_another_tenants_ids_are_not_found_over_rest_and_grpc(db_url: str)
         message_id = sent["results"][0]["messageId"]
         data = await receive(hub, seed("inbound_wrapper.json"))
         [session_id] = data["sessionIds"]
-        status, session = await _rest(hub, "GET", f"/api/v1/sessions/{session_id}", AUTH_HEADERS)
+        status, session = await rest_call(
+            hub, "GET", f"/api/v1/sessions/{session_id}", AUTH_HEADERS
+        )
         assert status == 200, session
         conversation_id = session["data"]["session"]["conversationId"]
-        status, _ = await _rest(
+        status, _ = await rest_call(
             hub, "GET", f"/api/v1/conversations/{conversation_id}", AUTH_HEADERS
         )
         assert status == 200
@@ -109,7 +99,9 @@ async def test_another_tenants_ids_are_not_found_over_rest_and_grpc(db_url: str)
             "body": "only for A",
             "approved": [{"channelId": "sandbox", "status": "APPROVED"}],
         }
-        status, made = await _rest(hub, "POST", "/api/v1/config/tmpl/hsm", AUTH_HEADERS, template)
+        status, made = await rest_call(
+            hub, "POST", "/api/v1/config/tmpl/hsm", AUTH_HEADERS, template
+        )
         assert status == 201, made
         template_id = made["data"]["template"]["id"]
 
@@ -119,12 +111,14 @@ async def test_another_tenants_ids_are_not_found_over_rest_and_grpc(db_url: str)
             ("PUT", "/api/v1/config/tmpl/hsm/{}", {**template, "body": "taken over"}),
         ):
             missing = str(uuid.uuid4())
-            status, theirs = await _rest(hub, method, path.format(template_id), b_headers, body)
-            missing_status, none = await _rest(hub, method, path.format(missing), b_headers, body)
+            status, theirs = await rest_call(hub, method, path.format(template_id), b_headers, body)
+            missing_status, none = await rest_call(
+                hub, method, path.format(missing), b_headers, body
+            )
             assert (status, missing_status) == (404, 404), (path, theirs, none)
             assert _shape(theirs, template_id) == _shape(none, missing), path
             checked += 1
-        status, listed_b = await _rest(hub, "GET", "/api/v1/config/tmpl/hsm", b_headers)
+        status, listed_b = await rest_call(hub, "GET", "/api/v1/config/tmpl/hsm", b_headers)
         assert status == 200 and listed_b["results"] == [], listed_b
 
         for path, ident in (
@@ -135,8 +129,8 @@ async def test_another_tenants_ids_are_not_found_over_rest_and_grpc(db_url: str)
             ("/api/v1/notifications/stream?conversationIds={}", conversation_id),
         ):
             missing = str(uuid.uuid4())
-            status, theirs = await _rest(hub, "GET", path.format(ident), b_headers)
-            missing_status, none = await _rest(hub, "GET", path.format(missing), b_headers)
+            status, theirs = await rest_call(hub, "GET", path.format(ident), b_headers)
+            missing_status, none = await rest_call(hub, "GET", path.format(missing), b_headers)
             assert (status, missing_status) == (404, 404), (path, theirs, none)
             assert _shape(theirs, ident) == _shape(none, missing), path
             checked += 1
@@ -201,7 +195,7 @@ async def test_another_tenants_ids_are_not_found_over_rest_and_grpc(db_url: str)
 
         # The same idempotency key under tenant B is B's own: a new message, not A's reply.
         body_b = {**SEND, "content": {"type": "text", "text": "tenant B, same key"}}
-        status, again = await _rest(
+        status, again = await rest_call(
             hub,
             "POST",
             "/api/v2/message/send",
@@ -211,9 +205,9 @@ async def test_another_tenants_ids_are_not_found_over_rest_and_grpc(db_url: str)
         assert status == 202, again
         b_message = again["results"][0]["messageId"]
         assert b_message != message_id
-        status, mine = await _rest(hub, "GET", f"/api/v1/messages/{message_id}", AUTH_HEADERS)
+        status, mine = await rest_call(hub, "GET", f"/api/v1/messages/{message_id}", AUTH_HEADERS)
         assert status == 200 and mine["data"]["message"]["id"] == message_id, mine
-        status, _ = await _rest(hub, "GET", f"/api/v1/messages/{b_message}", AUTH_HEADERS)
+        status, _ = await rest_call(hub, "GET", f"/api/v1/messages/{b_message}", AUTH_HEADERS)
         assert status == 404
         checked += 1
         print(f"\ncross-tenant checks passed: {checked}")
@@ -238,17 +232,17 @@ async def test_a_tenants_webhook_gets_its_own_events_only(db_url: str) -> None:
             await hub.store.create_tenant("tenant-b")
             b_key = await hub.store.create_api_key("tenant-b")
             b_headers = {"x-api-id": b_key.api_id, "x-api-key": b_key.secret}
-            status, _ = await _rest(
+            status, _ = await rest_call(
                 hub, "POST", "/api/v1/config/webhook", AUTH_HEADERS, {"url": url}
             )
             assert status == 200
             # B's webhook setting is B's own: it shows none, and clearing it leaves A's.
-            status, b_view = await _rest(
+            status, b_view = await rest_call(
                 hub, "POST", "/api/v1/config/webhook", b_headers, {"url": ""}
             )
             assert status == 200 and b_view["data"].get("webhook", "") == ""
             for headers, name in ((b_headers, "B-ONLY"), (AUTH_HEADERS, "A-ONLY")):
-                status, _ = await _rest(
+                status, _ = await rest_call(
                     hub,
                     "POST",
                     "/api/v1/event/push",

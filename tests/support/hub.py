@@ -99,3 +99,14 @@ def rest_session(**kwargs: Any) -> aiohttp.ClientSession:
     """An HTTP client that sends the test key with every request."""
     headers = {**AUTH_HEADERS, **kwargs.pop("headers", {})}
     return aiohttp.ClientSession(headers=headers, **kwargs)
+
+
+async def rest_call(
+    hub: Hub, method: str, path: str, headers: dict[str, str], body: Any = None
+) -> tuple[int, dict[str, Any]]:
+    """One REST call with the given credentials; (status, decoded body)."""
+    async with (
+        aiohttp.ClientSession(headers=headers) as http,
+        http.request(method, f"http://127.0.0.1:{hub.http_port}{path}", json=body) as resp,
+    ):
+        return resp.status, await resp.json(content_type=None)
