@@ -16,7 +16,7 @@ anywhere below it costs one dictionary lookup.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -27,7 +27,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from cim.v1 import annotations_pb2
-from server.api.handlers import Behaviour, rewrap
+from server.api.handlers import Behaviour, WrappingInterceptor, rewrap
 from server.domain.errors import FieldViolation, invalid
 from server.domain.provider import CallbackResult
 
@@ -369,7 +369,7 @@ def _plain(value: Any, path: str, name: str = "") -> Iterator[FieldViolation]:
 Verify = Callable[[grpc.aio.ServicerContext], None]
 
 
-class FieldGuard(grpc.aio.ServerInterceptor):
+class FieldGuard(WrappingInterceptor):
     """Sits inside the error interceptor, so a refusal becomes INVALID_ARGUMENT.
 
     ``verify`` refuses a webhook call without its token; it runs before a bad
@@ -390,16 +390,7 @@ class FieldGuard(grpc.aio.ServerInterceptor):
             self._verify(context)
         raise invalid(found)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         def unary(inner: Behaviour) -> Behaviour:
             async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 self.check(request, method, context)

@@ -8,7 +8,7 @@ variable, for exactly the task that runs the handler.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -19,7 +19,7 @@ from grpc_status import rpc_status
 from server.api.auth import Authenticator, Credentials, is_open, needs_credentials
 from server.api.context import CALL_TENANT, DEFAULT_TENANT
 from server.api.errors import ERROR_DOMAIN, to_status
-from server.api.handlers import rewrap
+from server.api.handlers import WrappingInterceptor, rewrap
 from server.api.limits import RateLimiter, StreamCounter
 from server.api.verify import check_verify_token
 from server.domain.errors import DomainError
@@ -62,7 +62,7 @@ def too_many_streams_status(limit: int) -> grpc.Status:
     )
 
 
-class GuardInterceptor(grpc.aio.ServerInterceptor):
+class GuardInterceptor(WrappingInterceptor):
     def __init__(
         self,
         auth: Authenticator,
@@ -78,14 +78,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         self._streams = streams
         self._stream_limit = stream_limit
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or is_open(method):
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        if is_open(method):
             return handler
         return rewrap(
             handler,

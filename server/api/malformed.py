@@ -9,7 +9,7 @@ This interceptor runs first, so no other interceptor is handed a marker.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -17,7 +17,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError
 
 from server.api.errors import to_status
-from server.api.handlers import rewrap
+from server.api.handlers import WrappingInterceptor, rewrap
 from server.domain.errors import Code, DomainError, FieldViolation
 
 __all__ = ["Malformed", "MalformedRequestInterceptor", "locate_fault"]
@@ -214,14 +214,7 @@ def _stream(inner: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
     return call
 
 
-class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
+class MalformedRequestInterceptor(WrappingInterceptor):
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         decode = _safe(handler.request_deserializer, _descriptor(handler.request_deserializer))
         return rewrap(handler, unary=_unary, stream=_stream, request_deserializer=decode)
