@@ -1,30 +1,41 @@
 # CIM Hub server image: gRPC on 50051, HTTP/JSON façade (incl. /healthz) on 8080.
+# Base images are pinned by version in tools/versions.env (tests/test_lock.py
+# checks that the FROM lines agree); Python packages come from uv.lock.
 
 # Swagger UI for /docs comes from npm at build time, never from a CDN at run time.
-FROM node:20-slim AS docs
-RUN npm install --prefix /docs --no-fund --no-audit swagger-ui-dist@5.35.0
+FROM node:20.20.2-bookworm-slim AS docs
+WORKDIR /docs
+COPY tools/node/package.json tools/node/package-lock.json ./
+RUN npm ci --ignore-scripts --no-fund --no-audit --omit=optional
 
-FROM python:3.11-slim
+FROM python:3.11.7-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PROJECT_ENVIRONMENT=/opt/cimhub
 
 WORKDIR /app
 
-# Dependencies first (metadata only) so code edits reuse the cached layer.
-COPY pyproject.toml ./
-RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > /tmp/requirements.txt \
- && pip install -r /tmp/requirements.txt
+# uv itself, by hash; then the runtime packages from the lock (no test or dev
+# extras), before the code so that code edits reuse this layer.
+COPY tools/uv-requirements.txt tools/
+RUN pip install --no-deps --require-hashes -r tools/uv-requirements.txt
+COPY pyproject.toml uv.lock ./
+RUN uv sync --frozen --no-install-project --no-dev
 
 COPY . .
-RUN pip install --no-deps . \
+RUN uv sync --frozen --no-dev --no-editable \
  && useradd --system --create-home --home-dir /var/lib/cimhub cimhub \
  && mkdir -p /app/var && chown cimhub:cimhub /app/var
 
 COPY --from=docs /docs/node_modules/swagger-ui-dist /opt/swagger-ui
-ENV CIMHUB_DOCS_ASSETS=/opt/swagger-ui
+ENV CIMHUB_DOCS_ASSETS=/opt/swagger-ui \
+    PATH=/opt/cimhub/bin:$PATH
 
 USER cimhub
 EXPOSE 50051 8080

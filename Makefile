@@ -1,65 +1,101 @@
 # CIM Hub developer entry points. `make test` is what CI runs (via .ci/run).
+#
+# Every Python package comes from uv.lock (exact versions, hashes), every node
+# tool from tools/node/package-lock.json, and the system services' versions from
+# tools/versions.env. Nothing here resolves versions afresh except `make lock`.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
+include tools/versions.env
+
 PYTHON      ?= python3
 VENV        := .venv
 PY          := $(VENV)/bin/python
-BUF_VERSION := 1.75.0
-NODE_PREFIX := .build/node
-BUF         := $(NODE_PREFIX)/node_modules/.bin/buf
-BUF_STAMP   := $(NODE_PREFIX)/.buf-$(BUF_VERSION)
-# Swagger UI for /docs, from npm into its own prefix (installing into the buf
-# prefix with --no-save would prune buf).
-SWAGGER_UI_VERSION := 5.35.0
-DOCS_PREFIX := .build/docs
-DOCS_STAMP  := $(DOCS_PREFIX)/.swagger-ui-$(SWAGGER_UI_VERSION)
+# uv installs from uv.lock; it is itself installed by pip from a hashed file.
+UV_DIR      := .build/uv
+UV          := $(UV_DIR)/bin/uv
+EXTRAS      := --extra test --extra dev --extra bench
+export UV_PYTHON_DOWNLOADS := never
+# Compile .pyc at install time: with PYTHONDONTWRITEBYTECODE set (as on CI
+# machines) every subprocess the tests start would otherwise recompile grpc,
+# sqlalchemy and aiohttp from source.
+export UV_COMPILE_BYTECODE := 1
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+# buf and swagger-ui-dist (served at /docs), from npm with `npm ci`.
+NODE_DIR    := tools/node
+BUF         := $(NODE_DIR)/node_modules/.bin/buf
+NODE_STAMP  := $(NODE_DIR)/node_modules/.installed
 VENDORED    := .build/protos/google/api/annotations.proto
-PG_BINDIR   := /usr/lib/postgresql/15/bin
+PG_BINDIR   := /usr/lib/postgresql/$(PG_MAJOR)/bin
 PYTEST_ARGS ?= -q
 
 # Run apt-get through sudo when we are not root (and sudo exists).
 SUDO := $(shell if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then echo sudo; fi)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 
-.PHONY: help venv buf docs-assets gen vendor-protos check-generated lint system-deps test run bench clean
+.PHONY: help venv uv lock lock-upgrade lock-check node-tools buf docs-assets gen \
+        vendor-protos check-generated lint system-deps test run bench clean
 
 help:
-	@echo "make venv             create .venv and install the project with [test,dev] extras"
-	@echo "make buf              install buf $(BUF_VERSION) into $(NODE_PREFIX) via npm"
-	@echo "make docs-assets      install swagger-ui-dist $(SWAGGER_UI_VERSION) for /docs via npm"
+	@echo "make venv             .venv from uv.lock (runtime, test, dev and bench extras)"
+	@echo "make lock             update uv.lock after editing pyproject.toml (keeps other pins)"
+	@echo "make lock-upgrade     move uv.lock to the newest releases pyproject allows"
+	@echo "                      (PACKAGE=name moves only that one)"
+	@echo "make node-tools       buf and swagger-ui-dist from tools/node/package-lock.json"
 	@echo "make gen              regenerate generated/ from proto/ (scripts/gen_protos.py)"
-	@echo "make check-generated  regenerate and fail if generated/ differs from git"
+	@echo "make check-generated  fail if generated/ is not what proto/ and uv.lock produce"
 	@echo "make lint             ruff, ruff format, import-linter, buf lint/format, mypy"
-	@echo "make system-deps      install redis-server / postgresql-15 with apt if missing"
-	@echo "make test             everything CI runs: check-generated, lint, pytest"
+	@echo "make system-deps      install redis-server / postgresql-$(PG_MAJOR) with apt if missing"
+	@echo "make test             everything CI runs: lock check, check-generated, lint, pytest"
 	@echo "make run              start the hub locally (SQLite under ./var/)"
 	@echo "make bench            run bench/run.py"
-	@echo "make clean            remove .venv, .build and caches (keeps ./var/)"
+	@echo "make clean            remove .venv, .build, node_modules and caches (keeps ./var/)"
 
 # ---------------------------------------------------------------- environments
-venv: $(VENV)/.installed
+uv: $(UV)
 
-# Reinstalls whenever pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml
-	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,dev]'
+$(UV): tools/uv-requirements.txt
+	@rm -rf $(UV_DIR)
+	$(PYTHON) -m venv $(UV_DIR)
+	$(UV_DIR)/bin/pip install -q --disable-pip-version-check --no-deps --require-hashes \
+	  -r tools/uv-requirements.txt
 	@touch $@
 
-buf: $(BUF_STAMP)
+# uv answers from the lock and pyproject's metadata; a disagreement is an
+# error that says what to do rather than a silent re-resolve.
+lock-check: $(UV)
+	@if ! $(UV) lock --check --quiet 2>/tmp/cimhub-lock-check.$$$$; then \
+	  cat /tmp/cimhub-lock-check.$$$$ >&2; rm -f /tmp/cimhub-lock-check.$$$$; \
+	  echo "ERROR: uv.lock does not match pyproject.toml." >&2; \
+	  echo "  pyproject.toml's dependencies changed without the lock. Run 'make lock'" >&2; \
+	  echo "  and commit pyproject.toml and uv.lock together (README, 'Dependencies')." >&2; \
+	  exit 1; \
+	fi; rm -f /tmp/cimhub-lock-check.$$$$
 
-$(BUF_STAMP):
-	npm install --prefix $(NODE_PREFIX) --no-fund --no-audit --no-save @bufbuild/buf@$(BUF_VERSION)
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml uv.lock $(UV)
+	@$(MAKE) --no-print-directory lock-check
+	$(UV) sync --frozen $(EXTRAS) --python $(PYTHON)
+	@touch $@
+
+lock: $(UV)
+	$(UV) lock
+	@$(MAKE) --no-print-directory venv
+
+lock-upgrade: $(UV)
+	$(UV) lock $(if $(PACKAGE),--upgrade-package $(PACKAGE),--upgrade)
+	@$(MAKE) --no-print-directory venv
+
+node-tools: $(NODE_STAMP)
+buf docs-assets: node-tools
+
+# --ignore-scripts: buf runs through its JS launcher, and nothing else needs a hook.
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	npm ci --prefix $(NODE_DIR) --ignore-scripts --no-fund --no-audit
 	@$(BUF) --version
-	@rm -f $(NODE_PREFIX)/.buf-* && touch $@
-
-docs-assets: $(DOCS_STAMP)
-
-$(DOCS_STAMP):
-	npm install --prefix $(DOCS_PREFIX) --no-fund --no-audit --no-save swagger-ui-dist@$(SWAGGER_UI_VERSION)
-	@rm -f $(DOCS_PREFIX)/.swagger-ui-* && touch $@
+	@touch $@
 
 # ------------------------------------------------------------------ generation
 gen: venv
@@ -72,22 +108,15 @@ vendor-protos: $(VENDORED)
 $(VENDORED): | $(VENV)/.installed
 	$(PY) -c 'import sys; sys.path.insert(0, "scripts"); import gen_protos; gen_protos.vendor_google_protos()'
 
-# Compared with the git index: a clean checkout must already hold exactly what
-# the generator writes (staged-but-uncommitted output counts as up to date).
-check-generated: gen
-	@changes="$$(git status --porcelain --untracked-files=all -- generated/ | grep -v '^[MADRC] ' || true)"; \
-	if [ -n "$$changes" ] || ! git diff --quiet -- generated/; then \
-	  echo "ERROR: generated/ is stale: scripts/gen_protos.py produced changes:" >&2; \
-	  echo "$$changes" >&2; \
-	  git --no-pager diff --stat -- generated/ >&2; \
-	  echo "Run 'make gen' and commit generated/ together with the proto/ change." >&2; \
-	  exit 1; \
-	fi
-	@echo "generated/ is up to date"
+# Generates into a scratch folder and compares byte for byte; on a difference
+# it names what changed since generated/ was written: proto/ or the generator's
+# versions in uv.lock.
+check-generated: venv
+	$(PY) scripts/gen_protos.py --check
 
 # ------------------------------------------------------------------------ lint
 # Every checker runs even if an earlier one fails; the target fails if any did.
-lint: venv buf vendor-protos
+lint: venv node-tools vendor-protos
 	@failed=""; \
 	run() { echo "+ $$*"; "$$@" || failed="$$failed\n  $$*"; }; \
 	run $(PY) -m ruff check .; \
@@ -106,33 +135,34 @@ system-deps:
 	  $(APT_INSTALL) redis-server || { $(SUDO) apt-get update -q && $(APT_INSTALL) redis-server; }; \
 	fi
 	@if [ ! -x $(PG_BINDIR)/initdb ]; then \
-	  echo "installing postgresql-15"; \
-	  $(APT_INSTALL) postgresql-15 || { $(SUDO) apt-get update -q && $(APT_INSTALL) postgresql-15; }; \
+	  echo "installing postgresql-$(PG_MAJOR)"; \
+	  $(APT_INSTALL) postgresql-$(PG_MAJOR) || { $(SUDO) apt-get update -q && $(APT_INSTALL) postgresql-$(PG_MAJOR); }; \
 	fi
 	@if [ "$$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then \
 	  echo "creating the postgres system user (initdb refuses to run as root)"; \
 	  useradd --system --user-group --home-dir /var/lib/postgresql --shell /bin/bash postgres; \
 	fi
 	@redis-server --version; $(PG_BINDIR)/postgres --version
+	@redis-server --version | grep -q " v=$(REDIS_MAJOR)\." || { \
+	  echo "ERROR: redis-server is not Redis $(REDIS_MAJOR) (tools/versions.env)" >&2; exit 1; }
 
 # ------------------------------------------------------------------------ test
-test: venv buf docs-assets system-deps
+test: lock-check venv node-tools system-deps
 	@$(MAKE) --no-print-directory check-generated
 	@$(MAKE) --no-print-directory lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # ------------------------------------------------------------------------- run
-run: venv docs-assets
+run: venv node-tools
 	@mkdir -p var
 	$(PY) -m server serve
 
 # BENCH_ARGS passes flags through, e.g. make bench BENCH_ARGS="--quick" or "--db postgresql".
 BENCH_ARGS ?=
 bench: venv
-	@[ -f bench/run.py ] || { echo "bench/run.py does not exist yet" >&2; exit 1; }
-	@$(PY) -c 'import matplotlib, psutil' 2>/dev/null || $(PY) -m pip install -q matplotlib psutil
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .build .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) .build $(NODE_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache \
+	  .hypothesis *.egg-info
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

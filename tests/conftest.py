@@ -5,26 +5,14 @@ Session servers start lazily, the first time a test asks for them.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 
+from support import unavailable
 from support.postgres import PostgresServer, PostgresUnavailable
 from support.redis import RedisServer, RedisUnavailable
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def _unavailable(reason: str) -> NoReturn:
-    """Missing system services are a hard failure in CI, a skip elsewhere."""
-    if _in_ci():
-        pytest.fail(f"{reason} (CI is set, so this is an error rather than a skip)")
-    pytest.skip(reason)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -36,7 +24,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     try:
         server = PostgresServer().start()
     except PostgresUnavailable as exc:
-        _unavailable(str(exc))
+        unavailable(str(exc))
     try:
         yield server
     finally:
@@ -48,7 +36,7 @@ def redis_server() -> Iterator[RedisServer]:
     try:
         server = RedisServer()
     except RedisUnavailable as exc:
-        _unavailable(str(exc))
+        unavailable(str(exc))
     server.start()
     try:
         yield server

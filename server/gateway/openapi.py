@@ -559,13 +559,13 @@ def build_openapi(
 
 
 def default_assets_dir() -> str:
-    """$CIMHUB_DOCS_ASSETS, else swagger-ui-dist as `make docs-assets` installs it
-    (from npm, into .build/docs)."""
+    """$CIMHUB_DOCS_ASSETS, else swagger-ui-dist as `make node-tools` installs it
+    (npm ci from tools/node/package-lock.json)."""
     configured = os.environ.get(DOCS_ASSETS_ENV, "")
     if configured:
         return configured
     root = Path(__file__).resolve().parents[2]
-    return str(root / ".build" / "docs" / "node_modules" / "swagger-ui-dist")
+    return str(root / "tools" / "node" / "node_modules" / "swagger-ui-dist")
 
 
 _PAGE = """<!doctype html>

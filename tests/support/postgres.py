@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import free_port
+from .versions import PG_MAJOR
 
 T = TypeVar("T")
 
-PG_MAJOR = 15
 SERVICE_USER = "postgres"
 ADMIN_DB = "postgres"
 SESSION_DB = "cimhub"

@@ -7,6 +7,7 @@ does not need the ``redis`` client package.
 from __future__ import annotations
 
 import atexit
+import re
 import shutil
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 from . import free_port
+from .versions import REDIS_MAJOR
 
 
 class RedisUnavailable(RuntimeError):
@@ -28,7 +30,21 @@ def find_redis_server() -> str:
             "redis-server not found on PATH; install it (`make system-deps` or "
             "`apt-get install -y redis-server`)"
         )
+    found = redis_major(path)
+    if found != REDIS_MAJOR:
+        raise RedisUnavailable(
+            f"{path} is Redis {found}, but tools/versions.env names Redis {REDIS_MAJOR}"
+        )
     return path
+
+
+def redis_major(binary: str) -> int:
+    """The major version `redis-server --version` reports ("... v=7.0.15 ...")."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True)
+    match = re.search(r"\bv=(\d+)\.", out.stdout)
+    if match is None:
+        raise RedisUnavailable(f"cannot read a version from {out.stdout.strip()!r}")
+    return int(match.group(1))
 
 
 def _command(port: int, *args: str, timeout: float = 1.0) -> bytes:
