@@ -23,6 +23,7 @@ from grpc_status import rpc_status
 
 from cim.v1 import customer_service_pb2 as c
 from cim.v1 import messaging_service_pb2 as m
+from server.api.server import MAX_METADATA_BYTES
 from server.app import Hub
 from support.hub import channel_to, rest_session, running_hub
 
@@ -223,6 +224,19 @@ async def _grpc_auth(hub: Hub, token: str) -> tuple[str, str]:
             code, reason, _ = grpc_rejection(err)
             return code, reason
     return "OK", ""
+
+
+async def test_large_headers_get_the_same_answer_every_time(db_url: str) -> None:
+    """Headers under the server's metadata limit reach authentication on every
+    try; over it, every try is RESOURCE_EXHAUSTED. gRPC's own default refuses
+    headers between 8 and 16 KiB at random, so 40 tries of 12 KiB would show it."""
+    async with running_hub(db_url) as hub:
+        under = "x" * (MAX_METADATA_BYTES * 3 // 4)
+        answers = {await _grpc_auth(hub, under) for _ in range(40)}
+        assert answers == {("UNAUTHENTICATED", "INVALID_TOKEN")}
+        over = "x" * (MAX_METADATA_BYTES + 1024)
+        answers = {(await _grpc_auth(hub, over))[0] for _ in range(10)}
+        assert answers == {"RESOURCE_EXHAUSTED"}
 
 
 async def _rest_auth(hub: Hub, token: str) -> tuple[int, str]:

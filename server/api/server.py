@@ -60,6 +60,11 @@ class BuiltServer:
     interceptors: tuple[grpc.aio.ServerInterceptor, ...]
 
 
+# gRPC's hard limit for request headers (credentials included): past it a call
+# is RESOURCE_EXHAUSTED before any interceptor runs.
+MAX_METADATA_BYTES = 16 << 10
+
+
 def build_server(
     services: Services,
     *,
@@ -82,6 +87,10 @@ def build_server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            # gRPC refuses headers between its soft and hard metadata limits at
+            # random; one limit makes the same request get the same answer.
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
         ],
     )
     recorder: Any = HandlerRecorder(server)
