@@ -190,7 +190,7 @@ async def profiled(ctx: Ctx, key: str, pid: int) -> AsyncIterator[None]:
         return
     pyspy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if pyspy is None:
-        ctx.notes.append("--profile: py-spy not found (pip install py-spy)")
+        ctx.notes.append("--profile: py-spy not found (make venv installs it from uv.lock)")
         yield
         return
     out_dir = BENCH / "results" / "profiles"
