@@ -22,6 +22,7 @@ import aiohttp
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import func, select, text
 
 from cim.v1 import messaging_service_pb2 as m
@@ -37,6 +38,7 @@ from support.postgres import PostgresServer
 from support.proxy import FlakyProxy
 
 SEND = "/api/v2/message/send"
+MESSAGING = "cim.v1.MessagingService"
 
 
 def _body(text_: str = "hello") -> dict[str, Any]:
@@ -205,13 +207,38 @@ async def test_postgres_out_of_reach_is_503_with_retry_after(
     pg_database: str, proxy: FlakyProxy
 ) -> None:
     async with running_hub(proxy.url(pg_database)) as hub:
+        assert await _health(hub) == (200, 200, "SERVING", "SERVING")
         proxy.cut()
         try:
             await _assert_unavailable_on_both_transports(hub)
+            # Readiness turns off within a probe or two; liveness stays on.
+            await _health_becomes(hub, (200, 503, "SERVING", "NOT_SERVING"), within=3)
         finally:
             proxy.mend()
+        await _health_becomes(hub, (200, 200, "SERVING", "SERVING"), within=3)
         status, _headers, reply = await _post(hub.http_port, _body())
         assert status == 202, reply
+
+
+async def _health_becomes(hub: Any, wanted: tuple[int, int, str, str], within: float) -> None:
+    async with asyncio.timeout(within):
+        while await _health(hub) != wanted:  # noqa: ASYNC110 - polled over the network
+            await asyncio.sleep(0.05)
+
+
+async def _health(hub: Any) -> tuple[int, int, str, str]:
+    """(/healthz, /readyz, gRPC health of the process, of MessagingService)."""
+    codes = []
+    async with aiohttp.ClientSession() as http:
+        for path in ("/healthz", "/readyz"):
+            async with http.get(f"http://127.0.0.1:{hub.http_port}{path}") as resp:
+                codes.append(resp.status)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{hub.grpc_port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        process = await stub.Check(health_pb2.HealthCheckRequest(service=""))
+        api = await stub.Check(health_pb2.HealthCheckRequest(service=MESSAGING))
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name
+    return codes[0], codes[1], name(process.status), name(api.status)
 
 
 @pytest.mark.postgresql
