@@ -46,7 +46,7 @@ from server.net.http import OutboundHttp
 from server.readiness import Readiness, add_health_routes
 from server.storage.store import SqlStore
 from server.storage.writer import now_ms
-from server.sweeper import InactivitySweeper
+from server.sweeper import InactivitySweeper, ReceiptTimeoutSweeper
 from server.webhooks.sender import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -189,6 +189,11 @@ async def _assemble(
     )
     sweeper.start()
     resources.push_async_callback(sweeper.close)
+    receipt_sweeper = ReceiptTimeoutSweeper(
+        store, timeout_ms=settings.receipt_timeout_ms, interval=settings.receipt_sweep_interval
+    )
+    receipt_sweeper.start()
+    resources.push_async_callback(receipt_sweeper.close)
     housekeeper = Housekeeper(store, event_retention_ms=settings.event_retention_ms)
     housekeeper.start()
     resources.push_async_callback(housekeeper.close)

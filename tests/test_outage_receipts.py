@@ -170,3 +170,37 @@ async def test_a_callback_that_cannot_be_recorded_is_503_so_the_provider_retries
                     assert resp.status == 200, await resp.text()
     finally:
         holder.close()
+
+
+class NeverReports:
+    """A provider that accepts every message and never says what became of it."""
+
+    async def start(self, receipts: ReceiptSink) -> None:
+        pass
+
+    async def send(self, delivery: Delivery) -> Accepted:
+        return Accepted(f"prov-{delivery.message_id}")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_message_whose_receipt_never_comes_expires_with_the_reason(db_url: str) -> None:
+    async with running_hub(
+        db_url,
+        adapters={"sandbox-sms": NeverReports()},
+        receipt_timeout_ms=1000,
+        receipt_sweep_interval=0.1,
+    ) as hub:
+        async with (
+            aiohttp.ClientSession(headers=AUTH_HEADERS) as http,
+            http.post(f"http://127.0.0.1:{hub.http_port}{SEND}", json=BODY) as resp,
+        ):
+            assert resp.status == 202
+            message_id = (await resp.json())["results"][0]["messageId"]
+        async with asyncio.timeout(10):
+            while (message := await _message(hub, message_id))["status"] != "EXPIRED":  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+    statuses = [h["status"] for h in message["history"]]
+    assert statuses == ["ACCEPTED", "SUBMITTED", "EXPIRED"]
+    assert "no receipt" in message["history"][-1]["reason"]

@@ -201,6 +201,9 @@ class SqlStore(ConfigStoreMixin):
 
         await self._writer.submit(work)
 
+    async def expire_unconfirmed(self, timeout_ms: int) -> int:
+        return await self._writer.submit(lambda tx: receipts.expire_unconfirmed(tx, timeout_ms))
+
     async def reconcile_receipts(self) -> int:
         return await self._writer.submit(lambda tx: receipts.reconcile(tx))
 
