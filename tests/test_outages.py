@@ -40,6 +40,7 @@ from support.replicas import (
 pytestmark = pytest.mark.postgresql
 HEADERS = {"x-api-id": API_ID, "x-api-key": API_KEY}
 SEND = "/api/v2/message/send"
+HUNG_OR_DROPPED = 0
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +155,8 @@ class Load:
             ) as resp:
                 reply = await resp.json(content_type=None)
                 status = resp.status
-        except aiohttp.ClientError:
-            return 0
+        except (aiohttp.ClientError, TimeoutError):
+            status = HUNG_OR_DROPPED
         self.statuses[status] += 1
         if status == 202:
             self.acknowledged.update(r["messageId"] for r in reply["results"])
@@ -164,7 +165,9 @@ class Load:
         return status
 
     async def run(self, stop: asyncio.Event) -> None:
-        async with aiohttp.ClientSession(headers=HEADERS) as http:
+        # A request the hub neither answers nor fails within this is a hang.
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(headers=HEADERS, timeout=timeout) as http:
             while not stop.is_set():
                 await self.send(http, self.sent, f"k-{uuid.uuid4().hex}")
                 self.sent += 1
@@ -245,6 +248,7 @@ async def _outage_under_load(
         f" aborted_then_retried={len(load.unsure)} sse_reconnects={sub.reconnects}"
         f" events={len(log)} seen={len(changes)}"
     )
+    assert load.statuses[HUNG_OR_DROPPED] == 0  # every request answered, none hung
     assert set(server_errors) <= {503}, server_errors
     assert all(live == 200 for live, _ready in health), health  # liveness throughout
     if store_down:
