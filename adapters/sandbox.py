@@ -10,6 +10,7 @@ real provider re-sends callbacks that were not acknowledged.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import uuid
 from collections.abc import Coroutine
@@ -17,8 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from adapters.base import Accepted, Delivery, Receipt, ReceiptSink
-from server.aio import cancel_and_wait
+from server.aio import cancel_and_wait, log_failure
 from server.domain.status import DeliveryStatus
+
+log = logging.getLogger(__name__)
+# A receipt the hub could not record is offered again, ever later, as a
+# provider re-sends callbacks that were not acknowledged.
+RETRY_FIRST_S = 0.1
+RETRY_MAX_S = 5.0
 
 
 class SandboxAdapter:
@@ -63,11 +70,26 @@ class SandboxAdapter:
         task = asyncio.create_task(coro)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+        task.add_done_callback(log_failure)
 
     async def _report(self, provider_id: str) -> None:
         await asyncio.sleep(self._delay)
-        if self._receipts is not None:
-            await self._receipts(self.channel_id, Receipt(provider_id, DeliveryStatus.DELIVERED))
+        wait = RETRY_FIRST_S
+        while self._receipts is not None:
+            try:
+                await self._receipts(
+                    self.channel_id, Receipt(provider_id, DeliveryStatus.DELIVERED)
+                )
+                return
+            except Exception as exc:
+                log.warning(
+                    "receipt for %s not recorded (%r); offering it again in %.1f s",
+                    provider_id,
+                    exc,
+                    wait,
+                )
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, RETRY_MAX_S)
 
     async def close(self) -> None:
         await cancel_and_wait(*self._pending)

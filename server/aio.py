@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def log_failure(task: asyncio.Future[Any]) -> None:
+    """A done-callback: a task that failed is logged, never left unretrieved."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None:
+        name = task.get_name() if isinstance(task, asyncio.Task) else "future"
+        log.error("background task %s failed", name, exc_info=error)
 
 
 async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:

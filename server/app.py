@@ -23,7 +23,7 @@ from server.api.limits import RateLimiter, StreamCounter
 from server.api.local_channel import LocalChannel
 from server.api.messaging import MessagingServicer
 from server.api.notifications import NotificationServicer
-from server.api.server import BuiltServer, Services, build_server, set_serving
+from server.api.server import BuiltServer, Services, build_server, set_ready, set_serving
 from server.api.sessions import SessionServicer
 from server.api.tokens import TokenRules
 from server.channels import ChannelRegistry
@@ -43,9 +43,10 @@ from server.gateway.callbacks import add_callback_routes
 from server.gateway.openapi import add_docs_routes
 from server.net.addresses import AddressPolicy, address_refusal, url_refusal
 from server.net.http import OutboundHttp
+from server.readiness import Readiness, add_health_routes
 from server.storage.store import SqlStore
 from server.storage.writer import now_ms
-from server.sweeper import InactivitySweeper
+from server.sweeper import InactivitySweeper, ReceiptTimeoutSweeper
 from server.webhooks.sender import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,11 @@ async def _assemble(
     )
     sweeper.start()
     resources.push_async_callback(sweeper.close)
+    receipt_sweeper = ReceiptTimeoutSweeper(
+        store, timeout_ms=settings.receipt_timeout_ms, interval=settings.receipt_sweep_interval
+    )
+    receipt_sweeper.start()
+    resources.push_async_callback(receipt_sweeper.close)
     housekeeper = Housekeeper(store, event_retention_ms=settings.event_retention_ms)
     housekeeper.start()
     resources.push_async_callback(housekeeper.close)
@@ -225,8 +231,16 @@ async def _assemble(
     resources.push_async_callback(stop_grpc)
     await set_serving(built.health, True)
 
+    async def readiness_changed(ready: bool) -> None:
+        if lifecycle.serving:  # a stopping server stays NOT_SERVING
+            await set_ready(built.health, ready)
+
+    readiness = Readiness(store.ping, readiness_changed)
+    readiness.start()
+    resources.push_async_callback(readiness.close)
+
     public = PublicUrl(settings.public_url)
-    app = _http_app(settings, gateway_channel, channels, store, public, lifecycle)
+    app = _http_app(settings, gateway_channel, channels, store, public, lifecycle, readiness)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     resources.push_async_callback(runner.cleanup)
@@ -339,6 +353,7 @@ def _http_app(
     store: SqlStore,
     public: PublicUrl,
     lifecycle: Lifecycle,
+    readiness: Readiness,
 ) -> web.Application:
     app = create_app(gateway_channel, max_body_bytes=settings.max_body_bytes)
 
@@ -360,12 +375,7 @@ def _http_app(
         on_inbound=on_inbound,
     )
 
-    async def healthz(_request: web.Request) -> web.Response:
-        if lifecycle.serving:
-            return web.json_response({"status": "SERVING"})
-        return web.json_response({"status": "NOT_SERVING"}, status=503)
-
-    app.router.add_get("/healthz", healthz)
+    add_health_routes(app, lambda: lifecycle.serving, readiness)
     # Last: the document describes every route added above.
     add_docs_routes(app, route_table(app))
     return app

@@ -76,6 +76,10 @@ class Settings:
     # Open sessions with no customer message or routing for this long are closed.
     session_inactivity_ms: int = 24 * 3600 * 1000
     session_sweep_interval: float = 30.0
+    # A message the provider accepted but never reported on for this long is
+    # EXPIRED, so every accepted message reaches a final status.
+    receipt_timeout_ms: int = 48 * 3600 * 1000
+    receipt_sweep_interval: float = 60.0
     # -- scale-out --
     # Empty: events fan out in this process only. Set (redis://host:6379/0):
     # every replica's events reach every replica's subscribers.
@@ -198,6 +202,8 @@ def _auth_from_env(s: Settings, env: Mapping[str, str]) -> Settings:
         "CIMHUB_MAX_STREAMS_PER_TENANT": ("max_streams_per_tenant", int),
         "CIMHUB_MAX_BODY_BYTES": ("max_body_bytes", int),
         "CIMHUB_MAX_GRPC_MESSAGE_BYTES": ("max_grpc_message_bytes", int),
+        "CIMHUB_RECEIPT_TIMEOUT_MS": ("receipt_timeout_ms", int),
+        "CIMHUB_RECEIPT_SWEEP_SECONDS": ("receipt_sweep_interval", float),
     }
     for name, (attr, kind) in numbers.items():
         if name in env:

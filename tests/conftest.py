@@ -5,6 +5,8 @@ Session servers start lazily, the first time a test asks for them.
 
 from __future__ import annotations
 
+import gc
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,3 +70,36 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield server.url(name)
     finally:
         server.drop_database(name)
+
+
+class _LostTaskErrors(logging.Handler):
+    """Collects asyncio's report of a task that failed with nobody looking."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.found: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "exception was never retrieved" in message:
+            self.found.append(message + "\n" + self.format(record))
+
+
+@pytest.fixture(autouse=True)
+def no_lost_task_errors() -> Iterator[None]:
+    """Fails the test during which a task's exception went unretrieved.
+
+    asyncio reports it when the task is collected, so collect before looking.
+    Run with PYTHONASYNCIODEBUG=1 to see where each such task was created.
+    """
+    handler = _LostTaskErrors()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("asyncio")
+    logger.addHandler(handler)
+    try:
+        yield
+        gc.collect()
+    finally:
+        logger.removeHandler(handler)
+    if handler.found:
+        pytest.fail("a task failed and nobody retrieved its exception:\n" + handler.found[0])

@@ -38,6 +38,8 @@ def test_compose_runs_two_replicas_on_shared_postgres_and_redis() -> None:
         assert set(depends) == {"postgres", "redis", "smtp"}, name
         assert all(d["condition"] == "service_healthy" for d in depends.values()), name
         assert service["build"]["dockerfile"] == "Dockerfile"
+        # Compose's one healthcheck gates traffic, so it is readiness.
+        assert "/readyz" in " ".join(service["healthcheck"]["test"]), name
     ports = [p for s in replicas.values() for p in s["ports"]]
     assert len(ports) == len(set(ports))  # the replicas do not clash on the host
     assert (ROOT / "Dockerfile").exists()

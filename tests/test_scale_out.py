@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import grpc
 import pytest
 from sqlalchemy import func, select
@@ -177,6 +178,12 @@ async def test_killed_replica_leaves_nothing_undone(
         a_in_flight = await claimed_with_lease_before(pg_url, killed_at + a_lease + 1)
         a_started = await started_with_lease_before(pg_url, killed_at + a_lease + 1)
         at_kill = await outbox_counts(pg_url)
+        # Counted first: A's short leases lapse soon after the kill. The
+        # survivor stays live and ready, its database still there.
+        async with aiohttp.ClientSession() as http:
+            for path in ("/healthz", "/readyz"):
+                async with http.get(f"http://127.0.0.1:{b.http_port}{path}") as resp:
+                    assert resp.status == 200, path
 
         async def dispatched() -> bool:
             counts = await outbox_counts(pg_url)

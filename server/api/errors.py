@@ -2,6 +2,9 @@
 
 The status carries google.rpc ErrorInfo (the UPPER_SNAKE reason) and, for bad
 input, BadRequest field violations, in the grpc-status-details-bin trailer.
+A database that is out of reach is UNAVAILABLE with RetryInfo, never INTERNAL,
+and a write whose commit was cut off is ABORTED: the REST gateway maps these
+statuses too, so this is the one place where store failures get their meaning.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from server.api.handlers import WrappingInterceptor, rewrap
 from server.domain.errors import DomainError
+from server.storage.faults import RETRY_AFTER_S, OutcomeUnknown, is_unavailable
 
 log = logging.getLogger(__name__)
 ERROR_DOMAIN = "cimhub"
@@ -49,6 +53,54 @@ def to_status(err: DomainError) -> grpc.Status:
     return rpc_status.to_status(status_pb2.Status(code=code, message=err.message, details=details))
 
 
+def _detail(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def _retry_info(seconds: float) -> any_pb2.Any:
+    whole = int(seconds)
+    delay = duration_pb2.Duration(seconds=whole, nanos=int((seconds - whole) * 1e9))
+    return _detail(error_details_pb2.RetryInfo(retry_delay=delay))
+
+
+def store_fault_status(exc: BaseException) -> grpc.Status | None:
+    """The status for a store failure a retry can get past; None for anything else."""
+    if isinstance(exc, OutcomeUnknown):
+        reason = "OUTCOME_UNKNOWN"
+        code = code_pb2.ABORTED
+        message = (
+            "the database connection was lost while this request was committing, so it "
+            "may have been applied; retry with the same Idempotency-Key (request_id), "
+            "which returns the original result if it was"
+        )
+    elif is_unavailable(exc):
+        reason = "STORE_UNAVAILABLE"
+        code = code_pb2.UNAVAILABLE
+        message = "the database is unavailable; nothing was changed, retry later"
+    else:
+        return None
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
+    return rpc_status.to_status(
+        status_pb2.Status(
+            code=code,
+            message=message,
+            details=[_detail(info), _retry_info(RETRY_AFTER_S)],
+        )
+    )
+
+
+def unexpected_status(exc: BaseException, where: str) -> grpc.Status:
+    """A store outage's status, or INTERNAL (logged) for a real failure."""
+    status = store_fault_status(exc)
+    if status is not None:
+        log.warning("%s failed, the store is unavailable: %r", where, exc)
+        return status
+    log.error("unhandled error in %s", where, exc_info=exc)
+    return internal_status()
+
+
 def internal_status() -> grpc.Status:
     # Unexpected failures say nothing about internals to the caller.
     return rpc_status.to_status(status_pb2.Status(code=code_pb2.INTERNAL, message="internal error"))
@@ -67,9 +119,8 @@ def _wrap_unary(inner: Callable[..., Any]) -> Callable[..., Any]:
             await context.abort_with_status(to_status(err))
         except grpc.aio.AbortError:
             raise
-        except Exception:
-            log.exception("unhandled error in unary call")
-            await context.abort_with_status(internal_status())
+        except Exception as exc:
+            await context.abort_with_status(unexpected_status(exc, "unary call"))
 
     return call
 
@@ -89,8 +140,7 @@ def _wrap_stream(inner: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]
             await context.abort_with_status(to_status(err))
         except grpc.aio.AbortError:
             raise
-        except Exception:
-            log.exception("unhandled error in stream")
-            await context.abort_with_status(internal_status())
+        except Exception as exc:
+            await context.abort_with_status(unexpected_status(exc, "stream"))
 
     return call

@@ -18,7 +18,7 @@ from grpc_status import rpc_status
 
 from server.api.auth import Authenticator, Credentials, is_open, needs_credentials
 from server.api.context import CALL_TENANT, DEFAULT_TENANT
-from server.api.errors import ERROR_DOMAIN, to_status
+from server.api.errors import ERROR_DOMAIN, store_fault_status, to_status
 from server.api.handlers import WrappingInterceptor, rewrap
 from server.api.limits import RateLimiter, StreamCounter
 from server.api.verify import check_verify_token
@@ -103,6 +103,14 @@ class GuardInterceptor(WrappingInterceptor):
                 tenant = DEFAULT_TENANT
         except DomainError as err:
             await context.abort_with_status(to_status(err))
+            raise  # abort raises; this only satisfies the type checker
+        except Exception as exc:
+            # Looking up a key needs the store; while it is away the caller
+            # is told to retry, not that we broke.
+            status = store_fault_status(exc)
+            if status is None:
+                raise
+            await context.abort_with_status(status)
             raise  # abort raises; this only satisfies the type checker
         wait = self._rate.take(tenant)
         if wait > 0:

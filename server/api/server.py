@@ -127,3 +127,14 @@ async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool)
     await health_servicer.set("", status)
     for name in SERVICE_NAMES:
         await health_servicer.set(name, status)
+
+
+async def set_ready(health_servicer: health.aio.HealthServicer, ready: bool) -> None:
+    """Readiness: the API services' entries; the process's own ("") is liveness."""
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if ready
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in SERVICE_NAMES:
+        await health_servicer.set(name, status)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from server.aio import cancel_and_wait
+from server.aio import cancel_and_wait, log_failure
 from server.channels import ChannelEntry, ChannelRegistry
 from server.dispatch.pacing import Pacer
 from server.domain.models import Channel, Delivery, Receipt
@@ -20,11 +20,25 @@ from server.domain.provider import (
 )
 from server.domain.retry import RetryPolicy
 from server.domain.status import DeliveryStatus
+from server.storage.faults import is_unavailable
 from server.storage.store import SqlStore
 from server.storage.writer import now_ms
 
 log = logging.getLogger(__name__)
 CLAIM_GAP_S = 0.005
+# Recording a start or an outcome that failed (the database went away) is
+# tried again, ever later, for as long as the claim's lease lasts.
+RECORD_RETRY_FIRST_S = 0.1
+RECORD_RETRY_MAX_S = 2.0
+
+
+def _log_failure(what: str, exc: Exception) -> None:
+    # An unreachable store is expected now and then (readiness reports it);
+    # anything else deserves its traceback.
+    if is_unavailable(exc):
+        log.warning("%s failed: %r", what, exc)
+    else:
+        log.error("%s failed", what, exc_info=exc)
 
 
 class SendPacer(Protocol):
@@ -136,8 +150,8 @@ class Dispatcher:
                 last_sweep = loop.time()
                 try:
                     await self._store.reconcile_receipts()
-                except Exception:
-                    log.exception("reconciling parked receipts failed")
+                except Exception as exc:
+                    _log_failure("reconciling parked receipts", exc)
             # Workers of one process take turns to claim, so the process as a
             # whole never exceeds max_in_flight or a channel's bound.
             async with self._claiming:
@@ -148,8 +162,8 @@ class Dispatcher:
                 if room > 0:
                     try:
                         claimed = await self._claim(min(room, self._batch_size))
-                    except Exception:
-                        log.exception("claiming due messages failed")
+                    except Exception as exc:
+                        _log_failure("claiming due messages", exc)
                 for delivery in claimed:
                     self._per_channel[delivery.channel_id] = (
                         self._per_channel.get(delivery.channel_id, 0) + 1
@@ -215,21 +229,64 @@ class Dispatcher:
         channel_id = self._in_flight.pop(task, None)
         if channel_id is not None:
             self._per_channel[channel_id] -= 1
+        log_failure(task)
         self._wake.set()
+
+    async def _record(
+        self, what: str, delivery: Delivery, write: Callable[[], Awaitable[object]]
+    ) -> None:
+        """Write an attempt's outcome, again and again while the store is away.
+
+        Given up only when the claim's lease has run out: the claim is then
+        someone else's, and recovery sends the message again (flagged NO_OUTCOME).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._lease_ms / 1000
+        wait = RECORD_RETRY_FIRST_S
+        while True:
+            try:
+                await write()
+                return
+            except Exception as exc:
+                if not is_unavailable(exc) or loop.time() + wait >= deadline:
+                    log.error(
+                        "recording %s of %s failed; its lease brings it back",
+                        what,
+                        delivery.message_id,
+                        exc_info=exc,
+                    )
+                    return
+                log.warning(
+                    "recording %s of %s failed (%r); again in %.1f s",
+                    what,
+                    delivery.message_id,
+                    exc,
+                    wait,
+                )
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, RECORD_RETRY_MAX_S)
 
     async def _attempt(self, delivery: Delivery) -> None:
         now = self._clock()
         if delivery.expire_at is not None and now >= delivery.expire_at:
-            await self._store.finish(
-                delivery.message_id, DeliveryStatus.EXPIRED, "expired before dispatch"
+            await self._record(
+                "the expiry",
+                delivery,
+                lambda: self._store.finish(
+                    delivery.message_id, DeliveryStatus.EXPIRED, "expired before dispatch"
+                ),
             )
             return
         adapter = self._registry.adapter(delivery.channel_id)
         if adapter is None:
-            await self._store.finish(
-                delivery.message_id,
-                DeliveryStatus.FAILED,
-                f"no adapter for channel {delivery.channel_id}",
+            await self._record(
+                "the failure",
+                delivery,
+                lambda: self._store.finish(
+                    delivery.message_id,
+                    DeliveryStatus.FAILED,
+                    f"no adapter for channel {delivery.channel_id}",
+                ),
             )
             return
         provider = self._provider_of(delivery.channel_id)
@@ -251,11 +308,13 @@ class Dispatcher:
             await self._retry_later(delivery, exc, provider)
         except PermanentProviderError as exc:
             reason = f"{exc.code}: {exc.reason}" if exc.code else exc.reason
-            await self._store.finish(
-                delivery.message_id,
-                DeliveryStatus.FAILED,
-                reason,
-                self._failure(delivery, provider, exc),
+            failed = self._failure(delivery, provider, exc)
+            await self._record(
+                "the failure",
+                delivery,
+                lambda: self._store.finish(
+                    delivery.message_id, DeliveryStatus.FAILED, reason, failed
+                ),
             )
         except Exception as exc:  # an adapter bug must not strand the message
             log.exception("adapter for %s raised", delivery.channel_id)
@@ -263,7 +322,11 @@ class Dispatcher:
                 delivery, RetryableProviderError(type(exc).__name__, "ADAPTER"), provider
             )
         else:
-            await self._store.mark_submitted(delivery, accepted, provider)
+            await self._record(
+                "the acceptance",
+                delivery,
+                lambda: self._store.mark_submitted(delivery, accepted, provider),
+            )
 
     async def _started(self, delivery: Delivery, provider: str) -> bool:
         """Record the start durably before the request leaves, so recovery knows.
@@ -272,13 +335,19 @@ class Dispatcher:
         exceeds what a channel lets be at its provider at once. Starts that
         become due together share a commit.
         """
-        try:
-            if await self._store.start_attempt(delivery, provider):
-                return True
+        started: list[bool] = []
+
+        async def start() -> None:
+            started.append(await self._store.start_attempt(delivery, provider))
+
+        # A start whose commit was cut off may have landed: the retry then
+        # finds it fenced and does not send; the lease brings it back.
+        await self._record("the start", delivery, start)
+        if started and started[-1]:
+            return True
+        if started:
             log.debug("claim on %s was taken over before its send", delivery.message_id)
-        except Exception:
-            # Unsent and unstarted, it is sent once its lease runs out.
-            log.exception("recording the start of %s failed", delivery.message_id)
+        # Unsent (or unstarted), it is sent once its lease runs out.
         return False
 
     def _leave_channel(self) -> None:
@@ -309,12 +378,20 @@ class Dispatcher:
     ) -> None:
         failed = self._failure(delivery, provider, exc)
         if delivery.attempt >= self._retry.max_attempts:
-            await self._store.finish(
-                delivery.message_id,
-                DeliveryStatus.FAILED,
-                f"gave up after {delivery.attempt} attempts: {exc.reason}",
-                failed,
+            await self._record(
+                "the failure",
+                delivery,
+                lambda: self._store.finish(
+                    delivery.message_id,
+                    DeliveryStatus.FAILED,
+                    f"gave up after {delivery.attempt} attempts: {exc.reason}",
+                    failed,
+                ),
             )
             return
         due = self._clock() + self._retry.delay_ms(delivery.attempt, exc.retry_after)
-        await self._store.reschedule(delivery.message_id, due, exc.reason, failed)
+        await self._record(
+            "the retry",
+            delivery,
+            lambda: self._store.reschedule(delivery.message_id, due, exc.reason, failed),
+        )

@@ -16,6 +16,8 @@ from typing import Any
 import grpc
 from aiohttp import web
 
+from server.api.errors import store_fault_status
+
 from .envelope import (
     ErrorDetail,
     GatewayError,
@@ -192,9 +194,16 @@ async def _error_middleware(request: web.Request, handler: Handler) -> web.Strea
         response = _render(_from_http_exception(exc), traceid)
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
-    except Exception:
-        log.exception("unhandled error in REST gateway", extra={"traceid": traceid})
-        error = GatewayError(500, "INTERNAL", "internal error", "INTERNAL")
+    except Exception as exc:
+        # Routes outside the gRPC API (provider callbacks) reach the store too:
+        # its outages get the same status as through the API.
+        status = store_fault_status(exc)
+        if status is not None:
+            log.warning("%s failed, the store is unavailable: %r", request.path, exc)
+            error = error_from_status(status.code, status.details, status.trailing_metadata)
+        else:
+            log.exception("unhandled error in REST gateway", extra={"traceid": traceid})
+            error = GatewayError(500, "INTERNAL", "internal error", "INTERNAL")
         response = _render(error, traceid)
     response.headers["X-Request-Id"] = traceid
     return response

@@ -71,7 +71,7 @@ def _envelope_error(description: str) -> dict[str, Any]:
 EXTRA_ROUTES: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/healthz"): {
         "operationId": "Healthz",
-        "summary": "Liveness and readiness: SERVING, or 503 NOT_SERVING while stopping.",
+        "summary": "Liveness: SERVING while the process runs, 503 NOT_SERVING while stopping.",
         "tags": ["Operations"],
         "security": _OPEN,
         "responses": {
@@ -94,6 +94,32 @@ EXTRA_ROUTES: dict[tuple[str, str], dict[str, Any]] = {
         "tags": ["Operations"],
         "security": _OPEN,
         "responses": {"200": {"description": "Serving"}, "503": {"description": "Not serving"}},
+    },
+    ("GET", "/readyz"): {
+        "operationId": "Readyz",
+        "summary": "Readiness: 503 NOT_SERVING while the database is unreachable or stopping.",
+        "tags": ["Operations"],
+        "security": _OPEN,
+        "responses": {
+            "200": {
+                "description": "Ready for traffic",
+                "content": _json(
+                    {
+                        "type": "object",
+                        "properties": {"status": {"type": "string", "enum": ["SERVING"]}},
+                        "required": ["status"],
+                    }
+                ),
+            },
+            "503": {"description": "Not ready: send traffic elsewhere"},
+        },
+    },
+    ("HEAD", "/readyz"): {
+        "operationId": "ReadyzHead",
+        "summary": "Readiness without a body.",
+        "tags": ["Operations"],
+        "security": _OPEN,
+        "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}},
     },
     ("GET", "/callbacks/{channel_id}"): {
         "operationId": "ProviderCallbackGet",

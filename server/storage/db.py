@@ -10,6 +10,9 @@ import aiosqlite
 from sqlalchemy import event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+SQLITE_BUSY_TIMEOUT_S = 30.0
+PG_CONNECT_TIMEOUT_S = 5.0
+
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
@@ -34,20 +37,33 @@ class _InlineConnection(aiosqlite.Connection):
 
 def make_engine(url: str) -> AsyncEngine:
     if is_sqlite(url):
-        database = make_url(url).database or ":memory:"
+        parsed = make_url(url)
+        database = parsed.database or ":memory:"
+        # How long a write waits for another process's lock before it fails
+        # (and the caller is told to retry): ?timeout=<seconds> in the URL.
+        timeout = float(str(parsed.query.get("timeout", SQLITE_BUSY_TIMEOUT_S)))
 
         async def connect() -> aiosqlite.Connection:
             # Opened on aiosqlite's thread, then used from the loop's.
-            opener = partial(sqlite3.connect, database, timeout=30, check_same_thread=False)
+            opener = partial(sqlite3.connect, database, timeout=timeout, check_same_thread=False)
             return await _InlineConnection(opener, 64)
 
-        engine = create_async_engine(url, async_creator=connect)
-        _tune_sqlite(engine)
+        engine = create_async_engine(parsed.set(query={}), async_creator=connect)
+        _tune_sqlite(engine, timeout)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return create_async_engine(
+        url,
+        pool_size=10,
+        max_overflow=20,
+        pool_pre_ping=True,
+        # A database that does not answer fails the request in seconds (and
+        # the caller is told to retry) instead of holding it for a minute.
+        pool_timeout=PG_CONNECT_TIMEOUT_S,
+        connect_args={"timeout": PG_CONNECT_TIMEOUT_S},
+    )
 
 
-def _tune_sqlite(engine: AsyncEngine) -> None:
+def _tune_sqlite(engine: AsyncEngine, timeout: float) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
         # WAL lets readers run beside the single writer; NORMAL sync is still
@@ -56,7 +72,7 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

@@ -58,6 +58,7 @@ messages = Table(
     Index("ix_messages_dispatch", "dispatch_state", "priority", "due_at"),
     Index("ix_messages_tenant_created", "tenant_id", "created_at"),
     Index("ix_messages_provider", "channel_id", "provider_message_id"),
+    Index("ix_messages_status_updated", "status", "updated_at"),
 )
 
 status_history = Table(

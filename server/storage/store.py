@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.domain.activities import Activity, ActivityInput
@@ -72,6 +73,11 @@ class SqlStore(ConfigStoreMixin):
         writer = Writer(engine, publish, workers=workers, clock=clock)
         writer.start()
         return cls(engine, writer)
+
+    async def ping(self) -> None:
+        """One round trip to the database; raises while it cannot be reached."""
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
         await self._writer.close()
@@ -194,6 +200,9 @@ class SqlStore(ConfigStoreMixin):
             await hooks.prune(tx)
 
         await self._writer.submit(work)
+
+    async def expire_unconfirmed(self, timeout_ms: int) -> int:
+        return await self._writer.submit(lambda tx: receipts.expire_unconfirmed(tx, timeout_ms))
 
     async def reconcile_receipts(self) -> int:
         return await self._writer.submit(lambda tx: receipts.reconcile(tx))

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.aio import cancel_and_wait
 from server.domain.events import CommittedEvents, StoredEvent
+from server.storage.faults import OutcomeUnknown, is_unavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -195,10 +196,24 @@ class Writer:
                     await trans.rollback()
                     raise
                 async with self._commit_order:
-                    await trans.commit()
+                    # PostgreSQL applies a COMMIT it received even if the
+                    # connection drops before the answer comes back, so that
+                    # loss leaves the outcome open; SQLite's commit is local.
+                    try:
+                        await trans.commit()
+                    except Exception as exc:
+                        if conn.dialect.name != "sqlite" and is_unavailable(exc):
+                            raise OutcomeUnknown(
+                                f"connection lost while committing: {exc!r}"
+                            ) from exc
+                        raise
                     self._settle(outcomes, after)
         except Exception as exc:
-            log.exception("group commit of %d writes failed", len(batch))
+            if is_unavailable(exc):
+                # Expected while the database is away; readiness reports it.
+                log.warning("group commit of %d writes failed: %r", len(batch), exc)
+            else:
+                log.exception("group commit of %d writes failed", len(batch))
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(exc)

@@ -87,6 +87,7 @@ class PostgresServer:
         self.startup_seconds = 0.0
         self._as_root = os.geteuid() == 0
         self._running = False
+        self._options = ""
 
     # ------------------------------------------------------------------ paths
     @property
@@ -166,18 +167,12 @@ class PostgresServer:
                 "-c max_connections=200",
             ]
         )
+        self._options = options
         # A free port can be taken between probing and binding; retry a few times.
         for attempt in range(3):
             self.port = free_port()
             try:
-                self._run(
-                    str(self.bindir / "pg_ctl"),
-                    "-D", str(self.datadir),
-                    "-l", str(self.logfile),
-                    "-w", "-t", "60",
-                    "-o", options.format(port=self.port),
-                    "start",
-                )  # fmt: skip
+                self._pg_ctl_start()
                 break
             except RuntimeError:
                 if attempt == 2:
@@ -187,6 +182,24 @@ class PostgresServer:
         _run_sync(self._execute(f'CREATE DATABASE "{SESSION_DB}"'))
         self.startup_seconds = time.monotonic() - began
         return self
+
+    def _pg_ctl_start(self) -> None:
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D", str(self.datadir),
+            "-l", str(self.logfile),
+            "-w", "-t", "60",
+            "-o", self._options.format(port=self.port),
+            "start",
+        )  # fmt: skip
+
+    def halt(self) -> None:
+        """Stop the server the way an operator would (fast shutdown), keeping its data."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start a halted server again on the same port and data."""
+        self._pg_ctl_start()
 
     def stop(self) -> None:
         if self._running:

@@ -1,0 +1,97 @@
+"""Readiness: whether this process can do its work now, as opposed to whether it lives.
+
+Liveness (/healthz, the gRPC health service's "" entry) says the process is
+up; restarting it would not help while the database is away. Readiness
+(/readyz, the health service's cim.v1 entries) says whether to send traffic
+here: a cheap query against the store, every fraction of a second, turns it
+off within a probe or two of the store going away and on again when it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from server.aio import cancel_and_wait
+
+log = logging.getLogger(__name__)
+PROBE_INTERVAL_S = 0.5
+PROBE_TIMEOUT_S = 1.0
+
+
+class Readiness:
+    def __init__(
+        self,
+        probe: Callable[[], Awaitable[None]],
+        on_change: Callable[[bool], Awaitable[None]],
+        *,
+        interval: float = PROBE_INTERVAL_S,
+        timeout: float = PROBE_TIMEOUT_S,
+    ) -> None:
+        self._probe = probe
+        self._on_change = on_change
+        self._interval = interval
+        self._timeout = timeout
+        self._task: asyncio.Task[None] | None = None
+        self.ready = True
+        self.reason = ""
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="readiness")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            await cancel_and_wait(self._task)
+            self._task = None
+
+    async def check(self) -> bool:
+        """Probe once and report a change; returns whether the store answered."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._probe()
+        except Exception as exc:  # TimeoutError included: a store that hangs is not ready
+            ready, reason = False, f"store unreachable: {exc!r}"
+        else:
+            ready, reason = True, ""
+        if ready != self.ready:
+            if ready:
+                log.warning("store reachable again: ready for traffic")
+            else:
+                log.warning("not ready for traffic: %s", reason)
+            self.ready, self.reason = ready, reason
+            await self._on_change(ready)
+        return ready
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.check()
+            except Exception:  # reporting failed; the next round reports again
+                log.exception("readiness probe failed")
+            await asyncio.sleep(self._interval)
+
+
+def add_health_routes(
+    app: web.Application, serving: Callable[[], bool], readiness: Readiness
+) -> None:
+    """/healthz for restarts (the process answers), /readyz for traffic (it can work)."""
+
+    async def healthz(_request: web.Request) -> web.Response:
+        if serving():
+            return web.json_response({"status": "SERVING"})
+        return web.json_response({"status": "NOT_SERVING"}, status=503)
+
+    async def readyz(_request: web.Request) -> web.Response:
+        if not serving():
+            return web.json_response({"status": "NOT_SERVING", "reason": "stopping"}, status=503)
+        if not readiness.ready:
+            return web.json_response(
+                {"status": "NOT_SERVING", "reason": "store unreachable"}, status=503
+            )
+        return web.json_response({"status": "SERVING"})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
