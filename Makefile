@@ -35,7 +35,7 @@ SUDO := $(shell if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 
 .PHONY: help venv uv lock lock-upgrade lock-check node-tools buf docs-assets gen \
-        vendor-protos check-generated lint system-deps test run bench clean
+        vendor-protos check-generated lint system-deps check-prometheus test run bench clean
 
 help:
 	@echo "make venv             .venv from uv.lock (runtime, test, dev and bench extras)"
@@ -46,7 +46,8 @@ help:
 	@echo "make gen              regenerate generated/ from proto/ (scripts/gen_protos.py)"
 	@echo "make check-generated  fail if generated/ is not what proto/ and uv.lock produce"
 	@echo "make lint             ruff, ruff format, import-linter, buf lint/format, mypy"
-	@echo "make system-deps      install redis-server / postgresql-$(PG_MAJOR) with apt if missing"
+	@echo "make system-deps      install redis-server, postgresql-$(PG_MAJOR), prometheus with apt if missing"
+	@echo "make check-prometheus promtool on deploy/prometheus (scrape config, alert rules)"
 	@echo "make test             everything CI runs: lock check, check-generated, lint, pytest"
 	@echo "make run              start the hub locally (SQLite under ./var/)"
 	@echo "make bench            run bench/run.py"
@@ -142,14 +143,28 @@ system-deps:
 	  echo "creating the postgres system user (initdb refuses to run as root)"; \
 	  useradd --system --user-group --home-dir /var/lib/postgresql --shell /bin/bash postgres; \
 	fi
-	@redis-server --version; $(PG_BINDIR)/postgres --version
+	@# promtool and the Prometheus server, for the metrics tests. Debian's
+	@# package also registers a service; the tests start their own server.
+	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then \
+	  echo "installing prometheus"; \
+	  $(APT_INSTALL) prometheus || { $(SUDO) apt-get update -q && $(APT_INSTALL) prometheus; }; \
+	fi
+	@redis-server --version; $(PG_BINDIR)/postgres --version; promtool --version | head -1
+	@promtool --version | grep -q "version $(PROMETHEUS_VERSION)[+ ]" || { \
+	  echo "ERROR: promtool is not Prometheus $(PROMETHEUS_VERSION) (tools/versions.env)" >&2; exit 1; }
 	@redis-server --version | grep -q " v=$(REDIS_MAJOR)\." || { \
 	  echo "ERROR: redis-server is not Redis $(REDIS_MAJOR) (tools/versions.env)" >&2; exit 1; }
 
 # ------------------------------------------------------------------------ test
+check-prometheus:
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool check rules deploy/prometheus/alerts.yml
+
+# promtool check metrics runs in pytest, on a scrape of a running hub.
 test: lock-check venv node-tools system-deps
 	@$(MAKE) --no-print-directory check-generated
 	@$(MAKE) --no-print-directory lint
+	@$(MAKE) --no-print-directory check-prometheus
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # ------------------------------------------------------------------------- run

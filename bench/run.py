@@ -53,7 +53,7 @@ from common import (
 )
 from loadgen import API_ID, API_KEY, AUTH_METADATA, GRPC_OPTIONS, batch_request, message_payload
 
-ALL = ("P1", "P2", "P3", "P4", "P5", "P6")
+ALL = ("P1", "P2", "P3", "P4", "P5", "P6", "M1")
 PG_DEFAULT = ("P1", "P2", "P5")
 TWILIO_SID = "AC" + "0" * 32
 TWILIO_TOKEN = "bench-auth-token"
@@ -146,7 +146,9 @@ class Ctx:
 
 
 # ------------------------------------------------------------------ servers
-async def start_hub(ctx: Ctx, name: str, channels: Path | None = None) -> Hub:
+async def start_hub(
+    ctx: Ctx, name: str, channels: Path | None = None, extra_env: dict[str, str] | None = None
+) -> Hub:
     argv = [
         "-m", "server", "serve",
         "--grpc-port", "0",
@@ -167,6 +169,7 @@ async def start_hub(ctx: Ctx, name: str, channels: Path | None = None) -> Hub:
         # pass through the limiter.
         "CIMHUB_RATE_PER_SECOND": "1000000",
         "CIMHUB_RATE_BURST": "1000000",
+        **(extra_env or {}),
     }
     child = await ctx.children.start(name, argv, "cimhub: gRPC on", env=env, ready_timeout=120)
     # "cimhub: gRPC on 127.0.0.1:N, HTTP on 127.0.0.1:M"
@@ -798,14 +801,47 @@ async def wait_for_provider(
     return stats
 
 
-async def bench_dispatch(ctx: Ctx) -> None:
+@dataclass
+class Sustained:
+    rate: float | None
+    offered: float
+    backlog_wait: float
+    cpu: float | None
+
+
+async def sustained_run(
+    ctx: Ctx, hub: Hub, fake: Child, session: aiohttp.ClientSession, what: str
+) -> Sustained:
+    """Batches offered at up to plan.sustained_offered/s: the rate the provider receives."""
     plan = ctx.plan
-    log("P5: dispatch to a loopback fake SMS provider (FakeTwilio)")
-    fake = await start_script(
-        ctx, "fake-sms", "fake_sms.py", "fake-sms:",
-        "--account-sid", TWILIO_SID, "--auth-token", TWILIO_TOKEN,
-    )  # fmt: skip
     fake_url = "http://" + fake.address()
+    await quiesce([hub.pid, fake.pid])
+    await session.post(fake_url + "/bench/reset")
+    async with CpuMeter(hub.pid) as cpu:
+        sent = await ctx.worker.call(
+            "paced", kind="send_batch", target=hub.grpc, channel="sms",
+            from_address=SMS_LANE, items=plan.sustained_batch,
+            rate=plan.sustained_offered / plan.sustained_batch,
+            duration=plan.sustained_seconds, backlog_url=fake_url + "/bench/count",
+            max_backlog=plan.sustained_backlog, call_timeout=plan.sustained_seconds + 300,
+        )  # fmt: skip
+        expected = (sent["sent"] - sent["errors"]) * plan.sustained_batch
+        stats = await wait_for_provider(session, fake_url, expected, plan.drain_wait)
+    span = (stats["last_ms"] - stats["first_ms"]) / 1000.0
+    rate = stats["count"] / span if span > 0 else None
+    offered = sent["sent"] * plan.sustained_batch / max(1e-3, sent["offered_seconds"])
+    log(
+        f"  {what}: offered {offered:,.0f}/s, provider got "
+        f"{stats['count']}/{expected} at {rate or 0:,.0f} msgs/s"
+    )
+    if stats["count"] < expected:
+        ctx.notes.append(
+            f"{what}: provider got {stats['count']}/{expected} within {plan.drain_wait:.0f} s"
+        )
+    return Sustained(rate, offered, sent["backlog_wait_seconds"], cpu.percent)
+
+
+def sms_channels(ctx: Ctx, fake_url: str, extra: str = "") -> Path:
     channels = ctx.tmp / "channels-p5.toml"
     channels.write_text(
         "[[channels]]\n"
@@ -816,9 +852,24 @@ async def bench_dispatch(ctx: Ctx) -> None:
         'name = "Bench SMS (fake Twilio)"\n'
         f'account_sid = "{TWILIO_SID}"\n'
         'auth_token_env = "BENCH_TWILIO_TOKEN"\n'
-        f'base_url = "{fake_url}"\n'
+        f'base_url = "{fake_url}"\n' + extra
     )
-    hub = await start_hub(ctx, "hub-dispatch", channels)
+    return channels
+
+
+async def start_fake_sms(ctx: Ctx) -> Child:
+    return await start_script(
+        ctx, "fake-sms", "fake_sms.py", "fake-sms:",
+        "--account-sid", TWILIO_SID, "--auth-token", TWILIO_TOKEN,
+    )  # fmt: skip
+
+
+async def bench_dispatch(ctx: Ctx) -> None:
+    plan = ctx.plan
+    log("P5: dispatch to a loopback fake SMS provider (FakeTwilio)")
+    fake = await start_fake_sms(ctx)
+    fake_url = "http://" + fake.address()
+    hub = await start_hub(ctx, "hub-dispatch", sms_channels(ctx, fake_url))
     session = aiohttp.ClientSession(trust_env=False)
     try:
         direct: list[float] = []
@@ -837,34 +888,11 @@ async def bench_dispatch(ctx: Ctx) -> None:
             direct.append(r["rate"])
             log(f"  run {run + 1}/{plan.runs} direct to fake provider: {r['rate']:.0f} msgs/s")
 
-            await quiesce([hub.pid, fake.pid])
-            await session.post(fake_url + "/bench/reset")
-            async with CpuMeter(hub.pid) as cpu:
-                sent = await ctx.worker.call(
-                    "paced", kind="send_batch", target=hub.grpc, channel="sms",
-                    from_address=SMS_LANE, items=plan.sustained_batch,
-                    rate=plan.sustained_offered / plan.sustained_batch,
-                    duration=plan.sustained_seconds, backlog_url=fake_url + "/bench/count",
-                    max_backlog=plan.sustained_backlog, call_timeout=plan.sustained_seconds + 300,
-                )  # fmt: skip
-                expected = (sent["sent"] - sent["errors"]) * plan.sustained_batch
-                stats = await wait_for_provider(session, fake_url, expected, plan.drain_wait)
-            sustained_cpu.append(cpu.percent)
-            span = (stats["last_ms"] - stats["first_ms"]) / 1000.0
-            rate = stats["count"] / span if span > 0 else None
-            offered = sent["sent"] * plan.sustained_batch / max(1e-3, sent["offered_seconds"])
-            offered_rates.append(offered)
-            backlog_waits.append(sent["backlog_wait_seconds"])
-            sustained.append(rate)
-            log(
-                f"  run {run + 1}/{plan.runs} sustained: offered {offered:,.0f}/s, provider got "
-                f"{stats['count']}/{expected} at {rate or 0:,.0f} msgs/s"
-            )
-            if stats["count"] < expected:
-                ctx.notes.append(
-                    f"P5 sustained run {run + 1}: provider got {stats['count']}/{expected} within "
-                    f"{plan.drain_wait:.0f} s"
-                )
+            res = await sustained_run(ctx, hub, fake, session, f"P5 sustained run {run + 1}")
+            sustained_cpu.append(res.cpu)
+            offered_rates.append(res.offered)
+            backlog_waits.append(res.backlog_wait)
+            sustained.append(res.rate)
 
             await quiesce([hub.pid, fake.pid])
             await session.post(fake_url + "/bench/reset")
@@ -944,6 +972,61 @@ async def bench_dispatch(ctx: Ctx) -> None:
     )  # fmt: skip
 
 
+# ------------------------------------------------- M1: what metrics cost
+METRICS = {"on": {"CIMHUB_METRICS": "on"}, "off": {"CIMHUB_METRICS": "off"}}
+
+
+async def bench_metrics_cost(ctx: Ctx) -> None:
+    """P1 and P5 on a hub with metrics on and one with them off, taking turns in each run."""
+    plan = ctx.plan
+    log("M1: P1 and P5 with metrics on and off, back to back")
+    fake = await start_fake_sms(ctx)
+    sandbox = '[[channels]]\nid = "sandbox"\ntype = "SANDBOX"\nprovider = "sandbox"\n'
+    channels = sms_channels(ctx, "http://" + fake.address(), sandbox)
+    hubs = {
+        mode: await start_hub(ctx, f"hub-metrics-{mode}", channels, env)
+        for mode, env in METRICS.items()
+    }
+    unary: dict[str, list[float]] = {mode: [] for mode in hubs}
+    dispatch: dict[str, list[float | None]] = {mode: [] for mode in hubs}
+    everyone = [fake.pid, *(h.pid for h in hubs.values())]
+    session = aiohttp.ClientSession(trust_env=False)
+    try:
+        for run in range(plan.runs):
+            # Turns swap each run, so neither side always goes first.
+            order = list(hubs) if run % 2 == 0 else list(reversed(hubs))
+            for mode in order:
+                await quiesce(everyone)
+                r = await ctx.worker.call(
+                    "load", kind="send_message", target=hubs[mode].grpc,
+                    concurrency=plan.concurrency, warmup=plan.warmup,
+                    duration=plan.unary_seconds, channel_id="sandbox",
+                )  # fmt: skip
+                unary[mode].append(r["rate"])
+                log(f"  run {run + 1}/{plan.runs} P1 metrics {mode:<3} {r['rate']:8.0f}/s")
+            for mode in order:
+                res = await sustained_run(
+                    ctx, hubs[mode], fake, session, f"run {run + 1} P5 metrics {mode}"
+                )
+                dispatch[mode].append(res.rate)
+    finally:
+        await session.close()
+        for hub in hubs.values():
+            await ctx.children.stop(hub.child)
+        await ctx.children.stop(fake)
+    for key, what, per, unit in (
+        ("M1-P1", "P1 durable SendMessage (gRPC)", unary, "req/s"),
+        ("M1-P5", "P5 sustained dispatch to the fake SMS provider", dispatch, "msgs/s"),
+    ):
+        on, off = summary(per["on"], unit), summary(per["off"], unit)
+        r = ratio_of(on, off)
+        row(
+            ctx, key, "M1", f"{what} with metrics on, against the same with CIMHUB_METRICS=off",
+            on, off, "the same hub with metrics off, same run", ">= 0.90x (metrics cost < 10 %)",
+            None if r is None else r >= 0.9, r, run_ratios(per["on"], per["off"]),
+        )  # fmt: skip
+
+
 # --------------------------------------------------------------------- main
 async def amain(args: argparse.Namespace) -> int:
     began = time.monotonic()
@@ -991,6 +1074,7 @@ async def amain(args: argparse.Namespace) -> int:
             ({"P2"}, lambda: bench_batch(ctx)),
             ({"P5"}, lambda: bench_dispatch(ctx)),
             ({"P3", "P6"}, lambda: bench_fanout(ctx, want)),
+            ({"M1"}, lambda: bench_metrics_cost(ctx)),
         ]
         for ids, step in steps:
             if not ids & want:

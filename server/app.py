@@ -22,6 +22,7 @@ from server.api.inbound import InboundApi
 from server.api.limits import RateLimiter, StreamCounter
 from server.api.local_channel import LocalChannel
 from server.api.messaging import MessagingServicer
+from server.api.metrics import MetricsInterceptor, new_gateway_mark
 from server.api.notifications import NotificationServicer
 from server.api.server import BuiltServer, Services, build_server, set_ready, set_serving
 from server.api.sessions import SessionServicer
@@ -40,9 +41,11 @@ from server.events.bus import EventBus, InProcessBus
 from server.events.redis_bus import RedisBus, RedisBusConfig
 from server.gateway.app import create_app, route_table
 from server.gateway.callbacks import add_callback_routes
+from server.gateway.metrics import add_metrics_route, metrics_app, request_middleware
 from server.gateway.openapi import add_docs_routes
 from server.net.addresses import AddressPolicy, address_refusal, url_refusal
 from server.net.http import OutboundHttp
+from server.observability.metrics import HubMetrics
 from server.readiness import Readiness, add_health_routes
 from server.storage.store import SqlStore
 from server.storage.writer import now_ms
@@ -99,6 +102,10 @@ class Hub:
     lifecycle: Lifecycle
     # Unwinds every resource in the reverse order of its start.
     resources: AsyncExitStack
+    # None when metrics are switched off.
+    metrics: HubMetrics | None = None
+    # The separate /metrics listener's port, when one was asked for.
+    metrics_port: int | None = None
 
     @property
     def grpc_port(self) -> int:
@@ -151,8 +158,11 @@ async def _assemble(
         for wake in wake_webhooks:
             wake()
 
-    store = await SqlStore.open(settings.database_url, publish, clock=clock)
+    metrics = HubMetrics(clock_ms=clock) if settings.metrics_enabled else None
+    store = await SqlStore.open(settings.database_url, publish, clock=clock, observer=metrics)
     resources.push_async_callback(store.close)
+    if metrics is not None:
+        metrics.watch_outbox(store.outbox_stats)
     await bootstrap_keys(settings, store)
     auth = _authenticator(settings, store)
     outbound_policy = AddressPolicy.of(settings.outbound_allow, https_only=settings.production)
@@ -179,6 +189,7 @@ async def _assemble(
         retry=RetryPolicy(settings.webhook_retry_base_ms, settings.retry_cap_ms),
         max_age_ms=settings.webhook_max_age_ms,
         clock=clock,
+        observer=metrics,
     )
     await webhook_sender.start()
     resources.push_async_callback(webhook_sender.close)
@@ -210,9 +221,14 @@ async def _assemble(
         workers=settings.dispatch_workers,
         # With Redis, a channel's TPS holds across replicas, not per replica.
         pacer_for=pacing.pacer_for if pacing is not None else None,
+        observer=metrics,
     )
     checks = UrlChecks(url_check, media_check)
-    built = _grpc_server(settings, store, bus, channels, dispatcher, auth, checks, clock)
+    # The façade's calls carry this, so the metrics count them once, as REST.
+    mark = new_gateway_mark() if metrics is not None else None
+    built = _grpc_server(
+        settings, store, bus, channels, dispatcher, auth, checks, clock, metrics, mark
+    )
     await built.server.start()
     # The facade's unary calls run in this process through the server's own
     # handlers and interceptor chain; its streams use a real channel.
@@ -221,6 +237,7 @@ async def _assemble(
         built.handlers,
         built.interceptors,
         grpc.aio.insecure_channel(f"{local_host}:{built.port}"),
+        mark,
     )
     resources.push_async_callback(gateway_channel.close)
     lifecycle = Lifecycle(grace=settings.shutdown_grace)
@@ -240,13 +257,15 @@ async def _assemble(
     resources.push_async_callback(readiness.close)
 
     public = PublicUrl(settings.public_url)
-    app = _http_app(settings, gateway_channel, channels, store, public, lifecycle, readiness)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    resources.push_async_callback(runner.cleanup)
-    site = web.TCPSite(runner, settings.host, settings.http_port)
-    await site.start()
-    http_port = _bound_port(site)
+    app = _http_app(
+        settings, gateway_channel, channels, store, public, lifecycle, readiness, metrics
+    )
+    runner, http_port = await _listen(resources, app, settings.host, settings.http_port)
+    metrics_port = None
+    if metrics is not None and settings.metrics_port is not None:
+        listener = metrics_app(metrics, settings.metrics_token)
+        _, metrics_port = await _listen(resources, listener, settings.host, settings.metrics_port)
+        log.info("serving /metrics on %s:%d", settings.host, metrics_port)
     public.default(f"http://{local_host}:{http_port}")
 
     # Adapters are built once the callback URL is known.
@@ -296,6 +315,8 @@ async def _assemble(
         auth=auth,
         lifecycle=lifecycle,
         resources=resources,
+        metrics=metrics,
+        metrics_port=metrics_port,
     )
 
 
@@ -308,6 +329,8 @@ def _grpc_server(
     auth: Authenticator,
     checks: UrlChecks,
     clock: Callable[[], int],
+    metrics: HubMetrics | None,
+    mark: tuple[str, str] | None,
 ) -> BuiltServer:
     return build_server(
         Services(
@@ -341,8 +364,10 @@ def _grpc_server(
                 StreamCounter(settings.max_streams_per_tenant),
                 settings.max_streams_per_tenant,
                 verify_token=settings.verify_token,
+                on_limited=metrics.rate_limited if metrics is not None else None,
             )
         ],
+        outermost=[MetricsInterceptor(metrics, mark)] if metrics and mark else [],
     )
 
 
@@ -354,8 +379,13 @@ def _http_app(
     public: PublicUrl,
     lifecycle: Lifecycle,
     readiness: Readiness,
+    metrics: HubMetrics | None,
 ) -> web.Application:
-    app = create_app(gateway_channel, max_body_bytes=settings.max_body_bytes)
+    app = create_app(
+        gateway_channel,
+        max_body_bytes=settings.max_body_bytes,
+        outer_middlewares=[request_middleware(metrics)] if metrics is not None else [],
+    )
 
     async def on_inbound(channel_id: str, messages: Sequence[InboundMessage]) -> None:
         # Provider messages take the webhook's path (sessions, dedupe, events),
@@ -376,6 +406,8 @@ def _http_app(
     )
 
     add_health_routes(app, lambda: lifecycle.serving, readiness)
+    if metrics is not None:
+        add_metrics_route(app, metrics, settings.metrics_token)
     # Last: the document describes every route added above.
     add_docs_routes(app, route_table(app))
     return app
@@ -410,6 +442,17 @@ def _event_bus(settings: Settings) -> EventBus:
     if not settings.redis_url:
         return InProcessBus()
     return RedisBus(RedisBusConfig(settings.redis_url, max_len=settings.redis_stream_max_len))
+
+
+async def _listen(
+    resources: AsyncExitStack, app: web.Application, host: str, port: int
+) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    resources.push_async_callback(runner.cleanup)
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner, _bound_port(site)
 
 
 def _bound_port(site: web.TCPSite) -> int:

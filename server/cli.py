@@ -29,6 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--http-port", type=int, help="REST port (env CIMHUB_HTTP_PORT, default 8080)"
     )
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve /metrics on this port too (env CIMHUB_METRICS_PORT; 0 picks a free one)",
+    )
     serve.add_argument("--database-url", help="SQLAlchemy URL (env CIMHUB_DATABASE_URL)")
     serve.add_argument(
         "--channels", type=Path, help="channels TOML file (env CIMHUB_CHANNELS_FILE)"
@@ -52,6 +57,8 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         s = replace(s, http_port=args.http_port)
     if args.database_url:
         s = replace(s, database_url=args.database_url)
+    if args.metrics_port is not None:
+        s = replace(s, metrics_port=args.metrics_port)
     if args.channels:
         s = replace(s, channels=load_channels(args.channels))
     return s

@@ -104,6 +104,14 @@ class Settings:
     rate_burst: int = 2000
     # Generous: a tenant may fan out to many subscribers; this only stops runaways.
     max_streams_per_tenant: int = 5_000
+    # -- metrics --
+    # Off: no /metrics and no measuring at all (what the benchmark compares with).
+    metrics_enabled: bool = True
+    # Set: /metrics wants "Authorization: Bearer <token>".
+    metrics_token: str = field(default="", repr=False)
+    # A listener of its own for /metrics (0 picks a free port); None serves it
+    # on the REST port only.
+    metrics_port: int | None = None
     # -- outbound HTTP to tenant-supplied URLs --
     # "production" requires https for tenant-supplied URLs.
     env: str = "development"
@@ -210,10 +218,25 @@ def _auth_from_env(s: Settings, env: Mapping[str, str]) -> Settings:
             s = replace(s, **{attr: kind(env[name])})
     if "CIMHUB_ENV" in env:
         s = replace(s, env=env["CIMHUB_ENV"])
+    if "CIMHUB_METRICS" in env:
+        s = replace(s, metrics_enabled=_switch("CIMHUB_METRICS", env["CIMHUB_METRICS"]))
+    if "CIMHUB_METRICS_TOKEN" in env:
+        s = replace(s, metrics_token=env["CIMHUB_METRICS_TOKEN"].strip())
+    if env.get("CIMHUB_METRICS_PORT", "").strip():
+        s = replace(s, metrics_port=int(env["CIMHUB_METRICS_PORT"]))
     if "CIMHUB_OUTBOUND_ALLOW" in env:
         cidrs = tuple(c.strip() for c in env["CIMHUB_OUTBOUND_ALLOW"].split(",") if c.strip())
         s = replace(s, outbound_allow=cidrs)
     return s
+
+
+def _switch(name: str, value: str) -> bool:
+    word = value.strip().lower()
+    if word in ("on", "true", "1", "yes"):
+        return True
+    if word in ("off", "false", "0", "no"):
+        return False
+    raise ValueError(f"{name} must be on or off, got {value!r}")
 
 
 def decode_jwt_secret(encoded: str) -> bytes | None:

@@ -45,6 +45,19 @@ def test_compose_runs_two_replicas_on_shared_postgres_and_redis() -> None:
     assert (ROOT / "Dockerfile").exists()
 
 
+def test_prometheus_scrapes_both_replicas_with_the_checked_in_config() -> None:
+    services = _services()
+    replicas = sorted(name for name in services if name.startswith("cimhub"))
+    prometheus = services["prometheus"]
+    assert "./deploy/prometheus:/etc/prometheus:ro" in prometheus["volumes"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    [job] = config["scrape_configs"]
+    [targets] = [c["targets"] for c in job["static_configs"]]
+    assert sorted(targets) == [f"{name}:8080" for name in replicas]
+    assert config["rule_files"] == ["alerts.yml"]
+
+
 def _compose_available() -> bool:
     if shutil.which("docker") is None:
         return False

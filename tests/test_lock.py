@@ -183,6 +183,7 @@ def test_versions_of_what_runs_beside_the_hub_are_stated_once() -> None:
     compose = (ROOT / "docker-compose.yml").read_text()
     assert f"image: postgres:{VERSIONS['PG_MAJOR']}\n" in compose
     assert f"image: redis:{VERSIONS['REDIS_MAJOR']}\n" in compose
+    assert f"image: prom/prometheus:v{VERSIONS['PROMETHEUS_VERSION']}\n" in compose
     assert "include tools/versions.env" in (ROOT / "Makefile").read_text()
 
 

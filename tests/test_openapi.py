@@ -81,6 +81,7 @@ async def test_schemas_come_from_the_protos_and_responses_are_enveloped(tmp_path
     assert {"get", "put", "delete"} <= channel.keys()
     assert not any("." in name for path in spec["paths"] for name in re.findall(r"{([^}]*)}", path))
     assert spec["paths"]["/healthz"]["get"]["security"] == []
+    assert spec["paths"]["/metrics"]["get"]["security"] == []
 
 
 async def test_docs_page_is_served_from_local_assets(tmp_path: Any) -> None:

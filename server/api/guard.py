@@ -71,8 +71,11 @@ class GuardInterceptor(WrappingInterceptor):
         stream_limit: int,
         *,
         verify_token: str = "",
+        on_limited: Callable[[str], None] | None = None,
     ) -> None:
         self._verify_token = verify_token
+        # Told the scope ("rate" or "streams") of each refusal: for the metrics.
+        self._on_limited = on_limited
         self._auth = auth
         self._rate = rate
         self._streams = streams
@@ -114,6 +117,8 @@ class GuardInterceptor(WrappingInterceptor):
             raise  # abort raises; this only satisfies the type checker
         wait = self._rate.take(tenant)
         if wait > 0:
+            if self._on_limited is not None:
+                self._on_limited("rate")
             await context.abort_with_status(rate_limited_status(wait))
         return tenant
 
@@ -132,6 +137,8 @@ class GuardInterceptor(WrappingInterceptor):
         async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             tenant = await self._admit(method, context)
             if not self._streams.enter(tenant):
+                if self._on_limited is not None:
+                    self._on_limited("streams")
                 await context.abort_with_status(too_many_streams_status(self._stream_limit))
             # Set without reset: a generator may resume in another context, and
             # the value dies with the task that serves this one call anyway.

@@ -8,6 +8,9 @@ same method handlers the server registered, wrapped by the same interceptors
 in the same order, so authentication, rate limits and error statuses are those
 of a gRPC call. Only unary calls are local: streams keep the real channel,
 whose flow control a long-lived subscriber needs.
+
+Given a mark, every call (local or over the real channel) carries it in its
+metadata, so the metrics can tell the façade's calls from gRPC clients'.
 """
 
 from __future__ import annotations
@@ -100,6 +103,7 @@ class _LocalUnary:
     async def __call__(
         self, request: Any, *, metadata: Sequence[tuple[str, str | bytes]] = (), **kwargs: Any
     ) -> Any:
+        metadata = self._channel.marked(metadata)
         details = _CallDetails(self._method, tuple(metadata))
         handler = await self._channel.handler_for(details)
         if handler is None:
@@ -117,16 +121,36 @@ class _LocalUnary:
             raise _error(grpc.StatusCode.UNKNOWN, "Unexpected error") from None
 
 
+class _Marked:
+    """A remote multi-callable whose calls carry the channel's mark."""
+
+    def __init__(self, channel: LocalChannel, call: Any) -> None:
+        self._channel = channel
+        self._call = call
+
+    def __call__(
+        self, request: Any, *, metadata: Sequence[tuple[str, str | bytes]] = (), **kwargs: Any
+    ) -> Any:
+        return self._call(request, metadata=self._channel.marked(metadata), **kwargs)
+
+
 class LocalChannel(grpc.aio.Channel):
     def __init__(
         self,
         handlers: Handlers,
         interceptors: Sequence[grpc.aio.ServerInterceptor],
         remote: grpc.aio.Channel,
+        mark: tuple[str, str] | None = None,
     ) -> None:
         self._handlers = handlers
         self._interceptors = tuple(interceptors)
         self._remote = remote
+        self._mark = mark
+
+    def marked(
+        self, metadata: Sequence[tuple[str, str | bytes]]
+    ) -> Sequence[tuple[str, str | bytes]]:
+        return metadata if self._mark is None else (*metadata, self._mark)
 
     async def handler_for(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         """The handler the server would run: each interceptor wraps the next, first outermost."""
@@ -145,13 +169,16 @@ class LocalChannel(grpc.aio.Channel):
         return _LocalUnary(self, method, self._remote.unary_unary(method, *args, **kwargs))
 
     def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self._remote.unary_stream(method, *args, **kwargs)
+        return self._wrap(self._remote.unary_stream(method, *args, **kwargs))
 
     def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self._remote.stream_unary(method, *args, **kwargs)
+        return self._wrap(self._remote.stream_unary(method, *args, **kwargs))
 
     def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self._remote.stream_stream(method, *args, **kwargs)
+        return self._wrap(self._remote.stream_stream(method, *args, **kwargs))
+
+    def _wrap(self, call: Any) -> Any:
+        return call if self._mark is None else _Marked(self, call)
 
     async def close(self, grace: float | None = None) -> None:
         await self._remote.close(grace)

@@ -71,12 +71,15 @@ def build_server(
     address: str = "127.0.0.1:0",
     max_message_bytes: int = 4 << 20,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    outermost: Sequence[grpc.aio.ServerInterceptor] = (),
     url_check: Callable[[str], str | None] | None = None,
 ) -> BuiltServer:
-    # Undecodable bytes are refused before any other interceptor sees the call.
+    # `outermost` (the metrics) sees every call, refused or not. Then
+    # undecodable bytes are refused before any other interceptor sees the call.
     # The field guard sits inside the error interceptor, which turns its refusals
     # into INVALID_ARGUMENT.
     chain = (
+        *outermost,
         MalformedRequestInterceptor(),
         *interceptors,
         ErrorInterceptor(),

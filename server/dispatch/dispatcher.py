@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -20,6 +21,7 @@ from server.domain.provider import (
 )
 from server.domain.retry import RetryPolicy
 from server.domain.status import DeliveryStatus
+from server.observability.metrics import ACCEPTED, ADAPTER_ERROR, PERMANENT, RETRYABLE
 from server.storage.faults import is_unavailable
 from server.storage.store import SqlStore
 from server.storage.writer import now_ms
@@ -47,6 +49,14 @@ class SendPacer(Protocol):
     async def wait(self) -> None: ...
 
 
+class AttemptObserver(Protocol):
+    """Told how each send handed to an adapter came back: for the metrics."""
+
+    def attempted(
+        self, channel_id: str, outcome: str, seconds: float, accepted_at: int | None = None
+    ) -> None: ...
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -62,8 +72,10 @@ class Dispatcher:
         reconcile_interval: float = 1.0,
         workers: int = 1,
         pacer_for: Callable[[Channel], SendPacer] | None = None,
+        observer: AttemptObserver | None = None,
     ) -> None:
         self._store = store
+        self._observer = observer
         self._reconcile_interval = reconcile_interval
         self._registry = channels
         self._batch_size = batch_size
@@ -290,6 +302,7 @@ class Dispatcher:
             )
             return
         provider = self._provider_of(delivery.channel_id)
+        sent_at: float | None = None
         try:
             try:
                 slot = self._sending.get(delivery.channel_id)
@@ -301,12 +314,15 @@ class Dispatcher:
                     pacer = self._pacers.get(delivery.channel_id)
                     if pacer is not None:
                         await pacer.wait()
+                    sent_at = time.perf_counter()
                     accepted = await adapter.send(delivery)
             finally:
                 self._leave_channel()
         except RetryableProviderError as exc:
+            self._observe(delivery, RETRYABLE, sent_at)
             await self._retry_later(delivery, exc, provider)
         except PermanentProviderError as exc:
+            self._observe(delivery, PERMANENT, sent_at)
             reason = f"{exc.code}: {exc.reason}" if exc.code else exc.reason
             failed = self._failure(delivery, provider, exc)
             await self._record(
@@ -318,15 +334,22 @@ class Dispatcher:
             )
         except Exception as exc:  # an adapter bug must not strand the message
             log.exception("adapter for %s raised", delivery.channel_id)
+            self._observe(delivery, ADAPTER_ERROR, sent_at)
             await self._retry_later(
                 delivery, RetryableProviderError(type(exc).__name__, "ADAPTER"), provider
             )
         else:
+            self._observe(delivery, ACCEPTED, sent_at)
             await self._record(
                 "the acceptance",
                 delivery,
                 lambda: self._store.mark_submitted(delivery, accepted, provider),
             )
+
+    def _observe(self, delivery: Delivery, outcome: str, sent_at: float | None) -> None:
+        if self._observer is not None and sent_at is not None:
+            seconds = time.perf_counter() - sent_at
+            self._observer.attempted(delivery.channel_id, outcome, seconds, delivery.accepted_at)
 
     async def _started(self, delivery: Delivery, provider: str) -> bool:
         """Record the start durably before the request leaves, so recovery knows.

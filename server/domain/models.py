@@ -130,6 +130,8 @@ class Delivery:
     content: Mapping[str, Any]
     attempt: int
     expire_at: int | None = None
+    # When the message was accepted (ms), for accept-to-provider timings.
+    accepted_at: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from json import JSONDecodeError
 from typing import Any
 
@@ -59,8 +59,16 @@ _FORWARDED_HEADERS = {
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def create_app(channel: grpc.aio.Channel, *, max_body_bytes: int = 1 << 20) -> web.Application:
-    app = web.Application(middlewares=[_error_middleware], client_max_size=max_body_bytes)
+def create_app(
+    channel: grpc.aio.Channel,
+    *,
+    max_body_bytes: int = 1 << 20,
+    outer_middlewares: Sequence[Any] = (),
+) -> web.Application:
+    """The façade; outer_middlewares run before (around) the error envelope."""
+    app = web.Application(
+        middlewares=[*outer_middlewares, _error_middleware], client_max_size=max_body_bytes
+    )
     routes = build_routes()
     app[CHANNEL_KEY] = channel
     app[ROUTES_KEY] = tuple(routes)

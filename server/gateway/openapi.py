@@ -154,6 +154,18 @@ EXTRA_ROUTES: dict[tuple[str, str], dict[str, Any]] = {
             "404": {"description": "No such channel, or it takes no callbacks"},
         },
     },
+    ("GET", "/metrics"): {
+        "operationId": "Metrics",
+        "summary": "Prometheus metrics of this replica, in the text exposition format.",
+        "description": "Open unless the hub is started with CIMHUB_METRICS_TOKEN; then it "
+        "wants `Authorization: Bearer <token>` (that token, not an API key or JWT).",
+        "tags": ["Operations"],
+        "security": _OPEN,
+        "responses": {
+            "200": {"description": "Metrics", "content": {"text/plain": {"schema": {}}}},
+            "401": {"description": "CIMHUB_METRICS_TOKEN is set and was not presented"},
+        },
+    },
     ("GET", "/openapi.json"): {
         "operationId": "OpenApi",
         "summary": "This document.",
@@ -624,7 +636,11 @@ def add_docs_routes(
 ) -> None:
     """Serve /openapi.json and /docs. Call after every other route is added."""
     app[_ASSETS_KEY] = assets_dir or default_assets_dir()
-    spec_text = json.dumps(build_openapi(routes))
+    # Optional routes (/metrics can be switched off) are described when served.
+    served = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource}
+    own = {("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/{asset}")}
+    extra = {k: op for k, op in EXTRA_ROUTES.items() if k in served or k in own}
+    spec_text = json.dumps(build_openapi(routes, extra))
 
     async def spec(_request: web.Request) -> web.Response:
         return web.Response(text=spec_text, content_type="application/json")

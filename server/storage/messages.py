@@ -27,7 +27,7 @@ from server.storage import events as event_log
 from server.storage import webhooks
 from server.storage.schema import idempotency, messages, status_history
 from server.storage.sql import insert_for
-from server.storage.writer import LATER_HISTORY, LATER_MESSAGES, Tx
+from server.storage.writer import LATER_HISTORY, LATER_MESSAGES, StatusMove, Tx
 
 PENDING, CLAIMED, DONE = "PENDING", "CLAIMED", "DONE"
 # What the attempt log says of a send that started and never reported back.
@@ -100,6 +100,7 @@ async def accept(
         await tx.later(LATER_MESSAGES, _insert_messages, _row(m, d))
         await tx.later(LATER_HISTORY, _insert_history, _history_row(m.id, m.status, "", tx.now))
         await event_log.append_later(tx, tenant_id, _status_event(m, m.status, ""))
+        tx.moves.append(StatusMove(m.channel_id, m.status.value, tx.now, tx.now))
     result = tuple(created)
     if idem is not None:
         await tx.conn.execute(
@@ -432,6 +433,7 @@ async def claim_due(
             content=r.content,
             attempt=r.attempts + 1,
             expire_at=r.expire_at,
+            accepted_at=r.created_at,
         )
         for r in rows
     ]
@@ -530,6 +532,7 @@ async def set_status(
             LATER_HISTORY, _insert_history, _history_row(message_id, status, reason, tx.now)
         )
         await event_log.append_later(tx, row.tenant_id, _status_event(row, status, reason))
+        tx.moves.append(StatusMove(row.channel_id, status.value, row.created_at, tx.now))
         # The receipt is queued in the same transaction as the change it reports.
         await webhooks.enqueue_receipt(tx, row, status.value, reason)
     return moved
@@ -605,6 +608,7 @@ async def set_status_many(tx: Tx, changes: Sequence[StatusChange]) -> list[bool]
             LATER_HISTORY, _insert_history, _history_row(c.message_id, c.status, c.reason, tx.now)
         )
         await event_log.append_later(tx, row.tenant_id, _status_event(row, c.status, c.reason))
+        tx.moves.append(StatusMove(row.channel_id, c.status.value, row.created_at, tx.now))
         await webhooks.enqueue_receipt(tx, row, c.status.value, c.reason)
     return moved
 

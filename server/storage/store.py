@@ -31,7 +31,7 @@ from server.domain.status import DeliveryStatus
 from server.storage import activities as acts
 from server.storage import attempts as attempt_log
 from server.storage import auth as keys
-from server.storage import contacts, conversations, inbound, lifecycle, migrate, receipts
+from server.storage import contacts, conversations, inbound, lifecycle, migrate, receipts, stats
 from server.storage import events as event_log
 from server.storage import messages as msgs
 from server.storage import sessions as sess
@@ -42,7 +42,8 @@ from server.storage.config_store import ConfigStoreMixin
 from server.storage.db import is_sqlite, make_engine
 from server.storage.inbound import ReceiveOutcome
 from server.storage.messages import AcceptResult, IdempotencyKey
-from server.storage.writer import Tx, Writer, now_ms
+from server.storage.stats import OutboxStats
+from server.storage.writer import CommitObserver, Tx, Writer, now_ms
 
 
 class SqlStore(ConfigStoreMixin):
@@ -64,13 +65,14 @@ class SqlStore(ConfigStoreMixin):
         *,
         run_migrations: bool = True,
         clock: Callable[[], int] = now_ms,
+        observer: CommitObserver | None = None,
     ) -> SqlStore:
         engine = make_engine(url)
         if run_migrations:
             await migrate.upgrade(engine)
         # SQLite has one writer anyway; PostgreSQL gains from a few in parallel.
         workers = 1 if is_sqlite(url) else 4
-        writer = Writer(engine, publish, workers=workers, clock=clock)
+        writer = Writer(engine, publish, workers=workers, clock=clock, observer=observer)
         writer.start()
         return cls(engine, writer)
 
@@ -94,6 +96,11 @@ class SqlStore(ConfigStoreMixin):
         return await self._writer.submit(
             lambda tx: msgs.accept(tx, tenant_id, drafts, idem, render)
         )
+
+    async def outbox_stats(self) -> OutboxStats:
+        """The outbox's backlog per channel and the webhook dead letters, for /metrics."""
+        async with self.engine.connect() as conn:
+            return await stats.outbox(conn, self._writer.now())
 
     async def get_message(self, tenant_id: str, message_id: str) -> OutboundMessage:
         async with self.engine.connect() as conn:

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -38,6 +38,22 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class StatusMove(NamedTuple):
+    """A message's status as a write changed it, reported once its commit is durable."""
+
+    channel_id: str
+    status: str
+    # When the message was accepted (ms), for accept-to-status timings.
+    accepted_at: int
+    at: int
+
+
+class CommitObserver(Protocol):
+    """Told of every group commit that held writes: for the metrics."""
+
+    def committed(self, seconds: float, writes: int, moves: Sequence[StatusMove]) -> None: ...
+
+
 @dataclass
 class Tx:
     """What a unit of work sees: the connection, a clock reading, and its events."""
@@ -45,6 +61,8 @@ class Tx:
     conn: AsyncConnection
     now: int
     events: list[StoredEvent] = field(default_factory=list)
+    # Status changes of messages, reported to the observer after the commit.
+    moves: list[StatusMove] = field(default_factory=list)
     # Identifies the enclosing group-commit transaction (several Tx share one).
     batch: int = 0
     # Shared by the group; None writes at once (a Tx made outside the writer).
@@ -69,6 +87,9 @@ class Tx:
 
 Work = Callable[[Tx], Awaitable[T]]
 Flush = Callable[[AsyncConnection, list[Any]], Awaitable[None]]
+
+# One write of a group: its item, whether it held, its result or error, its Tx.
+_Outcome = tuple["_Item[Any]", bool, Any, Tx | None]
 
 # The order in which put-off writes reach the database, lowest first.
 LATER_MESSAGES, LATER_HISTORY, LATER_EVENTS = 0, 1, 2
@@ -112,8 +133,10 @@ class Writer:
         workers: int = 1,
         max_batch: int = 512,
         clock: Callable[[], int] = now_ms,
+        observer: CommitObserver | None = None,
     ) -> None:
         self._engine = engine
+        self._observer = observer
         self._publish = publish
         self._workers = workers
         self._max_batch = max_batch
@@ -171,7 +194,8 @@ class Writer:
                     self._queue.task_done()
 
     async def _commit(self, batch: list[_Item[Any]]) -> None:
-        outcomes: list[tuple[_Item[Any], bool, Any, list[StoredEvent]]] = []
+        outcomes: list[_Outcome] = []
+        began = time.perf_counter()
         self._batches += 1
         batch_id = self._batches
         try:
@@ -188,7 +212,7 @@ class Writer:
                         trans = await conn.begin()
                         await self._take_turn(conn, batch_id)
                         if len(batch) == 1 and failed is not None and not failed.split:
-                            outcomes = [(failed, False, error, [])]
+                            outcomes = [(failed, False, error, None)]
                         else:
                             outcomes = await self._apart(conn, batch, batch_id)
                     after = await self._committed_before(conn, outcomes)
@@ -208,6 +232,8 @@ class Writer:
                             ) from exc
                         raise
                     self._settle(outcomes, after)
+            if self._observer is not None:
+                self._observe(time.perf_counter() - began, outcomes)
         except Exception as exc:
             if is_unavailable(exc):
                 # Expected while the database is away; readiness reports it.
@@ -221,20 +247,20 @@ class Writer:
     async def _together(
         self, conn: AsyncConnection, batch: list[_Item[Any]], batch_id: int
     ) -> tuple[
-        list[tuple[_Item[Any], bool, Any, list[StoredEvent]]],
+        list[_Outcome],
         _Item[Any] | None,
         Exception | None,
     ]:
         """Every write of the group in one go; returns the item that failed, if any."""
         later = Later()
-        outcomes: list[tuple[_Item[Any], bool, Any, list[StoredEvent]]] = []
+        outcomes: list[_Outcome] = []
         for item in batch:
             tx = Tx(conn, self._clock(), batch=batch_id, later_writes=later, first_pass=True)
             try:
                 result = await item.work(tx)
             except Exception as exc:
                 return outcomes, item, exc
-            outcomes.append((item, True, result, tx.events))
+            outcomes.append((item, True, result, tx))
         try:
             await later.flush(conn)
         except Exception as exc:  # e.g. a duplicate id: find out whose, one by one
@@ -243,9 +269,9 @@ class Writer:
 
     async def _apart(
         self, conn: AsyncConnection, batch: list[_Item[Any]], batch_id: int
-    ) -> list[tuple[_Item[Any], bool, Any, list[StoredEvent]]]:
+    ) -> list[_Outcome]:
         """Each write in its own savepoint, so a failure costs only its own request."""
-        outcomes: list[tuple[_Item[Any], bool, Any, list[StoredEvent]]] = []
+        outcomes: list[_Outcome] = []
         for item in batch:
             tx = Tx(conn, self._clock(), batch=batch_id, later_writes=Later())
             try:
@@ -253,9 +279,9 @@ class Writer:
                     result = await item.work(tx)
                     await tx.flush()
             except Exception as exc:  # one bad request must not sink the batch
-                outcomes.append((item, False, exc, []))
+                outcomes.append((item, False, exc, None))
             else:
-                outcomes.append((item, True, result, tx.events))
+                outcomes.append((item, True, result, tx))
         return outcomes
 
     @staticmethod
@@ -272,16 +298,14 @@ class Writer:
             conn.info["event_lock"] = batch_id
 
     @staticmethod
-    async def _committed_before(
-        conn: AsyncConnection, outcomes: list[tuple[_Item[Any], bool, Any, list[StoredEvent]]]
-    ) -> int | None:
+    async def _committed_before(conn: AsyncConnection, outcomes: list[_Outcome]) -> int | None:
         """The highest cursor committed before this batch's events.
 
         Still inside the write turn, so nothing below our first cursor can
         commit later: readers of other processes' commits use it to tell a
         missed commit from a contiguous one.
         """
-        cursors = [e.cursor for _item, ok, _value, events in outcomes if ok for e in events]
+        cursors = [e.cursor for _item, ok, _value, tx in outcomes if ok and tx for e in tx.events]
         if not cursors:
             return None
         found = await conn.execute(
@@ -291,14 +315,14 @@ class Writer:
 
     def _settle(
         self,
-        outcomes: list[tuple[_Item[Any], bool, Any, list[StoredEvent]]],
+        outcomes: list[_Outcome],
         after: int | None = None,
     ) -> None:
         published: list[StoredEvent] = []
-        for item, ok, value, events in outcomes:
-            if ok:
+        for item, ok, value, tx in outcomes:
+            if ok and tx is not None:
                 # Committed events are published even if the caller went away.
-                published.extend(events)
+                published.extend(tx.events)
             if item.future.done():
                 continue
             if ok:
@@ -307,3 +331,11 @@ class Writer:
                 item.future.set_exception(value)
         if published:
             self._publish(CommittedEvents(published, after))
+
+    def _observe(self, seconds: float, outcomes: list[_Outcome]) -> None:
+        assert self._observer is not None
+        moves = [m for _item, ok, _value, tx in outcomes if ok and tx for m in tx.moves]
+        try:
+            self._observer.committed(seconds, len(outcomes), moves)
+        except Exception:  # a metrics fault must never fail a commit
+            log.exception("commit observer failed")

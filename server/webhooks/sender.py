@@ -7,11 +7,13 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from server.aio import cancel_and_wait
 from server.domain.retry import RetryPolicy
 from server.domain.webhook_signing import sign
 from server.net.http import OutboundError, OutboundHttp
+from server.observability.metrics import DEAD, DELIVERED, RETRY
 from server.storage.store import SqlStore
 from server.storage.webhooks import WebhookJob
 from server.storage.writer import now_ms
@@ -28,6 +30,12 @@ def encode(payload: object) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+class DeliveryObserver(Protocol):
+    """Told what each webhook POST came to: for the metrics."""
+
+    def webhook(self, outcome: str) -> None: ...
+
+
 class WebhookSender:
     def __init__(
         self,
@@ -41,8 +49,10 @@ class WebhookSender:
         poll_interval: float = 0.25,
         max_in_flight: int = 64,
         clock: Callable[[], int] = now_ms,
+        observer: DeliveryObserver | None = None,
     ) -> None:
         self._store = store
+        self._observer = observer
         self._http = http
         self._retry = retry
         self._max_age_ms = max_age_ms
@@ -117,6 +127,7 @@ class WebhookSender:
             error = exc.reason
         else:
             if 200 <= result.status < 300:
+                self._observe(DELIVERED)
                 await self._store.webhook_done(job.id)
                 # The next row with the same ordering key is now eligible.
                 self.wake()
@@ -128,8 +139,14 @@ class WebhookSender:
             log.warning(
                 "webhook %d to %s dead after %d attempts: %s", job.id, job.url, job.attempts, error
             )
+            self._observe(DEAD)
             await self._store.webhook_dead(job.id, error)
             self.wake()
             return
+        self._observe(RETRY)
         next_at = now + self._retry.delay_ms(job.attempts, retry_after)
         await self._store.webhook_retry(job.id, next_at, error)
+
+    def _observe(self, outcome: str) -> None:
+        if self._observer is not None:
+            self._observer.webhook(outcome)
