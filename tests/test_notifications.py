@@ -411,6 +411,7 @@ async def test_webhook_envelope_matches_the_streamed_one(db_url: str) -> None:
     async with running_hub(db_url) as hub:
         await emit(hub, 3, chunk=3)
         stored = await hub.store.events_after(DEFAULT_TENANT, 0, 10)
+    assert len(stored) == 3
     for event in stored:
         streamed = to_json(next(proto_notifications([event])).notification)
         assert envelope([event]) == streamed
