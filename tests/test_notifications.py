@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import grpc
+import pytest
 from aiohttp import web
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -201,6 +202,7 @@ async def test_websocket_receives_the_same_events(db_url: str) -> None:
     assert ids == sorted(ids, key=lambda c: int(c[1:]))
 
 
+@pytest.mark.slow  # traces every allocation
 async def test_a_subscriber_that_never_reads_is_cut_off_with_a_resumable_cursor(
     tmp_path: Path,
 ) -> None:
@@ -271,6 +273,7 @@ async def test_a_subscriber_that_never_reads_is_cut_off_with_a_resumable_cursor(
     assert_complete(received, total)
 
 
+@pytest.mark.slow  # traces every allocation
 async def test_ten_thousand_subscribe_cancel_cycles_leave_nothing_behind(tmp_path: Path) -> None:
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
     hub_code = [tracemalloc.Filter(True, str(ROOT / pkg / "*")) for pkg in ("server", "adapters")]
