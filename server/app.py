@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
@@ -123,10 +124,12 @@ class Hub:
         settings: Settings,
         adapters: dict[str, ChannelAdapter] | None = None,
         clock: Callable[[], int] = now_ms,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> Hub:
+        """clock stamps what is stored; monotonic (seconds) times the key cache."""
         resources = AsyncExitStack()
         try:
-            return await _assemble(cls, resources, settings, adapters or {}, clock)
+            return await _assemble(cls, resources, settings, adapters or {}, clock, monotonic)
         except BaseException:
             await resources.aclose()
             raise
@@ -142,6 +145,7 @@ async def _assemble(
     settings: Settings,
     adapters: dict[str, ChannelAdapter],
     clock: Callable[[], int],
+    monotonic: Callable[[], float],
 ) -> Hub:
     """Start every part, each one's stop pushed onto `resources` as soon as it runs."""
     bus = _event_bus(settings)
@@ -164,7 +168,7 @@ async def _assemble(
     if metrics is not None:
         metrics.watch_outbox(store.outbox_stats)
     await bootstrap_keys(settings, store)
-    auth = _authenticator(settings, store)
+    auth = _authenticator(settings, store, monotonic)
     outbound_policy = AddressPolicy.of(settings.outbound_allow, https_only=settings.production)
 
     def url_check(url: str) -> str | None:
@@ -432,10 +436,12 @@ async def _load_channels(
         await channels.load(channel, owner)
 
 
-def _authenticator(settings: Settings, store: SqlStore) -> Authenticator:
+def _authenticator(
+    settings: Settings, store: SqlStore, monotonic: Callable[[], float]
+) -> Authenticator:
     keys = {app: decode_jwt_secret(secret) or b"" for app, secret in settings.jwt_secrets}
     rules = TokenRules(keys, settings.jwt_max_age_s, settings.jwt_leeway_s)
-    return Authenticator(store, rules, cache_ttl_s=settings.key_cache_ttl_s)
+    return Authenticator(store, rules, cache_ttl_s=settings.key_cache_ttl_s, clock=monotonic)
 
 
 def _event_bus(settings: Settings) -> EventBus:

@@ -166,21 +166,33 @@ async def test_streams_need_credentials_and_health_does_not(db_url: str) -> None
                 assert (await resp.json())["messageKey"] == "CREDENTIALS_MISSING"
 
 
+class _Seconds:
+    """A monotonic clock in seconds that the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_a_key_revoked_elsewhere_stops_working_within_the_cache_lifetime(
     db_url: str,
 ) -> None:
-    async with running_hub(db_url, key_cache_ttl_s=0.3) as hub:
+    lifetime = 0.3
+    seconds = _Seconds()
+    async with running_hub(db_url, monotonic=seconds, key_cache_ttl_s=lifetime) as hub:
         key = await hub.store.create_api_key("default", "app-2")
-        assert (await _grpc_outcome(hub, _key(key.api_id, key.secret)))[0] == "OK"
+        credentials = _key(key.api_id, key.secret)
+        assert (await _grpc_outcome(hub, credentials))[0] == "OK"  # now cached
         # As `cimhub keys revoke` in another process would: straight to the database.
         assert await hub.store.revoke_api_key(key.api_id)
-        outcome = await _grpc_outcome(hub, _key(key.api_id, key.secret))
-        for _ in range(50):
-            if outcome[0] != "OK":
-                break
-            await asyncio.sleep(0.1)
-            outcome = await _grpc_outcome(hub, _key(key.api_id, key.secret))
-        assert outcome[0] == "UNAUTHENTICATED"
+        seconds.now += lifetime - 0.01
+        # Still within the lifetime: this server has not looked again.
+        assert (await _grpc_outcome(hub, credentials))[0] == "OK"
+        seconds.now += 0.02
+        # Just past it: the key is read again, and refused.
+        assert (await _grpc_outcome(hub, credentials))[0] == "UNAUTHENTICATED"
 
 
 def test_jwt_settings_are_checked_at_configuration() -> None:
@@ -235,17 +247,23 @@ def test_admin_cli_manages_tenants_and_keys(
                         assert visible
                     except grpc.aio.AioRpcError as err:
                         assert not visible and err.code() == grpc.StatusCode.NOT_FOUND
-            before = (await _grpc_outcome(hub, _key(api_id, secret)))[0]
-            await hub.revoke_key(api_id)
-            after = (await _grpc_outcome(hub, _key(api_id, secret)))[0]
-            return before, after
+            return (await _grpc_outcome(hub, _key(api_id, secret)))[0]
+
+    async def key_outcome() -> str:
+        async with running_hub(db_url) as hub:
+            return (await _grpc_outcome(hub, _key(api_id, secret)))[0]
 
     assert cli_main(["keys", "create", "--tenant", "nobody", *db]) == 1
-    assert asyncio.run(use_key()) == ("OK", "UNAUTHENTICATED")
+    assert asyncio.run(use_key()) == "OK"
+    capsys.readouterr()
+    # The CLI's own revoke, with no hub running: the next hub refuses the key.
     assert cli_main(["keys", "revoke", api_id, *db]) == 0
+    assert f"key {api_id} revoked" in capsys.readouterr().out
+    assert asyncio.run(key_outcome()) == "UNAUTHENTICATED"
     assert cli_main(["keys", "revoke", "ak_missing", *db]) == 1
     assert cli_main(["keys", "list", "--tenant", "acme", *db]) == 0
-    assert "revoked" in capsys.readouterr().out
+    rows = capsys.readouterr().out.splitlines()
+    assert [r.split("\t")[-1] for r in rows if r.startswith(f"{api_id}\t")] == ["revoked"]
 
 
 async def test_an_empty_database_gets_one_printed_key_at_first_start(

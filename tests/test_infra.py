@@ -32,15 +32,27 @@ async def test_db_url_is_an_empty_private_database(db_url: str) -> None:
 
 
 @pytest.mark.postgresql
-def test_postgres_databases_are_isolated(postgres_server: PostgresServer) -> None:
-    first = postgres_server.create_database()
-    second = postgres_server.create_database()
+async def test_postgres_databases_are_isolated(postgres_server: PostgresServer) -> None:
+    first = await postgres_server.create_database_async()
+    second = await postgres_server.create_database_async()
+    engines = [create_async_engine(postgres_server.url(name)) for name in (first, second)]
     try:
-        assert first != second
         assert postgres_server.url(first).startswith("postgresql+asyncpg://postgres@127.0.0.1:")
+        async with engines[0].begin() as conn:
+            await conn.execute(text("create table probe (id integer primary key)"))
+            await conn.execute(text("insert into probe (id) values (1)"))
+        async with engines[1].begin() as conn:
+            # The other database has neither the table nor, once made, the row.
+            assert (await conn.execute(text("select to_regclass('probe')"))).scalar() is None
+            await conn.execute(text("create table probe (id integer primary key)"))
+            assert (await conn.execute(text("select count(*) from probe"))).scalar_one() == 0
+        async with engines[0].connect() as conn:
+            assert (await conn.execute(text("select count(*) from probe"))).scalar_one() == 1
     finally:
-        postgres_server.drop_database(first)
-        postgres_server.drop_database(second)
+        for engine in engines:
+            await engine.dispose()
+        await postgres_server.drop_database_async(first)
+        await postgres_server.drop_database_async(second)
 
 
 async def test_redis_ping_set_get(redis_url: str) -> None:

@@ -3,11 +3,14 @@
 Each case is called twice, over a real loopback channel and through
 LocalChannel, against the same handlers and interceptors, and the outcomes
 must match: the reply, or the status code, details and rich-status trailer.
+The local call must never reach the server's socket, in this pair as in the
+real hub's REST façade.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,9 +22,25 @@ from grpc_status import rpc_status
 from server.api.errors import ErrorInterceptor
 from server.api.local_channel import HandlerRecorder, LocalChannel
 from server.domain.errors import FieldViolation, invalid
+from support.hub import AUTH_HEADERS, rest_call, rest_session, running_hub
 
 SERVICE = "test.Echo"
 Text = wrappers_pb2.StringValue
+
+
+class _OverTheWire(grpc.aio.ServerInterceptor):
+    """Counts the calls the server takes off its sockets; LocalChannel's never pass here."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        self.calls.append(details.method)
+        return await continuation(details)
 
 
 class _Order(grpc.aio.ServerInterceptor):
@@ -78,10 +97,18 @@ def _handlers() -> dict[str, grpc.RpcMethodHandler]:
 
 
 @pytest.fixture
-async def pair() -> AsyncIterator[tuple[grpc.aio.Channel, LocalChannel, list[str]]]:
+def wire() -> _OverTheWire:
+    return _OverTheWire()
+
+
+@pytest.fixture
+async def pair(
+    wire: _OverTheWire,
+) -> AsyncIterator[tuple[grpc.aio.Channel, LocalChannel, list[str]]]:
     seen: list[str] = []
     chain = (_Order("outer", seen), _Order("inner", seen), ErrorInterceptor())
-    server = grpc.aio.server(interceptors=chain)
+    # Only the server's socket path counts calls; LocalChannel gets the chain alone.
+    server = grpc.aio.server(interceptors=(wire, *chain))
     recorder: Any = HandlerRecorder(server)
     handlers = _handlers()
     recorder.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
@@ -123,14 +150,20 @@ async def _outcome(channel: grpc.aio.Channel, method: str, metadata: Any) -> tup
         ("Missing", (("x-api-key", "k"),)),  # no such method
     ],
 )
-async def test_local_calls_answer_as_the_server_does(
-    pair: tuple[grpc.aio.Channel, LocalChannel, list[str]], method: str, metadata: Any
+async def test_local_calls_answer_as_the_server_does_without_reaching_its_socket(
+    pair: tuple[grpc.aio.Channel, LocalChannel, list[str]],
+    wire: _OverTheWire,
+    method: str,
+    metadata: Any,
 ) -> None:
     remote, local, seen = pair
     over_the_wire = await _outcome(remote, method, metadata)
+    # The positive control: a call over the real channel is seen on the socket.
+    assert wire.calls == [f"/{SERVICE}/{method}"]
     seen_remote = list(seen)
     seen.clear()
     in_process = await _outcome(local, method, metadata)
+    assert wire.calls == [f"/{SERVICE}/{method}"], "the local call went over the socket"
     assert in_process == over_the_wire
     assert seen == seen_remote
     if method == "Echo" and metadata:
@@ -142,3 +175,34 @@ async def test_local_calls_answer_as_the_server_does(
         bad = error_details_pb2.BadRequest()
         assert any(d.Unpack(bad) for d in rich.details if d.Is(bad.DESCRIPTOR))
         assert [v.field for v in bad.field_violations] == ["value"]
+
+
+def _connections_to(port: int) -> int:
+    """Established TCP connections, IPv4 or IPv6, whose remote end is this port."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        lines = Path(table).read_text().splitlines()[1:]
+        for line in lines:
+            fields = line.split()
+            remote, state = fields[2], fields[3]
+            if state == "01" and int(remote.rsplit(":", 1)[1], 16) == port:
+                count += 1
+    return count
+
+
+async def test_the_rest_facades_unary_calls_open_no_connection_to_the_grpc_port(
+    db_url: str,
+) -> None:
+    async with running_hub(db_url) as hub:
+        assert _connections_to(hub.grpc_port) == 0
+        for _ in range(3):
+            status, body = await rest_call(hub, "GET", "/api/v1/messages?pageSize=1", AUTH_HEADERS)
+            assert status == 200, body
+        assert _connections_to(hub.grpc_port) == 0
+        # The positive control: the façade's streams do take its real channel,
+        # and that connection is seen.
+        url = f"http://127.0.0.1:{hub.http_port}/api/v1/notifications/stream"
+        async with rest_session() as http, http.get(url) as resp:
+            assert resp.status == 200
+            await resp.content.readline()
+            assert _connections_to(hub.grpc_port) >= 1

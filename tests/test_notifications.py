@@ -7,12 +7,14 @@ import json
 import random
 import statistics
 import time
+import tracemalloc
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import grpc
+import pytest
 from aiohttp import web
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -28,14 +30,8 @@ from server.gateway.jsonmap import to_json
 from support.clock import FakeClock, eventually
 from support.hub import authed_channel, channel_to, rest_session, running_hub
 
+ROOT = Path(__file__).resolve().parent.parent
 CONVERSATIONS = [f"c0000000-0000-0000-0000-{i:012d}" for i in range(25)]
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 async def emit(
@@ -206,20 +202,26 @@ async def test_websocket_receives_the_same_events(db_url: str) -> None:
     assert ids == sorted(ids, key=lambda c: int(c[1:]))
 
 
+@pytest.mark.slow  # traces every allocation
 async def test_a_subscriber_that_never_reads_is_cut_off_with_a_resumable_cursor(
     tmp_path: Path,
 ) -> None:
     total = 20_000
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
-    async with running_hub(db_url, subscriber_buffer=2_000) as hub, channel_to(hub) as channel:
+    buffer, chunk, padding = 2_000, 1_000, 1_000
+    async with running_hub(db_url, subscriber_buffer=buffer) as hub, channel_to(hub) as channel:
         stub = ng.NotificationServiceStub(channel)
         stalled = stub.StreamNotifications(n.StreamNotificationsRequest())
         await stalled.read()  # the opening heartbeat: subscribed, and now we stop reading
-        before = rss_mb()
-        # About 1 KB per event, so the backlog outgrows what gRPC itself buffers.
-        await emit(hub, total, chunk=1000, padding=1000)
-        await eventually(lambda: hub.bus.subscriber_count == 0, within=30)
-        after = rss_mb()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            # About 1 KB per event, so the backlog outgrows what gRPC itself buffers.
+            await emit(hub, total, chunk=chunk, padding=padding)
+            await eventually(lambda: hub.bus.subscriber_count == 0, within=30)
+            peak = tracemalloc.get_traced_memory()[1] - before
+        finally:
+            tracemalloc.stop()
         received: list[tuple[str, int, str]] = []
         cursor = ""
         try:
@@ -242,11 +244,19 @@ async def test_a_subscriber_that_never_reads_is_cut_off_with_a_resumable_cursor(
         # write was abandoned may still have arrived, so resume from the later.
         status_cursor = info.metadata["cursor"]
         resume_from = max(status_cursor, cursor or status_cursor, key=lambda c: int(c[1:]))
-        print(f"\nRSS before={before:.1f} MB after={after:.1f} MB; cut off after {len(received)}")
+        print(
+            f"\nPython memory at peak={peak / 1e6:.1f} MB for a {total * padding / 1e6:.0f} MB"
+            f" backlog; cut off after {len(received)}"
+        )
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert info.reason == "SUBSCRIBER_TOO_SLOW"
         assert int(status_cursor[1:]) <= int((cursor or status_cursor)[1:])
-        assert after - before < 100, "memory grew with the backlog"
+        # The design bounds what a subscriber holds by its buffer, whatever the
+        # backlog: at most `buffer` events, plus the chunk being written. Each
+        # event is its padding and about 1 kB of objects; twice that for margin.
+        # (Traced memory is Python's own; gRPC's C-level buffers are not in it.)
+        allowed = (buffer + chunk) * (padding + 1024) * 2
+        assert peak < allowed, f"{peak} bytes held at peak, {allowed} allowed"
         resumed = stub.StreamNotifications(n.StreamNotificationsRequest(after=resume_from))
         try:
             async with asyncio.timeout(60):
@@ -263,27 +273,47 @@ async def test_a_subscriber_that_never_reads_is_cut_off_with_a_resumable_cursor(
     assert_complete(received, total)
 
 
+@pytest.mark.slow  # traces every allocation
 async def test_ten_thousand_subscribe_cancel_cycles_leave_nothing_behind(tmp_path: Path) -> None:
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
+    hub_code = [tracemalloc.Filter(True, str(ROOT / pkg / "*")) for pkg in ("server", "adapters")]
     async with running_hub(db_url) as hub, channel_to(hub) as channel:
         stub = ng.NotificationServiceStub(channel)
 
-        async def cycle() -> None:
-            call = stub.StreamNotifications(n.StreamNotificationsRequest())
-            await call.read()
-            call.cancel()
+        async def cycles(count: int) -> tracemalloc.Snapshot | None:
+            """What Python holds (when traced) once count cycles' subscriptions are gone."""
+            for _ in range(count):
+                call = stub.StreamNotifications(n.StreamNotificationsRequest())
+                await call.read()
+                call.cancel()
+            await eventually(lambda: hub.bus.subscriber_count == 0)
+            return tracemalloc.take_snapshot() if tracemalloc.is_tracing() else None
 
-        for _ in range(1_000):  # warm-up
-            await cycle()
-        await eventually(lambda: hub.bus.subscriber_count == 0)
-        warm = rss_mb()
-        for _ in range(10_000):
-            await cycle()
-        await eventually(lambda: hub.bus.subscriber_count == 0)
-        end = rss_mb()
-    growth = (end - warm) / warm
-    print(f"\nRSS after warm-up={warm:.1f} MB after 10,000 cycles={end:.1f} MB growth={growth:.1%}")
-    assert growth < 0.10
+        # The first cycles fill what is made once (caches, pools, interned
+        # names); untraced, as tracing slows every allocation down.
+        await cycles(2_000)
+        tracemalloc.start()
+        try:
+            plateau = await cycles(1_000)
+            end = await cycles(7_000)
+        finally:
+            tracemalloc.stop()
+    assert plateau is not None and end is not None
+    everything = sum(d.size_diff for d in end.compare_to(plateau, "filename"))
+    ours = sum(
+        d.size_diff
+        for d in end.filter_traces(hub_code).compare_to(plateau.filter_traces(hub_code), "filename")
+    )
+    print(
+        f"\nfrom 3,000 to 10,000 cycles: Python memory {everything / 1e3:+.0f} kB,"
+        f" of it allocated by the hub's code {ours / 1e3:+.0f} kB"
+    )
+    # A subscription leaves nothing of the hub's behind: one object kept per
+    # cycle, even an empty one (56 bytes), would add up to 400 kB.
+    assert ours < 7_000 * 8, "the hub keeps something of subscriptions that are gone"
+    # Anywhere else (gRPC, asyncio) only what is in flight when counted: a
+    # cancelled call's callbacks, some tens of kB.
+    assert everything < 7_000 * 64, "memory grows with subscriptions that are gone"
 
 
 async def test_a_thousand_subscribers_each_receive_a_whole_burst(tmp_path: Path) -> None:
@@ -411,6 +441,7 @@ async def test_webhook_envelope_matches_the_streamed_one(db_url: str) -> None:
     async with running_hub(db_url) as hub:
         await emit(hub, 3, chunk=3)
         stored = await hub.store.events_after(DEFAULT_TENANT, 0, 10)
+    assert len(stored) == 3
     for event in stored:
         streamed = to_json(next(proto_notifications([event])).notification)
         assert envelope([event]) == streamed

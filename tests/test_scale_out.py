@@ -1,12 +1,19 @@
-"""Several server processes on one PostgreSQL, live events fanned out through Redis."""
+"""Several server processes on one PostgreSQL, live events fanned out through Redis.
+
+Where a test must show that Redis, not a re-read of the log, carried the
+events, the subscriber's replica runs in this process so its bus's catch-up
+count can be read; the other replica is a separate process as usual.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -19,11 +26,16 @@ from cim.v1 import messaging_service_pb2_grpc as mg
 from cim.v1 import notification_service_pb2 as n
 from cim.v1 import notification_service_pb2_grpc as ng
 from server.api.convert import decode_cursor
+from server.app import Hub
+from server.config import Settings
+from server.events.redis_bus import RedisBus
 from server.storage.db import make_engine
 from server.storage.schema import messages
 from support.postgres import PostgresServer
 from support.redis import RedisServer
 from support.replicas import (
+    API_ID,
+    API_KEY,
     METADATA,
     Replica,
     attempt_times,
@@ -50,11 +62,41 @@ async def pg_url(postgres_server: PostgresServer) -> AsyncIterator[str]:
         await postgres_server.drop_database_async(name)
 
 
+@contextlib.asynccontextmanager
+async def replica_in_process(
+    db_url: str, channels_file: Path, env: Mapping[str, str]
+) -> AsyncIterator[Hub]:
+    """A replica like start_replica's, run in this process so its event bus can be watched."""
+    settings = Settings.from_env(
+        {
+            **os.environ,
+            "CIMHUB_DATABASE_URL": db_url,
+            "CIMHUB_CHANNELS_FILE": str(channels_file),
+            "CIMHUB_BOOTSTRAP_API_ID": API_ID,
+            "CIMHUB_BOOTSTRAP_API_KEY": API_KEY,
+            "CIMHUB_SANDBOX_DELIVERY_DELAY": "0.01",
+            "CIMHUB_HEARTBEAT_SECONDS": "1",
+            **env,
+        }
+    )
+    hub = await Hub.start(replace(settings, host="127.0.0.1", grpc_port=0, http_port=0))
+    try:
+        yield hub
+    finally:
+        await hub.stop(grace=1)
+
+
+def catch_ups(hub: Hub) -> int:
+    """How often the hub's subscribers were sent to re-read the log for a broken chain."""
+    assert isinstance(hub.bus, RedisBus)
+    return hub.bus.catch_ups
+
+
 class Collector:
     """A live subscriber: every change it receives, as (conversation, sequence), in order."""
 
-    def __init__(self, replica: Replica) -> None:
-        self._channel = channel(replica)
+    def __init__(self, target: str) -> None:
+        self._channel = grpc.aio.insecure_channel(target)
         self.changes: list[tuple[str, int]] = []
         self.cursors: list[int] = []
         self.ready = asyncio.Event()
@@ -118,29 +160,45 @@ async def send_batches(replica: Replica, batches: int, tag: str, size: int = 100
     return accepted
 
 
-async def test_a_subscriber_on_b_receives_what_a_commits_in_order(
+async def delivered_to(pg_url: str, accepted: int, subscriber: Collector) -> None:
+    """Wait until every accepted message is final and the subscriber has the whole log."""
+
+    async def settled() -> bool:
+        if (await outbox_counts(pg_url)).terminal < accepted:
+            return False
+        return subscriber.last >= (await logged_events(pg_url))[1]
+
+    await wait_until(settled, 60)
+
+
+async def test_a_subscriber_on_b_receives_what_a_commits_in_order_through_redis(
     pg_url: str, redis_url: str, tmp_path: Path
 ) -> None:
     channels = sandbox_channels(tmp_path / "channels.toml", tmp_path / "sent.log")
     env = {"CIMHUB_REDIS_URL": redis_url}
-    async with replicas(pg_url, channels, 2, env) as (a, b), Collector(b) as on_b:
+    async with (
+        replicas(pg_url, channels, 1, env) as (a,),
+        replica_in_process(pg_url, channels, env) as b,
+        Collector(f"127.0.0.1:{b.grpc_port}") as on_b,
+    ):
+        # The first entry B reads has nothing before it to chain to: that one
+        # catch-up from the log is expected; after it, Redis carries everything.
+        warm_up = await send_batches(a, 1, "0", size=1)
+        await delivered_to(pg_url, len(warm_up), on_b)
+        before = catch_ups(b)
         accepted = await send_batches(a, 1, "1", size=200)
-
-        async def settled() -> bool:
-            if (await outbox_counts(pg_url)).terminal < len(accepted):
-                return False
-            return on_b.last >= (await logged_events(pg_url))[1]
-
-        await wait_until(settled, 60)
+        await delivered_to(pg_url, len(warm_up) + len(accepted), on_b)
+        re_reads = catch_ups(b) - before
         log, _last = await logged_events(pg_url)
     print(
         f"\nsent_via_a={len(accepted)} events_in_log={len(log)}"
         f" received_on_b={len(on_b.changes)} gaps={on_b.gaps(log)}"
-        f" duplicates={on_b.duplicates()}"
+        f" duplicates={on_b.duplicates()} catch_ups_after_warm_up={re_reads}"
     )
     assert len(accepted) == 200
     assert on_b.cursors == sorted(set(on_b.cursors))
     assert on_b.changes == log  # every event, once, in cursor order
+    assert re_reads == 0, "events reached B by re-reading the log, not through Redis"
 
 
 def provider_sends(sent_log: Path) -> list[str]:
@@ -242,26 +300,33 @@ async def test_redis_restart_mid_stream_leaves_no_gap_and_no_duplicate(
 ) -> None:
     channels = sandbox_channels(tmp_path / "channels.toml", tmp_path / "sent.log")
     env = {"CIMHUB_REDIS_URL": redis_url}
-    async with replicas(pg_url, channels, 2, env) as (a, b), Collector(b) as on_b:
-        accepted: set[str] = set()
-        for round_ in range(6):
+    async with (
+        replicas(pg_url, channels, 1, env) as (a,),
+        replica_in_process(pg_url, channels, env) as b,
+        Collector(f"127.0.0.1:{b.grpc_port}") as on_b,
+    ):
+        accepted = await send_batches(a, 1, "0", size=100)
+        await delivered_to(pg_url, len(accepted), on_b)  # past the first entry's catch-up
+        healthy = catch_ups(b)
+        for round_ in range(1, 3):
             accepted |= await send_batches(a, 1, str(round_), size=100)
-            if round_ == 2:
-                received_before = len(on_b.changes)
-                await asyncio.to_thread(redis_server.restart)
-
-        async def settled() -> bool:
-            if (await outbox_counts(pg_url)).terminal < len(accepted):
-                return False
-            return on_b.last >= (await logged_events(pg_url))[1]
-
-        await wait_until(settled, 60)
+        await delivered_to(pg_url, len(accepted), on_b)
+        while_healthy = catch_ups(b) - healthy
+        received_before = len(on_b.changes)
+        await asyncio.to_thread(redis_server.restart)
+        for round_ in range(3, 6):
+            accepted |= await send_batches(a, 1, str(round_), size=100)
+        await delivered_to(pg_url, len(accepted), on_b)
+        after_the_cut = catch_ups(b) - healthy - while_healthy
         log, _last = await logged_events(pg_url)
     print(
         f"\nsent={len(accepted)} events_in_log={len(log)} received_before_restart={received_before}"
         f" received={len(on_b.changes)} gaps={on_b.gaps(log)} duplicates={on_b.duplicates()}"
+        f" catch_ups_while_healthy={while_healthy} catch_ups_after_restart={after_the_cut}"
     )
     assert on_b.changes == log
+    assert while_healthy == 0, "events reached B by re-reading the log, not through Redis"
+    assert after_the_cut >= 1, "the restart broke the chain, so B must have read the log"
 
 
 async def test_four_workers_on_two_replicas_never_claim_twice(

@@ -82,26 +82,50 @@ async def test_secrets_never_reach_logs_errors_or_responses(
             [("authorization", f"Bearer {good_jwt}")],
             [("authorization", f"Bearer {bad_jwt}")],
         ]
-        await hub.revoke_key(made.api_id)
-        attempts.append([("x-api-id", made.api_id), ("x-api-key", made.secret)])
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{hub.grpc_port}") as ch:
-            stub = mg.MessagingServiceStub(ch)
-            for md in attempts:
+        base = f"http://127.0.0.1:{hub.http_port}"
+        paths = (
+            "/api/v1/messages",
+            "/api/v1/config/channels",
+            "/api/v1/config/channels/sandbox-secret",
+        )
+        channel_bodies: list[str] = []
+
+        async def ask(md: list[tuple[str, str]]) -> tuple[grpc.StatusCode, list[int]]:
+            """The gRPC code and the REST statuses these credentials get."""
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{hub.grpc_port}") as ch:
                 try:
-                    reply = await stub.ListMessages(m.ListMessagesRequest(), metadata=tuple(md))
+                    reply = await mg.MessagingServiceStub(ch).ListMessages(
+                        m.ListMessagesRequest(), metadata=tuple(md)
+                    )
                     seen.append(str(reply))
+                    code = grpc.StatusCode.OK
                 except grpc.aio.AioRpcError as err:
                     seen.append(f"{err.code()} {err.details()} {err.trailing_metadata()}")
-        base = f"http://127.0.0.1:{hub.http_port}"
-        async with aiohttp.ClientSession() as http:
-            for md in attempts:
-                for path in (
-                    "/api/v1/messages",
-                    "/api/v1/config/channels",
-                    "/api/v1/config/channels/sandbox-secret",
-                ):
+                    code = err.code()
+            statuses = []
+            async with aiohttp.ClientSession() as http:
+                for path in paths:
                     async with http.get(base + path, headers=dict(md)) as resp:
-                        seen.append(f"{resp.status} {dict(resp.headers)} {await resp.text()}")
+                        body = await resp.text()
+                        seen.append(f"{resp.status} {dict(resp.headers)} {body}")
+                        statuses.append(resp.status)
+                        if path.endswith("sandbox-secret") and resp.status == 200:
+                            channel_bodies.append(body)
+            return code, statuses
+
+        # The two keys and the token that are valid; the rest must be refused.
+        valid = [True, True, False, False, True, False]
+        outcomes = [await ask(md) for md in attempts]
+        await hub.revoke_key(made.api_id)
+        attempts.append([("x-api-id", made.api_id), ("x-api-key", made.secret)])
+        valid.append(False)
+        outcomes.append(await ask(attempts[-1]))
+    # The checks below only mean something if the valid credentials got real
+    # answers, among them the channel that holds the provider credential.
+    ok, refused = grpc.StatusCode.OK, grpc.StatusCode.UNAUTHENTICATED
+    assert outcomes == [(ok, [200] * 3) if v else (refused, [401] * 3) for v in valid]
+    assert len(channel_bodies) == valid.count(True)
+    assert all("sandbox-secret" in body for body in channel_bodies)
     seen.append(
         repr(
             Settings(

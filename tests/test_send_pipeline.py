@@ -3,20 +3,45 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import func, select
 
 from adapters.sandbox import SandboxAdapter
 from fakes.providers import FlakyProvider, HappyProvider
 from server.api.context import DEFAULT_TENANT
 from server.domain.status import DeliveryStatus
 from server.domain.webhook_signing import verify
+from server.storage.schema import messages, webhooks
+from server.webhooks.sender import WebhookSender
 from support.clock import FakeClock, eventually, stays
 from support.hub import rest_session, running_hub
+from support.replicas import wait_until
+
+# What a claim or a webhook delivery waits out before it is tried again, past
+# which a lost outcome would show up as a second send: waits for "nothing
+# more will come" cover it, and a little more for the retry itself.
+WEBHOOK_LEASE_MS: int = inspect.signature(WebhookSender).parameters["lease_ms"].default
+AFTER_LEASE_S = 15.0
 
 V2 = "/api/v2/message/send"
+
+
+async def _unsettled_messages(hub: Any) -> int:
+    """Messages still to be sent or whose send has no recorded outcome yet."""
+    async with hub.store.engine.connect() as conn:
+        query = select(func.count()).where(messages.c.dispatch_state.in_(("PENDING", "CLAIMED")))
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def _pending_webhooks(hub: Any) -> int:
+    """Webhook deliveries not yet done: due, retrying or under a lease."""
+    async with hub.store.engine.connect() as conn:
+        query = select(func.count()).where(webhooks.c.state == "PENDING")
+        return int((await conn.execute(query)).scalar_one())
 
 
 def _msisdn(i: int) -> str:
@@ -56,7 +81,13 @@ async def test_a_thousand_destinations_reach_the_provider_exactly_once_rendered(
         ids = {r["messageId"]: r["correlationId"] for r in reply["results"]}
         assert len(ids) == 1000
         await eventually(lambda: len(sandbox.sent) >= 1000, within=30)
-        await asyncio.sleep(0.3)  # anything extra would show up now
+
+        # A claim whose outcome was lost is sent again once its lease lapses:
+        # wait until every outcome is recorded (or a duplicate shows up).
+        async def settled() -> bool:
+            return len(sandbox.sent) > 1000 or await _unsettled_messages(hub) == 0
+
+        await wait_until(settled, hub.settings.dispatch_lease_ms / 1000 + AFTER_LEASE_S, 0.05)
     sent = {d.message_id: d for d in sandbox.sent}
     assert len(sandbox.sent) == 1000 and set(sent) == set(ids)
     for message_id, correlation in ids.items():
@@ -207,7 +238,19 @@ async def test_receipts_reach_the_notify_url_signed_filtered_and_retried(db_url:
             )
             assert status == 202
             await eventually(lambda: len(hits) >= 2)
-            await asyncio.sleep(0.5)  # no other receipt (e.g. SUBMITTED) may follow
+            message_id = reply["results"][0]["messageId"]
+
+            # Nothing more can come once the message is final and no delivery
+            # is left, not even one under a lease whose outcome was lost.
+            async def settled() -> bool:
+                if len(hits) > 2:
+                    return True
+                message = await hub.store.get_message(DEFAULT_TENANT, message_id)
+                return message.status is DeliveryStatus.DELIVERED and (
+                    await _pending_webhooks(hub) == 0
+                )
+
+            await wait_until(settled, WEBHOOK_LEASE_MS / 1000 + AFTER_LEASE_S, 0.05)
             secret = await hub.store.webhook_secret(DEFAULT_TENANT)
     finally:
         await runner.cleanup()

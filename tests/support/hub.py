@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -45,9 +46,11 @@ async def running_hub(
     db_url: str,
     adapters: dict[str, Any] | None = None,
     clock: Callable[[], int] = now_ms,
+    monotonic: Callable[[], float] = time.monotonic,
     **overrides: Any,
 ) -> AsyncIterator[Hub]:
-    hub = await Hub.start(test_settings(db_url, **overrides), adapters=adapters, clock=clock)
+    settings = test_settings(db_url, **overrides)
+    hub = await Hub.start(settings, adapters=adapters, clock=clock, monotonic=monotonic)
     try:
         yield hub
     finally:
