@@ -26,6 +26,7 @@ from server.api.notifications import NotificationServicer
 from server.api.server import BuiltServer, Services, build_server, set_serving
 from server.api.sessions import SessionServicer
 from server.api.tokens import TokenRules
+from server.api.webhooks import WebhookServicer
 from server.channels import ChannelRegistry
 from server.config import Settings, decode_jwt_secret
 from server.dispatch.dispatcher import Dispatcher
@@ -177,6 +178,7 @@ async def _assemble(
         http,
         retry=RetryPolicy(settings.webhook_retry_base_ms, settings.retry_cap_ms),
         max_age_ms=settings.webhook_max_age_ms,
+        disable_after_ms=settings.webhook_disable_after_ms,
         clock=clock,
     )
     await webhook_sender.start()
@@ -206,7 +208,9 @@ async def _assemble(
         pacer_for=pacing.pacer_for if pacing is not None else None,
     )
     checks = UrlChecks(url_check, media_check)
-    built = _grpc_server(settings, store, bus, channels, dispatcher, auth, checks, clock)
+    built = _grpc_server(
+        settings, store, bus, channels, dispatcher, auth, checks, clock, webhook_sender.wake
+    )
     await built.server.start()
     # The facade's unary calls run in this process through the server's own
     # handlers and interceptor chain; its streams use a real channel.
@@ -294,6 +298,7 @@ def _grpc_server(
     auth: Authenticator,
     checks: UrlChecks,
     clock: Callable[[], int],
+    wake_webhooks: Callable[[], None],
 ) -> BuiltServer:
     return build_server(
         Services(
@@ -315,6 +320,7 @@ def _grpc_server(
             sessions=SessionServicer(store),
             config=ConfigServicer(channels, store, url_check=checks.submitted),
             customers=CustomerServicer(store),
+            webhooks=WebhookServicer(store, on_redrive=wake_webhooks),
         ),
         address=f"{settings.host}:{settings.grpc_port}",
         max_message_bytes=settings.max_grpc_message_bytes,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 from server.aio import cancel_and_wait
@@ -233,6 +235,7 @@ class Dispatcher:
             )
             return
         provider = self._provider_of(delivery.channel_id)
+        timer = _Timer()
         try:
             try:
                 slot = self._sending.get(delivery.channel_id)
@@ -244,26 +247,30 @@ class Dispatcher:
                     pacer = self._pacers.get(delivery.channel_id)
                     if pacer is not None:
                         await pacer.wait()
+                    timer.start()
                     accepted = await adapter.send(delivery)
             finally:
+                timer.stop()
                 self._leave_channel()
         except RetryableProviderError as exc:
-            await self._retry_later(delivery, exc, provider)
+            await self._retry_later(delivery, exc, provider, timer.ms)
         except PermanentProviderError as exc:
             reason = f"{exc.code}: {exc.reason}" if exc.code else exc.reason
             await self._store.finish(
                 delivery.message_id,
                 DeliveryStatus.FAILED,
                 reason,
-                self._failure(delivery, provider, exc),
+                self._failure(delivery, provider, exc, timer.ms),
             )
         except Exception as exc:  # an adapter bug must not strand the message
             log.exception("adapter for %s raised", delivery.channel_id)
             await self._retry_later(
-                delivery, RetryableProviderError(type(exc).__name__, "ADAPTER"), provider
+                delivery, RetryableProviderError(type(exc).__name__, "ADAPTER"), provider, timer.ms
             )
         else:
-            await self._store.mark_submitted(delivery, accepted, provider)
+            await self._store.mark_submitted(
+                delivery, replace(accepted, latency_ms=timer.ms), provider
+            )
 
     async def _started(self, delivery: Delivery, provider: str) -> bool:
         """Record the start durably before the request leaves, so recovery knows.
@@ -299,15 +306,26 @@ class Dispatcher:
         return channel.provider if channel is not None else "unknown"
 
     @staticmethod
-    def _failure(delivery: Delivery, provider: str, exc: ProviderError) -> AttemptRecord:
+    def _failure(
+        delivery: Delivery, provider: str, exc: ProviderError, latency_ms: int | None = None
+    ) -> AttemptRecord:
         return AttemptRecord(
-            delivery.channel_id, provider, "FAILED", error_code=exc.code, reason=exc.reason
+            delivery.channel_id,
+            provider,
+            "FAILED",
+            error_code=exc.code,
+            reason=exc.reason,
+            latency_ms=latency_ms,
         )
 
     async def _retry_later(
-        self, delivery: Delivery, exc: RetryableProviderError, provider: str
+        self,
+        delivery: Delivery,
+        exc: RetryableProviderError,
+        provider: str,
+        latency_ms: int | None = None,
     ) -> None:
-        failed = self._failure(delivery, provider, exc)
+        failed = self._failure(delivery, provider, exc, latency_ms)
         if delivery.attempt >= self._retry.max_attempts:
             await self._store.finish(
                 delivery.message_id,
@@ -318,3 +336,18 @@ class Dispatcher:
             return
         due = self._clock() + self._retry.delay_ms(delivery.attempt, exc.retry_after)
         await self._store.reschedule(delivery.message_id, due, exc.reason, failed)
+
+
+class _Timer:
+    """How long the provider call took; None when it never started."""
+
+    def __init__(self) -> None:
+        self._started: float | None = None
+        self.ms: int | None = None
+
+    def start(self) -> None:
+        self._started = time.monotonic()
+
+    def stop(self) -> None:
+        if self._started is not None and self.ms is None:
+            self.ms = round((time.monotonic() - self._started) * 1000)
