@@ -73,8 +73,10 @@ def build(m: OutboundMessage, webhooks: Sequence[WebhookAttemptEntry]) -> list[T
                 trace_id=m.trace_id,
             )
         )
-    if m.due_at > m.created_at:
-        steps.append(TimelineStep(StepKind.SCHEDULED, m.created_at, send_time=m.due_at))
+    if first is not None and first.status is DeliveryStatus.SCHEDULED:
+        # due_at moves on with each retry, so it is the send time only until the first try.
+        send_time = m.due_at if not m.attempt_log else 0
+        steps.append(TimelineStep(StepKind.SCHEDULED, first.timestamp, send_time=send_time))
     channel = m.channel_id
     for a in m.attempt_log:
         if a.channel_id != channel:

@@ -178,7 +178,9 @@ class TimelineStep(_message.Message):
     empty when none was recorded.
     """
     send_time: _builtins.int
-    """When the message is due to be sent, for the scheduled step."""
+    """When the message is due to be sent, for the scheduled step; 0 once a
+    send was attempted (retries move it).
+    """
     from_channel_id: _builtins.str
     """The channel left and the channel taken, for the fallback step."""
     to_channel_id: _builtins.str
