@@ -28,6 +28,7 @@ from server.api.notifications import NotificationServicer
 from server.api.server import BuiltServer, Services, build_server, set_ready, set_serving
 from server.api.sessions import SessionServicer
 from server.api.tokens import TokenRules
+from server.api.webhooks import WebhookServicer
 from server.channels import ChannelRegistry
 from server.config import Settings, decode_jwt_secret
 from server.dispatch.dispatcher import Dispatcher
@@ -192,6 +193,7 @@ async def _assemble(
         http,
         retry=RetryPolicy(settings.webhook_retry_base_ms, settings.retry_cap_ms),
         max_age_ms=settings.webhook_max_age_ms,
+        disable_after_ms=settings.webhook_disable_after_ms,
         clock=clock,
         observer=metrics,
     )
@@ -231,7 +233,17 @@ async def _assemble(
     # The façade's calls carry this, so the metrics count them once, as REST.
     mark = new_gateway_mark() if metrics is not None else None
     built = _grpc_server(
-        settings, store, bus, channels, dispatcher, auth, checks, clock, metrics, mark
+        settings,
+        store,
+        bus,
+        channels,
+        dispatcher,
+        auth,
+        checks,
+        clock,
+        metrics,
+        mark,
+        webhook_sender.wake,
     )
     await built.server.start()
     # The facade's unary calls run in this process through the server's own
@@ -335,6 +347,7 @@ def _grpc_server(
     clock: Callable[[], int],
     metrics: HubMetrics | None,
     mark: tuple[str, str] | None,
+    wake_webhooks: Callable[[], None],
 ) -> BuiltServer:
     return build_server(
         Services(
@@ -356,6 +369,7 @@ def _grpc_server(
             sessions=SessionServicer(store),
             config=ConfigServicer(channels, store, url_check=checks.submitted),
             customers=CustomerServicer(store),
+            webhooks=WebhookServicer(store, on_redrive=wake_webhooks),
         ),
         address=f"{settings.host}:{settings.grpc_port}",
         max_message_bytes=settings.max_grpc_message_bytes,

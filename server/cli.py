@@ -15,7 +15,12 @@ from pathlib import Path
 from server.config import Settings, load_channels
 
 # Modules with a `register(subparsers)` function adding their subcommands.
-_COMMAND_MODULES: tuple[str, ...] = ("server.cli_admin", "server.cli_db", "server.cli_client")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "server.cli_admin",
+    "server.cli_db",
+    "server.cli_client",
+    "server.cli_messages",
+)
 
 
 def _parser() -> argparse.ArgumentParser:

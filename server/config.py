@@ -69,6 +69,9 @@ class Settings:
     webhook_retry_base_ms: int = 1_000
     # Receipts that cannot be delivered for this long are dead-lettered.
     webhook_max_age_ms: int = 24 * 3600 * 1000
+    # A tenant webhook whose every POST has failed for this long is disabled
+    # (and the tenant told on its event stream); 0 never disables it.
+    webhook_disable_after_ms: int = 24 * 3600 * 1000
     # Shared secret the inbound webhooks (message/receive, contact/info) must
     # present as x-verify-token. The default only suits local use; empty
     # refuses every webhook call.
@@ -181,6 +184,9 @@ class Settings:
             s = replace(s, redis_url=env["CIMHUB_REDIS_URL"].strip())
         if "CIMHUB_REDIS_STREAM_MAX_LEN" in env:
             s = replace(s, redis_stream_max_len=int(env["CIMHUB_REDIS_STREAM_MAX_LEN"]))
+        if "CIMHUB_WEBHOOK_DISABLE_AFTER_SECONDS" in env:
+            seconds = float(env["CIMHUB_WEBHOOK_DISABLE_AFTER_SECONDS"])
+            s = replace(s, webhook_disable_after_ms=max(0, round(seconds * 1000)))
         if "CIMHUB_DISPATCH_WORKERS" in env:
             s = replace(s, dispatch_workers=max(1, int(env["CIMHUB_DISPATCH_WORKERS"])))
         return _auth_from_env(s, env)

@@ -17,7 +17,7 @@ from cim.v1 import (
 )
 from server.domain.cim import typed_body
 from server.domain.events import StoredEvent
-from server.domain.models import OutboundMessage, Session, SessionState
+from server.domain.models import AttemptEntry, OutboundMessage, Session, SessionState
 from server.domain.status import DeliveryStatus
 
 NOTIFICATION_KIND = "notification"
@@ -76,20 +76,22 @@ def message_to_proto(m: OutboundMessage) -> messaging_service_pb2.Message:
         text="" if m.mask else m.text,
         attempts=m.attempts,
         segments=m.segments,
-        attempt_log=[
-            delivery_pb2.DeliveryAttempt(
-                number=a.number,
-                channel_id=a.channel_id,
-                provider=a.provider,
-                outcome=a.outcome,
-                provider_message_id=a.provider_message_id,
-                error_code=a.error_code,
-                reason=a.reason,
-                segments=a.segments,
-                timestamp=a.timestamp,
-            )
-            for a in m.attempt_log
-        ],
+        attempt_log=[attempt_to_proto(a) for a in m.attempt_log],
+    )
+
+
+def attempt_to_proto(a: AttemptEntry) -> delivery_pb2.DeliveryAttempt:
+    return delivery_pb2.DeliveryAttempt(
+        number=a.number,
+        channel_id=a.channel_id,
+        provider=a.provider,
+        outcome=a.outcome,
+        provider_message_id=a.provider_message_id,
+        error_code=a.error_code,
+        reason=a.reason,
+        segments=a.segments,
+        timestamp=a.timestamp,
+        latency_ms=a.latency_ms,
     )
 
 

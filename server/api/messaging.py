@@ -11,11 +11,12 @@ from google.protobuf.json_format import MessageToDict
 
 from cim.v1 import messaging_service_pb2 as pb
 from cim.v1 import messaging_service_pb2_grpc as pb_grpc
-from cim.v1 import outbound_pb2
+from cim.v1 import outbound_pb2, timeline_pb2
 from server.api.context import metadata_value, tenant_of
 from server.api.convert import message_to_proto, status_from_proto, status_to_proto
 from server.api.inbound import InboundApi
 from server.api.paging import page_args
+from server.api.timeline import timeline_to_proto
 from server.channels import ChannelRegistry
 from server.domain.addresses import AddressError, normalize_email, normalize_msisdn
 from server.domain.batch import (
@@ -34,6 +35,8 @@ from server.storage.messages import IdempotencyKey
 from server.storage.store import SqlStore
 from server.storage.writer import now_ms
 
+# messages.request_id is String(128).
+MAX_REQUEST_ID = 128
 _CONTENT_PARTS = ("audio", "document", "image", "video", "location", "template", "text", "options")
 
 
@@ -90,6 +93,12 @@ def batch_send(request: pb.SendBatchRequest) -> BatchSend:
     )
 
 
+def request_id(context: grpc.aio.ServicerContext) -> str:
+    """The call's x-request-id, kept with what it accepts; dropped if too long to store."""
+    given = metadata_value(context, "x-request-id")
+    return given if len(given) <= MAX_REQUEST_ID and given.isprintable() else ""
+
+
 def idempotency(request: Any, context: grpc.aio.ServicerContext) -> IdempotencyKey | None:
     key = request.request_id or metadata_value(context, "idempotency-key")
     if not key:
@@ -129,6 +138,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         tenant = tenant_of(context)
         draft = plan_single(tenant, single_send(request), self._channels_of(tenant))
         draft = await self._personalise(tenant, request, draft)
+        draft = replace(draft, request_id=request_id(context))
 
         def render(created: Sequence[OutboundMessage]) -> bytes:
             return _send_response(created[0]).SerializeToString()
@@ -167,7 +177,8 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
             by_destination=by_destination,
             idempotency_key=idem.key if idem else "",
         )
-        drafts = [p.draft for p in planned if p.draft is not None]
+        rid = request_id(context)
+        drafts = [replace(p.draft, request_id=rid) for p in planned if p.draft is not None]
 
         def render(created: Sequence[OutboundMessage]) -> bytes:
             return _batch_response(planned, created).SerializeToString()
@@ -265,6 +276,12 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
     ) -> pb.GetMessageResponse:
         message = await self._store.get_message(tenant_of(context), request.message_id)
         return pb.GetMessageResponse(message=message_to_proto(message))
+
+    async def GetMessageTimeline(
+        self, request: timeline_pb2.GetMessageTimelineRequest, context: grpc.aio.ServicerContext
+    ) -> timeline_pb2.GetMessageTimelineResponse:
+        message, steps = await self._store.message_timeline(tenant_of(context), request.message_id)
+        return timeline_to_proto(message, steps)
 
     async def ListMessages(
         self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext

@@ -21,6 +21,8 @@ from cim.v1 import (
     notification_service_pb2_grpc,
     session_service_pb2,
     session_service_pb2_grpc,
+    webhook_service_pb2,
+    webhook_service_pb2_grpc,
 )
 from server.api.config import ConfigServicer
 from server.api.customers import CustomerServicer
@@ -31,6 +33,7 @@ from server.api.malformed import MalformedRequestInterceptor
 from server.api.messaging import MessagingServicer
 from server.api.notifications import NotificationServicer
 from server.api.sessions import SessionServicer
+from server.api.webhooks import WebhookServicer
 
 SERVICE_NAMES = (
     messaging_service_pb2.DESCRIPTOR.services_by_name["MessagingService"].full_name,
@@ -38,6 +41,7 @@ SERVICE_NAMES = (
     session_service_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
     config_service_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name,
     customer_service_pb2.DESCRIPTOR.services_by_name["CustomerService"].full_name,
+    webhook_service_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
 )
 
 
@@ -48,6 +52,7 @@ class Services:
     sessions: SessionServicer
     config: ConfigServicer
     customers: CustomerServicer | None = None
+    webhooks: WebhookServicer | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,8 @@ def build_server(
         customer_service_pb2_grpc.add_CustomerServiceServicer_to_server(
             services.customers, recorder
         )
+    if services.webhooks is not None:
+        webhook_service_pb2_grpc.add_WebhookServiceServicer_to_server(services.webhooks, recorder)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Protocol
 
 from server.aio import cancel_and_wait, log_failure
@@ -302,7 +303,7 @@ class Dispatcher:
             )
             return
         provider = self._provider_of(delivery.channel_id)
-        sent_at: float | None = None
+        timer = _Timer()
         try:
             try:
                 slot = self._sending.get(delivery.channel_id)
@@ -314,17 +315,18 @@ class Dispatcher:
                     pacer = self._pacers.get(delivery.channel_id)
                     if pacer is not None:
                         await pacer.wait()
-                    sent_at = time.perf_counter()
+                    timer.start()
                     accepted = await adapter.send(delivery)
             finally:
+                timer.stop()
                 self._leave_channel()
         except RetryableProviderError as exc:
-            self._observe(delivery, RETRYABLE, sent_at)
-            await self._retry_later(delivery, exc, provider)
+            self._observe(delivery, RETRYABLE, timer)
+            await self._retry_later(delivery, exc, provider, timer.ms)
         except PermanentProviderError as exc:
-            self._observe(delivery, PERMANENT, sent_at)
+            self._observe(delivery, PERMANENT, timer)
             reason = f"{exc.code}: {exc.reason}" if exc.code else exc.reason
-            failed = self._failure(delivery, provider, exc)
+            failed = self._failure(delivery, provider, exc, timer.ms)
             await self._record(
                 "the failure",
                 delivery,
@@ -334,22 +336,24 @@ class Dispatcher:
             )
         except Exception as exc:  # an adapter bug must not strand the message
             log.exception("adapter for %s raised", delivery.channel_id)
-            self._observe(delivery, ADAPTER_ERROR, sent_at)
+            self._observe(delivery, ADAPTER_ERROR, timer)
             await self._retry_later(
-                delivery, RetryableProviderError(type(exc).__name__, "ADAPTER"), provider
+                delivery, RetryableProviderError(type(exc).__name__, "ADAPTER"), provider, timer.ms
             )
         else:
-            self._observe(delivery, ACCEPTED, sent_at)
+            self._observe(delivery, ACCEPTED, timer)
+            submitted = replace(accepted, latency_ms=timer.ms)
             await self._record(
                 "the acceptance",
                 delivery,
-                lambda: self._store.mark_submitted(delivery, accepted, provider),
+                lambda: self._store.mark_submitted(delivery, submitted, provider),
             )
 
-    def _observe(self, delivery: Delivery, outcome: str, sent_at: float | None) -> None:
-        if self._observer is not None and sent_at is not None:
-            seconds = time.perf_counter() - sent_at
-            self._observer.attempted(delivery.channel_id, outcome, seconds, delivery.accepted_at)
+    def _observe(self, delivery: Delivery, outcome: str, timer: _Timer) -> None:
+        if self._observer is not None and timer.seconds is not None:
+            self._observer.attempted(
+                delivery.channel_id, outcome, timer.seconds, delivery.accepted_at
+            )
 
     async def _started(self, delivery: Delivery, provider: str) -> bool:
         """Record the start durably before the request leaves, so recovery knows.
@@ -391,15 +395,26 @@ class Dispatcher:
         return channel.provider if channel is not None else "unknown"
 
     @staticmethod
-    def _failure(delivery: Delivery, provider: str, exc: ProviderError) -> AttemptRecord:
+    def _failure(
+        delivery: Delivery, provider: str, exc: ProviderError, latency_ms: int | None = None
+    ) -> AttemptRecord:
         return AttemptRecord(
-            delivery.channel_id, provider, "FAILED", error_code=exc.code, reason=exc.reason
+            delivery.channel_id,
+            provider,
+            "FAILED",
+            error_code=exc.code,
+            reason=exc.reason,
+            latency_ms=latency_ms,
         )
 
     async def _retry_later(
-        self, delivery: Delivery, exc: RetryableProviderError, provider: str
+        self,
+        delivery: Delivery,
+        exc: RetryableProviderError,
+        provider: str,
+        latency_ms: int | None = None,
     ) -> None:
-        failed = self._failure(delivery, provider, exc)
+        failed = self._failure(delivery, provider, exc, latency_ms)
         if delivery.attempt >= self._retry.max_attempts:
             await self._record(
                 "the failure",
@@ -418,3 +433,20 @@ class Dispatcher:
             delivery,
             lambda: self._store.reschedule(delivery.message_id, due, exc.reason, failed),
         )
+
+
+class _Timer:
+    """How long the provider call took; None when it never started."""
+
+    def __init__(self) -> None:
+        self._started: float | None = None
+        self.seconds: float | None = None
+        self.ms: int | None = None
+
+    def start(self) -> None:
+        self._started = time.perf_counter()
+
+    def stop(self) -> None:
+        if self._started is not None and self.seconds is None:
+            self.seconds = time.perf_counter() - self._started
+            self.ms = round(self.seconds * 1000)

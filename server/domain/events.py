@@ -19,6 +19,8 @@ class EventType(StrEnum):
     CONVERSATION_CHANGE = "ConversationChangeEvent"
     # Pushed by the tenant through /api/v1/event/push.
     CUSTOMER = "CustomerEvent"
+    # The tenant webhook was disabled or enabled again.
+    WEBHOOK_ENDPOINT = "WebhookEndpointEvent"
 
 
 MESSAGING_NOTIFICATION = "ms.MessagingEventNotification"

@@ -70,6 +70,8 @@ class OutboundDraft:
     requested_receipts: tuple[str, ...] = ()
     # Set when the id must be reproducible, e.g. derived from an idempotency key.
     message_id: str = ""
+    # The x-request-id of the accepting call, kept for the message's timeline.
+    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,7 @@ class AttemptEntry:
     reason: str
     segments: int
     timestamp: int
+    latency_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +118,9 @@ class OutboundMessage:
     history: tuple[StatusEntry, ...] = field(default=())
     segments: int = 1
     attempt_log: tuple[AttemptEntry, ...] = field(default=())
+    request_id: str = ""
+    # The W3C trace id the message was accepted under; empty until traces are stored.
+    trace_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,8 @@ class AttemptRecord:
     error_code: str = ""
     reason: str = ""
     segments: int = 1
+    # Measured by the dispatcher around the provider call; None when not.
+    latency_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,8 @@ class Accepted:
     channel_id: str = ""
     provider: str = ""
     earlier: tuple[AttemptRecord, ...] = ()
+    # Set by the dispatcher, not the adapter: the whole call, fallback tries included.
+    latency_ms: int | None = None
 
 
 class ProviderError(Exception):

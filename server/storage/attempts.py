@@ -68,6 +68,7 @@ def _row(tx: Tx, message_id: str, number: int, e: AttemptRecord) -> dict[str, An
         "reason": e.reason,
         "segments": e.segments,
         "ts": tx.now,
+        "latency_ms": e.latency_ms,
     }
 
 
@@ -118,6 +119,7 @@ async def log_of(conn: AsyncConnection, message_id: str) -> tuple[AttemptEntry, 
             r.reason,
             r.segments,
             r.ts,
+            r.latency_ms or 0,
         )
         for r in rows
     )

@@ -112,44 +112,60 @@ async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]])
     for (tx, stored), cursor in zip(placed, cursors, strict=True):
         stored = replace(stored, cursor=cursor)
         tx.events.append(stored)
-        url = await _tenant_webhook(tx, stored.tenant_id)
+        url, disabled = await _tenant_webhook(tx, stored.tenant_id)
         if url:
             # Same transaction as the event: the tenant hears of everything that
             # committed, in per-conversation order (the outbox's ordering key).
+            # While the endpoint is disabled the delivery is kept as a dead
+            # letter, to be redriven once it is enabled again.
             await webhooks.enqueue(
-                tx, stored.tenant_id, stored.event.conversation_id, url, envelope([stored])
+                tx,
+                stored.tenant_id,
+                stored.event.conversation_id,
+                url,
+                envelope([stored]),
+                message_id=stored.event.message_id,
+                dead_reason=ENDPOINT_DISABLED if disabled else "",
             )
 
 
-_WEBHOOK_URL = select(tenant_webhooks.c.url).where(
+ENDPOINT_DISABLED = "endpoint disabled"
+_WEBHOOK_URL = select(tenant_webhooks.c.url, tenant_webhooks.c.disabled_at).where(
     tenant_webhooks.c.tenant_id == bindparam("tenant_id")
 )
 
 
-async def _tenant_webhook(tx: Tx, tenant_id: str) -> str:
+async def _tenant_webhook(tx: Tx, tenant_id: str) -> tuple[str, bool]:
     # One lookup per group commit, not per event.
     cache = tx.conn.info.get("tenant_webhooks")
     if cache is None or cache[0] != tx.batch:
         cache = (tx.batch, {})
         tx.conn.info["tenant_webhooks"] = cache
-    known: dict[str, str] = cache[1]
+    known: dict[str, tuple[str, bool]] = cache[1]
     if tenant_id not in known:
-        known[tenant_id] = (
-            await tx.conn.execute(_WEBHOOK_URL, {"tenant_id": tenant_id})
-        ).scalar() or ""
+        row = (await tx.conn.execute(_WEBHOOK_URL, {"tenant_id": tenant_id})).first()
+        known[tenant_id] = (row.url, row.disabled_at is not None) if row else ("", False)
     return known[tenant_id]
+
+
+def forget_tenant_webhooks(tx: Tx) -> None:
+    """Drop this group's cached lookups after a change to tenant_webhooks."""
+    tx.conn.info.pop("tenant_webhooks", None)
 
 
 async def set_tenant_webhook(tx: Tx, tenant_id: str, url: str) -> None:
     ins = insert_for(tx.conn, tenant_webhooks).values(
         tenant_id=tenant_id, url=url, updated_at=tx.now
     )
+    # Setting the webhook again is a fresh start: enabled, with no failures counted.
+    fresh = {"disabled_at": None, "disabled_reason": "", "failing_since": None}
     await tx.conn.execute(
         ins.on_conflict_do_update(
-            index_elements=[tenant_webhooks.c.tenant_id], set_={"url": url, "updated_at": tx.now}
+            index_elements=[tenant_webhooks.c.tenant_id],
+            set_={"url": url, "updated_at": tx.now, **fresh},
         )
     )
-    tx.conn.info.pop("tenant_webhooks", None)
+    forget_tenant_webhooks(tx)
 
 
 async def read_after(tx_conn: Any, tenant_id: str, cursor: int, limit: int) -> list[StoredEvent]:

@@ -196,6 +196,7 @@ def _row(m: OutboundMessage, d: OutboundDraft) -> dict[str, Any]:
         "callback_data": d.callback_data or None,
         "requested_receipts": list(d.requested_receipts),
         "segments": 1,
+        "request_id": d.request_id or None,
     }
 
 
@@ -297,6 +298,7 @@ def _from_row(row: Any, history: tuple[StatusEntry, ...]) -> OutboundMessage:
         mask=bool(row.mask),
         history=history,
         segments=row.segments,
+        request_id=row.request_id or "",
     )
 
 

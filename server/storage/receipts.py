@@ -186,6 +186,7 @@ def _attempts(delivery: Delivery, accepted: Accepted, provider: str) -> list[Att
             "ACCEPTED",
             accepted.provider_message_id,
             segments=accepted.segments,
+            latency_ms=accepted.latency_ms,
         ),
     ]
 

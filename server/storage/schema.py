@@ -437,3 +437,50 @@ customer_events = Table(
     Column("created_at", BigInteger, nullable=False),
     Index("ix_customer_events_contact", "tenant_id", "contact_id", "seq"),
 )
+
+# -- Operations: what a message's timeline and the webhook dead letters show ----
+
+# The x-request-id of the call that accepted the message.
+messages.append_column(Column("request_id", String(128)))
+# How long the provider took to answer the attempt; NULL when not measured.
+attempts.append_column(Column("latency_ms", Integer))
+# TENANT (the tenant webhook) or NOTIFY_URL (a message's own receipts).
+webhooks.append_column(
+    Column("endpoint", String(16), nullable=False, default="TENANT", server_default="TENANT")
+)
+# The message the row reports on, if any: the timeline finds its webhooks by it.
+webhooks.append_column(Column("message_id", String(64)))
+webhooks.append_column(Column("last_status", Integer))
+webhooks.append_column(Column("first_attempt_at", BigInteger))
+webhooks.append_column(Column("last_attempt_at", BigInteger))
+webhooks.append_column(Column("dead_at", BigInteger))
+# A redrive restarts the retry window from here rather than from created_at.
+webhooks.append_column(Column("redriven_at", BigInteger))
+Index("ix_webhooks_dead", webhooks.c.tenant_id, webhooks.c.state, webhooks.c.dead_at, webhooks.c.id)
+Index("ix_webhooks_message", webhooks.c.message_id)
+
+# A disabled tenant webhook gets no POSTs; its deliveries are dead-lettered.
+tenant_webhooks.append_column(Column("disabled_at", BigInteger))
+tenant_webhooks.append_column(
+    Column("disabled_reason", Text, nullable=False, default="", server_default="")
+)
+# Set by the first failed POST after a success; cleared by the next success.
+tenant_webhooks.append_column(Column("failing_since", BigInteger))
+
+# Every POST of a webhook row, with the receiver's answer.
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("tenant_id", String(64), nullable=False),
+    Column("webhook_id", BigInteger, nullable=False),
+    Column("number", Integer, nullable=False),
+    # 0 when no HTTP answer came (refused, timed out).
+    Column("http_status", Integer, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("latency_ms", Integer, nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Index("ix_webhook_attempts_webhook", "webhook_id", "number"),
+)

@@ -43,10 +43,11 @@ from server.storage.db import is_sqlite, make_engine
 from server.storage.inbound import ReceiveOutcome
 from server.storage.messages import AcceptResult, IdempotencyKey
 from server.storage.stats import OutboxStats
+from server.storage.webhook_store import WebhookStoreMixin
 from server.storage.writer import CommitObserver, Tx, Writer, now_ms
 
 
-class SqlStore(ConfigStoreMixin):
+class SqlStore(ConfigStoreMixin, WebhookStoreMixin):
     def __init__(self, engine: AsyncEngine, writer: Writer) -> None:
         self.engine = engine
         self._writer = writer

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Row, and_, bindparam, delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from server.domain.webhook_delivery import NOTIFY_URL, TENANT
 from server.domain.webhook_signing import new_secret
 from server.storage.schema import webhook_secrets, webhooks
 from server.storage.sql import insert_for
@@ -33,6 +34,9 @@ class WebhookJob:
     attempts: int
     created_at: int
     secret: str
+    endpoint: str = TENANT
+    # Retries give up this long after it: the time queued, or of the last redrive.
+    age_from: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +66,18 @@ async def secret_for(tx: Tx, tenant_id: str) -> str:
     return secret
 
 
-async def enqueue(tx: Tx, tenant_id: str, ordering_key: str, url: str, payload: Payload) -> int:
+async def enqueue(
+    tx: Tx,
+    tenant_id: str,
+    ordering_key: str,
+    url: str,
+    payload: Payload,
+    *,
+    endpoint: str = TENANT,
+    message_id: str = "",
+    dead_reason: str = "",
+) -> int:
+    """Queue a POST; with dead_reason it is kept as a dead letter at once, never sent."""
     new_id: int = (
         await tx.conn.execute(
             webhooks.insert()
@@ -71,11 +86,14 @@ async def enqueue(tx: Tx, tenant_id: str, ordering_key: str, url: str, payload: 
                 ordering_key=ordering_key,
                 url=url,
                 payload=payload,
-                state=PENDING,
+                state=DEAD if dead_reason else PENDING,
                 attempts=0,
                 next_attempt_at=tx.now,
-                last_error="",
+                last_error=dead_reason,
                 created_at=tx.now,
+                endpoint=endpoint,
+                message_id=message_id or None,
+                dead_at=tx.now if dead_reason else None,
             )
             .returning(webhooks.c.id)
         )
@@ -104,7 +122,15 @@ async def enqueue_receipt(tx: Tx, message_row: Row[Any], status: str, reason: st
             "timestamp": tx.now,
         },
     }
-    await enqueue(tx, message_row.tenant_id, message_row.id, message_row.notify_url, payload)
+    await enqueue(
+        tx,
+        message_row.tenant_id,
+        message_row.id,
+        message_row.notify_url,
+        payload,
+        endpoint=NOTIFY_URL,
+        message_id=message_row.id,
+    )
 
 
 # Built once: the sender asks this after every commit that queued a webhook.
@@ -161,6 +187,8 @@ async def claim_due(tx: Tx, limit: int, lease_ms: int) -> list[WebhookJob]:
             attempts=r.attempts + 1,
             created_at=r.created_at,
             secret=by_tenant[r.tenant_id],
+            endpoint=r.endpoint,
+            age_from=r.redriven_at or r.created_at,
         )
         for r in rows
     ]
@@ -176,7 +204,7 @@ async def mark_retry(tx: Tx, webhook_id: int, next_attempt_at: int, error: str) 
 
 async def mark_dead(tx: Tx, webhook_id: int, error: str) -> None:
     """Give up; the row stays, as a dead letter, for inspection or replay."""
-    await _set(tx, webhook_id, state=DEAD, last_error=error)
+    await _set(tx, webhook_id, state=DEAD, last_error=error, dead_at=tx.now)
 
 
 async def _set(tx: Tx, webhook_id: int, **values: Any) -> None:

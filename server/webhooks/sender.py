@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Protocol
 
 from server.aio import cancel_and_wait
 from server.domain.retry import RetryPolicy
+from server.domain.webhook_delivery import GONE, PostOutcome, delivery_id
 from server.domain.webhook_signing import sign
 from server.net.http import OutboundError, OutboundHttp
 from server.observability.metrics import DEAD, DELIVERED, RETRY
@@ -22,8 +24,8 @@ log = logging.getLogger(__name__)
 
 
 def webhook_id(job: WebhookJob) -> str:
-    # Stable across retries so receivers can drop duplicates.
-    return f"msg_{job.id}"
+    # Stable across retries and redrives so receivers can drop duplicates.
+    return delivery_id(job.id)
 
 
 def encode(payload: object) -> bytes:
@@ -44,6 +46,7 @@ class WebhookSender:
         *,
         retry: RetryPolicy,
         max_age_ms: int = 24 * 3600 * 1000,
+        disable_after_ms: int = 0,
         batch_size: int = 64,
         lease_ms: int = 60_000,
         poll_interval: float = 0.25,
@@ -56,6 +59,8 @@ class WebhookSender:
         self._http = http
         self._retry = retry
         self._max_age_ms = max_age_ms
+        # A tenant webhook failing without a break for this long is disabled; 0: never.
+        self._disable_after_ms = disable_after_ms
         self._batch_size = batch_size
         self._lease_ms = lease_ms
         self._poll_interval = poll_interval
@@ -121,31 +126,38 @@ class WebhookSender:
             "webhook-signature": sign(job.secret, hook_id, timestamp, body),
         }
         retry_after: int | None = None
+        started = time.monotonic()
         try:
             result = await self._http.post_result(job.url, body, headers)
         except OutboundError as exc:
-            error = exc.reason
+            status, error = 0, exc.reason
         else:
-            if 200 <= result.status < 300:
-                self._observe(DELIVERED)
-                await self._store.webhook_done(job.id)
-                # The next row with the same ordering key is now eligible.
-                self.wake()
-                return
-            error = f"HTTP {result.status}"
-            retry_after = result.retry_after_s
+            status, retry_after = result.status, result.retry_after_s
+            error = "" if 200 <= status < 300 else f"HTTP {status}"
         now = self._clock()
-        if now - job.created_at >= self._max_age_ms:
-            log.warning(
-                "webhook %d to %s dead after %d attempts: %s", job.id, job.url, job.attempts, error
-            )
-            self._observe(DEAD)
-            await self._store.webhook_dead(job.id, error)
+        outcome = PostOutcome(status, error, round((time.monotonic() - started) * 1000), now)
+        retry_at: int | None = None
+        if not outcome.ok and status != GONE:
+            if now - (job.age_from or job.created_at) < self._max_age_ms:
+                retry_at = now + self._retry.delay_ms(job.attempts, retry_after)
+            else:
+                log.warning(
+                    "webhook %d to %s dead after %d attempts: %s",
+                    job.id,
+                    job.url,
+                    job.attempts,
+                    error,
+                )
+        disabled = await self._store.settle_webhook(job, outcome, retry_at, self._disable_after_ms)
+        if disabled:
+            log.warning("tenant %s's webhook %s disabled after: %s", job.tenant_id, job.url, error)
+        if outcome.ok:
+            self._observe(DELIVERED)
+        else:
+            self._observe(RETRY if retry_at is not None else DEAD)
+        if retry_at is None:
+            # Done or dead: the next row with the same ordering key is now eligible.
             self.wake()
-            return
-        self._observe(RETRY)
-        next_at = now + self._retry.delay_ms(job.attempts, retry_after)
-        await self._store.webhook_retry(job.id, next_at, error)
 
     def _observe(self, outcome: str) -> None:
         if self._observer is not None:

@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63im/v1/delivery.proto\x12\x06\x63im.v1\"Y\n\x0cStatusChange\x12&\n\x06status\x18\x01 \x01(\x0e\x32\x16.cim.v1.DeliveryStatus\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xbe\x01\n\x0f\x44\x65liveryAttempt\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\x12\n\nchannel_id\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\x1b\n\x13provider_message_id\x18\x05 \x01(\t\x12\x12\n\nerror_code\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x10\n\x08segments\x18\x08 \x01(\x05\x12\x11\n\ttimestamp\x18\t \x01(\x03*\xbd\x02\n\x0e\x44\x65liveryStatus\x12\x1f\n\x1b\x44\x45LIVERY_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45LIVERY_STATUS_ACCEPTED\x10\x01\x12\x1d\n\x19\x44\x45LIVERY_STATUS_SCHEDULED\x10\x02\x12\x1d\n\x19\x44\x45LIVERY_STATUS_SUBMITTED\x10\x03\x12\x1d\n\x19\x44\x45LIVERY_STATUS_DELIVERED\x10\x04\x12\x1f\n\x1b\x44\x45LIVERY_STATUS_UNDELIVERED\x10\x05\x12\x18\n\x14\x44\x45LIVERY_STATUS_READ\x10\x06\x12\x1b\n\x17\x44\x45LIVERY_STATUS_CLICKED\x10\x07\x12\x1a\n\x16\x44\x45LIVERY_STATUS_FAILED\x10\x08\x12\x1b\n\x17\x44\x45LIVERY_STATUS_EXPIRED\x10\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x63im/v1/delivery.proto\x12\x06\x63im.v1\"Y\n\x0cStatusChange\x12&\n\x06status\x18\x01 \x01(\x0e\x32\x16.cim.v1.DeliveryStatus\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xd2\x01\n\x0f\x44\x65liveryAttempt\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\x12\n\nchannel_id\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\x1b\n\x13provider_message_id\x18\x05 \x01(\t\x12\x12\n\nerror_code\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x10\n\x08segments\x18\x08 \x01(\x05\x12\x11\n\ttimestamp\x18\t \x01(\x03\x12\x12\n\nlatency_ms\x18\n \x01(\x03*\xbd\x02\n\x0e\x44\x65liveryStatus\x12\x1f\n\x1b\x44\x45LIVERY_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45LIVERY_STATUS_ACCEPTED\x10\x01\x12\x1d\n\x19\x44\x45LIVERY_STATUS_SCHEDULED\x10\x02\x12\x1d\n\x19\x44\x45LIVERY_STATUS_SUBMITTED\x10\x03\x12\x1d\n\x19\x44\x45LIVERY_STATUS_DELIVERED\x10\x04\x12\x1f\n\x1b\x44\x45LIVERY_STATUS_UNDELIVERED\x10\x05\x12\x18\n\x14\x44\x45LIVERY_STATUS_READ\x10\x06\x12\x1b\n\x17\x44\x45LIVERY_STATUS_CLICKED\x10\x07\x12\x1a\n\x16\x44\x45LIVERY_STATUS_FAILED\x10\x08\x12\x1b\n\x17\x44\x45LIVERY_STATUS_EXPIRED\x10\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cim.v1.delivery_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DELIVERYSTATUS']._serialized_start=318
-  _globals['_DELIVERYSTATUS']._serialized_end=635
+  _globals['_DELIVERYSTATUS']._serialized_start=338
+  _globals['_DELIVERYSTATUS']._serialized_end=655
   _globals['_STATUSCHANGE']._serialized_start=33
   _globals['_STATUSCHANGE']._serialized_end=122
   _globals['_DELIVERYATTEMPT']._serialized_start=125
-  _globals['_DELIVERYATTEMPT']._serialized_end=315
+  _globals['_DELIVERYATTEMPT']._serialized_end=335
 # @@protoc_insertion_point(module_scope)

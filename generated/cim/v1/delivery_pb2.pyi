@@ -114,6 +114,7 @@ class DeliveryAttempt(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     SEGMENTS_FIELD_NUMBER: _builtins.int
     TIMESTAMP_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_FIELD_NUMBER: _builtins.int
     number: _builtins.int
     """Position in the message's attempt log, from 1."""
     channel_id: _builtins.str
@@ -132,6 +133,11 @@ class DeliveryAttempt(_message.Message):
     """Billing segments, for SMS."""
     timestamp: _builtins.int
     """When the attempt ended, in milliseconds since the Unix epoch."""
+    latency_ms: _builtins.int
+    """How long the provider took to answer, in milliseconds; 0 when not
+    measured (attempts recorded before it was, and the earlier tries of a
+    fallback, whose time is in the attempt that ended it).
+    """
     def __init__(
         self,
         *,
@@ -144,10 +150,11 @@ class DeliveryAttempt(_message.Message):
         reason: _builtins.str = ...,
         segments: _builtins.int = ...,
         timestamp: _builtins.int = ...,
+        latency_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "error_code", b"error_code", "number", b"number", "outcome", b"outcome", "provider", b"provider", "provider_message_id", b"provider_message_id", "reason", b"reason", "segments", b"segments", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "error_code", b"error_code", "latency_ms", b"latency_ms", "number", b"number", "outcome", b"outcome", "provider", b"provider", "provider_message_id", b"provider_message_id", "reason", b"reason", "segments", b"segments", "timestamp", b"timestamp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from cim.v1 import messaging_service_pb2 as cim_dot_v1_dot_messaging__service__pb2
+from cim.v1 import timeline_pb2 as cim_dot_v1_dot_timeline__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -50,6 +51,11 @@ class MessagingServiceStub:
                 request_serializer=cim_dot_v1_dot_messaging__service__pb2.GetMessageRequest.SerializeToString,
                 response_deserializer=cim_dot_v1_dot_messaging__service__pb2.GetMessageResponse.FromString,
                 _registered_method=True)
+        self.GetMessageTimeline = channel.unary_unary(
+                '/cim.v1.MessagingService/GetMessageTimeline',
+                request_serializer=cim_dot_v1_dot_timeline__pb2.GetMessageTimelineRequest.SerializeToString,
+                response_deserializer=cim_dot_v1_dot_timeline__pb2.GetMessageTimelineResponse.FromString,
+                _registered_method=True)
         self.ListMessages = channel.unary_unary(
                 '/cim.v1.MessagingService/ListMessages',
                 request_serializer=cim_dot_v1_dot_messaging__service__pb2.ListMessagesRequest.SerializeToString,
@@ -87,6 +93,15 @@ class MessagingServiceServicer:
 
     def GetMessage(self, request, context):
         """GetMessage returns one outbound message with its status history.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMessageTimeline(self, request, context):
+        """GetMessageTimeline returns every step of one message, oldest first:
+        acceptance, scheduling, provider attempts, fallback, receipts, webhook
+        delivery attempts and the final state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -132,6 +147,11 @@ def add_MessagingServiceServicer_to_server(servicer, server):
                     servicer.GetMessage,
                     request_deserializer=cim_dot_v1_dot_messaging__service__pb2.GetMessageRequest.FromString,
                     response_serializer=cim_dot_v1_dot_messaging__service__pb2.GetMessageResponse.SerializeToString,
+            ),
+            'GetMessageTimeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMessageTimeline,
+                    request_deserializer=cim_dot_v1_dot_timeline__pb2.GetMessageTimelineRequest.FromString,
+                    response_serializer=cim_dot_v1_dot_timeline__pb2.GetMessageTimelineResponse.SerializeToString,
             ),
             'ListMessages': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMessages,
@@ -231,6 +251,33 @@ class MessagingService:
             '/cim.v1.MessagingService/GetMessage',
             cim_dot_v1_dot_messaging__service__pb2.GetMessageRequest.SerializeToString,
             cim_dot_v1_dot_messaging__service__pb2.GetMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMessageTimeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cim.v1.MessagingService/GetMessageTimeline',
+            cim_dot_v1_dot_timeline__pb2.GetMessageTimelineRequest.SerializeToString,
+            cim_dot_v1_dot_timeline__pb2.GetMessageTimelineResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from cim.v1 import messaging_service_pb2 as _messaging_service_pb2
+from cim.v1 import timeline_pb2 as _timeline_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
 import abc as _abc_1
@@ -39,6 +40,11 @@ class MessagingServiceStub:
     """SendBatch durably accepts one message to up to 1000 destinations."""
     GetMessage: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.GetMessageRequest, _messaging_service_pb2.GetMessageResponse]
     """GetMessage returns one outbound message with its status history."""
+    GetMessageTimeline: _grpc.UnaryUnaryMultiCallable[_timeline_pb2.GetMessageTimelineRequest, _timeline_pb2.GetMessageTimelineResponse]
+    """GetMessageTimeline returns every step of one message, oldest first:
+    acceptance, scheduling, provider attempts, fallback, receipts, webhook
+    delivery attempts and the final state.
+    """
     ListMessages: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.ListMessagesRequest, _messaging_service_pb2.ListMessagesResponse]
     """ListMessages pages through outbound messages."""
     ReceiveMessages: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.ReceiveMessagesRequest, _messaging_service_pb2.ReceiveMessagesResponse]
@@ -61,6 +67,11 @@ class MessagingServiceAsyncStub(MessagingServiceStub):
     """SendBatch durably accepts one message to up to 1000 destinations."""
     GetMessage: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.GetMessageRequest, _messaging_service_pb2.GetMessageResponse]  # type: ignore[assignment]
     """GetMessage returns one outbound message with its status history."""
+    GetMessageTimeline: _aio.UnaryUnaryMultiCallable[_timeline_pb2.GetMessageTimelineRequest, _timeline_pb2.GetMessageTimelineResponse]  # type: ignore[assignment]
+    """GetMessageTimeline returns every step of one message, oldest first:
+    acceptance, scheduling, provider attempts, fallback, receipts, webhook
+    delivery attempts and the final state.
+    """
     ListMessages: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.ListMessagesRequest, _messaging_service_pb2.ListMessagesResponse]  # type: ignore[assignment]
     """ListMessages pages through outbound messages."""
     ReceiveMessages: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.ReceiveMessagesRequest, _messaging_service_pb2.ReceiveMessagesResponse]  # type: ignore[assignment]
@@ -98,6 +109,17 @@ class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_messaging_service_pb2.GetMessageResponse, _abc.Awaitable[_messaging_service_pb2.GetMessageResponse]]:
         """GetMessage returns one outbound message with its status history."""
+
+    @_abc_1.abstractmethod
+    def GetMessageTimeline(
+        self,
+        request: _timeline_pb2.GetMessageTimelineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_timeline_pb2.GetMessageTimelineResponse, _abc.Awaitable[_timeline_pb2.GetMessageTimelineResponse]]:
+        """GetMessageTimeline returns every step of one message, oldest first:
+        acceptance, scheduling, provider attempts, fallback, receipts, webhook
+        delivery attempts and the final state.
+        """
 
     @_abc_1.abstractmethod
     def ListMessages(
