@@ -30,6 +30,7 @@ from server.channels import ChannelRegistry
 from server.config import Settings, decode_jwt_secret
 from server.dispatch.dispatcher import Dispatcher
 from server.dispatch.housekeeping import Housekeeper
+from server.dispatch.receipts import record_receipt
 from server.dispatch.redis_pacing import SharedPacing
 from server.domain.events import StoredEvent
 from server.domain.inbound import InboundBatch, from_provider
@@ -38,7 +39,7 @@ from server.domain.provider import ChannelAdapter, InboundMessage
 from server.domain.retry import RetryPolicy
 from server.events.bus import EventBus, InProcessBus
 from server.events.redis_bus import RedisBus, RedisBusConfig
-from server.gateway.app import create_app, route_table
+from server.gateway.app import AccessLog, create_app, route_table
 from server.gateway.callbacks import add_callback_routes
 from server.gateway.openapi import add_docs_routes
 from server.net.addresses import AddressPolicy, address_refusal, url_refusal
@@ -166,7 +167,7 @@ async def _assemble(
     resources.push_async_callback(http.close)
 
     async def on_receipt(channel_id: str, receipt: Receipt) -> None:
-        await store.apply_receipt(channel_id, receipt)
+        await record_receipt(store, channel_id, receipt)
 
     channels = ChannelRegistry(on_receipt)
     # Adapters close once nothing sends through them any more.
@@ -227,7 +228,7 @@ async def _assemble(
 
     public = PublicUrl(settings.public_url)
     app = _http_app(settings, gateway_channel, channels, store, public, lifecycle)
-    runner = web.AppRunner(app, handle_signals=False)
+    runner = web.AppRunner(app, handle_signals=False, access_log_class=AccessLog)
     await runner.setup()
     resources.push_async_callback(runner.cleanup)
     site = web.TCPSite(runner, settings.host, settings.http_port)

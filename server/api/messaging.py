@@ -33,6 +33,7 @@ from server.domain.sending import SingleSend, fill_template, fill_text, plan_sin
 from server.storage.messages import IdempotencyKey
 from server.storage.store import SqlStore
 from server.storage.writer import now_ms
+from server.telemetry.tracing import current_traceparent
 
 _CONTENT_PARTS = ("audio", "document", "image", "video", "location", "template", "text", "options")
 
@@ -133,7 +134,9 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         def render(created: Sequence[OutboundMessage]) -> bytes:
             return _send_response(created[0]).SerializeToString()
 
-        result = await self._store.accept(tenant, [draft], idempotency(request, context), render)
+        result = await self._store.accept(
+            tenant, [draft], idempotency(request, context), render, current_traceparent()
+        )
         if result.replay is not None:
             replayed = pb.SendMessageResponse.FromString(result.replay)
             # Replies kept before the receipt carried id still answer with it.
@@ -172,7 +175,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         def render(created: Sequence[OutboundMessage]) -> bytes:
             return _batch_response(planned, created).SerializeToString()
 
-        result = await self._store.accept(tenant, drafts, idem, render)
+        result = await self._store.accept(tenant, drafts, idem, render, current_traceparent())
         if result.replay is not None:
             return pb.SendBatchResponse.FromString(result.replay)
         if drafts:

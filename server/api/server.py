@@ -31,6 +31,7 @@ from server.api.malformed import MalformedRequestInterceptor
 from server.api.messaging import MessagingServicer
 from server.api.notifications import NotificationServicer
 from server.api.sessions import SessionServicer
+from server.api.tracing import TracingInterceptor
 
 SERVICE_NAMES = (
     messaging_service_pb2.DESCRIPTOR.services_by_name["MessagingService"].full_name,
@@ -73,10 +74,12 @@ def build_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     url_check: Callable[[str], str | None] | None = None,
 ) -> BuiltServer:
-    # Undecodable bytes are refused before any other interceptor sees the call.
-    # The field guard sits inside the error interceptor, which turns its refusals
-    # into INVALID_ARGUMENT.
+    # Every call is a span and a log line, whatever becomes of it; undecodable
+    # bytes are refused before any other interceptor sees the call. The field
+    # guard sits inside the error interceptor, which turns its refusals into
+    # INVALID_ARGUMENT.
     chain = (
+        TracingInterceptor(),
         MalformedRequestInterceptor(),
         *interceptors,
         ErrorInterceptor(),

@@ -5,15 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from server.aio import cancel_and_wait
 from server.channels import ChannelEntry, ChannelRegistry
 from server.dispatch.pacing import Pacer
+from server.dispatch.receipts import record_receipt
 from server.domain.models import Channel, Delivery, Receipt
 from server.domain.provider import (
+    Accepted,
     AttemptRecord,
+    ChannelAdapter,
     PermanentProviderError,
     ProviderError,
     RetryableProviderError,
@@ -22,6 +30,8 @@ from server.domain.retry import RetryPolicy
 from server.domain.status import DeliveryStatus
 from server.storage.store import SqlStore
 from server.storage.writer import now_ms
+from server.telemetry import tracing
+from server.telemetry.logs import event
 
 log = logging.getLogger(__name__)
 CLAIM_GAP_S = 0.005
@@ -125,7 +135,7 @@ class Dispatcher:
             await asyncio.wait(list(self._in_flight), timeout=5)
 
     async def on_receipt(self, channel_id: str, receipt: Receipt) -> None:
-        await self._store.apply_receipt(channel_id, receipt)
+        await record_receipt(self._store, channel_id, receipt)
 
     async def _run(self, worker: int) -> None:
         last_sweep = 0.0
@@ -218,12 +228,54 @@ class Dispatcher:
         self._wake.set()
 
     async def _attempt(self, delivery: Delivery) -> None:
+        # The attempt continues the trace of the request that accepted the
+        # message: a child of its span, and (as the messaging conventions ask
+        # of a "process" span) linked to it.
+        accepted_in = tracing.stored_context(delivery.trace_context)
+        span = tracing.tracer().start_span(
+            f"process {delivery.channel_id}",
+            context=accepted_in,
+            kind=SpanKind.CONSUMER,
+            links=tracing.link_to(accepted_in),
+            attributes={
+                "messaging.system": "cimhub",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": delivery.channel_id,
+                "messaging.message.id": delivery.message_id,
+                "cimhub.attempt": delivery.attempt,
+            },
+        )
+        started = time.perf_counter()
+        with trace.use_span(span, end_on_exit=True):
+            outcome = await self._try(delivery)
+            span.set_attribute("cimhub.outcome", outcome.name)
+            if outcome.failed:
+                span.set_status(Status(StatusCode.ERROR, outcome.code or outcome.name))
+            event(
+                log,
+                "dispatch.attempt",
+                "attempt %d of %s on %s: %s",
+                delivery.attempt,
+                delivery.message_id,
+                delivery.channel_id,
+                outcome.name,
+                level=logging.WARNING if outcome.failed else logging.INFO,
+                message_id=delivery.message_id,
+                tenant=delivery.tenant_id,
+                channel=delivery.channel_id,
+                attempt=delivery.attempt,
+                outcome=outcome.name,
+                code=outcome.code,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+
+    async def _try(self, delivery: Delivery) -> Outcome:
         now = self._clock()
         if delivery.expire_at is not None and now >= delivery.expire_at:
             await self._store.finish(
                 delivery.message_id, DeliveryStatus.EXPIRED, "expired before dispatch"
             )
-            return
+            return Outcome("EXPIRED", failed=True)
         adapter = self._registry.adapter(delivery.channel_id)
         if adapter is None:
             await self._store.finish(
@@ -231,24 +283,24 @@ class Dispatcher:
                 DeliveryStatus.FAILED,
                 f"no adapter for channel {delivery.channel_id}",
             )
-            return
+            return Outcome("FAILED", "NO_ADAPTER", failed=True)
         provider = self._provider_of(delivery.channel_id)
         try:
             try:
                 slot = self._sending.get(delivery.channel_id)
                 async with slot if slot is not None else contextlib.nullcontext():
                     if not await self._started(delivery, provider):
-                        return
+                        return Outcome("NOT_STARTED")
                     # Paced last, so the wait for the start's commit cannot
                     # bunch up sends the pacer spaced out.
                     pacer = self._pacers.get(delivery.channel_id)
                     if pacer is not None:
                         await pacer.wait()
-                    accepted = await adapter.send(delivery)
+                    accepted = await _provider_send(adapter, delivery, provider)
             finally:
                 self._leave_channel()
         except RetryableProviderError as exc:
-            await self._retry_later(delivery, exc, provider)
+            return await self._retry_later(delivery, exc, provider)
         except PermanentProviderError as exc:
             reason = f"{exc.code}: {exc.reason}" if exc.code else exc.reason
             await self._store.finish(
@@ -257,13 +309,14 @@ class Dispatcher:
                 reason,
                 self._failure(delivery, provider, exc),
             )
+            return Outcome("FAILED", exc.code, failed=True)
         except Exception as exc:  # an adapter bug must not strand the message
             log.exception("adapter for %s raised", delivery.channel_id)
-            await self._retry_later(
+            return await self._retry_later(
                 delivery, RetryableProviderError(type(exc).__name__, "ADAPTER"), provider
             )
-        else:
-            await self._store.mark_submitted(delivery, accepted, provider)
+        await self._store.mark_submitted(delivery, accepted, provider)
+        return Outcome("SUBMITTED")
 
     async def _started(self, delivery: Delivery, provider: str) -> bool:
         """Record the start durably before the request leaves, so recovery knows.
@@ -306,7 +359,7 @@ class Dispatcher:
 
     async def _retry_later(
         self, delivery: Delivery, exc: RetryableProviderError, provider: str
-    ) -> None:
+    ) -> Outcome:
         failed = self._failure(delivery, provider, exc)
         if delivery.attempt >= self._retry.max_attempts:
             await self._store.finish(
@@ -315,6 +368,27 @@ class Dispatcher:
                 f"gave up after {delivery.attempt} attempts: {exc.reason}",
                 failed,
             )
-            return
+            return Outcome("FAILED", exc.code, failed=True)
         due = self._clock() + self._retry.delay_ms(delivery.attempt, exc.retry_after)
         await self._store.reschedule(delivery.message_id, due, exc.reason, failed)
+        return Outcome("RETRY", exc.code, failed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended, for its span and its log line."""
+
+    name: str
+    code: str = ""
+    failed: bool = False
+
+
+async def _provider_send(adapter: ChannelAdapter, delivery: Delivery, provider: str) -> Accepted:
+    """The provider request, as a span of its own inside the attempt."""
+    with tracing.tracer().start_as_current_span(
+        f"provider {provider}",
+        attributes={"cimhub.provider": provider, "messaging.message.id": delivery.message_id},
+    ) as span:
+        accepted = await adapter.send(delivery)
+        span.set_attribute("cimhub.provider_message_id", accepted.provider_message_id)
+        return accepted

@@ -130,6 +130,8 @@ class Delivery:
     content: Mapping[str, Any]
     attempt: int
     expire_at: int | None = None
+    # W3C traceparent of the request that accepted the message, "" if none.
+    trace_context: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,7 @@ async def accept(
     drafts: Sequence[OutboundDraft],
     idem: IdempotencyKey | None,
     render: Callable[[Sequence[OutboundMessage]], bytes],
+    traceparent: str = "",
 ) -> AcceptResult:
     if idem is not None:
         # Claim the key first: on PostgreSQL a concurrent holder makes this wait
@@ -97,7 +98,7 @@ async def accept(
     # multi-row inserts; a duplicate id fails the group's attempt instead,
     # and the writer then finds whose it was.
     for m, d in pairs:
-        await tx.later(LATER_MESSAGES, _insert_messages, _row(m, d))
+        await tx.later(LATER_MESSAGES, _insert_messages, _row(m, d, traceparent))
         await tx.later(LATER_HISTORY, _insert_history, _history_row(m.id, m.status, "", tx.now))
         await event_log.append_later(tx, tenant_id, _status_event(m, m.status, ""))
     result = tuple(created)
@@ -168,7 +169,7 @@ def _new_message(
     ), d
 
 
-def _row(m: OutboundMessage, d: OutboundDraft) -> dict[str, Any]:
+def _row(m: OutboundMessage, d: OutboundDraft, traceparent: str) -> dict[str, Any]:
     return {
         "id": m.id,
         "tenant_id": m.tenant_id,
@@ -195,6 +196,7 @@ def _row(m: OutboundMessage, d: OutboundDraft) -> dict[str, Any]:
         "callback_data": d.callback_data or None,
         "requested_receipts": list(d.requested_receipts),
         "segments": 1,
+        "traceparent": traceparent or None,
     }
 
 
@@ -432,6 +434,7 @@ async def claim_due(
             content=r.content,
             attempt=r.attempts + 1,
             expire_at=r.expire_at,
+            trace_context=r.traceparent or "",
         )
         for r in rows
     ]

@@ -84,9 +84,11 @@ class SqlStore(ConfigStoreMixin):
         drafts: Sequence[OutboundDraft],
         idem: IdempotencyKey | None,
         render: Callable[[Sequence[OutboundMessage]], bytes],
+        traceparent: str = "",
     ) -> AcceptResult:
+        """Store the drafts; `traceparent` is the trace their later work continues."""
         return await self._writer.submit(
-            lambda tx: msgs.accept(tx, tenant_id, drafts, idem, render)
+            lambda tx: msgs.accept(tx, tenant_id, drafts, idem, render, traceparent)
         )
 
     async def get_message(self, tenant_id: str, message_id: str) -> OutboundMessage:
@@ -198,7 +200,7 @@ class SqlStore(ConfigStoreMixin):
     async def reconcile_receipts(self) -> int:
         return await self._writer.submit(lambda tx: receipts.reconcile(tx))
 
-    async def apply_receipt(self, channel_id: str, receipt: Receipt) -> bool:
+    async def apply_receipt(self, channel_id: str, receipt: Receipt) -> receipts.Applied:
         return await self._receipts((channel_id, receipt))
 
     # -- events -------------------------------------------------------------

@@ -33,6 +33,8 @@ class WebhookJob:
     attempts: int
     created_at: int
     secret: str
+    # The trace of the change the payload reports, "" if none.
+    trace_context: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +64,14 @@ async def secret_for(tx: Tx, tenant_id: str) -> str:
     return secret
 
 
-async def enqueue(tx: Tx, tenant_id: str, ordering_key: str, url: str, payload: Payload) -> int:
+async def enqueue(
+    tx: Tx,
+    tenant_id: str,
+    ordering_key: str,
+    url: str,
+    payload: Payload,
+    traceparent: str | None = None,
+) -> int:
     new_id: int = (
         await tx.conn.execute(
             webhooks.insert()
@@ -76,6 +85,7 @@ async def enqueue(tx: Tx, tenant_id: str, ordering_key: str, url: str, payload: 
                 next_attempt_at=tx.now,
                 last_error="",
                 created_at=tx.now,
+                traceparent=traceparent or None,
             )
             .returning(webhooks.c.id)
         )
@@ -104,7 +114,14 @@ async def enqueue_receipt(tx: Tx, message_row: Row[Any], status: str, reason: st
             "timestamp": tx.now,
         },
     }
-    await enqueue(tx, message_row.tenant_id, message_row.id, message_row.notify_url, payload)
+    await enqueue(
+        tx,
+        message_row.tenant_id,
+        message_row.id,
+        message_row.notify_url,
+        payload,
+        message_row.traceparent,
+    )
 
 
 # Built once: the sender asks this after every commit that queued a webhook.
@@ -161,6 +178,7 @@ async def claim_due(tx: Tx, limit: int, lease_ms: int) -> list[WebhookJob]:
             attempts=r.attempts + 1,
             created_at=r.created_at,
             secret=by_tenant[r.tenant_id],
+            trace_context=r.traceparent or "",
         )
         for r in rows
     ]
