@@ -25,7 +25,7 @@ from server.domain.provider import (
     ReceiptSink,
     RetryableProviderError,
 )
-from server.net.http import OutboundError, OutboundHttp, blocked_address
+from server.net.http import OutboundError, OutboundHttp, blocked_address, client_tracing
 
 __all__ = [
     "Accepted",
@@ -167,7 +167,10 @@ class HttpProviderClient:
                     use_dns_cache=False,
                 )
             self._session = aiohttp.ClientSession(
-                timeout=self._timeout, connector=connector, trust_env=False
+                timeout=self._timeout,
+                connector=connector,
+                trust_env=False,
+                trace_configs=[client_tracing()],
             )
         return self._session
 

@@ -4,6 +4,7 @@
     .venv/bin/python bench/run.py --quick          # a smoke run: 1 run, shorter windows
     .venv/bin/python bench/run.py --db postgresql  # P1, P2 and P5 on a throwaway PostgreSQL
     .venv/bin/python bench/run.py --only P1,P4 --profile
+    .venv/bin/python bench/run.py --only P1,P5 --tracing  # each again with spans exported
 
 Every server (the hub, the bare baselines, the fake SMS provider) and every
 load generator is its own process, talking over loopback. Figures are the
@@ -133,6 +134,10 @@ class Ctx:
     series: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     profiles: dict[str, str] = field(default_factory=dict)
+    # Extra environment for every hub started, and what row keys get appended
+    # (the --tracing pass measures the same scenarios again with spans exported).
+    hub_env: dict[str, str] = field(default_factory=dict)
+    key_suffix: str = ""
 
     def db_url(self, name: str) -> str:
         if self.db == "postgresql":
@@ -169,6 +174,7 @@ async def start_hub(
         # pass through the limiter.
         "CIMHUB_RATE_PER_SECOND": "1000000",
         "CIMHUB_RATE_BURST": "1000000",
+        **ctx.hub_env,
         **(extra_env or {}),
     }
     child = await ctx.children.start(name, argv, "cimhub: gRPC on", env=env, ready_timeout=120)
@@ -237,6 +243,7 @@ def row(
     ratio_runs: list[float | None] | None = None,
     **extra: Any,
 ) -> None:
+    key += ctx.key_suffix
     ctx.rows.append(
         {
             "key": key,
@@ -1027,6 +1034,57 @@ async def bench_metrics_cost(ctx: Ctx) -> None:
         )  # fmt: skip
 
 
+# ----------------------------------------------------- tracing on vs off
+TRACED = " +tracing"
+
+
+async def tracing_pass(ctx: Ctx, want: set[str]) -> bool:
+    """P1 and P5 again, straight after the plain pass, with every span exported."""
+    log("tracing: P1/P5 again with OTLP/HTTP export to a discarding sink, sampling 100 %")
+    sink = await start_script(ctx, "otlp-sink", "otlp_sink.py", "otlp-sink:")
+    ctx.hub_env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{sink.address()}",
+        "OTEL_TRACES_SAMPLER": "always_on",
+    }
+    ctx.key_suffix = TRACED
+    failed = False
+    try:
+        if "P1" in want:
+            await bench_unary(ctx, {"P1"})
+        if "P5" in want:
+            await bench_dispatch(ctx)
+    except Exception as exc:
+        failed = True
+        ctx.notes.append(f"tracing pass failed: {exc}")
+        log(f"ERROR in tracing pass: {exc}")
+    finally:
+        ctx.hub_env = {}
+        ctx.key_suffix = ""
+        async with aiohttp.ClientSession() as http:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(f"http://{sink.address()}/stats") as resp:
+                    got = await resp.json()
+                    log(f"  otlp sink received {got['requests']} exports, {got['bytes']:,} bytes")
+                    ctx.notes.append(
+                        f"tracing pass: the sink received {got['requests']} OTLP exports "
+                        f"({got['bytes']:,} bytes)"
+                    )
+        await ctx.children.stop(sink)
+    by_key = {r["key"]: r for r in ctx.rows}
+    for key in ("P1", "P5"):
+        off, on = by_key.get(key), by_key.get(key + TRACED)
+        if not off or not on:
+            continue
+        ratio = ratio_of(on["figure"], off["figure"])
+        cost = None if ratio is None else round((1 - ratio) * 100, 1)
+        on["tracing_off"] = off["figure"]
+        on["tracing_cost_percent"] = cost
+        log(f"  {key} tracing on vs off: {report.fmt_figure(on['figure'])} vs "
+            f"{report.fmt_figure(off['figure'])}: cost {cost} %")  # fmt: skip
+        ctx.notes.append(f"{key} with tracing on costs {cost} % of its throughput with it off")
+    return failed
+
+
 # --------------------------------------------------------------------- main
 async def amain(args: argparse.Namespace) -> int:
     began = time.monotonic()
@@ -1090,6 +1148,8 @@ async def amain(args: argparse.Namespace) -> int:
                     if child.name.startswith(("hub-", "bare-", "fake-")):
                         await children.stop(child)
             log(f"  ({time.monotonic() - t:.0f}s)")
+        if args.tracing and want & {"P1", "P5"}:
+            failed = await tracing_pass(ctx, want) or failed
     finally:
         await children.stop_all()
         if ctx.pg is not None:
@@ -1129,6 +1189,11 @@ def main() -> int:
     )
     parser.add_argument("--only", help="comma-separated scenario ids, e.g. P1,P4")
     parser.add_argument("--profile", action="store_true", help="py-spy the hub for each scenario")
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="then run P1 and P5 again with OTLP export on (sampling 100 %%) and report the cost",
+    )
     parser.add_argument(
         "--keep-logs", action="store_true", help="keep the temp dir with server logs"
     )

@@ -33,6 +33,7 @@ from server.channels import ChannelRegistry
 from server.config import Settings, decode_jwt_secret
 from server.dispatch.dispatcher import Dispatcher
 from server.dispatch.housekeeping import Housekeeper
+from server.dispatch.receipts import record_receipt
 from server.dispatch.redis_pacing import SharedPacing
 from server.domain.events import StoredEvent
 from server.domain.inbound import InboundBatch, from_provider
@@ -41,7 +42,7 @@ from server.domain.provider import ChannelAdapter, InboundMessage
 from server.domain.retry import RetryPolicy
 from server.events.bus import EventBus, InProcessBus
 from server.events.redis_bus import RedisBus, RedisBusConfig
-from server.gateway.app import create_app, route_table
+from server.gateway.app import AccessLog, create_app, route_table
 from server.gateway.callbacks import add_callback_routes
 from server.gateway.metrics import add_metrics_route, metrics_app, request_middleware
 from server.gateway.openapi import add_docs_routes
@@ -182,7 +183,7 @@ async def _assemble(
     resources.push_async_callback(http.close)
 
     async def on_receipt(channel_id: str, receipt: Receipt) -> None:
-        await store.apply_receipt(channel_id, receipt)
+        await record_receipt(store, channel_id, receipt)
 
     channels = ChannelRegistry(on_receipt)
     # Adapters close once nothing sends through them any more.
@@ -467,7 +468,7 @@ def _event_bus(settings: Settings) -> EventBus:
 async def _listen(
     resources: AsyncExitStack, app: web.Application, host: str, port: int
 ) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, handle_signals=False)
+    runner = web.AppRunner(app, handle_signals=False, access_log_class=AccessLog)
     await runner.setup()
     resources.push_async_callback(runner.cleanup)
     site = web.TCPSite(runner, host, port)

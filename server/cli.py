@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from server.config import Settings, load_channels
+from server.telemetry import logs, tracing
 
 # Modules with a `register(subparsers)` function adding their subcommands.
 _COMMAND_MODULES: tuple[str, ...] = (
@@ -44,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
         "--channels", type=Path, help="channels TOML file (env CIMHUB_CHANNELS_FILE)"
     )
     serve.add_argument("--log-level", default="INFO")
+    serve.add_argument(
+        "--log-format", choices=("text", "json"), help="log lines (env CIMHUB_LOG_FORMAT, text)"
+    )
     # Each group of subcommands lives in its own module and registers itself;
     # a registered subparser sets `handler`, a callable taking the parsed args
     # and returning the exit code.
@@ -66,6 +70,8 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         s = replace(s, metrics_port=args.metrics_port)
     if args.channels:
         s = replace(s, channels=load_channels(args.channels))
+    if getattr(args, "log_format", None):
+        s = replace(s, log_format=args.log_format)
     return s
 
 
@@ -95,8 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         args = _parser().parse_args(["serve", *(argv or [])])
     if args.command == "serve":
-        logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO))
-        asyncio.run(serve(settings_from(args, dict(os.environ))))
+        settings = settings_from(args, dict(os.environ))
+        logs.setup(settings.log_format, getattr(logging, str(args.log_level).upper(), logging.INFO))
+        # OTLP export only when the standard OTEL_* variables ask for it.
+        provider = tracing.configure(os.environ)
+        try:
+            asyncio.run(serve(settings))
+        finally:
+            provider.shutdown()
         return 0
     handler = getattr(args, "handler", None)
     if handler is None:

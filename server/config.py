@@ -120,6 +120,8 @@ class Settings:
     env: str = "development"
     # CIDRs that outbound HTTP may reach even though they are not global.
     outbound_allow: tuple[str, ...] = ()
+    # "text" for people at a terminal, "json" (one object a line) for collectors.
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         if not 0 <= self.jwt_leeway_s <= JWT_LEEWAY_MAX_S:
@@ -135,6 +137,8 @@ class Settings:
                     f"JWT secret for app {app_id!r} decodes to {len(decoded)} bytes;"
                     f" at least {JWT_SECRET_MIN_BYTES} are required"
                 )
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"log format must be text or json, got {self.log_format!r}")
         if self.rate_per_s <= 0 or self.rate_burst < 1:
             raise ValueError("rate limit must be positive with a burst of at least 1")
         if bool(self.bootstrap_api_id) != bool(self.bootstrap_api_key):
@@ -187,6 +191,8 @@ class Settings:
         if "CIMHUB_WEBHOOK_DISABLE_AFTER_SECONDS" in env:
             seconds = float(env["CIMHUB_WEBHOOK_DISABLE_AFTER_SECONDS"])
             s = replace(s, webhook_disable_after_ms=max(0, round(seconds * 1000)))
+        if "CIMHUB_LOG_FORMAT" in env:
+            s = replace(s, log_format=env["CIMHUB_LOG_FORMAT"].strip().lower())
         if "CIMHUB_DISPATCH_WORKERS" in env:
             s = replace(s, dispatch_workers=max(1, int(env["CIMHUB_DISPATCH_WORKERS"])))
         return _auth_from_env(s, env)

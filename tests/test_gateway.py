@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,7 +171,9 @@ async def test_send_seed_body_as_written_is_accepted(harness: Harness) -> None:
         "channelId": "91SERVICENUMBER",
     }
     assert isinstance(body["timestamp"], int)
-    assert body["traceid"] == resp.headers["X-Request-Id"]
+    # The W3C trace id of the request, not its request id.
+    assert re.fullmatch(r"[0-9a-f]{32}", body["traceid"])
+    assert body["traceid"] != resp.headers["X-Request-Id"]
     sent = harness.messaging.requests[-1]
     assert sent.contacts[0].addresses[0].zip == "94025"
 
@@ -231,7 +234,7 @@ async def test_headers_are_forwarded_as_metadata(harness: Harness) -> None:
         "/api/v1/message/send", json={"channelId": "c"}, headers=headers
     )
     assert resp.status == 202
-    assert (await resp.json())["traceid"] == "req-42"
+    assert resp.headers["X-Request-Id"] == "req-42"
     seen = harness.messaging.metadata[-1]
     assert seen["authorization"] == "Bearer t0k"
     assert seen["x-api-key"] == "key-1"
@@ -243,19 +246,45 @@ async def test_headers_are_forwarded_as_metadata(harness: Harness) -> None:
 
 async def test_request_id_is_generated_when_absent(harness: Harness) -> None:
     resp = await harness.client.post("/api/v1/message/send", json={"channelId": "c"})
-    traceid = (await resp.json())["traceid"]
-    assert traceid
-    assert harness.messaging.metadata[-1]["x-request-id"] == traceid
+    request_id = resp.headers["X-Request-Id"]
+    assert request_id
+    assert harness.messaging.metadata[-1]["x-request-id"] == request_id
+    assert re.fullmatch(r"[0-9a-f]{32}", (await resp.json())["traceid"])
+
+
+async def test_traceparent_is_forwarded_and_names_the_envelope_trace(harness: Harness) -> None:
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    resp = await harness.client.post(
+        "/api/v1/message/send",
+        json={"channelId": "c"},
+        headers={"traceparent": parent, "tracestate": "vendor=1"},
+    )
+    assert resp.status == 202
+    assert (await resp.json())["traceid"] == "0af7651916cd43dd8448eb211c80319c"
+    seen = harness.messaging.metadata[-1]
+    assert seen["traceparent"] == parent
+    assert seen["tracestate"] == "vendor=1"
+
+
+async def test_an_error_answer_names_the_callers_trace(harness: Harness) -> None:
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    resp = await harness.client.post(
+        "/api/v1/message/send",
+        data=b"{nope",
+        headers={"traceparent": parent, "Content-Type": "application/json"},
+    )
+    assert resp.status == 400
+    assert (await resp.json())["traceid"] == "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
 async def test_unusable_request_id_is_replaced(harness: Harness) -> None:
     resp = await harness.client.post(
         "/api/v1/message/send", json={"channelId": "c"}, headers={"X-Request-Id": "x" * 500}
     )
-    traceid = (await resp.json())["traceid"]
+    request_id = resp.headers["X-Request-Id"]
     assert resp.status == 202
-    assert traceid != "x" * 500
-    assert harness.messaging.metadata[-1]["x-request-id"] == traceid
+    assert request_id != "x" * 500
+    assert harness.messaging.metadata[-1]["x-request-id"] == request_id
 
 
 # -- client errors -----------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -163,8 +164,9 @@ async def test_a_timeline_shows_every_step_in_order_over_rest_and_grpc(db_url: s
     ]
     accepted, busy, no_rcs, fallback, carried = steps_of(steps, "ACCEPTED", "ATTEMPT", "FALLBACK")
     assert accepted["requestId"] == "req-timeline-1"
-    # Nothing stores a trace id yet: the field is there, and empty.
-    assert accepted.get("traceId", "") == ""
+    # The trace the send was accepted under: the one its reply named.
+    assert re.fullmatch(r"[0-9a-f]{32}", accepted["traceId"])
+    assert accepted["traceId"] == sent["traceid"]
     assert busy["attempt"]["outcome"] == "FAILED" and busy["attempt"]["latencyMs"] >= 20
     assert no_rcs["attempt"]["channelId"] == "sandbox-rcs"
     assert (fallback["fromChannelId"], fallback["toChannelId"]) == ("sandbox-rcs", "sandbox-sms")

@@ -30,3 +30,22 @@ def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str:
         if k == key:
             return v if isinstance(v, str) else v.decode()
     return ""
+
+
+class CallFacts:
+    """What the interceptors learn about a call, for the line logged when it ends."""
+
+    __slots__ = ("tenant",)
+
+    def __init__(self) -> None:
+        self.tenant = ""
+
+
+# Set by the tracing interceptor, outermost, around each handler.
+CALL_FACTS: ContextVar[CallFacts | None] = ContextVar("cimhub_call_facts", default=None)
+
+
+def note_tenant(tenant: str) -> None:
+    facts = CALL_FACTS.get()
+    if facts is not None:
+        facts.tenant = tenant

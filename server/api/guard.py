@@ -17,7 +17,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from server.api.auth import Authenticator, Credentials, is_open, needs_credentials
-from server.api.context import CALL_TENANT, DEFAULT_TENANT
+from server.api.context import CALL_TENANT, DEFAULT_TENANT, note_tenant
 from server.api.errors import ERROR_DOMAIN, store_fault_status, to_status
 from server.api.handlers import WrappingInterceptor, rewrap
 from server.api.limits import RateLimiter, StreamCounter
@@ -115,6 +115,7 @@ class GuardInterceptor(WrappingInterceptor):
                 raise
             await context.abort_with_status(status)
             raise  # abort raises; this only satisfies the type checker
+        note_tenant(tenant)
         wait = self._rate.take(tenant)
         if wait > 0:
             if self._on_limited is not None:

@@ -34,6 +34,7 @@ from server.domain.sending import SingleSend, fill_template, fill_text, plan_sin
 from server.storage.messages import IdempotencyKey
 from server.storage.store import SqlStore
 from server.storage.writer import now_ms
+from server.telemetry.tracing import current_traceparent
 
 # messages.request_id is String(128).
 MAX_REQUEST_ID = 128
@@ -143,7 +144,9 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         def render(created: Sequence[OutboundMessage]) -> bytes:
             return _send_response(created[0]).SerializeToString()
 
-        result = await self._store.accept(tenant, [draft], idempotency(request, context), render)
+        result = await self._store.accept(
+            tenant, [draft], idempotency(request, context), render, current_traceparent()
+        )
         if result.replay is not None:
             replayed = pb.SendMessageResponse.FromString(result.replay)
             # Replies kept before the receipt carried id still answer with it.
@@ -183,7 +186,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         def render(created: Sequence[OutboundMessage]) -> bytes:
             return _batch_response(planned, created).SerializeToString()
 
-        result = await self._store.accept(tenant, drafts, idem, render)
+        result = await self._store.accept(tenant, drafts, idem, render, current_traceparent())
         if result.replay is not None:
             return pb.SendBatchResponse.FromString(result.replay)
         if drafts:

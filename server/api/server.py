@@ -33,6 +33,7 @@ from server.api.malformed import MalformedRequestInterceptor
 from server.api.messaging import MessagingServicer
 from server.api.notifications import NotificationServicer
 from server.api.sessions import SessionServicer
+from server.api.tracing import TracingInterceptor
 from server.api.webhooks import WebhookServicer
 
 SERVICE_NAMES = (
@@ -79,12 +80,14 @@ def build_server(
     outermost: Sequence[grpc.aio.ServerInterceptor] = (),
     url_check: Callable[[str], str | None] | None = None,
 ) -> BuiltServer:
-    # `outermost` (the metrics) sees every call, refused or not. Then
-    # undecodable bytes are refused before any other interceptor sees the call.
-    # The field guard sits inside the error interceptor, which turns its refusals
-    # into INVALID_ARGUMENT.
+    # `outermost` (the metrics) sees every call, refused or not; then every
+    # call is a span and a log line, whatever becomes of it. Undecodable bytes
+    # are refused before any other interceptor sees the call. The field guard
+    # sits inside the error interceptor, which turns its refusals into
+    # INVALID_ARGUMENT.
     chain = (
         *outermost,
+        TracingInterceptor(),
         MalformedRequestInterceptor(),
         *interceptors,
         ErrorInterceptor(),

@@ -7,15 +7,21 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Protocol
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from server.aio import cancel_and_wait, log_failure
 from server.channels import ChannelEntry, ChannelRegistry
 from server.dispatch.pacing import Pacer
+from server.dispatch.receipts import record_receipt
 from server.domain.models import Channel, Delivery, Receipt
 from server.domain.provider import (
+    Accepted,
     AttemptRecord,
+    ChannelAdapter,
     PermanentProviderError,
     ProviderError,
     RetryableProviderError,
@@ -26,6 +32,8 @@ from server.observability.metrics import ACCEPTED, ADAPTER_ERROR, PERMANENT, RET
 from server.storage.faults import is_unavailable
 from server.storage.store import SqlStore
 from server.storage.writer import now_ms
+from server.telemetry import tracing
+from server.telemetry.logs import event
 
 log = logging.getLogger(__name__)
 CLAIM_GAP_S = 0.005
@@ -152,7 +160,7 @@ class Dispatcher:
             await asyncio.wait(list(self._in_flight), timeout=5)
 
     async def on_receipt(self, channel_id: str, receipt: Receipt) -> None:
-        await self._store.apply_receipt(channel_id, receipt)
+        await record_receipt(self._store, channel_id, receipt)
 
     async def _run(self, worker: int) -> None:
         last_sweep = 0.0
@@ -280,6 +288,48 @@ class Dispatcher:
             wait = min(wait * 2, RECORD_RETRY_MAX_S)
 
     async def _attempt(self, delivery: Delivery) -> None:
+        # The attempt continues the trace of the request that accepted the
+        # message: a child of its span, and (as the messaging conventions ask
+        # of a "process" span) linked to it.
+        accepted_in = tracing.stored_context(delivery.trace_context)
+        span = tracing.tracer().start_span(
+            f"process {delivery.channel_id}",
+            context=accepted_in,
+            kind=SpanKind.CONSUMER,
+            links=tracing.link_to(accepted_in),
+            attributes={
+                "messaging.system": "cimhub",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": delivery.channel_id,
+                "messaging.message.id": delivery.message_id,
+                "cimhub.attempt": delivery.attempt,
+            },
+        )
+        started = time.perf_counter()
+        with trace.use_span(span, end_on_exit=True):
+            outcome = await self._try(delivery)
+            span.set_attribute("cimhub.outcome", outcome.name)
+            if outcome.failed:
+                span.set_status(Status(StatusCode.ERROR, outcome.code or outcome.name))
+            event(
+                log,
+                "dispatch.attempt",
+                "attempt %d of %s on %s: %s",
+                delivery.attempt,
+                delivery.message_id,
+                delivery.channel_id,
+                outcome.name,
+                level=logging.WARNING if outcome.failed else logging.INFO,
+                message_id=delivery.message_id,
+                tenant=delivery.tenant_id,
+                channel=delivery.channel_id,
+                attempt=delivery.attempt,
+                outcome=outcome.name,
+                code=outcome.code,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+
+    async def _try(self, delivery: Delivery) -> Outcome:
         now = self._clock()
         if delivery.expire_at is not None and now >= delivery.expire_at:
             await self._record(
@@ -289,7 +339,7 @@ class Dispatcher:
                     delivery.message_id, DeliveryStatus.EXPIRED, "expired before dispatch"
                 ),
             )
-            return
+            return Outcome("EXPIRED", failed=True)
         adapter = self._registry.adapter(delivery.channel_id)
         if adapter is None:
             await self._record(
@@ -301,7 +351,7 @@ class Dispatcher:
                     f"no adapter for channel {delivery.channel_id}",
                 ),
             )
-            return
+            return Outcome("FAILED", "NO_ADAPTER", failed=True)
         provider = self._provider_of(delivery.channel_id)
         timer = _Timer()
         try:
@@ -309,20 +359,20 @@ class Dispatcher:
                 slot = self._sending.get(delivery.channel_id)
                 async with slot if slot is not None else contextlib.nullcontext():
                     if not await self._started(delivery, provider):
-                        return
+                        return Outcome("NOT_STARTED")
                     # Paced last, so the wait for the start's commit cannot
                     # bunch up sends the pacer spaced out.
                     pacer = self._pacers.get(delivery.channel_id)
                     if pacer is not None:
                         await pacer.wait()
                     timer.start()
-                    accepted = await adapter.send(delivery)
+                    accepted = await _provider_send(adapter, delivery, provider)
             finally:
                 timer.stop()
                 self._leave_channel()
         except RetryableProviderError as exc:
             self._observe(delivery, RETRYABLE, timer)
-            await self._retry_later(delivery, exc, provider, timer.ms)
+            return await self._retry_later(delivery, exc, provider, timer.ms)
         except PermanentProviderError as exc:
             self._observe(delivery, PERMANENT, timer)
             reason = f"{exc.code}: {exc.reason}" if exc.code else exc.reason
@@ -334,20 +384,21 @@ class Dispatcher:
                     delivery.message_id, DeliveryStatus.FAILED, reason, failed
                 ),
             )
+            return Outcome("FAILED", exc.code, failed=True)
         except Exception as exc:  # an adapter bug must not strand the message
             log.exception("adapter for %s raised", delivery.channel_id)
             self._observe(delivery, ADAPTER_ERROR, timer)
-            await self._retry_later(
+            return await self._retry_later(
                 delivery, RetryableProviderError(type(exc).__name__, "ADAPTER"), provider, timer.ms
             )
-        else:
-            self._observe(delivery, ACCEPTED, timer)
-            submitted = replace(accepted, latency_ms=timer.ms)
-            await self._record(
-                "the acceptance",
-                delivery,
-                lambda: self._store.mark_submitted(delivery, submitted, provider),
-            )
+        self._observe(delivery, ACCEPTED, timer)
+        submitted = replace(accepted, latency_ms=timer.ms)
+        await self._record(
+            "the acceptance",
+            delivery,
+            lambda: self._store.mark_submitted(delivery, submitted, provider),
+        )
+        return Outcome("SUBMITTED")
 
     def _observe(self, delivery: Delivery, outcome: str, timer: _Timer) -> None:
         if self._observer is not None and timer.seconds is not None:
@@ -413,7 +464,7 @@ class Dispatcher:
         exc: RetryableProviderError,
         provider: str,
         latency_ms: int | None = None,
-    ) -> None:
+    ) -> Outcome:
         failed = self._failure(delivery, provider, exc, latency_ms)
         if delivery.attempt >= self._retry.max_attempts:
             await self._record(
@@ -426,13 +477,14 @@ class Dispatcher:
                     failed,
                 ),
             )
-            return
+            return Outcome("FAILED", exc.code, failed=True)
         due = self._clock() + self._retry.delay_ms(delivery.attempt, exc.retry_after)
         await self._record(
             "the retry",
             delivery,
             lambda: self._store.reschedule(delivery.message_id, due, exc.reason, failed),
         )
+        return Outcome("RETRY", exc.code, failed=True)
 
 
 class _Timer:
@@ -450,3 +502,23 @@ class _Timer:
         if self._started is not None and self.seconds is None:
             self.seconds = time.perf_counter() - self._started
             self.ms = round(self.seconds * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended, for its span and its log line."""
+
+    name: str
+    code: str = ""
+    failed: bool = False
+
+
+async def _provider_send(adapter: ChannelAdapter, delivery: Delivery, provider: str) -> Accepted:
+    """The provider request, as a span of its own inside the attempt."""
+    with tracing.tracer().start_as_current_span(
+        f"provider {provider}",
+        attributes={"cimhub.provider": provider, "messaging.message.id": delivery.message_id},
+    ) as span:
+        accepted = await adapter.send(delivery)
+        span.set_attribute("cimhub.provider_message_id", accepted.provider_message_id)
+        return accepted

@@ -119,7 +119,7 @@ class OutboundMessage:
     segments: int = 1
     attempt_log: tuple[AttemptEntry, ...] = field(default=())
     request_id: str = ""
-    # The W3C trace id the message was accepted under; empty until traces are stored.
+    # The W3C trace id the message was accepted under; empty for messages stored without one.
     trace_id: str = ""
 
 
@@ -138,6 +138,8 @@ class Delivery:
     expire_at: int | None = None
     # When the message was accepted (ms), for accept-to-provider timings.
     accepted_at: int = 0
+    # W3C traceparent of the request that accepted the message, "" if none.
+    trace_context: str = ""
 
 
 @dataclass(frozen=True, slots=True)

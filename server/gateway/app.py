@@ -15,8 +15,11 @@ from typing import Any
 
 import grpc
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from server.api.errors import store_fault_status
+from server.telemetry import tracing
+from server.telemetry.logs import event
 
 from .envelope import (
     ErrorDetail,
@@ -30,7 +33,7 @@ from .jsonmap import JsonMappingError, descriptor_of, loads, to_json
 from .routes import Route, build_request, build_routes
 from .streaming import stream_handler
 
-__all__ = ["CHANNEL_KEY", "ROUTES_KEY", "create_app", "route_table"]
+__all__ = ["CHANNEL_KEY", "ROUTES_KEY", "AccessLog", "create_app", "route_table"]
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +45,14 @@ _MAX_BODY_KEY = web.AppKey("cim_gateway_max_body", int)
 # RequestKey arrived in a later aiohttp than the declared floor; the plain string
 # key works everywhere and only warns on newer releases.
 _TRACE: Any = (
-    web.RequestKey("cim_gateway_traceid", str)
+    web.RequestKey("cim_gateway_traceid", list)
     if hasattr(web, "RequestKey")
     else "cim_gateway_traceid"
+)
+_REQUEST_ID: Any = (
+    web.RequestKey("cim_gateway_request_id", str)
+    if hasattr(web, "RequestKey")
+    else "cim_gateway_request_id"
 )
 
 # HTTP header -> gRPC metadata key. Everything else stays at the HTTP edge.
@@ -54,6 +62,10 @@ _FORWARDED_HEADERS = {
     "x-api-id": "x-api-id",
     "idempotency-key": "idempotency-key",
     "x-verify-token": "x-verify-token",
+    # W3C trace context: the server's tracing interceptor continues the caller's
+    # trace, so one REST call is one trace.
+    "traceparent": "traceparent",
+    "tracestate": "tracestate",
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -84,7 +96,18 @@ def create_app(
 
 
 def _trace_of(request: web.Request) -> str:
-    return str(request[_TRACE])
+    """The W3C trace id of the request: the one its call ran under when it ran here,
+    else the caller's, else one made up for this answer."""
+    seen: list[str] = request[_TRACE]
+    if not seen:
+        # Kept, so every part of one answer names the same trace.
+        seen.append(_fallback_trace_id(request))
+    return seen[0]
+
+
+def _fallback_trace_id(request: web.Request) -> str:
+    given = tracing.trace_id_in(request.headers.get("traceparent", "").strip())
+    return given if given and given != "0" * 32 else uuid.uuid4().hex
 
 
 def route_table(app: web.Application) -> list[Route]:
@@ -152,7 +175,7 @@ def _metadata_safe(value: str) -> bool:
 
 
 def _metadata(request: web.Request) -> list[tuple[str, str]]:
-    metadata = [("x-request-id", request[_TRACE])]
+    metadata = [("x-request-id", request[_REQUEST_ID])]
     for header, key in _FORWARDED_HEADERS.items():
         value = request.headers.get(header)
         if value is None:
@@ -177,7 +200,9 @@ def _handler_for(channel: grpc.aio.Channel, route: Route) -> Handler:
             raise _bad_request("INVALID_BODY", "body", "expected a JSON object")
         message = build_request(route, body, request.match_info, request.query.items())
         reply = await call(message, metadata=_metadata(request))
-        payload = success_body(route.success_code, to_json(reply), response_desc, request[_TRACE])
+        payload = success_body(
+            route.success_code, to_json(reply), response_desc, _trace_of(request)
+        )
         return web.json_response(payload, status=route.success_code)
 
     return handle
@@ -187,34 +212,66 @@ def _handler_for(channel: grpc.aio.Channel, route: Route) -> Handler:
 async def _error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     given = request.headers.get("x-request-id", "")
     usable = given and len(given) <= MAX_REQUEST_ID and _metadata_safe(given)
-    traceid = given if usable else uuid.uuid4().hex
-    request[_TRACE] = traceid
+    request_id = given if usable else uuid.uuid4().hex
+    request[_REQUEST_ID] = request_id
+    with tracing.watch_trace_id() as seen:
+        request[_TRACE] = seen
+        response = await _answer(request, handler)
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        response = await handler(request)
+        return await handler(request)
     except GatewayError as exc:
-        response = _render(exc, traceid)
+        return _render(exc, _trace_of(request))
     except JsonMappingError as exc:
-        response = _render(_bad_request("VALIDATION_FAILED", exc.field, exc.description), traceid)
+        error = _bad_request("VALIDATION_FAILED", exc.field, exc.description)
+        return _render(error, _trace_of(request))
     except grpc.aio.AioRpcError as exc:
         error = error_from_status(exc.code(), exc.details() or "", exc.trailing_metadata())
-        response = _render(error, traceid)
+        return _render(error, _trace_of(request))
     except web.HTTPException as exc:
-        response = _render(_from_http_exception(exc), traceid)
+        response = _render(_from_http_exception(exc), _trace_of(request))
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception as exc:
+        traceid = _trace_of(request)
         # Routes outside the gRPC API (provider callbacks) reach the store too:
         # its outages get the same status as through the API.
         status = store_fault_status(exc)
         if status is not None:
             log.warning("%s failed, the store is unavailable: %r", request.path, exc)
             error = error_from_status(status.code, status.details, status.trailing_metadata)
-        else:
-            log.exception("unhandled error in REST gateway", extra={"traceid": traceid})
-            error = GatewayError(500, "INTERNAL", "internal error", "INTERNAL")
-        response = _render(error, traceid)
-    response.headers["X-Request-Id"] = traceid
-    return response
+            return _render(error, traceid)
+        log.exception(
+            "unhandled error in REST gateway",
+            extra={"cimhub_event": "request.failed", "cimhub_fields": {"trace_id": traceid}},
+        )
+        return _render(GatewayError(500, "INTERNAL", "internal error", "INTERNAL"), traceid)
+
+
+class AccessLog(AbstractAccessLogger):
+    """One line per HTTP request, without its query string: callbacks and
+    verification handshakes may carry tokens there."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        seen = request.get(_TRACE)
+        event(
+            self.logger,
+            "http.request",
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status,
+            trace_id=seen[0] if seen else "",
+            method=request.method,
+            path=request.path,
+            status=response.status,
+            duration_ms=round(time * 1000, 3),
+        )
 
 
 def _from_http_exception(exc: web.HTTPException) -> GatewayError:

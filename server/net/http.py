@@ -13,11 +13,15 @@ import ipaddress
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from server.net.addresses import AddressPolicy, UnsafeUrl
+from server.telemetry import tracing
 
 
 class OutboundError(Exception):
@@ -114,6 +118,7 @@ class OutboundHttp:
                 headers={"User-Agent": self._user_agent},
                 # Proxy settings from the environment must not reroute tenant traffic.
                 trust_env=False,
+                trace_configs=[client_tracing()],
             )
         return self._session
 
@@ -166,6 +171,66 @@ class OutboundHttp:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def client_tracing() -> aiohttp.TraceConfig:
+    """Each request of a session is a client span, announced to the receiver by a
+    `traceparent` header, so a provider's or a receiver's logs join the trace."""
+    config = aiohttp.TraceConfig()
+
+    async def start(
+        _session: aiohttp.ClientSession,
+        ctx: SimpleNamespace,
+        params: aiohttp.TraceRequestStartParams,
+    ) -> None:
+        url = params.url
+        span = tracing.tracer().start_span(
+            params.method,
+            kind=SpanKind.CLIENT,
+            # Host and path only: a query string may hold a tenant's token.
+            attributes={
+                "http.request.method": params.method,
+                "server.address": url.host or "",
+                "server.port": url.port or 0,
+                "url.path": url.path,
+            },
+        )
+        ctx.cimhub_span = span
+        carrier: dict[str, str] = {}
+        tracing.inject(carrier, trace.set_span_in_context(span))
+        for key, value in carrier.items():
+            params.headers[key] = value
+
+    async def end(
+        _session: aiohttp.ClientSession,
+        ctx: SimpleNamespace,
+        params: aiohttp.TraceRequestEndParams,
+    ) -> None:
+        span = getattr(ctx, "cimhub_span", None)
+        if span is None:
+            return
+        status = params.response.status
+        span.set_attribute("http.response.status_code", status)
+        if status >= 400:
+            span.set_status(Status(StatusCode.ERROR, str(status)))
+        span.end()
+
+    async def failed(
+        _session: aiohttp.ClientSession,
+        ctx: SimpleNamespace,
+        params: aiohttp.TraceRequestExceptionParams,
+    ) -> None:
+        span = getattr(ctx, "cimhub_span", None)
+        if span is None:
+            return
+        span.set_attribute("error.type", type(params.exception).__name__)
+        span.set_status(Status(StatusCode.ERROR, type(params.exception).__name__))
+        span.end()
+
+    config.on_request_start.append(start)
+    config.on_request_end.append(end)
+    config.on_request_exception.append(failed)
+    return config
 
 
 def _retry_after(resp: aiohttp.ClientResponse) -> int | None:

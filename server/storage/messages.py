@@ -28,6 +28,7 @@ from server.storage import webhooks
 from server.storage.schema import idempotency, messages, status_history
 from server.storage.sql import insert_for
 from server.storage.writer import LATER_HISTORY, LATER_MESSAGES, StatusMove, Tx
+from server.telemetry.tracing import trace_id_in
 
 PENDING, CLAIMED, DONE = "PENDING", "CLAIMED", "DONE"
 # What the attempt log says of a send that started and never reported back.
@@ -58,6 +59,7 @@ async def accept(
     drafts: Sequence[OutboundDraft],
     idem: IdempotencyKey | None,
     render: Callable[[Sequence[OutboundMessage]], bytes],
+    traceparent: str = "",
 ) -> AcceptResult:
     if idem is not None:
         # Claim the key first: on PostgreSQL a concurrent holder makes this wait
@@ -97,7 +99,7 @@ async def accept(
     # multi-row inserts; a duplicate id fails the group's attempt instead,
     # and the writer then finds whose it was.
     for m, d in pairs:
-        await tx.later(LATER_MESSAGES, _insert_messages, _row(m, d))
+        await tx.later(LATER_MESSAGES, _insert_messages, _row(m, d, traceparent))
         await tx.later(LATER_HISTORY, _insert_history, _history_row(m.id, m.status, "", tx.now))
         await event_log.append_later(tx, tenant_id, _status_event(m, m.status, ""))
         tx.moves.append(StatusMove(m.channel_id, m.status.value, tx.now, tx.now))
@@ -169,7 +171,7 @@ def _new_message(
     ), d
 
 
-def _row(m: OutboundMessage, d: OutboundDraft) -> dict[str, Any]:
+def _row(m: OutboundMessage, d: OutboundDraft, traceparent: str) -> dict[str, Any]:
     return {
         "id": m.id,
         "tenant_id": m.tenant_id,
@@ -197,6 +199,7 @@ def _row(m: OutboundMessage, d: OutboundDraft) -> dict[str, Any]:
         "requested_receipts": list(d.requested_receipts),
         "segments": 1,
         "request_id": d.request_id or None,
+        "traceparent": traceparent or None,
     }
 
 
@@ -299,6 +302,7 @@ def _from_row(row: Any, history: tuple[StatusEntry, ...]) -> OutboundMessage:
         history=history,
         segments=row.segments,
         request_id=row.request_id or "",
+        trace_id=trace_id_in(row.traceparent or ""),
     )
 
 
@@ -436,6 +440,7 @@ async def claim_due(
             attempt=r.attempts + 1,
             expire_at=r.expire_at,
             accepted_at=r.created_at,
+            trace_context=r.traceparent or "",
         )
         for r in rows
     ]

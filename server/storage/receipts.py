@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import and_, bindparam, delete, select
 
@@ -15,7 +16,31 @@ from server.storage.schema import attempts, messages, pending_receipts
 from server.storage.writer import Tx
 
 
-async def apply(tx: Tx, channel_id: str, receipt: Receipt) -> bool:
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What became of a receipt, and whose message it was."""
+
+    moved: bool
+    # Empty while the receipt waits, parked, for its message to be known.
+    message_id: str = ""
+    tenant_id: str = ""
+    trace_context: str = ""
+
+
+PARKED = Applied(False)
+
+
+async def _owners(tx: Tx, message_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """message id -> (tenant, traceparent), for the receipt's span and log line."""
+    rows = await tx.conn.execute(
+        select(messages.c.id, messages.c.tenant_id, messages.c.traceparent).where(
+            messages.c.id.in_(set(message_ids))
+        )
+    )
+    return {r.id: (r.tenant_id, r.traceparent or "") for r in rows}
+
+
+async def apply(tx: Tx, channel_id: str, receipt: Receipt) -> Applied:
     message_id = await msgs.find_by_provider_id(tx, channel_id, receipt.provider_message_id)
     if message_id is None:
         await tx.conn.execute(
@@ -27,10 +52,12 @@ async def apply(tx: Tx, channel_id: str, receipt: Receipt) -> bool:
                 received_at=tx.now,
             )
         )
-        return False
-    return await msgs.set_status(
+        return PARKED
+    moved = await msgs.set_status(
         tx, message_id, receipt.status, reason=receipt.reason, dispatch_state=None
     )
+    tenant, traceparent = (await _owners(tx, [message_id])).get(message_id, ("", ""))
+    return Applied(moved, message_id, tenant, traceparent)
 
 
 async def submitted(tx: Tx, delivery: Delivery, accepted: Accepted, provider: str) -> None:
@@ -68,7 +95,7 @@ async def submitted(tx: Tx, delivery: Delivery, accepted: Accepted, provider: st
         )
 
 
-async def apply_many(tx: Tx, receipts: Sequence[tuple[str, Receipt]]) -> list[bool]:
+async def apply_many(tx: Tx, receipts: Sequence[tuple[str, Receipt]]) -> list[Applied]:
     """apply() for many (channel, receipt) pairs with a few statements in all."""
     found = await attempt_log.messages_for(
         tx, [(channel_id, r.provider_message_id) for channel_id, r in receipts]
@@ -105,10 +132,19 @@ async def apply_many(tx: Tx, receipts: Sequence[tuple[str, Receipt]]) -> list[bo
             ],
         )
     )
-    return [next(moved) if (c, r.provider_message_id) in found else False for c, r in receipts]
+    owners = await _owners(tx, [message_id for message_id, _ in known]) if known else {}
+    applied: list[Applied] = []
+    for c, r in receipts:
+        message_id = found.get((c, r.provider_message_id))
+        if message_id is None:
+            applied.append(PARKED)
+            continue
+        tenant, traceparent = owners.get(message_id, ("", ""))
+        applied.append(Applied(next(moved), message_id, tenant, traceparent))
+    return applied
 
 
-async def apply_one(tx: Tx, receipt: tuple[str, Receipt]) -> bool:
+async def apply_one(tx: Tx, receipt: tuple[str, Receipt]) -> Applied:
     return await apply(tx, *receipt)
 
 

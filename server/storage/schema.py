@@ -55,6 +55,9 @@ messages = Table(
     # one without it certainly is not. Cleared when the message is claimed again.
     Column("attempt_started_at", BigInteger),
     Column("attempt_provider", String(64)),
+    # W3C traceparent of the request that accepted the message: its dispatch,
+    # receipts and webhooks are spans of that trace.
+    Column("traceparent", String(64)),
     Index("ix_messages_dispatch", "dispatch_state", "priority", "due_at"),
     Index("ix_messages_tenant_created", "tenant_id", "created_at"),
     Index("ix_messages_provider", "channel_id", "provider_message_id"),
@@ -167,6 +170,8 @@ webhooks = Table(
     Column("next_attempt_at", BigInteger, nullable=False),
     Column("last_error", Text, nullable=False, default=""),
     Column("created_at", BigInteger, nullable=False),
+    # The trace the reported change belongs to, copied from its message.
+    Column("traceparent", String(64)),
     Index("ix_webhooks_due", "state", "next_attempt_at"),
     Index("ix_webhooks_order", "ordering_key", "id"),
 )

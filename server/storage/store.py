@@ -93,9 +93,11 @@ class SqlStore(ConfigStoreMixin, WebhookStoreMixin):
         drafts: Sequence[OutboundDraft],
         idem: IdempotencyKey | None,
         render: Callable[[Sequence[OutboundMessage]], bytes],
+        traceparent: str = "",
     ) -> AcceptResult:
+        """Store the drafts; `traceparent` is the trace their later work continues."""
         return await self._writer.submit(
-            lambda tx: msgs.accept(tx, tenant_id, drafts, idem, render)
+            lambda tx: msgs.accept(tx, tenant_id, drafts, idem, render, traceparent)
         )
 
     async def outbox_stats(self) -> OutboxStats:
@@ -215,7 +217,7 @@ class SqlStore(ConfigStoreMixin, WebhookStoreMixin):
     async def reconcile_receipts(self) -> int:
         return await self._writer.submit(lambda tx: receipts.reconcile(tx))
 
-    async def apply_receipt(self, channel_id: str, receipt: Receipt) -> bool:
+    async def apply_receipt(self, channel_id: str, receipt: Receipt) -> receipts.Applied:
         return await self._receipts((channel_id, receipt))
 
     # -- events -------------------------------------------------------------

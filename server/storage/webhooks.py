@@ -37,6 +37,8 @@ class WebhookJob:
     endpoint: str = TENANT
     # Retries give up this long after it: the time queued, or of the last redrive.
     age_from: int = 0
+    # The trace of the change the payload reports, "" if none.
+    trace_context: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,7 @@ async def enqueue(
     ordering_key: str,
     url: str,
     payload: Payload,
+    traceparent: str | None = None,
     *,
     endpoint: str = TENANT,
     message_id: str = "",
@@ -94,6 +97,7 @@ async def enqueue(
                 endpoint=endpoint,
                 message_id=message_id or None,
                 dead_at=tx.now if dead_reason else None,
+                traceparent=traceparent or None,
             )
             .returning(webhooks.c.id)
         )
@@ -128,6 +132,7 @@ async def enqueue_receipt(tx: Tx, message_row: Row[Any], status: str, reason: st
         message_row.id,
         message_row.notify_url,
         payload,
+        message_row.traceparent,
         endpoint=NOTIFY_URL,
         message_id=message_row.id,
     )
@@ -189,6 +194,7 @@ async def claim_due(tx: Tx, limit: int, lease_ms: int) -> list[WebhookJob]:
             secret=by_tenant[r.tenant_id],
             endpoint=r.endpoint,
             age_from=r.redriven_at or r.created_at,
+            trace_context=r.traceparent or "",
         )
         for r in rows
     ]

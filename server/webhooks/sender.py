@@ -9,6 +9,10 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Protocol
+from urllib.parse import urlsplit
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from server.aio import cancel_and_wait
 from server.domain.retry import RetryPolicy
@@ -19,6 +23,8 @@ from server.observability.metrics import DEAD, DELIVERED, RETRY
 from server.storage.store import SqlStore
 from server.storage.webhooks import WebhookJob
 from server.storage.writer import now_ms
+from server.telemetry import tracing
+from server.telemetry.logs import event
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +116,50 @@ class WebhookSender:
         self._slots.release()
 
     async def _attempt(self, job: WebhookJob) -> None:
-        try:
-            await self._deliver(job)
-        except Exception:  # a store hiccup: the lease brings the row back
-            log.exception("recording the outcome of webhook %d failed", job.id)
+        # Each delivery attempt is a span of the trace of the change it reports.
+        reported = tracing.stored_context(job.trace_context)
+        span = tracing.tracer().start_span(
+            "webhook deliver",
+            context=reported,
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "cimhub.webhook.id": webhook_id(job),
+                "cimhub.webhook.attempt": job.attempts,
+                "server.address": _host(job.url),
+            },
+        )
+        with trace.use_span(span, end_on_exit=True):
+            started = time.perf_counter()
+            try:
+                outcome, status = await self._deliver(job)
+            except Exception:  # a store hiccup: the lease brings the row back
+                log.exception("recording the outcome of webhook %d failed", job.id)
+                outcome, status = "ERROR", 0
+            span.set_attribute("cimhub.webhook.outcome", outcome)
+            if outcome != "DELIVERED":
+                span.set_status(Status(StatusCode.ERROR, outcome))
+            event(
+                log,
+                "webhook.delivery",
+                "webhook %s attempt %d to %s: %s",
+                webhook_id(job),
+                job.attempts,
+                _host(job.url),
+                outcome,
+                level=logging.INFO if outcome == "DELIVERED" else logging.WARNING,
+                message_id=_message_id(job),
+                tenant=job.tenant_id,
+                channel=_channel(job),
+                webhook_id=webhook_id(job),
+                attempt=job.attempts,
+                outcome=outcome,
+                http_status=status,
+                host=_host(job.url),
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
 
-    async def _deliver(self, job: WebhookJob) -> None:
+    async def _deliver(self, job: WebhookJob) -> tuple[str, int]:
+        """POST the job and record what became of it: (outcome, HTTP status or 0)."""
         body = encode(job.payload)
         hook_id = webhook_id(job)
         timestamp = self._clock() // 1000
@@ -137,28 +181,40 @@ class WebhookSender:
         now = self._clock()
         outcome = PostOutcome(status, error, round((time.monotonic() - started) * 1000), now)
         retry_at: int | None = None
-        if not outcome.ok and status != GONE:
-            if now - (job.age_from or job.created_at) < self._max_age_ms:
-                retry_at = now + self._retry.delay_ms(job.attempts, retry_after)
-            else:
-                log.warning(
-                    "webhook %d to %s dead after %d attempts: %s",
-                    job.id,
-                    job.url,
-                    job.attempts,
-                    error,
-                )
+        fresh = now - (job.age_from or job.created_at) < self._max_age_ms
+        if not outcome.ok and status != GONE and fresh:
+            retry_at = now + self._retry.delay_ms(job.attempts, retry_after)
         disabled = await self._store.settle_webhook(job, outcome, retry_at, self._disable_after_ms)
         if disabled:
-            log.warning("tenant %s's webhook %s disabled after: %s", job.tenant_id, job.url, error)
-        if outcome.ok:
-            self._observe(DELIVERED)
-        else:
-            self._observe(RETRY if retry_at is not None else DEAD)
+            # The host only: a receiver's path or query may carry its own token.
+            log.warning(
+                "tenant %s's webhook to %s disabled after: %s", job.tenant_id, _host(job.url), error
+            )
         if retry_at is None:
             # Done or dead: the next row with the same ordering key is now eligible.
             self.wake()
+        name = DELIVERED if outcome.ok else RETRY if retry_at is not None else DEAD
+        self._observe(name)
+        return ("DELIVERED" if outcome.ok else "RETRY" if retry_at is not None else "DEAD"), status
 
     def _observe(self, outcome: str) -> None:
         if self._observer is not None:
             self._observer.webhook(outcome)
+
+
+def _host(url: str) -> str:
+    # Only the host: a receiver's path or query may carry its own token.
+    return urlsplit(url).hostname or ""
+
+
+def _data(job: WebhookJob) -> dict[str, object]:
+    data = job.payload.get("data") if isinstance(job.payload, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
+def _message_id(job: WebhookJob) -> str:
+    return str(_data(job).get("messageId") or "")
+
+
+def _channel(job: WebhookJob) -> str:
+    return str(_data(job).get("channel") or "")

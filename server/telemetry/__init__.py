@@ -1,0 +1,1 @@
+"""Traces and structured logs: what an operator reads to explain a message."""
