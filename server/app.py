@@ -28,6 +28,7 @@ from server.api.sessions import SessionServicer
 from server.api.tokens import TokenRules
 from server.channels import ChannelRegistry
 from server.config import Settings, decode_jwt_secret
+from server.dispatch.channel_sync import ChannelSync
 from server.dispatch.dispatcher import Dispatcher
 from server.dispatch.housekeeping import Housekeeper
 from server.dispatch.redis_pacing import SharedPacing
@@ -37,6 +38,7 @@ from server.domain.models import Channel, Receipt
 from server.domain.provider import ChannelAdapter, InboundMessage
 from server.domain.retry import RetryPolicy
 from server.events.bus import EventBus, InProcessBus
+from server.events.channel_notices import RedisChannelNotices
 from server.events.redis_bus import RedisBus, RedisBusConfig
 from server.gateway.app import create_app, route_table
 from server.gateway.callbacks import add_callback_routes
@@ -205,8 +207,17 @@ async def _assemble(
         # With Redis, a channel's TPS holds across replicas, not per replica.
         pacer_for=pacing.pacer_for if pacing is not None else None,
     )
+    channel_sync = ChannelSync(
+        store,
+        channels,
+        settings.channels,
+        interval=settings.channel_sync_interval,
+        notices=RedisChannelNotices(settings.redis_url) if settings.redis_url else None,
+    )
     checks = UrlChecks(url_check, media_check)
-    built = _grpc_server(settings, store, bus, channels, dispatcher, auth, checks, clock)
+    built = _grpc_server(
+        settings, store, bus, channels, dispatcher, channel_sync, auth, checks, clock
+    )
     await built.server.start()
     # The facade's unary calls run in this process through the server's own
     # handlers and interceptor chain; its streams use a real channel.
@@ -247,7 +258,11 @@ async def _assemble(
         )
 
     channels.bind(build)
-    await _load_channels(channels, settings.channels, await store.stored_channels())
+    # The operator's channels, then the tenants' as stored by every replica.
+    for channel in settings.channels:
+        await channels.load(channel, None)
+    await channel_sync.start()
+    resources.push_async_callback(channel_sync.close)
     # Tests replace the adapters of some channels and keep the rest.
     for channel_id, adapter in adapters.items():
         await channels.use_adapter(channel_id, adapter)
@@ -291,6 +306,7 @@ def _grpc_server(
     bus: EventBus,
     channels: ChannelRegistry,
     dispatcher: Dispatcher,
+    channel_sync: ChannelSync,
     auth: Authenticator,
     checks: UrlChecks,
     clock: Callable[[], int],
@@ -313,7 +329,12 @@ def _grpc_server(
                 stall_seconds=settings.subscriber_stall_seconds,
             ),
             sessions=SessionServicer(store),
-            config=ConfigServicer(channels, store, url_check=checks.submitted),
+            config=ConfigServicer(
+                channels,
+                store,
+                url_check=checks.submitted,
+                channels_changed=channel_sync.changed_here,
+            ),
             customers=CustomerServicer(store),
         ),
         address=f"{settings.host}:{settings.grpc_port}",
@@ -369,25 +390,6 @@ def _http_app(
     # Last: the document describes every route added above.
     add_docs_routes(app, route_table(app))
     return app
-
-
-async def _load_channels(
-    channels: ChannelRegistry,
-    from_file: Sequence[Channel],
-    stored: Sequence[tuple[str, Channel]],
-) -> None:
-    """The operator's channels, then the tenants'; the channels file wins a clash of ids."""
-    for channel in from_file:
-        await channels.load(channel, None)
-    for owner, channel in stored:
-        if channels.get(channel.channel_id) is not None:
-            log.warning(
-                "tenant %s's channel %s is shadowed by the channels file",
-                owner,
-                channel.channel_id,
-            )
-            continue
-        await channels.load(channel, owner)
 
 
 def _authenticator(settings: Settings, store: SqlStore) -> Authenticator:
