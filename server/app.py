@@ -43,6 +43,7 @@ from server.events.redis_bus import RedisBus, RedisBusConfig
 from server.gateway.app import create_app, route_table
 from server.gateway.callbacks import add_callback_routes
 from server.gateway.openapi import add_docs_routes
+from server.gateway.protocol_log import ProtocolLogger
 from server.net.addresses import AddressPolicy, address_refusal, url_refusal
 from server.net.http import OutboundHttp
 from server.storage.store import SqlStore
@@ -238,7 +239,7 @@ async def _assemble(
 
     public = PublicUrl(settings.public_url)
     app = _http_app(settings, gateway_channel, channels, store, public, lifecycle)
-    runner = web.AppRunner(app, handle_signals=False)
+    runner = web.AppRunner(app, handle_signals=False, logger=ProtocolLogger())
     await runner.setup()
     resources.push_async_callback(runner.cleanup)
     site = web.TCPSite(runner, settings.host, settings.http_port)
