@@ -31,6 +31,7 @@ from server.api.tokens import TokenRules
 from server.api.webhooks import WebhookServicer
 from server.channels import ChannelRegistry
 from server.config import Settings, decode_jwt_secret
+from server.dispatch.channel_sync import ChannelSync
 from server.dispatch.dispatcher import Dispatcher
 from server.dispatch.housekeeping import Housekeeper
 from server.dispatch.receipts import record_receipt
@@ -41,11 +42,13 @@ from server.domain.models import Channel, Receipt
 from server.domain.provider import ChannelAdapter, InboundMessage
 from server.domain.retry import RetryPolicy
 from server.events.bus import EventBus, InProcessBus
+from server.events.channel_notices import RedisChannelNotices
 from server.events.redis_bus import RedisBus, RedisBusConfig
 from server.gateway.app import AccessLog, create_app, route_table
 from server.gateway.callbacks import add_callback_routes
 from server.gateway.metrics import add_metrics_route, metrics_app, request_middleware
 from server.gateway.openapi import add_docs_routes
+from server.gateway.protocol_log import ProtocolLogger
 from server.net.addresses import AddressPolicy, address_refusal, url_refusal
 from server.net.http import OutboundHttp
 from server.observability.metrics import HubMetrics
@@ -230,6 +233,13 @@ async def _assemble(
         pacer_for=pacing.pacer_for if pacing is not None else None,
         observer=metrics,
     )
+    channel_sync = ChannelSync(
+        store,
+        channels,
+        settings.channels,
+        interval=settings.channel_sync_interval,
+        notices=RedisChannelNotices(settings.redis_url) if settings.redis_url else None,
+    )
     checks = UrlChecks(url_check, media_check)
     # The façade's calls carry this, so the metrics count them once, as REST.
     mark = new_gateway_mark() if metrics is not None else None
@@ -239,6 +249,7 @@ async def _assemble(
         bus,
         channels,
         dispatcher,
+        channel_sync,
         auth,
         checks,
         clock,
@@ -297,7 +308,11 @@ async def _assemble(
         )
 
     channels.bind(build)
-    await _load_channels(channels, settings.channels, await store.stored_channels())
+    # The operator's channels, then the tenants' as stored by every replica.
+    for channel in settings.channels:
+        await channels.load(channel, None)
+    await channel_sync.start()
+    resources.push_async_callback(channel_sync.close)
     # Tests replace the adapters of some channels and keep the rest.
     for channel_id, adapter in adapters.items():
         await channels.use_adapter(channel_id, adapter)
@@ -343,6 +358,7 @@ def _grpc_server(
     bus: EventBus,
     channels: ChannelRegistry,
     dispatcher: Dispatcher,
+    channel_sync: ChannelSync,
     auth: Authenticator,
     checks: UrlChecks,
     clock: Callable[[], int],
@@ -368,7 +384,12 @@ def _grpc_server(
                 stall_seconds=settings.subscriber_stall_seconds,
             ),
             sessions=SessionServicer(store),
-            config=ConfigServicer(channels, store, url_check=checks.submitted),
+            config=ConfigServicer(
+                channels,
+                store,
+                url_check=checks.submitted,
+                channels_changed=channel_sync.changed_here,
+            ),
             customers=CustomerServicer(store),
             webhooks=WebhookServicer(store, on_redrive=wake_webhooks),
         ),
@@ -432,25 +453,6 @@ def _http_app(
     return app
 
 
-async def _load_channels(
-    channels: ChannelRegistry,
-    from_file: Sequence[Channel],
-    stored: Sequence[tuple[str, Channel]],
-) -> None:
-    """The operator's channels, then the tenants'; the channels file wins a clash of ids."""
-    for channel in from_file:
-        await channels.load(channel, None)
-    for owner, channel in stored:
-        if channels.get(channel.channel_id) is not None:
-            log.warning(
-                "tenant %s's channel %s is shadowed by the channels file",
-                owner,
-                channel.channel_id,
-            )
-            continue
-        await channels.load(channel, owner)
-
-
 def _authenticator(
     settings: Settings, store: SqlStore, monotonic: Callable[[], float]
 ) -> Authenticator:
@@ -468,7 +470,9 @@ def _event_bus(settings: Settings) -> EventBus:
 async def _listen(
     resources: AsyncExitStack, app: web.Application, host: str, port: int
 ) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, handle_signals=False, access_log_class=AccessLog)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log_class=AccessLog, logger=ProtocolLogger()
+    )
     await runner.setup()
     resources.push_async_callback(runner.cleanup)
     site = web.TCPSite(runner, host, port)

@@ -122,15 +122,22 @@ class ChannelRegistry:
             raise ValueError(f"channel {channel.channel_id}: {exc!s}") from exc
 
     async def load(self, channel: Channel, owner: str | None) -> ChannelEntry:
-        """Take on a channel at start. A channel whose adapter cannot be built or
-        started is kept, marked unhealthy and logged, so the rest still serve."""
+        """Take on a channel read from configuration or the database, at start or
+        when another replica changed it. A channel whose adapter cannot be built
+        or started is kept, marked unhealthy and logged, so the rest still serve."""
         try:
             adapter = self.build(channel, owner)
             await adapter.start(self._on_receipt)
         except Exception as exc:
             log.error("channel %s is not serving: %s", channel.channel_id, exc)
-            return self._set(ChannelEntry(channel, owner, None, problem=str(exc)))
-        return self._set(ChannelEntry(channel, owner, adapter))
+            entry = ChannelEntry(channel, owner, None, problem=str(exc))
+        else:
+            entry = ChannelEntry(channel, owner, adapter)
+        old = self._entries.get(channel.channel_id)
+        self._set(entry)
+        if old is not None and old.adapter is not None and old.adapter is not entry.adapter:
+            await old.adapter.close()
+        return entry
 
     async def put(self, channel: Channel, owner: str | None) -> ChannelEntry:
         """Add or replace a channel. Bad settings raise ValueError and change

@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import hashlib
 import json
 import os
+import re
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,9 +52,22 @@ from server.gateway.jsonmap import to_json
 
 DEFAULT_TARGET = "localhost:50051"
 CHUNK = 1000  # the most destinations one SendBatch takes
+# Seconds without a status from the stream before the server is asked directly.
+QUIET_S = 5.0
 BATCH_KINDS = ("sms", "email", "rcs", "whatsapp")
 TERMINAL = frozenset({"DELIVERED", "UNDELIVERED", "READ", "CLICKED", "FAILED", "EXPIRED"})
-RESULT_COLUMNS = ("row", "correlationId", "destination", "messageId", "status", "error")
+RESULT_COLUMNS = (
+    "row",
+    "correlationId",
+    "destination",
+    "messageId",
+    "status",
+    "errorCode",
+    "field",
+    "error",
+)
+# A refused row's field as the server names it in a batch request: to[i].<path>.
+_ROW_FIELD = re.compile(r"^to\[(\d+)\](?:\.(.*))?$")
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -169,6 +183,13 @@ def _register_send(subparsers: Any) -> None:
         "substitutions); sent in chunks of 1000",
     )
     send.add_argument("--out", type=Path, help="write per-row results to this CSV (--batch)")
+    send.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RESULT.csv",
+        help="with --batch: send only the rows this earlier result file gives no message "
+        "id, and write the results back to it unless --out says otherwise",
+    )
     send.add_argument(
         "--no-wait",
         action="store_true",
@@ -344,7 +365,12 @@ class Row:
     substitutions: dict[str, str]
     message_id: str = ""
     status: str = ""
+    error_code: str = ""
+    field: str = ""
     error: str = ""
+
+    def refuse(self, code: str, field: str, why: str) -> None:
+        self.status, self.error_code, self.field, self.error = "REJECTED", code, field, why
 
 
 def read_rows(path: Path) -> list[Row]:
@@ -363,9 +389,62 @@ def read_rows(path: Path) -> list[Row]:
     return rows
 
 
+def read_results(path: Path) -> dict[int, tuple[str, str]]:
+    """Row number -> (message id, status) of the rows an earlier run had accepted."""
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or not {"row", "messageId"} <= set(reader.fieldnames):
+                raise CliError(f"{path}: not a result file of 'cimhub send --batch'")
+            return {
+                int(r["row"]): (r["messageId"], r.get("status") or "")
+                for r in reader
+                if r.get("messageId") and (r.get("row") or "").isdigit()
+            }
+    except OSError as exc:
+        raise CliError(f"{path}: {exc.strerror}") from exc
+
+
 def _chunks(rows: list[Row], size: int) -> Iterator[list[Row]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
+    """Rows in the windows of the file they fall in, so a resumed run groups the
+    rows left over the way the first run did."""
+    window: list[Row] = []
+    for row in rows:
+        if window and (row.number - 1) // size != (window[0].number - 1) // size:
+            yield window
+            window = []
+        window.append(row)
+    if window:
+        yield window
+
+
+def request_key(template: messaging_service_pb2.SendBatchRequest, rows: Sequence[Row]) -> str:
+    """An idempotency key from what is sent: the options and these rows of the file.
+
+    A resumed or repeated run sends the same rows under the same key, so the
+    server answers with the messages it already accepted instead of sending
+    them again.
+    """
+    digest = hashlib.sha256(template.SerializeToString(deterministic=True))
+    for row in rows:
+        line = [row.number, row.correlation_id, row.destination, sorted(row.substitutions.items())]
+        digest.update(json.dumps(line).encode())
+    return f"cimhub-cli:{digest.hexdigest()[:48]}"
+
+
+def _row_field(path: str) -> tuple[int, str] | None:
+    """(index in the request, the file's column) of a violation naming one row."""
+    found = _ROW_FIELD.match(path)
+    if found is None:
+        return None
+    rest = found.group(2) or ""
+    if rest.startswith("substitutions."):
+        column = rest.removeprefix("substitutions.")
+    elif rest == "correlationId":
+        column = rest
+    else:
+        column = "to"
+    return int(found.group(1)), column
 
 
 @dataclass
@@ -397,6 +476,8 @@ async def _send_batch(args: argparse.Namespace, channel: grpc.aio.Channel) -> in
         raise CliError("--batch needs --channel sms, email, rcs or whatsapp")
     if not (args.text or args.template):
         raise CliError("give --text or --template")
+    if args.resume is not None and args.batch is None:
+        raise CliError("--resume needs --batch with the file the results are of")
     rows = read_rows(args.batch)
     md = metadata_of(args)
     stub = messaging_service_pb2_grpc.MessagingServiceStub(channel)
@@ -417,12 +498,17 @@ async def _send_batch(args: argparse.Namespace, channel: grpc.aio.Channel) -> in
         TimeElapsedColumn(),
         console=console,
     )
-    sending = progress.add_task("accepted", total=len(rows))
-    final = progress.add_task("final", total=len(rows), visible=wait)
-    tracker.remaining = len(rows)
+    out = args.out or args.resume
+    if args.resume is not None:
+        earlier = read_results(args.resume)
+        for row in rows:
+            row.message_id, row.status = earlier.get(row.number, ("", ""))
+    todo = [row for row in rows if not row.message_id]
+    sending = progress.add_task("accepted", total=len(todo))
+    final = progress.add_task("final", total=len(todo), visible=wait)
+    tracker.remaining = len(todo)
     # Off a terminal the bar cannot redraw; plain lines show progress instead.
     plain = not console.is_terminal
-    run_id = uuid.uuid4().hex
     try:
         if wait:
             # The first item (a heartbeat or an event) shows the subscription is live.
@@ -432,39 +518,31 @@ async def _send_batch(args: argparse.Namespace, channel: grpc.aio.Channel) -> in
             reader = asyncio.create_task(_follow(events, tracker, progress, final))
         with progress:
             sent = 0
-            for chunk in _chunks(rows, CHUNK):
-                request = messaging_service_pb2.SendBatchRequest()
-                request.CopyFrom(template)
-                for row in chunk:
-                    dest = request.to.add(
-                        correlation_id=row.correlation_id,
-                        **_destination(request.channel, row.destination),
-                    )
-                    dest.substitutions.update(row.substitutions)
-                # The same key on a retry: the server answers a repeat with the
-                # first reply instead of sending twice.
-                request.request_id = f"cimhub-cli:{run_id}:{chunk[0].number}"
-                reply = await _send_chunk(stub, request, md, args.timeout)
-                _record(chunk, reply, tracker, progress, final)
+            for chunk in _chunks(todo, CHUNK):
+                accepted, refused = await _send_rows(stub, template, chunk, md, args.timeout)
+                tracker.remaining -= len(refused)
+                progress.advance(final, len(refused))
+                if accepted is not None:
+                    _record(*accepted, tracker, progress, final)
+                elif tracker.remaining <= 0:
+                    tracker.done.set()
                 sent += len(chunk)
                 progress.update(sending, completed=sent)
                 if plain:
-                    print(f"accepted {sent}/{len(rows)}", file=sys.stderr, flush=True)
+                    print(f"accepted {sent}/{len(todo)}", file=sys.stderr, flush=True)
             if wait and tracker.remaining > 0:
-                try:
-                    async with asyncio.timeout(args.wait_timeout):
-                        await tracker.done.wait()
-                except TimeoutError:
-                    await _settle_rest(stub, md, args.timeout, tracker)
+                await _wait_final(stub, md, args, tracker, progress, final)
     finally:
         events.cancel()
         if reader is not None:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
+        # Even when the run stops early: the rows without a message id are
+        # what --resume sends.
+        if out is not None:
+            write_results(out, rows)
     if plain and wait:
-        print(f"final {len(rows) - tracker.remaining}/{len(rows)}", file=sys.stderr, flush=True)
-    if args.out is not None:
-        write_results(args.out, rows)
+        print(f"final {len(todo) - tracker.remaining}/{len(todo)}", file=sys.stderr, flush=True)
     print(_summary(rows), flush=True)
     # Waiting, exit 3 when any row did not end delivered; without waiting, when
     # any row was refused.
@@ -474,6 +552,52 @@ async def _send_batch(args: argparse.Namespace, channel: grpc.aio.Channel) -> in
         else ("ACCEPTED", "SCHEDULED", "SUBMITTED", *TERMINAL)
     )
     return 0 if all(r.status in ok and not r.error for r in rows) else 3
+
+
+async def _send_rows(
+    stub: Any,
+    template: messaging_service_pb2.SendBatchRequest,
+    chunk: list[Row],
+    md: list[tuple[str, str]],
+    deadline: float,
+) -> tuple[tuple[list[Row], messaging_service_pb2.SendBatchResponse] | None, list[Row]]:
+    """Send a chunk's rows; rows the server refuses by name are marked and the
+    rest sent again without them. Returns (the rows sent with the reply, the
+    refused rows)."""
+    pending, refused = list(chunk), list[Row]()
+    while pending:
+        request = messaging_service_pb2.SendBatchRequest()
+        request.CopyFrom(template)
+        for row in pending:
+            dest = request.to.add(
+                correlation_id=row.correlation_id,
+                **_destination(request.channel, row.destination),
+            )
+            dest.substitutions.update(row.substitutions)
+        request.request_id = request_key(template, pending)
+        try:
+            return (pending, await _send_chunk(stub, request, md, deadline)), refused
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                raise
+            error = error_from_status(exc.code(), exc.details() or "", exc.trailing_metadata())
+        named: dict[int, tuple[str, str]] = {}
+        for violation in error.errors:
+            at = _row_field(violation.field)
+            if at is not None and at[0] < len(pending):
+                named.setdefault(at[0], (at[1], violation.description))
+        if not named:
+            # The request as a whole is refused (its text, say): so is every row.
+            where = error.errors[0].field if error.errors else ""
+            why = error.errors[0].description if error.errors else error.message
+            for row in pending:
+                row.refuse(error.reason, where, why)
+            return None, refused + pending
+        for index, (column, why) in named.items():
+            pending[index].refuse(error.reason, column, why)
+            refused.append(pending[index])
+        pending = [row for i, row in enumerate(pending) if i not in named]
+    return None, refused
 
 
 async def _send_chunk(
@@ -508,7 +632,7 @@ def _record(
 ) -> None:
     for row, result in zip(chunk, reply.results, strict=False):
         if result.error:
-            row.error, row.status = result.error, "REJECTED"
+            row.refuse("DESTINATION_REFUSED", "to", result.error)
             tracker.remaining -= 1
             progress.advance(final_task)
             continue
@@ -540,10 +664,42 @@ async def _follow(call: Any, tracker: _Tracker, progress: Progress, final_task: 
                 progress.advance(final_task)
 
 
-async def _settle_rest(
-    stub: Any, md: list[tuple[str, str]], deadline: float, tracker: _Tracker
+async def _wait_final(
+    stub: Any,
+    md: list[tuple[str, str]],
+    args: argparse.Namespace,
+    tracker: _Tracker,
+    progress: Progress,
+    final_task: TaskID,
 ) -> None:
-    """After the wait: ask for what the stream did not tell us."""
+    """Wait for every row's final status, asking the server when the stream is quiet.
+
+    Messages that were final before this run (a resumed run is answered with
+    messages sent earlier) never appear on the stream.
+    """
+    loop = asyncio.get_running_loop()
+    end = loop.time() + args.wait_timeout
+    while tracker.remaining > 0 and (left := end - loop.time()) > 0:
+        heard = len(tracker.seen)
+        try:
+            async with asyncio.timeout(min(QUIET_S, left)):
+                await tracker.done.wait()
+        except TimeoutError:
+            if len(tracker.seen) == heard:
+                await _settle_rest(stub, md, args.timeout, tracker, progress, final_task)
+    if tracker.remaining > 0:
+        await _settle_rest(stub, md, args.timeout, tracker, progress, final_task)
+
+
+async def _settle_rest(
+    stub: Any,
+    md: list[tuple[str, str]],
+    deadline: float,
+    tracker: _Tracker,
+    progress: Progress,
+    final_task: TaskID,
+) -> None:
+    """Ask for the statuses the stream did not tell us."""
     pending = [row for row in tracker.wanted.values() if row.status not in TERMINAL]
 
     async def settle(row: Row) -> None:
@@ -552,7 +708,11 @@ async def _settle_rest(
             metadata=md,
             timeout=deadline,
         )
-        row.status = _status_name(reply.message.status)
+        status = _status_name(reply.message.status)
+        if tracker.update(row.message_id, status):
+            progress.advance(final_task)
+        elif status not in TERMINAL:
+            row.status = status
 
     for start in range(0, len(pending), 50):
         await asyncio.gather(*(settle(row) for row in pending[start : start + 50]))
@@ -564,7 +724,16 @@ def write_results(path: Path, rows: Sequence[Row]) -> None:
         writer.writerow(RESULT_COLUMNS)
         for r in rows:
             writer.writerow(
-                (r.number, r.correlation_id, r.destination, r.message_id, r.status, r.error)
+                (
+                    r.number,
+                    r.correlation_id,
+                    r.destination,
+                    r.message_id,
+                    r.status,
+                    r.error_code,
+                    r.field,
+                    r.error,
+                )
             )
 
 

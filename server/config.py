@@ -91,6 +91,9 @@ class Settings:
     redis_stream_max_len: int = 100_000
     # Claim loops per process; all of them share the channel bounds.
     dispatch_workers: int = 1
+    # How often a replica looks for channels created, changed or deleted
+    # elsewhere; with Redis, such changes also arrive at once as a notice.
+    channel_sync_interval: float = 1.0
     # -- authentication --
     # A key the server makes sure exists (tenant "default") at start; without
     # it, an empty database gets a fresh key printed once.
@@ -195,6 +198,8 @@ class Settings:
             s = replace(s, log_format=env["CIMHUB_LOG_FORMAT"].strip().lower())
         if "CIMHUB_DISPATCH_WORKERS" in env:
             s = replace(s, dispatch_workers=max(1, int(env["CIMHUB_DISPATCH_WORKERS"])))
+        if "CIMHUB_CHANNEL_SYNC_SECONDS" in env:
+            s = replace(s, channel_sync_interval=float(env["CIMHUB_CHANNEL_SYNC_SECONDS"]))
         return _auth_from_env(s, env)
 
 

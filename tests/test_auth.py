@@ -282,3 +282,18 @@ async def test_an_empty_database_gets_one_printed_key_at_first_start(
         async with running_hub(db_url) as hub:
             assert (await _grpc_outcome(hub, _key()))[0] == "OK"
             assert (await _grpc_outcome(hub, _key(api_id, secret)))[0] == "OK"
+
+
+async def test_a_revoked_bootstrap_key_stays_revoked_across_a_restart(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_hub(db_url) as hub:
+        assert (await _grpc_outcome(hub, _key()))[0] == "OK"
+    db = ["--database-url", db_url]
+    assert await asyncio.to_thread(cli_main, ["keys", "revoke", TEST_API_ID, *db]) == 0
+    # Started again with the same CIMHUB_BOOTSTRAP_API_ID/KEY settings.
+    with caplog.at_level("WARNING", logger="server.api.bootstrap"):
+        async with running_hub(db_url) as hub:
+            assert (await _grpc_outcome(hub, _key()))[0] == "UNAUTHENTICATED"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(f"bootstrap key {TEST_API_ID} is revoked" in w for w in warnings)

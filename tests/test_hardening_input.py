@@ -9,15 +9,18 @@ and never a 5xx, UNKNOWN or INTERNAL; after each table /healthz still answers.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import logging
 import time
 from typing import Any
 
 import aiohttp
 import grpc
+import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -426,3 +429,41 @@ async def _post_text(http: aiohttp.ClientSession, url: str) -> tuple[int, str]:
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     async with http.post(url, data=b"MessageSid=SM1&MessageStatus=delivered", headers=form) as r:
         return r.status, await r.text()
+
+
+# -- 5. HTTP that does not parse -------------------------------------------------------
+KEY_WITH_NUL = "x-api-key: not-for-the-log-0123456789\x00"
+RAW_REQUESTS = [
+    ("NUL in a header value", "X-Probe: a\x00b"),
+    ("NUL in a header name", "X-Pro\x00be: a"),
+    ("bare CR in a header value", "X-Probe: a\rb"),
+    ("NUL in a key header", KEY_WITH_NUL),
+]
+
+
+async def _raw_get(port: int, header: str) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET /healthz HTTP/1.1\r\nHost: hub\r\n{header}\r\n\r\n".encode("latin-1"))
+        await writer.drain()
+        async with asyncio.timeout(10):
+            return await reader.read()  # the server closes after refusing
+    finally:
+        writer.close()
+
+
+async def test_malformed_http_is_one_info_line_not_a_traceback(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_hub(db_url) as hub:
+        for name, header in RAW_REQUESTS:
+            caplog.clear()
+            with caplog.at_level(logging.INFO):
+                reply = await _raw_get(hub.http_port, header)
+            assert reply.startswith(b"HTTP/1.") and b" 400 " in reply.split(b"\r\n")[0], name
+            noisy = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+            assert not noisy, f"{name}: {[r.getMessage() for r in noisy]}"
+            refusals = [r for r in caplog.records if "malformed HTTP request" in r.getMessage()]
+            assert len(refusals) == 1 and refusals[0].levelno == logging.INFO, name
+            assert "not-for-the-log" not in caplog.text, name
+        await assert_healthy(hub)

@@ -15,9 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
+from cim.v1 import messaging_service_pb2 as m
+from cim.v1 import messaging_service_pb2_grpc as mg
 from server.api.context import DEFAULT_TENANT
-from support.hub import rest_session, running_hub
+from support.hub import channel_to, rest_session, running_hub
 
 SEEDS = Path(__file__).parent / "seeds"
 V2 = "/api/v2/message/send"
@@ -297,6 +303,19 @@ def rejection_cases(now: datetime) -> list[tuple[str, Any, str]]:
             "content.attachments",
         ),
         ("email without subject", email(content={"type": "text", "text": "hi"}), "content.subject"),
+        (
+            "email subject with CRLF",
+            email(content={"type": "text", "subject": "Hi\r\nBcc: x@evil.example", "text": "x"}),
+            "content.subject",
+        ),
+        ("email subject with LF", email_content(subject="Hi\nthere"), "content.subject"),
+        ("email subject with CR", email_content(subject="Hi\rthere"), "content.subject"),
+        (
+            "email fromName with CRLF",
+            email(options={"fromName": "Shop\r\nBcc: x@evil.example"}),
+            "options.fromName",
+        ),
+        ("email fromName with LF", email(options={"fromName": "Shop\n"}), "options.fromName"),
         ("email type sms-only", email(content={"type": "unicode", "subject": "s"}), "content.type"),
         (
             "whatsapp image without url",
@@ -623,3 +642,36 @@ async def test_far_future_expiry_is_a_400_not_a_500(db_url: str) -> None:
             if resp.status != 400 or fields != [field]:
                 wrong.append(f"{name}: {resp.status} {fields}")
         assert not wrong, "\n".join(wrong)
+
+
+async def test_line_breaks_in_email_headers_are_refused_over_grpc(db_url: str) -> None:
+    def batch(subject: str, from_name: str) -> m.SendBatchRequest:
+        return m.SendBatchRequest(
+            channel="email",
+            from_address="offers@brand.example.org",
+            to=[m.BatchDestination(email=["john.smith@example.com"])],
+            content=m.BatchContent(type="text", subject=subject, text="hello"),
+            options=m.BatchOptions(from_name=from_name),
+        )
+
+    cases = [
+        (batch("Hi\r\nBcc: x@evil.example", "Shop"), ["content.subject"]),
+        (batch("Hi", "Shop\nBcc: x@evil.example"), ["options.fromName"]),
+        (batch("Hi\r", "Shop\r"), ["content.subject", "options.fromName"]),
+    ]
+    async with running_hub(db_url) as hub, channel_to(hub) as channel:
+        stub = mg.MessagingServiceStub(channel)
+        for request, fields in cases:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.SendBatch(request)
+            status = rpc_status.from_call(caught.value)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            found = []
+            for detail in status.details if status else ():
+                bad = error_details_pb2.BadRequest()
+                if detail.Unpack(bad):
+                    found.extend(v.field for v in bad.field_violations)
+            assert sorted(found) == fields
+        # The same fields on one line are sent.
+        sent = await stub.SendBatch(batch("Hi there", "Shop"))
+        assert sent.results[0].message_id

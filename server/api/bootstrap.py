@@ -23,12 +23,21 @@ async def bootstrap_keys(settings: Settings, store: SqlStore) -> None:
 
 async def _bootstrap(settings: Settings, store: SqlStore) -> None:
     if settings.bootstrap_api_id:
-        changed = await store.ensure_api_key(
+        outcome = await store.ensure_api_key(
             DEFAULT_TENANT, settings.bootstrap_api_id, settings.bootstrap_api_key
         )
-        if changed:
+        if outcome == "revoked":
+            log.warning(
+                "the configured bootstrap key %s is revoked and stays so; "
+                "configure another api id or remove CIMHUB_BOOTSTRAP_API_ID",
+                settings.bootstrap_api_id,
+            )
+        elif outcome != "unchanged":
             log.info(
-                "bootstrap key %s set for tenant %s", settings.bootstrap_api_id, DEFAULT_TENANT
+                "bootstrap key %s %s for tenant %s",
+                settings.bootstrap_api_id,
+                outcome,
+                DEFAULT_TENANT,
             )
     elif await store.count_tenants() == 0:
         await store.create_tenant(DEFAULT_TENANT, "Default")

@@ -220,10 +220,13 @@ class ConfigServicer(pb_grpc.ConfigServiceServicer):
         store: SqlStore,
         *,
         url_check: Callable[[str], str | None] | None = None,
+        channels_changed: Callable[[], None] | None = None,
     ) -> None:
         # Refuses webhook URLs and tenant channel endpoints the outbound guard
         # would refuse, at submit time.
         self._url_check = url_check or (lambda _url: None)
+        # Tells the other replicas once a channel change is stored.
+        self._channels_changed = channels_changed or (lambda: None)
         self._channels = channels
         self._store = store
 
@@ -288,6 +291,7 @@ class ConfigServicer(pb_grpc.ConfigServiceServicer):
             raise invalid([FieldViolation("channelId", "is not available; choose another id")])
         channel = self._checked(tenant, request.channel)
         await self._store.insert_channel(tenant, channel)
+        self._channels_changed()
         entry = await self._channels.put(channel, tenant)
         return pb.CreateChannelResponse(channel=channel_to_proto(entry))
 
@@ -298,6 +302,7 @@ class ConfigServicer(pb_grpc.ConfigServiceServicer):
         self._owned(tenant, request.channel.channel_id)
         channel = self._checked(tenant, request.channel)
         await self._store.replace_channel(tenant, channel)
+        self._channels_changed()
         entry = await self._channels.put(channel, tenant)
         return pb.UpdateChannelResponse(channel=channel_to_proto(entry))
 
@@ -307,6 +312,7 @@ class ConfigServicer(pb_grpc.ConfigServiceServicer):
         tenant = tenant_of(context)
         self._owned(tenant, request.channel_id)
         await self._store.delete_channel(tenant, request.channel_id)
+        self._channels_changed()
         await self._channels.remove(request.channel_id)
         return pb.DeleteChannelResponse()
 

@@ -106,6 +106,9 @@ class Dispatcher:
         self._sending: dict[str, asyncio.Semaphore] = {}
         self._pacers: dict[str, SendPacer] = {}
         self._make_pacer = pacer_for or (lambda c: Pacer(c.tps))
+        # Channels deleted while this process served them, whose unsent
+        # messages are still to be failed.
+        self._deleted: set[str] = set()
         for entry in channels.entries():
             self.set_channel(entry.channel)
         channels.on_change(self._channel_changed)
@@ -113,8 +116,12 @@ class Dispatcher:
     def _channel_changed(self, channel_id: str, entry: ChannelEntry | None) -> None:
         if entry is None:
             self.forget_channel(channel_id)
+            # Its messages can no longer be sent from anywhere.
+            self._deleted.add(channel_id)
         else:
+            self._deleted.discard(channel_id)
             self.set_channel(entry.channel)
+        self._wake.set()
 
     def set_channel(self, channel: Channel) -> None:
         """Take on a channel's limits: at start, and when one is created or changed at runtime."""
@@ -185,6 +192,11 @@ class Dispatcher:
                         claimed = await self._claim(min(room, self._batch_size))
                     except Exception as exc:
                         _log_failure("claiming due messages", exc)
+                if worker == 0 and self._deleted:
+                    try:
+                        await self._fail_deleted()
+                    except Exception as exc:
+                        _log_failure("failing the messages of deleted channels", exc)
                 for delivery in claimed:
                     self._per_channel[delivery.channel_id] = (
                         self._per_channel.get(delivery.channel_id, 0) + 1
@@ -201,7 +213,13 @@ class Dispatcher:
                 await asyncio.sleep(CLAIM_GAP_S)
 
     async def _claim(self, room: int) -> list[Delivery]:
-        """Claim up to room deliveries without exceeding any channel's own bound."""
+        """Claim up to room deliveries without exceeding any channel's own bound.
+
+        Only the channels this process has loaded are claimed: a channel just
+        created on another replica is left to the replicas that know it.
+        """
+        if not self._channel_bounds:
+            return []
         open_channels = [
             channel_id
             for channel_id, bound in self._channel_bounds.items()
@@ -211,15 +229,13 @@ class Dispatcher:
             # No channel is at its bound: one claim, then trim per channel. It
             # asks for no more than the channels have room for in all, or with
             # one busy channel most of a claim would go straight back.
-            space = (
-                sum(
-                    bound - self._per_channel.get(channel_id, 0)
-                    for channel_id, bound in self._channel_bounds.items()
-                )
-                if self._channel_bounds
-                else room  # only unknown channels, which fail without a send
+            space = sum(
+                bound - self._per_channel.get(channel_id, 0)
+                for channel_id, bound in self._channel_bounds.items()
             )
-            claimed = await self._store.claim_due(min(room, space), self._lease_ms)
+            claimed = await self._store.claim_due(
+                min(room, space), self._lease_ms, channels=list(self._channel_bounds)
+            )
         else:
             claimed = []
             for channel_id in open_channels:
@@ -245,6 +261,21 @@ class Dispatcher:
         if surplus:
             await self._store.release_many(surplus)
         return kept
+
+    async def _fail_deleted(self) -> None:
+        """Fail what is left unsent on channels deleted here or on another replica."""
+        for channel_id in list(self._deleted):
+            left = await self._store.claim_due(
+                self._batch_size, self._lease_ms, channels=[channel_id]
+            )
+            for delivery in left:
+                await self._store.finish(
+                    delivery.message_id,
+                    DeliveryStatus.FAILED,
+                    f"no adapter for channel {channel_id}: the channel was deleted",
+                )
+            if len(left) < self._batch_size:
+                self._deleted.discard(channel_id)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         channel_id = self._in_flight.pop(task, None)

@@ -19,6 +19,7 @@ from server.domain.limits import (
     body_problem,
     check_content,
     check_free_text,
+    one_line,
     past_body_limit,
 )
 from server.domain.models import Channel, OutboundDraft, conversation_for
@@ -128,6 +129,7 @@ def plan_batch(
     )
     _check_body(kind, send, template, problems)
     if kind == "email":
+        one_line(problems, "options.fromName", send.options.get("fromName", ""))
         for name, listed in (("cc", send.cc), ("bcc", send.bcc)):
             for i, value in enumerate(listed):
                 try:

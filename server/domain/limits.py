@@ -114,10 +114,17 @@ def max_chars(problems: list[FieldViolation], path: str, text: str, limit: int) 
         problems.append(FieldViolation(path, f"at most {limit} characters, got {len(text)}"))
 
 
+def one_line(problems: list[FieldViolation], path: str, text: Any) -> None:
+    """Text that becomes a mail header: a line break in it would start a header of its own."""
+    if isinstance(text, str) and ("\r" in text or "\n" in text):
+        problems.append(FieldViolation(path, "must not contain a line break (CR or LF)"))
+
+
 def _check_email(content: Mapping[str, Any]) -> list[FieldViolation]:
     problems: list[FieldViolation] = []
     _need(problems, content, "subject", "required")
     max_chars(problems, "content.subject", content.get("subject", ""), EMAIL_SUBJECT_MAX)
+    one_line(problems, "content.subject", content.get("subject", ""))
     if content["type"] == "text":
         _need(problems, content, "text")
     else:

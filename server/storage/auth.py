@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import Literal
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -12,6 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from server.domain.errors import Code, DomainError, not_found
 from server.storage.schema import api_keys, apps, tenants
 from server.storage.writer import Tx
+
+# What making sure of a configured key found and did.
+EnsuredKey = Literal["created", "updated", "unchanged", "revoked"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,26 +112,28 @@ async def create_key(
     return key
 
 
-async def ensure_key(tx: Tx, tenant_id: str, api_id: str, secret: str) -> bool:
-    """Make the given key exist and be live for tenant_id; True when anything changed."""
+async def ensure_key(tx: Tx, tenant_id: str, api_id: str, secret: str) -> EnsuredKey:
+    """Make the given key exist for tenant_id, unless it was revoked."""
     await ensure_tenant(tx, tenant_id)
     found = await get_key(tx.conn, api_id)
     if found is None:
         await create_key(tx, tenant_id, tenant_id, api_id=api_id, secret=secret)
-        return True
+        return "created"
     if found.tenant_id != tenant_id:
         raise DomainError(
             Code.ALREADY_EXISTS, "API_ID_EXISTS", f"api id {api_id!r} belongs to another tenant"
         )
-    if found.secret_sha256 == digest(secret) and found.revoked_at is None:
-        return False
+    if found.revoked_at is not None:
+        # A revocation is an operator's decision; configuration left behind
+        # must not undo it. A new key needs a new api id.
+        return "revoked"
+    if found.secret_sha256 == digest(secret):
+        return "unchanged"
     # The configured secret is the truth: a changed one replaces the stored digest.
     await tx.conn.execute(
-        update(api_keys)
-        .where(api_keys.c.api_id == api_id)
-        .values(secret_sha256=digest(secret), revoked_at=None)
+        update(api_keys).where(api_keys.c.api_id == api_id).values(secret_sha256=digest(secret))
     )
-    return True
+    return "updated"
 
 
 async def get_key(conn: AsyncConnection, api_id: str) -> KeyRecord | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.customer import GlobalVar
@@ -88,6 +88,21 @@ async def all_channels(conn: AsyncConnection) -> list[tuple[str, Channel]]:
     """Every stored channel with its owning tenant, for loading at start."""
     rows = (await conn.execute(select(channels).order_by(channels.c.created_at))).all()
     return [(r.tenant_id, _channel(r.channel_id, dict(r.config))) for r in rows]
+
+
+async def channels_fingerprint(conn: AsyncConnection) -> tuple[int, int, int]:
+    """A cheap summary of the channels table that changes with every insert,
+    update and delete, so replicas can poll it instead of re-reading every row."""
+    row = (
+        await conn.execute(
+            select(
+                func.count(),
+                func.coalesce(func.max(channels.c.updated_at), 0),
+                func.coalesce(func.sum(channels.c.updated_at), 0),
+            ).select_from(channels)
+        )
+    ).one()
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 async def insert_channel(tx: Tx, tenant_id: str, c: Channel) -> Channel:

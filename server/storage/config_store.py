@@ -40,6 +40,10 @@ class ConfigStoreMixin:
         async with self.engine.connect() as conn:
             return await config_data.all_channels(conn)
 
+    async def channels_fingerprint(self) -> tuple[int, int, int]:
+        async with self.engine.connect() as conn:
+            return await config_data.channels_fingerprint(conn)
+
     async def insert_channel(self, tenant_id: str, channel: Channel) -> Channel:
         return await self._writer.submit(
             lambda tx: config_data.insert_channel(tx, tenant_id, channel)

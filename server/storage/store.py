@@ -407,7 +407,7 @@ class SqlStore(ConfigStoreMixin, WebhookStoreMixin):
             lambda tx: keys.create_key(tx, tenant_id, app_id or tenant_id)
         )
 
-    async def ensure_api_key(self, tenant_id: str, api_id: str, secret: str) -> bool:
+    async def ensure_api_key(self, tenant_id: str, api_id: str, secret: str) -> keys.EnsuredKey:
         return await self._writer.submit(lambda tx: keys.ensure_key(tx, tenant_id, api_id, secret))
 
     async def get_api_key(self, api_id: str) -> keys.KeyRecord | None:
