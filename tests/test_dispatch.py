@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import replace
 
 from cim.v1 import config_service_pb2 as cfg
@@ -156,11 +157,20 @@ async def test_a_channel_never_has_more_in_flight_than_its_bound(db_url: str) ->
             super().__init__()
             self.current = 0
             self.peak = 0
+            self.full = asyncio.Event()
 
         async def send(self, delivery):  # type: ignore[no-untyped-def]
             self.current += 1
             self.peak = max(self.peak, self.current)
+            if self.current >= 3:
+                self.full.set()
             try:
+                # The first sends wait for the channel to fill (or long enough to
+                # show it never does), so the bound is reached however slowly a
+                # loaded machine starts each send; later ones are merely slow.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(2):
+                        await self.full.wait()
                 await asyncio.sleep(0.05)
                 return await super().send(delivery)
             finally:

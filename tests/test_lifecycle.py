@@ -85,6 +85,7 @@ async def test_reflection_lists_the_cim_services_plus_health_and_reflection(
         "cim.v1.SessionService",
         "cim.v1.ConfigService",
         "cim.v1.CustomerService",
+        "cim.v1.WebhookService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     }
