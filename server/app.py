@@ -168,7 +168,14 @@ async def _assemble(
             wake()
 
     metrics = HubMetrics(clock_ms=clock) if settings.metrics_enabled else None
-    store = await SqlStore.open(settings.database_url, publish, clock=clock, observer=metrics)
+    store = await SqlStore.open(
+        settings.database_url,
+        publish,
+        clock=clock,
+        observer=metrics,
+        connect_timeout=settings.db_connect_timeout_s,
+        command_timeout=settings.db_command_timeout_s or None,
+    )
     resources.push_async_callback(store.close)
     if metrics is not None:
         metrics.watch_outbox(store.outbox_stats)

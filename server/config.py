@@ -47,6 +47,11 @@ class Settings:
     grpc_port: int = 50051
     http_port: int = 8080
     database_url: str = "sqlite+aiosqlite:///var/cimhub.db"
+    # PostgreSQL: how long opening (or waiting for) a connection may take, and
+    # how long one statement may go unanswered (0: no bound); past either the
+    # request fails as UNAVAILABLE instead of hanging.
+    db_connect_timeout_s: float = 5.0
+    db_command_timeout_s: float = 30.0
     channels: tuple[Channel, ...] = field(default=DEFAULT_CHANNELS)
     shutdown_grace: float = 5.0
     heartbeat_seconds: float = 15.0
@@ -140,6 +145,8 @@ class Settings:
                     f"JWT secret for app {app_id!r} decodes to {len(decoded)} bytes;"
                     f" at least {JWT_SECRET_MIN_BYTES} are required"
                 )
+        if self.db_connect_timeout_s <= 0 or self.db_command_timeout_s < 0:
+            raise ValueError("database connect timeout must be positive, command timeout >= 0")
         if self.log_format not in ("text", "json"):
             raise ValueError(f"log format must be text or json, got {self.log_format!r}")
         if self.rate_per_s <= 0 or self.rate_burst < 1:
@@ -229,6 +236,8 @@ def _auth_from_env(s: Settings, env: Mapping[str, str]) -> Settings:
         "CIMHUB_MAX_GRPC_MESSAGE_BYTES": ("max_grpc_message_bytes", int),
         "CIMHUB_RECEIPT_TIMEOUT_MS": ("receipt_timeout_ms", int),
         "CIMHUB_RECEIPT_SWEEP_SECONDS": ("receipt_sweep_interval", float),
+        "CIMHUB_DB_CONNECT_TIMEOUT_SECONDS": ("db_connect_timeout_s", float),
+        "CIMHUB_DB_COMMAND_TIMEOUT_SECONDS": ("db_command_timeout_s", float),
     }
     for name, (attr, kind) in numbers.items():
         if name in env:

@@ -39,7 +39,12 @@ from server.storage import templates as tmpl
 from server.storage import webhooks as hooks
 from server.storage.coalesce import Coalesced
 from server.storage.config_store import ConfigStoreMixin
-from server.storage.db import is_sqlite, make_engine
+from server.storage.db import (
+    PG_COMMAND_TIMEOUT_S,
+    PG_CONNECT_TIMEOUT_S,
+    is_sqlite,
+    make_engine,
+)
 from server.storage.inbound import ReceiveOutcome
 from server.storage.messages import AcceptResult, IdempotencyKey
 from server.storage.stats import OutboxStats
@@ -67,10 +72,19 @@ class SqlStore(ConfigStoreMixin, WebhookStoreMixin):
         run_migrations: bool = True,
         clock: Callable[[], int] = now_ms,
         observer: CommitObserver | None = None,
+        connect_timeout: float = PG_CONNECT_TIMEOUT_S,
+        command_timeout: float | None = PG_COMMAND_TIMEOUT_S,
     ) -> SqlStore:
-        engine = make_engine(url)
-        if run_migrations:
-            await migrate.upgrade(engine)
+        engine = make_engine(url, connect_timeout=connect_timeout, command_timeout=command_timeout)
+        if run_migrations and is_sqlite(url):
+            await migrate.upgrade(engine)  # the same engine: an in-memory database is per engine
+        elif run_migrations:
+            # A migration may rewrite a large table: no statement bound for it.
+            migrating = make_engine(url, connect_timeout=connect_timeout, command_timeout=None)
+            try:
+                await migrate.upgrade(migrating)
+            finally:
+                await migrating.dispose()
         # SQLite has one writer anyway; PostgreSQL gains from a few in parallel.
         workers = 1 if is_sqlite(url) else 4
         writer = Writer(engine, publish, workers=workers, clock=clock, observer=observer)
