@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import text
@@ -31,7 +31,16 @@ from server.domain.status import DeliveryStatus
 from server.storage import activities as acts
 from server.storage import attempts as attempt_log
 from server.storage import auth as keys
-from server.storage import contacts, conversations, inbound, lifecycle, migrate, receipts, stats
+from server.storage import (
+    contacts,
+    conversations,
+    inbound,
+    lifecycle,
+    migrate,
+    receipt_timeouts,
+    receipts,
+    stats,
+)
 from server.storage import events as event_log
 from server.storage import messages as msgs
 from server.storage import sessions as sess
@@ -225,8 +234,17 @@ class SqlStore(ConfigStoreMixin, WebhookStoreMixin):
 
         await self._writer.submit(work)
 
-    async def expire_unconfirmed(self, timeout_ms: int) -> int:
-        return await self._writer.submit(lambda tx: receipts.expire_unconfirmed(tx, timeout_ms))
+    async def take_unconfirmed(
+        self, rules: receipt_timeouts.ReceiptRules, askable: Collection[str]
+    ) -> receipt_timeouts.Taken:
+        return await self._writer.submit(lambda tx: receipt_timeouts.take(tx, rules, askable))
+
+    async def still_on_its_way(
+        self, message_id: str, said: str, rules: receipt_timeouts.ReceiptRules
+    ) -> bool:
+        return await self._writer.submit(
+            lambda tx: receipt_timeouts.still_on_its_way(tx, message_id, said, rules)
+        )
 
     async def reconcile_receipts(self) -> int:
         return await self._writer.submit(lambda tx: receipts.reconcile(tx))
