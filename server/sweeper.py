@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from server.aio import cancel_and_wait
+from server.aio import cancel_and_wait, supervised
 from server.storage.store import SqlStore
 
 log = logging.getLogger(__name__)
@@ -19,7 +19,7 @@ class InactivitySweeper:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="session-sweeper")
+        self._task = supervised(self._run(), "session-sweeper")
 
     async def close(self) -> None:
         if self._task is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from server.aio import cancel_and_wait, log_failure
+from server.aio import cancel_and_wait, supervised
 from server.channels import ChannelRegistry
 from server.dispatch.receipts import record_receipt
 from server.domain.models import Receipt
@@ -48,8 +48,7 @@ class ReceiptTimeoutSweeper:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="receipt-sweeper")
-        self._task.add_done_callback(log_failure)
+        self._task = supervised(self._run(), "receipt-sweeper")
 
     async def close(self) -> None:
         if self._task is not None:
