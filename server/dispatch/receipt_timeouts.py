@@ -64,7 +64,7 @@ class ReceiptTimeoutSweeper:
         }
         settled = 0
         while True:
-            taken = await self._store.take_unconfirmed(self._rules, askable)
+            taken = await self._store.take_unconfirmed(self._rules, askable, ROUND_LIMIT)
             settled += taken.expired
             answers = await asyncio.gather(*(self._ask(u) for u in taken.to_ask))
             settled += sum(answers)

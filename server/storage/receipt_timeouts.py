@@ -56,7 +56,7 @@ def _waited(rules: ReceiptRules) -> str:
     return f"no receipt from the provider within {rules.timeout_ms // 1000} s of submission"
 
 
-async def take(tx: Tx, rules: ReceiptRules, askable: Collection[str], limit: int = 200) -> Taken:
+async def take(tx: Tx, rules: ReceiptRules, askable: Collection[str], limit: int) -> Taken:
     """Expire the messages that cannot or may no longer be asked about, and
     claim the others for one question each."""
     now = tx.now

@@ -235,9 +235,11 @@ class SqlStore(ConfigStoreMixin, WebhookStoreMixin):
         await self._writer.submit(work)
 
     async def take_unconfirmed(
-        self, rules: receipt_timeouts.ReceiptRules, askable: Collection[str]
+        self, rules: receipt_timeouts.ReceiptRules, askable: Collection[str], limit: int
     ) -> receipt_timeouts.Taken:
-        return await self._writer.submit(lambda tx: receipt_timeouts.take(tx, rules, askable))
+        return await self._writer.submit(
+            lambda tx: receipt_timeouts.take(tx, rules, askable, limit)
+        )
 
     async def still_on_its_way(
         self, message_id: str, said: str, rules: receipt_timeouts.ReceiptRules
