@@ -90,6 +90,8 @@ async def take(tx: Tx, rules: ReceiptRules, askable: Collection[str], limit: int
             reason = (
                 f"{_waited(rules)}; status queries gave no final status "
                 f"in the {rules.query_ceiling_ms // 1000} s after that"
+                if rules.query_ceiling_ms
+                else _waited(rules)  # asking is switched off
             )
         else:
             to_ask.append(
