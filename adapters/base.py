@@ -22,8 +22,10 @@ from server.domain.provider import (
     InboundMessage,
     PermanentProviderError,
     ProviderError,
+    ProviderStatus,
     ReceiptSink,
     RetryableProviderError,
+    StatusQuery,
 )
 from server.net.http import OutboundError, OutboundHttp, blocked_address, client_tracing
 
@@ -41,10 +43,12 @@ __all__ = [
     "InboundMessage",
     "PermanentProviderError",
     "ProviderError",
+    "ProviderStatus",
     "Receipt",
     "ReceiptSink",
     "RetryableProviderError",
     "Secret",
+    "StatusQuery",
     "raise_for_status",
     "retry_after_seconds",
     "secret_setting",

@@ -3,7 +3,8 @@
 Sends with the 2010-04-01 REST API (form-encoded POST to the account's
 Messages resource, HTTP basic auth with the Account SID and auth token) and
 takes Twilio's calls back to us: status callbacks for what we sent and the
-incoming-message webhook, both signed with X-Twilio-Signature.
+incoming-message webhook, both signed with X-Twilio-Signature. A message whose
+status callback never came can be looked up (GET on its Message resource).
 
 Channel settings (channels file):
     account_sid            the AC... SID, also the basic-auth user name
@@ -21,7 +22,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from adapters import sms_encoding
 from adapters.base import (
@@ -34,6 +35,7 @@ from adapters.base import (
     HttpProviderClient,
     InboundMessage,
     PermanentProviderError,
+    ProviderStatus,
     Receipt,
     ReceiptSink,
     RetryableProviderError,
@@ -68,6 +70,10 @@ _STATUS: Mapping[str, DeliveryStatus | None] = {
     "read": DeliveryStatus.READ,
     "canceled": DeliveryStatus.FAILED,
 }
+
+# A looked-up message that Twilio reports "sent" is still waiting for the
+# carrier's word, which is what the hub asked about: no final answer yet.
+_QUERIED: Mapping[str, DeliveryStatus | None] = {**_STATUS, "sent": None}
 
 # MessageStatus values Twilio uses for messages that reached us.
 _INBOUND_STATUSES = frozenset({"received", "receiving"})
@@ -129,7 +135,7 @@ class TwilioSmsAdapter:
             connect_timeout=min(3.0, timeout),
             guard=ctx.fetcher if tenant_owned else None,
         )
-        self._path = f"/2010-04-01/Accounts/{self._account_sid}/Messages.json"
+        self._messages = f"/2010-04-01/Accounts/{self._account_sid}/Messages"
         self._receipts: ReceiptSink | None = None
 
     def __repr__(self) -> str:
@@ -180,7 +186,10 @@ class TwilioSmsAdapter:
     async def send(self, delivery: Delivery) -> Accepted:
         form, text = self._form(delivery)
         status, body, headers = await self._http.request(
-            "POST", self._path, data=form, headers={"Authorization": self._basic_auth()}
+            "POST",
+            self._messages + ".json",
+            data=form,
+            headers={"Authorization": self._basic_auth()},
         )
         if 200 <= status < 300:
             sid = body.get("sid") if isinstance(body, dict) else None
@@ -189,6 +198,29 @@ class TwilioSmsAdapter:
                 raise PermanentProviderError(f"{status} without a message sid", "BAD_RESPONSE")
             return Accepted(str(sid), segments=sms_encoding.segments(text))
         raise _error(status, body, headers)
+
+    # -- looking a message up ----------------------------------------------
+
+    async def query_status(self, provider_message_id: str) -> ProviderStatus:
+        """Fetch the Message resource; its status is the one callbacks carry."""
+        path = f"{self._messages}/{quote(provider_message_id, safe='')}.json"
+        status, body, headers = await self._http.request(
+            "GET", path, headers={"Authorization": self._basic_auth()}
+        )
+        if not 200 <= status < 300:
+            raise _error(status, body, headers)
+        info = body if isinstance(body, dict) else {}
+        said = str(info.get("status") or "")
+        if not said:
+            raise RetryableProviderError(f"{status} without a message status", "BAD_RESPONSE")
+        # Anything Twilio may add later is taken as "not final yet".
+        mapped = _QUERIED.get(said)
+        code, message = info.get("error_code"), info.get("error_message")
+        parts = [str(p) for p in (code, message) if p not in (None, "")]
+        reason = ": ".join(parts)
+        if said == "canceled" and not reason:
+            reason = "canceled"
+        return ProviderStatus(mapped, said, reason if mapped is not None else "")
 
     # -- callbacks -------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -17,6 +18,18 @@ def log_failure(task: asyncio.Future[Any]) -> None:
     if error is not None:
         name = task.get_name() if isinstance(task, asyncio.Task) else "future"
         log.error("background task %s failed", name, exc_info=error)
+
+
+def supervised(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    """A long-running task whose failure is logged when it happens.
+
+    Its owner keeps it and cancels it on close; cancel_and_wait does not look
+    at tasks that already ended, so without this a loop that died of an
+    unexpected error would stop its work silently.
+    """
+    task = asyncio.create_task(coro, name=name)
+    task.add_done_callback(log_failure)
+    return task
 
 
 async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:

@@ -34,6 +34,7 @@ from server.config import Settings, decode_jwt_secret
 from server.dispatch.channel_sync import ChannelSync
 from server.dispatch.dispatcher import Dispatcher
 from server.dispatch.housekeeping import Housekeeper
+from server.dispatch.receipt_timeouts import ReceiptTimeoutSweeper
 from server.dispatch.receipts import record_receipt
 from server.dispatch.redis_pacing import SharedPacing
 from server.domain.events import StoredEvent
@@ -53,9 +54,10 @@ from server.net.addresses import AddressPolicy, address_refusal, url_refusal
 from server.net.http import OutboundHttp
 from server.observability.metrics import HubMetrics
 from server.readiness import Readiness, add_health_routes
+from server.storage.receipt_timeouts import ReceiptRules
 from server.storage.store import SqlStore
 from server.storage.writer import now_ms
-from server.sweeper import InactivitySweeper, ReceiptTimeoutSweeper
+from server.sweeper import InactivitySweeper
 from server.webhooks.sender import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -168,7 +170,14 @@ async def _assemble(
             wake()
 
     metrics = HubMetrics(clock_ms=clock) if settings.metrics_enabled else None
-    store = await SqlStore.open(settings.database_url, publish, clock=clock, observer=metrics)
+    store = await SqlStore.open(
+        settings.database_url,
+        publish,
+        clock=clock,
+        observer=metrics,
+        connect_timeout=settings.db_connect_timeout_s,
+        command_timeout=settings.db_command_timeout_s or None,
+    )
     resources.push_async_callback(store.close)
     if metrics is not None:
         metrics.watch_outbox(store.outbox_stats)
@@ -210,8 +219,14 @@ async def _assemble(
     )
     sweeper.start()
     resources.push_async_callback(sweeper.close)
+    receipt_rules = ReceiptRules(
+        timeout_ms=settings.receipt_timeout_ms,
+        query_interval_ms=settings.receipt_query_interval_ms,
+        query_limit=settings.receipt_query_limit,
+        query_ceiling_ms=settings.receipt_query_ceiling_ms,
+    )
     receipt_sweeper = ReceiptTimeoutSweeper(
-        store, timeout_ms=settings.receipt_timeout_ms, interval=settings.receipt_sweep_interval
+        store, channels, receipt_rules, interval=settings.receipt_sweep_interval
     )
     receipt_sweeper.start()
     resources.push_async_callback(receipt_sweeper.close)

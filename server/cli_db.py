@@ -45,7 +45,8 @@ async def _run_upgrade(url: str, revision: str) -> str | None:
     from server.storage.db import make_engine
 
     _ensure_sqlite_dir(url)
-    engine = make_engine(url)
+    # A migration may rewrite a large table: no statement bound for it.
+    engine = make_engine(url, command_timeout=None)
     try:
         await migrate.upgrade(engine, revision)
         return await migrate.current(engine)

@@ -47,6 +47,11 @@ class Settings:
     grpc_port: int = 50051
     http_port: int = 8080
     database_url: str = "sqlite+aiosqlite:///var/cimhub.db"
+    # PostgreSQL: how long opening (or waiting for) a connection may take, and
+    # how long one statement may go unanswered (0: no bound); past either the
+    # request fails as UNAVAILABLE instead of hanging.
+    db_connect_timeout_s: float = 5.0
+    db_command_timeout_s: float = 30.0
     channels: tuple[Channel, ...] = field(default=DEFAULT_CHANNELS)
     shutdown_grace: float = 5.0
     heartbeat_seconds: float = 15.0
@@ -83,6 +88,13 @@ class Settings:
     # EXPIRED, so every accepted message reaches a final status.
     receipt_timeout_ms: int = 48 * 3600 * 1000
     receipt_sweep_interval: float = 60.0
+    # Where the channel's provider can be asked, a message past the receipt
+    # timeout is asked about first: again every interval while the provider
+    # says it is on its way, up to the limit of such answers; past the ceiling
+    # (after the timeout) it is EXPIRED whatever the answers. 0 never asks.
+    receipt_query_interval_ms: int = 3600 * 1000
+    receipt_query_limit: int = 6
+    receipt_query_ceiling_ms: int = 24 * 3600 * 1000
     # -- scale-out --
     # Empty: events fan out in this process only. Set (redis://host:6379/0):
     # every replica's events reach every replica's subscribers.
@@ -140,6 +152,12 @@ class Settings:
                     f"JWT secret for app {app_id!r} decodes to {len(decoded)} bytes;"
                     f" at least {JWT_SECRET_MIN_BYTES} are required"
                 )
+        if self.receipt_query_interval_ms <= 0 or self.receipt_query_limit < 1:
+            raise ValueError("receipt query interval must be positive and the limit at least 1")
+        if self.receipt_query_ceiling_ms < 0:
+            raise ValueError("receipt query ceiling must not be negative")
+        if self.db_connect_timeout_s <= 0 or self.db_command_timeout_s < 0:
+            raise ValueError("database connect timeout must be positive, command timeout >= 0")
         if self.log_format not in ("text", "json"):
             raise ValueError(f"log format must be text or json, got {self.log_format!r}")
         if self.rate_per_s <= 0 or self.rate_burst < 1:
@@ -229,6 +247,11 @@ def _auth_from_env(s: Settings, env: Mapping[str, str]) -> Settings:
         "CIMHUB_MAX_GRPC_MESSAGE_BYTES": ("max_grpc_message_bytes", int),
         "CIMHUB_RECEIPT_TIMEOUT_MS": ("receipt_timeout_ms", int),
         "CIMHUB_RECEIPT_SWEEP_SECONDS": ("receipt_sweep_interval", float),
+        "CIMHUB_RECEIPT_QUERY_INTERVAL_MS": ("receipt_query_interval_ms", int),
+        "CIMHUB_RECEIPT_QUERY_LIMIT": ("receipt_query_limit", int),
+        "CIMHUB_RECEIPT_QUERY_CEILING_MS": ("receipt_query_ceiling_ms", int),
+        "CIMHUB_DB_CONNECT_TIMEOUT_SECONDS": ("db_connect_timeout_s", float),
+        "CIMHUB_DB_COMMAND_TIMEOUT_SECONDS": ("db_command_timeout_s", float),
     }
     for name, (attr, kind) in numbers.items():
         if name in env:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from server.aio import cancel_and_wait
+from server.aio import cancel_and_wait, supervised
 
 log = logging.getLogger(__name__)
 PROBE_INTERVAL_S = 0.5
@@ -40,7 +40,7 @@ class Readiness:
         self.reason = ""
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="readiness")
+        self._task = supervised(self._run(), "readiness")
 
     async def close(self) -> None:
         if self._task is not None:

@@ -16,15 +16,18 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from sqlalchemy import select
 
+from server.app import Hub
 from server.domain.status import TERMINAL
 from server.storage.db import make_engine
 from server.storage.schema import messages
 from support import unavailable
+from support.hub import AUTH_HEADERS, running_hub
 from support.postgres import PostgresServer, PostgresUnavailable
 from support.redis import RedisServer
 from support.replicas import (
@@ -287,3 +290,42 @@ async def test_redis_stopped_and_started_again_under_load(
     await _outage_under_load(
         pg_url, redis_url, tmp_path, redis_server.stop, redis_server.start, store_down=False
     )
+
+
+async def _send_one(hub: Hub) -> tuple[int, dict[str, str], dict[str, Any]]:
+    body = {
+        "channel": "sms",
+        "from": "CNNECT",
+        "to": [{"msisdn": ["+447400900001"]}],
+        "content": {"type": "text", "text": "frozen"},
+    }
+    async with (
+        aiohttp.ClientSession(headers=AUTH_HEADERS) as http,
+        http.post(f"http://127.0.0.1:{hub.http_port}{SEND}", json=body) as resp,
+    ):
+        return resp.status, dict(resp.headers), await resp.json(content_type=None)
+
+
+async def test_a_send_while_the_database_is_frozen_is_503_not_a_hang(
+    own_postgres: PostgresServer, pg_url: str
+) -> None:
+    """A database that keeps its connections open and answers nothing (a frozen
+    host, a partition) must fail the request within its timeouts."""
+    async with running_hub(pg_url, db_connect_timeout_s=1.0, db_command_timeout_s=1.0) as hub:
+        status, _headers, reply = await _send_one(hub)
+        assert status == 202, reply  # the pool holds open connections now
+        own_postgres.freeze()
+        try:
+            # Far above the timeouts; without them the request waits forever.
+            async with asyncio.timeout(20):
+                status, headers, reply = await _send_one(hub)
+        finally:
+            own_postgres.thaw()
+        assert status == 503, reply
+        assert reply["statusKey"] == "UNAVAILABLE"
+        assert int(headers["Retry-After"]) >= 1
+
+        async def accepted_again() -> bool:
+            return (await _send_one(hub))[0] == 202
+
+        await wait_until(accepted_again, 20, interval=0.2)

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from server.aio import cancel_and_wait
+from server.aio import cancel_and_wait, supervised
 from server.channels import ChannelRegistry
 from server.domain.models import Channel
 
@@ -71,7 +71,7 @@ class ChannelSync:
         await self.sync()
         if self._notices is not None:
             await self._notices.start(self.heard)
-        self._task = asyncio.create_task(self._run(), name="channel-sync")
+        self._task = supervised(self._run(), "channel-sync")
 
     async def close(self) -> None:
         if self._task is not None:

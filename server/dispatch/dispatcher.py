@@ -13,7 +13,7 @@ from typing import Protocol
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from server.aio import cancel_and_wait, log_failure
+from server.aio import cancel_and_wait, log_failure, supervised
 from server.channels import ChannelEntry, ChannelRegistry
 from server.dispatch.pacing import Pacer
 from server.dispatch.receipts import record_receipt
@@ -151,8 +151,7 @@ class Dispatcher:
     async def start(self) -> None:
         # Adapters are started by the registry as channels are loaded.
         self._loop_tasks = [
-            asyncio.create_task(self._run(worker), name=f"dispatcher-{worker}")
-            for worker in range(self._workers)
+            supervised(self._run(worker), f"dispatcher-{worker}") for worker in range(self._workers)
         ]
 
     def wake(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from server.aio import cancel_and_wait
+from server.aio import cancel_and_wait, supervised
 from server.storage.store import SqlStore
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ class Housekeeper:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="housekeeping")
+        self._task = supervised(self._run(), "housekeeping")
 
     async def run_once(self) -> None:
         await self._store.prune()

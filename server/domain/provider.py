@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from server.domain.models import Delivery, Receipt
+from server.domain.status import DeliveryStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,3 +128,26 @@ class CallbackHandler(Protocol):
     """Adapters whose provider calls back implement this too."""
 
     async def handle_callback(self, request: CallbackRequest) -> CallbackResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderStatus:
+    """What a provider answered when asked what became of a message it took."""
+
+    # A final status, or None while the message is still on its way.
+    status: DeliveryStatus | None
+    # The provider's own word for the state, e.g. Twilio's "sent".
+    said: str
+    # The provider's error code and message, when it failed the message.
+    reason: str = ""
+
+
+@runtime_checkable
+class StatusQuery(Protocol):
+    """Adapters whose provider can be asked about one message implement this too.
+
+    A receipt that never came is then asked for before the message is given
+    up on. Raises ProviderError when the provider cannot answer now.
+    """
+
+    async def query_status(self, provider_message_id: str) -> ProviderStatus: ...

@@ -16,7 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from server.aio import cancel_and_wait
+from server.aio import cancel_and_wait, supervised
 
 log = logging.getLogger(__name__)
 TOPIC = "cimhub:channels"
@@ -40,8 +40,8 @@ class RedisChannelNotices:
 
     async def start(self, heard: Callable[[], None]) -> None:
         self._tasks = [
-            asyncio.create_task(self._publish_loop(), name="channel-notices-publish"),
-            asyncio.create_task(self._listen_loop(heard), name="channel-notices-listen"),
+            supervised(self._publish_loop(), "channel-notices-publish"),
+            supervised(self._listen_loop(heard), "channel-notices-listen"),
         ]
 
     async def close(self) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from server.aio import cancel_and_wait
+from server.aio import cancel_and_wait, supervised
 from server.domain.events import CommittedEvents, EventType, NewEvent, StoredEvent
 from server.events.bus import EventFilter, InProcessBus, Subscription
 
@@ -118,8 +118,8 @@ class RedisBus:
 
     async def start(self) -> None:
         self._tasks = [
-            asyncio.create_task(self._publish_loop(), name="redis-bus-publish"),
-            asyncio.create_task(self._read_loop(), name="redis-bus-read"),
+            supervised(self._publish_loop(), "redis-bus-publish"),
+            supervised(self._read_loop(), "redis-bus-read"),
         ]
 
     async def close(self) -> None:

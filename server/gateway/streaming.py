@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 from aiohttp import WSMsgType, web
 
-from server.aio import cancel_and_wait
+from server.aio import cancel_and_wait, supervised
 from server.gateway.envelope import error_body, error_from_status
 from server.gateway.jsonmap import to_json
 from server.gateway.routes import Route, build_request
@@ -120,7 +120,7 @@ class Departures:
         departed = asyncio.get_running_loop().create_future()
         self._waiting[departed] = request
         if self._watcher is None or self._watcher.done():
-            self._watcher = asyncio.create_task(self._watch(), name="sse-departures")
+            self._watcher = supervised(self._watch(), "sse-departures")
         try:
             await departed
         finally:

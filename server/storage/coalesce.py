@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+from server.aio import log_failure
 from server.storage.writer import Later, Tx, Writer
 
 A = TypeVar("A")
@@ -41,6 +42,7 @@ class Coalesced(Generic[A, R]):
             task = asyncio.create_task(self._send())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(log_failure)
         return await asyncio.shield(future)
 
     async def _send(self) -> None:

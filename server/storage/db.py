@@ -12,6 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 PG_CONNECT_TIMEOUT_S = 5.0
+# A statement (BEGIN and COMMIT included) that has had no answer for this long
+# fails, so a database that stops answering without closing its connections
+# (a frozen host, a partition) turns into errors a client can retry, not hangs.
+PG_COMMAND_TIMEOUT_S = 30.0
 
 
 def is_sqlite(url: str) -> bool:
@@ -35,7 +39,15 @@ class _InlineConnection(aiosqlite.Connection):
         return fn(*args, **kwargs)
 
 
-def make_engine(url: str) -> AsyncEngine:
+def make_engine(
+    url: str,
+    *,
+    connect_timeout: float = PG_CONNECT_TIMEOUT_S,
+    command_timeout: float | None = PG_COMMAND_TIMEOUT_S,
+) -> AsyncEngine:
+    """An engine for url. On PostgreSQL, connect_timeout bounds opening a
+    connection and waiting for one from the pool; command_timeout (None or 0:
+    no bound) bounds each statement. SQLite's bound is its busy timeout."""
     if is_sqlite(url):
         parsed = make_url(url)
         database = parsed.database or ":memory:"
@@ -51,6 +63,9 @@ def make_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(parsed.set(query={}), async_creator=connect)
         _tune_sqlite(engine, timeout)
         return engine
+    connect_args: dict[str, Any] = {"timeout": connect_timeout}
+    if command_timeout:
+        connect_args["command_timeout"] = command_timeout
     return create_async_engine(
         url,
         pool_size=10,
@@ -58,8 +73,8 @@ def make_engine(url: str) -> AsyncEngine:
         pool_pre_ping=True,
         # A database that does not answer fails the request in seconds (and
         # the caller is told to retry) instead of holding it for a minute.
-        pool_timeout=PG_CONNECT_TIMEOUT_S,
-        connect_args={"timeout": PG_CONNECT_TIMEOUT_S},
+        pool_timeout=connect_timeout,
+        connect_args=connect_args,
     )
 
 

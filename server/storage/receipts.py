@@ -265,29 +265,3 @@ async def reconcile(tx: Tx, limit: int = 500, max_age_ms: int = 24 * 3600 * 1000
         delete(pending_receipts).where(pending_receipts.c.received_at < tx.now - max_age_ms)
     )
     return len(rows)
-
-
-async def expire_unconfirmed(tx: Tx, timeout_ms: int, limit: int = 200) -> int:
-    """Give up on SUBMITTED messages whose receipt has not come for timeout_ms.
-
-    The provider took them, so they are not resent; EXPIRED is final, and
-    the reason in their history says why. A receipt that turns up later still
-    moves them on (DELIVERED outranks EXPIRED).
-    """
-    rows = (
-        await tx.conn.execute(
-            select(messages.c.id)
-            .where(
-                messages.c.status == DeliveryStatus.SUBMITTED.value,
-                messages.c.updated_at < tx.now - timeout_ms,
-            )
-            .order_by(messages.c.updated_at)
-            .limit(limit)
-            # Replicas sweeping at once split the work instead of doing it twice.
-            .with_for_update(skip_locked=True)
-        )
-    ).all()
-    reason = f"no receipt from the provider within {timeout_ms // 1000} s of submission"
-    for row in rows:
-        await msgs.set_status(tx, row.id, DeliveryStatus.EXPIRED, reason=reason)
-    return len(rows)

@@ -489,3 +489,13 @@ webhook_attempts = Table(
     Column("ts", BigInteger, nullable=False),
     Index("ix_webhook_attempts_webhook", "webhook_id", "number"),
 )
+
+# -- Receipts that never came: the provider is asked before a message is given up --
+
+# How many times the provider said "still on its way" when asked.
+messages.append_column(
+    Column("receipt_queries", Integer, nullable=False, default=0, server_default="0")
+)
+# When the receipt sweep may look at the message next; NULL: once the receipt
+# timeout has passed since its last change.
+messages.append_column(Column("receipt_query_at", BigInteger))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import text
@@ -31,7 +31,16 @@ from server.domain.status import DeliveryStatus
 from server.storage import activities as acts
 from server.storage import attempts as attempt_log
 from server.storage import auth as keys
-from server.storage import contacts, conversations, inbound, lifecycle, migrate, receipts, stats
+from server.storage import (
+    contacts,
+    conversations,
+    inbound,
+    lifecycle,
+    migrate,
+    receipt_timeouts,
+    receipts,
+    stats,
+)
 from server.storage import events as event_log
 from server.storage import messages as msgs
 from server.storage import sessions as sess
@@ -39,7 +48,12 @@ from server.storage import templates as tmpl
 from server.storage import webhooks as hooks
 from server.storage.coalesce import Coalesced
 from server.storage.config_store import ConfigStoreMixin
-from server.storage.db import is_sqlite, make_engine
+from server.storage.db import (
+    PG_COMMAND_TIMEOUT_S,
+    PG_CONNECT_TIMEOUT_S,
+    is_sqlite,
+    make_engine,
+)
 from server.storage.inbound import ReceiveOutcome
 from server.storage.messages import AcceptResult, IdempotencyKey
 from server.storage.stats import OutboxStats
@@ -67,10 +81,19 @@ class SqlStore(ConfigStoreMixin, WebhookStoreMixin):
         run_migrations: bool = True,
         clock: Callable[[], int] = now_ms,
         observer: CommitObserver | None = None,
+        connect_timeout: float = PG_CONNECT_TIMEOUT_S,
+        command_timeout: float | None = PG_COMMAND_TIMEOUT_S,
     ) -> SqlStore:
-        engine = make_engine(url)
-        if run_migrations:
-            await migrate.upgrade(engine)
+        engine = make_engine(url, connect_timeout=connect_timeout, command_timeout=command_timeout)
+        if run_migrations and is_sqlite(url):
+            await migrate.upgrade(engine)  # the same engine: an in-memory database is per engine
+        elif run_migrations:
+            # A migration may rewrite a large table: no statement bound for it.
+            migrating = make_engine(url, connect_timeout=connect_timeout, command_timeout=None)
+            try:
+                await migrate.upgrade(migrating)
+            finally:
+                await migrating.dispose()
         # SQLite has one writer anyway; PostgreSQL gains from a few in parallel.
         workers = 1 if is_sqlite(url) else 4
         writer = Writer(engine, publish, workers=workers, clock=clock, observer=observer)
@@ -211,8 +234,19 @@ class SqlStore(ConfigStoreMixin, WebhookStoreMixin):
 
         await self._writer.submit(work)
 
-    async def expire_unconfirmed(self, timeout_ms: int) -> int:
-        return await self._writer.submit(lambda tx: receipts.expire_unconfirmed(tx, timeout_ms))
+    async def take_unconfirmed(
+        self, rules: receipt_timeouts.ReceiptRules, askable: Collection[str], limit: int
+    ) -> receipt_timeouts.Taken:
+        return await self._writer.submit(
+            lambda tx: receipt_timeouts.take(tx, rules, askable, limit)
+        )
+
+    async def still_on_its_way(
+        self, message_id: str, said: str, rules: receipt_timeouts.ReceiptRules
+    ) -> bool:
+        return await self._writer.submit(
+            lambda tx: receipt_timeouts.still_on_its_way(tx, message_id, said, rules)
+        )
 
     async def reconcile_receipts(self) -> int:
         return await self._writer.submit(lambda tx: receipts.reconcile(tx))

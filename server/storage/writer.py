@@ -23,7 +23,7 @@ from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from server.aio import cancel_and_wait
+from server.aio import cancel_and_wait, supervised
 from server.domain.events import CommittedEvents, StoredEvent
 from server.storage.faults import OutcomeUnknown, is_unavailable
 
@@ -153,9 +153,7 @@ class Writer:
         return self._clock()
 
     def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._run(), name=f"writer-{i}") for i in range(self._workers)
-        ]
+        self._tasks = [supervised(self._run(), f"writer-{i}") for i in range(self._workers)]
 
     async def close(self) -> None:
         # Drain what was already submitted so accepted work is not dropped on shutdown.

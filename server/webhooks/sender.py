@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from server.aio import cancel_and_wait
+from server.aio import cancel_and_wait, log_failure, supervised
 from server.domain.retry import RetryPolicy
 from server.domain.webhook_delivery import GONE, PostOutcome, delivery_id
 from server.domain.webhook_signing import sign
@@ -77,7 +77,7 @@ class WebhookSender:
         self._in_flight: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._loop_task = asyncio.create_task(self._run(), name="webhook-sender")
+        self._loop_task = supervised(self._run(), "webhook-sender")
 
     def wake(self) -> None:
         """Something was enqueued; look now rather than at the next poll."""
@@ -114,6 +114,7 @@ class WebhookSender:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
         self._slots.release()
+        log_failure(task)
 
     async def _attempt(self, job: WebhookJob) -> None:
         # Each delivery attempt is a span of the trace of the change it reports.

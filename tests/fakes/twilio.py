@@ -1,9 +1,10 @@
 """A fake Twilio Messages API on loopback, speaking Twilio's wire format.
 
 It serves POST /2010-04-01/Accounts/{AccountSid}/Messages.json with basic
-auth, Twilio's validation errors and response JSON, and plays Twilio's side
-of the callbacks: signed status callbacks to the StatusCallback URL each
-message named, and signed incoming-message webhooks.
+auth, Twilio's validation errors and response JSON, GET .../Messages/{Sid}.json
+from the messages it holds, and plays Twilio's side of the callbacks: signed
+status callbacks to the StatusCallback URL each message named, and signed
+incoming-message webhooks.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class SentMessage:
     messaging_service_sid: str
     num_segments: int
     status: str = "queued"
+    error_code: int | None = None
 
 
 class FakeTwilio(FakeProviderServer):
@@ -69,8 +71,12 @@ class FakeTwilio(FakeProviderServer):
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.messages: dict[str, SentMessage] = {}
+        # The next this many lookups answer 503, as Twilio does when it is in trouble.
+        self.lookup_failures = 0
+        self.lookups: list[tuple[str, int]] = []  # (message sid, HTTP status answered)
         self._release = asyncio.Event()
         self.app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._create)
+        self.app.router.add_get("/2010-04-01/Accounts/{sid}/Messages/{msid}.json", self._fetch)
 
     async def misbehave(self) -> web.Response | None:
         if self.behaviour is Behaviour.BLACK_HOLE:
@@ -139,9 +145,36 @@ class FakeTwilio(FakeProviderServer):
             status_callback=form.get("StatusCallback", ""),
             messaging_service_sid=form.get("MessagingServiceSid", ""),
             num_segments=segments(form["Body"]),
+            status="accepted" if form.get("MessagingServiceSid") else "queued",
         )
         self.messages[msg.sid] = msg
         return web.json_response(self._resource(msg), status=201)
+
+    async def _fetch(self, request: web.Request) -> web.Response:
+        await self.record(request)
+        sid = request.match_info["msid"]
+        if not self._authorized(request) or request.match_info["sid"] != self.account_sid:
+            response = web.json_response(twilio_error(20003, "Authenticate", 401), status=401)
+        elif self.lookup_failures > 0:
+            self.lookup_failures -= 1
+            response = web.json_response(self.server_error_body(), status=503)
+        elif sid not in self.messages:
+            response = web.json_response(
+                twilio_error(20404, f"The requested resource {request.path} was not found", 404),
+                status=404,
+            )
+        else:
+            response = web.json_response(self._resource(self.messages[sid]))
+        self.lookups.append((sid, response.status))
+        return response
+
+    def set_status(self, sid: str, status: str, *, error_code: int | None = None) -> None:
+        """Move a message on inside Twilio without calling back: a callback lost on the way."""
+        msg = self.messages[sid]
+        msg.status = status
+        msg.error_code = error_code or (
+            int(DEFAULT_ERROR[status]) if status in DEFAULT_ERROR else None
+        )
 
     def _resource(self, msg: SentMessage) -> dict[str, Any]:
         # RFC 2822 in GMT, the way Twilio writes it: "Thu, 24 Aug 2023 05:01:45 +0000".
@@ -155,7 +188,8 @@ class FakeTwilio(FakeProviderServer):
             "date_sent": None,
             "date_updated": now,
             "direction": "outbound-api",
-            "error_code": None,
+            # An integer in the resource, though callbacks carry it as a string.
+            "error_code": msg.error_code,
             "error_message": None,
             "from": msg.from_ or None,
             "messaging_service_sid": msg.messaging_service_sid or None,
@@ -165,7 +199,7 @@ class FakeTwilio(FakeProviderServer):
             "price": None,
             "price_unit": "USD",
             "sid": msg.sid,
-            "status": "accepted" if msg.messaging_service_sid else "queued",
+            "status": msg.status,
             "subresource_uris": {"media": f"{base}/Media.json"},
             "to": msg.to,
             "uri": f"{base}.json",
@@ -188,8 +222,9 @@ class FakeTwilio(FakeProviderServer):
         self, sid: str, status: str = "delivered", *, error_code: str | None = None
     ) -> int:
         """Send the status callback Twilio sends when message `sid` reaches `status`."""
+        numeric = int(error_code) if error_code and error_code.isdigit() else None
+        self.set_status(sid, status, error_code=numeric)
         msg = self.messages[sid]
-        msg.status = status
         params = {
             "AccountSid": self.account_sid,
             "ApiVersion": API_VERSION,

@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -200,6 +201,31 @@ class PostgresServer:
     def resume(self) -> None:
         """Start a halted server again on the same port and data."""
         self._pg_ctl_start()
+
+    def freeze(self) -> None:
+        """SIGSTOP the server and its backends: connections stay open, nothing
+        answers, as with a frozen host or a network partition."""
+        for pid in self._processes():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in reversed(self._processes()):
+            os.kill(pid, signal.SIGCONT)
+
+    def _processes(self) -> list[int]:
+        """The postmaster first (so it forks no new backend), then its children."""
+        postmaster = int((self.datadir / "postmaster.pid").read_text().split()[0])
+        children = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                # The command name may hold spaces and parentheses; the fields
+                # after its closing parenthesis are state, then the parent pid.
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == postmaster:
+                    children.append(int(entry.name))
+        return [postmaster, *children]
 
     def stop(self) -> None:
         if self._running:
