@@ -83,6 +83,9 @@ class Settings:
     # EXPIRED, so every accepted message reaches a final status.
     receipt_timeout_ms: int = 48 * 3600 * 1000
     receipt_sweep_interval: float = 60.0
+    # The longest a due fallback deadline waits to be seen (one armed here is
+    # seen when it passes).
+    fallback_sweep_interval: float = 0.25
     # -- scale-out --
     # Empty: events fan out in this process only. Set (redis://host:6379/0):
     # every replica's events reach every replica's subscribers.
@@ -229,6 +232,7 @@ def _auth_from_env(s: Settings, env: Mapping[str, str]) -> Settings:
         "CIMHUB_MAX_GRPC_MESSAGE_BYTES": ("max_grpc_message_bytes", int),
         "CIMHUB_RECEIPT_TIMEOUT_MS": ("receipt_timeout_ms", int),
         "CIMHUB_RECEIPT_SWEEP_SECONDS": ("receipt_sweep_interval", float),
+        "CIMHUB_FALLBACK_SWEEP_SECONDS": ("fallback_sweep_interval", float),
     }
     for name, (attr, kind) in numbers.items():
         if name in env:
