@@ -21,6 +21,8 @@ from cim.v1 import outbound_pb2 as o
 from cim.v1 import timeline_pb2 as t
 from fakes.providers import HappyProvider, RejectingProvider
 from server.app import Hub
+from server.domain.errors import DomainError
+from server.domain.fallback import FallbackStep, plan_chain
 from server.domain.models import Channel
 from server.domain.status import DeliveryStatus
 from server.storage.writer import now_ms
@@ -209,6 +211,62 @@ async def pg_url(postgres_server: PostgresServer) -> AsyncIterator[str]:
         yield postgres_server.url(name)
     finally:
         await postgres_server.drop_database_async(name)
+
+
+async def test_withdrawn_legs_never_fire(db_url: str) -> None:
+    async with running_hub(db_url, channels=CHANNELS) as hub, channel_to(hub) as channel:
+        stub = mg.MessagingServiceStub(channel)
+        withdrawn = await stub.SendMessage(_send(QUIET.channel_id, deadline_s=1))
+        control = await stub.SendMessage(_send(QUIET.channel_id, 1, "+447911123127"))
+        await _wait(stub, withdrawn.message_id, _left)
+        assert await hub.store.withdraw_fallback(withdrawn.message_id) == 1
+        await _wait(stub, control.message_id, lambda g: _on(g, SMS.channel_id))
+        got = await _wait(
+            stub, withdrawn.message_id, lambda g: g.fallback[0].state != S.FALLBACK_LEG_STATE_ACTIVE
+        )
+    assert [leg.state for leg in got.fallback] == [
+        S.FALLBACK_LEG_STATE_TIMED_OUT,
+        S.FALLBACK_LEG_STATE_CANCELLED,
+    ]
+    assert [a.channel_id for a in got.attempt_log] == [QUIET.channel_id]
+
+
+@pytest.mark.parametrize(
+    ("step", "field"),
+    [
+        (FallbackStep("nope", 5), "fallback[0].channelId"),
+        (FallbackStep(QUIET.channel_id, 5), "fallback[0].channelId"),
+        (FallbackStep("mail", 5), "fallback[0].channelId"),
+        (FallbackStep(SMS.channel_id, 0), "fallback[0].deadlineSeconds"),
+        (FallbackStep(SMS.channel_id, 86401), "fallback[0].deadlineSeconds"),
+        (FallbackStep(SMS.channel_id, 5, DeliveryStatus.SUBMITTED), "fallback[0].successStatus"),
+    ],
+)
+def test_a_chain_that_cannot_work_is_refused_naming_the_field(
+    step: FallbackStep, field: str
+) -> None:
+    mail = Channel("mail", "EMAIL", "sandbox")
+    channels = {c.channel_id: c for c in (*CHANNELS, mail)}
+    with pytest.raises(DomainError) as refused:
+        plan_chain(QUIET, [step], channels)
+    assert [v.field for v in refused.value.violations] == [field]
+
+
+def test_each_leg_waits_on_the_deadline_and_status_of_the_step_after_it() -> None:
+    channels = {c.channel_id: c for c in CHANNELS}
+    legs = plan_chain(
+        QUIET,
+        [
+            FallbackStep(PROMPT.channel_id, 30, DeliveryStatus.READ),
+            FallbackStep(SMS.channel_id, 60),
+        ],
+        channels,
+    )
+    assert [(leg.channel_id, leg.deadline_ms, leg.success) for leg in legs] == [
+        (QUIET.channel_id, 30_000, DeliveryStatus.READ),
+        (PROMPT.channel_id, 60_000, DeliveryStatus.DELIVERED),
+        (SMS.channel_id, None, DeliveryStatus.DELIVERED),
+    ]
 
 
 async def _sweep_until_empty(hub: Hub) -> list[str]:
