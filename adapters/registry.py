@@ -8,6 +8,7 @@ from typing import Protocol
 from adapters.base import AdapterContext, ChannelAdapter
 from adapters.sandbox import SandboxAdapter
 from server.domain.models import Channel
+from server.domain.status import DeliveryStatus
 
 # Imported on first use, so a deployment pays only for the providers it configures.
 _FACTORIES = {
@@ -31,6 +32,18 @@ def _factory(provider: str) -> _Factory:
     return factory
 
 
+def _sandbox_report(channel: Channel) -> DeliveryStatus | None:
+    """The receipt a sandbox channel reports: DELIVERED unless receipt_status says READ or NONE."""
+    wanted = str(channel.settings.get("receipt_status", "DELIVERED")).upper()
+    if wanted == "NONE":
+        return None
+    if wanted not in ("DELIVERED", "READ"):
+        raise ValueError(
+            f"channel {channel.channel_id}: receipt_status must be DELIVERED, READ or NONE"
+        )
+    return DeliveryStatus(wanted)
+
+
 def build_adapter(
     channel: Channel,
     ctx: AdapterContext,
@@ -52,6 +65,7 @@ def build_adapter(
             channel.channel_id,
             delivery_delay=sandbox_delay,
             sent_log=str(sent_log) if sent_log else None,
+            report=_sandbox_report(channel),
         )
     if channel.provider not in _FACTORIES:
         known = ", ".join(PROVIDERS)

@@ -1,5 +1,7 @@
 """A provider simulator: accepts every message, then reports it DELIVERED.
 
+The channel setting ``receipt_status`` changes what it reports: READ, or
+NONE for a provider whose receipts never come (to try deadline fallback).
 It is the default channel of `make run`, so the platform can be tried end to
 end without any provider account. With a sent log it also behaves like a
 provider that outlives us: every accepted message is appended to the log, and
@@ -36,8 +38,10 @@ class SandboxAdapter:
         delivery_delay: float = 0.05,
         record: bool = False,
         sent_log: str | None = None,
+        report: DeliveryStatus | None = DeliveryStatus.DELIVERED,
     ) -> None:
         self.channel_id = channel_id
+        self._report_status = report
         self._delay = delivery_delay
         self._record = record
         self._sent_log = sent_log
@@ -53,7 +57,7 @@ class SandboxAdapter:
         if self._sent_log:
             earlier, self._log_fd = await asyncio.to_thread(_open_log, Path(self._sent_log))
             for line in earlier:
-                if line:
+                if line and self._report_status is not None:
                     self._spawn(self._report(line.split(" ", 1)[0]))
 
     async def send(self, delivery: Delivery) -> Accepted:
@@ -63,7 +67,8 @@ class SandboxAdapter:
             self.sent.append(delivery)
         if self._log_fd is not None:
             os.write(self._log_fd, f"{provider_id} {delivery.message_id}\n".encode())
-        self._spawn(self._report(provider_id))
+        if self._report_status is not None:
+            self._spawn(self._report(provider_id))
         return Accepted(provider_id)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -75,11 +80,10 @@ class SandboxAdapter:
     async def _report(self, provider_id: str) -> None:
         await asyncio.sleep(self._delay)
         wait = RETRY_FIRST_S
+        status = self._report_status or DeliveryStatus.DELIVERED
         while self._receipts is not None:
             try:
-                await self._receipts(
-                    self.channel_id, Receipt(provider_id, DeliveryStatus.DELIVERED)
-                )
+                await self._receipts(self.channel_id, Receipt(provider_id, status))
                 return
             except Exception as exc:
                 log.warning(

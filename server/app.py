@@ -33,6 +33,7 @@ from server.channels import ChannelRegistry
 from server.config import Settings, decode_jwt_secret
 from server.dispatch.channel_sync import ChannelSync
 from server.dispatch.dispatcher import Dispatcher
+from server.dispatch.fallback import FallbackSweeper
 from server.dispatch.housekeeping import Housekeeper
 from server.dispatch.receipt_timeouts import ReceiptTimeoutSweeper
 from server.dispatch.receipts import record_receipt
@@ -248,6 +249,14 @@ async def _assemble(
         pacer_for=pacing.pacer_for if pacing is not None else None,
         observer=metrics,
     )
+    fallback_sweeper = FallbackSweeper(
+        store,
+        wake_dispatcher=dispatcher.wake,
+        interval=settings.fallback_sweep_interval,
+        clock=clock,
+    )
+    fallback_sweeper.start()
+    resources.push_async_callback(fallback_sweeper.close)
     channel_sync = ChannelSync(
         store,
         channels,

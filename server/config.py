@@ -95,6 +95,9 @@ class Settings:
     receipt_query_interval_ms: int = 3600 * 1000
     receipt_query_limit: int = 6
     receipt_query_ceiling_ms: int = 24 * 3600 * 1000
+    # The longest a due fallback deadline waits to be seen (one armed here is
+    # seen when it passes).
+    fallback_sweep_interval: float = 0.25
     # -- scale-out --
     # Empty: events fan out in this process only. Set (redis://host:6379/0):
     # every replica's events reach every replica's subscribers.
@@ -252,6 +255,7 @@ def _auth_from_env(s: Settings, env: Mapping[str, str]) -> Settings:
         "CIMHUB_RECEIPT_QUERY_CEILING_MS": ("receipt_query_ceiling_ms", int),
         "CIMHUB_DB_CONNECT_TIMEOUT_SECONDS": ("db_connect_timeout_s", float),
         "CIMHUB_DB_COMMAND_TIMEOUT_SECONDS": ("db_command_timeout_s", float),
+        "CIMHUB_FALLBACK_SWEEP_SECONDS": ("fallback_sweep_interval", float),
     }
     for name, (attr, kind) in numbers.items():
         if name in env:

@@ -17,6 +17,7 @@ from cim.v1 import (
 )
 from server.domain.cim import typed_body
 from server.domain.events import StoredEvent
+from server.domain.fallback import FallbackLeg, succeeded_leg
 from server.domain.models import AttemptEntry, OutboundMessage, Session, SessionState
 from server.domain.status import DeliveryStatus
 
@@ -77,6 +78,24 @@ def message_to_proto(m: OutboundMessage) -> messaging_service_pb2.Message:
         attempts=m.attempts,
         segments=m.segments,
         attempt_log=[attempt_to_proto(a) for a in m.attempt_log],
+        fallback=[leg_to_proto(leg) for leg in m.fallback],
+        succeeded_leg=won.leg if (won := succeeded_leg(m.fallback)) is not None else 0,
+    )
+
+
+def leg_to_proto(leg: FallbackLeg) -> messaging_service_pb2.FallbackLeg:
+    return messaging_service_pb2.FallbackLeg(
+        leg=leg.leg,
+        channel_id=leg.channel_id,
+        state=messaging_service_pb2.FallbackLegState.Value(f"FALLBACK_LEG_STATE_{leg.state.value}"),
+        deadline_seconds=(leg.deadline_ms or 0) // 1000,
+        success_status=status_to_proto(leg.success),
+        fire_time=leg.fired_at or 0,
+        leave_time=leg.left_at or 0,
+        due_time=leg.due_at or 0,
+        settle_time=leg.settled_at or 0,
+        provider_message_id=leg.provider_message_id,
+        late_time=leg.late_at or 0,
     )
 
 

@@ -29,8 +29,10 @@ from server.domain.batch import (
 )
 from server.domain.customer import require_approved, text_value, var_values
 from server.domain.errors import FieldViolation, invalid
+from server.domain.fallback import FallbackStep, plan_chain
 from server.domain.models import Channel, OutboundDraft, OutboundMessage
 from server.domain.sending import SingleSend, fill_template, fill_text, plan_single
+from server.domain.status import DeliveryStatus
 from server.storage.messages import IdempotencyKey
 from server.storage.store import SqlStore
 from server.storage.writer import now_ms
@@ -94,6 +96,17 @@ def batch_send(request: pb.SendBatchRequest) -> BatchSend:
     )
 
 
+def fallback_steps(steps: Sequence[pb.FallbackStep]) -> tuple[FallbackStep, ...]:
+    return tuple(
+        FallbackStep(
+            s.channel_id,
+            s.deadline_seconds,
+            status_from_proto(s.success_status) or DeliveryStatus.DELIVERED,
+        )
+        for s in steps
+    )
+
+
 def request_id(context: grpc.aio.ServicerContext) -> str:
     """The call's x-request-id, kept with what it accepts; dropped if too long to store."""
     given = metadata_value(context, "x-request-id")
@@ -137,9 +150,11 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         self, request: pb.SendMessageRequest, context: grpc.aio.ServicerContext
     ) -> pb.SendMessageResponse:
         tenant = tenant_of(context)
-        draft = plan_single(tenant, single_send(request), self._channels_of(tenant))
+        channels = self._channels_of(tenant)
+        draft = plan_single(tenant, single_send(request), channels)
         draft = await self._personalise(tenant, request, draft)
-        draft = replace(draft, request_id=request_id(context))
+        legs = plan_chain(channels[draft.channel_id], fallback_steps(request.fallback), channels)
+        draft = replace(draft, request_id=request_id(context), fallback=legs)
 
         def render(created: Sequence[OutboundMessage]) -> bytes:
             return _send_response(created[0]).SerializeToString()
@@ -181,7 +196,14 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
             idempotency_key=idem.key if idem else "",
         )
         rid = request_id(context)
-        drafts = [replace(p.draft, request_id=rid) for p in planned if p.draft is not None]
+        legs = (
+            plan_chain(channel, fallback_steps(request.fallback), channels)
+            if channel is not None
+            else ()
+        )
+        drafts = [
+            replace(p.draft, request_id=rid, fallback=legs) for p in planned if p.draft is not None
+        ]
 
         def render(created: Sequence[OutboundMessage]) -> bytes:
             return _batch_response(planned, created).SerializeToString()

@@ -8,9 +8,12 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from server.domain.status import DeliveryStatus
+
+if TYPE_CHECKING:
+    from server.domain.fallback import FallbackLeg, PlannedLeg
 
 # Conversation ids for outbound traffic are derived, so every message to the
 # same address on the same channel lands in one conversation.
@@ -72,6 +75,8 @@ class OutboundDraft:
     message_id: str = ""
     # The x-request-id of the accepting call, kept for the message's timeline.
     request_id: str = ""
+    # The legs of a deadline fallback chain, the message's own channel first; () without one.
+    fallback: tuple[PlannedLeg, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +126,8 @@ class OutboundMessage:
     request_id: str = ""
     # The W3C trace id the message was accepted under; empty for messages stored without one.
     trace_id: str = ""
+    # Its deadline fallback legs, first to last; () without a chain.
+    fallback: tuple[FallbackLeg, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from server.domain.fallback import FallbackLeg, LegState
 from server.domain.models import AttemptEntry, OutboundMessage
 from server.domain.status import TERMINAL, DeliveryStatus
 from server.domain.webhook_delivery import WebhookAttemptEntry
@@ -77,19 +79,23 @@ def build(m: OutboundMessage, webhooks: Sequence[WebhookAttemptEntry]) -> list[T
         # due_at moves on with each retry, so it is the send time only until the first try.
         send_time = m.due_at if not m.attempt_log else 0
         steps.append(TimelineStep(StepKind.SCHEDULED, first.timestamp, send_time=send_time))
-    channel = m.channel_id
+    # A chain's legs say when and why each fired; without one, a change of
+    # channel between attempts is an adapter's own fallback.
+    channel = m.fallback[0].channel_id if m.fallback else m.channel_id
     for a in m.attempt_log:
         if a.channel_id != channel:
-            steps.append(
-                TimelineStep(
-                    StepKind.FALLBACK,
-                    a.timestamp,
-                    from_channel_id=channel,
-                    to_channel_id=a.channel_id,
+            if not m.fallback:
+                steps.append(
+                    TimelineStep(
+                        StepKind.FALLBACK,
+                        a.timestamp,
+                        from_channel_id=channel,
+                        to_channel_id=a.channel_id,
+                    )
                 )
-            )
             channel = a.channel_id
         steps.append(TimelineStep(StepKind.ATTEMPT, a.timestamp, reason=a.reason, attempt=a))
+    steps.extend(_fired_legs(m.fallback))
     for h in later:
         kind = StepKind.RECEIPT if h.status in RECEIPT_STATUSES else StepKind.STATUS
         steps.append(TimelineStep(kind, h.timestamp, h.status, h.reason))
@@ -105,3 +111,25 @@ def build(m: OutboundMessage, webhooks: Sequence[WebhookAttemptEntry]) -> list[T
         )
     ranked = sorted(enumerate(steps), key=lambda p: (p[1].timestamp, _RANK[p[1].kind], p[0]))
     return [step for _, step in ranked]
+
+
+def _fired_legs(legs: Sequence[FallbackLeg]) -> list[TimelineStep]:
+    steps = []
+    for before, leg in itertools.pairwise(legs):
+        if leg.fired_at is None:
+            continue
+        if before.state is LegState.REFUSED:
+            why = f"leg {before.leg} refused"
+        else:
+            seconds = (before.deadline_ms or 0) // 1000
+            why = f"no {before.success.value} on leg {before.leg} within {seconds} s"
+        steps.append(
+            TimelineStep(
+                StepKind.FALLBACK,
+                leg.fired_at,
+                reason=f"leg {leg.leg} fired: {why}",
+                from_channel_id=before.channel_id,
+                to_channel_id=leg.channel_id,
+            )
+        )
+    return steps

@@ -24,7 +24,7 @@ from server.domain.provider import AttemptRecord
 from server.domain.status import DeliveryStatus, advances
 from server.storage import attempts as attempt_log
 from server.storage import events as event_log
-from server.storage import webhooks
+from server.storage import fallback, webhooks
 from server.storage.schema import idempotency, messages, status_history
 from server.storage.sql import insert_for
 from server.storage.writer import LATER_HISTORY, LATER_MESSAGES, StatusMove, Tx
@@ -119,6 +119,11 @@ async def _insert_messages(conn: AsyncConnection, rows: list[dict[str, Any]]) ->
 
 async def _insert_history(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     await conn.execute(status_history.insert(), rows)
+
+
+async def note_status(tx: Tx, message_id: str, status: DeliveryStatus, reason: str) -> None:
+    """Keep a report in the history that set_status would leave out, as it moves nothing."""
+    await tx.later(LATER_HISTORY, _insert_history, _history_row(message_id, status, reason, tx.now))
 
 
 def _history_row(message_id: str, status: DeliveryStatus, reason: str, ts: int) -> dict[str, Any]:
@@ -235,7 +240,11 @@ async def get(conn: AsyncConnection, tenant_id: str, message_id: str) -> Outboun
     found = _from_row(
         row, tuple(StatusEntry(DeliveryStatus(h.status), h.ts, h.reason) for h in history)
     )
-    return replace(found, attempt_log=await attempt_log.log_of(conn, message_id))
+    return replace(
+        found,
+        attempt_log=await attempt_log.log_of(conn, message_id),
+        fallback=await fallback.legs_of(conn, message_id),
+    )
 
 
 async def list_page(

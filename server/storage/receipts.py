@@ -11,6 +11,7 @@ from server.domain.models import Delivery, Receipt
 from server.domain.provider import Accepted, AttemptRecord
 from server.domain.status import DeliveryStatus
 from server.storage import attempts as attempt_log
+from server.storage import fallback
 from server.storage import messages as msgs
 from server.storage.schema import attempts, messages, pending_receipts
 from server.storage.writer import Tx
@@ -40,6 +41,24 @@ async def _owners(tx: Tx, message_ids: Sequence[str]) -> dict[str, tuple[str, st
     return {r.id: (r.tenant_id, r.traceparent or "") for r in rows}
 
 
+async def _apply_known(tx: Tx, items: Sequence[tuple[str, str, DeliveryStatus, str]]) -> list[bool]:
+    """(message id, channel, status, reason) of receipts whose message is known, in order.
+
+    A receipt for a fallback leg settles that leg; one that came after the
+    next leg fired is kept in the history, flagged, even when it moves nothing.
+    """
+    flags = await fallback.note_receipts(tx, [(m, c, status) for m, c, status, _ in items])
+    moved: list[bool] = []
+    for (message_id, _, status, reason), flag in zip(items, flags, strict=True):
+        advanced = await msgs.set_status(
+            tx, message_id, status, reason=flag or reason, dispatch_state=None
+        )
+        if flag and not advanced:
+            await msgs.note_status(tx, message_id, status, flag)
+        moved.append(advanced)
+    return moved
+
+
 async def apply(tx: Tx, channel_id: str, receipt: Receipt) -> Applied:
     message_id = await msgs.find_by_provider_id(tx, channel_id, receipt.provider_message_id)
     if message_id is None:
@@ -53,9 +72,7 @@ async def apply(tx: Tx, channel_id: str, receipt: Receipt) -> Applied:
             )
         )
         return PARKED
-    moved = await msgs.set_status(
-        tx, message_id, receipt.status, reason=receipt.reason, dispatch_state=None
-    )
+    (moved,) = await _apply_known(tx, [(message_id, channel_id, receipt.status, receipt.reason)])
     tenant, traceparent = (await _owners(tx, [message_id])).get(message_id, ("", ""))
     return Applied(moved, message_id, tenant, traceparent)
 
@@ -71,6 +88,8 @@ async def submitted(tx: Tx, delivery: Delivery, accepted: Accepted, provider: st
         provider_message_id=accepted.provider_message_id,
         segments=accepted.segments,
     )
+    # A fallback leg's deadline runs from when its provider took it.
+    await fallback.arm(tx, [(delivery.message_id, carrier, accepted.provider_message_id)])
     waiting = (
         await tx.conn.execute(
             select(pending_receipts)
@@ -81,14 +100,13 @@ async def submitted(tx: Tx, delivery: Delivery, accepted: Accepted, provider: st
             .order_by(pending_receipts.c.id)
         )
     ).all()
-    for row in waiting:
-        await msgs.set_status(
-            tx,
-            delivery.message_id,
-            DeliveryStatus(row.status),
-            reason=row.reason,
-            dispatch_state=None,
-        )
+    await _apply_known(
+        tx,
+        [
+            (delivery.message_id, row.channel_id, DeliveryStatus(row.status), row.reason)
+            for row in waiting
+        ],
+    )
     if waiting:
         await tx.conn.execute(
             delete(pending_receipts).where(pending_receipts.c.id.in_([r.id for r in waiting]))
@@ -119,20 +137,23 @@ async def apply_many(tx: Tx, receipts: Sequence[tuple[str, Receipt]]) -> list[Ap
     if parked:
         await tx.conn.execute(pending_receipts.insert(), parked)
     known = [
-        (found[(c, r.provider_message_id)], r)
+        (found[(c, r.provider_message_id)], c, r)
         for c, r in receipts
         if (c, r.provider_message_id) in found
     ]
-    moved = iter(
-        await msgs.set_status_many(
-            tx,
-            [
-                msgs.StatusChange(message_id, r.status, r.reason, dispatch_state=None)
-                for message_id, r in known
-            ],
-        )
+    flags = await fallback.note_receipts(tx, [(m, c, r.status) for m, c, r in known])
+    moves = await msgs.set_status_many(
+        tx,
+        [
+            msgs.StatusChange(message_id, r.status, flag or r.reason, dispatch_state=None)
+            for (message_id, _, r), flag in zip(known, flags, strict=True)
+        ],
     )
-    owners = await _owners(tx, [message_id for message_id, _ in known]) if known else {}
+    for (late_id, _, r), flag, advanced in zip(known, flags, moves, strict=True):
+        if flag and not advanced:
+            await msgs.note_status(tx, late_id, r.status, flag)
+    moved = iter(moves)
+    owners = await _owners(tx, [m for m, _, _ in known]) if known else {}
     applied: list[Applied] = []
     for c, r in receipts:
         message_id = found.get((c, r.provider_message_id))
@@ -187,6 +208,8 @@ async def submitted_many(tx: Tx, items: Sequence[Submission]) -> list[None]:
         (accepted.channel_id or delivery.channel_id, accepted.provider_message_id): delivery
         for delivery, accepted, _ in items
     }
+    # A fallback leg's deadline runs from when its provider took it.
+    await fallback.arm(tx, [(d.message_id, c, p) for (c, p), d in carriers.items()])
     waiting = (
         await tx.conn.execute(
             _PARKED_FOR,
@@ -194,14 +217,18 @@ async def submitted_many(tx: Tx, items: Sequence[Submission]) -> list[None]:
         )
     ).all()
     waiting = [row for row in waiting if (row.channel_id, row.provider_message_id) in carriers]
-    for row in waiting:
-        await msgs.set_status(
-            tx,
-            carriers[(row.channel_id, row.provider_message_id)].message_id,
-            DeliveryStatus(row.status),
-            reason=row.reason,
-            dispatch_state=None,
-        )
+    await _apply_known(
+        tx,
+        [
+            (
+                carriers[(row.channel_id, row.provider_message_id)].message_id,
+                row.channel_id,
+                DeliveryStatus(row.status),
+                row.reason,
+            )
+            for row in waiting
+        ],
+    )
     if waiting:
         await tx.conn.execute(
             delete(pending_receipts).where(pending_receipts.c.id.in_([r.id for r in waiting]))
@@ -240,6 +267,7 @@ async def reconcile(tx: Tx, limit: int = 500, max_age_ms: int = 24 * 3600 * 1000
                 pending_receipts.c.id,
                 pending_receipts.c.status,
                 pending_receipts.c.reason,
+                pending_receipts.c.channel_id,
                 attempts.c.message_id.label("mid"),
             )
             .join(
@@ -253,10 +281,9 @@ async def reconcile(tx: Tx, limit: int = 500, max_age_ms: int = 24 * 3600 * 1000
             .limit(limit)
         )
     ).all()
-    for row in rows:
-        await msgs.set_status(
-            tx, row.mid, DeliveryStatus(row.status), reason=row.reason, dispatch_state=None
-        )
+    await _apply_known(
+        tx, [(row.mid, row.channel_id, DeliveryStatus(row.status), row.reason) for row in rows]
+    )
     if rows:
         await tx.conn.execute(
             delete(pending_receipts).where(pending_receipts.c.id.in_([r.id for r in rows]))

@@ -499,3 +499,28 @@ messages.append_column(
 # When the receipt sweep may look at the message next; NULL: once the receipt
 # timeout has passed since its last change.
 messages.append_column(Column("receipt_query_at", BigInteger))
+# -- Deadline fallback -----------------------------------------------------------
+
+# One row per leg of a message's fallback chain (leg 1 is its own channel).
+# due_at is when the next leg fires unless this one reaches success_status
+# first: set when the leg's provider takes it, cleared when the leg settles.
+# Replicas claim due legs by a conditional UPDATE on state, so a leg fires once.
+fallback_legs = Table(
+    "fallback_legs",
+    metadata,
+    Column("message_id", String(36), primary_key=True),
+    Column("leg", Integer, primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("channel_id", String(128), nullable=False),
+    Column("state", String(16), nullable=False),
+    # NULL on the last leg: nothing fires after it.
+    Column("deadline_ms", BigInteger),
+    Column("success_status", String(16), nullable=False),
+    Column("fired_at", BigInteger),
+    Column("left_at", BigInteger),
+    Column("due_at", BigInteger),
+    Column("settled_at", BigInteger),
+    Column("late_at", BigInteger),
+    Column("provider_message_id", String(128)),
+    Index("ix_fallback_legs_due", "state", "due_at"),
+)

@@ -34,6 +34,7 @@ from server.storage import auth as keys
 from server.storage import (
     contacts,
     conversations,
+    fallback,
     inbound,
     lifecycle,
     migrate,
@@ -54,6 +55,7 @@ from server.storage.db import (
     is_sqlite,
     make_engine,
 )
+from server.storage.fallback_store import FallbackStoreMixin
 from server.storage.inbound import ReceiveOutcome
 from server.storage.messages import AcceptResult, IdempotencyKey
 from server.storage.stats import OutboxStats
@@ -61,7 +63,7 @@ from server.storage.webhook_store import WebhookStoreMixin
 from server.storage.writer import CommitObserver, Tx, Writer, now_ms
 
 
-class SqlStore(ConfigStoreMixin, WebhookStoreMixin):
+class SqlStore(ConfigStoreMixin, WebhookStoreMixin, FallbackStoreMixin):
     def __init__(self, engine: AsyncEngine, writer: Writer) -> None:
         self.engine = engine
         self._writer = writer
@@ -119,9 +121,14 @@ class SqlStore(ConfigStoreMixin, WebhookStoreMixin):
         traceparent: str = "",
     ) -> AcceptResult:
         """Store the drafts; `traceparent` is the trace their later work continues."""
-        return await self._writer.submit(
-            lambda tx: msgs.accept(tx, tenant_id, drafts, idem, render, traceparent)
-        )
+
+        async def work(tx: Tx) -> AcceptResult:
+            result = await msgs.accept(tx, tenant_id, drafts, idem, render, traceparent)
+            if result.replay is None and any(d.fallback for d in drafts):
+                await fallback.plan(tx, result.messages, drafts)
+            return result
+
+        return await self._writer.submit(work)
 
     async def outbox_stats(self) -> OutboxStats:
         """The outbox's backlog per channel and the webhook dead letters, for /metrics."""
@@ -221,6 +228,9 @@ class SqlStore(ConfigStoreMixin, WebhookStoreMixin):
         async def work(tx: Tx) -> None:
             if failed is not None:
                 await attempt_log.record(tx, message_id, [failed])
+            # A refused fallback leg is not the message's end: the next leg is queued.
+            if status is DeliveryStatus.FAILED and await fallback.refused(tx, message_id, reason):
+                return
             await msgs.set_status(tx, message_id, status, reason=reason)
 
         await self._writer.submit(work)

@@ -11,6 +11,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -21,6 +22,50 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _FallbackLegState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FallbackLegStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FallbackLegState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FALLBACK_LEG_STATE_UNSPECIFIED: _FallbackLegState.ValueType  # 0
+    """Not set."""
+    FALLBACK_LEG_STATE_WAITING: _FallbackLegState.ValueType  # 1
+    """Not fired yet."""
+    FALLBACK_LEG_STATE_ACTIVE: _FallbackLegState.ValueType  # 2
+    """Fired: queued, at its provider, or waiting on its deadline."""
+    FALLBACK_LEG_STATE_SUCCEEDED: _FallbackLegState.ValueType  # 3
+    """Reached its success status in time."""
+    FALLBACK_LEG_STATE_SUPERSEDED: _FallbackLegState.ValueType  # 4
+    """Its deadline passed and the next leg fired."""
+    FALLBACK_LEG_STATE_TIMED_OUT: _FallbackLegState.ValueType  # 5
+    """Its deadline passed with no leg left to fire."""
+    FALLBACK_LEG_STATE_REFUSED: _FallbackLegState.ValueType  # 6
+    """Its channel refused it; the next leg fired at once."""
+    FALLBACK_LEG_STATE_CANCELLED: _FallbackLegState.ValueType  # 7
+    """Withdrawn before it fired."""
+
+class FallbackLegState(_FallbackLegState, metaclass=_FallbackLegStateEnumTypeWrapper):
+    """FallbackLegState is where one leg of a fallback chain stands."""
+
+FALLBACK_LEG_STATE_UNSPECIFIED: FallbackLegState.ValueType  # 0
+"""Not set."""
+FALLBACK_LEG_STATE_WAITING: FallbackLegState.ValueType  # 1
+"""Not fired yet."""
+FALLBACK_LEG_STATE_ACTIVE: FallbackLegState.ValueType  # 2
+"""Fired: queued, at its provider, or waiting on its deadline."""
+FALLBACK_LEG_STATE_SUCCEEDED: FallbackLegState.ValueType  # 3
+"""Reached its success status in time."""
+FALLBACK_LEG_STATE_SUPERSEDED: FallbackLegState.ValueType  # 4
+"""Its deadline passed and the next leg fired."""
+FALLBACK_LEG_STATE_TIMED_OUT: FallbackLegState.ValueType  # 5
+"""Its deadline passed with no leg left to fire."""
+FALLBACK_LEG_STATE_REFUSED: FallbackLegState.ValueType  # 6
+"""Its channel refused it; the next leg fired at once."""
+FALLBACK_LEG_STATE_CANCELLED: FallbackLegState.ValueType  # 7
+"""Withdrawn before it fired."""
+Global___FallbackLegState: _TypeAlias = FallbackLegState  # noqa: Y015
 
 @_typing.final
 class ReceiveMessagesRequest(_message.Message):
@@ -203,6 +248,7 @@ class SendMessageRequest(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     VIDEO_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    FALLBACK_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     """The channel to send on."""
     mask: _builtins.bool
@@ -253,6 +299,12 @@ class SendMessageRequest(_message.Message):
     def video(self) -> _outbound_pb2.OutboundMedia:
         """Video to send, for type video."""
 
+    @_builtins.property
+    def fallback(self) -> _containers.RepeatedCompositeFieldContainer[Global___FallbackStep]:
+        """Deadline fallback: the channels to try next, in order, each when the leg
+        before it has not reached its success status in time or was refused.
+        """
+
     def __init__(
         self,
         *,
@@ -271,10 +323,11 @@ class SendMessageRequest(_message.Message):
         type: _outbound_pb2.OutboundMessageType.ValueType = ...,
         video: _outbound_pb2.OutboundMedia | None = ...,
         request_id: _builtins.str = ...,
+        fallback: _abc.Iterable[Global___FallbackStep] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "document", b"document", "image", b"image", "location", b"location", "options", b"options", "template", b"template", "text", b"text", "to", b"to", "video", b"video"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "channel_id", b"channel_id", "contacts", b"contacts", "document", b"document", "image", b"image", "location", b"location", "mask", b"mask", "message_id_resend", b"message_id_resend", "options", b"options", "request_id", b"request_id", "template", b"template", "text", b"text", "to", b"to", "type", b"type", "video", b"video"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "channel_id", b"channel_id", "contacts", b"contacts", "document", b"document", "fallback", b"fallback", "image", b"image", "location", b"location", "mask", b"mask", "message_id_resend", b"message_id_resend", "options", b"options", "request_id", b"request_id", "template", b"template", "text", b"text", "to", b"to", "type", b"type", "video", b"video"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -363,6 +416,7 @@ class SendBatchRequest(_message.Message):
     CC_FIELD_NUMBER: _builtins.int
     BCC_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    FALLBACK_FIELD_NUMBER: _builtins.int
     appid: _builtins.str
     """Channel asset app id, for OTT channels."""
     channel: _builtins.str
@@ -419,6 +473,12 @@ class SendBatchRequest(_message.Message):
     def bcc(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Blind carbon-copy addresses, for email."""
 
+    @_builtins.property
+    def fallback(self) -> _containers.RepeatedCompositeFieldContainer[Global___FallbackStep]:
+        """Deadline fallback: the channels to try next, in order, each when the leg
+        before it has not reached its success status in time or was refused.
+        """
+
     def __init__(
         self,
         *,
@@ -441,14 +501,51 @@ class SendBatchRequest(_message.Message):
         cc: _abc.Iterable[_builtins.str] | None = ...,
         bcc: _abc.Iterable[_builtins.str] | None = ...,
         request_id: _builtins.str = ...,
+        fallback: _abc.Iterable[Global___FallbackStep] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "options", b"options", "template", b"template"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["appid", b"appid", "bcc", b"bcc", "callback_data", b"callback_data", "cc", b"cc", "channel", b"channel", "content", b"content", "expire_at", b"expire_at", "from_address", b"from_address", "notify_url", b"notify_url", "options", b"options", "priority", b"priority", "request_id", b"request_id", "requested_receipts", b"requested_receipts", "send_at", b"send_at", "smartlinks", b"smartlinks", "substitutions", b"substitutions", "template", b"template", "to", b"to", "validity", b"validity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["appid", b"appid", "bcc", b"bcc", "callback_data", b"callback_data", "cc", b"cc", "channel", b"channel", "content", b"content", "expire_at", b"expire_at", "fallback", b"fallback", "from_address", b"from_address", "notify_url", b"notify_url", "options", b"options", "priority", b"priority", "request_id", b"request_id", "requested_receipts", b"requested_receipts", "send_at", b"send_at", "smartlinks", b"smartlinks", "substitutions", b"substitutions", "template", b"template", "to", b"to", "validity", b"validity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SendBatchRequest: _TypeAlias = SendBatchRequest  # noqa: Y015
+
+@_typing.final
+class FallbackStep(_message.Message):
+    """FallbackStep is one step of a deadline fallback chain. The message's own
+    channel is leg 1; each step adds the next leg.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    DEADLINE_SECONDS_FIELD_NUMBER: _builtins.int
+    SUCCESS_STATUS_FIELD_NUMBER: _builtins.int
+    channel_id: _builtins.str
+    """The channel of this leg; it must take the same kind of address."""
+    deadline_seconds: _builtins.int
+    """Seconds the leg before has, from when its provider took it, to reach
+    success_status before this leg fires.
+    """
+    success_status: _delivery_pb2.DeliveryStatus.ValueType
+    """The status of the leg before that counts as success: DELIVERED (the
+    default) or READ.
+    """
+    def __init__(
+        self,
+        *,
+        channel_id: _builtins.str = ...,
+        deadline_seconds: _builtins.int = ...,
+        success_status: _delivery_pb2.DeliveryStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "deadline_seconds", b"deadline_seconds", "success_status", b"success_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FallbackStep: _TypeAlias = FallbackStep  # noqa: Y015
 
 @_typing.final
 class BatchDestination(_message.Message):
@@ -958,6 +1055,8 @@ class Message(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     SEGMENTS_FIELD_NUMBER: _builtins.int
     ATTEMPT_LOG_FIELD_NUMBER: _builtins.int
+    FALLBACK_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_LEG_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Message id."""
     channel_id: _builtins.str
@@ -982,6 +1081,10 @@ class Message(_message.Message):
     """Dispatch attempts made."""
     segments: _builtins.int
     """Billing segments of the accepted attempt, for SMS."""
+    succeeded_leg: _builtins.int
+    """The leg that reached its success status first (1 is the message's own
+    channel); 0 while none has.
+    """
     @_builtins.property
     def history(self) -> _containers.RepeatedCompositeFieldContainer[_delivery_pb2.StatusChange]:
         """Every status reached, oldest first."""
@@ -989,6 +1092,10 @@ class Message(_message.Message):
     @_builtins.property
     def attempt_log(self) -> _containers.RepeatedCompositeFieldContainer[_delivery_pb2.DeliveryAttempt]:
         """Every provider attempt, oldest first; a fallback adds a second one."""
+
+    @_builtins.property
+    def fallback(self) -> _containers.RepeatedCompositeFieldContainer[Global___FallbackLeg]:
+        """The legs of its deadline fallback chain, leg 1 first; empty without one."""
 
     def __init__(
         self,
@@ -1007,11 +1114,77 @@ class Message(_message.Message):
         attempts: _builtins.int = ...,
         segments: _builtins.int = ...,
         attempt_log: _abc.Iterable[_delivery_pb2.DeliveryAttempt] | None = ...,
+        fallback: _abc.Iterable[Global___FallbackLeg] | None = ...,
+        succeeded_leg: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_log", b"attempt_log", "attempts", b"attempts", "channel_id", b"channel_id", "conversation_id", b"conversation_id", "correlation_id", b"correlation_id", "create_time", b"create_time", "destination", b"destination", "history", b"history", "id", b"id", "provider_message_id", b"provider_message_id", "segments", b"segments", "status", b"status", "text", b"text", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_log", b"attempt_log", "attempts", b"attempts", "channel_id", b"channel_id", "conversation_id", b"conversation_id", "correlation_id", b"correlation_id", "create_time", b"create_time", "destination", b"destination", "fallback", b"fallback", "history", b"history", "id", b"id", "provider_message_id", b"provider_message_id", "segments", b"segments", "status", b"status", "succeeded_leg", b"succeeded_leg", "text", b"text", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Message: _TypeAlias = Message  # noqa: Y015
+
+@_typing.final
+class FallbackLeg(_message.Message):
+    """FallbackLeg is one leg of a message's deadline fallback chain."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEG_FIELD_NUMBER: _builtins.int
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    DEADLINE_SECONDS_FIELD_NUMBER: _builtins.int
+    SUCCESS_STATUS_FIELD_NUMBER: _builtins.int
+    FIRE_TIME_FIELD_NUMBER: _builtins.int
+    LEAVE_TIME_FIELD_NUMBER: _builtins.int
+    DUE_TIME_FIELD_NUMBER: _builtins.int
+    SETTLE_TIME_FIELD_NUMBER: _builtins.int
+    PROVIDER_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    LATE_TIME_FIELD_NUMBER: _builtins.int
+    leg: _builtins.int
+    """Position in the chain; 1 is the message's own channel."""
+    channel_id: _builtins.str
+    """Channel of the leg."""
+    state: Global___FallbackLegState.ValueType
+    """Where the leg stands."""
+    deadline_seconds: _builtins.int
+    """Seconds the leg has to reach success_status before the next fires; 0 on the last leg."""
+    success_status: _delivery_pb2.DeliveryStatus.ValueType
+    """The status that counts as the leg's success."""
+    fire_time: _builtins.int
+    """When the leg fired, in milliseconds since the Unix epoch."""
+    leave_time: _builtins.int
+    """When its provider took it (its deadline starts then)."""
+    due_time: _builtins.int
+    """When the next leg fires unless this one succeeds first; 0 when not armed."""
+    settle_time: _builtins.int
+    """When the leg succeeded, was refused, superseded or withdrawn."""
+    provider_message_id: _builtins.str
+    """Id its provider gave it."""
+    late_time: _builtins.int
+    """When a receipt reached its success status after the next leg had fired
+    (flagged LATE_AFTER_FALLBACK); 0 if none did.
+    """
+    def __init__(
+        self,
+        *,
+        leg: _builtins.int = ...,
+        channel_id: _builtins.str = ...,
+        state: Global___FallbackLegState.ValueType = ...,
+        deadline_seconds: _builtins.int = ...,
+        success_status: _delivery_pb2.DeliveryStatus.ValueType = ...,
+        fire_time: _builtins.int = ...,
+        leave_time: _builtins.int = ...,
+        due_time: _builtins.int = ...,
+        settle_time: _builtins.int = ...,
+        provider_message_id: _builtins.str = ...,
+        late_time: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "deadline_seconds", b"deadline_seconds", "due_time", b"due_time", "fire_time", b"fire_time", "late_time", b"late_time", "leave_time", b"leave_time", "leg", b"leg", "provider_message_id", b"provider_message_id", "settle_time", b"settle_time", "state", b"state", "success_status", b"success_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FallbackLeg: _TypeAlias = FallbackLeg  # noqa: Y015

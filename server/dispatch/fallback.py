@@ -1,0 +1,87 @@
+"""Deadline fallback: fires a message's next leg when its current one runs out of time.
+
+The legs and their deadlines are in the store, so a restart loses none and
+any replica may fire a due leg; the store's conditional claim makes sure only
+one does. A fired leg is an ordinary due message on the next leg's channel,
+which the dispatcher then sends. Refusals fire the next leg at once, in the
+same commit that records them (SqlStore.finish).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from server.aio import cancel_and_wait
+from server.storage.faults import is_unavailable
+from server.storage.store import SqlStore
+from server.storage.writer import now_ms
+from server.telemetry.logs import event
+
+log = logging.getLogger(__name__)
+BATCH = 100
+
+
+class FallbackSweeper:
+    def __init__(
+        self,
+        store: SqlStore,
+        *,
+        wake_dispatcher: Callable[[], None],
+        interval: float = 0.25,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self._store = store
+        self._wake_dispatcher = wake_dispatcher
+        # The longest a due leg waits for a look: a deadline armed on another
+        # replica is only seen at the next look.
+        self._interval = interval
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="fallback-sweeper")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            await cancel_and_wait(self._task)
+            self._task = None
+
+    async def sweep(self) -> int:
+        """Fire every due leg; returns how many fired here."""
+        fired = 0
+        while True:
+            found = await self._store.fire_due_fallbacks(BATCH)
+            for leg in found:
+                event(
+                    log,
+                    "fallback.fired",
+                    "%s: leg %d fired on %s",
+                    leg.message_id,
+                    leg.leg,
+                    leg.channel_id,
+                    message_id=leg.message_id,
+                    leg=leg.leg,
+                    channel=leg.channel_id,
+                )
+            fired += len(found)
+            if found:
+                self._wake_dispatcher()
+            if len(found) < BATCH:
+                return fired
+
+    async def _run(self) -> None:
+        while True:
+            wait = self._interval
+            try:
+                await self.sweep()
+                due = await self._store.next_fallback_due()
+                if due is not None:
+                    wait = min(wait, max(0.01, (due - self._clock()) / 1000))
+            except Exception as exc:  # a failed round must not end the sweeping
+                if is_unavailable(exc):
+                    log.warning("fallback sweep failed: %r", exc)
+                else:
+                    log.exception("fallback sweep failed")
+            await asyncio.sleep(wait)
