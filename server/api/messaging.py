@@ -12,10 +12,13 @@ from google.protobuf.json_format import MessageToDict
 from cim.v1 import messaging_service_pb2 as pb
 from cim.v1 import messaging_service_pb2_grpc as pb_grpc
 from cim.v1 import outbound_pb2, timeline_pb2
+from server.actions import cancel
+from server.actions.quota import BudgetSource, DispatchLoad, quota
 from server.api.context import metadata_value, tenant_of
 from server.api.convert import message_to_proto, status_from_proto, status_to_proto
 from server.api.inbound import InboundApi
 from server.api.paging import page_args
+from server.api.send_control import cancel_result_to_proto, quota_to_proto
 from server.api.timeline import timeline_to_proto
 from server.channels import ChannelRegistry
 from server.domain.addresses import AddressError, normalize_email, normalize_msisdn
@@ -24,6 +27,7 @@ from server.domain.batch import (
     BatchSend,
     PlannedDestination,
     Template,
+    batch_id,
     pick_channel,
     plan_batch,
 )
@@ -121,7 +125,12 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         *,
         inbound: InboundApi | None = None,
         url_check: Callable[[str], str | None] | None = None,
+        budget: BudgetSource,
+        load: DispatchLoad,
     ) -> None:
+        # The request budget the guard spends, and the dispatcher's load: for GetQuota.
+        self._budget = budget
+        self._load = load
         # Refuses callback URLs the outbound guard would refuse, at submit time.
         self._url_check = url_check
         self._store = store
@@ -181,7 +190,10 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
             idempotency_key=idem.key if idem else "",
         )
         rid = request_id(context)
-        drafts = [replace(p.draft, request_id=rid) for p in planned if p.draft is not None]
+        batch = batch_id(tenant, idem.key if idem else "")
+        drafts = [
+            replace(p.draft, request_id=rid, batch_id=batch) for p in planned if p.draft is not None
+        ]
 
         def render(created: Sequence[OutboundMessage]) -> bytes:
             return _batch_response(planned, created).SerializeToString()
@@ -274,6 +286,37 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         }
         return replace(draft, text=body, content=content)
 
+    async def CancelMessage(
+        self, request: pb.CancelMessageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelMessageResponse:
+        result = await cancel.cancel_message(
+            self._store, tenant_of(context), request.message_id, request.reason
+        )
+        return pb.CancelMessageResponse(result=cancel_result_to_proto(result))
+
+    async def CancelBatch(
+        self, request: pb.CancelBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelBatchResponse:
+        results = await cancel.cancel_batch(
+            self._store, tenant_of(context), request.batch_id, request.reason
+        )
+        return pb.CancelBatchResponse(results=[cancel_result_to_proto(r) for r in results])
+
+    async def GetQuota(
+        self, request: pb.GetQuotaRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetQuotaResponse:
+        tenant = tenant_of(context)
+        found = await quota(
+            tenant,
+            self._channels_of(tenant),
+            budget=self._budget,
+            queue=self._store,
+            load=self._load,
+            channel_id=request.channel_id,
+            priority=request.priority,
+        )
+        return quota_to_proto(found)
+
     async def GetMessage(
         self, request: pb.GetMessageRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetMessageResponse:
@@ -349,4 +392,4 @@ def _batch_response(
                 status=status_to_proto(m.status),
             )
         )
-    return pb.SendBatchResponse(results=results)
+    return pb.SendBatchResponse(results=results, batch_id=created[0].batch_id if created else "")

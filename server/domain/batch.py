@@ -22,7 +22,7 @@ from server.domain.limits import (
     one_line,
     past_body_limit,
 )
-from server.domain.models import Channel, OutboundDraft, conversation_for
+from server.domain.models import Channel, OutboundDraft, conversation_for, new_id
 from server.domain.substitution import MissingVariables, TooLong, render_text, render_tree
 from server.domain.timeparse import parse_instant
 
@@ -89,6 +89,13 @@ class PlannedDestination:
 def derived_message_id(tenant_id: str, key: str, group: int, index: int) -> str:
     """A retried batch with the same idempotency key yields the same ids."""
     return str(uuid.uuid5(_ID_NAMESPACE, f"{tenant_id}\x1f{key}\x1f{group}\x1f{index}"))
+
+
+def batch_id(tenant_id: str, idempotency_key: str = "") -> str:
+    """A new batch's id; a retry with the same idempotency key gets the same one."""
+    if not idempotency_key:
+        return new_id()
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{tenant_id}\x1f{idempotency_key}\x1fbatch"))
 
 
 def pick_channel(kind: str, from_address: str, channels: Mapping[str, Channel]) -> Channel | None:

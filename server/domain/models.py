@@ -72,6 +72,8 @@ class OutboundDraft:
     message_id: str = ""
     # The x-request-id of the accepting call, kept for the message's timeline.
     request_id: str = ""
+    # The SendBatch call it came from, so the batch can be cancelled as one.
+    batch_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,7 @@ class OutboundMessage:
     request_id: str = ""
     # The W3C trace id the message was accepted under; empty for messages stored without one.
     trace_id: str = ""
+    batch_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,12 +42,13 @@ from server.storage.config_store import ConfigStoreMixin
 from server.storage.db import is_sqlite, make_engine
 from server.storage.inbound import ReceiveOutcome
 from server.storage.messages import AcceptResult, IdempotencyKey
+from server.storage.outbox_store import OutboxStoreMixin
 from server.storage.stats import OutboxStats
 from server.storage.webhook_store import WebhookStoreMixin
 from server.storage.writer import CommitObserver, Tx, Writer, now_ms
 
 
-class SqlStore(ConfigStoreMixin, WebhookStoreMixin):
+class SqlStore(ConfigStoreMixin, WebhookStoreMixin, OutboxStoreMixin):
     def __init__(self, engine: AsyncEngine, writer: Writer) -> None:
         self.engine = engine
         self._writer = writer

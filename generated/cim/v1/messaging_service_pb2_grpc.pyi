@@ -38,6 +38,18 @@ class MessagingServiceStub:
     """SendMessage durably accepts a message to one destination."""
     SendBatch: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.SendBatchRequest, _messaging_service_pb2.SendBatchResponse]
     """SendBatch durably accepts one message to up to 1000 destinations."""
+    CancelMessage: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.CancelMessageRequest, _messaging_service_pb2.CancelMessageResponse]
+    """CancelMessage withdraws a message that has not left for a provider yet
+    (scheduled, queued, or waiting to be retried).
+    """
+    CancelBatch: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.CancelBatchRequest, _messaging_service_pb2.CancelBatchResponse]
+    """CancelBatch withdraws every message of one SendBatch that has not left yet,
+    and says for each message whether it was cancelled.
+    """
+    GetQuota: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.GetQuotaRequest, _messaging_service_pb2.GetQuotaResponse]
+    """GetQuota reports the caller's request budget, each channel's pacing and
+    the queue a new send would wait behind.
+    """
     GetMessage: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.GetMessageRequest, _messaging_service_pb2.GetMessageResponse]
     """GetMessage returns one outbound message with its status history."""
     GetMessageTimeline: _grpc.UnaryUnaryMultiCallable[_timeline_pb2.GetMessageTimelineRequest, _timeline_pb2.GetMessageTimelineResponse]
@@ -65,6 +77,18 @@ class MessagingServiceAsyncStub(MessagingServiceStub):
     """SendMessage durably accepts a message to one destination."""
     SendBatch: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.SendBatchRequest, _messaging_service_pb2.SendBatchResponse]  # type: ignore[assignment]
     """SendBatch durably accepts one message to up to 1000 destinations."""
+    CancelMessage: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.CancelMessageRequest, _messaging_service_pb2.CancelMessageResponse]  # type: ignore[assignment]
+    """CancelMessage withdraws a message that has not left for a provider yet
+    (scheduled, queued, or waiting to be retried).
+    """
+    CancelBatch: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.CancelBatchRequest, _messaging_service_pb2.CancelBatchResponse]  # type: ignore[assignment]
+    """CancelBatch withdraws every message of one SendBatch that has not left yet,
+    and says for each message whether it was cancelled.
+    """
+    GetQuota: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.GetQuotaRequest, _messaging_service_pb2.GetQuotaResponse]  # type: ignore[assignment]
+    """GetQuota reports the caller's request budget, each channel's pacing and
+    the queue a new send would wait behind.
+    """
     GetMessage: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.GetMessageRequest, _messaging_service_pb2.GetMessageResponse]  # type: ignore[assignment]
     """GetMessage returns one outbound message with its status history."""
     GetMessageTimeline: _aio.UnaryUnaryMultiCallable[_timeline_pb2.GetMessageTimelineRequest, _timeline_pb2.GetMessageTimelineResponse]  # type: ignore[assignment]
@@ -101,6 +125,36 @@ class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_messaging_service_pb2.SendBatchResponse, _abc.Awaitable[_messaging_service_pb2.SendBatchResponse]]:
         """SendBatch durably accepts one message to up to 1000 destinations."""
+
+    @_abc_1.abstractmethod
+    def CancelMessage(
+        self,
+        request: _messaging_service_pb2.CancelMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_service_pb2.CancelMessageResponse, _abc.Awaitable[_messaging_service_pb2.CancelMessageResponse]]:
+        """CancelMessage withdraws a message that has not left for a provider yet
+        (scheduled, queued, or waiting to be retried).
+        """
+
+    @_abc_1.abstractmethod
+    def CancelBatch(
+        self,
+        request: _messaging_service_pb2.CancelBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_service_pb2.CancelBatchResponse, _abc.Awaitable[_messaging_service_pb2.CancelBatchResponse]]:
+        """CancelBatch withdraws every message of one SendBatch that has not left yet,
+        and says for each message whether it was cancelled.
+        """
+
+    @_abc_1.abstractmethod
+    def GetQuota(
+        self,
+        request: _messaging_service_pb2.GetQuotaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_service_pb2.GetQuotaResponse, _abc.Awaitable[_messaging_service_pb2.GetQuotaResponse]]:
+        """GetQuota reports the caller's request budget, each channel's pacing and
+        the queue a new send would wait behind.
+        """
 
     @_abc_1.abstractmethod
     def GetMessage(
