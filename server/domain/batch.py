@@ -23,6 +23,7 @@ from server.domain.limits import (
     past_body_limit,
 )
 from server.domain.models import Channel, OutboundDraft, conversation_for, new_id
+from server.domain.smart_encoding import smart_encode
 from server.domain.substitution import MissingVariables, TooLong, render_text, render_tree
 from server.domain.timeparse import parse_instant
 
@@ -160,12 +161,13 @@ def plan_batch(
     if send.appid:
         shared["appid"] = send.appid
     base_vars = {**(tenant_vars or {}), **send.substitutions}
+    smart = kind == "sms" and bool(send.options.get("smartEncoding"))
     planned: list[PlannedDestination] = []
     spent = 0
     for gi, index, group, address in addresses:
         values = {**_builtins(kind, send.from_address, address), **base_vars, **group.substitutions}
         try:
-            content, text = _render(kind, send, chosen.get(address, template), values)
+            content, text = _render(kind, send, chosen.get(address, template), values, smart)
         except MissingVariables as exc:
             planned.append(PlannedDestination(group.correlation_id, address, None, str(exc)))
             continue
@@ -378,8 +380,13 @@ def _size(node: Any) -> int:
 
 
 def _render(
-    kind: str, send: BatchSend, template: Template | None, values: Mapping[str, str]
+    kind: str,
+    send: BatchSend,
+    template: Template | None,
+    values: Mapping[str, str],
+    smart: bool = False,
 ) -> tuple[dict[str, Any], str]:
+    """``smart`` applies smart encoding, before the caps: they count what is sent."""
     limit = body_limit(kind)
     if template is not None:
         # Templates, and only templates, may leave a variable blank.
@@ -387,6 +394,7 @@ def _render(
             body = render_text(template.body, values, blank_missing=True, limit=limit)
         except TooLong:
             raise _Overflow("template", past_body_limit(kind)) from None
+        body = smart_encode(body) if smart else body
         problem = body_problem(kind, {"text": body})
         if problem:
             raise _Overflow("template", problem)
@@ -409,6 +417,8 @@ def _render(
         if exc.key:
             raise _Overflow(f"content.{exc.key}", past_body_limit(kind)) from None
         raise _Overflow("content", str(exc)) from None
+    if smart and isinstance(content.get("text"), str):
+        content["text"] = smart_encode(content["text"])
     problem = body_problem(kind, {k: str(content.get(k) or "") for k in keys})
     if problem:
         raise _Overflow("content.html" if content.get("html") else "content.text", problem)

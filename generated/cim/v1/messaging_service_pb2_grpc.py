@@ -46,6 +46,11 @@ class MessagingServiceStub:
                 request_serializer=cim_dot_v1_dot_messaging__service__pb2.SendBatchRequest.SerializeToString,
                 response_deserializer=cim_dot_v1_dot_messaging__service__pb2.SendBatchResponse.FromString,
                 _registered_method=True)
+        self.ValidateBatch = channel.unary_unary(
+                '/cim.v1.MessagingService/ValidateBatch',
+                request_serializer=cim_dot_v1_dot_messaging__service__pb2.SendBatchRequest.SerializeToString,
+                response_deserializer=cim_dot_v1_dot_messaging__service__pb2.ValidateBatchResponse.FromString,
+                _registered_method=True)
         self.CancelMessage = channel.unary_unary(
                 '/cim.v1.MessagingService/CancelMessage',
                 request_serializer=cim_dot_v1_dot_messaging__service__pb2.CancelMessageRequest.SerializeToString,
@@ -101,6 +106,19 @@ class MessagingServiceServicer:
 
     def SendBatch(self, request, context):
         """SendBatch durably accepts one message to up to 1000 destinations.
+        ValidateBatch takes the same request, so both refuse a body with the same field paths.
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ValidateBatch(self, request, context):
+        """ValidateBatch answers, per destination, what SendBatch would do with the
+        same body, without storing or sending anything: the rendered text, SMS
+        encoding and segments, the route, consent, and the refusals a send would give.
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -181,6 +199,11 @@ def add_MessagingServiceServicer_to_server(servicer, server):
                     servicer.SendBatch,
                     request_deserializer=cim_dot_v1_dot_messaging__service__pb2.SendBatchRequest.FromString,
                     response_serializer=cim_dot_v1_dot_messaging__service__pb2.SendBatchResponse.SerializeToString,
+            ),
+            'ValidateBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ValidateBatch,
+                    request_deserializer=cim_dot_v1_dot_messaging__service__pb2.SendBatchRequest.FromString,
+                    response_serializer=cim_dot_v1_dot_messaging__service__pb2.ValidateBatchResponse.SerializeToString,
             ),
             'CancelMessage': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelMessage,
@@ -278,6 +301,33 @@ class MessagingService:
             '/cim.v1.MessagingService/SendBatch',
             cim_dot_v1_dot_messaging__service__pb2.SendBatchRequest.SerializeToString,
             cim_dot_v1_dot_messaging__service__pb2.SendBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ValidateBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cim.v1.MessagingService/ValidateBatch',
+            cim_dot_v1_dot_messaging__service__pb2.SendBatchRequest.SerializeToString,
+            cim_dot_v1_dot_messaging__service__pb2.ValidateBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,7 +37,17 @@ class MessagingServiceStub:
     SendMessage: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.SendMessageRequest, _messaging_service_pb2.SendMessageResponse]
     """SendMessage durably accepts a message to one destination."""
     SendBatch: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.SendBatchRequest, _messaging_service_pb2.SendBatchResponse]
-    """SendBatch durably accepts one message to up to 1000 destinations."""
+    """SendBatch durably accepts one message to up to 1000 destinations.
+    ValidateBatch takes the same request, so both refuse a body with the same field paths.
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
+    ValidateBatch: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.SendBatchRequest, _messaging_service_pb2.ValidateBatchResponse]
+    """ValidateBatch answers, per destination, what SendBatch would do with the
+    same body, without storing or sending anything: the rendered text, SMS
+    encoding and segments, the route, consent, and the refusals a send would give.
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
     CancelMessage: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.CancelMessageRequest, _messaging_service_pb2.CancelMessageResponse]
     """CancelMessage withdraws a message that has not left for a provider yet
     (scheduled, queued, or waiting to be retried).
@@ -76,7 +86,17 @@ class MessagingServiceAsyncStub(MessagingServiceStub):
     SendMessage: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.SendMessageRequest, _messaging_service_pb2.SendMessageResponse]  # type: ignore[assignment]
     """SendMessage durably accepts a message to one destination."""
     SendBatch: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.SendBatchRequest, _messaging_service_pb2.SendBatchResponse]  # type: ignore[assignment]
-    """SendBatch durably accepts one message to up to 1000 destinations."""
+    """SendBatch durably accepts one message to up to 1000 destinations.
+    ValidateBatch takes the same request, so both refuse a body with the same field paths.
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
+    ValidateBatch: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.SendBatchRequest, _messaging_service_pb2.ValidateBatchResponse]  # type: ignore[assignment]
+    """ValidateBatch answers, per destination, what SendBatch would do with the
+    same body, without storing or sending anything: the rendered text, SMS
+    encoding and segments, the route, consent, and the refusals a send would give.
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
     CancelMessage: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.CancelMessageRequest, _messaging_service_pb2.CancelMessageResponse]  # type: ignore[assignment]
     """CancelMessage withdraws a message that has not left for a provider yet
     (scheduled, queued, or waiting to be retried).
@@ -124,7 +144,23 @@ class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _messaging_service_pb2.SendBatchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messaging_service_pb2.SendBatchResponse, _abc.Awaitable[_messaging_service_pb2.SendBatchResponse]]:
-        """SendBatch durably accepts one message to up to 1000 destinations."""
+        """SendBatch durably accepts one message to up to 1000 destinations.
+        ValidateBatch takes the same request, so both refuse a body with the same field paths.
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+
+    @_abc_1.abstractmethod
+    def ValidateBatch(
+        self,
+        request: _messaging_service_pb2.SendBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_service_pb2.ValidateBatchResponse, _abc.Awaitable[_messaging_service_pb2.ValidateBatchResponse]]:
+        """ValidateBatch answers, per destination, what SendBatch would do with the
+        same body, without storing or sending anything: the rendered text, SMS
+        encoding and segments, the route, consent, and the refusals a send would give.
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
 
     @_abc_1.abstractmethod
     def CancelMessage(
