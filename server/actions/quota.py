@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from server.domain.batch import DEFAULT_PRIORITY
+from server.domain.delivery_fields import DEFAULT_PRIORITY
 from server.domain.errors import not_found
 from server.domain.models import Channel
 from server.domain.quota import ChannelQuota, QueueAhead, Quota, RateBudget, estimated_wait_ms

@@ -6,12 +6,17 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from server.domain.addresses import AddressError, normalize_email, normalize_msisdn
+from server.domain.delivery_fields import (
+    DEFAULT_PRIORITY,
+    check_notify_url,
+    check_priority,
+    check_receipts,
+    check_schedule,
+)
 from server.domain.errors import FieldViolation, failed_precondition, invalid
 from server.domain.limits import (
-    RECEIPTS,
     RENDER_BUDGET_BYTES,
     RENDERED_EXTRA_MAX,
     body_keys,
@@ -25,14 +30,8 @@ from server.domain.limits import (
 from server.domain.models import Channel, OutboundDraft, conversation_for, new_id
 from server.domain.smart_encoding import smart_encode
 from server.domain.substitution import MissingVariables, TooLong, render_text, render_tree
-from server.domain.timeparse import parse_instant
 
 MAX_DESTINATIONS = 1000
-MAX_SCHEDULE_AHEAD_MS = 7 * 24 * 3600 * 1000
-# A message still undelivered a month after its send time is not worth sending;
-# the bound also keeps expiry times inside a 64-bit column.
-MAX_VALIDITY_MS = 30 * 24 * 3600 * 1000
-DEFAULT_PRIORITY = 2
 _ADDRESS_FIELD = {"sms": "msisdn", "rcs": "msisdn", "whatsapp": "msisdn", "email": "email"}
 _ID_NAMESPACE = uuid.UUID("0e6f2f0a-58b8-4cde-9a3c-1b1c4b0c2d77")
 
@@ -124,10 +123,10 @@ def plan_batch(
     kind = send.channel.lower()
     channel = _check_channel(kind, send, channels, problems)
     addresses = _check_destinations(kind, send.groups, problems)
-    due_at, expire_at = _check_schedule(send, now, problems)
-    _check_priority(send.priority, problems)
-    receipts = _check_receipts(kind, send.requested_receipts, problems)
-    _check_notify_url(send.notify_url, problems)
+    due_at, expire_at = check_schedule(send.send_at, send.expire_at, send.validity, now, problems)
+    check_priority(send.priority, problems)
+    receipts = check_receipts(kind, send.requested_receipts, problems)
+    check_notify_url(send.notify_url, problems)
     check_free_text(
         problems,
         callback_data=send.callback_data,
@@ -270,73 +269,6 @@ def _check_destinations(
             found.append((gi, index, group, address))
             index += 1
     return found
-
-
-def _check_schedule(
-    send: BatchSend, now: int, problems: list[FieldViolation]
-) -> tuple[int, int | None]:
-    due_at = now
-    if send.send_at:
-        try:
-            due_at = max(now, parse_instant(send.send_at))
-        except ValueError:
-            problems.append(FieldViolation("sendAt", "must be ISO 8601 or epoch seconds"))
-        else:
-            if due_at > now + MAX_SCHEDULE_AHEAD_MS:
-                problems.append(FieldViolation("sendAt", "at most 7 days ahead"))
-    expire_at: int | None = None
-    if send.expire_at and send.validity:
-        problems.append(FieldViolation("validity", "expireAt and validity are mutually exclusive"))
-    elif send.expire_at:
-        try:
-            expire_at = parse_instant(send.expire_at)
-        except ValueError:
-            problems.append(FieldViolation("expireAt", "must be ISO 8601 or epoch seconds"))
-        else:
-            if expire_at <= due_at:
-                problems.append(FieldViolation("expireAt", "must be after the send time"))
-            elif expire_at - due_at > MAX_VALIDITY_MS:
-                problems.append(FieldViolation("expireAt", "at most 30 days after the send time"))
-    elif send.validity:
-        if not 0 < send.validity * 1000 <= MAX_VALIDITY_MS:
-            problems.append(FieldViolation("validity", "must be between 1 second and 30 days"))
-        else:
-            expire_at = due_at + send.validity * 1000
-    return due_at, expire_at
-
-
-def _check_priority(priority: int, problems: list[FieldViolation]) -> None:
-    if priority and not 1 <= priority <= 3:
-        problems.append(FieldViolation("priority", "must be 1, 2 or 3"))
-
-
-def _check_receipts(
-    kind: str, requested: tuple[str, ...], problems: list[FieldViolation]
-) -> tuple[str, ...]:
-    allowed = RECEIPTS.get(kind)
-    if allowed is None:
-        return ()
-    chosen: list[str] = []
-    for i, name in enumerate(requested):
-        status = allowed.get(name.strip().lower())
-        if status is None:
-            problems.append(
-                FieldViolation(
-                    f"requestedReceipts[{i}]",
-                    f"{name!r} is not a {kind} receipt; use {', '.join(allowed)}",
-                )
-            )
-        elif status not in chosen:
-            chosen.append(status)
-    return tuple(chosen)
-
-
-def _check_notify_url(url: str, problems: list[FieldViolation]) -> None:
-    if not url:
-        return
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        problems.append(FieldViolation("notifyUrl", "must be an absolute http(s) URL"))
 
 
 def _check_body(
