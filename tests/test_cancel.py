@@ -135,6 +135,27 @@ async def test_a_batch_is_cancelled_as_one_and_a_sent_message_is_reported_sent(
     assert len(provider.attempts) == 1
 
 
+async def test_another_tenant_cannot_cancel_a_message_or_a_batch(db_url: str) -> None:
+    async with running_hub(db_url) as hub, channel_to(hub) as channel:
+        await hub.store.create_tenant("tenant-b")
+        b_key = await hub.store.create_api_key("tenant-b")
+        b_md = (("x-api-id", b_key.api_id), ("x-api-key", b_key.secret))
+        stub = mg.MessagingServiceStub(channel)
+        sent = await stub.SendBatch(batch(numbers(1), send_at=str(int(time.time()) + 3600)))
+        message_id = sent.results[0].message_id
+        codes = []
+        for call in (
+            stub.CancelMessage(m.CancelMessageRequest(message_id=message_id), metadata=b_md),
+            stub.CancelBatch(m.CancelBatchRequest(batch_id=sent.batch_id), metadata=b_md),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call
+            codes.append(refused.value.code())
+        status = await _status(hub, message_id)
+    assert codes == [grpc.StatusCode.NOT_FOUND, grpc.StatusCode.NOT_FOUND]
+    assert status is DeliveryStatus.SCHEDULED
+
+
 async def test_a_message_waiting_for_its_retry_is_cancelled_and_not_retried(db_url: str) -> None:
     # The first request fails with Retry-After an hour: the message waits for its retry.
     provider = FlakyProvider(failures=1, retry_after=3600)
