@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from cim.v1 import messaging_service_pb2 as m
 from cim.v1 import messaging_service_pb2_grpc as mg
+from fakes.rbm import FakeRbm
 from fakes.twilio import FakeTwilio
 from server.api.context import DEFAULT_TENANT
 from server.config import DEFAULT_CHANNELS
@@ -275,3 +276,65 @@ async def test_smart_encoding_replaces_typography_when_asked_and_saves_segments(
     assert (smart_msg.text, smart_msg.segments) == (replaced, 1)
     bodies = sorted(msg.body for msg in fake_twilio.messages.values())
     assert bodies == sorted([text, replaced])
+
+
+RBM_TOKEN_VAR = "CIMHUB_TEST_RBM_DRY_RUN_TOKEN"
+RBM_CLIENT_VAR = "CIMHUB_TEST_RBM_DRY_RUN_CLIENT_TOKEN"
+
+
+async def test_the_dry_run_route_is_the_fallback_a_send_takes(
+    db_url: str, fake_twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    not_rcs = "+447911000111"
+    monkeypatch.setenv(RBM_TOKEN_VAR, "rbm-token")
+    monkeypatch.setenv(RBM_CLIENT_VAR, "rbm-client-token")
+    async with FakeRbm(token="rbm-token", agent_id="agent_1", non_capable={not_rcs}) as rbm:
+        rcs = Channel(
+            "rcs-main",
+            "RCS",
+            "rbm",
+            settings={
+                "agent_id": "agent_1",
+                "token_env": RBM_TOKEN_VAR,
+                "client_token_env": RBM_CLIENT_VAR,
+                "base_url": rbm.url,
+                "sms_fallback_channel": "sms-twilio",
+            },
+        )
+        channels = (
+            *(c for c in DEFAULT_CHANNELS if c.contact_type != "RCS"),
+            rcs,
+            twilio_channel(fake_twilio),
+        )
+        fallback_text = "Your code is 4242 \u2013 " + "valid for ten minutes " * 4
+        body: dict[str, Any] = {
+            "channel": "rcs",
+            "from": "agent_1",
+            "to": [{"msisdn": [not_rcs]}],
+            "options": {"smsFallback": True, "smsSenderId": LANE, "text": fallback_text},
+            "content": {"type": "text", "text": "Your code is 4242 (rich)"},
+        }
+        no_fallback = {**body, "options": {"text": fallback_text}}
+        async with running_hub(db_url, channels=channels) as hub, rest_session() as http:
+            _, checked = await _post(http, hub, "/api/v2/message/validate", body)
+            _, plain = await _post(http, hub, "/api/v2/message/validate", no_fallback)
+            status, sent = await _post(http, hub, "/api/v2/message/send", body)
+            assert status == 202, sent
+            message_id = sent["results"][0]["messageId"]
+            async with asyncio.timeout(20):
+                while True:
+                    got = await hub.store.get_message(DEFAULT_TENANT, message_id)
+                    if got.status is DeliveryStatus.SUBMITTED:
+                        break
+                    await asyncio.sleep(0.05)
+    check = checked["results"][0]
+    assert check["channelId"] == "rcs-main"
+    assert check["route"] == [a.channel_id for a in got.attempt_log] == ["rcs-main", "sms-twilio"]
+    sms = check["sms"]
+    [sent_sms] = fake_twilio.messages.values()
+    assert sms["text"] == sent_sms.body == fallback_text
+    assert (sms["encoding"], sms["segments"]) == ("UCS-2", 2)
+    assert sms["segments"] == got.attempt_log[-1].segments == sent_sms.num_segments
+    assert sms["smartEncoding"]["segmentsAfter"] == 1
+    assert plain["results"][0]["route"] == ["rcs-main"]
+    assert "sms" not in plain["results"][0]

@@ -88,13 +88,13 @@ def _on(value: Any) -> bool:
 def sms_fallback(channel: Channel, content: Mapping[str, Any]) -> tuple[str, str] | None:
     """The SMS channel and text an RCS message falls back to, if it would.
 
-    As the RBM adapter does it: asked for with options.smsFallback, on a
-    channel that names its sms_fallback_channel, with options.text or the
-    message's own text.
+    As the RBM adapter does it (the one adapter that falls back): asked for
+    with options.smsFallback, on a channel that names its
+    sms_fallback_channel, with options.text or the message's own text.
     """
     options = content.get("options") or {}
     target = str(channel.settings.get("sms_fallback_channel") or "")
-    if channel.contact_type.lower() != "rcs" or not target or not _on(options.get("smsFallback")):
+    if channel.provider != "rbm" or not target or not _on(options.get("smsFallback")):
         return None
     return target, str(options.get("text") or content.get("text") or "")
 
