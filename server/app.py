@@ -390,6 +390,8 @@ def _grpc_server(
     mark: tuple[str, str] | None,
     wake_webhooks: Callable[[], None],
 ) -> BuiltServer:
+    # One budget per tenant: the guard spends it, GetQuota reports it.
+    limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
     return build_server(
         Services(
             messaging=MessagingServicer(
@@ -399,6 +401,8 @@ def _grpc_server(
                 clock,
                 inbound=InboundApi(store, channels, settings.verify_token),
                 url_check=checks.submitted,
+                budget=limiter,
+                load=dispatcher,
             ),
             notifications=NotificationServicer(
                 store,
@@ -424,7 +428,7 @@ def _grpc_server(
         interceptors=[
             GuardInterceptor(
                 auth,
-                RateLimiter(settings.rate_per_s, settings.rate_burst),
+                limiter,
                 StreamCounter(settings.max_streams_per_tenant),
                 settings.max_streams_per_tenant,
                 verify_token=settings.verify_token,

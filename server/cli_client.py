@@ -55,7 +55,9 @@ CHUNK = 1000  # the most destinations one SendBatch takes
 # Seconds without a status from the stream before the server is asked directly.
 QUIET_S = 5.0
 BATCH_KINDS = ("sms", "email", "rcs", "whatsapp")
-TERMINAL = frozenset({"DELIVERED", "UNDELIVERED", "READ", "CLICKED", "FAILED", "EXPIRED"})
+TERMINAL = frozenset(
+    {"DELIVERED", "UNDELIVERED", "READ", "CLICKED", "FAILED", "EXPIRED", "CANCELLED"}
+)
 RESULT_COLUMNS = (
     "row",
     "correlationId",

@@ -231,6 +231,33 @@ async def test_withdrawn_legs_never_fire(db_url: str) -> None:
     assert [a.channel_id for a in got.attempt_log] == [QUIET.channel_id]
 
 
+async def test_cancelling_a_message_waiting_on_its_deadline_withdraws_the_legs_to_come(
+    db_url: str,
+) -> None:
+    async with running_hub(db_url, channels=CHANNELS) as hub, channel_to(hub) as channel:
+        stub = mg.MessagingServiceStub(channel)
+        waiting = await stub.SendMessage(_send(QUIET.channel_id, deadline_s=1))
+        control = await stub.SendMessage(_send(QUIET.channel_id, 1, "+447911123128"))
+        await _wait(stub, waiting.message_id, _left)
+        answer = await stub.CancelMessage(
+            m.CancelMessageRequest(message_id=waiting.message_id, reason="customer replied")
+        )
+        # The deadline of the control message passes after this one's.
+        await _wait(stub, control.message_id, lambda g: _on(g, SMS.channel_id))
+        got = await _wait(
+            stub, waiting.message_id, lambda g: g.fallback[0].state != S.FALLBACK_LEG_STATE_ACTIVE
+        )
+        again = await stub.CancelMessage(m.CancelMessageRequest(message_id=waiting.message_id))
+    assert answer.result.outcome == m.CANCEL_OUTCOME_FALLBACK_CANCELLED
+    assert again.result.outcome == m.CANCEL_OUTCOME_ALREADY_SENT
+    assert [leg.state for leg in got.fallback] == [
+        S.FALLBACK_LEG_STATE_TIMED_OUT,
+        S.FALLBACK_LEG_STATE_CANCELLED,
+    ]
+    assert [a.channel_id for a in got.attempt_log] == [QUIET.channel_id]
+    assert any("customer replied" in h.reason for h in got.history)
+
+
 @pytest.mark.parametrize(
     ("step", "field"),
     [

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from adapters.sms_encoding import encoding_of, length_in_units, segments
+from server.domain.smart_encoding import replacements_in, smart_encode
+from server.domain.sms_encoding import ucs2_characters
 
 GSM_BASIC = (
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -84,3 +86,28 @@ def test_empty_text_is_one_segment() -> None:
     # An SMS without user data is still one message on the wire and billed as one.
     assert encoding_of("") == "GSM-7"
     assert segments("") == 1
+
+
+def test_ucs2_characters_are_listed_once_in_order_of_appearance() -> None:
+    assert ucs2_characters("caf\u00e9 \u2019x\u2019 \U0001f600 \u00e9") == ["\u2019", "\U0001f600"]
+    assert ucs2_characters("plain \u20ac{text}") == []
+
+
+def test_smart_encoding_replaces_typography_only_when_the_text_becomes_gsm() -> None:
+    text = "\u201cHi\u201d\u00a0\u2013 it\u2019s\u2026\u200b"
+    assert smart_encode(text) == '"Hi" - it\'s...'
+    assert [(r.character, r.replacement, r.count) for r in replacements_in(text)] == [
+        ("\u201c", '"', 1),
+        ("\u201d", '"', 1),
+        ("\u00a0", " ", 1),
+        ("\u2013", "-", 1),
+        ("\u2019", "'", 1),
+        ("\u2026", "...", 1),
+        ("\u200b", "", 1),
+    ]
+    # An emoji keeps it UCS-2 whatever is replaced, so nothing is.
+    assert smart_encode("it\u2019s \U0001f600") == "it\u2019s \U0001f600"
+    # Letters outside GSM-7 are never changed.
+    assert smart_encode("\u00e7a \u2019") == "\u00e7a \u2019"
+    assert segments(text) == 1 and segments("\u2019" + "a" * 80) == 2
+    assert segments(smart_encode("\u2019" + "a" * 80)) == 1

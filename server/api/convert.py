@@ -78,6 +78,7 @@ def message_to_proto(m: OutboundMessage) -> messaging_service_pb2.Message:
         attempts=m.attempts,
         segments=m.segments,
         attempt_log=[attempt_to_proto(a) for a in m.attempt_log],
+        batch_id=m.batch_id,
         fallback=[leg_to_proto(leg) for leg in m.fallback],
         succeeded_leg=won.leg if (won := succeeded_leg(m.fallback)) is not None else 0,
     )

@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from server.domain.quota import RateBudget
+
 
 @dataclass
 class _Bucket:
@@ -37,6 +39,22 @@ class RateLimiter:
             bucket.tokens -= 1.0
             return 0.0
         return (1.0 - bucket.tokens) / self._rate
+
+    def budget(self, tenant: str) -> RateBudget:
+        """The tenant's bucket as of now, without taking from it."""
+        now = self._clock()
+        bucket = self._buckets.get(tenant)
+        tokens = (
+            self._burst
+            if bucket is None
+            else min(self._burst, bucket.tokens + (now - bucket.at) * self._rate)
+        )
+        return RateBudget(
+            per_second=self._rate,
+            burst=int(self._burst),
+            remaining=int(tokens),
+            full_in_ms=math.ceil((self._burst - tokens) / self._rate * 1000),
+        )
 
 
 def retry_after_seconds(wait_s: float) -> int:

@@ -12,20 +12,19 @@ from google.protobuf.json_format import MessageToDict
 from cim.v1 import messaging_service_pb2 as pb
 from cim.v1 import messaging_service_pb2_grpc as pb_grpc
 from cim.v1 import outbound_pb2, timeline_pb2
+from server.actions import batch_send, cancel, dry_run
+from server.actions.quota import BudgetSource, DispatchLoad, quota
 from server.api.context import metadata_value, tenant_of
 from server.api.convert import message_to_proto, status_from_proto, status_to_proto
 from server.api.inbound import InboundApi
 from server.api.paging import page_args
+from server.api.send_control import cancel_result_to_proto, check_to_proto, quota_to_proto
 from server.api.timeline import timeline_to_proto
 from server.channels import ChannelRegistry
-from server.domain.addresses import AddressError, normalize_email, normalize_msisdn
 from server.domain.batch import (
     BatchGroup,
     BatchSend,
     PlannedDestination,
-    Template,
-    pick_channel,
-    plan_batch,
 )
 from server.domain.customer import require_approved, text_value, var_values
 from server.domain.errors import FieldViolation, invalid
@@ -71,7 +70,7 @@ def single_send(request: pb.SendMessageRequest) -> SingleSend:
     )
 
 
-def batch_send(request: pb.SendBatchRequest) -> BatchSend:
+def batch_send_of(request: pb.SendBatchRequest) -> BatchSend:
     return BatchSend(
         channel=request.channel,
         from_address=request.from_address,
@@ -93,6 +92,7 @@ def batch_send(request: pb.SendBatchRequest) -> BatchSend:
         cc=tuple(request.cc),
         bcc=tuple(request.bcc),
         appid=request.appid,
+        fallback=fallback_steps(request.fallback),
     )
 
 
@@ -134,7 +134,15 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         *,
         inbound: InboundApi | None = None,
         url_check: Callable[[str], str | None] | None = None,
+        budget: BudgetSource,
+        load: DispatchLoad,
+        consent: dry_run.ConsentLookup | None = None,
     ) -> None:
+        # Until a consent ledger is wired in, a dry run reports every address as UNKNOWN.
+        self._consent = consent or dry_run.NoConsentLedger()
+        # The request budget the guard spends, and the dispatcher's load: for GetQuota.
+        self._budget = budget
+        self._load = load
         # Refuses callback URLs the outbound guard would refuse, at submit time.
         self._url_check = url_check
         self._store = store
@@ -174,81 +182,41 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         self, request: pb.SendBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.SendBatchResponse:
         tenant = tenant_of(context)
-        idem = idempotency(request, context)
-        template = await self._template(tenant, request)
-        send = batch_send(request)
-        refusal = self._url_check(send.notify_url) if send.notify_url and self._url_check else None
-        if refusal:
-            raise invalid([FieldViolation("notifyUrl", refusal)])
-        channels = self._channels_of(tenant)
-        channel = pick_channel(send.channel.lower(), send.from_address, channels)
-        channel_id = channel.channel_id if channel is not None else ""
-        stored_vars = await self._store.list_global_vars(tenant, channel_id)
-        by_destination = await self._contact_templates(tenant, request, send, channel_id)
-        planned = plan_batch(
+        planned, result = await batch_send.send_batch(
+            self._store,
+            self._channels_of(tenant),
             tenant,
-            send,
-            channels,
+            batch_send_of(request),
             self._clock(),
-            template=template,
-            tenant_vars=var_values(stored_vars, channel_id),
-            by_destination=by_destination,
-            idempotency_key=idem.key if idem else "",
+            idem=idempotency(request, context),
+            render=lambda p, created: _batch_response(p, created).SerializeToString(),
+            url_check=self._url_check,
+            request_id=request_id(context),
+            traceparent=current_traceparent(),
         )
-        rid = request_id(context)
-        legs = (
-            plan_chain(channel, fallback_steps(request.fallback), channels)
-            if channel is not None
-            else ()
-        )
-        drafts = [
-            replace(p.draft, request_id=rid, fallback=legs) for p in planned if p.draft is not None
-        ]
-
-        def render(created: Sequence[OutboundMessage]) -> bytes:
-            return _batch_response(planned, created).SerializeToString()
-
-        result = await self._store.accept(tenant, drafts, idem, render, current_traceparent())
         if result.replay is not None:
             return pb.SendBatchResponse.FromString(result.replay)
-        if drafts:
+        if result.messages:
             self._on_accept()
         return _batch_response(planned, result.messages)
 
-    async def _template(self, tenant: str, request: pb.SendBatchRequest) -> Template | None:
-        if not request.HasField("template"):
-            return None
-        ref = request.template
-        return await self._store.find_template(
-            tenant, template_id=ref.id, code=ref.code, lang=ref.lang
+    async def ValidateBatch(
+        self, request: pb.SendBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ValidateBatchResponse:
+        tenant = tenant_of(context)
+        found = await dry_run.validate_batch(
+            self._store,
+            self._channels_of(tenant),
+            tenant,
+            batch_send_of(request),
+            self._clock(),
+            url_check=self._url_check,
+            consent=self._consent,
         )
+        return check_to_proto(found)
 
     def _channels_of(self, tenant: str) -> Mapping[str, Channel]:
         return self._channels.visible_to(tenant)
-
-    async def _contact_templates(
-        self, tenant: str, request: pb.SendBatchRequest, send: BatchSend, channel_id: str
-    ) -> dict[str, Template]:
-        """For a template named by code alone: per address, the version in the
-        contact's preferred language, where one is approved on the channel."""
-        ref = request.template
-        if not request.HasField("template") or ref.id or ref.lang or not ref.code:
-            return {}
-        normalize = normalize_email if send.channel.lower() == "email" else normalize_msisdn
-        addresses = set()
-        for group in send.groups:
-            for raw in (*group.msisdn, *group.email):
-                try:
-                    addresses.add(normalize(raw))
-                except AddressError:
-                    continue  # plan_batch reports it against its field
-        langs = await self._store.contact_langs(tenant, sorted(addresses))
-        versions: dict[str, Template] = {}
-        for lang in set(langs.values()):
-            found = await self._store.find_template(tenant, code=ref.code, lang=lang)
-            if found is not None and found.approvals.get(channel_id) == "APPROVED":
-                versions[lang] = found
-        return {address: versions[lang] for address, lang in langs.items() if lang in versions}
 
     async def _personalise(
         self, tenant: str, request: pb.SendMessageRequest, draft: OutboundDraft
@@ -295,6 +263,37 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
             "lang": template.lang,
         }
         return replace(draft, text=body, content=content)
+
+    async def CancelMessage(
+        self, request: pb.CancelMessageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelMessageResponse:
+        result = await cancel.cancel_message(
+            self._store, tenant_of(context), request.message_id, request.reason
+        )
+        return pb.CancelMessageResponse(result=cancel_result_to_proto(result))
+
+    async def CancelBatch(
+        self, request: pb.CancelBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelBatchResponse:
+        results = await cancel.cancel_batch(
+            self._store, tenant_of(context), request.batch_id, request.reason
+        )
+        return pb.CancelBatchResponse(results=[cancel_result_to_proto(r) for r in results])
+
+    async def GetQuota(
+        self, request: pb.GetQuotaRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetQuotaResponse:
+        tenant = tenant_of(context)
+        found = await quota(
+            tenant,
+            self._channels_of(tenant),
+            budget=self._budget,
+            queue=self._store,
+            load=self._load,
+            channel_id=request.channel_id,
+            priority=request.priority,
+        )
+        return quota_to_proto(found)
 
     async def GetMessage(
         self, request: pb.GetMessageRequest, context: grpc.aio.ServicerContext
@@ -371,4 +370,4 @@ def _batch_response(
                 status=status_to_proto(m.status),
             )
         )
-    return pb.SendBatchResponse(results=results)
+    return pb.SendBatchResponse(results=results, batch_id=created[0].batch_id if created else "")

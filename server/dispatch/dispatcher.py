@@ -144,6 +144,10 @@ class Dispatcher:
         else:
             self._pacers.pop(channel_id, None)
 
+    def in_flight(self, channel_id: str) -> int:
+        """This process's claims on the channel that its provider has not answered yet."""
+        return self._per_channel.get(channel_id, 0)
+
     def forget_channel(self, channel_id: str) -> None:
         for table in (self._channel_bounds, self._sending, self._pacers):
             table.pop(channel_id, None)

@@ -6,12 +6,18 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from server.domain.addresses import AddressError, normalize_email, normalize_msisdn
+from server.domain.delivery_fields import (
+    DEFAULT_PRIORITY,
+    check_notify_url,
+    check_priority,
+    check_receipts,
+    check_schedule,
+)
 from server.domain.errors import FieldViolation, failed_precondition, invalid
+from server.domain.fallback import FallbackStep
 from server.domain.limits import (
-    RECEIPTS,
     RENDER_BUDGET_BYTES,
     RENDERED_EXTRA_MAX,
     body_keys,
@@ -22,16 +28,11 @@ from server.domain.limits import (
     one_line,
     past_body_limit,
 )
-from server.domain.models import Channel, OutboundDraft, conversation_for
+from server.domain.models import Channel, OutboundDraft, conversation_for, new_id
+from server.domain.smart_encoding import smart_encode
 from server.domain.substitution import MissingVariables, TooLong, render_text, render_tree
-from server.domain.timeparse import parse_instant
 
 MAX_DESTINATIONS = 1000
-MAX_SCHEDULE_AHEAD_MS = 7 * 24 * 3600 * 1000
-# A message still undelivered a month after its send time is not worth sending;
-# the bound also keeps expiry times inside a 64-bit column.
-MAX_VALIDITY_MS = 30 * 24 * 3600 * 1000
-DEFAULT_PRIORITY = 2
 _ADDRESS_FIELD = {"sms": "msisdn", "rcs": "msisdn", "whatsapp": "msisdn", "email": "email"}
 _ID_NAMESPACE = uuid.UUID("0e6f2f0a-58b8-4cde-9a3c-1b1c4b0c2d77")
 
@@ -65,6 +66,8 @@ class BatchSend:
     cc: tuple[str, ...] = ()
     bcc: tuple[str, ...] = ()
     appid: str = ""
+    # The deadline fallback chain after the batch's own channel; () without one.
+    fallback: tuple[FallbackStep, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,13 @@ class PlannedDestination:
 def derived_message_id(tenant_id: str, key: str, group: int, index: int) -> str:
     """A retried batch with the same idempotency key yields the same ids."""
     return str(uuid.uuid5(_ID_NAMESPACE, f"{tenant_id}\x1f{key}\x1f{group}\x1f{index}"))
+
+
+def batch_id(tenant_id: str, idempotency_key: str = "") -> str:
+    """A new batch's id; a retry with the same idempotency key gets the same one."""
+    if not idempotency_key:
+        return new_id()
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{tenant_id}\x1f{idempotency_key}\x1fbatch"))
 
 
 def pick_channel(kind: str, from_address: str, channels: Mapping[str, Channel]) -> Channel | None:
@@ -116,10 +126,10 @@ def plan_batch(
     kind = send.channel.lower()
     channel = _check_channel(kind, send, channels, problems)
     addresses = _check_destinations(kind, send.groups, problems)
-    due_at, expire_at = _check_schedule(send, now, problems)
-    _check_priority(send.priority, problems)
-    receipts = _check_receipts(kind, send.requested_receipts, problems)
-    _check_notify_url(send.notify_url, problems)
+    due_at, expire_at = check_schedule(send.send_at, send.expire_at, send.validity, now, problems)
+    check_priority(send.priority, problems)
+    receipts = check_receipts(kind, send.requested_receipts, problems)
+    check_notify_url(send.notify_url, problems)
     check_free_text(
         problems,
         callback_data=send.callback_data,
@@ -153,12 +163,13 @@ def plan_batch(
     if send.appid:
         shared["appid"] = send.appid
     base_vars = {**(tenant_vars or {}), **send.substitutions}
+    smart = kind == "sms" and bool(send.options.get("smartEncoding"))
     planned: list[PlannedDestination] = []
     spent = 0
     for gi, index, group, address in addresses:
         values = {**_builtins(kind, send.from_address, address), **base_vars, **group.substitutions}
         try:
-            content, text = _render(kind, send, chosen.get(address, template), values)
+            content, text = _render(kind, send, chosen.get(address, template), values, smart)
         except MissingVariables as exc:
             planned.append(PlannedDestination(group.correlation_id, address, None, str(exc)))
             continue
@@ -263,73 +274,6 @@ def _check_destinations(
     return found
 
 
-def _check_schedule(
-    send: BatchSend, now: int, problems: list[FieldViolation]
-) -> tuple[int, int | None]:
-    due_at = now
-    if send.send_at:
-        try:
-            due_at = max(now, parse_instant(send.send_at))
-        except ValueError:
-            problems.append(FieldViolation("sendAt", "must be ISO 8601 or epoch seconds"))
-        else:
-            if due_at > now + MAX_SCHEDULE_AHEAD_MS:
-                problems.append(FieldViolation("sendAt", "at most 7 days ahead"))
-    expire_at: int | None = None
-    if send.expire_at and send.validity:
-        problems.append(FieldViolation("validity", "expireAt and validity are mutually exclusive"))
-    elif send.expire_at:
-        try:
-            expire_at = parse_instant(send.expire_at)
-        except ValueError:
-            problems.append(FieldViolation("expireAt", "must be ISO 8601 or epoch seconds"))
-        else:
-            if expire_at <= due_at:
-                problems.append(FieldViolation("expireAt", "must be after the send time"))
-            elif expire_at - due_at > MAX_VALIDITY_MS:
-                problems.append(FieldViolation("expireAt", "at most 30 days after the send time"))
-    elif send.validity:
-        if not 0 < send.validity * 1000 <= MAX_VALIDITY_MS:
-            problems.append(FieldViolation("validity", "must be between 1 second and 30 days"))
-        else:
-            expire_at = due_at + send.validity * 1000
-    return due_at, expire_at
-
-
-def _check_priority(priority: int, problems: list[FieldViolation]) -> None:
-    if priority and not 1 <= priority <= 3:
-        problems.append(FieldViolation("priority", "must be 1, 2 or 3"))
-
-
-def _check_receipts(
-    kind: str, requested: tuple[str, ...], problems: list[FieldViolation]
-) -> tuple[str, ...]:
-    allowed = RECEIPTS.get(kind)
-    if allowed is None:
-        return ()
-    chosen: list[str] = []
-    for i, name in enumerate(requested):
-        status = allowed.get(name.strip().lower())
-        if status is None:
-            problems.append(
-                FieldViolation(
-                    f"requestedReceipts[{i}]",
-                    f"{name!r} is not a {kind} receipt; use {', '.join(allowed)}",
-                )
-            )
-        elif status not in chosen:
-            chosen.append(status)
-    return tuple(chosen)
-
-
-def _check_notify_url(url: str, problems: list[FieldViolation]) -> None:
-    if not url:
-        return
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        problems.append(FieldViolation("notifyUrl", "must be an absolute http(s) URL"))
-
-
 def _check_body(
     kind: str, send: BatchSend, template: Template | None, problems: list[FieldViolation]
 ) -> None:
@@ -371,8 +315,13 @@ def _size(node: Any) -> int:
 
 
 def _render(
-    kind: str, send: BatchSend, template: Template | None, values: Mapping[str, str]
+    kind: str,
+    send: BatchSend,
+    template: Template | None,
+    values: Mapping[str, str],
+    smart: bool = False,
 ) -> tuple[dict[str, Any], str]:
+    """``smart`` applies smart encoding, before the caps: they count what is sent."""
     limit = body_limit(kind)
     if template is not None:
         # Templates, and only templates, may leave a variable blank.
@@ -380,6 +329,7 @@ def _render(
             body = render_text(template.body, values, blank_missing=True, limit=limit)
         except TooLong:
             raise _Overflow("template", past_body_limit(kind)) from None
+        body = smart_encode(body) if smart else body
         problem = body_problem(kind, {"text": body})
         if problem:
             raise _Overflow("template", problem)
@@ -402,6 +352,8 @@ def _render(
         if exc.key:
             raise _Overflow(f"content.{exc.key}", past_body_limit(kind)) from None
         raise _Overflow("content", str(exc)) from None
+    if smart and isinstance(content.get("text"), str):
+        content["text"] = smart_encode(content["text"])
     problem = body_problem(kind, {k: str(content.get(k) or "") for k in keys})
     if problem:
         raise _Overflow("content.html" if content.get("html") else "content.text", problem)

@@ -77,6 +77,8 @@ class OutboundDraft:
     request_id: str = ""
     # The legs of a deadline fallback chain, the message's own channel first; () without one.
     fallback: tuple[PlannedLeg, ...] = ()
+    # The SendBatch call it came from, so the batch can be cancelled as one.
+    batch_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,7 @@ class OutboundMessage:
     trace_id: str = ""
     # Its deadline fallback legs, first to last; () without a chain.
     fallback: tuple[FallbackLeg, ...] = ()
+    batch_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,12 @@ def encoding_of(text: str) -> Encoding:
     return "UCS-2"
 
 
+def ucs2_characters(text: str) -> list[str]:
+    """The characters that keep `text` out of GSM-7, each once, in order of appearance."""
+    found = dict.fromkeys(ch for ch in text if ch not in _GSM_BASIC and ch not in _GSM_EXTENDED)
+    return list(found)
+
+
 def _units(text: str, encoding: Encoding) -> list[int]:
     """The cost of each character in its encoding's units (septets or code units)."""
     if encoding == "GSM-7":

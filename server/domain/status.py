@@ -15,6 +15,8 @@ class DeliveryStatus(StrEnum):
     CLICKED = "CLICKED"
     FAILED = "FAILED"
     EXPIRED = "EXPIRED"
+    # Withdrawn by the sender before any request for it left the hub.
+    CANCELLED = "CANCELLED"
 
 
 # Receipts arrive out of order and more than once; a status may only replace
@@ -26,6 +28,7 @@ _RANK = {
     DeliveryStatus.UNDELIVERED: 2,
     DeliveryStatus.FAILED: 2,
     DeliveryStatus.EXPIRED: 2,
+    DeliveryStatus.CANCELLED: 2,
     DeliveryStatus.DELIVERED: 3,
     DeliveryStatus.READ: 4,
     DeliveryStatus.CLICKED: 5,
@@ -39,10 +42,17 @@ TERMINAL = frozenset(
         DeliveryStatus.CLICKED,
         DeliveryStatus.FAILED,
         DeliveryStatus.EXPIRED,
+        DeliveryStatus.CANCELLED,
     }
 )
 
 
 def advances(current: DeliveryStatus, new: DeliveryStatus) -> bool:
-    """True when moving from current to new is progress, not a repeat or a step back."""
+    """True when moving from current to new is progress, not a repeat or a step back.
+
+    Nothing follows CANCELLED: no provider ever saw the message, so no receipt
+    or dispatch outcome can be about it.
+    """
+    if current is DeliveryStatus.CANCELLED:
+        return False
     return _RANK[new] > _RANK[current]

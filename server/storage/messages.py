@@ -101,7 +101,7 @@ async def accept(
     for m, d in pairs:
         await tx.later(LATER_MESSAGES, _insert_messages, _row(m, d, traceparent))
         await tx.later(LATER_HISTORY, _insert_history, _history_row(m.id, m.status, "", tx.now))
-        await event_log.append_later(tx, tenant_id, _status_event(m, m.status, ""))
+        await event_log.append_later(tx, tenant_id, status_event(m, m.status, ""))
         tx.moves.append(StatusMove(m.channel_id, m.status.value, tx.now, tx.now))
     result = tuple(created)
     if idem is not None:
@@ -121,8 +121,10 @@ async def _insert_history(conn: AsyncConnection, rows: list[dict[str, Any]]) -> 
     await conn.execute(status_history.insert(), rows)
 
 
-async def note_status(tx: Tx, message_id: str, status: DeliveryStatus, reason: str) -> None:
-    """Keep a report in the history that set_status would leave out, as it moves nothing."""
+async def insert_history_later(
+    tx: Tx, message_id: str, status: DeliveryStatus, reason: str
+) -> None:
+    """A status history row, joining the group's multi-row insert."""
     await tx.later(LATER_HISTORY, _insert_history, _history_row(message_id, status, reason, tx.now))
 
 
@@ -173,6 +175,7 @@ def _new_message(
         created_at=now,
         mask=d.mask,
         history=(StatusEntry(status, now),),
+        batch_id=d.batch_id,
     ), d
 
 
@@ -205,10 +208,11 @@ def _row(m: OutboundMessage, d: OutboundDraft, traceparent: str) -> dict[str, An
         "segments": 1,
         "request_id": d.request_id or None,
         "traceparent": traceparent or None,
+        "batch_id": d.batch_id or None,
     }
 
 
-def _status_event(m: Any, status: DeliveryStatus, reason: str) -> NewEvent:
+def status_event(m: Any, status: DeliveryStatus, reason: str) -> NewEvent:
     return NewEvent(
         conversation_id=m.conversation_id,
         type=EventType.DELIVERY_STATUS,
@@ -312,6 +316,7 @@ def _from_row(row: Any, history: tuple[StatusEntry, ...]) -> OutboundMessage:
         segments=row.segments,
         request_id=row.request_id or "",
         trace_id=trace_id_in(row.traceparent or ""),
+        batch_id=row.batch_id or "",
     )
 
 
@@ -547,7 +552,7 @@ async def set_status(
         await tx.later(
             LATER_HISTORY, _insert_history, _history_row(message_id, status, reason, tx.now)
         )
-        await event_log.append_later(tx, row.tenant_id, _status_event(row, status, reason))
+        await event_log.append_later(tx, row.tenant_id, status_event(row, status, reason))
         tx.moves.append(StatusMove(row.channel_id, status.value, row.created_at, tx.now))
         # The receipt is queued in the same transaction as the change it reports.
         await webhooks.enqueue_receipt(tx, row, status.value, reason)
@@ -623,7 +628,7 @@ async def set_status_many(tx: Tx, changes: Sequence[StatusChange]) -> list[bool]
         await tx.later(
             LATER_HISTORY, _insert_history, _history_row(c.message_id, c.status, c.reason, tx.now)
         )
-        await event_log.append_later(tx, row.tenant_id, _status_event(row, c.status, c.reason))
+        await event_log.append_later(tx, row.tenant_id, status_event(row, c.status, c.reason))
         tx.moves.append(StatusMove(row.channel_id, c.status.value, row.created_at, tx.now))
         await webhooks.enqueue_receipt(tx, row, c.status.value, c.reason)
     return moved

@@ -54,7 +54,7 @@ async def _apply_known(tx: Tx, items: Sequence[tuple[str, str, DeliveryStatus, s
             tx, message_id, status, reason=flag or reason, dispatch_state=None
         )
         if flag and not advanced:
-            await msgs.note_status(tx, message_id, status, flag)
+            await msgs.insert_history_later(tx, message_id, status, flag)
         moved.append(advanced)
     return moved
 
@@ -151,7 +151,7 @@ async def apply_many(tx: Tx, receipts: Sequence[tuple[str, Receipt]]) -> list[Ap
     )
     for (late_id, _, r), flag, advanced in zip(known, flags, moves, strict=True):
         if flag and not advanced:
-            await msgs.note_status(tx, late_id, r.status, flag)
+            await msgs.insert_history_later(tx, late_id, r.status, flag)
     moved = iter(moves)
     owners = await _owners(tx, [m for m, _, _ in known]) if known else {}
     applied: list[Applied] = []

@@ -58,10 +58,13 @@ messages = Table(
     # W3C traceparent of the request that accepted the message: its dispatch,
     # receipts and webhooks are spans of that trace.
     Column("traceparent", String(64)),
+    # The SendBatch call the row came from; NULL for a single send.
+    Column("batch_id", String(36)),
     Index("ix_messages_dispatch", "dispatch_state", "priority", "due_at"),
     Index("ix_messages_tenant_created", "tenant_id", "created_at"),
     Index("ix_messages_provider", "channel_id", "provider_message_id"),
     Index("ix_messages_status_updated", "status", "updated_at"),
+    Index("ix_messages_batch", "tenant_id", "batch_id"),
 )
 
 status_history = Table(

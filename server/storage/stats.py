@@ -7,12 +7,14 @@ not the history.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, bindparam, func, select
+from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server.storage.messages import PENDING
+from server.domain.quota import QueueAhead
+from server.storage.messages import CLAIMED, PENDING
 from server.storage.schema import messages, webhooks
 from server.storage.webhooks import DEAD
 
@@ -46,3 +48,43 @@ async def outbox(conn: AsyncConnection, now: int) -> OutboxStats:
     oldest = {c: int(due) for c, due in (await conn.execute(_OLDEST, {"now": now})).all()}
     dead = int((await conn.execute(_DEAD)).scalar() or 0)
     return OutboxStats(depth, oldest, dead)
+
+
+# The dispatcher takes due work highest priority first, then oldest due time,
+# so a new send waits for every due message of at least its priority.
+_AHEAD = (
+    select(messages.c.channel_id, func.count())
+    .where(
+        or_(
+            and_(
+                messages.c.dispatch_state == PENDING,
+                messages.c.priority >= bindparam("priority"),
+                messages.c.due_at <= bindparam("now"),
+            ),
+            messages.c.dispatch_state == CLAIMED,
+        ),
+        messages.c.channel_id.in_(bindparam("channels", expanding=True)),
+    )
+    .group_by(messages.c.channel_id)
+)
+_SCHEDULED = (
+    select(messages.c.channel_id, func.count())
+    .where(
+        messages.c.dispatch_state == PENDING,
+        messages.c.due_at > bindparam("now"),
+        messages.c.channel_id.in_(bindparam("channels", expanding=True)),
+    )
+    .group_by(messages.c.channel_id)
+)
+
+
+async def queue_ahead(
+    conn: AsyncConnection, now: int, channels: Sequence[str], priority: int
+) -> QueueAhead:
+    """Walks the dispatch index over waiting rows only, like outbox()."""
+    if not channels:
+        return QueueAhead()
+    params = {"now": now, "priority": priority, "channels": list(channels)}
+    ahead = {c: int(n) for c, n in (await conn.execute(_AHEAD, params)).all()}
+    later = {c: int(n) for c, n in (await conn.execute(_SCHEDULED, params)).all()}
+    return QueueAhead(ahead, later)

@@ -58,12 +58,13 @@ from server.storage.db import (
 from server.storage.fallback_store import FallbackStoreMixin
 from server.storage.inbound import ReceiveOutcome
 from server.storage.messages import AcceptResult, IdempotencyKey
+from server.storage.outbox_store import OutboxStoreMixin
 from server.storage.stats import OutboxStats
 from server.storage.webhook_store import WebhookStoreMixin
 from server.storage.writer import CommitObserver, Tx, Writer, now_ms
 
 
-class SqlStore(ConfigStoreMixin, WebhookStoreMixin, FallbackStoreMixin):
+class SqlStore(ConfigStoreMixin, WebhookStoreMixin, FallbackStoreMixin, OutboxStoreMixin):
     def __init__(self, engine: AsyncEngine, writer: Writer) -> None:
         self.engine = engine
         self._writer = writer

@@ -82,3 +82,32 @@ class BlackHoleProvider(_Recording):
         except TimeoutError as exc:
             raise RetryableProviderError("provider timed out", "TIMEOUT") from exc
         raise AssertionError("unreachable")
+
+
+class SlowProvider(_Recording):
+    """Accepts everything, each request after `delay` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    async def send(self, delivery: Delivery) -> Accepted:
+        self.attempts.append(delivery)
+        await asyncio.sleep(self.delay)
+        return Accepted(f"slow-{uuid.uuid4().hex}")
+
+
+class HoldingProvider(_Recording):
+    """Holds every request until release(), then accepts it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._released = asyncio.Event()
+
+    def release(self) -> None:
+        self._released.set()
+
+    async def send(self, delivery: Delivery) -> Accepted:
+        self.attempts.append(delivery)
+        await self._released.wait()
+        return Accepted(f"held-{uuid.uuid4().hex}")

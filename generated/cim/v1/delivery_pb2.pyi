@@ -43,6 +43,8 @@ class _DeliveryStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Delive
     """Sending failed permanently."""
     DELIVERY_STATUS_EXPIRED: _DeliveryStatus.ValueType  # 9
     """It was not delivered before its expiry."""
+    DELIVERY_STATUS_CANCELLED: _DeliveryStatus.ValueType  # 10
+    """The sender withdrew it before it left for a provider; it is never sent."""
 
 class DeliveryStatus(_DeliveryStatus, metaclass=_DeliveryStatusEnumTypeWrapper):
     """DeliveryStatus is where an outbound delivery stands."""
@@ -67,6 +69,8 @@ DELIVERY_STATUS_FAILED: DeliveryStatus.ValueType  # 8
 """Sending failed permanently."""
 DELIVERY_STATUS_EXPIRED: DeliveryStatus.ValueType  # 9
 """It was not delivered before its expiry."""
+DELIVERY_STATUS_CANCELLED: DeliveryStatus.ValueType  # 10
+"""The sender withdrew it before it left for a provider; it is never sent."""
 Global___DeliveryStatus: _TypeAlias = DeliveryStatus  # noqa: Y015
 
 @_typing.final

@@ -67,6 +67,42 @@ FALLBACK_LEG_STATE_CANCELLED: FallbackLegState.ValueType  # 7
 """Withdrawn before it fired."""
 Global___FallbackLegState: _TypeAlias = FallbackLegState  # noqa: Y015
 
+class _CancelOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CancelOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CancelOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CANCEL_OUTCOME_UNSPECIFIED: _CancelOutcome.ValueType  # 0
+    """Not set."""
+    CANCEL_OUTCOME_CANCELLED: _CancelOutcome.ValueType  # 1
+    """Cancelled by this call: it will never reach a provider."""
+    CANCEL_OUTCOME_ALREADY_SENT: _CancelOutcome.ValueType  # 2
+    """Too late: a request for it has left for its provider."""
+    CANCEL_OUTCOME_ALREADY_FINAL: _CancelOutcome.ValueType  # 3
+    """It had already reached a final status (cancelled, failed or expired) without being sent."""
+    CANCEL_OUTCOME_FALLBACK_CANCELLED: _CancelOutcome.ValueType  # 4
+    """A leg of its fallback chain had left for its provider and stays there; the
+    legs still waiting on a deadline were withdrawn and will never fire.
+    """
+
+class CancelOutcome(_CancelOutcome, metaclass=_CancelOutcomeEnumTypeWrapper):
+    """CancelOutcome is what a cancel did to one message."""
+
+CANCEL_OUTCOME_UNSPECIFIED: CancelOutcome.ValueType  # 0
+"""Not set."""
+CANCEL_OUTCOME_CANCELLED: CancelOutcome.ValueType  # 1
+"""Cancelled by this call: it will never reach a provider."""
+CANCEL_OUTCOME_ALREADY_SENT: CancelOutcome.ValueType  # 2
+"""Too late: a request for it has left for its provider."""
+CANCEL_OUTCOME_ALREADY_FINAL: CancelOutcome.ValueType  # 3
+"""It had already reached a final status (cancelled, failed or expired) without being sent."""
+CANCEL_OUTCOME_FALLBACK_CANCELLED: CancelOutcome.ValueType  # 4
+"""A leg of its fallback chain had left for its provider and stays there; the
+legs still waiting on a deadline were withdrawn and will never fire.
+"""
+Global___CancelOutcome: _TypeAlias = CancelOutcome  # noqa: Y015
+
 @_typing.final
 class ReceiveMessagesRequest(_message.Message):
     """ReceiveMessagesRequest is the inbound webhook payload (the public InBoundWrapper)."""
@@ -643,6 +679,7 @@ class BatchOptions(_message.Message):
     SMS_SENDER_ID_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     CARRIER_ID_FIELD_NUMBER: _builtins.int
+    SMART_ENCODING_FIELD_NUMBER: _builtins.int
     track_clicks: _builtins.bool
     """Track clicks on links (sms, email)."""
     shorten_links: _builtins.bool
@@ -661,6 +698,11 @@ class BatchOptions(_message.Message):
     """Text of the SMS fallback (rcs)."""
     carrier_id: _builtins.str
     """Carrier of the recipient, if known (rcs)."""
+    smart_encoding: _builtins.bool
+    """Replace typographic characters that have a GSM-7 look-alike (curly
+    quotes, dashes, non-breaking spaces, ellipsis) before sending, so the
+    text is not sent as UCS-2 for their sake (sms).
+    """
     @_builtins.property
     def extras(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Provider-specific extras (sms)."""
@@ -678,10 +720,11 @@ class BatchOptions(_message.Message):
         sms_sender_id: _builtins.str = ...,
         text: _builtins.str = ...,
         carrier_id: _builtins.str = ...,
+        smart_encoding: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier_id", b"carrier_id", "domain", b"domain", "extras", b"extras", "from_name", b"from_name", "shorten_links", b"shorten_links", "sms_fallback", b"sms_fallback", "sms_sender_id", b"sms_sender_id", "text", b"text", "track_clicks", b"track_clicks", "track_opens", b"track_opens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier_id", b"carrier_id", "domain", b"domain", "extras", b"extras", "from_name", b"from_name", "shorten_links", b"shorten_links", "smart_encoding", b"smart_encoding", "sms_fallback", b"sms_fallback", "sms_sender_id", b"sms_sender_id", "text", b"text", "track_clicks", b"track_clicks", "track_opens", b"track_opens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -868,6 +911,9 @@ class SendBatchResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    """Id of this batch, for CancelBatch; empty when no destination was accepted."""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchResult]:
         """One entry per destination address, in request order."""
@@ -876,10 +922,11 @@ class SendBatchResponse(_message.Message):
         self,
         *,
         results: _abc.Iterable[Global___BatchResult] | None = ...,
+        batch_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1057,6 +1104,7 @@ class Message(_message.Message):
     ATTEMPT_LOG_FIELD_NUMBER: _builtins.int
     FALLBACK_FIELD_NUMBER: _builtins.int
     SUCCEEDED_LEG_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Message id."""
     channel_id: _builtins.str
@@ -1085,6 +1133,8 @@ class Message(_message.Message):
     """The leg that reached its success status first (1 is the message's own
     channel); 0 while none has.
     """
+    batch_id: _builtins.str
+    """The batch it was sent in; empty for a single send."""
     @_builtins.property
     def history(self) -> _containers.RepeatedCompositeFieldContainer[_delivery_pb2.StatusChange]:
         """Every status reached, oldest first."""
@@ -1116,10 +1166,11 @@ class Message(_message.Message):
         attempt_log: _abc.Iterable[_delivery_pb2.DeliveryAttempt] | None = ...,
         fallback: _abc.Iterable[Global___FallbackLeg] | None = ...,
         succeeded_leg: _builtins.int = ...,
+        batch_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_log", b"attempt_log", "attempts", b"attempts", "channel_id", b"channel_id", "conversation_id", b"conversation_id", "correlation_id", b"correlation_id", "create_time", b"create_time", "destination", b"destination", "fallback", b"fallback", "history", b"history", "id", b"id", "provider_message_id", b"provider_message_id", "segments", b"segments", "status", b"status", "succeeded_leg", b"succeeded_leg", "text", b"text", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_log", b"attempt_log", "attempts", b"attempts", "batch_id", b"batch_id", "channel_id", b"channel_id", "conversation_id", b"conversation_id", "correlation_id", b"correlation_id", "create_time", b"create_time", "destination", b"destination", "fallback", b"fallback", "history", b"history", "id", b"id", "provider_message_id", b"provider_message_id", "segments", b"segments", "status", b"status", "succeeded_leg", b"succeeded_leg", "text", b"text", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1188,3 +1239,561 @@ class FallbackLeg(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FallbackLeg: _TypeAlias = FallbackLeg  # noqa: Y015
+
+@_typing.final
+class ValidateBatchResponse(_message.Message):
+    """ValidateBatchResponse is what SendBatch would do with the same body."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
+    accepted: _builtins.bool
+    """Whether SendBatch would accept the body; single destinations may still be refused."""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___DestinationCheck]:
+        """One entry per destination address, in request order, as SendBatch lists them."""
+
+    @_builtins.property
+    def refusal(self) -> Global___SendRefusal:
+        """The error SendBatch would answer with, when it would refuse the whole body."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___DestinationCheck] | None = ...,
+        accepted: _builtins.bool = ...,
+        refusal: Global___SendRefusal | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["refusal", b"refusal"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "refusal", b"refusal", "results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValidateBatchResponse: _TypeAlias = ValidateBatchResponse  # noqa: Y015
+
+@_typing.final
+class SendRefusal(_message.Message):
+    """SendRefusal is the error a send would answer with."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_KEY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    status_key: _builtins.str
+    """gRPC status code name, e.g. INVALID_ARGUMENT: REST's statusKey."""
+    reason: _builtins.str
+    """UPPER_SNAKE reason: REST's messageKey."""
+    message: _builtins.str
+    """What is wrong, in words."""
+    @_builtins.property
+    def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldError]:
+        """The bad fields, by JSON path."""
+
+    def __init__(
+        self,
+        *,
+        status_key: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+        errors: _abc.Iterable[Global___FieldError] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["errors", b"errors", "message", b"message", "reason", b"reason", "status_key", b"status_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendRefusal: _TypeAlias = SendRefusal  # noqa: Y015
+
+@_typing.final
+class FieldError(_message.Message):
+    """FieldError names one bad field by its JSON path."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    """JSON path of the field, e.g. to[0].msisdn[3]."""
+    description: _builtins.str
+    """What is wrong with it."""
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "field", b"field"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FieldError: _TypeAlias = FieldError  # noqa: Y015
+
+@_typing.final
+class DestinationCheck(_message.Message):
+    """DestinationCheck is what a send would do for one destination address."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CORRELATION_ID_FIELD_NUMBER: _builtins.int
+    DESTINATION_FIELD_NUMBER: _builtins.int
+    SENDABLE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    ROUTE_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    SMS_FIELD_NUMBER: _builtins.int
+    CONSENT_FIELD_NUMBER: _builtins.int
+    correlation_id: _builtins.str
+    """The caller's correlation id of the destination group."""
+    destination: _builtins.str
+    """The normalised address, or the address as given when it cannot be used."""
+    sendable: _builtins.bool
+    """Whether a message would be accepted for this address."""
+    error: _builtins.str
+    """Why this address alone would be refused, as SendBatch's result would say."""
+    channel_id: _builtins.str
+    """Channel the message would go out on."""
+    type: _builtins.str
+    """Content type of the message."""
+    text: _builtins.str
+    """The text once substitutions are filled in."""
+    consent: _builtins.str
+    """The address's consent to this send: UNKNOWN when no ledger entry speaks for it."""
+    @_builtins.property
+    def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldError]:
+        """Refusals of the whole body that name this address or its group."""
+
+    @_builtins.property
+    def route(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Channels in the order they would be tried: the channel, then its fallback."""
+
+    @_builtins.property
+    def sms(self) -> Global___SmsEstimate:
+        """How the text that would go by SMS (on an SMS channel, or as an RCS
+        message's SMS fallback) is encoded and billed.
+        """
+
+    def __init__(
+        self,
+        *,
+        correlation_id: _builtins.str = ...,
+        destination: _builtins.str = ...,
+        sendable: _builtins.bool = ...,
+        error: _builtins.str = ...,
+        errors: _abc.Iterable[Global___FieldError] | None = ...,
+        channel_id: _builtins.str = ...,
+        route: _abc.Iterable[_builtins.str] | None = ...,
+        type: _builtins.str = ...,
+        text: _builtins.str = ...,
+        sms: Global___SmsEstimate | None = ...,
+        consent: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sms", b"sms"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "consent", b"consent", "correlation_id", b"correlation_id", "destination", b"destination", "error", b"error", "errors", b"errors", "route", b"route", "sendable", b"sendable", "sms", b"sms", "text", b"text", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DestinationCheck: _TypeAlias = DestinationCheck  # noqa: Y015
+
+@_typing.final
+class SmsEstimate(_message.Message):
+    """SmsEstimate is how a text would be encoded and billed as SMS."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    ENCODING_FIELD_NUMBER: _builtins.int
+    SEGMENTS_FIELD_NUMBER: _builtins.int
+    UCS2_CHARACTERS_FIELD_NUMBER: _builtins.int
+    SMART_ENCODING_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """The text that would be sent, smart encoding applied when asked for."""
+    encoding: _builtins.str
+    """GSM-7 or UCS-2."""
+    segments: _builtins.int
+    """Billing segments."""
+    @_builtins.property
+    def ucs2_characters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Characters that force UCS-2, each once, in order of appearance."""
+
+    @_builtins.property
+    def smart_encoding(self) -> Global___SmartEncoding:
+        """What options.smartEncoding changes in this text."""
+
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        encoding: _builtins.str = ...,
+        segments: _builtins.int = ...,
+        ucs2_characters: _abc.Iterable[_builtins.str] | None = ...,
+        smart_encoding: Global___SmartEncoding | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["smart_encoding", b"smart_encoding"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encoding", b"encoding", "segments", b"segments", "smart_encoding", b"smart_encoding", "text", b"text", "ucs2_characters", b"ucs2_characters"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SmsEstimate: _TypeAlias = SmsEstimate  # noqa: Y015
+
+@_typing.final
+class SmartEncoding(_message.Message):
+    """SmartEncoding is the effect of replacing typographic characters with GSM-7 ones."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLIED_FIELD_NUMBER: _builtins.int
+    REPLACEMENTS_FIELD_NUMBER: _builtins.int
+    ENCODING_BEFORE_FIELD_NUMBER: _builtins.int
+    ENCODING_AFTER_FIELD_NUMBER: _builtins.int
+    SEGMENTS_BEFORE_FIELD_NUMBER: _builtins.int
+    SEGMENTS_AFTER_FIELD_NUMBER: _builtins.int
+    SEGMENTS_SAVED_FIELD_NUMBER: _builtins.int
+    applied: _builtins.bool
+    """Whether the send asks for it; the estimate's text is then already replaced."""
+    encoding_before: _builtins.str
+    """Encoding of the text as rendered."""
+    encoding_after: _builtins.str
+    """Encoding of the text once replaced."""
+    segments_before: _builtins.int
+    """Segments of the text as rendered."""
+    segments_after: _builtins.int
+    """Segments of the text once replaced."""
+    segments_saved: _builtins.int
+    """segments_before less segments_after."""
+    @_builtins.property
+    def replacements(self) -> _containers.RepeatedCompositeFieldContainer[Global___CharacterReplacement]:
+        """Each character replaced, with what replaces it and how often."""
+
+    def __init__(
+        self,
+        *,
+        applied: _builtins.bool = ...,
+        replacements: _abc.Iterable[Global___CharacterReplacement] | None = ...,
+        encoding_before: _builtins.str = ...,
+        encoding_after: _builtins.str = ...,
+        segments_before: _builtins.int = ...,
+        segments_after: _builtins.int = ...,
+        segments_saved: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "encoding_after", b"encoding_after", "encoding_before", b"encoding_before", "replacements", b"replacements", "segments_after", b"segments_after", "segments_before", b"segments_before", "segments_saved", b"segments_saved"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SmartEncoding: _TypeAlias = SmartEncoding  # noqa: Y015
+
+@_typing.final
+class CharacterReplacement(_message.Message):
+    """CharacterReplacement is one character smart encoding replaces."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHARACTER_FIELD_NUMBER: _builtins.int
+    REPLACEMENT_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    character: _builtins.str
+    """The character in the text."""
+    replacement: _builtins.str
+    """What replaces it; empty when it is dropped."""
+    count: _builtins.int
+    """How many times it occurs."""
+    def __init__(
+        self,
+        *,
+        character: _builtins.str = ...,
+        replacement: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["character", b"character", "count", b"count", "replacement", b"replacement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CharacterReplacement: _TypeAlias = CharacterReplacement  # noqa: Y015
+
+@_typing.final
+class CancelMessageRequest(_message.Message):
+    """CancelMessageRequest names the message to withdraw."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    """The message id."""
+    reason: _builtins.str
+    """Why, kept in the message's status history."""
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelMessageRequest: _TypeAlias = CancelMessageRequest  # noqa: Y015
+
+@_typing.final
+class CancelMessageResponse(_message.Message):
+    """CancelMessageResponse says what became of the message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def result(self) -> Global___CancelResult:
+        """The outcome."""
+
+    def __init__(
+        self,
+        *,
+        result: Global___CancelResult | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelMessageResponse: _TypeAlias = CancelMessageResponse  # noqa: Y015
+
+@_typing.final
+class CancelBatchRequest(_message.Message):
+    """CancelBatchRequest names the batch to withdraw."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    """The batch id SendBatch answered with."""
+    reason: _builtins.str
+    """Why, kept in each cancelled message's status history."""
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelBatchRequest: _TypeAlias = CancelBatchRequest  # noqa: Y015
+
+@_typing.final
+class CancelBatchResponse(_message.Message):
+    """CancelBatchResponse says what became of each message of the batch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___CancelResult]:
+        """One entry per message of the batch, in the order they were accepted."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___CancelResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelBatchResponse: _TypeAlias = CancelBatchResponse  # noqa: Y015
+
+@_typing.final
+class CancelResult(_message.Message):
+    """CancelResult is what a cancel did to one message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    """The message id."""
+    outcome: Global___CancelOutcome.ValueType
+    """Whether it was cancelled, and if not, why."""
+    status: _delivery_pb2.DeliveryStatus.ValueType
+    """Its status after the cancel."""
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        outcome: Global___CancelOutcome.ValueType = ...,
+        status: _delivery_pb2.DeliveryStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "outcome", b"outcome", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelResult: _TypeAlias = CancelResult  # noqa: Y015
+
+@_typing.final
+class GetQuotaRequest(_message.Message):
+    """GetQuotaRequest narrows what GetQuota reports."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    channel_id: _builtins.str
+    """Only this channel; every channel the caller may send on when empty."""
+    priority: _builtins.int
+    """Priority of the send to estimate the queue for, 1 to 3; 2 when not set."""
+    def __init__(
+        self,
+        *,
+        channel_id: _builtins.str = ...,
+        priority: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "priority", b"priority"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQuotaRequest: _TypeAlias = GetQuotaRequest  # noqa: Y015
+
+@_typing.final
+class GetQuotaResponse(_message.Message):
+    """GetQuotaResponse is the caller's budget and the channels' pacing and queues."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RATE_FIELD_NUMBER: _builtins.int
+    CHANNELS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rate(self) -> Global___RateBudget:
+        """The caller's request budget on this replica."""
+
+    @_builtins.property
+    def channels(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelQuota]:
+        """One entry per channel, by channel id."""
+
+    def __init__(
+        self,
+        *,
+        rate: Global___RateBudget | None = ...,
+        channels: _abc.Iterable[Global___ChannelQuota] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rate", b"rate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "rate", b"rate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQuotaResponse: _TypeAlias = GetQuotaResponse  # noqa: Y015
+
+@_typing.final
+class RateBudget(_message.Message):
+    """RateBudget is a token bucket of requests."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PER_SECOND_FIELD_NUMBER: _builtins.int
+    BURST_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    FULL_IN_MS_FIELD_NUMBER: _builtins.int
+    per_second: _builtins.float
+    """Requests a second the budget refills by."""
+    burst: _builtins.int
+    """Most requests the budget holds at once."""
+    remaining: _builtins.int
+    """Requests that may be made now without being refused."""
+    full_in_ms: _builtins.int
+    """Milliseconds until the budget is full again."""
+    def __init__(
+        self,
+        *,
+        per_second: _builtins.float = ...,
+        burst: _builtins.int = ...,
+        remaining: _builtins.int = ...,
+        full_in_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst", b"burst", "full_in_ms", b"full_in_ms", "per_second", b"per_second", "remaining", b"remaining"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RateBudget: _TypeAlias = RateBudget  # noqa: Y015
+
+@_typing.final
+class ChannelQuota(_message.Message):
+    """ChannelQuota is one channel's pacing and the queue ahead of a new send on it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    CONTACT_TYPE_FIELD_NUMBER: _builtins.int
+    TPS_FIELD_NUMBER: _builtins.int
+    MAX_IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    QUEUE_DEPTH_FIELD_NUMBER: _builtins.int
+    ESTIMATED_WAIT_MS_FIELD_NUMBER: _builtins.int
+    SCHEDULED_FIELD_NUMBER: _builtins.int
+    channel_id: _builtins.str
+    """The channel id."""
+    contact_type: _builtins.str
+    """Channel type, e.g. SMS."""
+    tps: _builtins.int
+    """Sends a second the channel is paced to; 0 when it is not paced."""
+    max_in_flight: _builtins.int
+    """Most sends at its provider at once."""
+    in_flight: _builtins.int
+    """Sends at its provider now, from this replica."""
+    queue_depth: _builtins.int
+    """Messages due that would go before a new send at the asked priority."""
+    estimated_wait_ms: _builtins.int
+    """How long a new send would wait for them at the channel's TPS, in
+    milliseconds; 0 when the channel is not paced.
+    """
+    scheduled: _builtins.int
+    """Messages waiting for a later send time."""
+    def __init__(
+        self,
+        *,
+        channel_id: _builtins.str = ...,
+        contact_type: _builtins.str = ...,
+        tps: _builtins.int = ...,
+        max_in_flight: _builtins.int = ...,
+        in_flight: _builtins.int = ...,
+        queue_depth: _builtins.int = ...,
+        estimated_wait_ms: _builtins.int = ...,
+        scheduled: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "contact_type", b"contact_type", "estimated_wait_ms", b"estimated_wait_ms", "in_flight", b"in_flight", "max_in_flight", b"max_in_flight", "queue_depth", b"queue_depth", "scheduled", b"scheduled", "tps", b"tps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChannelQuota: _TypeAlias = ChannelQuota  # noqa: Y015

@@ -46,6 +46,26 @@ class MessagingServiceStub:
                 request_serializer=cim_dot_v1_dot_messaging__service__pb2.SendBatchRequest.SerializeToString,
                 response_deserializer=cim_dot_v1_dot_messaging__service__pb2.SendBatchResponse.FromString,
                 _registered_method=True)
+        self.ValidateBatch = channel.unary_unary(
+                '/cim.v1.MessagingService/ValidateBatch',
+                request_serializer=cim_dot_v1_dot_messaging__service__pb2.SendBatchRequest.SerializeToString,
+                response_deserializer=cim_dot_v1_dot_messaging__service__pb2.ValidateBatchResponse.FromString,
+                _registered_method=True)
+        self.CancelMessage = channel.unary_unary(
+                '/cim.v1.MessagingService/CancelMessage',
+                request_serializer=cim_dot_v1_dot_messaging__service__pb2.CancelMessageRequest.SerializeToString,
+                response_deserializer=cim_dot_v1_dot_messaging__service__pb2.CancelMessageResponse.FromString,
+                _registered_method=True)
+        self.CancelBatch = channel.unary_unary(
+                '/cim.v1.MessagingService/CancelBatch',
+                request_serializer=cim_dot_v1_dot_messaging__service__pb2.CancelBatchRequest.SerializeToString,
+                response_deserializer=cim_dot_v1_dot_messaging__service__pb2.CancelBatchResponse.FromString,
+                _registered_method=True)
+        self.GetQuota = channel.unary_unary(
+                '/cim.v1.MessagingService/GetQuota',
+                request_serializer=cim_dot_v1_dot_messaging__service__pb2.GetQuotaRequest.SerializeToString,
+                response_deserializer=cim_dot_v1_dot_messaging__service__pb2.GetQuotaResponse.FromString,
+                _registered_method=True)
         self.GetMessage = channel.unary_unary(
                 '/cim.v1.MessagingService/GetMessage',
                 request_serializer=cim_dot_v1_dot_messaging__service__pb2.GetMessageRequest.SerializeToString,
@@ -86,6 +106,43 @@ class MessagingServiceServicer:
 
     def SendBatch(self, request, context):
         """SendBatch durably accepts one message to up to 1000 destinations.
+        ValidateBatch takes the same request, so both refuse a body with the same field paths.
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ValidateBatch(self, request, context):
+        """ValidateBatch answers, per destination, what SendBatch would do with the
+        same body, without storing or sending anything: the rendered text, SMS
+        encoding and segments, the route, consent, and the refusals a send would give.
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelMessage(self, request, context):
+        """CancelMessage withdraws a message that has not left for a provider yet
+        (scheduled, queued, or waiting to be retried).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelBatch(self, request, context):
+        """CancelBatch withdraws every message of one SendBatch that has not left yet,
+        and says for each message whether it was cancelled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQuota(self, request, context):
+        """GetQuota reports the caller's request budget, each channel's pacing and
+        the queue a new send would wait behind.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -142,6 +199,26 @@ def add_MessagingServiceServicer_to_server(servicer, server):
                     servicer.SendBatch,
                     request_deserializer=cim_dot_v1_dot_messaging__service__pb2.SendBatchRequest.FromString,
                     response_serializer=cim_dot_v1_dot_messaging__service__pb2.SendBatchResponse.SerializeToString,
+            ),
+            'ValidateBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ValidateBatch,
+                    request_deserializer=cim_dot_v1_dot_messaging__service__pb2.SendBatchRequest.FromString,
+                    response_serializer=cim_dot_v1_dot_messaging__service__pb2.ValidateBatchResponse.SerializeToString,
+            ),
+            'CancelMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelMessage,
+                    request_deserializer=cim_dot_v1_dot_messaging__service__pb2.CancelMessageRequest.FromString,
+                    response_serializer=cim_dot_v1_dot_messaging__service__pb2.CancelMessageResponse.SerializeToString,
+            ),
+            'CancelBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelBatch,
+                    request_deserializer=cim_dot_v1_dot_messaging__service__pb2.CancelBatchRequest.FromString,
+                    response_serializer=cim_dot_v1_dot_messaging__service__pb2.CancelBatchResponse.SerializeToString,
+            ),
+            'GetQuota': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQuota,
+                    request_deserializer=cim_dot_v1_dot_messaging__service__pb2.GetQuotaRequest.FromString,
+                    response_serializer=cim_dot_v1_dot_messaging__service__pb2.GetQuotaResponse.SerializeToString,
             ),
             'GetMessage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMessage,
@@ -224,6 +301,114 @@ class MessagingService:
             '/cim.v1.MessagingService/SendBatch',
             cim_dot_v1_dot_messaging__service__pb2.SendBatchRequest.SerializeToString,
             cim_dot_v1_dot_messaging__service__pb2.SendBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ValidateBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cim.v1.MessagingService/ValidateBatch',
+            cim_dot_v1_dot_messaging__service__pb2.SendBatchRequest.SerializeToString,
+            cim_dot_v1_dot_messaging__service__pb2.ValidateBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cim.v1.MessagingService/CancelMessage',
+            cim_dot_v1_dot_messaging__service__pb2.CancelMessageRequest.SerializeToString,
+            cim_dot_v1_dot_messaging__service__pb2.CancelMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cim.v1.MessagingService/CancelBatch',
+            cim_dot_v1_dot_messaging__service__pb2.CancelBatchRequest.SerializeToString,
+            cim_dot_v1_dot_messaging__service__pb2.CancelBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQuota(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cim.v1.MessagingService/GetQuota',
+            cim_dot_v1_dot_messaging__service__pb2.GetQuotaRequest.SerializeToString,
+            cim_dot_v1_dot_messaging__service__pb2.GetQuotaResponse.FromString,
             options,
             channel_credentials,
             insecure,

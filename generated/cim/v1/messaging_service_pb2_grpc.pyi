@@ -37,7 +37,29 @@ class MessagingServiceStub:
     SendMessage: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.SendMessageRequest, _messaging_service_pb2.SendMessageResponse]
     """SendMessage durably accepts a message to one destination."""
     SendBatch: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.SendBatchRequest, _messaging_service_pb2.SendBatchResponse]
-    """SendBatch durably accepts one message to up to 1000 destinations."""
+    """SendBatch durably accepts one message to up to 1000 destinations.
+    ValidateBatch takes the same request, so both refuse a body with the same field paths.
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
+    ValidateBatch: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.SendBatchRequest, _messaging_service_pb2.ValidateBatchResponse]
+    """ValidateBatch answers, per destination, what SendBatch would do with the
+    same body, without storing or sending anything: the rendered text, SMS
+    encoding and segments, the route, consent, and the refusals a send would give.
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
+    CancelMessage: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.CancelMessageRequest, _messaging_service_pb2.CancelMessageResponse]
+    """CancelMessage withdraws a message that has not left for a provider yet
+    (scheduled, queued, or waiting to be retried).
+    """
+    CancelBatch: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.CancelBatchRequest, _messaging_service_pb2.CancelBatchResponse]
+    """CancelBatch withdraws every message of one SendBatch that has not left yet,
+    and says for each message whether it was cancelled.
+    """
+    GetQuota: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.GetQuotaRequest, _messaging_service_pb2.GetQuotaResponse]
+    """GetQuota reports the caller's request budget, each channel's pacing and
+    the queue a new send would wait behind.
+    """
     GetMessage: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.GetMessageRequest, _messaging_service_pb2.GetMessageResponse]
     """GetMessage returns one outbound message with its status history."""
     GetMessageTimeline: _grpc.UnaryUnaryMultiCallable[_timeline_pb2.GetMessageTimelineRequest, _timeline_pb2.GetMessageTimelineResponse]
@@ -64,7 +86,29 @@ class MessagingServiceAsyncStub(MessagingServiceStub):
     SendMessage: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.SendMessageRequest, _messaging_service_pb2.SendMessageResponse]  # type: ignore[assignment]
     """SendMessage durably accepts a message to one destination."""
     SendBatch: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.SendBatchRequest, _messaging_service_pb2.SendBatchResponse]  # type: ignore[assignment]
-    """SendBatch durably accepts one message to up to 1000 destinations."""
+    """SendBatch durably accepts one message to up to 1000 destinations.
+    ValidateBatch takes the same request, so both refuse a body with the same field paths.
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
+    ValidateBatch: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.SendBatchRequest, _messaging_service_pb2.ValidateBatchResponse]  # type: ignore[assignment]
+    """ValidateBatch answers, per destination, what SendBatch would do with the
+    same body, without storing or sending anything: the rendered text, SMS
+    encoding and segments, the route, consent, and the refusals a send would give.
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
+    CancelMessage: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.CancelMessageRequest, _messaging_service_pb2.CancelMessageResponse]  # type: ignore[assignment]
+    """CancelMessage withdraws a message that has not left for a provider yet
+    (scheduled, queued, or waiting to be retried).
+    """
+    CancelBatch: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.CancelBatchRequest, _messaging_service_pb2.CancelBatchResponse]  # type: ignore[assignment]
+    """CancelBatch withdraws every message of one SendBatch that has not left yet,
+    and says for each message whether it was cancelled.
+    """
+    GetQuota: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.GetQuotaRequest, _messaging_service_pb2.GetQuotaResponse]  # type: ignore[assignment]
+    """GetQuota reports the caller's request budget, each channel's pacing and
+    the queue a new send would wait behind.
+    """
     GetMessage: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.GetMessageRequest, _messaging_service_pb2.GetMessageResponse]  # type: ignore[assignment]
     """GetMessage returns one outbound message with its status history."""
     GetMessageTimeline: _aio.UnaryUnaryMultiCallable[_timeline_pb2.GetMessageTimelineRequest, _timeline_pb2.GetMessageTimelineResponse]  # type: ignore[assignment]
@@ -100,7 +144,53 @@ class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _messaging_service_pb2.SendBatchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messaging_service_pb2.SendBatchResponse, _abc.Awaitable[_messaging_service_pb2.SendBatchResponse]]:
-        """SendBatch durably accepts one message to up to 1000 destinations."""
+        """SendBatch durably accepts one message to up to 1000 destinations.
+        ValidateBatch takes the same request, so both refuse a body with the same field paths.
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+
+    @_abc_1.abstractmethod
+    def ValidateBatch(
+        self,
+        request: _messaging_service_pb2.SendBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_service_pb2.ValidateBatchResponse, _abc.Awaitable[_messaging_service_pb2.ValidateBatchResponse]]:
+        """ValidateBatch answers, per destination, what SendBatch would do with the
+        same body, without storing or sending anything: the rendered text, SMS
+        encoding and segments, the route, consent, and the refusals a send would give.
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+
+    @_abc_1.abstractmethod
+    def CancelMessage(
+        self,
+        request: _messaging_service_pb2.CancelMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_service_pb2.CancelMessageResponse, _abc.Awaitable[_messaging_service_pb2.CancelMessageResponse]]:
+        """CancelMessage withdraws a message that has not left for a provider yet
+        (scheduled, queued, or waiting to be retried).
+        """
+
+    @_abc_1.abstractmethod
+    def CancelBatch(
+        self,
+        request: _messaging_service_pb2.CancelBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_service_pb2.CancelBatchResponse, _abc.Awaitable[_messaging_service_pb2.CancelBatchResponse]]:
+        """CancelBatch withdraws every message of one SendBatch that has not left yet,
+        and says for each message whether it was cancelled.
+        """
+
+    @_abc_1.abstractmethod
+    def GetQuota(
+        self,
+        request: _messaging_service_pb2.GetQuotaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_messaging_service_pb2.GetQuotaResponse, _abc.Awaitable[_messaging_service_pb2.GetQuotaResponse]]:
+        """GetQuota reports the caller's request budget, each channel's pacing and
+        the queue a new send would wait behind.
+        """
 
     @_abc_1.abstractmethod
     def GetMessage(

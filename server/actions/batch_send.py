@@ -1,0 +1,160 @@
+"""SendBatch as a use case: plan every destination, then store what can be sent.
+
+ValidateBatch runs the same planning (plan_batch_send), so a dry run and a
+send refuse the same body with the same errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, Protocol
+
+from server.domain.addresses import AddressError, normalize_email, normalize_msisdn
+from server.domain.batch import (
+    BatchSend,
+    PlannedDestination,
+    Template,
+    batch_id,
+    pick_channel,
+    plan_batch,
+)
+from server.domain.customer import GlobalVar, var_values
+from server.domain.errors import FieldViolation, invalid
+from server.domain.fallback import plan_chain
+from server.domain.models import Channel, OutboundMessage
+from server.storage.messages import AcceptResult, IdempotencyKey
+
+
+class BatchSources(Protocol):
+    """What planning reads: templates, global variables, contacts' languages."""
+
+    async def find_template(
+        self, tenant_id: str, *, template_id: str = "", code: str = "", lang: str = ""
+    ) -> Template | None: ...
+
+    async def list_global_vars(self, tenant_id: str, channel_id: str = "") -> list[GlobalVar]: ...
+
+    async def contact_langs(self, tenant_id: str, contact_ids: Sequence[str]) -> dict[str, str]: ...
+
+
+class BatchStore(BatchSources, Protocol):
+    async def accept(
+        self,
+        tenant_id: str,
+        drafts: Sequence[Any],
+        idem: IdempotencyKey | None,
+        render: Callable[[Sequence[OutboundMessage]], bytes],
+        traceparent: str = "",
+    ) -> AcceptResult: ...
+
+
+UrlCheck = Callable[[str], str | None]
+
+
+async def plan_batch_send(
+    store: BatchSources,
+    channels: Mapping[str, Channel],
+    tenant_id: str,
+    send: BatchSend,
+    now: int,
+    *,
+    url_check: UrlCheck | None = None,
+    idempotency_key: str = "",
+) -> list[PlannedDestination]:
+    """Every destination's draft or refusal; a refusal of the whole body raises DomainError."""
+    template = await _template(store, tenant_id, send)
+    refusal = url_check(send.notify_url) if send.notify_url and url_check else None
+    if refusal:
+        raise invalid([FieldViolation("notifyUrl", refusal)])
+    channel = pick_channel(send.channel.lower(), send.from_address, channels)
+    channel_id = channel.channel_id if channel is not None else ""
+    stored_vars = await store.list_global_vars(tenant_id, channel_id)
+    by_destination = await _contact_templates(store, tenant_id, send, channel_id)
+    # A chain that cannot work refuses the whole body, before any address is looked at.
+    legs = plan_chain(channel, send.fallback, channels) if channel is not None else ()
+    planned = plan_batch(
+        tenant_id,
+        send,
+        channels,
+        now,
+        template=template,
+        tenant_vars=var_values(stored_vars, channel_id),
+        by_destination=by_destination,
+        idempotency_key=idempotency_key,
+    )
+    if not legs:
+        return planned
+    return [
+        replace(p, draft=replace(p.draft, fallback=legs)) if p.draft is not None else p
+        for p in planned
+    ]
+
+
+async def send_batch(
+    store: BatchStore,
+    channels: Mapping[str, Channel],
+    tenant_id: str,
+    send: BatchSend,
+    now: int,
+    *,
+    idem: IdempotencyKey | None,
+    render: Callable[[Sequence[PlannedDestination], Sequence[OutboundMessage]], bytes],
+    url_check: UrlCheck | None = None,
+    request_id: str = "",
+    traceparent: str = "",
+) -> tuple[list[PlannedDestination], AcceptResult]:
+    """Plan, then store the drafts; ``render`` makes the reply a retry with ``idem`` gets."""
+    key = idem.key if idem else ""
+    planned = await plan_batch_send(
+        store, channels, tenant_id, send, now, url_check=url_check, idempotency_key=key
+    )
+    batch = batch_id(tenant_id, key)
+    drafts = [
+        replace(p.draft, request_id=request_id, batch_id=batch)
+        for p in planned
+        if p.draft is not None
+    ]
+
+    def reply(created: Sequence[OutboundMessage]) -> bytes:
+        return render(planned, created)
+
+    return planned, await store.accept(tenant_id, drafts, idem, reply, traceparent)
+
+
+async def _template(store: BatchSources, tenant_id: str, send: BatchSend) -> Template | None:
+    ref = send.template
+    if ref is None:
+        return None
+    return await store.find_template(
+        tenant_id,
+        template_id=str(ref.get("id", "")),
+        code=str(ref.get("code", "")),
+        lang=str(ref.get("lang", "")),
+    )
+
+
+async def _contact_templates(
+    store: BatchSources, tenant_id: str, send: BatchSend, channel_id: str
+) -> dict[str, Template]:
+    """For a template named by code alone: per address, the version in the
+    contact's preferred language, where one is approved on the channel."""
+    ref = send.template
+    if ref is None or ref.get("id") or ref.get("lang") or not ref.get("code"):
+        return {}
+    code = str(ref["code"])
+    normalize = normalize_email if send.channel.lower() == "email" else normalize_msisdn
+    addresses = set()
+    for group in send.groups:
+        for raw in (*group.msisdn, *group.email):
+            try:
+                addresses.add(normalize(raw))
+            except AddressError:
+                continue  # plan_batch reports it against its field
+    langs = await store.contact_langs(tenant_id, sorted(addresses))
+    versions: dict[str, Template] = {}
+    for lang in set(langs.values()):
+        found = await store.find_template(tenant_id, code=code, lang=lang)
+        if found is not None and found.approvals.get(channel_id) == "APPROVED":
+            versions[lang] = found
+    return {address: versions[lang] for address, lang in langs.items() if lang in versions}
