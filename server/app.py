@@ -25,6 +25,7 @@ from server.api.local_channel import LocalChannel
 from server.api.messaging import MessagingServicer
 from server.api.metrics import MetricsInterceptor, new_gateway_mark
 from server.api.notifications import NotificationServicer
+from server.api.readiness import Readiness
 from server.api.server import BuiltServer, Services, build_server, set_ready, set_serving
 from server.api.sessions import SessionServicer
 from server.api.tokens import TokenRules
@@ -38,6 +39,7 @@ from server.dispatch.housekeeping import Housekeeper
 from server.dispatch.receipt_timeouts import ReceiptTimeoutSweeper
 from server.dispatch.receipts import record_receipt
 from server.dispatch.redis_pacing import SharedPacing
+from server.dispatch.session_sweeper import InactivitySweeper
 from server.domain.events import StoredEvent
 from server.domain.inbound import InboundBatch, from_provider
 from server.domain.models import Channel, Receipt
@@ -48,17 +50,16 @@ from server.events.channel_notices import RedisChannelNotices
 from server.events.redis_bus import RedisBus, RedisBusConfig
 from server.gateway.app import AccessLog, create_app, route_table
 from server.gateway.callbacks import add_callback_routes
+from server.gateway.health import add_health_routes
 from server.gateway.metrics import add_metrics_route, metrics_app, request_middleware
 from server.gateway.openapi import add_docs_routes
 from server.gateway.protocol_log import ProtocolLogger
 from server.net.addresses import AddressPolicy, address_refusal, url_refusal
 from server.net.http import OutboundHttp
 from server.observability.metrics import HubMetrics
-from server.readiness import Readiness, add_health_routes
 from server.storage.receipt_timeouts import ReceiptRules
 from server.storage.store import SqlStore
 from server.storage.writer import now_ms
-from server.sweeper import InactivitySweeper
 from server.webhooks.sender import WebhookSender
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from adapters.base import Accepted, Delivery, Receipt, ReceiptSink, RetryablePro
 from cim.v1 import messaging_service_pb2_grpc as mg
 from cim.v1 import timeline_pb2
 from server.cli import main
-from server.cli_messages import render_timeline
+from server.cli.client.messages import render_timeline
 from server.domain.provider import AttemptRecord
 from server.domain.status import DeliveryStatus
 from support.clock import eventually

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 
 from cim.v1 import delivery_pb2, messaging_service_pb2_grpc, timeline_pb2
-from server.cli_client import _connection_flags, _print_json, _run, metadata_of
+from server.cli.client.connection import connection_flags, metadata_of, print_json, run
 from server.gateway.jsonmap import to_json
 
 
@@ -19,8 +19,8 @@ def register(subparsers: Any) -> None:
     show = sub.add_parser("show", help="print a message's timeline, oldest step first")
     show.add_argument("message_id", metavar="ID")
     show.add_argument("--json", action="store_true", help="print the timeline as JSON")
-    _connection_flags(show)
-    show.set_defaults(handler=_run(_show))
+    connection_flags(show)
+    show.set_defaults(handler=run(_show))
 
 
 async def _show(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
@@ -31,7 +31,7 @@ async def _show(args: argparse.Namespace, channel: grpc.aio.Channel) -> int:
         timeout=args.timeout,
     )
     if args.json:
-        _print_json(to_json(reply))
+        print_json(to_json(reply))
     else:
         print(render_timeline(reply), flush=True)
     return 0

@@ -5,6 +5,8 @@ up; restarting it would not help while the database is away. Readiness
 (/readyz, the health service's cim.v1 entries) says whether to send traffic
 here: a cheap query against the store, every fraction of a second, turns it
 off within a probe or two of the store going away and on again when it is back.
+The gRPC health service and the façade's /readyz (server/gateway/health.py)
+both report it.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-
-from aiohttp import web
 
 from server.aio import cancel_and_wait, supervised
 
@@ -72,26 +72,3 @@ class Readiness:
             except Exception:  # reporting failed; the next round reports again
                 log.exception("readiness probe failed")
             await asyncio.sleep(self._interval)
-
-
-def add_health_routes(
-    app: web.Application, serving: Callable[[], bool], readiness: Readiness
-) -> None:
-    """/healthz for restarts (the process answers), /readyz for traffic (it can work)."""
-
-    async def healthz(_request: web.Request) -> web.Response:
-        if serving():
-            return web.json_response({"status": "SERVING"})
-        return web.json_response({"status": "NOT_SERVING"}, status=503)
-
-    async def readyz(_request: web.Request) -> web.Response:
-        if not serving():
-            return web.json_response({"status": "NOT_SERVING", "reason": "stopping"}, status=503)
-        if not readiness.ready:
-            return web.json_response(
-                {"status": "NOT_SERVING", "reason": "store unreachable"}, status=503
-            )
-        return web.json_response({"status": "SERVING"})
-
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)

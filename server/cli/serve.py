@@ -1,33 +1,22 @@
-"""The cimhub command."""
+"""`cimhub serve`: the hub itself, gRPC and the REST facade in one process."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import logging
 import os
 import signal
-import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from server.config import Settings, load_channels
 from server.telemetry import logs, tracing
 
-# Modules with a `register(subparsers)` function adding their subcommands.
-_COMMAND_MODULES: tuple[str, ...] = (
-    "server.cli_admin",
-    "server.cli_db",
-    "server.cli_client",
-    "server.cli_messages",
-)
 
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cimhub", description="CIM Hub messaging platform")
-    sub = parser.add_subparsers(dest="command")
-    serve = sub.add_parser("serve", help="serve gRPC and the REST facade")
+def register(subparsers: Any) -> None:
+    serve = subparsers.add_parser("serve", help="serve gRPC and the REST facade (the default)")
     serve.add_argument("--host", help="address to bind (env CIMHUB_HOST)")
     serve.add_argument(
         "--grpc-port", type=int, help="gRPC port (env CIMHUB_GRPC_PORT, default 50051)"
@@ -48,12 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-format", choices=("text", "json"), help="log lines (env CIMHUB_LOG_FORMAT, text)"
     )
-    # Each group of subcommands lives in its own module and registers itself;
-    # a registered subparser sets `handler`, a callable taking the parsed args
-    # and returning the exit code.
-    for module in _COMMAND_MODULES:
-        importlib.import_module(module).register(sub)
-    return parser
+    serve.set_defaults(handler=_serve_command)
 
 
 def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
@@ -75,7 +59,20 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
     return s
 
 
+def _serve_command(args: argparse.Namespace) -> int:
+    settings = settings_from(args, dict(os.environ))
+    logs.setup(settings.log_format, getattr(logging, str(args.log_level).upper(), logging.INFO))
+    # OTLP export only when the standard OTEL_* variables ask for it.
+    provider = tracing.configure(os.environ)
+    try:
+        asyncio.run(serve(settings))
+    finally:
+        provider.shutdown()
+    return 0
+
+
 async def serve(settings: Settings) -> None:
+    # Imported here: the client commands need none of the server's parts.
     from server.app import Hub
 
     if settings.database_url.startswith("sqlite") and ":///" in settings.database_url:
@@ -94,28 +91,3 @@ async def serve(settings: Settings) -> None:
     await stop.wait()
     print("cimhub: shutting down", flush=True)
     await hub.stop()
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command is None:
-        args = _parser().parse_args(["serve", *(argv or [])])
-    if args.command == "serve":
-        settings = settings_from(args, dict(os.environ))
-        logs.setup(settings.log_format, getattr(logging, str(args.log_level).upper(), logging.INFO))
-        # OTLP export only when the standard OTEL_* variables ask for it.
-        provider = tracing.configure(os.environ)
-        try:
-            asyncio.run(serve(settings))
-        finally:
-            provider.shutdown()
-        return 0
-    handler = getattr(args, "handler", None)
-    if handler is None:
-        _parser().print_help()
-        return 2
-    return int(handler(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
