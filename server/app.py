@@ -16,6 +16,8 @@ from adapters.registry import build_adapter
 from server.api.auth import Authenticator
 from server.api.bootstrap import bootstrap_keys
 from server.api.config import ConfigServicer
+from server.api.consent_rules import ConsentRules
+from server.api.consents import ConsentServicer
 from server.api.context import DEFAULT_TENANT
 from server.api.customers import CustomerServicer
 from server.api.guard import GuardInterceptor
@@ -38,7 +40,7 @@ from server.dispatch.receipts import record_receipt
 from server.dispatch.redis_pacing import SharedPacing
 from server.domain.events import StoredEvent
 from server.domain.inbound import InboundBatch, from_provider
-from server.domain.models import Channel, Receipt
+from server.domain.models import Channel, Delivery, Receipt
 from server.domain.provider import ChannelAdapter, InboundMessage
 from server.domain.retry import RetryPolicy
 from server.events.bus import EventBus, InProcessBus
@@ -49,6 +51,7 @@ from server.gateway.callbacks import add_callback_routes
 from server.gateway.metrics import add_metrics_route, metrics_app, request_middleware
 from server.gateway.openapi import add_docs_routes
 from server.gateway.protocol_log import ProtocolLogger
+from server.gateway.unsubscribe import add_unsubscribe_routes
 from server.net.addresses import AddressPolicy, address_refusal, url_refusal
 from server.net.http import OutboundHttp
 from server.observability.metrics import HubMetrics
@@ -219,6 +222,25 @@ async def _assemble(
     housekeeper.start()
     resources.push_async_callback(housekeeper.close)
 
+    public = PublicUrl(settings.public_url)
+    # The dispatcher wakes for confirmation replies; it reports provider opt-outs.
+    wake_dispatcher: list[Callable[[], None]] = []
+
+    def replies_queued() -> None:
+        for wake in wake_dispatcher:
+            wake()
+
+    consent = ConsentRules(store, channels, replies_queued, public_url=public.get)
+
+    async def on_opted_out(delivery: Delivery, code: str) -> None:
+        await consent.provider_opt_out(
+            delivery.tenant_id,
+            delivery.channel_id,
+            delivery.destination,
+            delivery.message_id,
+            code,
+        )
+
     dispatcher = Dispatcher(
         store,
         channels,
@@ -232,7 +254,9 @@ async def _assemble(
         # With Redis, a channel's TPS holds across replicas, not per replica.
         pacer_for=pacing.pacer_for if pacing is not None else None,
         observer=metrics,
+        on_opted_out=on_opted_out,
     )
+    wake_dispatcher.append(dispatcher.wake)
     channel_sync = ChannelSync(
         store,
         channels,
@@ -256,6 +280,7 @@ async def _assemble(
         metrics,
         mark,
         webhook_sender.wake,
+        consent,
     )
     await built.server.start()
     # The facade's unary calls run in this process through the server's own
@@ -284,9 +309,8 @@ async def _assemble(
     readiness.start()
     resources.push_async_callback(readiness.close)
 
-    public = PublicUrl(settings.public_url)
     app = _http_app(
-        settings, gateway_channel, channels, store, public, lifecycle, readiness, metrics
+        settings, gateway_channel, channels, store, public, lifecycle, readiness, metrics, consent
     )
     runner, http_port = await _listen(resources, app, settings.host, settings.http_port)
     metrics_port = None
@@ -365,6 +389,7 @@ def _grpc_server(
     metrics: HubMetrics | None,
     mark: tuple[str, str] | None,
     wake_webhooks: Callable[[], None],
+    consent: ConsentRules,
 ) -> BuiltServer:
     return build_server(
         Services(
@@ -373,8 +398,9 @@ def _grpc_server(
                 channels,
                 dispatcher.wake,
                 clock,
-                inbound=InboundApi(store, channels, settings.verify_token),
+                inbound=InboundApi(store, channels, settings.verify_token, consent),
                 url_check=checks.submitted,
+                consent=consent,
             ),
             notifications=NotificationServicer(
                 store,
@@ -392,6 +418,7 @@ def _grpc_server(
             ),
             customers=CustomerServicer(store),
             webhooks=WebhookServicer(store, on_redrive=wake_webhooks),
+            consents=ConsentServicer(store),
         ),
         address=f"{settings.host}:{settings.grpc_port}",
         max_message_bytes=settings.max_grpc_message_bytes,
@@ -420,6 +447,7 @@ def _http_app(
     lifecycle: Lifecycle,
     readiness: Readiness,
     metrics: HubMetrics | None,
+    consent: ConsentRules,
 ) -> web.Application:
     app = create_app(
         gateway_channel,
@@ -433,9 +461,10 @@ def _http_app(
         entry = channels.get(channel_id)
         if entry is None:
             return
-        received = tuple(from_provider(channel_id, entry.channel.contact_type, m) for m in messages)
+        kind = entry.channel.contact_type
+        received = tuple(from_provider(channel_id, kind, m) for m in messages)
         tenant = entry.owner or DEFAULT_TENANT
-        await store.receive_inbound(tenant, InboundBatch(messages=received))
+        await consent.receive(tenant, InboundBatch(messages=received), {channel_id: kind})
 
     add_callback_routes(
         app,
@@ -445,6 +474,7 @@ def _http_app(
         on_inbound=on_inbound,
     )
 
+    add_unsubscribe_routes(app, consent.one_click)
     add_health_routes(app, lambda: lifecycle.serving, readiness)
     if metrics is not None:
         add_metrics_route(app, metrics, settings.metrics_token)

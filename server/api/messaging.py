@@ -12,6 +12,7 @@ from google.protobuf.json_format import MessageToDict
 from cim.v1 import messaging_service_pb2 as pb
 from cim.v1 import messaging_service_pb2_grpc as pb_grpc
 from cim.v1 import outbound_pb2, timeline_pb2
+from server.api.consent_rules import ConsentRules
 from server.api.context import metadata_value, tenant_of
 from server.api.convert import message_to_proto, status_from_proto, status_to_proto
 from server.api.inbound import InboundApi
@@ -31,6 +32,7 @@ from server.domain.customer import require_approved, text_value, var_values
 from server.domain.errors import FieldViolation, invalid
 from server.domain.models import Channel, OutboundDraft, OutboundMessage
 from server.domain.sending import SingleSend, fill_template, fill_text, plan_single
+from server.domain.status import DeliveryStatus
 from server.storage.messages import IdempotencyKey
 from server.storage.store import SqlStore
 from server.storage.writer import now_ms
@@ -121,6 +123,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         *,
         inbound: InboundApi | None = None,
         url_check: Callable[[str], str | None] | None = None,
+        consent: ConsentRules | None = None,
     ) -> None:
         # Refuses callback URLs the outbound guard would refuse, at submit time.
         self._url_check = url_check
@@ -132,6 +135,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         self._clock = clock
         # Without a configured verify token the webhooks refuse every call.
         self._inbound = inbound or InboundApi(store, channels, verify_token="")
+        self._consent = consent or ConsentRules(store, channels, on_accept)
 
     async def SendMessage(
         self, request: pb.SendMessageRequest, context: grpc.aio.ServicerContext
@@ -140,6 +144,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         draft = plan_single(tenant, single_send(request), self._channels_of(tenant))
         draft = await self._personalise(tenant, request, draft)
         draft = replace(draft, request_id=request_id(context))
+        [draft] = await self._consent.screen(tenant, [draft], request.category)
 
         def render(created: Sequence[OutboundMessage]) -> bytes:
             return _send_response(created[0]).SerializeToString()
@@ -152,7 +157,8 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
             # Replies kept before the receipt carried id still answer with it.
             replayed.id = replayed.id or replayed.message_id
             return replayed
-        self._on_accept()
+        if not draft.refusal:
+            self._on_accept()
         return _send_response(result.messages[0])
 
     async def SendBatch(
@@ -182,6 +188,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         )
         rid = request_id(context)
         drafts = [replace(p.draft, request_id=rid) for p in planned if p.draft is not None]
+        drafts = await self._consent.screen(tenant, drafts, request.category)
 
         def render(created: Sequence[OutboundMessage]) -> bytes:
             return _batch_response(planned, created).SerializeToString()
@@ -189,7 +196,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         result = await self._store.accept(tenant, drafts, idem, render, current_traceparent())
         if result.replay is not None:
             return pb.SendBatchResponse.FromString(result.replay)
-        if drafts:
+        if any(not d.refusal for d in drafts):
             self._on_accept()
         return _batch_response(planned, result.messages)
 
@@ -324,6 +331,7 @@ def _send_response(m: OutboundMessage) -> pb.SendMessageResponse:
         status=status_to_proto(m.status),
         channel_id=m.channel_id,
         conversation_id=m.conversation_id,
+        refusal=m.last_error if m.status is DeliveryStatus.FAILED else "",
     )
 
 
@@ -347,6 +355,8 @@ def _batch_response(
                 correlation_id=p.correlation_id,
                 destination=p.destination,
                 status=status_to_proto(m.status),
+                # Refused for consent: stored, so its status and timeline say why.
+                error=m.last_error if m.status is DeliveryStatus.FAILED else "",
             )
         )
     return pb.SendBatchResponse(results=results)

@@ -72,6 +72,8 @@ class OutboundDraft:
     message_id: str = ""
     # The x-request-id of the accepting call, kept for the message's timeline.
     request_id: str = ""
+    # Why the hub will not send it (e.g. OPTED_OUT): it is stored FAILED, never dispatched.
+    refusal: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ from server.storage import templates as tmpl
 from server.storage import webhooks as hooks
 from server.storage.coalesce import Coalesced
 from server.storage.config_store import ConfigStoreMixin
+from server.storage.consent_store import ConsentStoreMixin
 from server.storage.db import is_sqlite, make_engine
 from server.storage.inbound import ReceiveOutcome
 from server.storage.messages import AcceptResult, IdempotencyKey
@@ -47,7 +48,7 @@ from server.storage.webhook_store import WebhookStoreMixin
 from server.storage.writer import CommitObserver, Tx, Writer, now_ms
 
 
-class SqlStore(ConfigStoreMixin, WebhookStoreMixin):
+class SqlStore(ConfigStoreMixin, WebhookStoreMixin, ConsentStoreMixin):
     def __init__(self, engine: AsyncEngine, writer: Writer) -> None:
         self.engine = engine
         self._writer = writer
