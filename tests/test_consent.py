@@ -272,3 +272,26 @@ async def test_only_a_whole_message_on_a_keyword_channel_is_a_keyword(db_url: st
             await consents.GetConsent(c.GetConsentRequest(channel_type="SMS", address=PHONE))
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
         assert (await send_text(stub, PHONE, "still fine")).refusal == ""
+
+
+async def test_a_tenants_own_keywords_and_reply(db_url: str) -> None:
+    provider = HappyProvider()
+    async with consent_hub(db_url, provider) as (hub, stub, consents):
+        settings = c.ConsentSettings(opt_out_keywords=["Fini"], opt_out_reply="Adieu.")
+        updated = await consents.UpdateConsentSettings(
+            c.UpdateConsentSettingsRequest(settings=settings)
+        )
+        await texted(hub, "k1", "STOP")  # no longer a keyword for this tenant
+        assert (await send_text(stub, PHONE, "one")).refusal == ""
+        await texted(hub, "k2", "fini !")
+        assert (await send_text(stub, PHONE, "two")).refusal == "OPTED_OUT"
+        await eventually(lambda: any(a.text == "Adieu." for a in provider.attempts))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await consents.UpdateConsentSettings(
+                c.UpdateConsentSettingsRequest(settings=c.ConsentSettings(opt_in_keywords=["!!"]))
+            )
+
+    assert list(updated.settings.opt_out_keywords) == ["Fini"]
+    assert list(updated.settings.opt_in_keywords) == ["START", "UNSTOP", "YES"]  # built in
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "settings.optInKeywords" in (caught.value.details() or "")
