@@ -418,7 +418,7 @@ def _grpc_server(
             ),
             customers=CustomerServicer(store),
             webhooks=WebhookServicer(store, on_redrive=wake_webhooks),
-            consents=ConsentServicer(store),
+            consents=ConsentServicer(store, consent),
         ),
         address=f"{settings.host}:{settings.grpc_port}",
         max_message_bytes=settings.max_grpc_message_bytes,

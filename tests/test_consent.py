@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -295,3 +296,43 @@ async def test_a_tenants_own_keywords_and_reply(db_url: str) -> None:
     assert list(updated.settings.opt_in_keywords) == ["START", "UNSTOP", "YES"]  # built in
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "settings.optInKeywords" in (caught.value.details() or "")
+
+
+async def test_an_opt_out_withdraws_sends_still_waiting_to_go(db_url: str) -> None:
+    provider = HappyProvider()
+    async with consent_hub(db_url, provider) as (hub, stub, consents):
+
+        async def scheduled(category: str) -> str:
+            reply = await stub.SendBatch(
+                m.SendBatchRequest(
+                    channel="sms",
+                    from_address="CNNECT",
+                    to=[m.BatchDestination(msisdn=[PHONE])],
+                    content=m.BatchContent(type="text", text=f"{category} tomorrow"),
+                    send_at=str(int(time.time()) + 3600),
+                    category=category,
+                )
+            )
+            assert reply.results[0].status == d.DELIVERY_STATUS_SCHEDULED
+            return reply.results[0].message_id
+
+        async def state(message_id: str) -> tuple[int, str]:
+            got = await stub.GetMessage(m.GetMessageRequest(message_id=message_id))
+            return got.message.status, got.message.history[-1].reason
+
+        marketing, transactional = await scheduled("marketing"), await scheduled("transactional")
+        await consents.SetConsent(
+            c.SetConsentRequest(
+                channel_type="SMS",
+                address=PHONE,
+                scope="marketing",
+                state=c.CONSENT_STATE_OPTED_OUT,
+            )
+        )
+        after_marketing = await state(marketing), await state(transactional)
+        await texted(hub, "w1", "STOP")
+        after_stop = await state(transactional)
+
+    failed = (d.DELIVERY_STATUS_FAILED, "OPTED_OUT")
+    assert after_marketing == (failed, (d.DELIVERY_STATUS_SCHEDULED, ""))
+    assert after_stop == failed

@@ -98,6 +98,16 @@ class ConsentRules:
             self._keys[tenant] = key_from(await self._store.webhook_secret(tenant))
         return self._keys[tenant]
 
+    # -- the ledger --------------------------------------------------------------
+    async def record(self, tenant: str, change: ConsentChange) -> Applied:
+        """Record a change; an opt-out also withdraws what still waits to go."""
+        channel_ids = self._channels_of(tenant, change.channel_type)
+        return await self._store.record_consent(tenant, change, channel_ids)
+
+    def _channels_of(self, tenant: str, kind: str) -> tuple[str, ...]:
+        visible = self._channels.visible_to(tenant).items()
+        return tuple(cid for cid, c in visible if c.contact_type.upper() == kind.upper())
+
     # -- one-click unsubscribe -------------------------------------------------
     async def one_click(self, token: str) -> Applied | None:
         """Record the opt-out a signed link asks for; None when the token is not ours."""
@@ -115,7 +125,7 @@ class ConsentRules:
             reason="List-Unsubscribe=One-Click",
             message_id=claim.message_id,
         )
-        return await self._store.record_consent(claim.tenant_id, change)
+        return await self.record(claim.tenant_id, change)
 
     # -- provider refusals -----------------------------------------------------
     async def provider_opt_out(
@@ -133,7 +143,7 @@ class ConsentRules:
             reason=f"{code}: {PROVIDER_OPT_OUT_REASON}" if code else PROVIDER_OPT_OUT_REASON,
             message_id=message_id,
         )
-        await self._store.record_consent(tenant, change)
+        await self.record(tenant, change)
 
     # -- inbound ---------------------------------------------------------------
     async def receive(
@@ -149,7 +159,8 @@ class ConsentRules:
                     settings = await self._store.consent_settings(tenant)
                 word = classify(m.text, settings)
                 if word is not None:
-                    m = replace(m, keyword=InboundKeyword(kind, word))
+                    channel_ids = self._channels_of(tenant, kind)
+                    m = replace(m, keyword=InboundKeyword(kind, word, channel_ids))
             messages.append(m)
         marked = replace(batch, messages=tuple(messages))
         outcome = await self._store.receive_inbound(tenant, marked)

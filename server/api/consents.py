@@ -6,6 +6,7 @@ import grpc
 
 from cim.v1 import consent_service_pb2 as pb
 from cim.v1 import consent_service_pb2_grpc as pb_grpc
+from server.api.consent_rules import ConsentRules
 from server.api.context import tenant_of
 from server.api.paging import page_args
 from server.domain.consent import (
@@ -91,8 +92,9 @@ def _settings_to_proto(s: ConsentSettings) -> pb.ConsentSettings:
 
 
 class ConsentServicer(pb_grpc.ConsentServiceServicer):
-    def __init__(self, store: SqlStore) -> None:
+    def __init__(self, store: SqlStore, rules: ConsentRules) -> None:
         self._store = store
+        self._rules = rules
 
     async def ListConsents(
         self, request: pb.ListConsentsRequest, context: grpc.aio.ServicerContext
@@ -136,7 +138,7 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
             ConsentSource.API,
             reason=request.reason,
         )
-        applied = await self._store.record_consent(tenant_of(context), change)
+        applied = await self._rules.record(tenant_of(context), change)
         return pb.SetConsentResponse(consent=consent_to_proto(applied.entry))
 
     async def GetConsentSettings(

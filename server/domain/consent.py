@@ -107,6 +107,8 @@ class InboundKeyword:
 
     channel_type: str
     keyword: Keyword
+    # The tenant's channels of that type: an opt-out withdraws what waits on them.
+    channel_ids: tuple[str, ...] = ()
 
     def change(self, address: str, inbound_message_id: str) -> ConsentChange | None:
         if self.keyword.action is KeywordAction.HELP:
@@ -183,16 +185,18 @@ class Applied:
 
     entry: ConsentEntry
     changed: bool
+    # Messages still waiting to go that the opt-out withdrew (stored FAILED, OPTED_OUT).
+    withdrawn: tuple[str, ...] = ()
 
 
 def fold(text: str) -> str:
     """Compare form: accents dropped, case folded, everything but letters and
     digits removed, so " Arrêt! ", "ARRET" and "arret." are one word, and
     OPT-OUT is OPTOUT."""
+    # NFKD splits "Ê" into "E" and a combining accent, which is not alphanumeric
+    # and so goes with the punctuation; it also maps full-width letters to ASCII.
     decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(
-        ch for ch in decomposed.casefold() if ch.isalnum() and not unicodedata.combining(ch)
-    ).upper()
+    return "".join(ch for ch in decomposed.casefold() if ch.isalnum()).upper()
 
 
 def classify(text: str, settings: ConsentSettings) -> Keyword | None:

@@ -24,8 +24,13 @@ class ConsentStoreMixin:
     engine: AsyncEngine
     _writer: Writer
 
-    async def record_consent(self, tenant_id: str, change: ConsentChange) -> Applied:
-        return await self._writer.submit(lambda tx: consents.apply(tx, tenant_id, change))
+    async def record_consent(
+        self, tenant_id: str, change: ConsentChange, channel_ids: Sequence[str] = ()
+    ) -> Applied:
+        """Record a change; an opt-out withdraws unsent messages on `channel_ids`."""
+        return await self._writer.submit(
+            lambda tx: consents.apply(tx, tenant_id, change, channel_ids)
+        )
 
     async def consent_states(
         self, tenant_id: str, channel_type: str, addresses: Sequence[str]

@@ -9,6 +9,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.consent import (
+    OPTED_OUT_REFUSAL,
     Applied,
     ConsentChange,
     ConsentEntry,
@@ -16,12 +17,16 @@ from server.domain.consent import (
     ConsentSource,
     ConsentState,
     ConsentStep,
+    blocks,
 )
 from server.domain.errors import not_found
 from server.domain.models import Page, new_id
+from server.domain.status import DeliveryStatus
+from server.storage import messages as msgs
 from server.storage.consent_schema import consent_history, consent_settings, consents
+from server.storage.schema import messages
 from server.storage.sql import insert_for
-from server.storage.writer import Tx
+from server.storage.writer import LATER_MESSAGES, Tx
 
 
 def _key(tenant_id: str, channel_type: str, address: str, scope: str) -> Any:
@@ -33,8 +38,15 @@ def _key(tenant_id: str, channel_type: str, address: str, scope: str) -> Any:
     )
 
 
-async def apply(tx: Tx, tenant_id: str, change: ConsentChange) -> Applied:
-    """Record one statement: the history always, the entry's state when it moves."""
+async def apply(
+    tx: Tx, tenant_id: str, change: ConsentChange, channel_ids: Sequence[str] = ()
+) -> Applied:
+    """Record one statement: the history always, the entry's state when it moves.
+
+    An opt-out also withdraws what is still waiting to go to the address on
+    `channel_ids` (the tenant's channels of that type): a send accepted for
+    later must not leave after the customer said STOP.
+    """
     values = {
         "state": change.state.value,
         "source": change.source.value,
@@ -80,7 +92,40 @@ async def apply(tx: Tx, tenant_id: str, change: ConsentChange) -> Applied:
         )
         changed = moved.first() is not None
     row = (await tx.conn.execute(select(consents).where(where))).one()
-    return Applied(_entry(row), changed)
+    withdrawn: tuple[str, ...] = ()
+    if change.state is ConsentState.OPTED_OUT:
+        withdrawn = await _withdraw_pending(tx, tenant_id, channel_ids, change)
+    return Applied(_entry(row), changed, withdrawn)
+
+
+async def _withdraw_pending(
+    tx: Tx, tenant_id: str, channel_ids: Sequence[str], change: ConsentChange
+) -> tuple[str, ...]:
+    if not channel_ids:
+        return ()
+    await tx.flush(upto=LATER_MESSAGES)  # sends accepted earlier in this group
+    # Locked, so a dispatcher claiming one of them waits and then finds it settled.
+    rows = (
+        await tx.conn.execute(
+            select(messages.c.id, messages.c.content)
+            .where(
+                messages.c.tenant_id == tenant_id,
+                messages.c.destination == change.address,
+                messages.c.channel_id.in_(sorted(set(channel_ids))),
+                messages.c.dispatch_state == msgs.PENDING,
+            )
+            .with_for_update()
+        )
+    ).all()
+    opted_out = {change.scope: ConsentState.OPTED_OUT}
+    withdrawn = []
+    for r in rows:
+        category = str((r.content or {}).get("category", ""))
+        if blocks(opted_out, category) and await msgs.set_status(
+            tx, r.id, DeliveryStatus.FAILED, reason=OPTED_OUT_REFUSAL
+        ):
+            withdrawn.append(r.id)
+    return tuple(withdrawn)
 
 
 async def states(

@@ -132,7 +132,9 @@ async def _apply_keyword(
         return {}
     word = m.keyword.keyword
     change = m.keyword.change(m.address, message_id)
-    applied = await consents.apply(tx, tenant_id, change) if change is not None else None
+    applied = None
+    if change is not None:
+        applied = await consents.apply(tx, tenant_id, change, m.keyword.channel_ids)
     if keywords is not None:
         changed = applied is not None and applied.changed
         keywords.append(KeywordOutcome(m.channel_id, m.address, word.action, changed))
