@@ -19,6 +19,7 @@ from cim.v1 import messaging_service_pb2_grpc as mg
 from cim.v1 import outbound_pb2 as o
 from cim.v1 import timeline_pb2 as t
 from fakes.providers import HappyProvider
+from server.api.context import DEFAULT_TENANT
 from server.app import Hub
 from server.domain.events import EventType
 from server.domain.models import Delivery
@@ -119,10 +120,16 @@ async def test_stop_in_five_spellings_and_two_languages_refuses_until_start(db_u
         await settle(stub, provider)
         got = await consents.GetConsent(c.GetConsentRequest(channel_type="sms", address=PHONE))
         events = await logged(hub, EventType.CONTENT)
+        # Replies are accepted before the inbound call answers: count what is stored.
+        stored = await hub.store.list_messages(DEFAULT_TENANT, page_size=500, page_token="")
+        # And every one of them reaches the customer.
+        replies = {r.id for r in stored.items if "subscribed" in r.text}
+        await eventually(lambda: replies <= {a.message_id for a in provider.attempts})
 
-    confirmations = [a.text for a in sent_to(provider, PHONE) if "unsubscribed" in a.text]
+    to_phone = [r.text for r in stored.items if r.destination == PHONE]
+    confirmations = [text for text in to_phone if "unsubscribed" in text]
     assert len(confirmations) == len(spellings) + 1  # one per opt-out, none for the repeat
-    resubscribed = [a.text for a in sent_to(provider, PHONE) if "subscribed again" in a.text]
+    resubscribed = [text for text in to_phone if "subscribed again" in text]
     assert len(resubscribed) == len(spellings)
     # The audit history: every keyword, in order, with its source and inbound message.
     steps = [(h.state, h.source, h.reason) for h in got.history]
@@ -211,6 +218,12 @@ async def test_transactional_passes_a_marketing_opt_out_but_nothing_passes_all(
         after_all = await send_text(stub, PHONE, "Your code is 5678", "transactional")
         await set_state("all", c.CONSENT_STATE_OPTED_IN)
         after_in = await send_text(stub, PHONE, "Your code is 9012", "transactional")
+        await eventually(
+            lambda: (
+                reached(provider, transactional.message_id)
+                and reached(provider, after_in.message_id)
+            )
+        )
         await settle(stub, provider)
 
     assert transactional.refusal == ""
