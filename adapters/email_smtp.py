@@ -474,6 +474,15 @@ def _skeleton(
     message["Subject"] = " ".join(str(content.get("subject") or "").splitlines())
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = message_id
+    one_click = str(content.get("listUnsubscribe") or "")
+    if one_click:
+        # RFC 8058: the mail client POSTs List-Unsubscribe=One-Click to the
+        # HTTPS link; the mailto: is for clients that only know RFC 2369.
+        links = [f"<{one_click}>"]
+        if sender.addr_spec.isascii():
+            links.append(f"<mailto:{sender.addr_spec}?subject=unsubscribe>")
+        message["List-Unsubscribe"] = ", ".join(links)
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     html = str(content.get("html") or "") if content.get("type") == "html" else ""
     message.set_content(str(content.get("text") or "") or html_to_text(html))
     if html:

@@ -44,11 +44,14 @@ from adapters.base import (
     setting,
 )
 from server.domain.models import Channel
+from server.domain.provider import RecipientOptedOut
 from server.domain.status import DeliveryStatus
 
 DEFAULT_BASE_URL = "https://api.twilio.com"
 SIGNATURE_HEADER = "x-twilio-signature"
 THROTTLED_CODE = "20429"
+# The recipient replied STOP to this sender: Twilio refuses until they reply START.
+UNSUBSCRIBED_CODE = "21610"
 
 # What we answer the incoming-message webhook with: Twilio expects TwiML, and an
 # empty <Response/> means "no automatic reply".
@@ -291,6 +294,8 @@ def _error(status: int, body: Any, headers: Mapping[str, str]) -> Exception:
         return RetryableProviderError(reason, code, retry_after_seconds(headers))
     if status >= 500:
         return RetryableProviderError(reason, code)
-    # 400 (21211 bad To, 21610 unsubscribed, 21602 no body, ...), 401 (20003
-    # bad credentials), 404: the same request would fail the same way.
+    if code == UNSUBSCRIBED_CODE:
+        return RecipientOptedOut(reason, code)
+    # 400 (21211 bad To, 21602 no body, ...), 401 (20003 bad credentials),
+    # 404: the same request would fail the same way.
     return PermanentProviderError(reason, code)

@@ -13,9 +13,11 @@ from aiohttp import web
 
 from adapters.base import AdapterContext
 from adapters.registry import build_adapter
+from server.actions.consent import ConsentRules
 from server.api.auth import Authenticator
 from server.api.bootstrap import bootstrap_keys
 from server.api.config import ConfigServicer
+from server.api.consents import ConsentServicer
 from server.api.context import DEFAULT_TENANT
 from server.api.customers import CustomerServicer
 from server.api.guard import GuardInterceptor
@@ -42,7 +44,7 @@ from server.dispatch.redis_pacing import SharedPacing
 from server.dispatch.session_sweeper import InactivitySweeper
 from server.domain.events import StoredEvent
 from server.domain.inbound import InboundBatch, from_provider
-from server.domain.models import Channel, Receipt
+from server.domain.models import Channel, Delivery, Receipt
 from server.domain.provider import ChannelAdapter, InboundMessage
 from server.domain.retry import RetryPolicy
 from server.events.bus import EventBus, InProcessBus
@@ -54,6 +56,7 @@ from server.gateway.health import add_health_routes
 from server.gateway.metrics import add_metrics_route, metrics_app, request_middleware
 from server.gateway.openapi import add_docs_routes
 from server.gateway.protocol_log import ProtocolLogger
+from server.gateway.unsubscribe import add_unsubscribe_routes
 from server.net.addresses import AddressPolicy, address_refusal, url_refusal
 from server.net.http import OutboundHttp
 from server.observability.metrics import HubMetrics
@@ -236,6 +239,25 @@ async def _assemble(
     housekeeper.start()
     resources.push_async_callback(housekeeper.close)
 
+    public = PublicUrl(settings.public_url)
+    # The dispatcher wakes for confirmation replies; it reports provider opt-outs.
+    wake_dispatcher: list[Callable[[], None]] = []
+
+    def replies_queued() -> None:
+        for wake in wake_dispatcher:
+            wake()
+
+    consent = ConsentRules(store, channels, replies_queued, public_url=public.get)
+
+    async def on_opted_out(delivery: Delivery, code: str) -> None:
+        await consent.provider_opt_out(
+            delivery.tenant_id,
+            delivery.channel_id,
+            delivery.destination,
+            delivery.message_id,
+            code,
+        )
+
     dispatcher = Dispatcher(
         store,
         channels,
@@ -249,7 +271,9 @@ async def _assemble(
         # With Redis, a channel's TPS holds across replicas, not per replica.
         pacer_for=pacing.pacer_for if pacing is not None else None,
         observer=metrics,
+        on_opted_out=on_opted_out,
     )
+    wake_dispatcher.append(dispatcher.wake)
     fallback_sweeper = FallbackSweeper(
         store,
         wake_dispatcher=dispatcher.wake,
@@ -281,6 +305,7 @@ async def _assemble(
         metrics,
         mark,
         webhook_sender.wake,
+        consent,
     )
     await built.server.start()
     # The facade's unary calls run in this process through the server's own
@@ -309,9 +334,8 @@ async def _assemble(
     readiness.start()
     resources.push_async_callback(readiness.close)
 
-    public = PublicUrl(settings.public_url)
     app = _http_app(
-        settings, gateway_channel, channels, store, public, lifecycle, readiness, metrics
+        settings, gateway_channel, channels, store, public, lifecycle, readiness, metrics, consent
     )
     runner, http_port = await _listen(resources, app, settings.host, settings.http_port)
     metrics_port = None
@@ -390,6 +414,7 @@ def _grpc_server(
     metrics: HubMetrics | None,
     mark: tuple[str, str] | None,
     wake_webhooks: Callable[[], None],
+    consent: ConsentRules,
 ) -> BuiltServer:
     # One budget per tenant: the guard spends it, GetQuota reports it.
     limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
@@ -400,10 +425,11 @@ def _grpc_server(
                 channels,
                 dispatcher.wake,
                 clock,
-                inbound=InboundApi(store, channels, settings.verify_token),
+                inbound=InboundApi(store, channels, settings.verify_token, consent),
                 url_check=checks.submitted,
                 budget=limiter,
                 load=dispatcher,
+                consent=consent,
             ),
             notifications=NotificationServicer(
                 store,
@@ -421,6 +447,7 @@ def _grpc_server(
             ),
             customers=CustomerServicer(store),
             webhooks=WebhookServicer(store, on_redrive=wake_webhooks),
+            consents=ConsentServicer(store, consent),
         ),
         address=f"{settings.host}:{settings.grpc_port}",
         max_message_bytes=settings.max_grpc_message_bytes,
@@ -449,6 +476,7 @@ def _http_app(
     lifecycle: Lifecycle,
     readiness: Readiness,
     metrics: HubMetrics | None,
+    consent: ConsentRules,
 ) -> web.Application:
     app = create_app(
         gateway_channel,
@@ -462,9 +490,10 @@ def _http_app(
         entry = channels.get(channel_id)
         if entry is None:
             return
-        received = tuple(from_provider(channel_id, entry.channel.contact_type, m) for m in messages)
+        kind = entry.channel.contact_type
+        received = tuple(from_provider(channel_id, kind, m) for m in messages)
         tenant = entry.owner or DEFAULT_TENANT
-        await store.receive_inbound(tenant, InboundBatch(messages=received))
+        await consent.receive(tenant, InboundBatch(messages=received), {channel_id: kind})
 
     add_callback_routes(
         app,
@@ -474,6 +503,7 @@ def _http_app(
         on_inbound=on_inbound,
     )
 
+    add_unsubscribe_routes(app, consent.one_click)
     add_health_routes(app, lambda: lifecycle.serving, readiness)
     if metrics is not None:
         add_metrics_route(app, metrics, settings.metrics_token)

@@ -151,6 +151,24 @@ async def make_adapter(start_smtp: StartSmtp, fetcher: OutboundHttp) -> AsyncIte
         await adapter.close()
 
 
+async def test_one_click_unsubscribe_headers_follow_rfc_8058(
+    start_smtp: StartSmtp, make_adapter: MakeAdapter, media: MediaServer
+) -> None:
+    server = await start_smtp()
+    link = "https://hub.test/unsubscribe/eyJ0IjoiYSJ9.c2ln"
+    adapter = make_adapter(server.port)
+
+    await adapter.send(delivery(seed_content(media, listUnsubscribe=link)))
+    await adapter.send(delivery(seed_content(media)))
+
+    with_link, without = (mail.message() for mail in server.received)
+    assert with_link["List-Unsubscribe"] == f"<{link}>, <{UNSUBSCRIBE}>"
+    assert with_link["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    # No signed link, no one-click promise: a mail client would POST to nothing.
+    assert "List-Unsubscribe-Post" not in without
+    assert "List-Unsubscribe" not in without
+
+
 def tls_settings(certificate: Certificate, security: str = "starttls") -> dict[str, Any]:
     return {
         "security": security,

@@ -23,6 +23,7 @@ from adapters.twilio import EMPTY_TWIML, TwilioSmsAdapter, twilio_signature
 from fakes.server import Behaviour
 from fakes.twilio import FakeTwilio
 from server.domain.models import Channel, Delivery
+from server.domain.provider import RecipientOptedOut
 from server.domain.status import DeliveryStatus
 from support.net import loopback_http
 
@@ -268,6 +269,8 @@ async def test_rejecting_is_permanent_with_twilio_code(hub: Hub) -> None:
             await adapter.send(delivery())
         assert caught.value.code == "21610"
         assert caught.value.reason == "Attempt to send to unsubscribed recipient"
+        # The hub records this one in its consent ledger.
+        assert isinstance(caught.value, RecipientOptedOut)
         assert_no_token(caught.value)
         await adapter.close()
 
@@ -277,6 +280,7 @@ async def test_invalid_to_is_permanent_21211(adapter: TwilioSmsAdapter) -> None:
         await adapter.send(delivery(to="07700900123"))
     assert caught.value.code == "21211"
     assert "not a valid phone number" in caught.value.reason
+    assert not isinstance(caught.value, RecipientOptedOut)
 
 
 async def test_empty_body_is_permanent_21602(adapter: TwilioSmsAdapter) -> None:

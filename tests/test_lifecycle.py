@@ -86,6 +86,7 @@ async def test_reflection_lists_the_cim_services_plus_health_and_reflection(
         "cim.v1.ConfigService",
         "cim.v1.CustomerService",
         "cim.v1.WebhookService",
+        "cim.v1.ConsentService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     }

@@ -6,7 +6,7 @@ send refuse the same body with the same errors.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -22,7 +22,7 @@ from server.domain.batch import (
 from server.domain.customer import GlobalVar, var_values
 from server.domain.errors import FieldViolation, invalid
 from server.domain.fallback import plan_chain
-from server.domain.models import Channel, OutboundMessage
+from server.domain.models import Channel, OutboundDraft, OutboundMessage
 from server.storage.messages import AcceptResult, IdempotencyKey
 
 
@@ -50,6 +50,8 @@ class BatchStore(BatchSources, Protocol):
 
 
 UrlCheck = Callable[[str], str | None]
+# Marks the drafts the hub must not send (their refusal set); the rest unchanged.
+Screen = Callable[[list[OutboundDraft]], Awaitable[list[OutboundDraft]]]
 
 
 async def plan_batch_send(
@@ -103,6 +105,7 @@ async def send_batch(
     url_check: UrlCheck | None = None,
     request_id: str = "",
     traceparent: str = "",
+    screen: Screen | None = None,
 ) -> tuple[list[PlannedDestination], AcceptResult]:
     """Plan, then store the drafts; ``render`` makes the reply a retry with ``idem`` gets."""
     key = idem.key if idem else ""
@@ -115,6 +118,9 @@ async def send_batch(
         for p in planned
         if p.draft is not None
     ]
+    if screen is not None:
+        # e.g. the consent ledger: a stopped destination is stored refused, never sent.
+        drafts = await screen(drafts)
 
     def reply(created: Sequence[OutboundMessage]) -> bytes:
         return render(planned, created)

@@ -15,6 +15,7 @@ from typing import Protocol
 from server.actions.batch_send import BatchSources, UrlCheck, plan_batch_send
 from server.domain.addresses import AddressError, normalize_email, normalize_msisdn
 from server.domain.batch import BatchSend, PlannedDestination, pick_channel
+from server.domain.consent import OPTED_OUT_REFUSAL
 from server.domain.errors import DomainError
 from server.domain.models import Channel
 from server.domain.send_check import (
@@ -36,17 +37,8 @@ class ConsentLookup(Protocol):
     """
 
     async def consent_of(
-        self, tenant_id: str, channel_type: str, addresses: Sequence[str]
+        self, tenant_id: str, channel_type: str, addresses: Sequence[str], category: str = ""
     ) -> Mapping[str, str]: ...
-
-
-class NoConsentLedger:
-    """Stands in while no consent ledger is wired in: no address has an entry."""
-
-    async def consent_of(
-        self, tenant_id: str, channel_type: str, addresses: Sequence[str]
-    ) -> Mapping[str, str]:
-        return {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +77,13 @@ async def validate_batch(
             rendered = await plan_batch_send(store, channels, tenant_id, usable_plain, now)
         except DomainError:
             rendered = planned
-    found = await consent.consent_of(
-        tenant_id, kind, sorted({a.normalized for a in addresses if a.normalized})
-    )
     channel = pick_channel(kind, send.from_address, channels)
+    found = await consent.consent_of(
+        tenant_id,
+        channel.contact_type if channel is not None else kind,
+        sorted({a.normalized for a in addresses if a.normalized}),
+        send.category,
+    )
     usable = [a for a in addresses if a.normalized is not None]
     # One plan entry per usable address, in order, when there is a plan at all.
     at = {a.path: i for i, a in enumerate(usable)} if len(planned) == len(usable) else {}
@@ -135,6 +130,9 @@ def _check(
     draft = planned.draft
     if draft is None or channel is None:
         return replace(check, error=planned.error)
+    if check.consent == OPTED_OUT_REFUSAL:
+        # The send would store it refused and never dispatch it.
+        return replace(check, error=OPTED_OUT_REFUSAL, type=draft.type, text=draft.text)
     route: tuple[str, ...] = (draft.channel_id,)
     sms = None
     # Smart encoding is reported against the text as rendered, before it.

@@ -6,6 +6,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from cim.v1 import messaging_service_pb2 as pb
+from server.actions.consent import ConsentRules
 from server.api.context import tenant_of
 from server.api.session_views import contact_to_proto
 from server.api.verify import check_verify_token
@@ -19,10 +20,17 @@ from server.storage.store import SqlStore
 class InboundApi:
     """Checks the verify token before anything else, so a refused call writes nothing."""
 
-    def __init__(self, store: SqlStore, channels: ChannelRegistry, verify_token: str) -> None:
+    def __init__(
+        self,
+        store: SqlStore,
+        channels: ChannelRegistry,
+        verify_token: str,
+        consent: ConsentRules | None = None,
+    ) -> None:
         self._store = store
         self._channels = channels
         self._token = verify_token
+        self._consent = consent or ConsentRules(store, channels, lambda: None)
 
     def verify(self, context: grpc.aio.ServicerContext) -> None:
         check_verify_token(context, self._token)
@@ -35,7 +43,7 @@ class InboundApi:
         # Read live: a channel created a moment ago normalises its addresses too.
         kinds = {cid: c.contact_type for cid, c in self._channels.visible_to(tenant).items()}
         batch = plan_inbound(MessageToDict(request), kinds)
-        outcome = await self._store.receive_inbound(tenant, batch)
+        outcome = await self._consent.receive(tenant, batch, kinds)
         return pb.ReceiveMessagesResponse(
             message_ids=outcome.message_ids,
             duplicates=outcome.duplicates,

@@ -13,6 +13,7 @@ from cim.v1 import messaging_service_pb2 as pb
 from cim.v1 import messaging_service_pb2_grpc as pb_grpc
 from cim.v1 import outbound_pb2, timeline_pb2
 from server.actions import batch_send, cancel, dry_run
+from server.actions.consent import ConsentRules
 from server.actions.quota import BudgetSource, DispatchLoad, quota
 from server.api.context import metadata_value, tenant_of
 from server.api.convert import message_to_proto, status_from_proto, status_to_proto
@@ -93,6 +94,7 @@ def batch_send_of(request: pb.SendBatchRequest) -> BatchSend:
         bcc=tuple(request.bcc),
         appid=request.appid,
         fallback=fallback_steps(request.fallback),
+        category=request.category,
     )
 
 
@@ -136,10 +138,8 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         url_check: Callable[[str], str | None] | None = None,
         budget: BudgetSource,
         load: DispatchLoad,
-        consent: dry_run.ConsentLookup | None = None,
+        consent: ConsentRules | None = None,
     ) -> None:
-        # Until a consent ledger is wired in, a dry run reports every address as UNKNOWN.
-        self._consent = consent or dry_run.NoConsentLedger()
         # The request budget the guard spends, and the dispatcher's load: for GetQuota.
         self._budget = budget
         self._load = load
@@ -153,6 +153,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         self._clock = clock
         # Without a configured verify token the webhooks refuse every call.
         self._inbound = inbound or InboundApi(store, channels, verify_token="")
+        self._consent = consent or ConsentRules(store, channels, on_accept)
 
     async def SendMessage(
         self, request: pb.SendMessageRequest, context: grpc.aio.ServicerContext
@@ -163,6 +164,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         draft = await self._personalise(tenant, request, draft)
         legs = plan_chain(channels[draft.channel_id], fallback_steps(request.fallback), channels)
         draft = replace(draft, request_id=request_id(context), fallback=legs)
+        [draft] = await self._consent.screen(tenant, [draft], request.category)
 
         def render(created: Sequence[OutboundMessage]) -> bytes:
             return _send_response(created[0]).SerializeToString()
@@ -175,7 +177,8 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
             # Replies kept before the receipt carried id still answer with it.
             replayed.id = replayed.id or replayed.message_id
             return replayed
-        self._on_accept()
+        if not draft.refusal:
+            self._on_accept()
         return _send_response(result.messages[0])
 
     async def SendBatch(
@@ -193,6 +196,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
             url_check=self._url_check,
             request_id=request_id(context),
             traceparent=current_traceparent(),
+            screen=lambda drafts: self._consent.screen(tenant, drafts, request.category),
         )
         if result.replay is not None:
             return pb.SendBatchResponse.FromString(result.replay)
@@ -345,6 +349,7 @@ def _send_response(m: OutboundMessage) -> pb.SendMessageResponse:
         status=status_to_proto(m.status),
         channel_id=m.channel_id,
         conversation_id=m.conversation_id,
+        refusal=m.last_error if m.status is DeliveryStatus.FAILED else "",
     )
 
 
@@ -368,6 +373,8 @@ def _batch_response(
                 correlation_id=p.correlation_id,
                 destination=p.destination,
                 status=status_to_proto(m.status),
+                # Refused for consent: stored, so its status and timeline say why.
+                error=m.last_error if m.status is DeliveryStatus.FAILED else "",
             )
         )
     return pb.SendBatchResponse(results=results, batch_id=created[0].batch_id if created else "")

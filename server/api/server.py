@@ -13,6 +13,8 @@ from grpc_reflection.v1alpha import reflection
 from cim.v1 import (
     config_service_pb2,
     config_service_pb2_grpc,
+    consent_service_pb2,
+    consent_service_pb2_grpc,
     customer_service_pb2,
     customer_service_pb2_grpc,
     messaging_service_pb2,
@@ -25,6 +27,7 @@ from cim.v1 import (
     webhook_service_pb2_grpc,
 )
 from server.api.config import ConfigServicer
+from server.api.consents import ConsentServicer
 from server.api.customers import CustomerServicer
 from server.api.errors import ErrorInterceptor
 from server.api.field_guard import FieldGuard
@@ -43,6 +46,7 @@ SERVICE_NAMES = (
     config_service_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name,
     customer_service_pb2.DESCRIPTOR.services_by_name["CustomerService"].full_name,
     webhook_service_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
+    consent_service_pb2.DESCRIPTOR.services_by_name["ConsentService"].full_name,
 )
 
 
@@ -54,6 +58,7 @@ class Services:
     config: ConfigServicer
     customers: CustomerServicer | None = None
     webhooks: WebhookServicer | None = None
+    consents: ConsentServicer | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,8 @@ def build_server(
         )
     if services.webhooks is not None:
         webhook_service_pb2_grpc.add_WebhookServiceServicer_to_server(services.webhooks, recorder)
+    if services.consents is not None:
+        consent_service_pb2_grpc.add_ConsentServiceServicer_to_server(services.consents, recorder)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

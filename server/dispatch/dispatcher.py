@@ -24,6 +24,7 @@ from server.domain.provider import (
     ChannelAdapter,
     PermanentProviderError,
     ProviderError,
+    RecipientOptedOut,
     RetryableProviderError,
 )
 from server.domain.retry import RetryPolicy
@@ -82,8 +83,11 @@ class Dispatcher:
         workers: int = 1,
         pacer_for: Callable[[Channel], SendPacer] | None = None,
         observer: AttemptObserver | None = None,
+        on_opted_out: Callable[[Delivery, str], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
+        # Told when a provider refuses a recipient who unsubscribed with it.
+        self._on_opted_out = on_opted_out
         self._observer = observer
         self._reconcile_interval = reconcile_interval
         self._registry = channels
@@ -418,6 +422,9 @@ class Dispatcher:
                     delivery.message_id, DeliveryStatus.FAILED, reason, failed
                 ),
             )
+            if isinstance(exc, RecipientOptedOut) and self._on_opted_out is not None:
+                code = exc.code
+                await self._record("the opt-out", delivery, lambda: self._opted_out(delivery, code))
             return Outcome("FAILED", exc.code, failed=True)
         except Exception as exc:  # an adapter bug must not strand the message
             log.exception("adapter for %s raised", delivery.channel_id)
@@ -433,6 +440,10 @@ class Dispatcher:
             lambda: self._store.mark_submitted(delivery, submitted, provider),
         )
         return Outcome("SUBMITTED")
+
+    async def _opted_out(self, delivery: Delivery, code: str) -> None:
+        assert self._on_opted_out is not None
+        await self._on_opted_out(delivery, code)
 
     def _observe(self, delivery: Delivery, outcome: str, timer: _Timer) -> None:
         if self._observer is not None and timer.seconds is not None:

@@ -68,6 +68,8 @@ class BatchSend:
     appid: str = ""
     # The deadline fallback chain after the batch's own channel; () without one.
     fallback: tuple[FallbackStep, ...] = ()
+    # What the message is (marketing, transactional, …), for the consent ledger.
+    category: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.domain.addresses import AddressError, has_letters, normalize_email, normalize_msisdn
+from server.domain.consent import InboundKeyword
 from server.domain.contacts import ContactInfo, contact_info
 from server.domain.errors import FieldViolation, invalid
 from server.domain.events import EventType
@@ -77,6 +78,8 @@ class ReceivedMessage:
     timestamp: int = 0
     contact_name: str = ""
     lane: str = ""
+    # Set when the whole text is a consent keyword: the ledger changes with it.
+    keyword: InboundKeyword | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,6 +79,8 @@ class OutboundDraft:
     fallback: tuple[PlannedLeg, ...] = ()
     # The SendBatch call it came from, so the batch can be cancelled as one.
     batch_id: str = ""
+    # Why the hub will not send it (e.g. OPTED_OUT): it is stored FAILED, never dispatched.
+    refusal: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,11 @@ class PermanentProviderError(ProviderError):
     """Another attempt would fail the same way: bad number, policy, other 4xx."""
 
 
+class RecipientOptedOut(PermanentProviderError):
+    """The provider refuses because the recipient unsubscribed with it (e.g.
+    Twilio 21610): the hub records the opt-out so it stops paying for refusals."""
+
+
 @dataclass(frozen=True, slots=True)
 class InboundMessage:
     """A message a customer sent us through a provider."""

@@ -71,6 +71,8 @@ def build(m: OutboundMessage, webhooks: Sequence[WebhookAttemptEntry]) -> list[T
                 StepKind.ACCEPTED,
                 first.timestamp,
                 first.status,
+                # Set when the hub refused the message at acceptance (e.g. OPTED_OUT).
+                first.reason,
                 request_id=m.request_id,
                 trace_id=m.trace_id,
             )

@@ -1,10 +1,10 @@
 """OpenAPI 3.1 for the REST façade, generated from the same proto descriptors and
 ``google.api.http`` annotations the route table is built from.
 
-Only the few routes that do not come from a proto (health, provider callbacks and
-this document itself) are described by hand, in ``EXTRA_ROUTES``. The document is
-built from the app's route list when first asked for, so it cannot drift from
-what the app serves.
+Only the few routes that do not come from a proto (health, provider callbacks,
+one-click unsubscribe and this document itself) are described by hand, in
+``EXTRA_ROUTES``. The document is built from the app's route list when first
+asked for, so it cannot drift from what the app serves.
 """
 
 from __future__ import annotations
@@ -152,6 +152,33 @@ EXTRA_ROUTES: dict[tuple[str, str], dict[str, Any]] = {
             "200": {"description": "Accepted by the channel's adapter"},
             "403": {"description": "Signature refused"},
             "404": {"description": "No such channel, or it takes no callbacks"},
+        },
+    },
+    ("GET", "/unsubscribe/{token}"): {
+        "operationId": "UnsubscribePage",
+        "summary": "The page an email's unsubscribe link opens; it changes nothing.",
+        "description": "Link scanners follow GETs, so only the POST unsubscribes.",
+        "tags": ["Consent"],
+        "security": _OPEN,
+        "parameters": [
+            {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
+        ],
+        "responses": {"200": {"description": "A page whose button makes the POST"}},
+    },
+    ("POST", "/unsubscribe/{token}"): {
+        "operationId": "UnsubscribeOneClick",
+        "summary": "RFC 8058 one-click unsubscribe: records the opt-out the signed token names.",
+        "description": "Called by mail clients with List-Unsubscribe=One-Click; the token, "
+        "signed by the hub, is the only credential.",
+        "tags": ["Consent"],
+        "security": _OPEN,
+        "parameters": [
+            {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
+        ],
+        "requestBody": {"content": {"*/*": {"schema": {}}}},
+        "responses": {
+            "200": {"description": "Opted out"},
+            "403": {"description": "Not a token this hub signed"},
         },
     },
     ("GET", "/metrics"): {

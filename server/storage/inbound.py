@@ -6,18 +6,19 @@ its channel message id first, so a repeat changes nothing, not even the session.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.cim import SessionItem, inbound_cim, outbound_cim
+from server.domain.consent import KeywordOutcome
 from server.domain.errors import DomainError
 from server.domain.events import EventType, NewEvent
 from server.domain.inbound import ChatSignal, InboundBatch, ReceivedMessage, StatusReport
 from server.domain.models import Page, Session, conversation_for, new_id
-from server.storage import contacts, lifecycle
+from server.storage import consents, contacts, lifecycle
 from server.storage import events as event_log
 from server.storage import messages as msgs
 from server.storage import sessions as sess
@@ -36,6 +37,8 @@ class ReceiveOutcome:
     contacts_updated: int = 0
     events_applied: int = 0
     events_ignored: int = 0
+    # Messages that were consent keywords, and whether each moved the ledger.
+    keywords: tuple[KeywordOutcome, ...] = ()
 
 
 async def receive(tx: Tx, tenant_id: str, batch: InboundBatch) -> ReceiveOutcome:
@@ -44,8 +47,9 @@ async def receive(tx: Tx, tenant_id: str, batch: InboundBatch) -> ReceiveOutcome
         await contacts.upsert(tx, tenant_id, info)
     message_ids: list[str] = []
     session_ids: list[str] = []
+    keywords: list[KeywordOutcome] = []
     for message in batch.messages:
-        stored = await record(tx, tenant_id, message)
+        stored = await record(tx, tenant_id, message, keywords)
         if stored is not None:
             message_ids.append(stored[0])
             session_ids.append(stored[1])
@@ -60,11 +64,18 @@ async def receive(tx: Tx, tenant_id: str, batch: InboundBatch) -> ReceiveOutcome
         contacts_updated=len(batch.contacts),
         events_applied=sum(signalled),
         events_ignored=batch.ignored_events + len(signalled) - sum(signalled),
+        keywords=tuple(keywords),
     )
 
 
-async def record(tx: Tx, tenant_id: str, m: ReceivedMessage) -> tuple[str, str] | None:
-    """Store one message in its session; (message id, session id), or None for a repeat."""
+async def record(
+    tx: Tx, tenant_id: str, m: ReceivedMessage, keywords: list[KeywordOutcome] | None = None
+) -> tuple[str, str] | None:
+    """Store one message in its session; (message id, session id), or None for a repeat.
+
+    A keyword changes the ledger in the same commit, so a repeat of the
+    message (same channel message id) changes nothing there either.
+    """
     conversation_id = conversation_for(tenant_id, m.channel_id, m.address)
     message_id = new_id()
     claimed = await tx.conn.execute(
@@ -101,8 +112,38 @@ async def record(tx: Tx, tenant_id: str, m: ReceivedMessage) -> tuple[str, str] 
         .where(inbound_messages.c.id == message_id)
         .values(session_id=session.id, queue=session.queue, agent=session.agent, cim=cim)
     )
-    await event_log.append(tx, tenant_id, _content_event(m, message_id, session, cim))
+    consent = await _apply_keyword(tx, tenant_id, m, message_id, keywords)
+    event = _content_event(m, message_id, session, cim)
+    if consent:
+        event = replace(event, data={**event.data, "consent": consent})
+    await event_log.append(tx, tenant_id, event)
     return message_id, session.id
+
+
+async def _apply_keyword(
+    tx: Tx,
+    tenant_id: str,
+    m: ReceivedMessage,
+    message_id: str,
+    keywords: list[KeywordOutcome] | None,
+) -> dict[str, Any]:
+    """What the keyword did, as the content event reports it; {} for no keyword."""
+    if m.keyword is None:
+        return {}
+    word = m.keyword.keyword
+    change = m.keyword.change(m.address, message_id)
+    applied = None
+    if change is not None:
+        applied = await consents.apply(tx, tenant_id, change, m.keyword.channel_ids)
+    if keywords is not None:
+        changed = applied is not None and applied.changed
+        keywords.append(KeywordOutcome(m.channel_id, m.address, word.action, changed))
+    marked: dict[str, Any] = {"keyword": word.word, "action": word.action.value}
+    if applied is not None:
+        marked.update(
+            scope=applied.entry.scope, state=applied.entry.state.value, changed=applied.changed
+        )
+    return marked
 
 
 def _content_event(

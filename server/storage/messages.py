@@ -100,8 +100,9 @@ async def accept(
     # and the writer then finds whose it was.
     for m, d in pairs:
         await tx.later(LATER_MESSAGES, _insert_messages, _row(m, d, traceparent))
-        await tx.later(LATER_HISTORY, _insert_history, _history_row(m.id, m.status, "", tx.now))
-        await event_log.append_later(tx, tenant_id, status_event(m, m.status, ""))
+        reason = d.refusal
+        await tx.later(LATER_HISTORY, _insert_history, _history_row(m.id, m.status, reason, tx.now))
+        await event_log.append_later(tx, tenant_id, status_event(m, m.status, reason))
         tx.moves.append(StatusMove(m.channel_id, m.status.value, tx.now, tx.now))
     result = tuple(created)
     if idem is not None:
@@ -157,6 +158,8 @@ def _new_message(
     now: int, tenant_id: str, d: OutboundDraft
 ) -> tuple[OutboundMessage, OutboundDraft]:
     status = DeliveryStatus.SCHEDULED if d.due_at > now else DeliveryStatus.ACCEPTED
+    if d.refusal:
+        status = DeliveryStatus.FAILED
     return OutboundMessage(
         id=d.message_id or new_id(),
         tenant_id=tenant_id,
@@ -174,7 +177,8 @@ def _new_message(
         attempts=0,
         created_at=now,
         mask=d.mask,
-        history=(StatusEntry(status, now),),
+        history=(StatusEntry(status, now, d.refusal),),
+        last_error=d.refusal,
         batch_id=d.batch_id,
     ), d
 
@@ -194,11 +198,12 @@ def _row(m: OutboundMessage, d: OutboundDraft, traceparent: str) -> dict[str, An
         "priority": m.priority,
         "due_at": m.due_at,
         "expire_at": m.expire_at,
-        "dispatch_state": PENDING,
+        # A refused message is settled at acceptance: the dispatcher never claims it.
+        "dispatch_state": DONE if d.refusal else PENDING,
         "lease_until": None,
         "attempts": 0,
         "provider_message_id": None,
-        "last_error": "",
+        "last_error": d.refusal,
         "mask": int(m.mask),
         "created_at": m.created_at,
         "updated_at": m.created_at,

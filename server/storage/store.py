@@ -49,6 +49,7 @@ from server.storage import templates as tmpl
 from server.storage import webhooks as hooks
 from server.storage.coalesce import Coalesced
 from server.storage.config_store import ConfigStoreMixin
+from server.storage.consent_store import ConsentStoreMixin
 from server.storage.db import (
     PG_COMMAND_TIMEOUT_S,
     PG_CONNECT_TIMEOUT_S,
@@ -64,7 +65,9 @@ from server.storage.webhook_store import WebhookStoreMixin
 from server.storage.writer import CommitObserver, Tx, Writer, now_ms
 
 
-class SqlStore(ConfigStoreMixin, WebhookStoreMixin, FallbackStoreMixin, OutboxStoreMixin):
+class SqlStore(
+    ConfigStoreMixin, WebhookStoreMixin, FallbackStoreMixin, OutboxStoreMixin, ConsentStoreMixin
+):
     def __init__(self, engine: AsyncEngine, writer: Writer) -> None:
         self.engine = engine
         self._writer = writer

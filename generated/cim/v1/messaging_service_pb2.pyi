@@ -285,6 +285,7 @@ class SendMessageRequest(_message.Message):
     VIDEO_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     FALLBACK_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
     channel_id: _builtins.str
     """The channel to send on."""
     mask: _builtins.bool
@@ -295,6 +296,10 @@ class SendMessageRequest(_message.Message):
     """Content type of the message."""
     request_id: _builtins.str
     """Idempotency key: a retry with the same key returns the original result."""
+    category: _builtins.str
+    """What the message is, e.g. marketing or transactional: an opt-out of only
+    another category does not stop it. Empty counts as any category.
+    """
     @_builtins.property
     def audio(self) -> _outbound_pb2.OutboundMedia:
         """Audio to send, for type audio."""
@@ -360,10 +365,11 @@ class SendMessageRequest(_message.Message):
         video: _outbound_pb2.OutboundMedia | None = ...,
         request_id: _builtins.str = ...,
         fallback: _abc.Iterable[Global___FallbackStep] | None = ...,
+        category: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "document", b"document", "image", b"image", "location", b"location", "options", b"options", "template", b"template", "text", b"text", "to", b"to", "video", b"video"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "channel_id", b"channel_id", "contacts", b"contacts", "document", b"document", "fallback", b"fallback", "image", b"image", "location", b"location", "mask", b"mask", "message_id_resend", b"message_id_resend", "options", b"options", "request_id", b"request_id", "template", b"template", "text", b"text", "to", b"to", "type", b"type", "video", b"video"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "category", b"category", "channel_id", b"channel_id", "contacts", b"contacts", "document", b"document", "fallback", b"fallback", "image", b"image", "location", b"location", "mask", b"mask", "message_id_resend", b"message_id_resend", "options", b"options", "request_id", b"request_id", "template", b"template", "text", b"text", "to", b"to", "type", b"type", "video", b"video"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -380,6 +386,7 @@ class SendMessageResponse(_message.Message):
     CHANNEL_ID_FIELD_NUMBER: _builtins.int
     CONVERSATION_ID_FIELD_NUMBER: _builtins.int
     ID_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     """Id of the accepted message."""
     status: _delivery_pb2.DeliveryStatus.ValueType
@@ -390,6 +397,8 @@ class SendMessageResponse(_message.Message):
     """Conversation the message belongs to."""
     id: _builtins.str
     """Id of the accepted message again, where the public API's receipt has it."""
+    refusal: _builtins.str
+    """Why the message will not be sent, e.g. OPTED_OUT; empty when it will be."""
     def __init__(
         self,
         *,
@@ -398,10 +407,11 @@ class SendMessageResponse(_message.Message):
         channel_id: _builtins.str = ...,
         conversation_id: _builtins.str = ...,
         id: _builtins.str = ...,
+        refusal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "conversation_id", b"conversation_id", "id", b"id", "message_id", b"message_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_id", b"channel_id", "conversation_id", b"conversation_id", "id", b"id", "message_id", b"message_id", "refusal", b"refusal", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -453,6 +463,7 @@ class SendBatchRequest(_message.Message):
     BCC_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     FALLBACK_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
     appid: _builtins.str
     """Channel asset app id, for OTT channels."""
     channel: _builtins.str
@@ -473,6 +484,10 @@ class SendBatchRequest(_message.Message):
     """HTTPS endpoint that receives delivery receipts."""
     request_id: _builtins.str
     """Idempotency key: a retry with the same key returns the original result."""
+    category: _builtins.str
+    """What the message is, e.g. marketing or transactional: an opt-out of only
+    another category does not stop it. Empty counts as any category.
+    """
     @_builtins.property
     def to(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchDestination]:
         """Destination groups."""
@@ -538,10 +553,11 @@ class SendBatchRequest(_message.Message):
         bcc: _abc.Iterable[_builtins.str] | None = ...,
         request_id: _builtins.str = ...,
         fallback: _abc.Iterable[Global___FallbackStep] | None = ...,
+        category: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "options", b"options", "template", b"template"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["appid", b"appid", "bcc", b"bcc", "callback_data", b"callback_data", "cc", b"cc", "channel", b"channel", "content", b"content", "expire_at", b"expire_at", "fallback", b"fallback", "from_address", b"from_address", "notify_url", b"notify_url", "options", b"options", "priority", b"priority", "request_id", b"request_id", "requested_receipts", b"requested_receipts", "send_at", b"send_at", "smartlinks", b"smartlinks", "substitutions", b"substitutions", "template", b"template", "to", b"to", "validity", b"validity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["appid", b"appid", "bcc", b"bcc", "callback_data", b"callback_data", "category", b"category", "cc", b"cc", "channel", b"channel", "content", b"content", "expire_at", b"expire_at", "fallback", b"fallback", "from_address", b"from_address", "notify_url", b"notify_url", "options", b"options", "priority", b"priority", "request_id", b"request_id", "requested_receipts", b"requested_receipts", "send_at", b"send_at", "smartlinks", b"smartlinks", "substitutions", b"substitutions", "template", b"template", "to", b"to", "validity", b"validity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -944,7 +960,9 @@ class BatchResult(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
-    """Id of the accepted message; empty when the destination was rejected."""
+    """Id of the accepted message; empty when the destination was rejected, set
+    (with error OPTED_OUT and status FAILED) when it was refused for consent.
+    """
     correlation_id: _builtins.str
     """The caller's correlation id of the destination group."""
     destination: _builtins.str

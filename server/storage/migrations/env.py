@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 
+# Tables kept in their own modules join `metadata` when imported; autogenerate
+# must see them all, or it would propose dropping them.
+from server.storage import consent_schema  # noqa: F401
 from server.storage.schema import metadata
 
 connection = context.config.attributes["connection"]

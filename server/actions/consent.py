@@ -1,0 +1,211 @@
+"""The consent ledger in the send and inbound paths.
+
+Sends: a destination the ledger stops is stored FAILED with OPTED_OUT and
+never dispatched; email gets a signed one-click unsubscribe link. Inbound:
+a customer message that is a keyword changes the ledger in the commit that
+stores it, and the first change is confirmed with a reply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from urllib.parse import quote
+
+from server.channels import ChannelRegistry
+from server.domain.consent import (
+    KEYWORD_CHANNELS,
+    OPTED_OUT_REFUSAL,
+    PROVIDER_OPT_OUT_REASON,
+    SCOPE_ALL,
+    Applied,
+    ConsentChange,
+    ConsentSettings,
+    ConsentSource,
+    ConsentState,
+    InboundKeyword,
+    KeywordAction,
+    KeywordOutcome,
+    blocks,
+    classify,
+    normalise_scope,
+)
+from server.domain.inbound import InboundBatch
+from server.domain.models import OutboundDraft, conversation_for
+from server.domain.unsubscribe import UnsubscribeClaim, key_from, sign, unverified, verify
+from server.storage.inbound import ReceiveOutcome
+from server.storage.store import SqlStore
+
+UNSUBSCRIBE_PATH = "/unsubscribe/"
+
+
+class ConsentRules:
+    def __init__(
+        self,
+        store: SqlStore,
+        channels: ChannelRegistry,
+        on_accept: Callable[[], None],
+        public_url: Callable[[], str] = lambda: "",
+    ) -> None:
+        self._store = store
+        self._channels = channels
+        self._on_accept = on_accept
+        self._public_url = public_url
+        self._keys: dict[str, bytes] = {}
+
+    # -- sends ---------------------------------------------------------------
+    async def screen(
+        self, tenant: str, drafts: Sequence[OutboundDraft], category: str
+    ) -> list[OutboundDraft]:
+        """The drafts with those the ledger stops marked OPTED_OUT, the rest as they were."""
+        visible = self._channels.visible_to(tenant)
+        by_type: dict[str, list[str]] = {}
+        for d in drafts:
+            channel = visible.get(d.channel_id)
+            if channel is not None:
+                by_type.setdefault(channel.contact_type.upper(), []).append(d.destination)
+        states = {
+            kind: await self._store.consent_states(tenant, kind, addresses)
+            for kind, addresses in by_type.items()
+        }
+        screened = []
+        for d in drafts:
+            channel = visible.get(d.channel_id)
+            kind = channel.contact_type.upper() if channel is not None else ""
+            if blocks(states.get(kind, {}).get(d.destination, {}), category):
+                d = replace(d, refusal=OPTED_OUT_REFUSAL)
+            elif kind == "EMAIL":
+                d = await self._with_unsubscribe(tenant, d, category)
+            if category:
+                d = replace(d, content={**d.content, "category": normalise_scope(category)})
+            screened.append(d)
+        return screened
+
+    async def consent_of(
+        self, tenant_id: str, channel_type: str, addresses: Sequence[str], category: str = ""
+    ) -> Mapping[str, str]:
+        """For a dry run: OPTED_OUT where the ledger would stop a send of category,
+        OPTED_IN where it has entries that would not; addresses without entries left out."""
+        states = await self._store.consent_states(tenant_id, channel_type.upper(), addresses)
+        return {
+            address: (
+                ConsentState.OPTED_OUT.value
+                if blocks(scopes, category)
+                else ConsentState.OPTED_IN.value
+            )
+            for address, scopes in states.items()
+            if scopes
+        }
+
+    async def _with_unsubscribe(
+        self, tenant: str, d: OutboundDraft, category: str
+    ) -> OutboundDraft:
+        base = self._public_url().rstrip("/")
+        if not base:
+            return d
+        # A category's link leaves the address's other mail alone.
+        claim = UnsubscribeClaim(tenant, d.destination, normalise_scope(category))
+        token = sign(await self._key(tenant), claim)
+        url = f"{base}{UNSUBSCRIBE_PATH}{quote(token, safe='.')}"
+        return replace(d, content={**d.content, "listUnsubscribe": url})
+
+    async def _key(self, tenant: str) -> bytes:
+        if tenant not in self._keys:
+            self._keys[tenant] = key_from(await self._store.webhook_secret(tenant))
+        return self._keys[tenant]
+
+    # -- the ledger --------------------------------------------------------------
+    async def record(self, tenant: str, change: ConsentChange) -> Applied:
+        """Record a change; an opt-out also withdraws what still waits to go."""
+        channel_ids = self._channels_of(tenant, change.channel_type)
+        return await self._store.record_consent(tenant, change, channel_ids)
+
+    def _channels_of(self, tenant: str, kind: str) -> tuple[str, ...]:
+        visible = self._channels.visible_to(tenant).items()
+        return tuple(cid for cid, c in visible if c.contact_type.upper() == kind.upper())
+
+    # -- one-click unsubscribe -------------------------------------------------
+    async def one_click(self, token: str) -> Applied | None:
+        """Record the opt-out a signed link asks for; None when the token is not ours."""
+        claim = unverified(token)
+        if claim is None:
+            return None
+        if verify(await self._key(claim.tenant_id), token) is None:
+            return None
+        change = ConsentChange(
+            "EMAIL",
+            claim.address,
+            claim.scope or SCOPE_ALL,
+            ConsentState.OPTED_OUT,
+            ConsentSource.EMAIL_ONE_CLICK,
+            reason="List-Unsubscribe=One-Click",
+            message_id=claim.message_id,
+        )
+        return await self.record(claim.tenant_id, change)
+
+    # -- provider refusals -----------------------------------------------------
+    async def provider_opt_out(
+        self, tenant: str, channel_id: str, address: str, message_id: str, code: str
+    ) -> None:
+        channel = self._channels.channel(channel_id)
+        if channel is None:
+            return
+        change = ConsentChange(
+            channel.contact_type.upper(),
+            address,
+            SCOPE_ALL,
+            ConsentState.OPTED_OUT,
+            ConsentSource.PROVIDER_ERROR,
+            reason=f"{code}: {PROVIDER_OPT_OUT_REASON}" if code else PROVIDER_OPT_OUT_REASON,
+            message_id=message_id,
+        )
+        await self.record(tenant, change)
+
+    # -- inbound ---------------------------------------------------------------
+    async def receive(
+        self, tenant: str, batch: InboundBatch, kinds: Mapping[str, str]
+    ) -> ReceiveOutcome:
+        """Store a batch of inbound traffic, keywords acted on."""
+        settings: ConsentSettings | None = None
+        messages = []
+        for m in batch.messages:
+            kind = kinds.get(m.channel_id, "").upper()
+            if kind in KEYWORD_CHANNELS and m.type == "text" and m.text:
+                if settings is None:
+                    settings = await self._store.consent_settings(tenant)
+                word = classify(m.text, settings)
+                if word is not None:
+                    channel_ids = self._channels_of(tenant, kind)
+                    m = replace(m, keyword=InboundKeyword(kind, word, channel_ids))
+            messages.append(m)
+        marked = replace(batch, messages=tuple(messages))
+        outcome = await self._store.receive_inbound(tenant, marked)
+        if settings is not None and outcome.keywords:
+            await self._confirm(tenant, outcome.keywords, settings.in_force())
+        return outcome
+
+    async def _confirm(
+        self, tenant: str, keywords: Sequence[KeywordOutcome], settings: ConsentSettings
+    ) -> None:
+        """One reply per change of state: a repeated STOP is not answered again."""
+        if settings.replies_disabled:
+            return
+        drafts = []
+        for k in keywords:
+            if not k.changed or k.action is KeywordAction.HELP:
+                continue
+            opted_out = k.action is KeywordAction.OPT_OUT
+            text = settings.opt_out_reply if opted_out else settings.opt_in_reply
+            drafts.append(
+                OutboundDraft(
+                    channel_id=k.channel_id,
+                    destination=k.address,
+                    type="text",
+                    text=text,
+                    content={"type": "text", "text": text},
+                    conversation_id=conversation_for(tenant, k.channel_id, k.address),
+                )
+            )
+        if drafts:
+            await self._store.accept(tenant, drafts, None, lambda _created: b"")
+            self._on_accept()
