@@ -53,9 +53,12 @@ def _spans() -> list[ReadableSpan]:
             "names": ("a", "b"),
             "numbers": [1, 2, 3],
             "unicode": "héllo ✓",
+            # The same key and value as the link's and the event's below: each
+            # is written under its own field.
+            "why": "caller",
         },
     )
-    attempt.add_event("retry", {"after_ms": 250})
+    attempt.add_event("retry", {"after_ms": 250, "why": "caller"})
     attempt.add_event("bare")
     attempt.set_status(Status(StatusCode.ERROR, "UNAVAILABLE"))
     attempt.end()

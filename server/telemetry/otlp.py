@@ -34,6 +34,9 @@ _FLAGS_REMOTE = struct.pack("<I", 0x300)
 _FIXED64 = struct.Struct("<Q")
 _DOUBLE = struct.Struct("<d")
 _SMALL = [bytes([n]) for n in range(128)]
+# Not float: 0.0 == -0.0, but they encode differently.
+_SCALARS = frozenset({str, int, bool})
+_PAIRS_MAX = 4096
 
 
 def _varint(n: int) -> bytes:
@@ -49,7 +52,8 @@ def _varint(n: int) -> bytes:
 
 
 def _field(tag: bytes, payload: bytes) -> bytes:
-    return tag + _varint(len(payload)) + payload
+    n = len(payload)
+    return tag + (_SMALL[n] if n < 128 else _varint(n)) + payload
 
 
 def _text(tag: bytes, value: str) -> bytes:
@@ -61,6 +65,10 @@ class Encoder:
 
     def __init__(self) -> None:
         self._keys: dict[str, bytes] = {}
+        # (field, key, type, value) -> one encoded attribute. Most attributes repeat
+        # (system, channel, outcome); ids do not, so the cache is emptied
+        # whenever it fills rather than grown.
+        self._pairs: dict[tuple[bytes, str, type, Any], bytes] = {}
         # id() -> (the object, so the id stays its own, and its bytes)
         self._made: dict[int, tuple[Any, bytes]] = {}
 
@@ -108,8 +116,7 @@ class Encoder:
             b"\x41",
             _FIXED64.pack(span.end_time or 0),
         )
-        if span.attributes:
-            parts.append(self._attributes(b"\x4a", span.attributes))
+        parts.append(self._attributes(b"\x4a", span.attributes))
         if span.dropped_attributes:
             parts += (b"\x50", _varint(span.dropped_attributes))
         for ev in span.events:
@@ -153,14 +160,24 @@ class Encoder:
 
     # -- the parts that repeat ----------------------------------------------------------
 
-    def _attributes(self, tag: bytes, attributes: Mapping[str, Any]) -> bytes:
-        keys = self._keys
+    def _attributes(self, tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
+        if not attributes:
+            return b""
+        keys, pairs = self._keys, self._pairs
         out = []
         for name, value in attributes.items():
-            key = keys.get(name)
-            if key is None:
-                key = keys[name] = _text(b"\x0a", name)
-            out.append(_field(tag, key + _field(b"\x12", _value(value, self))))
+            pair = (tag, name, value.__class__, value) if value.__class__ in _SCALARS else None
+            encoded = pairs.get(pair) if pair is not None else None
+            if encoded is None:
+                key = keys.get(name)
+                if key is None:
+                    key = keys[name] = _text(b"\x0a", name)
+                encoded = _field(tag, key + _field(b"\x12", _value(value, self)))
+                if pair is not None:
+                    if len(pairs) >= _PAIRS_MAX:
+                        pairs.clear()
+                    pairs[pair] = encoded
+            out.append(encoded)
         return b"".join(out)
 
     def _resource(self, resource: Any) -> bytes:
