@@ -94,8 +94,9 @@ def markdown(doc: dict[str, Any]) -> str:
             )
         if r.get("cpu_cost_percent") is not None:
             off, on = r["cpu_ms_per_call_off"]["median"], r["cpu_ms_per_call"]["median"]
+            what = r.get("cpu_per", "call")
             out.append(
-                f"- {r['key']}: hub CPU per call {on:.3f} ms against {off:.3f} ms with "
+                f"- {r['key']}: hub CPU per {what} {on:.3f} ms against {off:.3f} ms with "
                 f"observability off: {r['cpu_cost_percent']:+.1f} % (median of the runs' ratios)"
             )
         if r.get("accept_only"):
