@@ -220,6 +220,7 @@ class CpuMeter:
     def __init__(self, pid: int) -> None:
         self.proc = psutil.Process(pid)
         self.percent: float | None = None
+        self.seconds: float | None = None  # CPU time used inside the block
 
     def _used(self) -> float:
         t = self.proc.cpu_times()
@@ -232,7 +233,8 @@ class CpuMeter:
     async def __aexit__(self, *exc: object) -> None:
         with contextlib.suppress(psutil.Error):
             wall = time.monotonic() - self._start[0]
-            self.percent = 100.0 * (self._used() - self._start[1]) / max(1e-3, wall)
+            self.seconds = self._used() - self._start[1]
+            self.percent = 100.0 * self.seconds / max(1e-3, wall)
 
 
 class RssSampler:

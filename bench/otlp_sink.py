@@ -1,7 +1,8 @@
 """A stand-in trace collector: accepts OTLP/HTTP span exports and discards them.
 
-Serves POST /v1/traces, counting requests and bytes (GET /stats), so a hub with
-its exporter on pays for encoding and sending spans without a real collector.
+Serves POST /v1/traces, counting requests, spans and bytes (GET /stats), so a
+hub with its exporter on pays for encoding and sending spans without a real
+collector, and the bench can tell whether spans were dropped on the way.
 
 Prints "otlp-sink: listening on HOST:PORT" once serving; stops on SIGTERM/SIGINT.
 """
@@ -13,13 +14,19 @@ import asyncio
 import signal
 
 from aiohttp import web
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-STATS = {"requests": 0, "bytes": 0}
+STATS = {"requests": 0, "spans": 0, "bytes": 0}
 
 
 async def traces(request: web.Request) -> web.Response:
+    body = await request.read()
     STATS["requests"] += 1
-    STATS["bytes"] += len(await request.read())
+    STATS["bytes"] += len(body)
+    export = ExportTraceServiceRequest.FromString(body)
+    STATS["spans"] += sum(
+        len(scope.spans) for resource in export.resource_spans for scope in resource.scope_spans
+    )
     # An empty ExportTraceServiceResponse: success, nothing rejected.
     return web.Response(body=b"", content_type="application/x-protobuf")
 

@@ -84,6 +84,21 @@ def markdown(doc: dict[str, Any]) -> str:
     for r in doc["results"]:
         if r.get("note"):
             out.append(f"- {r['key']}: {r['note']}")
+        if r.get("cost_percent") is not None:
+            runs = ", ".join(
+                "n/a" if c is None else f"{c:.1f} %" for c in r.get("cost_runs_percent", [])
+            )
+            out.append(
+                f"- {r['key']}: costs {r['cost_percent']:.1f} % of the throughput with "
+                f"observability off (median of the runs' costs: {runs})"
+            )
+        if r.get("cpu_cost_percent") is not None:
+            off, on = r["cpu_ms_per_call_off"]["median"], r["cpu_ms_per_call"]["median"]
+            what = r.get("cpu_per", "call")
+            out.append(
+                f"- {r['key']}: hub CPU per {what} {on:.3f} ms against {off:.3f} ms with "
+                f"observability off: {r['cpu_cost_percent']:+.1f} % (median of the runs' ratios)"
+            )
         if r.get("accept_only"):
             ratio = r.get("accept_only_ratio")
             out.append(

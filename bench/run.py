@@ -4,7 +4,7 @@
     .venv/bin/python bench/run.py --quick          # a smoke run: 1 run, shorter windows
     .venv/bin/python bench/run.py --db postgresql  # P1, P2 and P5 on a throwaway PostgreSQL
     .venv/bin/python bench/run.py --only P1,P4 --profile
-    .venv/bin/python bench/run.py --only P1,P5 --tracing  # each again with spans exported
+    .venv/bin/python bench/run.py --only M1        # what metrics and tracing cost P1 and P5
 
 Every server (the hub, the bare baselines, the fake SMS provider) and every
 load generator is its own process, talking over loopback. Figures are the
@@ -91,6 +91,10 @@ class Plan:
     p5_rate: int = 500
     p5_seconds: float = 2.0
     profile_seconds: float = 5.0
+    cost_runs: int = 5  # M1: rounds of off / metrics / traced, taking turns
+    cost_rate: int = 300  # M1: SendMessage/s offered while the hub's CPU is metered
+    cost_seconds: float = 2.0
+    cost_settle: float = 1.0
 
 
 FULL = Plan(runs=3)
@@ -106,6 +110,7 @@ QUICK = Plan(
     sustained_seconds=2.0,
     p5_seconds=2.0,
     profile_seconds=3.0,
+    cost_runs=2,
 )
 
 
@@ -134,10 +139,6 @@ class Ctx:
     series: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     profiles: dict[str, str] = field(default_factory=dict)
-    # Extra environment for every hub started, and what row keys get appended
-    # (the --tracing pass measures the same scenarios again with spans exported).
-    hub_env: dict[str, str] = field(default_factory=dict)
-    key_suffix: str = ""
 
     def db_url(self, name: str) -> str:
         if self.db == "postgresql":
@@ -174,7 +175,6 @@ async def start_hub(
         # pass through the limiter.
         "CIMHUB_RATE_PER_SECOND": "1000000",
         "CIMHUB_RATE_BURST": "1000000",
-        **ctx.hub_env,
         **(extra_env or {}),
     }
     child = await ctx.children.start(name, argv, "cimhub: gRPC on", env=env, ready_timeout=120)
@@ -243,7 +243,6 @@ def row(
     ratio_runs: list[float | None] | None = None,
     **extra: Any,
 ) -> None:
-    key += ctx.key_suffix
     ctx.rows.append(
         {
             "key": key,
@@ -814,6 +813,8 @@ class Sustained:
     offered: float
     backlog_wait: float
     cpu: float | None
+    cpu_seconds: float | None = None  # the hub's, from the first offer to the last receipt
+    count: int = 0  # messages the provider received
 
 
 async def sustained_run(
@@ -845,7 +846,9 @@ async def sustained_run(
         ctx.notes.append(
             f"{what}: provider got {stats['count']}/{expected} within {plan.drain_wait:.0f} s"
         )
-    return Sustained(rate, offered, sent["backlog_wait_seconds"], cpu.percent)
+    return Sustained(
+        rate, offered, sent["backlog_wait_seconds"], cpu.percent, cpu.seconds, stats["count"]
+    )
 
 
 def sms_channels(ctx: Ctx, fake_url: str, extra: str = "") -> Path:
@@ -979,29 +982,84 @@ async def bench_dispatch(ctx: Ctx) -> None:
     )  # fmt: skip
 
 
-# ------------------------------------------------- M1: what metrics cost
-METRICS = {"on": {"CIMHUB_METRICS": "on"}, "off": {"CIMHUB_METRICS": "off"}}
+# ------------------------------------ M1: what metrics and tracing cost
+# Three hubs, started together and identical but for what they observe. The
+# first is the baseline both costs are measured against.
+COST_MODES = ("off", "metrics", "traced")
+COST_LABEL = {
+    "off": "metrics and tracing off",
+    "metrics": "metrics on, tracing off",
+    "traced": "metrics on, tracing on (OTLP export, sampling 100 %)",
+}
+COST_BUDGET = {"metrics": 10.0, "traced": 25.0}
 
 
-async def bench_metrics_cost(ctx: Ctx) -> None:
-    """P1 and P5 on a hub with metrics on and one with them off, taking turns in each run."""
+def cost_env(mode: str, sink: str) -> dict[str, str]:
+    if mode == "off":
+        return {"CIMHUB_METRICS": "off"}
+    env = {"CIMHUB_METRICS": "on"}
+    if mode == "traced":
+        env |= {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{sink}",
+            "OTEL_TRACES_SAMPLER": "always_on",
+        }
+    return env
+
+
+def median_of(values: list[float | None]) -> float | None:
+    known = sorted(v for v in values if v is not None)
+    if not known:
+        return None
+    mid = len(known) // 2
+    return known[mid] if len(known) % 2 else (known[mid - 1] + known[mid]) / 2
+
+
+async def paced_cpu(ctx: Ctx, hub: Hub, everyone: list[int]) -> float | None:
+    """The hub's CPU ms per SendMessage at a fixed, modest rate, dispatch included.
+
+    At a pace every mode keeps up with, the work per call is the same whoever
+    else is using the cores; a closed-loop rate is not."""
     plan = ctx.plan
-    log("M1: P1 and P5 with metrics on and off, back to back")
+    await quiesce(everyone)
+    async with CpuMeter(hub.pid) as cpu:
+        sent = await ctx.worker.call(
+            "paced", kind="send_message", target=hub.grpc, channel_id="sandbox",
+            rate=plan.cost_rate, duration=plan.cost_seconds,
+            count=int(plan.cost_rate * plan.cost_seconds), call_timeout=300,
+        )  # fmt: skip
+        # The sandbox delivers after 50 ms; its receipts land within the settle time.
+        await asyncio.sleep(plan.cost_settle)
+    calls = sent["sent"] - sent["errors"]
+    return cpu.seconds / calls * 1000 if cpu.seconds is not None and calls else None
+
+
+async def bench_observability_cost(ctx: Ctx) -> None:
+    """P1 and P5 on hubs with observability off, metrics on, and metrics plus tracing on.
+
+    Each run measures all three back to back, in an order that rotates from run
+    to run, so drift on the machine falls on every mode alike. A run's cost is
+    1 - (mode's figure / the off hub's figure in that run); the reported cost
+    is the median over runs."""
+    plan = ctx.plan
+    runs = plan.cost_runs
+    log(f"M1: P1 and P5 with observability off, metrics on, metrics + tracing on ({runs} runs)")
     fake = await start_fake_sms(ctx)
+    sink = await start_script(ctx, "otlp-sink", "otlp_sink.py", "otlp-sink:")
     sandbox = '[[channels]]\nid = "sandbox"\ntype = "SANDBOX"\nprovider = "sandbox"\n'
     channels = sms_channels(ctx, "http://" + fake.address(), sandbox)
     hubs = {
-        mode: await start_hub(ctx, f"hub-metrics-{mode}", channels, env)
-        for mode, env in METRICS.items()
+        mode: await start_hub(ctx, f"hub-cost-{mode}", channels, cost_env(mode, sink.address()))
+        for mode in COST_MODES
     }
-    unary: dict[str, list[float]] = {mode: [] for mode in hubs}
+    unary: dict[str, list[float | None]] = {mode: [] for mode in hubs}
     dispatch: dict[str, list[float | None]] = {mode: [] for mode in hubs}
-    everyone = [fake.pid, *(h.pid for h in hubs.values())]
+    cpu_per_call: dict[str, list[float | None]] = {mode: [] for mode in hubs}
+    cpu_per_message: dict[str, list[float | None]] = {mode: [] for mode in hubs}
+    everyone = [fake.pid, sink.pid, *(h.pid for h in hubs.values())]
     session = aiohttp.ClientSession(trust_env=False)
     try:
-        for run in range(plan.runs):
-            # Turns swap each run, so neither side always goes first.
-            order = list(hubs) if run % 2 == 0 else list(reversed(hubs))
+        for run in range(runs):
+            order = [*COST_MODES[run % 3 :], *COST_MODES[: run % 3]]
             for mode in order:
                 await quiesce(everyone)
                 r = await ctx.worker.call(
@@ -1009,80 +1067,74 @@ async def bench_metrics_cost(ctx: Ctx) -> None:
                     concurrency=plan.concurrency, warmup=plan.warmup,
                     duration=plan.unary_seconds, channel_id="sandbox",
                 )  # fmt: skip
-                unary[mode].append(r["rate"])
-                log(f"  run {run + 1}/{plan.runs} P1 metrics {mode:<3} {r['rate']:8.0f}/s")
+                unary[mode].append(r["rate"] if not r["errors"] else None)
+                cpu_per_call[mode].append(await paced_cpu(ctx, hubs[mode], everyone))
+                if r["errors"]:
+                    ctx.notes.append(f"M1 P1 {mode} run {run + 1}: {r['errors']} errors")
+                log(f"  run {run + 1}/{runs} P1 {mode:<8} {r['rate']:8.0f}/s")
             for mode in order:
-                res = await sustained_run(
-                    ctx, hubs[mode], fake, session, f"run {run + 1} P5 metrics {mode}"
-                )
+                what = f"run {run + 1} P5 {mode}"
+                res = await sustained_run(ctx, hubs[mode], fake, session, what)
                 dispatch[mode].append(res.rate)
+                cpu_per_message[mode].append(
+                    res.cpu_seconds / res.count * 1000 if res.cpu_seconds and res.count else None
+                )
+        if ctx.args.profile:
+            await quiesce(everyone)
+            async with profiled(ctx, "M1-P1-traced", hubs["traced"].pid):
+                await ctx.worker.call(
+                    "load", kind="send_message", target=hubs["traced"].grpc,
+                    concurrency=plan.concurrency, warmup=0.2,
+                    duration=plan.profile_seconds, channel_id="sandbox",
+                )  # fmt: skip
+            async with profiled(ctx, "M1-P5-traced", hubs["traced"].pid):
+                await sustained_run(ctx, hubs["traced"], fake, session, "P5 traced, profiled")
+        async with session.get(f"http://{sink.address()}/stats") as resp:
+            got = await resp.json()
+        ctx.notes.append(
+            f"M1: the OTLP sink received {got['requests']:,} exports, {got['spans']:,} spans, "
+            f"{got['bytes']:,} bytes"
+        )
     finally:
         await session.close()
         for hub in hubs.values():
             await ctx.children.stop(hub.child)
         await ctx.children.stop(fake)
-    for key, what, per, unit in (
-        ("M1-P1", "P1 durable SendMessage (gRPC)", unary, "req/s"),
-        ("M1-P5", "P5 sustained dispatch to the fake SMS provider", dispatch, "msgs/s"),
-    ):
-        on, off = summary(per["on"], unit), summary(per["off"], unit)
-        r = ratio_of(on, off)
-        row(
-            ctx, key, "M1", f"{what} with metrics on, against the same with CIMHUB_METRICS=off",
-            on, off, "the same hub with metrics off, same run", ">= 0.90x (metrics cost < 10 %)",
-            None if r is None else r >= 0.9, r, run_ratios(per["on"], per["off"]),
-        )  # fmt: skip
-
-
-# ----------------------------------------------------- tracing on vs off
-TRACED = " +tracing"
-
-
-async def tracing_pass(ctx: Ctx, want: set[str]) -> bool:
-    """P1 and P5 again, straight after the plain pass, with every span exported."""
-    log("tracing: P1/P5 again with OTLP/HTTP export to a discarding sink, sampling 100 %")
-    sink = await start_script(ctx, "otlp-sink", "otlp_sink.py", "otlp-sink:")
-    ctx.hub_env = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{sink.address()}",
-        "OTEL_TRACES_SAMPLER": "always_on",
-    }
-    ctx.key_suffix = TRACED
-    failed = False
-    try:
-        if "P1" in want:
-            await bench_unary(ctx, {"P1"})
-        if "P5" in want:
-            await bench_dispatch(ctx)
-    except Exception as exc:
-        failed = True
-        ctx.notes.append(f"tracing pass failed: {exc}")
-        log(f"ERROR in tracing pass: {exc}")
-    finally:
-        ctx.hub_env = {}
-        ctx.key_suffix = ""
-        async with aiohttp.ClientSession() as http:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(f"http://{sink.address()}/stats") as resp:
-                    got = await resp.json()
-                    log(f"  otlp sink received {got['requests']} exports, {got['bytes']:,} bytes")
-                    ctx.notes.append(
-                        f"tracing pass: the sink received {got['requests']} OTLP exports "
-                        f"({got['bytes']:,} bytes)"
-                    )
         await ctx.children.stop(sink)
-    by_key = {r["key"]: r for r in ctx.rows}
-    for key in ("P1", "P5"):
-        off, on = by_key.get(key), by_key.get(key + TRACED)
-        if not off or not on:
-            continue
-        ratio = ratio_of(on["figure"], off["figure"])
-        cost = None if ratio is None else round((1 - ratio) * 100, 1)
-        on["tracing_off"] = off["figure"]
-        on["tracing_cost_percent"] = cost
-        log(f"  {key} tracing on vs off: {report.fmt_figure(on['figure'])} vs "
-            f"{report.fmt_figure(off['figure'])}: cost {cost} %")  # fmt: skip
-        ctx.notes.append(f"{key} with tracing on costs {cost} % of its throughput with it off")
-    return failed
+    for scenario, what, per, unit, cpu in (
+        ("P1", "P1 durable SendMessage (gRPC, concurrency 64)", unary, "req/s", cpu_per_call),
+        (
+            "P5",
+            "P5 sustained dispatch to the fake SMS provider",
+            dispatch,
+            "msgs/s",
+            cpu_per_message,
+        ),
+    ):
+        off = summary(per["off"], unit)
+        for mode, budget in COST_BUDGET.items():
+            ratios = run_ratios(per[mode], per["off"])
+            ratio = median_of(ratios)
+            cost = None if ratio is None else round((1 - ratio) * 100, 1)
+            more = median_of(run_ratios(cpu[mode], cpu["off"]))
+            extra = {
+                "cpu_ms_per_call": summary(cpu[mode], "ms"),
+                "cpu_ms_per_call_off": summary(cpu["off"], "ms"),
+                "cpu_cost_percent": None if more is None else round((more - 1) * 100, 1),
+                "cpu_per": (
+                    f"SendMessage at a fixed {plan.cost_rate}/s, dispatch included"
+                    if scenario == "P1"
+                    else "message at the provider"
+                ),
+            }
+            row(
+                ctx, f"M1-{scenario} {mode}", "M1", f"{what}, {COST_LABEL[mode]}",
+                summary(per[mode], unit), off, f"the same with {COST_LABEL['off']}, same runs",
+                f"cost < {budget:.0f} %", None if cost is None else cost < budget,
+                ratio, ratios, cost_percent=cost,
+                cost_runs_percent=[None if x is None else round((1 - x) * 100, 1) for x in ratios],
+                **extra,
+            )  # fmt: skip
 
 
 # --------------------------------------------------------------------- main
@@ -1090,7 +1142,7 @@ async def amain(args: argparse.Namespace) -> int:
     began = time.monotonic()
     plan = QUICK if args.quick else FULL
     if args.runs is not None:
-        plan = Plan(**{**plan.__dict__, "runs": args.runs})
+        plan = Plan(**{**plan.__dict__, "runs": args.runs, "cost_runs": args.runs})
     want = (
         set(args.only.split(","))
         if args.only
@@ -1132,7 +1184,7 @@ async def amain(args: argparse.Namespace) -> int:
             ({"P2"}, lambda: bench_batch(ctx)),
             ({"P5"}, lambda: bench_dispatch(ctx)),
             ({"P3", "P6"}, lambda: bench_fanout(ctx, want)),
-            ({"M1"}, lambda: bench_metrics_cost(ctx)),
+            ({"M1"}, lambda: bench_observability_cost(ctx)),
         ]
         for ids, step in steps:
             if not ids & want:
@@ -1148,8 +1200,6 @@ async def amain(args: argparse.Namespace) -> int:
                     if child.name.startswith(("hub-", "bare-", "fake-")):
                         await children.stop(child)
             log(f"  ({time.monotonic() - t:.0f}s)")
-        if args.tracing and want & {"P1", "P5"}:
-            failed = await tracing_pass(ctx, want) or failed
     finally:
         await children.stop_all()
         if ctx.pg is not None:
@@ -1189,11 +1239,6 @@ def main() -> int:
     )
     parser.add_argument("--only", help="comma-separated scenario ids, e.g. P1,P4")
     parser.add_argument("--profile", action="store_true", help="py-spy the hub for each scenario")
-    parser.add_argument(
-        "--tracing",
-        action="store_true",
-        help="then run P1 and P5 again with OTLP export on (sampling 100 %%) and report the cost",
-    )
     parser.add_argument(
         "--keep-logs", action="store_true", help="keep the temp dir with server logs"
     )

@@ -51,8 +51,10 @@ class TracingInterceptor(WrappingInterceptor):
         )
 
     def _unary(self, method: str, inner: Callable[..., Any]) -> Callable[..., Any]:
+        named = _Method(method)
+
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            with _Call(method, context) as span_call:
+            with _Call(named, context) as span_call:
                 try:
                     return await inner(request, context)
                 except BaseException as exc:
@@ -62,8 +64,10 @@ class TracingInterceptor(WrappingInterceptor):
         return call
 
     def _stream(self, method: str, inner: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
+        named = _Method(method)
+
         async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            with _Call(method, context) as span_call:
+            with _Call(named, context) as span_call:
                 try:
                     result = inner(request, context)
                     if inspect.isasyncgen(result):
@@ -78,11 +82,22 @@ class TracingInterceptor(WrappingInterceptor):
         return call
 
 
+class _Method:
+    """What every span of one method shares, worked out once when the method is wrapped."""
+
+    def __init__(self, method: str) -> None:
+        self.path = method
+        self.span_name = method.strip("/")
+        service, _, name = self.span_name.rpartition("/")
+        self.attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+
+
 class _Call:
     """One call's span, current for its handler, and its closing log line."""
 
-    def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
-        self.method = method
+    def __init__(self, method: _Method, context: grpc.aio.ServicerContext) -> None:
+        self.named = method
+        self.method = method.path
         self.metadata = context.invocation_metadata() or ()
         # LocalChannel's calls are the REST façade's.
         self.transport = "rest" if context.peer() == "local" else "grpc"
@@ -90,13 +105,13 @@ class _Call:
         self.facts = CallFacts()
 
     def __enter__(self) -> _Call:
-        service, _, name = self.method.strip("/").rpartition("/")
         self.started = time.perf_counter()
+        # The SDK copies the attributes into the span, so one dict serves every call.
         self.span = tracing.tracer().start_span(
-            self.method.strip("/"),
+            self.named.span_name,
             context=tracing.from_metadata(self.metadata),
             kind=SpanKind.SERVER,
-            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+            attributes=self.named.attributes,
         )
         self.trace_id = tracing.trace_id_of(self.span)
         tracing.report_trace_id(self.trace_id)
@@ -118,6 +133,9 @@ class _Call:
         if self.code in _SERVER_ERRORS:
             self.span.set_status(Status(StatusCode.ERROR, self.code.name))
         self.span.end()
+        level = logging.WARNING if self.code in _SERVER_ERRORS else logging.INFO
+        if not log.isEnabledFor(level):
+            return  # spares building the line's fields on every call
         event(
             log,
             "request.done",
@@ -125,7 +143,7 @@ class _Call:
             self.transport,
             self.method,
             self.code.name,
-            level=logging.WARNING if self.code in _SERVER_ERRORS else logging.INFO,
+            level=level,
             trace_id=self.trace_id,
             tenant=self.facts.tenant,
             transport=self.transport,

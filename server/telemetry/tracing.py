@@ -63,15 +63,32 @@ def configure(env: Mapping[str, str] | None = None) -> TracerProvider:
         use(_silent())
         return _STATE.provider
     # Imported only when asked for: it pulls in protobuf encoders and requests.
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from server.telemetry.otlp import SpanExporter
 
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or "cimhub"})
     # Sampler (OTEL_TRACES_SAMPLER), exporter endpoint, headers and timeouts
     # all come from the standard variables, read by the SDK itself.
     provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    queue, batch = _batching(env)
+    provider.add_span_processor(
+        BatchSpanProcessor(SpanExporter(), max_queue_size=queue, max_export_batch_size=batch)
+    )
     use(provider)
     return provider
+
+
+def _batching(env: Mapping[str, str]) -> tuple[int | None, int | None]:
+    """The batch processor's sizes, where OTEL_BSP_* leaves them to us.
+
+    The SDK's queue (2048 spans) holds a quarter of a second of a busy hub
+    (four spans per message); past it spans are dropped, each with a log line.
+    Bigger batches mean fewer wake-ups of the export thread, which shares the
+    interpreter with the requests.
+    """
+    # Either variable set leaves both to the SDK (None), which checks that they fit.
+    if env.get("OTEL_BSP_MAX_QUEUE_SIZE") or env.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"):
+        return None, None
+    return 32768, 2048
 
 
 def reset() -> None:
