@@ -182,6 +182,7 @@ async def _assemble(
         observer=metrics,
         connect_timeout=settings.db_connect_timeout_s,
         command_timeout=settings.db_command_timeout_s or None,
+        sqlite_synchronous=settings.sqlite_synchronous,
     )
     resources.push_async_callback(store.close)
     if metrics is not None:

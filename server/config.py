@@ -52,6 +52,9 @@ class Settings:
     # request fails as UNAVAILABLE instead of hanging.
     db_connect_timeout_s: float = 5.0
     db_command_timeout_s: float = 30.0
+    # SQLite: NORMAL commits survive a crash of the process, FULL (an fsync
+    # per commit) also a power loss or a crash of the machine.
+    sqlite_synchronous: str = "NORMAL"
     channels: tuple[Channel, ...] = field(default=DEFAULT_CHANNELS)
     shutdown_grace: float = 5.0
     heartbeat_seconds: float = 15.0
@@ -161,6 +164,10 @@ class Settings:
             raise ValueError("receipt query ceiling must not be negative")
         if self.db_connect_timeout_s <= 0 or self.db_command_timeout_s < 0:
             raise ValueError("database connect timeout must be positive, command timeout >= 0")
+        if self.sqlite_synchronous not in ("NORMAL", "FULL", "EXTRA"):
+            raise ValueError(
+                f"SQLite synchronous must be NORMAL, FULL or EXTRA, got {self.sqlite_synchronous!r}"
+            )
         if self.log_format not in ("text", "json"):
             raise ValueError(f"log format must be text or json, got {self.log_format!r}")
         if self.rate_per_s <= 0 or self.rate_burst < 1:
@@ -262,6 +269,8 @@ def _auth_from_env(s: Settings, env: Mapping[str, str]) -> Settings:
             s = replace(s, **{attr: kind(env[name])})
     if "CIMHUB_ENV" in env:
         s = replace(s, env=env["CIMHUB_ENV"])
+    if "CIMHUB_SQLITE_SYNCHRONOUS" in env:
+        s = replace(s, sqlite_synchronous=env["CIMHUB_SQLITE_SYNCHRONOUS"].strip().upper())
     if "CIMHUB_METRICS" in env:
         s = replace(s, metrics_enabled=_switch("CIMHUB_METRICS", env["CIMHUB_METRICS"]))
     if "CIMHUB_METRICS_TOKEN" in env:

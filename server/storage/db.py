@@ -11,6 +11,7 @@ from sqlalchemy import event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
+SQLITE_SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
 PG_CONNECT_TIMEOUT_S = 5.0
 # A statement (BEGIN and COMMIT included) that has had no answer for this long
 # fails, so a database that stops answering without closing its connections
@@ -44,10 +45,12 @@ def make_engine(
     *,
     connect_timeout: float = PG_CONNECT_TIMEOUT_S,
     command_timeout: float | None = PG_COMMAND_TIMEOUT_S,
+    sqlite_synchronous: str = "NORMAL",
 ) -> AsyncEngine:
     """An engine for url. On PostgreSQL, connect_timeout bounds opening a
     connection and waiting for one from the pool; command_timeout (None or 0:
-    no bound) bounds each statement. SQLite's bound is its busy timeout."""
+    no bound) bounds each statement. SQLite's bound is its busy timeout, and
+    sqlite_synchronous (NORMAL, FULL or EXTRA) what a commit survives."""
     if is_sqlite(url):
         parsed = make_url(url)
         database = parsed.database or ":memory:"
@@ -60,8 +63,11 @@ def make_engine(
             opener = partial(sqlite3.connect, database, timeout=timeout, check_same_thread=False)
             return await _InlineConnection(opener, 64)
 
+        synchronous = str(parsed.query.get("synchronous", sqlite_synchronous)).upper()
+        if synchronous not in SQLITE_SYNCHRONOUS:
+            raise ValueError(f"SQLite synchronous must be one of {SQLITE_SYNCHRONOUS}")
         engine = create_async_engine(parsed.set(query={}), async_creator=connect)
-        _tune_sqlite(engine, timeout)
+        _tune_sqlite(engine, timeout, synchronous)
         return engine
     connect_args: dict[str, Any] = {"timeout": connect_timeout}
     if command_timeout:
@@ -78,15 +84,16 @@ def make_engine(
     )
 
 
-def _tune_sqlite(engine: AsyncEngine, timeout: float) -> None:
+def _tune_sqlite(engine: AsyncEngine, timeout: float, synchronous: str) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-        # WAL lets readers run beside the single writer; NORMAL sync is still
-        # durable across process crashes, which is the failure we promise to survive.
+        # WAL lets readers run beside the single writer. NORMAL does no fsync
+        # on commit: a commit survives the process dying, not the machine
+        # losing power; FULL fsyncs the WAL on every commit and survives both.
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()

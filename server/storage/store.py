@@ -89,8 +89,14 @@ class SqlStore(
         observer: CommitObserver | None = None,
         connect_timeout: float = PG_CONNECT_TIMEOUT_S,
         command_timeout: float | None = PG_COMMAND_TIMEOUT_S,
+        sqlite_synchronous: str = "NORMAL",
     ) -> SqlStore:
-        engine = make_engine(url, connect_timeout=connect_timeout, command_timeout=command_timeout)
+        engine = make_engine(
+            url,
+            connect_timeout=connect_timeout,
+            command_timeout=command_timeout,
+            sqlite_synchronous=sqlite_synchronous,
+        )
         if run_migrations and is_sqlite(url):
             await migrate.upgrade(engine)  # the same engine: an in-memory database is per engine
         elif run_migrations:
