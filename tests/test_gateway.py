@@ -161,9 +161,9 @@ def assert_error_envelope(body: dict[str, Any], status: int, key: str) -> None:
 
 async def test_send_seed_body_as_written_is_accepted(harness: Harness) -> None:
     resp = await harness.client.post("/api/v1/message/send", json=SEED)
-    assert resp.status == 202
+    assert resp.status == 200
     body = await resp.json()
-    assert body["status"] == 202
+    assert body["status"] == 200
     assert body["statusKey"] == "SUCCESS"
     assert body["data"] == {
         "messageId": "msg-91SERVICENUMBER",
@@ -233,7 +233,7 @@ async def test_headers_are_forwarded_as_metadata(harness: Harness) -> None:
     resp = await harness.client.post(
         "/api/v1/message/send", json={"channelId": "c"}, headers=headers
     )
-    assert resp.status == 202
+    assert resp.status == 200
     assert resp.headers["X-Request-Id"] == "req-42"
     seen = harness.messaging.metadata[-1]
     assert seen["authorization"] == "Bearer t0k"
@@ -259,7 +259,7 @@ async def test_traceparent_is_forwarded_and_names_the_envelope_trace(harness: Ha
         json={"channelId": "c"},
         headers={"traceparent": parent, "tracestate": "vendor=1"},
     )
-    assert resp.status == 202
+    assert resp.status == 200
     assert (await resp.json())["traceid"] == "0af7651916cd43dd8448eb211c80319c"
     seen = harness.messaging.metadata[-1]
     assert seen["traceparent"] == parent
@@ -282,7 +282,7 @@ async def test_unusable_request_id_is_replaced(harness: Harness) -> None:
         "/api/v1/message/send", json={"channelId": "c"}, headers={"X-Request-Id": "x" * 500}
     )
     request_id = resp.headers["X-Request-Id"]
-    assert resp.status == 202
+    assert resp.status == 200
     assert request_id != "x" * 500
     assert harness.messaging.metadata[-1]["x-request-id"] == request_id
 
@@ -424,8 +424,9 @@ def test_route_table_comes_from_annotations(harness: Harness) -> None:
         "POST",
         "/api/v1/message/send",
         "*",
-        202,
+        200,
     )
+    assert by_method["/cim.v1.MessagingService/SendBatch"].success_code == 202
     get = by_method["/cim.v1.MessagingService/GetMessage"]
     assert get.aiohttp_path == "/api/v1/messages/{message_id}"
     assert [p.field_path for p in get.path_params] == ["message_id"]

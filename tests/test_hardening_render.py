@@ -92,7 +92,7 @@ class Client:
         if resp.status == 400:
             assert payload["statusKey"] == "INVALID_ARGUMENT", payload
             return False, [e["field"] for e in payload.get("errors", [])], []
-        assert resp.status in (200, 202), payload
+        assert resp.status == (200 if path == SINGLE else 202), payload
         return True, [], list(payload.get("results", [payload]))
 
     async def _grpc(self, path: str, body: Any) -> tuple[bool, list[str], list[dict[str, Any]]]:

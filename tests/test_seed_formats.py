@@ -285,13 +285,43 @@ async def test_single_send_reply_carries_data_id(db_url: str) -> None:
         async with rest_session() as http:
             resp = await http.get(f"http://127.0.0.1:{hub.http_port}/openapi.json")
             spec = await resp.json()
-    assert status == 202, reply
+    assert status == 200, reply
     assert data["id"] and data["id"] == data["messageId"]
     assert {"status", "channelId"} <= data.keys()
     assert got == 200 and found["data"]["message"]["id"] == data["id"]
     schemas = spec["components"]["schemas"]
     receipt = next(v for k, v in schemas.items() if k.endswith("SendMessageResponse"))
     assert {"id", "messageId"} <= receipt["properties"].keys()
+
+
+async def test_single_send_answers_200_with_the_receipt_envelope(db_url: str) -> None:
+    """The public reference gives the single send's success as 200 OK with an
+    ApiResponse of an OutBoundReciept; the batch send keeps 202 Accepted."""
+    send = {
+        "channelId": "sandbox",
+        "to": {"phone": "+15550002222"},
+        "type": "text",
+        "text": {"body": "hello"},
+    }
+    async with running_hub(db_url) as hub:
+        status, reply = await _call(hub, "POST", "/api/v1/message/send", send)
+        async with rest_session() as http:
+            resp = await http.get(f"http://127.0.0.1:{hub.http_port}/openapi.json")
+            spec = await resp.json()
+    assert status == 200, reply
+    assert reply["status"] == 200 and reply["statusKey"] == "SUCCESS", reply
+    assert reply["message"] == "OK", reply
+    assert isinstance(reply["timestamp"], int) and reply["traceid"], reply
+    assert reply["data"]["id"], reply
+    successes = {
+        path: sorted(c for c in spec["paths"][path]["post"]["responses"] if c.startswith("2"))
+        for path in ("/api/v1/message/send", "/api/v2/message/send")
+    }
+    assert successes == {"/api/v1/message/send": ["200"], "/api/v2/message/send": ["202"]}
+    ok = spec["paths"]["/api/v1/message/send"]["post"]["responses"]["200"]
+    envelope = ok["content"]["application/json"]["schema"]
+    assert {"status", "statusKey", "data", "timestamp", "traceid"} <= set(envelope["required"])
+    assert envelope["properties"]["data"]["$ref"].endswith("SendMessageResponse")
 
 
 # -- contacts known only from their language ---------------------------------------------

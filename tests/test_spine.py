@@ -45,7 +45,7 @@ async def test_seed_outbound_msg_over_rest_streams_submitted_then_delivered(db_u
                 f"http://127.0.0.1:{hub.http_port}/api/v1/message/send", json=SEED
             )
             body = await resp.json()
-        assert resp.status == 202, body
+        assert resp.status == 200, body
         message_id = body["data"]["messageId"]
         assert message_id
         assert body["data"]["channelId"] == "91SERVICENUMBER"

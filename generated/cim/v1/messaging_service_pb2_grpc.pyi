@@ -35,7 +35,9 @@ class MessagingServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> MessagingServiceAsyncStub: ...
     SendMessage: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.SendMessageRequest, _messaging_service_pb2.SendMessageResponse]
-    """SendMessage durably accepts a message to one destination."""
+    """SendMessage durably accepts a message to one destination. It answers 200 OK,
+    the success code clients of the public API expect from this send.
+    """
     SendBatch: _grpc.UnaryUnaryMultiCallable[_messaging_service_pb2.SendBatchRequest, _messaging_service_pb2.SendBatchResponse]
     """SendBatch durably accepts one message to up to 1000 destinations.
     ValidateBatch takes the same request, so both refuse a body with the same field paths.
@@ -84,7 +86,9 @@ class MessagingServiceAsyncStub(MessagingServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     SendMessage: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.SendMessageRequest, _messaging_service_pb2.SendMessageResponse]  # type: ignore[assignment]
-    """SendMessage durably accepts a message to one destination."""
+    """SendMessage durably accepts a message to one destination. It answers 200 OK,
+    the success code clients of the public API expect from this send.
+    """
     SendBatch: _aio.UnaryUnaryMultiCallable[_messaging_service_pb2.SendBatchRequest, _messaging_service_pb2.SendBatchResponse]  # type: ignore[assignment]
     """SendBatch durably accepts one message to up to 1000 destinations.
     ValidateBatch takes the same request, so both refuse a body with the same field paths.
@@ -136,7 +140,9 @@ class MessagingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _messaging_service_pb2.SendMessageRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_messaging_service_pb2.SendMessageResponse, _abc.Awaitable[_messaging_service_pb2.SendMessageResponse]]:
-        """SendMessage durably accepts a message to one destination."""
+        """SendMessage durably accepts a message to one destination. It answers 200 OK,
+        the success code clients of the public API expect from this send.
+        """
 
     @_abc_1.abstractmethod
     def SendBatch(
