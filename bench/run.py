@@ -70,7 +70,7 @@ class Plan:
     unary_seconds: float = 2.5  # at the headline concurrency
     sweep_seconds: float = 1.0  # at the other concurrency levels
     concurrency: int = 64
-    sweep: tuple[int, ...] = (8, 64)
+    sweep: tuple[int, ...] = (1, 8, 64)
     batch_concurrency: int = 4
     batch_items: int = 1000
     batch_seconds: float = 3.0
