@@ -253,7 +253,9 @@ async def test_a_subscriber_that_never_reads_is_cut_off_with_a_resumable_cursor(
         assert int(status_cursor[1:]) <= int((cursor or status_cursor)[1:])
         # The design bounds what a subscriber holds by its buffer, whatever the
         # backlog: at most `buffer` events, plus the chunk being written. Each
-        # event is its padding and about 1 kB of objects; twice that for margin.
+        # event is its padding and about 1 kB of objects; twice that for margin,
+        # which also covers the shared conversion cache (`buffer` entries of a
+        # few hundred bytes of Python objects each: the text sits in the proto).
         # (Traced memory is Python's own; gRPC's C-level buffers are not in it.)
         allowed = (buffer + chunk) * (padding + 1024) * 2
         assert peak < allowed, f"{peak} bytes held at peak, {allowed} allowed"

@@ -114,7 +114,10 @@ class NotificationServicer(pb_grpc.NotificationServiceServicer):
         self._heartbeat = heartbeat_seconds
         self._buffer_limit = buffer_limit
         self._stall = stall_seconds
-        self._changes = ChangeCache()
+        # Built once per event for every subscriber. A live subscriber is at
+        # most its buffer behind the newest event, so a cache of that many
+        # covers every one of them, and stays in proportion to what each holds.
+        self._changes = ChangeCache(size=buffer_limit)
 
     async def StreamNotifications(  # type: ignore[override]
         self, request: pb.StreamNotificationsRequest, context: grpc.aio.ServicerContext
