@@ -21,9 +21,11 @@ from cim.v1 import timeline_pb2 as t
 from fakes.providers import HappyProvider
 from server.api.context import DEFAULT_TENANT
 from server.app import Hub
+from server.domain.consent import CONSENT_REPLY, ConsentChange, ConsentSource, ConsentState
 from server.domain.events import EventType
-from server.domain.models import Delivery
+from server.domain.models import Delivery, OutboundDraft, conversation_for
 from server.domain.provider import Accepted, RecipientOptedOut
+from server.storage.store import SqlStore
 from support.clock import eventually
 from support.hub import channel_to
 from support.inbound import contact, inbound_hub, logged, receive, text_message, wrapper
@@ -349,3 +351,37 @@ async def test_an_opt_out_withdraws_sends_still_waiting_to_go(db_url: str) -> No
     failed = (d.DELIVERY_STATUS_FAILED, "OPTED_OUT")
     assert after_marketing == (failed, (d.DELIVERY_STATUS_SCHEDULED, ""))
     assert after_stop == failed
+
+
+async def test_a_later_opt_out_leaves_the_confirmation_of_the_one_before(db_url: str) -> None:
+    # No dispatcher runs here, so both messages are still waiting when the
+    # second keyword lands, as a slow channel would leave them.
+    store = await SqlStore.open(db_url, lambda _events: None)
+    try:
+
+        def draft(text: str, content: dict[str, Any]) -> OutboundDraft:
+            return OutboundDraft(
+                channel_id=SMS,
+                destination=PHONE,
+                type="text",
+                text=text,
+                content={"type": "text", "text": text, **content},
+                conversation_id=conversation_for(DEFAULT_TENANT, SMS, PHONE),
+            )
+
+        accepted = await store.accept(
+            DEFAULT_TENANT,
+            [draft("You are unsubscribed.", {CONSENT_REPLY: True}), draft("Offer", {})],
+            None,
+            lambda _created: b"",
+        )
+        reply, offer = (msg.id for msg in accepted.messages)
+        quit_again = ConsentChange(
+            "SMS", PHONE, "all", ConsentState.OPTED_OUT, ConsentSource.INBOUND_KEYWORD, "QUIT"
+        )
+        applied = await store.record_consent(DEFAULT_TENANT, quit_again, (SMS,))
+        assert applied.withdrawn == (offer,)
+        assert (await store.get_message(DEFAULT_TENANT, reply)).status.value == "ACCEPTED"
+        assert (await store.get_message(DEFAULT_TENANT, offer)).status.value == "FAILED"
+    finally:
+        await store.close()

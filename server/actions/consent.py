@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from server.channels import ChannelRegistry
 from server.domain.consent import (
+    CONSENT_REPLY,
     KEYWORD_CHANNELS,
     OPTED_OUT_REFUSAL,
     PROVIDER_OPT_OUT_REASON,
@@ -202,7 +203,7 @@ class ConsentRules:
                     destination=k.address,
                     type="text",
                     text=text,
-                    content={"type": "text", "text": text},
+                    content={"type": "text", "text": text, CONSENT_REPLY: True},
                     conversation_id=conversation_for(tenant, k.channel_id, k.address),
                 )
             )

@@ -12,6 +12,9 @@ from server.domain.errors import FieldViolation, invalid
 
 SCOPE_ALL = "all"
 OPTED_OUT_REFUSAL = "OPTED_OUT"
+# Marks the hub's own confirmation of a keyword in a message's content: an
+# opt-out that follows must not withdraw the reply confirming the one before.
+CONSENT_REPLY = "consentReply"
 # A provider's answer that the recipient unsubscribed with it (e.g. Twilio 21610).
 PROVIDER_OPT_OUT_REASON = "recipient unsubscribed at the provider"
 

@@ -9,6 +9,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.consent import (
+    CONSENT_REPLY,
     OPTED_OUT_REFUSAL,
     Applied,
     ConsentChange,
@@ -120,6 +121,8 @@ async def _withdraw_pending(
     opted_out = {change.scope: ConsentState.OPTED_OUT}
     withdrawn = []
     for r in rows:
+        if (r.content or {}).get(CONSENT_REPLY):
+            continue  # the confirmation of an earlier keyword still goes out
         category = str((r.content or {}).get("category", ""))
         if blocks(opted_out, category) and await msgs.set_status(
             tx, r.id, DeliveryStatus.FAILED, reason=OPTED_OUT_REFUSAL
