@@ -28,7 +28,7 @@ BUF         := $(NODE_DIR)/node_modules/.bin/buf
 NODE_STAMP  := $(NODE_DIR)/node_modules/.installed
 VENDORED    := .build/protos/google/api/annotations.proto
 PG_BINDIR   := /usr/lib/postgresql/$(PG_MAJOR)/bin
-PYTEST_ARGS ?= -q
+PYTEST_ARGS ?= -q -n auto --dist worksteal
 
 # Run apt-get through sudo when we are not root (and sudo exists).
 SUDO := $(shell if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then echo sudo; fi)
