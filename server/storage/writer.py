@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Any fixed number: write transactions on PostgreSQL serialise on it.
 WRITE_TURN_KEY = 0x43494D48
+GATHER_S = 0.006
 
 
 def now_ms() -> int:
@@ -174,14 +175,16 @@ class Writer:
         return await asyncio.shield(future)
 
     async def _run(self) -> None:
+        busy = False
         while True:
-            # Never wait for company: an idle writer commits a lone request at
-            # once, and what arrives while a commit is in flight is grouped
-            # into the next one (as PostgreSQL's commit_delay only waits when
-            # siblings are active).
             batch = [await self._queue.get()]
+            if busy:
+                # Requests came together last time, so more are likely on the
+                # way: a short wait lets them share this commit.
+                await asyncio.sleep(GATHER_S)
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            busy = len(batch) > 1
             try:
                 await self._commit(batch)
             finally:
