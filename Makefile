@@ -35,7 +35,7 @@ SUDO := $(shell if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 
 .PHONY: help test-asyncio-debug venv uv lock lock-upgrade lock-check node-tools buf docs-assets gen \
-        vendor-protos check-generated lint system-deps check-prometheus test run bench clean
+        vendor-protos check-generated lint system-deps check-prometheus test run bench bench-profile clean
 
 help:
 	@echo "make venv             .venv from uv.lock (runtime, test, dev and bench extras)"
@@ -52,6 +52,7 @@ help:
 	@echo "make test             everything CI runs: lock check, check-generated, lint, pytest"
 	@echo "make run              start the hub locally (SQLite under ./var/)"
 	@echo "make bench            run bench/run.py"
+	@echo "make bench-profile    flame graphs of the hub during P1 and P2 (PROFILE_LABEL=name)"
 	@echo "make clean            remove .venv, .build, node_modules and caches (keeps ./var/)"
 
 # ---------------------------------------------------------------- environments
@@ -184,6 +185,13 @@ run: venv node-tools
 BENCH_ARGS ?=
 bench: venv
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# Flame graphs of the hub during P1 and P2 (py-spy from the lock), written to
+# bench/results/profiles/$(PROFILE_LABEL)/: <id>.svg, <id>.folded, <id>.txt.
+PROFILE_LABEL ?= latest
+bench-profile: venv
+	$(PY) bench/run.py --only P1,P2 --runs 1 --profile \
+	  --profile-dir bench/results/profiles/$(PROFILE_LABEL) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .build $(NODE_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache \

@@ -35,6 +35,8 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import flame
+import peer
 import report
 from common import (
     BENCH,
@@ -54,7 +56,7 @@ from common import (
 )
 from loadgen import API_ID, API_KEY, AUTH_METADATA, GRPC_OPTIONS, batch_request, message_payload
 
-ALL = ("P1", "P2", "P3", "P4", "P5", "P6", "M1")
+ALL = ("P1", "P2", "P3", "P4", "P5", "P6", "M1", "K1")
 PG_DEFAULT = ("P1", "P2", "P5")
 TWILIO_SID = "AC" + "0" * 32
 TWILIO_TOKEN = "bench-auth-token"
@@ -95,6 +97,7 @@ class Plan:
     cost_rate: int = 300  # M1: SendMessage/s offered while the hub's CPU is metered
     cost_seconds: float = 2.0
     cost_settle: float = 1.0
+    peer_messages: int = 10_000  # K1: SMS each side takes, at `concurrency`
 
 
 FULL = Plan(runs=3)
@@ -111,6 +114,7 @@ QUICK = Plan(
     p5_seconds=2.0,
     profile_seconds=3.0,
     cost_runs=2,
+    peer_messages=3000,
 )
 
 
@@ -202,7 +206,7 @@ async def profiled(ctx: Ctx, key: str, pid: int) -> AsyncIterator[None]:
         ctx.notes.append("--profile: py-spy not found (make venv installs it from uv.lock)")
         yield
         return
-    out_dir = BENCH / "results" / "profiles"
+    out_dir = ctx.args.profile_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     raw = out_dir / f"{key}.folded"
     with (ctx.tmp / f"py-spy-{key}.log").open("wb") as errfile:
@@ -225,6 +229,7 @@ async def profiled(ctx: Ctx, key: str, pid: int) -> AsyncIterator[None]:
         if raw.exists():
             summary_path = out_dir / f"{key}.txt"
             summary_path.write_text(report.summarize_profile(raw.read_text(), key))
+            flame.write_svg(raw, out_dir / f"{key}.svg", f"hub during {key} ({ctx.db})")
             ctx.profiles[key] = str(summary_path.relative_to(ROOT))
             log(f"profile {key}: {summary_path.relative_to(ROOT)}")
 
@@ -982,6 +987,59 @@ async def bench_dispatch(ctx: Ctx) -> None:
     )  # fmt: skip
 
 
+# ------------------------------------------- K1: side by side with Kannel
+async def bench_peer(ctx: Ctx) -> None:
+    plan = ctx.plan
+    count, conc = plan.peer_messages, plan.concurrency
+    log(f"K1: {count:,} SMS at concurrency {conc} through Kannel and through the hub (wrk)")
+    await peer.ensure_tools()
+    kannel_runs: list[peer.Side] = []
+    hub_runs: list[peer.Side] = []
+    fake = await start_fake_sms(ctx)
+    fake_url = "http://" + fake.address()
+    hub = await start_hub(ctx, "hub-peer", sms_channels(ctx, fake_url))
+    try:
+        for run in range(plan.runs):
+            tmp = ctx.tmp / f"kannel-{run}"
+            tmp.mkdir()
+            await quiesce([fake.pid])
+            k = await peer.kannel_side(tmp, count, conc, plan.drain_wait)
+            await quiesce([hub.pid, fake.pid])
+            # A few sends first, so the adapter's provider connections are open.
+            await peer.hub_side(hub.http, fake_url, "bench-sms", (API_ID, API_KEY), 64, 8, 30)
+            h = await peer.hub_side(
+                hub.http, fake_url, "bench-sms", (API_ID, API_KEY), count, conc, plan.drain_wait
+            )
+            kannel_runs.append(k)
+            hub_runs.append(h)
+            for name, side in (("Kannel", k), ("hub", h)):
+                log(
+                    f"  run {run + 1}/{plan.runs} {name}: accepted {side.load.ok}/"
+                    f"{side.load.requests} at {side.load.rate:,.0f} req/s (p99 "
+                    f"{side.load.p99_ms:.0f} ms), delivered {side.delivered} at "
+                    f"{side.delivered_rate:,.0f} msgs/s"
+                )
+    finally:
+        await ctx.children.stop(hub.child)
+        await ctx.children.stop(fake)
+    sides = {"kannel": [s.as_dict() for s in kannel_runs], "hub": [s.as_dict() for s in hub_runs]}
+    for key, what, pick in (
+        ("K1 accept", "accepted", lambda s: s.load.rate),
+        ("K1 e2e", "delivered end to end", lambda s: s.delivered_rate),
+    ):
+        fig = summary([pick(s) for s in hub_runs], "msgs/s")
+        base = summary([pick(s) for s in kannel_runs], "msgs/s")
+        ratio = ratio_of(fig, base)
+        row(
+            ctx, key, "K1",
+            f"{count:,} SMS over HTTP at concurrency {conc}, {what} ({ctx.db})",
+            fig, base, "Kannel 1.4.5 with its store file, fakesmsc as the SMSC, same wrk load",
+            ">= 0.25x Kannel", None if ratio is None else ratio >= 0.25, ratio,
+            run_ratios([pick(s) for s in hub_runs], [pick(s) for s in kannel_runs]),
+            sides=sides,
+        )  # fmt: skip
+
+
 # ------------------------------------ M1: what metrics and tracing cost
 # Three hubs, started together and identical but for what they observe. The
 # first is the baseline both costs are measured against.
@@ -1185,6 +1243,7 @@ async def amain(args: argparse.Namespace) -> int:
             ({"P5"}, lambda: bench_dispatch(ctx)),
             ({"P3", "P6"}, lambda: bench_fanout(ctx, want)),
             ({"M1"}, lambda: bench_observability_cost(ctx)),
+            ({"K1"}, lambda: bench_peer(ctx)),
         ]
         for ids, step in steps:
             if not ids & want:
@@ -1240,9 +1299,16 @@ def main() -> int:
     parser.add_argument("--only", help="comma-separated scenario ids, e.g. P1,P4")
     parser.add_argument("--profile", action="store_true", help="py-spy the hub for each scenario")
     parser.add_argument(
+        "--profile-dir",
+        type=Path,
+        default=BENCH / "results" / "profiles",
+        help="where --profile writes <id>.folded, <id>.txt and the flame graph <id>.svg",
+    )
+    parser.add_argument(
         "--keep-logs", action="store_true", help="keep the temp dir with server logs"
     )
     args = parser.parse_args()
+    args.profile_dir = args.profile_dir.resolve()
     if args.runs is not None and args.runs < 1:
         parser.error("--runs must be >= 1")
     os.chdir(ROOT)
