@@ -221,14 +221,16 @@ async def retention_floor(conn: Any, tenant_id: str) -> int:
 async def prune(tx: Tx, retention_ms: int) -> int:
     """Remove events older than retention and raise each tenant's floor to match."""
     cutoff = tx.now - retention_ms
-    reached = (
-        await tx.conn.execute(
-            select(events.c.tenant_id, func.max(events.c.id))
-            .where(events.c.created_at < cutoff)
-            .group_by(events.c.tenant_id)
-        )
-    ).all()
-    for tenant_id, cursor in reached:
+    # Read through ix_events_created and grouped here: as a GROUP BY, SQLite
+    # walked the whole log in tenant order instead of just the expired rows.
+    reached: dict[str, int] = {}
+    expired = await tx.conn.execute(
+        select(events.c.tenant_id, events.c.id).where(events.c.created_at < cutoff)
+    )
+    for tenant_id, event_id in expired:
+        if event_id > reached.get(tenant_id, 0):
+            reached[tenant_id] = event_id
+    for tenant_id, cursor in reached.items():
         ins = insert_for(tx.conn, retention_floors).values(
             tenant_id=tenant_id, cursor=cursor, updated_at=tx.now
         )

@@ -327,14 +327,15 @@ def _from_row(row: Any, history: tuple[StatusEntry, ...]) -> OutboundMessage:
 
 # The dispatch statements run several times a second under load: built once,
 # they skip SQLAlchemy's statement building and cache-key work on every call.
-def _due_query(on_channels: bool) -> Any:
+# Due work and lapsed claims are two queries, each an equality on
+# dispatch_state, so both engines walk ix_messages_dispatch over the waiting
+# rows only. As one OR with a channel filter, SQLite chose the channel_id index
+# instead and read every message the channel ever had, so each claim cost more
+# as the table grew.
+def _due_query(state: str, on_channels: bool) -> Any:
     now: Any = bindparam("now")
-    query = select(messages).where(
-        or_(
-            and_(messages.c.dispatch_state == PENDING, messages.c.due_at <= now),
-            and_(messages.c.dispatch_state == CLAIMED, messages.c.lease_until < now),
-        )
-    )
+    ready = messages.c.due_at <= now if state == PENDING else messages.c.lease_until < now
+    query = select(messages).where(messages.c.dispatch_state == state, ready)
     if on_channels:
         query = query.where(messages.c.channel_id.in_(bindparam("channels", expanding=True)))
     return (
@@ -344,8 +345,9 @@ def _due_query(on_channels: bool) -> Any:
     )
 
 
-_DUE = _due_query(on_channels=False)
-_DUE_ON = _due_query(on_channels=True)
+_DUE = {on: (_due_query(PENDING, on), _due_query(CLAIMED, on)) for on in (False, True)}
+
+
 _CLAIM = (
     update(messages)
     .where(messages.c.id.in_(bindparam("ids", expanding=True)))
@@ -414,14 +416,19 @@ async def claim_due(
     """
     await tx.flush(upto=LATER_MESSAGES)  # messages accepted earlier in this group
     params: dict[str, Any] = {"now": tx.now, "limit": limit}
-    if channels is None:
-        query = _DUE
-    else:
-        query = _DUE_ON
+    if channels is not None:
         params["channels"] = list(channels)
-    rows = (await tx.conn.execute(query, params)).all()
+    due, lapsed = _DUE[channels is not None]
+    rows = [
+        *(await tx.conn.execute(due, params)).all(),
+        *(await tx.conn.execute(lapsed, params)).all(),
+    ]
     if not rows:
         return []
+    if len(rows) > limit:
+        # Both lists are in claim order; the best `limit` of the two are taken.
+        # (On PostgreSQL the rest stay locked only until this claim commits.)
+        rows = sorted(rows, key=lambda r: (-r.priority, r.due_at))[:limit]
     # A lapsed claim whose send had started may have reached the provider:
     # it goes again (at least once), and its log says so.
     unanswered = [r for r in rows if r.dispatch_state == CLAIMED and r.attempt_started_at]

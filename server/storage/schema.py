@@ -120,6 +120,8 @@ events = Table(
     Column("created_at", BigInteger, nullable=False),
     Index("ix_events_tenant_cursor", "tenant_id", "id"),
     Index("ux_events_conversation_sequence", "conversation_id", "sequence", unique=True),
+    # Pruning by age reads only the expired rows, not the whole log.
+    Index("ix_events_created", "created_at"),
 )
 
 sessions = Table(
