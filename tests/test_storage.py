@@ -13,9 +13,9 @@ from server.domain.errors import Code, DomainError
 from server.domain.events import StoredEvent
 from server.domain.models import OutboundDraft, OutboundMessage, SessionState
 from server.storage import migrate
+from server.storage.accept import IdempotencyKey
 from server.storage.coalesce import Coalesced
 from server.storage.db import make_engine
-from server.storage.messages import IdempotencyKey
 from server.storage.schema import metadata, sessions, tenants
 from server.storage.store import SqlStore
 from server.storage.writer import Tx, Writer

@@ -23,7 +23,7 @@ from server.domain.customer import GlobalVar, var_values
 from server.domain.errors import FieldViolation, invalid
 from server.domain.fallback import plan_chain
 from server.domain.models import Channel, OutboundDraft, OutboundMessage
-from server.storage.messages import AcceptResult, IdempotencyKey
+from server.storage.accept import AcceptResult, IdempotencyKey
 
 
 class BatchSources(Protocol):

@@ -33,7 +33,7 @@ from server.domain.fallback import FallbackStep, plan_chain
 from server.domain.models import Channel, OutboundDraft, OutboundMessage
 from server.domain.sending import SingleSend, fill_template, fill_text, plan_single
 from server.domain.status import DeliveryStatus
-from server.storage.messages import IdempotencyKey
+from server.storage.accept import IdempotencyKey
 from server.storage.store import SqlStore
 from server.storage.writer import now_ms
 from server.telemetry.tracing import current_traceparent

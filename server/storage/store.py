@@ -28,10 +28,9 @@ from server.domain.models import (
 from server.domain.provider import Accepted, AttemptRecord
 from server.domain.routing import RouteChange
 from server.domain.status import DeliveryStatus
-from server.storage import activities as acts
-from server.storage import attempts as attempt_log
-from server.storage import auth as keys
 from server.storage import (
+    accept,
+    claims,
     contacts,
     conversations,
     fallback,
@@ -42,11 +41,15 @@ from server.storage import (
     receipts,
     stats,
 )
+from server.storage import activities as acts
+from server.storage import attempts as attempt_log
+from server.storage import auth as keys
 from server.storage import events as event_log
 from server.storage import messages as msgs
 from server.storage import sessions as sess
 from server.storage import templates as tmpl
 from server.storage import webhooks as hooks
+from server.storage.accept import AcceptResult, IdempotencyKey
 from server.storage.coalesce import Coalesced
 from server.storage.config_store import ConfigStoreMixin
 from server.storage.consent_store import ConsentStoreMixin
@@ -58,7 +61,6 @@ from server.storage.db import (
 )
 from server.storage.fallback_store import FallbackStoreMixin
 from server.storage.inbound import ReceiveOutcome
-from server.storage.messages import AcceptResult, IdempotencyKey
 from server.storage.outbox_store import OutboxStoreMixin
 from server.storage.stats import OutboxStats
 from server.storage.webhook_store import WebhookStoreMixin
@@ -75,7 +77,7 @@ class SqlStore(
         self._submitted = Coalesced(writer, receipts.submitted_many, receipts.submitted_one)
         self._receipts = Coalesced(writer, receipts.apply_many, receipts.apply_one)
         # Sends starting together record their starts in one commit, not one each.
-        self._starts = Coalesced(writer, msgs.start_many, msgs.start_one)
+        self._starts = Coalesced(writer, claims.start_many, claims.start_one)
         self._claimed_before = False
 
     @classmethod
@@ -133,7 +135,7 @@ class SqlStore(
         """Store the drafts; `traceparent` is the trace their later work continues."""
 
         async def work(tx: Tx) -> AcceptResult:
-            result = await msgs.accept(tx, tenant_id, drafts, idem, render, traceparent)
+            result = await accept.accept(tx, tenant_id, drafts, idem, render, traceparent)
             if result.replay is None and any(d.fallback for d in drafts):
                 await fallback.plan(tx, result.messages, drafts)
             return result
@@ -182,12 +184,12 @@ class SqlStore(
         """
         if self._claimed_before:
             return await self._writer.submit(
-                lambda tx: msgs.claim_due(tx, limit, lease_ms, channels)
+                lambda tx: claims.claim_due(tx, limit, lease_ms, channels)
             )
 
         async def recover_then_claim(tx: Tx) -> list[Delivery]:
-            await msgs.release_unstarted(tx)
-            return await msgs.claim_due(tx, limit, lease_ms, channels)
+            await claims.release_unstarted(tx)
+            return await claims.claim_due(tx, limit, lease_ms, channels)
 
         claimed = await self._writer.submit(recover_then_claim)
         self._claimed_before = True
@@ -202,11 +204,11 @@ class SqlStore(
 
     async def release(self, message_id: str) -> None:
         """Give back a claim that will not be worked on, without counting an attempt."""
-        await self._writer.submit(lambda tx: msgs.release(tx, message_id))
+        await self._writer.submit(lambda tx: claims.release(tx, message_id))
 
     async def release_many(self, message_ids: Sequence[str]) -> None:
         """release() for a whole surplus of a claim, in one write."""
-        await self._writer.submit(lambda tx: msgs.release_many(tx, message_ids))
+        await self._writer.submit(lambda tx: claims.release_many(tx, message_ids))
 
     async def mark_submitted(self, delivery: Delivery, accepted: Accepted, provider: str) -> None:
         await self._submitted((delivery, accepted, provider))
@@ -249,7 +251,7 @@ class SqlStore(
         """Drop what has outlived its purpose: expired idempotency keys, old delivered webhooks."""
 
         async def work(tx: Tx) -> None:
-            await msgs.prune(tx)
+            await accept.prune(tx)
             await hooks.prune(tx)
 
         await self._writer.submit(work)
