@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 
 import grpc
@@ -13,6 +13,7 @@ from aiohttp import web
 
 from adapters.base import AdapterContext
 from adapters.registry import build_adapter
+from server.actions.batch_send import BatchSources
 from server.actions.consent import ConsentRules
 from server.api.auth import Authenticator
 from server.api.bootstrap import bootstrap_keys
@@ -248,7 +249,15 @@ async def _assemble(
         for wake in wake_dispatcher:
             wake()
 
-    consent = ConsentRules(store, channels, replies_queued, public_url=public.get)
+    consent = ConsentRules(
+        channels,
+        replies_queued,
+        ledger=store,
+        inbox=store,
+        replies=store,
+        secrets=store,
+        public_url=public.get,
+    )
 
     async def on_opted_out(delivery: Delivery, code: str) -> None:
         await consent.provider_opt_out(
@@ -402,6 +411,16 @@ async def _assemble(
     )
 
 
+@asynccontextmanager
+async def tenant_keys(database_url: str) -> AsyncIterator[SqlStore]:
+    """The database's tenants and API keys, for the admin commands; closed on exit."""
+    store = await SqlStore.open(database_url, lambda _events: None)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 def _grpc_server(
     settings: Settings,
     store: SqlStore,
@@ -426,6 +445,7 @@ def _grpc_server(
                 channels,
                 dispatcher.wake,
                 clock,
+                sources=BatchSources(templates=store, languages=store),
                 inbound=InboundApi(store, channels, settings.verify_token, consent),
                 url_check=checks.submitted,
                 budget=limiter,
@@ -435,6 +455,7 @@ def _grpc_server(
             notifications=NotificationServicer(
                 store,
                 bus,
+                conversations=store,
                 heartbeat_seconds=settings.heartbeat_seconds,
                 buffer_limit=settings.subscriber_buffer,
                 stall_seconds=settings.subscriber_stall_seconds,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import grpc
@@ -33,7 +33,6 @@ from server.domain.errors import (
     not_found,
 )
 from server.domain.models import Channel
-from server.storage.store import SqlStore
 
 T = TypeVar("T")
 REDACTED = "***"
@@ -213,11 +212,39 @@ def template_from_proto(m: pb.Template, template_id: str = "") -> TemplateRecord
     )
 
 
+class ConfigStore(Protocol):
+    """A tenant's stored channels, webhook, global variables and templates."""
+
+    async def insert_channel(self, tenant_id: str, channel: Channel) -> Channel: ...
+
+    async def replace_channel(self, tenant_id: str, channel: Channel) -> Channel: ...
+
+    async def delete_channel(self, tenant_id: str, channel_id: str) -> None: ...
+
+    async def set_tenant_webhook(self, tenant_id: str, url: str) -> str: ...
+
+    async def list_global_vars(self, tenant_id: str, channel_id: str = "") -> list[GlobalVar]: ...
+
+    async def set_global_var(self, tenant_id: str, var: GlobalVar) -> GlobalVar: ...
+
+    async def delete_global_var(self, tenant_id: str, key: str, channel_id: str) -> None: ...
+
+    async def list_templates(
+        self, tenant_id: str, *, channel_id: str = "", status: str = ""
+    ) -> list[TemplateRecord]: ...
+
+    async def insert_template(self, tenant_id: str, t: TemplateRecord) -> TemplateRecord: ...
+
+    async def replace_template(self, tenant_id: str, t: TemplateRecord) -> TemplateRecord: ...
+
+    async def delete_template(self, tenant_id: str, template_id: str) -> None: ...
+
+
 class ConfigServicer(pb_grpc.ConfigServiceServicer):
     def __init__(
         self,
         channels: ChannelRegistry,
-        store: SqlStore,
+        store: ConfigStore,
         *,
         url_check: Callable[[str], str | None] | None = None,
         channels_changed: Callable[[], None] | None = None,
