@@ -61,6 +61,7 @@ from server.gateway.unsubscribe import add_unsubscribe_routes
 from server.net.addresses import AddressPolicy, address_refusal, url_refusal
 from server.net.http import OutboundHttp
 from server.observability.metrics import HubMetrics
+from server.storage.key_rows import KeyRows
 from server.storage.receipt_timeouts import ReceiptRules
 from server.storage.store import SqlStore
 from server.storage.writer import now_ms
@@ -127,7 +128,7 @@ class Hub:
 
     async def revoke_key(self, api_id: str) -> bool:
         """Revoke a key; this server refuses it from the next call on."""
-        revoked = await self.store.revoke_api_key(api_id)
+        revoked = await self.store.keys.revoke_api_key(api_id)
         self.auth.forget(api_id)
         return revoked
 
@@ -187,9 +188,9 @@ async def _assemble(
     )
     resources.push_async_callback(store.close)
     if metrics is not None:
-        metrics.watch_outbox(store.outbox_stats)
-    await bootstrap_keys(settings, store)
-    auth = _authenticator(settings, store, monotonic)
+        metrics.watch_outbox(store.outbox.outbox_stats)
+    await bootstrap_keys(settings, store.keys)
+    auth = _authenticator(settings, store.keys, monotonic)
     outbound_policy = AddressPolicy.of(settings.outbound_allow, https_only=settings.production)
 
     def url_check(url: str) -> str | None:
@@ -202,14 +203,14 @@ async def _assemble(
     resources.push_async_callback(http.close)
 
     async def on_receipt(channel_id: str, receipt: Receipt) -> None:
-        await record_receipt(store, channel_id, receipt)
+        await record_receipt(store.outbox, channel_id, receipt)
 
     channels = ChannelRegistry(on_receipt)
     # Adapters close once nothing sends through them any more.
     resources.push_async_callback(channels.close)
 
     webhook_sender = WebhookSender(
-        store,
+        store.webhooks,
         http,
         retry=RetryPolicy(settings.webhook_retry_base_ms, settings.retry_cap_ms),
         max_age_ms=settings.webhook_max_age_ms,
@@ -222,7 +223,9 @@ async def _assemble(
     wake_webhooks.append(webhook_sender.wake)
 
     sweeper = InactivitySweeper(
-        store, timeout_ms=settings.session_inactivity_ms, interval=settings.session_sweep_interval
+        store.sessions,
+        timeout_ms=settings.session_inactivity_ms,
+        interval=settings.session_sweep_interval,
     )
     sweeper.start()
     resources.push_async_callback(sweeper.close)
@@ -233,11 +236,11 @@ async def _assemble(
         query_ceiling_ms=settings.receipt_query_ceiling_ms,
     )
     receipt_sweeper = ReceiptTimeoutSweeper(
-        store, channels, receipt_rules, interval=settings.receipt_sweep_interval
+        store.outbox, channels, receipt_rules, interval=settings.receipt_sweep_interval
     )
     receipt_sweeper.start()
     resources.push_async_callback(receipt_sweeper.close)
-    housekeeper = Housekeeper(store, event_retention_ms=settings.event_retention_ms)
+    housekeeper = Housekeeper(store.retention, event_retention_ms=settings.event_retention_ms)
     housekeeper.start()
     resources.push_async_callback(housekeeper.close)
 
@@ -252,10 +255,10 @@ async def _assemble(
     consent = ConsentRules(
         channels,
         replies_queued,
-        ledger=store,
-        inbox=store,
-        replies=store,
-        secrets=store,
+        ledger=store.consents,
+        inbox=store.sessions,
+        replies=store.messages,
+        secrets=store.webhooks,
         public_url=public.get,
     )
 
@@ -269,7 +272,7 @@ async def _assemble(
         )
 
     dispatcher = Dispatcher(
-        store,
+        store.outbox,
         channels,
         lease_ms=settings.dispatch_lease_ms,
         retry=RetryPolicy(
@@ -285,7 +288,7 @@ async def _assemble(
     )
     wake_dispatcher.append(dispatcher.wake)
     fallback_sweeper = FallbackSweeper(
-        store,
+        store.outbox,
         wake_dispatcher=dispatcher.wake,
         interval=settings.fallback_sweep_interval,
         clock=clock,
@@ -293,7 +296,7 @@ async def _assemble(
     fallback_sweeper.start()
     resources.push_async_callback(fallback_sweeper.close)
     channel_sync = ChannelSync(
-        store,
+        store.config,
         channels,
         settings.channels,
         interval=settings.channel_sync_interval,
@@ -345,7 +348,7 @@ async def _assemble(
     resources.push_async_callback(readiness.close)
 
     app = _http_app(
-        settings, gateway_channel, channels, store, public, lifecycle, readiness, metrics, consent
+        settings, gateway_channel, channels, public, lifecycle, readiness, metrics, consent
     )
     runner, http_port = await _listen(resources, app, settings.host, settings.http_port)
     metrics_port = None
@@ -412,11 +415,11 @@ async def _assemble(
 
 
 @asynccontextmanager
-async def tenant_keys(database_url: str) -> AsyncIterator[SqlStore]:
+async def tenant_keys(database_url: str) -> AsyncIterator[KeyRows]:
     """The database's tenants and API keys, for the admin commands; closed on exit."""
     store = await SqlStore.open(database_url, lambda _events: None)
     try:
-        yield store
+        yield store.keys
     finally:
         await store.close()
 
@@ -441,35 +444,35 @@ def _grpc_server(
     return build_server(
         Services(
             messaging=MessagingServicer(
-                store,
+                store.messages,
                 channels,
                 dispatcher.wake,
                 clock,
-                sources=BatchSources(templates=store, languages=store),
-                inbound=InboundApi(store, channels, settings.verify_token, consent),
+                sources=BatchSources(templates=store.config, languages=store.customers),
+                inbound=InboundApi(store.customers, channels, settings.verify_token, consent),
                 url_check=checks.submitted,
                 budget=limiter,
                 load=dispatcher,
                 consent=consent,
             ),
             notifications=NotificationServicer(
-                store,
+                store.events,
                 bus,
-                conversations=store,
+                conversations=store.sessions,
                 heartbeat_seconds=settings.heartbeat_seconds,
                 buffer_limit=settings.subscriber_buffer,
                 stall_seconds=settings.subscriber_stall_seconds,
             ),
-            sessions=SessionServicer(store),
+            sessions=SessionServicer(store.sessions),
             config=ConfigServicer(
                 channels,
-                store,
+                store.config,
                 url_check=checks.submitted,
                 channels_changed=channel_sync.changed_here,
             ),
-            customers=CustomerServicer(store),
-            webhooks=WebhookServicer(store, on_redrive=wake_webhooks),
-            consents=ConsentServicer(store, consent),
+            customers=CustomerServicer(store.customers),
+            webhooks=WebhookServicer(store.webhooks, on_redrive=wake_webhooks),
+            consents=ConsentServicer(store.consents, consent),
         ),
         address=f"{settings.host}:{settings.grpc_port}",
         max_message_bytes=settings.max_grpc_message_bytes,
@@ -493,7 +496,6 @@ def _http_app(
     settings: Settings,
     gateway_channel: grpc.aio.Channel,
     channels: ChannelRegistry,
-    store: SqlStore,
     public: PublicUrl,
     lifecycle: Lifecycle,
     readiness: Readiness,
@@ -535,11 +537,11 @@ def _http_app(
 
 
 def _authenticator(
-    settings: Settings, store: SqlStore, monotonic: Callable[[], float]
+    settings: Settings, key_rows: KeyRows, monotonic: Callable[[], float]
 ) -> Authenticator:
     keys = {app: decode_jwt_secret(secret) or b"" for app, secret in settings.jwt_secrets}
     rules = TokenRules(keys, settings.jwt_max_age_s, settings.jwt_leeway_s)
-    return Authenticator(store, rules, cache_ttl_s=settings.key_cache_ttl_s, clock=monotonic)
+    return Authenticator(key_rows, rules, cache_ttl_s=settings.key_cache_ttl_s, clock=monotonic)
 
 
 def _event_bus(settings: Settings) -> EventBus:

@@ -170,10 +170,6 @@ async def release_unstarted(tx: Tx) -> None:
     await tx.conn.execute(_RELEASE_UNSTARTED, {"now": tx.now})
 
 
-async def release(tx: Tx, message_id: str) -> None:
-    await release_many(tx, [message_id])
-
-
 async def release_many(tx: Tx, message_ids: Sequence[str]) -> None:
     await tx.conn.execute(
         update(messages)
