@@ -66,7 +66,7 @@ def _run(command: Command) -> Callable[[argparse.Namespace], int]:
 
 async def _with_keys(url: str, command: Command, args: argparse.Namespace) -> int:
     # Imported here: the hub's parts load only when a command needs the database.
-    from server.app import tenant_keys
+    from server.app.database import tenant_keys
 
     async with tenant_keys(url) as keys:
         try:
