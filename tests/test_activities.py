@@ -46,7 +46,7 @@ def activity(**header: Any) -> dict[str, Any]:
 
 async def _open(hub: Any, ext: str = "m1") -> tuple[str, str]:
     data = await receive(hub, wrapper(text_message(ext)))
-    session = await hub.store.get_session(DEFAULT_TENANT, data["sessionIds"][0])
+    session = await hub.store.sessions.get_session(DEFAULT_TENANT, data["sessionIds"][0])
     return session.id, session.conversation_id
 
 

@@ -81,7 +81,7 @@ async def _rest_outcome(hub: Hub, metadata: Metadata) -> tuple[int, str, str]:
 
 async def test_auth_matrix_over_grpc_and_rest(db_url: str) -> None:
     async with running_hub(db_url, jwt_secrets=((JWT_APP, JWT_SECRET),)) as hub:
-        revoked = await hub.store.create_api_key("default", "app-revoked")
+        revoked = await hub.store.keys.create_api_key("default", "app-revoked")
         assert await hub.revoke_key(revoked.api_id)
         now = int(time.time())
         cases: list[tuple[str, Metadata, bool]] = [
@@ -182,11 +182,11 @@ async def test_a_key_revoked_elsewhere_stops_working_within_the_cache_lifetime(
     lifetime = 0.3
     seconds = _Seconds()
     async with running_hub(db_url, monotonic=seconds, key_cache_ttl_s=lifetime) as hub:
-        key = await hub.store.create_api_key("default", "app-2")
+        key = await hub.store.keys.create_api_key("default", "app-2")
         credentials = _key(key.api_id, key.secret)
         assert (await _grpc_outcome(hub, credentials))[0] == "OK"  # now cached
         # As `cimhub keys revoke` in another process would: straight to the database.
-        assert await hub.store.revoke_api_key(key.api_id)
+        assert await hub.store.keys.revoke_api_key(key.api_id)
         seconds.now += lifetime - 0.01
         # Still within the lifetime: this server has not looked again.
         assert (await _grpc_outcome(hub, credentials))[0] == "OK"

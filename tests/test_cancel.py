@@ -49,7 +49,7 @@ def sms_channels(**changes: Any) -> tuple[Any, ...]:
 
 
 async def _status(hub: Any, message_id: str) -> DeliveryStatus:
-    return (await hub.store.get_message(DEFAULT_TENANT, message_id)).status
+    return (await hub.store.messages.get_message(DEFAULT_TENANT, message_id)).status
 
 
 async def test_a_scheduled_message_cancelled_over_rest_is_cancelled_everywhere(
@@ -85,9 +85,9 @@ async def test_a_scheduled_message_cancelled_over_rest_is_cancelled_everywhere(
             timeline = (await resp.json())["data"]
         async with http.post(f"{base}/api/v1/messages/no-such-message/cancel") as resp:
             missing = resp.status
-        stored = await hub.store.get_message(DEFAULT_TENANT, first)
+        stored = await hub.store.messages.get_message(DEFAULT_TENANT, first)
         untouched = await _status(hub, second)
-        events = await hub.store.events_after(DEFAULT_TENANT, 0, 100)
+        events = await hub.store.events.events_after(DEFAULT_TENANT, 0, 100)
     assert again["outcome"] == "ALREADY_FINAL"
     assert again["status"] == "CANCELLED"
     assert stored.status is DeliveryStatus.CANCELLED
@@ -137,8 +137,8 @@ async def test_a_batch_is_cancelled_as_one_and_a_sent_message_is_reported_sent(
 
 async def test_another_tenant_cannot_cancel_a_message_or_a_batch(db_url: str) -> None:
     async with running_hub(db_url) as hub, channel_to(hub) as channel:
-        await hub.store.create_tenant("tenant-b")
-        b_key = await hub.store.create_api_key("tenant-b")
+        await hub.store.keys.create_tenant("tenant-b")
+        b_key = await hub.store.keys.create_api_key("tenant-b")
         b_md = (("x-api-id", b_key.api_id), ("x-api-key", b_key.secret))
         stub = mg.MessagingServiceStub(channel)
         sent = await stub.SendBatch(batch(numbers(1), send_at=str(int(time.time()) + 3600)))
@@ -166,12 +166,12 @@ async def test_a_message_waiting_for_its_retry_is_cancelled_and_not_retried(db_u
         await eventually(lambda: len(provider.attempts) == 1)
 
         async def retry_recorded() -> bool:
-            found = await hub.store.get_message(DEFAULT_TENANT, message_id)
+            found = await hub.store.messages.get_message(DEFAULT_TENANT, message_id)
             return len(found.attempt_log) == 1
 
         await _until(retry_recorded)
         answer = await stub.CancelMessage(m.CancelMessageRequest(message_id=message_id))
-        stored = await hub.store.get_message(DEFAULT_TENANT, message_id)
+        stored = await hub.store.messages.get_message(DEFAULT_TENANT, message_id)
     assert answer.result.outcome == CANCELLED
     assert stored.status is DeliveryStatus.CANCELLED
     assert len(provider.attempts) == 1

@@ -184,8 +184,8 @@ async def test_every_attack_is_refused_by_field_for_both_tenants_over_rest_and_g
         running_hub(db_url, outbound_allow=()) as hub,
         channel_to(hub) as grpc_ch,
     ):
-        await hub.store.create_tenant("tenant-b")
-        b_key = await hub.store.create_api_key("tenant-b")
+        await hub.store.keys.create_tenant("tenant-b")
+        b_key = await hub.store.keys.create_api_key("tenant-b")
         tenants = {
             "default": dict(AUTH_METADATA),
             "tenant-b": {"x-api-id": b_key.api_id, "x-api-key": b_key.secret},

@@ -24,7 +24,7 @@ from adapters.whatsapp import WhatsAppCloudAdapter
 from fakes.smtp import Certificate, CertificateUnavailable, FakeSmtpServer, make_certificate
 from fakes.twilio import FakeTwilio
 from fakes.whatsapp import PHONE_NUMBER_ID, FakeWhatsApp
-from server.api.config import REDACTED, redact
+from server.api.config_views import REDACTED, redact
 from server.config import load_channels
 from server.domain.models import Channel, Delivery
 from server.net.addresses import AddressPolicy, url_refusal

@@ -31,8 +31,8 @@ SMS = {
 
 
 async def _tenant(hub: Hub, tenant: str) -> dict[str, str]:
-    await hub.store.create_tenant(tenant)
-    key = await hub.store.create_api_key(tenant)
+    await hub.store.keys.create_tenant(tenant)
+    key = await hub.store.keys.create_api_key(tenant)
     return {"x-api-id": key.api_id, "x-api-key": key.secret}
 
 
@@ -63,7 +63,7 @@ async def test_a_channel_that_cannot_start_leaves_the_server_serving(
         b = await _tenant(hub, "tenant-b")
         # Stored as an earlier release might have stored it: settings that no
         # adapter can be built from now.
-        await hub.store.insert_channel("tenant-b", Channel("b-broken", "SMS", "twilio"))
+        await hub.store.config.insert_channel("tenant-b", Channel("b-broken", "SMS", "twilio"))
 
     async with running_hub(db_url, channels=(*DEFAULT_CHANNELS, broken_file)) as hub:
         async with (
@@ -94,7 +94,7 @@ async def test_a_channel_that_cannot_start_leaves_the_server_serving(
 
         async with asyncio.timeout(10):
             while (  # noqa: ASYNC110 - the state is in the database
-                await hub.store.get_message(DEFAULT_TENANT, message_id)
+                await hub.store.messages.get_message(DEFAULT_TENANT, message_id)
             ).status is not DeliveryStatus.DELIVERED:
                 await asyncio.sleep(0.05)
 
@@ -127,8 +127,8 @@ async def test_a_signed_callback_on_tenant_bs_channel_lands_with_b(
         forged, _, _ = await fake_twilio.post_signed(url, params, token="not-the-token")
         assert forged == 403
 
-        b_events = await hub.store.events_after("tenant-b", 0, 100)
-        default_events = await hub.store.events_after(DEFAULT_TENANT, 0, 100)
+        b_events = await hub.store.events.events_after("tenant-b", 0, 100)
+        default_events = await hub.store.events.events_after(DEFAULT_TENANT, 0, 100)
     b_texts = [e.event.message for e in b_events if e.event.type is EventType.CONTENT]
     default_texts = [e.event.message for e in default_events if e.event.type is EventType.CONTENT]
     print(f"\ntenant-b inbound={b_texts} default inbound={default_texts}")
@@ -243,7 +243,7 @@ async def test_inbound_on_a_channel_created_at_runtime_normalises_addresses(db_u
         headers = {**b, "x-verify-token": TOKEN}
         status, body = await rest_call(hub, "POST", "/api/v1/message/receive", headers, payload)
         assert status == 200, body
-        events = await hub.store.events_after("tenant-b", 0, 100)
+        events = await hub.store.events.events_after("tenant-b", 0, 100)
     customers = {e.event.customer_id for e in events if e.event.type is EventType.CONTENT}
     print(f"\ninbound customer ids on a runtime channel: {customers}")
     assert customers == {"+447911100077"}

@@ -198,7 +198,7 @@ async def test_a_message_on_a_channel_not_loaded_here_waits_for_one_that_has_it(
             content={"text": "hi"},
             conversation_id=conversation_for("default", "elsewhere", phone),
         )
-        accepted = await hub.store.accept("default", [draft], None, lambda _created: b"")
+        accepted = await hub.store.messages.accept("default", [draft], None, lambda _created: b"")
         waiting = accepted.messages[0].id
         hub.dispatcher.wake()
         # A later message on a loaded channel is claimed after it would have been.
@@ -209,7 +209,7 @@ async def test_a_message_on_a_channel_not_loaded_here_waits_for_one_that_has_it(
             return got.message.status == d.DELIVERY_STATUS_DELIVERED
 
         await wait_until(lambda: delivered(later.message_id), 10, interval=0.02)
-        left = await hub.store.get_message("default", waiting)
+        left = await hub.store.messages.get_message("default", waiting)
         assert left.status == DeliveryStatus.ACCEPTED
 
         # Once this replica has the channel, the message goes.

@@ -37,7 +37,7 @@ async def _cimhub(hub: Hub, *args: str) -> int:
 
 
 async def _message_ids(hub: Hub) -> list[str]:
-    page = await hub.store.list_messages("default", page_size=500, page_token="")
+    page = await hub.store.messages.list_messages("default", page_size=500, page_token="")
     return sorted(m.id for m in page.items)
 
 

@@ -123,7 +123,9 @@ async def test_stop_in_five_spellings_and_two_languages_refuses_until_start(db_u
         got = await consents.GetConsent(c.GetConsentRequest(channel_type="sms", address=PHONE))
         events = await logged(hub, EventType.CONTENT)
         # Replies are accepted before the inbound call answers: count what is stored.
-        stored = await hub.store.list_messages(DEFAULT_TENANT, page_size=500, page_token="")
+        stored = await hub.store.messages.list_messages(
+            DEFAULT_TENANT, page_size=500, page_token=""
+        )
         # And every one of them reaches the customer.
         replies = {r.id for r in stored.items if "subscribed" in r.text}
         await eventually(lambda: replies <= {a.message_id for a in provider.attempts})
@@ -369,7 +371,7 @@ async def test_a_later_opt_out_leaves_the_confirmation_of_the_one_before(db_url:
                 conversation_id=conversation_for(DEFAULT_TENANT, SMS, PHONE),
             )
 
-        accepted = await store.accept(
+        accepted = await store.messages.accept(
             DEFAULT_TENANT,
             [draft("You are unsubscribed.", {CONSENT_REPLY: True}), draft("Offer", {})],
             None,
@@ -379,9 +381,9 @@ async def test_a_later_opt_out_leaves_the_confirmation_of_the_one_before(db_url:
         quit_again = ConsentChange(
             "SMS", PHONE, "all", ConsentState.OPTED_OUT, ConsentSource.INBOUND_KEYWORD, "QUIT"
         )
-        applied = await store.record_consent(DEFAULT_TENANT, quit_again, (SMS,))
+        applied = await store.consents.record_consent(DEFAULT_TENANT, quit_again, (SMS,))
         assert applied.withdrawn == (offer,)
-        assert (await store.get_message(DEFAULT_TENANT, reply)).status.value == "ACCEPTED"
-        assert (await store.get_message(DEFAULT_TENANT, offer)).status.value == "FAILED"
+        assert (await store.messages.get_message(DEFAULT_TENANT, reply)).status.value == "ACCEPTED"
+        assert (await store.messages.get_message(DEFAULT_TENANT, offer)).status.value == "FAILED"
     finally:
         await store.close()

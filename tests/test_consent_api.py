@@ -84,8 +84,8 @@ async def set_consent(hub: Hub, headers: dict[str, str], address: str, **body: A
 
 async def test_set_get_and_list_with_paging_filters_and_tenants(db_url: str) -> None:
     async with running_hub(db_url) as hub:
-        await hub.store.create_tenant("tenant-b")
-        b_key = await hub.store.create_api_key("tenant-b")
+        await hub.store.keys.create_tenant("tenant-b")
+        b_key = await hub.store.keys.create_api_key("tenant-b")
         b_headers = {"x-api-id": b_key.api_id, "x-api-key": b_key.secret}
         for number in NUMBERS:
             await set_consent(hub, AUTH_HEADERS, number, state="OPTED_OUT", reason="by phone")

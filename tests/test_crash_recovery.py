@@ -16,8 +16,8 @@ from cim.v1 import messaging_service_pb2 as m
 from cim.v1 import messaging_service_pb2_grpc as mg
 from server.domain.models import OutboundDraft
 from server.domain.status import TERMINAL
+from server.storage.claims import NO_OUTCOME
 from server.storage.db import make_engine
-from server.storage.messages import NO_OUTCOME
 from server.storage.schema import attempts, messages
 from server.storage.store import SqlStore
 from support.hub import AUTH_ENV, authed_channel

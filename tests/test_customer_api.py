@@ -97,7 +97,7 @@ async def test_contacts_are_listed_with_their_language(db_url: str) -> None:
     async with running_hub(db_url) as hub, channel_to(hub) as channel:
         stub = cust_grpc.CustomerServiceStub(channel)
         for i in range(3):
-            await hub.store.update_contact("default", ContactInfo(contact_id=f"c{i}"))
+            await hub.store.customers.update_contact("default", ContactInfo(contact_id=f"c{i}"))
         await stub.UpdateContactPrefs(cust.UpdateContactPrefsRequest(contact_id="c1", lang="pt_BR"))
         page = await stub.ListContacts(cust.ListContactsRequest(page_size=2))
         rest = await stub.ListContacts(
@@ -211,8 +211,8 @@ async def test_runtime_channels_send_persist_and_redact(db_url: str) -> None:
 async def test_a_runtime_channel_is_its_tenants_alone(db_url: str) -> None:
     own = {"channelId": "a-only", "contactType": "SMS", "provider": "sandbox", "lane": "ALANE"}
     async with running_hub(db_url) as hub:
-        await hub.store.create_tenant("tenant-b")
-        b_key = await hub.store.create_api_key("tenant-b")
+        await hub.store.keys.create_tenant("tenant-b")
+        b_key = await hub.store.keys.create_api_key("tenant-b")
         b = {"x-api-id": b_key.api_id, "x-api-key": b_key.secret}
         created, _ = await _call(hub, "POST", "/api/v1/config/channels", own)
         single = {

@@ -211,7 +211,7 @@ async def test_410_disables_the_webhook_which_is_redriven_after_enabling(db_url:
             assert await stays(lambda: len(rx.ids("/tenant")) == 1 and len(rx.ids("/gone")) == 1)
 
             dead = await _dead(hub)
-            events = await hub.store.events_after("default", 0, 1000)
+            events = await hub.store.events.events_after("default", 0, 1000)
             refused = await rest_call(
                 hub, "POST", f"{DEAD_LETTERS}/{dead[0]['deliveryId']}:redrive", AUTH_HEADERS, {}
             )
@@ -284,7 +284,7 @@ async def test_a_webhook_failing_for_the_configured_period_is_disabled(db_url: s
 
             await _until(failing_then_disabled)
             endpoint = await _endpoint(hub)
-            events = await hub.store.events_after("default", 0, 1000)
+            events = await hub.store.events.events_after("default", 0, 1000)
             hits = len(rx.ids("/tenant"))
             assert await stays(lambda: len(rx.ids("/tenant")) == hits)
         finally:
@@ -308,7 +308,7 @@ async def test_retry_after_on_429_and_503_is_honoured(db_url: str) -> None:
     store = await SqlStore.open(db_url, lambda _events: None, clock=lambda: clock[0])
     http = loopback_http()
     sender = WebhookSender(
-        store,
+        store.webhooks,
         http,
         retry=RetryPolicy(base_ms=20, cap_ms=100),
         poll_interval=0.02,
@@ -336,7 +336,7 @@ async def test_retry_after_on_429_and_503_is_honoured(db_url: str) -> None:
     waits = []
     try:
         url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-        await store.enqueue_webhook("t1", "k", url, {"n": 1})
+        await store.webhooks.enqueue_webhook("t1", "k", url, {"n": 1})
         await sender.start()
         for seen in (1, 2):
             await _until(partial(_settled, store, seen))

@@ -208,13 +208,13 @@ async def test_a_claim_takes_no_more_than_the_channels_have_room_for(db_url: str
         channel_to(hub) as channel,
     ):
         released: list[str] = []
-        release_many = hub.store.release_many
+        release_many = hub.store.outbox.release_many
 
         async def counted(message_ids):  # type: ignore[no-untyped-def]
             released.extend(message_ids)
             await release_many(message_ids)
 
-        hub.store.release_many = counted  # type: ignore[method-assign]
+        hub.store.outbox.release_many = counted  # type: ignore[method-assign]
         stub = mg.MessagingServiceStub(channel)
         await asyncio.gather(*(stub.SendMessage(_text(f"m{i}")) for i in range(24)))
         async with asyncio.timeout(10):

@@ -100,7 +100,7 @@ async def _post(http: Any, hub: Any, path: str, body: Any) -> tuple[int, dict[st
 async def _submitted(hub: Any, ids: list[str]) -> dict[str, Any]:
     async with asyncio.timeout(20):
         while True:
-            found = {i: await hub.store.get_message(DEFAULT_TENANT, i) for i in ids}
+            found = {i: await hub.store.messages.get_message(DEFAULT_TENANT, i) for i in ids}
             if all(f.status is DeliveryStatus.SUBMITTED for f in found.values()):
                 return found
             await asyncio.sleep(0.05)
@@ -323,7 +323,7 @@ async def test_the_dry_run_route_is_the_fallback_a_send_takes(
             message_id = sent["results"][0]["messageId"]
             async with asyncio.timeout(20):
                 while True:
-                    got = await hub.store.get_message(DEFAULT_TENANT, message_id)
+                    got = await hub.store.messages.get_message(DEFAULT_TENANT, message_id)
                     if got.status is DeliveryStatus.SUBMITTED:
                         break
                     await asyncio.sleep(0.05)

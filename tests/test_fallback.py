@@ -219,7 +219,7 @@ async def test_withdrawn_legs_never_fire(db_url: str) -> None:
         withdrawn = await stub.SendMessage(_send(QUIET.channel_id, deadline_s=1))
         control = await stub.SendMessage(_send(QUIET.channel_id, 1, "+447911123127"))
         await _wait(stub, withdrawn.message_id, _left)
-        assert await hub.store.withdraw_fallback(withdrawn.message_id) == 1
+        assert await hub.store.outbox.withdraw_fallback(withdrawn.message_id) == 1
         await _wait(stub, control.message_id, lambda g: _on(g, SMS.channel_id))
         got = await _wait(
             stub, withdrawn.message_id, lambda g: g.fallback[0].state != S.FALLBACK_LEG_STATE_ACTIVE
@@ -298,7 +298,7 @@ def test_each_leg_waits_on_the_deadline_and_status_of_the_step_after_it() -> Non
 
 async def _sweep_until_empty(hub: Hub) -> list[str]:
     fired: list[str] = []
-    while found := await hub.store.fire_due_fallbacks(3):
+    while found := await hub.store.outbox.fire_due_fallbacks(3):
         fired += [f.message_id for f in found]
     return fired
 

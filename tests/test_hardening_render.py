@@ -111,7 +111,7 @@ class Client:
     async def stored(self) -> int:
         count, token = 0, ""
         while True:
-            page = await self.hub.store.list_messages(
+            page = await self.hub.store.messages.list_messages(
                 DEFAULT_TENANT, page_size=500, page_token=token
             )
             count += len(page.items)

@@ -45,9 +45,9 @@ async def test_seed_wrapper_as_written_opens_a_session_and_streams_events(db_url
                 and any(c.event.message == "SESSION_STARTED" for c in live.of_type("SessionEvent"))
             )
         )
-        stored = await hub.store.get_contact(DEFAULT_TENANT, "1234567")
+        stored = await hub.store.customers.get_contact(DEFAULT_TENANT, "1234567")
         [session_id] = data["sessionIds"]
-        session = await hub.store.get_session(DEFAULT_TENANT, session_id)
+        session = await hub.store.sessions.get_session(DEFAULT_TENANT, session_id)
         status, listed = await call(hub, "/api/v1/session/messages", {"sessionId": session_id})
 
     # The reply accounts for every part of the payload.
@@ -101,7 +101,7 @@ async def test_seed_contact_info_as_written_creates_then_merges(db_url: str) -> 
         update = {"contactId": 1234567, "channelId": "wa360:919988776655"}
         update["businessProfile"] = {"email": "john@example.com"}
         status, merged = await call(hub, CONTACT_INFO, update)
-        stored = await hub.store.get_contact(DEFAULT_TENANT, "1234567")
+        stored = await hub.store.customers.get_contact(DEFAULT_TENANT, "1234567")
     assert status == 200, merged
     c = created["data"]["contact"]
     assert c["contactId"] == "1234567" and c["contactType"] == "WHATSAPP"

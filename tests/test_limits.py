@@ -31,8 +31,8 @@ def _retry_delay(err: grpc.aio.AioRpcError) -> float | None:
 
 async def test_a_burst_at_twice_the_limit_is_refused_for_the_excess(db_url: str) -> None:
     async with running_hub(db_url, rate_per_s=0.5, rate_burst=LIMIT) as hub:
-        await hub.store.create_tenant("tenant-rest")
-        key = await hub.store.create_api_key("tenant-rest")
+        await hub.store.keys.create_tenant("tenant-rest")
+        key = await hub.store.keys.create_api_key("tenant-rest")
 
         async with channel_to(hub) as channel:
             stub = mg.MessagingServiceStub(channel)

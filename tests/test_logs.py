@@ -139,7 +139,7 @@ async def test_no_secret_or_body_reaches_any_log_line(
                 await channel.close()
             await eventually(lambda: len(hits) == 2)
             await eventually(lambda: captured["json"].getvalue().count('"webhook.delivery"') == 2)
-            webhook_secret = await hub.store.webhook_secret(DEFAULT_TENANT)
+            webhook_secret = await hub.store.webhooks.webhook_secret(DEFAULT_TENANT)
 
     secrets = {
         "api key": TEST_API_KEY,

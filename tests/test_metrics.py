@@ -231,10 +231,10 @@ def _render(created: Any) -> bytes:
 async def test_outbox_gauges_read_pending_rows_and_dead_letters(db_url: str) -> None:
     clock = [1_700_000_000_000]
     store = await SqlStore.open(db_url, lambda _events: None, clock=lambda: clock[0])
-    metrics = HubMetrics(outbox=store.outbox_stats, clock_ms=lambda: clock[0])
+    metrics = HubMetrics(outbox=store.outbox.outbox_stats, clock_ms=lambda: clock[0])
     http = loopback_http()
     sender = WebhookSender(
-        store,
+        store.webhooks,
         http,
         retry=RetryPolicy(base_ms=10, cap_ms=10),
         max_age_ms=0,
@@ -255,12 +255,12 @@ async def test_outbox_gauges_read_pending_rows_and_dead_letters(db_url: str) -> 
         ]
         created: list[OutboundMessage] = []
         for draft in drafts:
-            created += (await store.accept("t1", [draft], None, _render)).messages
+            created += (await store.messages.accept("t1", [draft], None, _render)).messages
         # Due five seconds after the first.
         clock[0] += 5_000
-        created += (await store.accept("t1", [_draft("a", 1, 0)], None, _render)).messages
+        created += (await store.messages.accept("t1", [_draft("a", 1, 0)], None, _render)).messages
         # A dispatched row leaves the outbox.
-        claimed = await store.claim_due(1, 60_000, channels=["a"])
+        claimed = await store.outbox.claim_due(1, 60_000, channels=["a"])
         assert [c.channel_id for c in claimed] == ["a"]
         app = web.Application()
         app.router.add_post("/hook", broken)
@@ -269,11 +269,11 @@ async def test_outbox_gauges_read_pending_rows_and_dead_letters(db_url: str) -> 
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = runner.addresses[0][1]
-        await store.enqueue_webhook("t1", "k", f"http://127.0.0.1:{port}/hook", {"n": 1})
+        await store.webhooks.enqueue_webhook("t1", "k", f"http://127.0.0.1:{port}/hook", {"n": 1})
         await sender.start()
         async with asyncio.timeout(10):
             while True:
-                if await store.dead_webhooks("t1"):
+                if await store.webhooks.dead_webhooks("t1"):
                     break
                 await asyncio.sleep(0.02)
         clock[0] += 6_000
@@ -308,7 +308,7 @@ async def test_the_outbox_is_read_at_most_once_per_interval(db_url: str) -> None
 
     async def counted() -> Any:
         reads.append(clock[0])
-        return await store.outbox_stats()
+        return await store.outbox.outbox_stats()
 
     metrics = HubMetrics(outbox=counted, outbox_max_age_s=2.0, clock_ms=lambda: clock[0])
     try:

@@ -51,7 +51,7 @@ async def emit(
             )
             for i in range(first, min(first + chunk, start + count))
         ]
-        await hub.store.append_events(DEFAULT_TENANT, batch)
+        await hub.store.events.append_events(DEFAULT_TENANT, batch)
         if pause:
             await asyncio.sleep(pause)
 
@@ -442,7 +442,7 @@ async def test_tenant_webhook_gets_signed_envelopes_in_conversation_order(db_url
 async def test_webhook_envelope_matches_the_streamed_one(db_url: str) -> None:
     async with running_hub(db_url) as hub:
         await emit(hub, 3, chunk=3)
-        stored = await hub.store.events_after(DEFAULT_TENANT, 0, 10)
+        stored = await hub.store.events.events_after(DEFAULT_TENANT, 0, 10)
     assert len(stored) == 3
     for event in stored:
         streamed = to_json(next(proto_notifications([event])).notification)

@@ -67,7 +67,7 @@ async def _send(hub, text: str = "hello") -> str:  # type: ignore[no-untyped-def
 
 
 async def _status(hub, message_id: str) -> DeliveryStatus:  # type: ignore[no-untyped-def]
-    return (await hub.store.get_message(DEFAULT_TENANT, message_id)).status
+    return (await hub.store.messages.get_message(DEFAULT_TENANT, message_id)).status
 
 
 async def _wait_for(hub, message_id: str, status: DeliveryStatus, within: float = 10) -> None:  # type: ignore[no-untyped-def]
@@ -89,8 +89,8 @@ async def test_status_callback_replayed_three_times_changes_state_once(
         assert sent.status_callback == f"http://127.0.0.1:{hub.http_port}/callbacks/sms-twilio"
         answers = [await fake_twilio.deliver(sid, "delivered") for _ in range(3)]
         await _wait_for(hub, message_id, DeliveryStatus.DELIVERED)
-        got = await hub.store.get_message(DEFAULT_TENANT, message_id)
-        events = await hub.store.events_after(DEFAULT_TENANT, 0, 100)
+        got = await hub.store.messages.get_message(DEFAULT_TENANT, message_id)
+        events = await hub.store.events.events_after(DEFAULT_TENANT, 0, 100)
     assert all(200 <= a < 300 for a in answers)
     assert [h.status for h in got.history].count(DeliveryStatus.DELIVERED) == 1
     delivered_events = [
@@ -129,7 +129,7 @@ async def test_throttled_is_retried_after_retry_after(db_url: str, fake_twilio: 
     async with running_hub(db_url, channels=channels, retry_base_ms=10) as hub:
         message_id = await _send(hub)
         await _wait_for(hub, message_id, DeliveryStatus.SUBMITTED)
-        got = await hub.store.get_message(DEFAULT_TENANT, message_id)
+        got = await hub.store.messages.get_message(DEFAULT_TENANT, message_id)
     first, second = got.attempt_log
     assert (first.outcome, first.error_code) == ("FAILED", "20429")
     assert second.outcome == "ACCEPTED"
@@ -146,7 +146,7 @@ async def test_black_hole_times_out_and_is_retried(db_url: str, fake_twilio: Fak
     ) as hub:
         message_id = await _send(hub)
         await _wait_for(hub, message_id, DeliveryStatus.FAILED)
-        got = await hub.store.get_message(DEFAULT_TENANT, message_id)
+        got = await hub.store.messages.get_message(DEFAULT_TENANT, message_id)
     assert [(a.outcome, a.error_code) for a in got.attempt_log] == [
         ("FAILED", "TIMEOUT"),
         ("FAILED", "TIMEOUT"),
@@ -160,7 +160,7 @@ async def test_rejecting_fails_with_the_provider_code(db_url: str, fake_twilio: 
     async with running_hub(db_url, channels=channels) as hub:
         message_id = await _send(hub)
         await _wait_for(hub, message_id, DeliveryStatus.FAILED)
-        got = await hub.store.get_message(DEFAULT_TENANT, message_id)
+        got = await hub.store.messages.get_message(DEFAULT_TENANT, message_id)
     assert got.history[-1].reason.startswith("21610: ")
     assert got.attempt_log[-1].error_code == "21610"
     assert len(fake_twilio.requests) == 1
@@ -172,7 +172,7 @@ async def test_inbound_sms_enters_the_event_log_once(db_url: str, fake_twilio: F
         params = fake_twilio.inbound_params(TO, "+15005550006", "STOP please")
         url = f"http://127.0.0.1:{hub.http_port}/callbacks/sms-twilio"
         results = [await fake_twilio.post_signed(url, params) for _ in range(2)]
-        events = await hub.store.events_after(DEFAULT_TENANT, 0, 100)
+        events = await hub.store.events.events_after(DEFAULT_TENANT, 0, 100)
     assert all(status == 200 and "xml" in ctype for status, ctype, _ in results)
     inbound = [e for e in events if e.event.type is EventType.CONTENT]
     assert len(inbound) == 1
@@ -234,8 +234,10 @@ async def test_rcs_to_sms_fallback_is_two_attempts_on_one_message(
             # The SMS provider's receipt arrives on the SMS channel yet lands on the RCS message.
             await fake_twilio.deliver(sid, "delivered")
             await _wait_for(hub, message_id, DeliveryStatus.DELIVERED)
-            got = await hub.store.get_message(DEFAULT_TENANT, message_id)
-            listed = await hub.store.list_messages(DEFAULT_TENANT, page_size=10, page_token="")
+            got = await hub.store.messages.get_message(DEFAULT_TENANT, message_id)
+            listed = await hub.store.messages.list_messages(
+                DEFAULT_TENANT, page_size=10, page_token=""
+            )
     assert len(listed.items) == 1  # one logical message, never a second one
     assert got.channel_id == "rcs-main"
     rcs_try, sms_try = got.attempt_log

@@ -44,7 +44,7 @@ async def _dump(db_url: str, engine: Any) -> str:
 
 async def test_the_database_holds_no_plaintext_key_secret(db_url: str) -> None:
     async with running_hub(db_url) as hub:
-        made = await hub.store.create_api_key("default", "app-dump")
+        made = await hub.store.keys.create_api_key("default", "app-dump")
         dump = await _dump(db_url, hub.store.engine)
     secrets = {TEST_API_KEY: "bootstrap", made.secret: "created"}
     assert TEST_API_ID in dump and made.api_id in dump  # the dump did see the key rows
@@ -70,7 +70,7 @@ async def test_secrets_never_reach_logs_errors_or_responses(
         jwt_secrets=((JWT_APP, JWT_SECRET),),
         channels=(*DEFAULT_CHANNELS, channel),
     ) as hub:
-        made = await hub.store.create_api_key("default", "app-logs")
+        made = await hub.store.keys.create_api_key("default", "app-logs")
         now = int(time.time())
         good_jwt = sign({"iss": JWT_APP, "iat": now}, JWT_KEY)
         bad_jwt = sign({"iss": JWT_APP, "iat": now}, b"x" * 40)

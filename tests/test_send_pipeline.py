@@ -110,7 +110,9 @@ async def test_fifty_concurrent_retries_with_one_key_make_one_message(db_url: st
         changed = await _post(
             hub, {**body, "content": {"type": "text", "text": "twice"}}, {"Idempotency-Key": "k-50"}
         )
-        listed = await hub.store.list_messages(DEFAULT_TENANT, page_size=100, page_token="")
+        listed = await hub.store.messages.list_messages(
+            DEFAULT_TENANT, page_size=100, page_token=""
+        )
     assert {s for s, _ in replies} == {202}
     id_sets = {tuple(r["messageId"] for r in reply["results"]) for _, reply in replies}
     assert len(id_sets) == 1
@@ -148,7 +150,7 @@ async def test_send_at_and_expiry_follow_the_clock(db_url: str) -> None:
 
         async def expired() -> bool:
             return (
-                await hub.store.get_message(DEFAULT_TENANT, doomed_id)
+                await hub.store.messages.get_message(DEFAULT_TENANT, doomed_id)
             ).status is DeliveryStatus.EXPIRED
 
         async with asyncio.timeout(10):
@@ -203,7 +205,7 @@ async def test_retries_follow_the_backoff_schedule(db_url: str) -> None:
 
         async def submitted() -> bool:
             return (
-                await hub.store.get_message(DEFAULT_TENANT, message_id)
+                await hub.store.messages.get_message(DEFAULT_TENANT, message_id)
             ).status is DeliveryStatus.SUBMITTED
 
         async with asyncio.timeout(10):
@@ -245,13 +247,13 @@ async def test_receipts_reach_the_notify_url_signed_filtered_and_retried(db_url:
             async def settled() -> bool:
                 if len(hits) > 2:
                     return True
-                message = await hub.store.get_message(DEFAULT_TENANT, message_id)
+                message = await hub.store.messages.get_message(DEFAULT_TENANT, message_id)
                 return message.status is DeliveryStatus.DELIVERED and (
                     await _pending_webhooks(hub) == 0
                 )
 
             await wait_until(settled, WEBHOOK_LEASE_MS / 1000 + AFTER_LEASE_S, 0.05)
-            secret = await hub.store.webhook_secret(DEFAULT_TENANT)
+            secret = await hub.store.webhooks.webhook_secret(DEFAULT_TENANT)
     finally:
         await runner.cleanup()
     assert len(hits) == 2, [json.loads(b) for _, b in hits]
@@ -269,14 +271,14 @@ async def test_receipts_reach_the_notify_url_signed_filtered_and_retried(db_url:
 async def test_templates_render_with_blank_fallback_and_need_approval(db_url: str) -> None:
     sandbox = SandboxAdapter("sandbox-sms", delivery_delay=0.01, record=True)
     async with running_hub(db_url, adapters={"sandbox-sms": sandbox}) as hub:
-        approved = await hub.store.create_template(
+        approved = await hub.store.config.create_template(
             DEFAULT_TENANT,
             code="OUTAGE",
             lang="en",
             body="Dear $(name), power returns at $(time).",
             approvals={"sandbox-sms": "APPROVED"},
         )
-        pending = await hub.store.create_template(
+        pending = await hub.store.config.create_template(
             DEFAULT_TENANT,
             code="PROMO",
             lang="en",

@@ -577,7 +577,7 @@ async def test_substitutions(db_url: str) -> None:
         results = await api.send(body)
         assert accepted_all(results)
         for r in results:
-            stored = await hub.store.get_message(DEFAULT_TENANT, r["messageId"])
+            stored = await hub.store.messages.get_message(DEFAULT_TENANT, r["messageId"])
             html = stored.content["html"]
             assert "$(unsubscribe)" not in html
             assert "href='mailto:offers@brand.example.org?subject=unsubscribe'" in html

@@ -103,7 +103,7 @@ async def test_session_transitions_over_rest(
         if start == "CLOSED":
             assert (await _act(hub, "close", session_id))[0] == 200
         status, body = await _act(hub, action, session_id)
-        after = await hub.store.get_session(DEFAULT_TENANT, session_id)
+        after = await hub.store.sessions.get_session(DEFAULT_TENANT, session_id)
         codes = [e.event.message for e in await logged(hub, EventType.SESSION)]
     assert status == http, body
     if http == 400:
@@ -161,7 +161,7 @@ async def test_inactive_sessions_are_closed_by_the_sweep(db_url: str) -> None:
         await _act(hub, "resolve", quiet_resolved)
 
         async def state_of(session_id: str) -> str:
-            return (await hub.store.get_session(DEFAULT_TENANT, session_id)).state.value
+            return (await hub.store.sessions.get_session(DEFAULT_TENANT, session_id)).state.value
 
         async def keep_talking() -> tuple[str, list[str]]:
             data = await receive(hub, wrapper(text_message(f"k{next(_ids)}")))
@@ -186,14 +186,18 @@ async def test_inactive_sessions_are_closed_by_the_sweep(db_url: str) -> None:
 
         async def poll() -> None:
             for sid in (busy, quiet_resolved):
-                states[sid] = (await hub.store.get_session(DEFAULT_TENANT, sid)).state.value
+                states[sid] = (
+                    await hub.store.sessions.get_session(DEFAULT_TENANT, sid)
+                ).state.value
 
         async def closed() -> bool:
             await poll()
             return set(states.values()) == {"CLOSED"}
 
         await _until(closed)
-        sessions = [await hub.store.get_session(DEFAULT_TENANT, s) for s in (busy, quiet_resolved)]
+        sessions = [
+            await hub.store.sessions.get_session(DEFAULT_TENANT, s) for s in (busy, quiet_resolved)
+        ]
         closes = [
             e for e in await logged(hub, EventType.SESSION) if e.event.message == "SESSION_CLOSED"
         ]
@@ -392,7 +396,7 @@ async def test_list_sessions_filters_by_contact_and_state(db_url: str) -> None:
 async def test_conversation_change_carries_the_full_state(db_url: str) -> None:
     async with inbound_hub(db_url) as hub, live_changes(hub) as live:
         session_id = await _open(hub)
-        session = await hub.store.get_session(DEFAULT_TENANT, session_id)
+        session = await hub.store.sessions.get_session(DEFAULT_TENANT, session_id)
         conversation_id = session.conversation_id
         await call(
             hub,
@@ -418,7 +422,7 @@ async def test_conversation_change_carries_the_full_state(db_url: str) -> None:
         )
         changes = await logged(hub, EventType.CONVERSATION_CHANGE)
         _, got = await call(hub, f"/api/v1/conversations/{conversation_id}", method="GET")
-        closed = await hub.store.get_session(DEFAULT_TENANT, session_id)
+        closed = await hub.store.sessions.get_session(DEFAULT_TENANT, session_id)
         activities = await logged(hub, EventType.THIRD_PARTY_ACTIVITY)
 
     assert [c.event.message for c in changes] == [

@@ -185,7 +185,7 @@ async def test_production_requires_https() -> None:
 async def test_a_refused_webhook_records_why(db_url: str) -> None:
     async with counting_listener() as listener:
         async with running_hub(db_url, outbound_allow=(), webhook_retry_base_ms=50) as hub:
-            await hub.store.enqueue_webhook(
+            await hub.store.webhooks.enqueue_webhook(
                 "default", "k1", f"http://127.1:{listener.port}/hook", {"n": 1}
             )
             error = ""

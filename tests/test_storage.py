@@ -13,9 +13,9 @@ from server.domain.errors import Code, DomainError
 from server.domain.events import StoredEvent
 from server.domain.models import OutboundDraft, OutboundMessage, SessionState
 from server.storage import migrate
+from server.storage.accept import IdempotencyKey
 from server.storage.coalesce import Coalesced
 from server.storage.db import make_engine
-from server.storage.messages import IdempotencyKey
 from server.storage.schema import metadata, sessions, tenants
 from server.storage.store import SqlStore
 from server.storage.writer import Tx, Writer
@@ -56,14 +56,16 @@ async def test_idempotent_accept_replays_and_refuses_a_different_body(db_url: st
     store = await SqlStore.open(db_url, published.extend)
     try:
         key = IdempotencyKey.of("k1", b"body-a")
-        first = await store.accept(TENANT, [_draft()], key, _render)
-        again = await store.accept(TENANT, [_draft()], key, _render)
+        first = await store.messages.accept(TENANT, [_draft()], key, _render)
+        again = await store.messages.accept(TENANT, [_draft()], key, _render)
         assert again.replay == first.messages[0].id.encode()
         with pytest.raises(DomainError) as err:
-            await store.accept(TENANT, [_draft()], IdempotencyKey.of("k1", b"body-b"), _render)
+            await store.messages.accept(
+                TENANT, [_draft()], IdempotencyKey.of("k1", b"body-b"), _render
+            )
         assert err.value.code is Code.ALREADY_EXISTS
         # Keys belong to a tenant: another tenant may use the same one.
-        other = await store.accept("t2", [_draft()], key, _render)
+        other = await store.messages.accept("t2", [_draft()], key, _render)
         assert other.replay is None and len(other.messages) == 1
     finally:
         await store.close()
@@ -74,13 +76,13 @@ async def test_fifty_concurrent_identical_requests_make_one_message(db_url: str)
     try:
         key = IdempotencyKey.of("same", b"body")
         results = await asyncio.gather(
-            *(store.accept(TENANT, [_draft()], key, _render) for _ in range(50))
+            *(store.messages.accept(TENANT, [_draft()], key, _render) for _ in range(50))
         )
         created = [r for r in results if r.replay is None]
         assert len(created) == 1
         message_id = created[0].messages[0].id
         assert all(r.replay == message_id.encode() for r in results if r.replay is not None)
-        page = await store.list_messages(TENANT, page_size=100, page_token="")
+        page = await store.messages.list_messages(TENANT, page_size=100, page_token="")
         assert [m.id for m in page.items] == [message_id]
     finally:
         await store.close()
@@ -90,10 +92,10 @@ async def test_one_failing_write_does_not_sink_its_batch(db_url: str) -> None:
     store = await SqlStore.open(db_url, lambda _events: None)
     try:
         key = IdempotencyKey.of("k", b"a")
-        await store.accept(TENANT, [_draft()], key, _render)
+        await store.messages.accept(TENANT, [_draft()], key, _render)
         outcomes = await asyncio.gather(
-            store.accept(TENANT, [_draft("x")], IdempotencyKey.of("k", b"b"), _render),
-            store.accept(TENANT, [_draft("y")], None, _render),
+            store.messages.accept(TENANT, [_draft("x")], IdempotencyKey.of("k", b"b"), _render),
+            store.messages.accept(TENANT, [_draft("y")], None, _render),
             return_exceptions=True,
         )
         assert isinstance(outcomes[0], DomainError)
@@ -107,9 +109,9 @@ async def test_event_sequence_is_gapless_per_conversation(db_url: str) -> None:
     store = await SqlStore.open(db_url, published.extend)
     try:
         await asyncio.gather(
-            *(store.accept(TENANT, [_draft(str(i))], None, _render) for i in range(30))
+            *(store.messages.accept(TENANT, [_draft(str(i))], None, _render) for i in range(30))
         )
-        logged = await store.events_after(TENANT, 0, 1000)
+        logged = await store.events.events_after(TENANT, 0, 1000)
         assert [e.sequence for e in logged] == list(range(1, 31))
         assert [e.cursor for e in published] == [e.cursor for e in logged]
     finally:
@@ -134,18 +136,18 @@ async def test_session_transitions(db_url: str) -> None:
                     updated_at=1,
                 )
             )
-        resolved = await store.transition_session(TENANT, "s1", SessionState.RESOLVED)
+        resolved = await store.sessions.transition_session(TENANT, "s1", SessionState.RESOLVED)
         assert resolved.state is SessionState.RESOLVED
-        closed = await store.transition_session(TENANT, "s1", SessionState.CLOSED)
+        closed = await store.sessions.transition_session(TENANT, "s1", SessionState.CLOSED)
         assert closed.state is SessionState.CLOSED
         with pytest.raises(DomainError) as refused:
-            await store.transition_session(TENANT, "s1", SessionState.RESOLVED)
+            await store.sessions.transition_session(TENANT, "s1", SessionState.RESOLVED)
         assert refused.value.code is Code.FAILED_PRECONDITION
         with pytest.raises(DomainError) as missing:
-            await store.transition_session(TENANT, "nope", SessionState.CLOSED)
+            await store.sessions.transition_session(TENANT, "nope", SessionState.CLOSED)
         assert missing.value.code is Code.NOT_FOUND
         with pytest.raises(DomainError) as hidden:
-            await store.get_session("another-tenant", "s1")
+            await store.sessions.get_session("another-tenant", "s1")
         assert hidden.value.code is Code.NOT_FOUND
     finally:
         await store.close()
@@ -155,19 +157,25 @@ async def test_idempotency_keys_expire_after_a_day(db_url: str) -> None:
     clock = [1_800_000_000_000]
     store = await SqlStore.open(db_url, lambda _events: None, clock=lambda: clock[0])
     try:
-        first = await store.accept(TENANT, [_draft()], IdempotencyKey.of("daily", b"a"), _render)
+        first = await store.messages.accept(
+            TENANT, [_draft()], IdempotencyKey.of("daily", b"a"), _render
+        )
         clock[0] += 24 * 3600 * 1000 - 1
-        replay = await store.accept(TENANT, [_draft()], IdempotencyKey.of("daily", b"a"), _render)
+        replay = await store.messages.accept(
+            TENANT, [_draft()], IdempotencyKey.of("daily", b"a"), _render
+        )
         assert replay.replay == first.messages[0].id.encode()
         clock[0] += 2
         # A day later the key is free again, even with a different body.
-        fresh = await store.accept(
+        fresh = await store.messages.accept(
             TENANT, [_draft("new")], IdempotencyKey.of("daily", b"b"), _render
         )
         assert fresh.replay is None and fresh.messages[0].id != first.messages[0].id
         clock[0] += 24 * 3600 * 1000 + 1
-        await store.prune()
-        again = await store.accept(TENANT, [_draft()], IdempotencyKey.of("daily", b"c"), _render)
+        await store.retention.prune()
+        again = await store.messages.accept(
+            TENANT, [_draft()], IdempotencyKey.of("daily", b"c"), _render
+        )
         assert again.replay is None
     finally:
         await store.close()

@@ -152,16 +152,18 @@ async def test_sqlite_disk_io_error_maps_to_unavailable(tmp_path: Path) -> None:
     path = tmp_path / "hub.db"
     store = await SqlStore.open(f"sqlite+aiosqlite:///{path}", lambda _events: None)
     try:
-        await store.accept("default", [_draft(0)], None, lambda _m: b"")
+        await store.messages.accept("default", [_draft(0)], None, lambda _m: b"")
         wal_size = await asyncio.to_thread(os.path.getsize, f"{path}-wal")
         with pytest.raises(Exception) as caught, _file_size_limit(wal_size):
-            await store.accept("default", [_draft(i) for i in range(50)], None, lambda _m: b"")
+            await store.messages.accept(
+                "default", [_draft(i) for i in range(50)], None, lambda _m: b""
+            )
         assert "disk I/O error" in repr(caught.value) or "disk is full" in repr(caught.value)
         assert is_unavailable(caught.value)
         status = store_fault_status(caught.value)
         assert status is not None and status.code == grpc.StatusCode.UNAVAILABLE
         # The store carries on once the disk takes writes again.
-        await store.accept("default", [_draft(99)], None, lambda _m: b"")
+        await store.messages.accept("default", [_draft(99)], None, lambda _m: b"")
     finally:
         await store.close()
 

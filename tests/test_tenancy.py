@@ -66,8 +66,8 @@ async def _stream_shape(
 
 async def test_another_tenants_ids_are_not_found_over_rest_and_grpc(db_url: str) -> None:
     async with inbound_hub(db_url) as hub:
-        await hub.store.create_tenant("tenant-b")
-        b_key = await hub.store.create_api_key("tenant-b")
+        await hub.store.keys.create_tenant("tenant-b")
+        b_key = await hub.store.keys.create_api_key("tenant-b")
         b_headers = {"x-api-id": b_key.api_id, "x-api-key": b_key.secret}
         b_md = tuple(b_headers.items())
 
@@ -229,8 +229,8 @@ async def test_a_tenants_webhook_gets_its_own_events_only(db_url: str) -> None:
     url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
     try:
         async with running_hub(db_url) as hub:
-            await hub.store.create_tenant("tenant-b")
-            b_key = await hub.store.create_api_key("tenant-b")
+            await hub.store.keys.create_tenant("tenant-b")
+            b_key = await hub.store.keys.create_api_key("tenant-b")
             b_headers = {"x-api-id": b_key.api_id, "x-api-key": b_key.secret}
             status, _ = await rest_call(
                 hub, "POST", "/api/v1/config/webhook", AUTH_HEADERS, {"url": url}

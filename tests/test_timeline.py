@@ -214,8 +214,8 @@ async def test_another_tenants_message_has_no_timeline(db_url: str) -> None:
         )
         assert status == 200
         message_id = sent["data"]["messageId"]
-        await hub.store.create_tenant("tenant-b")
-        b_key = await hub.store.create_api_key("tenant-b")
+        await hub.store.keys.create_tenant("tenant-b")
+        b_key = await hub.store.keys.create_api_key("tenant-b")
         b_headers = {"x-api-id": b_key.api_id, "x-api-key": b_key.secret}
 
         status, body = await rest_call(
@@ -256,7 +256,7 @@ async def test_cimhub_messages_show_prints_the_timeline(
         message_id = sent["data"]["messageId"]
 
         async def delivered() -> bool:
-            m = await hub.store.get_message("default", message_id)
+            m = await hub.store.messages.get_message("default", message_id)
             return m.status is DeliveryStatus.DELIVERED
 
         async with asyncio.timeout(10):

@@ -111,7 +111,7 @@ def test_new_secrets_are_prefixed_32_byte_keys() -> None:
 async def test_sender_delivers_signed_in_order_and_retries(db_url: str) -> None:
     store = await SqlStore.open(db_url, _ignore)
     http = loopback_http()
-    secret = await store.webhook_secret(TENANT)
+    secret = await store.webhooks.webhook_secret(TENANT)
     log: list[tuple[str, int, dict[str, Any]]] = []  # (webhook-id, status, payload)
     bad_signatures: list[str] = []
 
@@ -124,13 +124,17 @@ async def test_sender_delivers_signed_in_order_and_retries(db_url: str) -> None:
         log.append((request.headers["webhook-id"], status, json.loads(body)))
         return web.Response(status=status)
 
-    sender = WebhookSender(store, http, retry=FAST, poll_interval=0.05)
+    sender = WebhookSender(store.webhooks, http, retry=FAST, poll_interval=0.05)
     try:
         async with receiver({"/hook": hook}) as base:
             for n in (1, 2, 3):
-                await store.enqueue_webhook(TENANT, "A", f"{base}/hook", {"key": "A", "n": n})
+                await store.webhooks.enqueue_webhook(
+                    TENANT, "A", f"{base}/hook", {"key": "A", "n": n}
+                )
             for n in (1, 2):
-                await store.enqueue_webhook(TENANT, "B", f"{base}/hook", {"key": "B", "n": n})
+                await store.webhooks.enqueue_webhook(
+                    TENANT, "B", f"{base}/hook", {"key": "B", "n": n}
+                )
             await sender.start()
 
             async def all_accepted() -> bool:
@@ -167,7 +171,12 @@ async def test_an_old_failing_webhook_is_dead_lettered(db_url: str) -> None:
         return web.Response(status=500)
 
     sender = WebhookSender(
-        store, http, retry=FAST, max_age_ms=60_000, poll_interval=0.02, clock=lambda: clock[0]
+        store.webhooks,
+        http,
+        retry=FAST,
+        max_age_ms=60_000,
+        poll_interval=0.02,
+        clock=lambda: clock[0],
     )
 
     async def row() -> Any:
@@ -176,7 +185,7 @@ async def test_an_old_failing_webhook_is_dead_lettered(db_url: str) -> None:
 
     try:
         async with receiver({"/hook": broken}) as base:
-            await store.enqueue_webhook(TENANT, "m1", f"{base}/hook", {"n": 1})
+            await store.webhooks.enqueue_webhook(TENANT, "m1", f"{base}/hook", {"n": 1})
             await sender.start()
 
             async def retry_recorded() -> bool:
@@ -192,10 +201,10 @@ async def test_an_old_failing_webhook_is_dead_lettered(db_url: str) -> None:
             sender.wake()
 
             async def dead() -> bool:
-                return bool(await store.dead_webhooks(TENANT))
+                return bool(await store.webhooks.dead_webhooks(TENANT))
 
             await _eventually(dead)
-            dead_rows = await store.dead_webhooks(TENANT)
+            dead_rows = await store.webhooks.dead_webhooks(TENANT)
     finally:
         await sender.close()
         await http.close()
@@ -210,30 +219,32 @@ async def test_claim_takes_one_row_per_key_and_leases_it(db_url: str) -> None:
     clock = [1_700_000_000_000]
     store = await SqlStore.open(db_url, _ignore, clock=lambda: clock[0])
     try:
-        a1 = await store.enqueue_webhook(TENANT, "A", "http://x/", {"n": 1})
-        a2 = await store.enqueue_webhook(TENANT, "A", "http://x/", {"n": 2})
-        b1 = await store.enqueue_webhook(TENANT, "B", "http://x/", {"n": 1})
+        a1 = await store.webhooks.enqueue_webhook(TENANT, "A", "http://x/", {"n": 1})
+        a2 = await store.webhooks.enqueue_webhook(TENANT, "A", "http://x/", {"n": 2})
+        b1 = await store.webhooks.enqueue_webhook(TENANT, "B", "http://x/", {"n": 1})
         # Another tenant's key of the same name is a different sequence.
-        o1 = await store.enqueue_webhook("t2", "A", "http://x/", {"n": 1})
+        o1 = await store.webhooks.enqueue_webhook("t2", "A", "http://x/", {"n": 1})
 
-        first = await store.claim_webhooks(10, lease_ms=1_000)
+        first = await store.webhooks.claim_webhooks(10, lease_ms=1_000)
         assert sorted(j.id for j in first) == sorted([a1, b1, o1])
         assert {j.attempts for j in first} == {1}
-        assert {j.tenant_id: j.secret for j in first}[TENANT] == await store.webhook_secret(TENANT)
-        assert await store.claim_webhooks(10, lease_ms=1_000) == []
+        assert {j.tenant_id: j.secret for j in first}[
+            TENANT
+        ] == await store.webhooks.webhook_secret(TENANT)
+        assert await store.webhooks.claim_webhooks(10, lease_ms=1_000) == []
 
         # A crashed sender's claim comes back once the lease runs out.
         clock[0] += 1_001
-        again = await store.claim_webhooks(10, lease_ms=1_000)
+        again = await store.webhooks.claim_webhooks(10, lease_ms=1_000)
         assert sorted(j.id for j in again) == sorted([a1, b1, o1])
         assert {j.attempts for j in again} == {2}
 
-        await store.webhook_done(a1)
-        await store.webhook_dead(b1, "gone")
-        await store.webhook_retry(o1, clock[0] + 5_000, "HTTP 503")
-        assert [j.id for j in await store.claim_webhooks(10, lease_ms=1_000)] == [a2]
-        assert [d.id for d in await store.dead_webhooks(TENANT)] == [b1]
-        assert await store.dead_webhooks("t2") == []
+        await store.webhooks.webhook_done(a1)
+        await store.webhooks.webhook_dead(b1, "gone")
+        await store.webhooks.webhook_retry(o1, clock[0] + 5_000, "HTTP 503")
+        assert [j.id for j in await store.webhooks.claim_webhooks(10, lease_ms=1_000)] == [a2]
+        assert [d.id for d in await store.webhooks.dead_webhooks(TENANT)] == [b1]
+        assert await store.webhooks.dead_webhooks("t2") == []
     finally:
         await store.close()
 
@@ -241,10 +252,10 @@ async def test_claim_takes_one_row_per_key_and_leases_it(db_url: str) -> None:
 async def test_secret_is_created_once_per_tenant(db_url: str) -> None:
     store = await SqlStore.open(db_url, _ignore)
     try:
-        secrets = await asyncio.gather(*(store.webhook_secret(TENANT) for _ in range(10)))
+        secrets = await asyncio.gather(*(store.webhooks.webhook_secret(TENANT) for _ in range(10)))
         assert len(set(secrets)) == 1
         assert secrets[0].startswith("whsec_")
-        assert await store.webhook_secret("t2") != secrets[0]
+        assert await store.webhooks.webhook_secret("t2") != secrets[0]
     finally:
         await store.close()
 

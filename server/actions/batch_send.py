@@ -7,7 +7,7 @@ send refuse the same body with the same errors.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from server.domain.addresses import AddressError, normalize_email, normalize_msisdn
@@ -23,11 +23,11 @@ from server.domain.customer import GlobalVar, var_values
 from server.domain.errors import FieldViolation, invalid
 from server.domain.fallback import plan_chain
 from server.domain.models import Channel, OutboundDraft, OutboundMessage
-from server.storage.messages import AcceptResult, IdempotencyKey
+from server.storage.accept import AcceptResult, IdempotencyKey
 
 
-class BatchSources(Protocol):
-    """What planning reads: templates, global variables, contacts' languages."""
+class Templates(Protocol):
+    """The tenant's stored templates and global variables."""
 
     async def find_template(
         self, tenant_id: str, *, template_id: str = "", code: str = "", lang: str = ""
@@ -35,10 +35,20 @@ class BatchSources(Protocol):
 
     async def list_global_vars(self, tenant_id: str, channel_id: str = "") -> list[GlobalVar]: ...
 
+
+class ContactLanguages(Protocol):
     async def contact_langs(self, tenant_id: str, contact_ids: Sequence[str]) -> dict[str, str]: ...
 
 
-class BatchStore(BatchSources, Protocol):
+@dataclass(frozen=True, slots=True)
+class BatchSources:
+    """What planning reads: templates, global variables, contacts' languages."""
+
+    templates: Templates
+    languages: ContactLanguages
+
+
+class Acceptor(Protocol):
     async def accept(
         self,
         tenant_id: str,
@@ -55,7 +65,7 @@ Screen = Callable[[list[OutboundDraft]], Awaitable[list[OutboundDraft]]]
 
 
 async def plan_batch_send(
-    store: BatchSources,
+    sources: BatchSources,
     channels: Mapping[str, Channel],
     tenant_id: str,
     send: BatchSend,
@@ -65,14 +75,14 @@ async def plan_batch_send(
     idempotency_key: str = "",
 ) -> list[PlannedDestination]:
     """Every destination's draft or refusal; a refusal of the whole body raises DomainError."""
-    template = await _template(store, tenant_id, send)
+    template = await _template(sources.templates, tenant_id, send)
     refusal = url_check(send.notify_url) if send.notify_url and url_check else None
     if refusal:
         raise invalid([FieldViolation("notifyUrl", refusal)])
     channel = pick_channel(send.channel.lower(), send.from_address, channels)
     channel_id = channel.channel_id if channel is not None else ""
-    stored_vars = await store.list_global_vars(tenant_id, channel_id)
-    by_destination = await _contact_templates(store, tenant_id, send, channel_id)
+    stored_vars = await sources.templates.list_global_vars(tenant_id, channel_id)
+    by_destination = await _contact_templates(sources, tenant_id, send, channel_id)
     # A chain that cannot work refuses the whole body, before any address is looked at.
     legs = plan_chain(channel, send.fallback, channels) if channel is not None else ()
     planned = plan_batch(
@@ -94,7 +104,8 @@ async def plan_batch_send(
 
 
 async def send_batch(
-    store: BatchStore,
+    store: Acceptor,
+    sources: BatchSources,
     channels: Mapping[str, Channel],
     tenant_id: str,
     send: BatchSend,
@@ -110,7 +121,7 @@ async def send_batch(
     """Plan, then store the drafts; ``render`` makes the reply a retry with ``idem`` gets."""
     key = idem.key if idem else ""
     planned = await plan_batch_send(
-        store, channels, tenant_id, send, now, url_check=url_check, idempotency_key=key
+        sources, channels, tenant_id, send, now, url_check=url_check, idempotency_key=key
     )
     batch = batch_id(tenant_id, key)
     drafts = [
@@ -128,7 +139,7 @@ async def send_batch(
     return planned, await store.accept(tenant_id, drafts, idem, reply, traceparent)
 
 
-async def _template(store: BatchSources, tenant_id: str, send: BatchSend) -> Template | None:
+async def _template(store: Templates, tenant_id: str, send: BatchSend) -> Template | None:
     ref = send.template
     if ref is None:
         return None
@@ -141,7 +152,7 @@ async def _template(store: BatchSources, tenant_id: str, send: BatchSend) -> Tem
 
 
 async def _contact_templates(
-    store: BatchSources, tenant_id: str, send: BatchSend, channel_id: str
+    sources: BatchSources, tenant_id: str, send: BatchSend, channel_id: str
 ) -> dict[str, Template]:
     """For a template named by code alone: per address, the version in the
     contact's preferred language, where one is approved on the channel."""
@@ -157,10 +168,10 @@ async def _contact_templates(
                 addresses.add(normalize(raw))
             except AddressError:
                 continue  # plan_batch reports it against its field
-    langs = await store.contact_langs(tenant_id, sorted(addresses))
+    langs = await sources.languages.contact_langs(tenant_id, sorted(addresses))
     versions: dict[str, Template] = {}
     for lang in set(langs.values()):
-        found = await store.find_template(tenant_id, code=code, lang=lang)
+        found = await sources.templates.find_template(tenant_id, code=code, lang=lang)
         if found is not None and found.approvals.get(channel_id) == "APPROVED":
             versions[lang] = found
     return {address: versions[lang] for address, lang in langs.items() if lang in versions}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import Protocol
 from urllib.parse import quote
 
 from server.channels import ChannelRegistry
@@ -32,23 +33,65 @@ from server.domain.consent import (
     normalise_scope,
 )
 from server.domain.inbound import InboundBatch
-from server.domain.models import OutboundDraft, conversation_for
+from server.domain.models import OutboundDraft, OutboundMessage, conversation_for
 from server.domain.unsubscribe import UnsubscribeClaim, key_from, sign, unverified, verify
+from server.storage.accept import AcceptResult, IdempotencyKey
 from server.storage.inbound import ReceiveOutcome
-from server.storage.store import SqlStore
 
 UNSUBSCRIBE_PATH = "/unsubscribe/"
+
+
+class ConsentLedger(Protocol):
+    async def consent_states(
+        self, tenant_id: str, channel_type: str, addresses: Sequence[str]
+    ) -> dict[str, dict[str, ConsentState]]: ...
+
+    async def record_consent(
+        self, tenant_id: str, change: ConsentChange, channel_ids: Sequence[str] = ()
+    ) -> Applied: ...
+
+    async def consent_settings(self, tenant_id: str) -> ConsentSettings: ...
+
+
+class Inbox(Protocol):
+    """Stores inbound traffic; keywords marked on it change the ledger in the same commit."""
+
+    async def receive_inbound(self, tenant_id: str, batch: InboundBatch) -> ReceiveOutcome: ...
+
+
+class ReplyOutbox(Protocol):
+    async def accept(
+        self,
+        tenant_id: str,
+        drafts: Sequence[OutboundDraft],
+        idem: IdempotencyKey | None,
+        render: Callable[[Sequence[OutboundMessage]], bytes],
+        traceparent: str = "",
+    ) -> AcceptResult: ...
+
+
+class SigningSecrets(Protocol):
+    """The tenant's webhook secret, which also keys its unsubscribe links."""
+
+    async def webhook_secret(self, tenant_id: str) -> str: ...
 
 
 class ConsentRules:
     def __init__(
         self,
-        store: SqlStore,
         channels: ChannelRegistry,
         on_accept: Callable[[], None],
+        *,
+        ledger: ConsentLedger,
+        inbox: Inbox,
+        replies: ReplyOutbox,
+        secrets: SigningSecrets,
         public_url: Callable[[], str] = lambda: "",
     ) -> None:
-        self._store = store
+        self._ledger = ledger
+        self._inbox = inbox
+        self._replies = replies
+        self._secrets = secrets
         self._channels = channels
         self._on_accept = on_accept
         self._public_url = public_url
@@ -66,7 +109,7 @@ class ConsentRules:
             if channel is not None:
                 by_type.setdefault(channel.contact_type.upper(), []).append(d.destination)
         states = {
-            kind: await self._store.consent_states(tenant, kind, addresses)
+            kind: await self._ledger.consent_states(tenant, kind, addresses)
             for kind, addresses in by_type.items()
         }
         screened = []
@@ -87,7 +130,7 @@ class ConsentRules:
     ) -> Mapping[str, str]:
         """For a dry run: OPTED_OUT where the ledger would stop a send of category,
         OPTED_IN where it has entries that would not; addresses without entries left out."""
-        states = await self._store.consent_states(tenant_id, channel_type.upper(), addresses)
+        states = await self._ledger.consent_states(tenant_id, channel_type.upper(), addresses)
         return {
             address: (
                 ConsentState.OPTED_OUT.value
@@ -112,14 +155,14 @@ class ConsentRules:
 
     async def _key(self, tenant: str) -> bytes:
         if tenant not in self._keys:
-            self._keys[tenant] = key_from(await self._store.webhook_secret(tenant))
+            self._keys[tenant] = key_from(await self._secrets.webhook_secret(tenant))
         return self._keys[tenant]
 
     # -- the ledger --------------------------------------------------------------
     async def record(self, tenant: str, change: ConsentChange) -> Applied:
         """Record a change; an opt-out also withdraws what still waits to go."""
         channel_ids = self._channels_of(tenant, change.channel_type)
-        return await self._store.record_consent(tenant, change, channel_ids)
+        return await self._ledger.record_consent(tenant, change, channel_ids)
 
     def _channels_of(self, tenant: str, kind: str) -> tuple[str, ...]:
         visible = self._channels.visible_to(tenant).items()
@@ -173,14 +216,14 @@ class ConsentRules:
             kind = kinds.get(m.channel_id, "").upper()
             if kind in KEYWORD_CHANNELS and m.type == "text" and m.text:
                 if settings is None:
-                    settings = await self._store.consent_settings(tenant)
+                    settings = await self._ledger.consent_settings(tenant)
                 word = classify(m.text, settings)
                 if word is not None:
                     channel_ids = self._channels_of(tenant, kind)
                     m = replace(m, keyword=InboundKeyword(kind, word, channel_ids))
             messages.append(m)
         marked = replace(batch, messages=tuple(messages))
-        outcome = await self._store.receive_inbound(tenant, marked)
+        outcome = await self._inbox.receive_inbound(tenant, marked)
         if settings is not None and outcome.keywords:
             await self._confirm(tenant, outcome.keywords, settings.in_force())
         return outcome
@@ -208,5 +251,5 @@ class ConsentRules:
                 )
             )
         if drafts:
-            await self._store.accept(tenant, drafts, None, lambda _created: b"")
+            await self._replies.accept(tenant, drafts, None, lambda _created: b"")
             self._on_accept()

@@ -50,7 +50,7 @@ class _Address:
 
 
 async def validate_batch(
-    store: BatchSources,
+    sources: BatchSources,
     channels: Mapping[str, Channel],
     tenant_id: str,
     send: BatchSend,
@@ -63,10 +63,12 @@ async def validate_batch(
     addresses = _addresses(kind, send)
     refusal: DomainError | None = None
     try:
-        planned = await plan_batch_send(store, channels, tenant_id, send, now, url_check=url_check)
+        planned = await plan_batch_send(
+            sources, channels, tenant_id, send, now, url_check=url_check
+        )
     except DomainError as err:
         refusal = err
-        planned = await _plan_usable(store, channels, tenant_id, send, now, url_check, addresses)
+        planned = await _plan_usable(sources, channels, tenant_id, send, now, url_check, addresses)
     smart = kind == "sms" and bool(send.options.get("smartEncoding"))
     rendered = planned
     if smart and planned:
@@ -74,7 +76,7 @@ async def validate_batch(
         plain = replace(send, options={**send.options, "smartEncoding": False})
         try:
             usable_plain = _usable(plain, addresses)
-            rendered = await plan_batch_send(store, channels, tenant_id, usable_plain, now)
+            rendered = await plan_batch_send(sources, channels, tenant_id, usable_plain, now)
         except DomainError:
             rendered = planned
     channel = pick_channel(kind, send.from_address, channels)
@@ -190,7 +192,7 @@ def _usable(send: BatchSend, addresses: list[_Address]) -> BatchSend:
 
 
 async def _plan_usable(
-    store: BatchSources,
+    sources: BatchSources,
     channels: Mapping[str, Channel],
     tenant_id: str,
     send: BatchSend,
@@ -203,7 +205,7 @@ async def _plan_usable(
         return []
     try:
         return await plan_batch_send(
-            store, channels, tenant_id, _usable(send, addresses), now, url_check=url_check
+            sources, channels, tenant_id, _usable(send, addresses), now, url_check=url_check
         )
     except DomainError:
         return []

@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 from server.api.context import DEFAULT_TENANT
 from server.config import Settings
-from server.storage.store import SqlStore
+from server.storage.auth import EnsuredKey, NewKey
 
 log = logging.getLogger(__name__)
 
 
-async def bootstrap_keys(settings: Settings, store: SqlStore) -> None:
+class KeyStore(Protocol):
+    async def ensure_api_key(self, tenant_id: str, api_id: str, secret: str) -> EnsuredKey: ...
+
+    async def count_tenants(self) -> int: ...
+
+    async def create_tenant(self, tenant_id: str, name: str = "") -> None: ...
+
+    async def create_api_key(self, tenant_id: str, app_id: str = "") -> NewKey: ...
+
+    async def tenant_of_app(self, app_id: str) -> str | None: ...
+
+    async def ensure_app(self, tenant_id: str, app_id: str) -> None: ...
+
+
+async def bootstrap_keys(settings: Settings, store: KeyStore) -> None:
     try:
         await _bootstrap(settings, store)
     except Exception:
@@ -21,7 +36,7 @@ async def bootstrap_keys(settings: Settings, store: SqlStore) -> None:
         await _bootstrap(settings, store)
 
 
-async def _bootstrap(settings: Settings, store: SqlStore) -> None:
+async def _bootstrap(settings: Settings, store: KeyStore) -> None:
     if settings.bootstrap_api_id:
         outcome = await store.ensure_api_key(
             DEFAULT_TENANT, settings.bootstrap_api_id, settings.bootstrap_api_key

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import grpc
 
 from cim.v1 import consent_service_pb2 as pb
@@ -21,7 +23,7 @@ from server.domain.consent import (
     normalise_scope,
 )
 from server.domain.errors import FieldViolation, invalid
-from server.storage.store import SqlStore
+from server.domain.models import Page
 
 _MAX_KEYWORDS = 100
 
@@ -91,8 +93,29 @@ def _settings_to_proto(s: ConsentSettings) -> pb.ConsentSettings:
     )
 
 
+class ConsentStore(Protocol):
+    async def list_consents(
+        self,
+        tenant_id: str,
+        *,
+        page_size: int,
+        page_token: str,
+        state: ConsentState | None = None,
+        channel_type: str = "",
+        source: ConsentSource | None = None,
+    ) -> Page[ConsentEntry]: ...
+
+    async def get_consent(
+        self, tenant_id: str, channel_type: str, address: str
+    ) -> tuple[list[ConsentEntry], list[ConsentStep]]: ...
+
+    async def consent_settings(self, tenant_id: str) -> ConsentSettings: ...
+
+    async def set_consent_settings(self, tenant_id: str, settings: ConsentSettings) -> None: ...
+
+
 class ConsentServicer(pb_grpc.ConsentServiceServicer):
-    def __init__(self, store: SqlStore, rules: ConsentRules) -> None:
+    def __init__(self, store: ConsentStore, rules: ConsentRules) -> None:
         self._store = store
         self._rules = rules
 

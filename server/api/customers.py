@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 import grpc
 from google.protobuf.json_format import MessageToDict
@@ -14,9 +15,34 @@ from server.api import field_rules
 from server.api.context import tenant_of
 from server.api.paging import page_args
 from server.domain.contacts import Contact
-from server.domain.customer import CustomerEvent, CustomerObject, Link, contact_of
-from server.domain.models import new_id
-from server.storage.store import SqlStore
+from server.domain.customer import ContactPrefs, CustomerEvent, CustomerObject, Link, contact_of
+from server.domain.models import Page, new_id
+
+
+class CustomerStore(Protocol):
+    async def set_contact_lang(
+        self, tenant_id: str, contact_id: str, lang: str
+    ) -> ContactPrefs: ...
+
+    async def get_contact(self, tenant_id: str, contact_id: str) -> Contact: ...
+
+    async def contact_langs(self, tenant_id: str, contact_ids: Sequence[str]) -> dict[str, str]: ...
+
+    async def list_contacts(
+        self, tenant_id: str, *, page_size: int, page_token: str
+    ) -> Page[Contact]: ...
+
+    async def push_customer_object(self, tenant_id: str, obj: CustomerObject) -> CustomerObject: ...
+
+    async def list_customer_objects(
+        self, tenant_id: str, contact_id: str, *, page_size: int, page_token: str
+    ) -> Page[CustomerObject]: ...
+
+    async def push_customer_event(self, tenant_id: str, event: CustomerEvent) -> CustomerEvent: ...
+
+    async def list_customer_events(
+        self, tenant_id: str, contact_id: str, *, page_size: int, page_token: str
+    ) -> Page[CustomerEvent]: ...
 
 
 def _links(raw: Iterable[pb.DigitalObjectLink]) -> tuple[Link, ...]:
@@ -70,7 +96,7 @@ def event_to_proto(e: CustomerEvent) -> pb.CustomerEvent:
 
 
 class CustomerServicer(pb_grpc.CustomerServiceServicer):
-    def __init__(self, store: SqlStore) -> None:
+    def __init__(self, store: CustomerStore) -> None:
         self._store = store
 
     async def UpdateContactPrefs(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import grpc
 from google.protobuf.json_format import MessageToDict
 
@@ -11,10 +13,13 @@ from server.api.context import tenant_of
 from server.api.session_views import contact_to_proto
 from server.api.verify import check_verify_token
 from server.channels import ChannelRegistry
-from server.domain.contacts import contact_info
+from server.domain.contacts import Contact, ContactInfo, contact_info
 from server.domain.errors import FieldViolation, invalid
 from server.domain.inbound import plan_inbound
-from server.storage.store import SqlStore
+
+
+class ContactBook(Protocol):
+    async def update_contact(self, tenant_id: str, info: ContactInfo) -> Contact: ...
 
 
 class InboundApi:
@@ -22,15 +27,15 @@ class InboundApi:
 
     def __init__(
         self,
-        store: SqlStore,
+        store: ContactBook,
         channels: ChannelRegistry,
         verify_token: str,
-        consent: ConsentRules | None = None,
+        consent: ConsentRules,
     ) -> None:
         self._store = store
         self._channels = channels
         self._token = verify_token
-        self._consent = consent or ConsentRules(store, channels, lambda: None)
+        self._consent = consent
 
     def verify(self, context: grpc.aio.ServicerContext) -> None:
         check_verify_token(context, self._token)

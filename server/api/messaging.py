@@ -4,141 +4,89 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Protocol
 
 import grpc
 from google.protobuf.json_format import MessageToDict
 
 from cim.v1 import messaging_service_pb2 as pb
 from cim.v1 import messaging_service_pb2_grpc as pb_grpc
-from cim.v1 import outbound_pb2, timeline_pb2
+from cim.v1 import timeline_pb2
 from server.actions import batch_send, cancel, dry_run
+from server.actions.batch_send import BatchSources
 from server.actions.consent import ConsentRules
-from server.actions.quota import BudgetSource, DispatchLoad, quota
-from server.api.context import metadata_value, tenant_of
+from server.actions.quota import BudgetSource, DispatchLoad, QueueSource, quota
+from server.api.context import tenant_of
 from server.api.convert import message_to_proto, status_from_proto, status_to_proto
 from server.api.inbound import InboundApi
 from server.api.paging import page_args
 from server.api.send_control import cancel_result_to_proto, check_to_proto, quota_to_proto
+from server.api.send_requests import (
+    batch_send_of,
+    fallback_steps,
+    idempotency,
+    request_id,
+    single_send,
+)
 from server.api.timeline import timeline_to_proto
 from server.channels import ChannelRegistry
-from server.domain.batch import (
-    BatchGroup,
-    BatchSend,
-    PlannedDestination,
-)
+from server.domain import timeline
+from server.domain.batch import PlannedDestination
 from server.domain.customer import require_approved, text_value, var_values
 from server.domain.errors import FieldViolation, invalid
-from server.domain.fallback import FallbackStep, plan_chain
-from server.domain.models import Channel, OutboundDraft, OutboundMessage
-from server.domain.sending import SingleSend, fill_template, fill_text, plan_single
+from server.domain.fallback import plan_chain
+from server.domain.models import Channel, OutboundDraft, OutboundMessage, Page
+from server.domain.sending import fill_template, fill_text, plan_single
 from server.domain.status import DeliveryStatus
-from server.storage.messages import IdempotencyKey
-from server.storage.store import SqlStore
+from server.storage.accept import AcceptResult, IdempotencyKey
 from server.storage.writer import now_ms
 from server.telemetry.tracing import current_traceparent
 
-# messages.request_id is String(128).
-MAX_REQUEST_ID = 128
-_CONTENT_PARTS = ("audio", "document", "image", "video", "location", "template", "text", "options")
 
+class MessageStore(cancel.CancelStore, QueueSource, Protocol):
+    """The tenant's outbound messages: accepted, read back, cancelled, counted ahead."""
 
-def _type_name(value: outbound_pb2.OutboundMessageType.ValueType) -> str:
-    if value == outbound_pb2.OUTBOUND_MESSAGE_TYPE_UNSPECIFIED:
-        return ""
-    return (
-        outbound_pb2.OutboundMessageType.Name(value).removeprefix("OUTBOUND_MESSAGE_TYPE_").lower()
-    )
+    async def accept(
+        self,
+        tenant_id: str,
+        drafts: Sequence[OutboundDraft],
+        idem: IdempotencyKey | None,
+        render: Callable[[Sequence[OutboundMessage]], bytes],
+        traceparent: str = "",
+    ) -> AcceptResult: ...
 
+    async def get_message(self, tenant_id: str, message_id: str) -> OutboundMessage: ...
 
-def single_send(request: pb.SendMessageRequest) -> SingleSend:
-    content: dict[str, Any] = {
-        part: MessageToDict(getattr(request, part))
-        for part in _CONTENT_PARTS
-        # The part names are fixed above; mypy only knows the literal spellings.
-        if request.HasField(part)  # type: ignore[arg-type]
-    }
-    if request.contacts:
-        content["contacts"] = [MessageToDict(c) for c in request.contacts]
-    if request.message_id_resend:
-        content["messageIdResend"] = request.message_id_resend
-    return SingleSend(
-        channel_id=request.channel_id,
-        type=_type_name(request.type),
-        to=MessageToDict(request.to),
-        content=content,
-        mask=request.mask,
-    )
+    async def list_messages(
+        self,
+        tenant_id: str,
+        *,
+        page_size: int,
+        page_token: str,
+        status: DeliveryStatus | None = None,
+        channel_id: str = "",
+        correlation_id: str = "",
+    ) -> Page[OutboundMessage]: ...
 
-
-def batch_send_of(request: pb.SendBatchRequest) -> BatchSend:
-    return BatchSend(
-        channel=request.channel,
-        from_address=request.from_address,
-        groups=tuple(
-            BatchGroup(tuple(g.msisdn), tuple(g.email), g.correlation_id, dict(g.substitutions))
-            for g in request.to
-        ),
-        substitutions=dict(request.substitutions),
-        send_at=request.send_at,
-        expire_at=request.expire_at,
-        validity=request.validity,
-        priority=request.priority,
-        options=MessageToDict(request.options),
-        callback_data=request.callback_data,
-        notify_url=request.notify_url,
-        requested_receipts=tuple(request.requested_receipts),
-        content=MessageToDict(request.content) if request.HasField("content") else None,
-        template=MessageToDict(request.template) if request.HasField("template") else None,
-        cc=tuple(request.cc),
-        bcc=tuple(request.bcc),
-        appid=request.appid,
-        fallback=fallback_steps(request.fallback),
-        category=request.category,
-    )
-
-
-def fallback_steps(steps: Sequence[pb.FallbackStep]) -> tuple[FallbackStep, ...]:
-    return tuple(
-        FallbackStep(
-            s.channel_id,
-            s.deadline_seconds,
-            status_from_proto(s.success_status) or DeliveryStatus.DELIVERED,
-        )
-        for s in steps
-    )
-
-
-def request_id(context: grpc.aio.ServicerContext) -> str:
-    """The call's x-request-id, kept with what it accepts; dropped if too long to store."""
-    given = metadata_value(context, "x-request-id")
-    return given if len(given) <= MAX_REQUEST_ID and given.isprintable() else ""
-
-
-def idempotency(request: Any, context: grpc.aio.ServicerContext) -> IdempotencyKey | None:
-    key = request.request_id or metadata_value(context, "idempotency-key")
-    if not key:
-        return None
-    # The key itself is not part of what must match on a retry.
-    body = type(request)()
-    body.CopyFrom(request)
-    body.ClearField("request_id")
-    return IdempotencyKey.of(key, body.SerializeToString(deterministic=True))
+    async def message_timeline(
+        self, tenant_id: str, message_id: str
+    ) -> tuple[OutboundMessage, list[timeline.TimelineStep]]: ...
 
 
 class MessagingServicer(pb_grpc.MessagingServiceServicer):
     def __init__(
         self,
-        store: SqlStore,
+        store: MessageStore,
         channels: ChannelRegistry,
         on_accept: Callable[[], None],
         clock: Callable[[], int] = now_ms,
         *,
-        inbound: InboundApi | None = None,
+        sources: BatchSources,
+        inbound: InboundApi,
         url_check: Callable[[str], str | None] | None = None,
         budget: BudgetSource,
         load: DispatchLoad,
-        consent: ConsentRules | None = None,
+        consent: ConsentRules,
     ) -> None:
         # The request budget the guard spends, and the dispatcher's load: for GetQuota.
         self._budget = budget
@@ -146,14 +94,14 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         # Refuses callback URLs the outbound guard would refuse, at submit time.
         self._url_check = url_check
         self._store = store
+        self._sources = sources
         # A tenant sends on the operator's channels and its own; another
         # tenant's channels are as if they did not exist.
         self._channels = channels
         self._on_accept = on_accept
         self._clock = clock
-        # Without a configured verify token the webhooks refuse every call.
-        self._inbound = inbound or InboundApi(store, channels, verify_token="")
-        self._consent = consent or ConsentRules(store, channels, on_accept)
+        self._inbound = inbound
+        self._consent = consent
 
     async def SendMessage(
         self, request: pb.SendMessageRequest, context: grpc.aio.ServicerContext
@@ -187,6 +135,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         tenant = tenant_of(context)
         planned, result = await batch_send.send_batch(
             self._store,
+            self._sources,
             self._channels_of(tenant),
             tenant,
             batch_send_of(request),
@@ -209,7 +158,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
     ) -> pb.ValidateBatchResponse:
         tenant = tenant_of(context)
         found = await dry_run.validate_batch(
-            self._store,
+            self._sources,
             self._channels_of(tenant),
             tenant,
             batch_send_of(request),
@@ -229,7 +178,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         in the contact's language when the request names none."""
         if draft.type != "template" and "$(" not in draft.text:
             return draft  # nothing to fill: spare the hot path a read
-        stored_vars = await self._store.list_global_vars(tenant, draft.channel_id)
+        stored_vars = await self._sources.templates.list_global_vars(tenant, draft.channel_id)
         values = {"destination": draft.destination, **var_values(stored_vars, draft.channel_id)}
         kind = self._channels_of(tenant)[draft.channel_id].contact_type
         if draft.type != "template":
@@ -244,14 +193,14 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         lang = ref.lang
         if not lang and not ref.id:
             contact_ids = [request.to.contact_id, draft.destination]
-            langs = await self._store.contact_langs(tenant, contact_ids)
+            langs = await self._sources.languages.contact_langs(tenant, contact_ids)
             lang = next((langs[c] for c in contact_ids if c in langs), "")
-        template = await self._store.find_template(
+        template = await self._sources.templates.find_template(
             tenant, template_id=ref.id, code=ref.code, lang=lang
         )
         if template is None and lang and not ref.lang:
             # No version in the preferred language: any language of the code.
-            template = await self._store.find_template(tenant, code=ref.code)
+            template = await self._sources.templates.find_template(tenant, code=ref.code)
         if template is None:
             raise invalid([FieldViolation("template.id", "unknown template")])
         require_approved(template.code, template.approvals, draft.channel_id)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
+from typing import Protocol
 
 import grpc
 
@@ -14,7 +16,6 @@ from server.api.convert import ChangeCache, decode_cursor, encode_cursor, notifi
 from server.domain.errors import Code, DomainError, FieldViolation, invalid
 from server.domain.events import StoredEvent
 from server.events.bus import EventBus, EventFilter, Subscription
-from server.storage.store import SqlStore
 from server.storage.writer import now_ms
 
 REPLAY_PAGE = 500
@@ -99,17 +100,35 @@ class _Stream:
             await self.send(item, decode_cursor(item.cursor))
 
 
+class EventLog(Protocol):
+    """The tenant's committed events, by cursor."""
+
+    async def events_after(self, tenant_id: str, cursor: int, limit: int) -> list[StoredEvent]: ...
+
+    async def newest_cursor(self, tenant_id: str) -> int: ...
+
+    async def retention_floor(self, tenant_id: str) -> int: ...
+
+
+class KnownConversations(Protocol):
+    async def require_conversations(
+        self, tenant_id: str, conversation_ids: Iterable[str]
+    ) -> None: ...
+
+
 class NotificationServicer(pb_grpc.NotificationServiceServicer):
     def __init__(
         self,
-        store: SqlStore,
+        store: EventLog,
         bus: EventBus,
         *,
+        conversations: KnownConversations,
         heartbeat_seconds: float = 15.0,
         buffer_limit: int = 10_000,
         stall_seconds: float = 60.0,
     ) -> None:
         self._store = store
+        self._conversations = conversations
         self._bus = bus
         self._heartbeat = heartbeat_seconds
         self._buffer_limit = buffer_limit
@@ -131,7 +150,7 @@ class NotificationServicer(pb_grpc.NotificationServiceServicer):
             after = cursor
         if request.conversation_ids:
             # Another tenant's conversation answers as a missing one does.
-            await self._store.require_conversations(tenant, request.conversation_ids)
+            await self._conversations.require_conversations(tenant, request.conversation_ids)
         accept = event_filter(request)
         # Subscribe before replaying, so nothing committed during the replay is
         # missed; the cursor comparison below drops what the replay already sent.

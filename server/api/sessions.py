@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Protocol
 
 import grpc
 from google.protobuf.json_format import MessageToDict
@@ -17,18 +18,60 @@ from server.api.session_views import (
     conversation_to_proto,
     session_item_to_proto,
 )
-from server.domain.activities import ROOT, check_activity
+from server.domain.activities import ROOT, Activity, ActivityInput, check_activity
+from server.domain.cim import SessionItem
+from server.domain.conversations import Conversation
 from server.domain.errors import FieldViolation, invalid
-from server.domain.models import SessionState
+from server.domain.models import Page, Session, SessionState
 from server.domain.routing import RouteChange
-from server.storage.store import SqlStore
 
 # Activity pages are keyed by (time, sequence number).
 _ACTIVITY_TOKEN = re.compile(r"^\d{1,20}:\d{1,20}$")
 
 
+class SessionStore(Protocol):
+    async def get_session(self, tenant_id: str, session_id: str) -> Session: ...
+
+    async def list_sessions(
+        self,
+        tenant_id: str,
+        *,
+        page_size: int,
+        page_token: str,
+        contact_id: str = "",
+        state: SessionState | None = None,
+        queue: str = "",
+    ) -> Page[Session]: ...
+
+    async def transition_session(
+        self, tenant_id: str, session_id: str, target: SessionState
+    ) -> Session: ...
+
+    async def route_session(self, tenant_id: str, change: RouteChange) -> Session: ...
+
+    async def session_messages(
+        self, tenant_id: str, session_id: str, *, page_size: int, page_token: str
+    ) -> Page[SessionItem]: ...
+
+    async def push_activity(self, tenant_id: str, activity: ActivityInput) -> Activity: ...
+
+    async def list_activities(
+        self,
+        tenant_id: str,
+        *,
+        page_size: int,
+        page_token: str,
+        customer_id: str = "",
+        conversation_id: str = "",
+    ) -> Page[Activity]: ...
+
+    async def get_conversation(
+        self, tenant_id: str, conversation_id: str
+    ) -> tuple[Conversation, list[Session]]: ...
+
+
 class SessionServicer(pb_grpc.SessionServiceServicer):
-    def __init__(self, store: SqlStore) -> None:
+    def __init__(self, store: SessionStore) -> None:
         self._store = store
 
     async def GetSession(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import grpc
 
@@ -12,8 +13,8 @@ from server.api.context import tenant_of
 from server.api.paging import page_args
 from server.api.timeline import dead_letter_to_proto, endpoint_to_proto
 from server.domain.errors import FieldViolation, invalid, not_found
-from server.domain.webhook_delivery import row_of
-from server.storage.store import SqlStore
+from server.domain.models import Page
+from server.domain.webhook_delivery import DeadLetter, EndpointState, Redriven, row_of
 
 
 def _time_range(start: int, end: int) -> tuple[int, int]:
@@ -22,8 +23,33 @@ def _time_range(start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
+class DeadLetters(Protocol):
+    """Webhook posts given up on, and the tenant endpoint's state."""
+
+    async def list_dead_letters(
+        self,
+        tenant_id: str,
+        *,
+        page_size: int,
+        page_token: str,
+        start: int = 0,
+        end: int = 0,
+        url: str = "",
+    ) -> Page[DeadLetter]: ...
+
+    async def redrive_dead_letter(self, tenant_id: str, row_id: int) -> None: ...
+
+    async def redrive_dead_letters(
+        self, tenant_id: str, start: int, end: int, url: str
+    ) -> Redriven: ...
+
+    async def webhook_endpoint(self, tenant_id: str) -> EndpointState: ...
+
+    async def enable_webhook_endpoint(self, tenant_id: str) -> EndpointState: ...
+
+
 class WebhookServicer(pb_grpc.WebhookServiceServicer):
-    def __init__(self, store: SqlStore, on_redrive: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, store: DeadLetters, on_redrive: Callable[[], None] = lambda: None) -> None:
         self._store = store
         # Redriven rows are due now: the sender looks at once instead of at its next poll.
         self._on_redrive = on_redrive

@@ -7,11 +7,11 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from server.config import Settings
 from server.domain.errors import DomainError
-from server.storage.store import SqlStore
+from server.storage.auth import KeyRecord, NewKey
 
 
 def register(subparsers: Any) -> None:
@@ -43,52 +43,63 @@ def _database_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database-url", help="SQLAlchemy URL (env CIMHUB_DATABASE_URL)")
 
 
-Command = Callable[[SqlStore, argparse.Namespace], Awaitable[int]]
+class KeyAdmin(Protocol):
+    async def create_tenant(self, tenant_id: str, name: str = "") -> None: ...
+
+    async def create_api_key(self, tenant_id: str, app_id: str = "") -> NewKey: ...
+
+    async def list_api_keys(self, tenant_id: str) -> list[KeyRecord]: ...
+
+    async def revoke_api_key(self, api_id: str) -> bool: ...
+
+
+Command = Callable[[KeyAdmin, argparse.Namespace], Awaitable[int]]
 
 
 def _run(command: Command) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
         url = args.database_url or Settings.from_env(dict(os.environ)).database_url
-        return asyncio.run(_with_store(url, command, args))
+        return asyncio.run(_with_keys(url, command, args))
 
     return handler
 
 
-async def _with_store(url: str, command: Command, args: argparse.Namespace) -> int:
-    store = await SqlStore.open(url, lambda _events: None)
-    try:
-        return await command(store, args)
-    except DomainError as err:
-        print(f"cimhub: {err.message}", file=sys.stderr)
-        return 1
-    finally:
-        await store.close()
+async def _with_keys(url: str, command: Command, args: argparse.Namespace) -> int:
+    # Imported here: the hub's parts load only when a command needs the database.
+    from server.app.database import tenant_keys
+
+    async with tenant_keys(url) as keys:
+        try:
+            return await command(keys, args)
+        except DomainError as err:
+            print(f"cimhub: {err.message}", file=sys.stderr)
+            return 1
 
 
-async def _create_tenant(store: SqlStore, args: argparse.Namespace) -> int:
-    await store.create_tenant(args.name)
+async def _create_tenant(keys: KeyAdmin, args: argparse.Namespace) -> int:
+    await keys.create_tenant(args.name)
     print(f"tenant {args.name} created")
     return 0
 
 
-async def _create_key(store: SqlStore, args: argparse.Namespace) -> int:
-    key = await store.create_api_key(args.tenant, args.app)
+async def _create_key(keys: KeyAdmin, args: argparse.Namespace) -> int:
+    key = await keys.create_api_key(args.tenant, args.app)
     print(f"x-api-id:  {key.api_id}")
     print(f"x-api-key: {key.secret}")
     print("the secret is shown only now; store it safely")
     return 0
 
 
-async def _list_keys(store: SqlStore, args: argparse.Namespace) -> int:
+async def _list_keys(keys: KeyAdmin, args: argparse.Namespace) -> int:
     print("api_id\tapp_id\tcreated_at_ms\tstate")
-    for key in await store.list_api_keys(args.tenant):
+    for key in await keys.list_api_keys(args.tenant):
         state = "revoked" if key.revoked_at is not None else "active"
         print(f"{key.api_id}\t{key.app_id}\t{key.created_at}\t{state}")
     return 0
 
 
-async def _revoke_key(store: SqlStore, args: argparse.Namespace) -> int:
-    if not await store.revoke_api_key(args.api_id):
+async def _revoke_key(keys: KeyAdmin, args: argparse.Namespace) -> int:
+    if not await keys.revoke_api_key(args.api_id):
         print(f"cimhub: no key {args.api_id}", file=sys.stderr)
         return 1
     # A running server notices within its key cache lifetime (a few seconds).

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -16,8 +16,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from server.aio import cancel_and_wait, log_failure, supervised
 from server.channels import ChannelEntry, ChannelRegistry
 from server.dispatch.pacing import Pacer
-from server.dispatch.receipts import record_receipt
-from server.domain.models import Channel, Delivery, Receipt
+from server.domain.models import Channel, Delivery
 from server.domain.provider import (
     Accepted,
     AttemptRecord,
@@ -31,7 +30,6 @@ from server.domain.retry import RetryPolicy
 from server.domain.status import DeliveryStatus
 from server.observability.metrics import ACCEPTED, ADAPTER_ERROR, PERMANENT, RETRYABLE
 from server.storage.faults import is_unavailable
-from server.storage.store import SqlStore
 from server.storage.writer import now_ms
 from server.telemetry import tracing
 from server.telemetry.logs import event
@@ -67,10 +65,40 @@ class AttemptObserver(Protocol):
     ) -> None: ...
 
 
+class Outbox(Protocol):
+    """The outbox as the dispatcher works it: claim, start, record the outcome."""
+
+    async def claim_due(
+        self, limit: int, lease_ms: int, channels: Sequence[str] | None = None
+    ) -> list[Delivery]: ...
+
+    async def start_attempt(self, delivery: Delivery, provider: str) -> bool: ...
+
+    async def release_many(self, message_ids: Sequence[str]) -> None: ...
+
+    async def mark_submitted(
+        self, delivery: Delivery, accepted: Accepted, provider: str
+    ) -> None: ...
+
+    async def reschedule(
+        self, message_id: str, due_at: int, reason: str, failed: AttemptRecord | None = None
+    ) -> None: ...
+
+    async def finish(
+        self,
+        message_id: str,
+        status: DeliveryStatus,
+        reason: str,
+        failed: AttemptRecord | None = None,
+    ) -> None: ...
+
+    async def reconcile_receipts(self) -> int: ...
+
+
 class Dispatcher:
     def __init__(
         self,
-        store: SqlStore,
+        store: Outbox,
         channels: ChannelRegistry,
         *,
         batch_size: int = 128,
@@ -172,9 +200,6 @@ class Dispatcher:
         # Let attempts already handed to a provider record their outcome.
         if self._in_flight:
             await asyncio.wait(list(self._in_flight), timeout=5)
-
-    async def on_receipt(self, channel_id: str, receipt: Receipt) -> None:
-        await record_receipt(self._store, channel_id, receipt)
 
     async def _run(self, worker: int) -> None:
         last_sweep = 0.0

@@ -4,7 +4,7 @@ The legs and their deadlines are in the store, so a restart loses none and
 any replica may fire a due leg; the store's conditional claim makes sure only
 one does. A fired leg is an ordinary due message on the next leg's channel,
 which the dispatcher then sends. Refusals fire the next leg at once, in the
-same commit that records them (SqlStore.finish).
+same commit that records them (the dispatcher's Outbox.finish).
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from server.aio import cancel_and_wait
+from server.storage.fallback import Fired
 from server.storage.faults import is_unavailable
-from server.storage.store import SqlStore
 from server.storage.writer import now_ms
 from server.telemetry.logs import event
 
@@ -23,10 +24,16 @@ log = logging.getLogger(__name__)
 BATCH = 100
 
 
+class FallbackDeadlines(Protocol):
+    async def fire_due_fallbacks(self, limit: int = 100) -> list[Fired]: ...
+
+    async def next_fallback_due(self) -> int | None: ...
+
+
 class FallbackSweeper:
     def __init__(
         self,
-        store: SqlStore,
+        store: FallbackDeadlines,
         *,
         wake_dispatcher: Callable[[], None],
         interval: float = 0.25,

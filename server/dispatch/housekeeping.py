@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Protocol
 
 from server.aio import cancel_and_wait, supervised
-from server.storage.store import SqlStore
 
 log = logging.getLogger(__name__)
 
 
+class Retention(Protocol):
+    async def prune(self) -> None: ...
+
+    async def prune_events(self, retention_ms: int) -> int: ...
+
+
 class Housekeeper:
     def __init__(
-        self, store: SqlStore, *, event_retention_ms: int, interval_s: float = 60.0
+        self, store: Retention, *, event_retention_ms: int, interval_s: float = 60.0
     ) -> None:
         self._store = store
         self._retention_ms = event_retention_ms

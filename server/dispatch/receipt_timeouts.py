@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
+from typing import Protocol
 
 from server.aio import cancel_and_wait, supervised
 from server.channels import ChannelRegistry
-from server.dispatch.receipts import record_receipt
+from server.dispatch.receipts import ReceiptStore, record_receipt
 from server.domain.models import Receipt
 from server.domain.provider import StatusQuery
 from server.domain.status import TERMINAL
-from server.storage.receipt_timeouts import ReceiptRules, Unconfirmed
-from server.storage.store import SqlStore
+from server.storage.receipt_timeouts import ReceiptRules, Taken, Unconfirmed
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,20 @@ MAX_QUESTIONS = 8
 ROUND_LIMIT = 200
 
 
+class UnconfirmedSends(ReceiptStore, Protocol):
+    """Messages whose receipt is overdue, taken under a lease, and the provider's answers."""
+
+    async def take_unconfirmed(
+        self, rules: ReceiptRules, askable: Collection[str], limit: int
+    ) -> Taken: ...
+
+    async def still_on_its_way(self, message_id: str, said: str, rules: ReceiptRules) -> bool: ...
+
+
 class ReceiptTimeoutSweeper:
     def __init__(
         self,
-        store: SqlStore,
+        store: UnconfirmedSends,
         channels: ChannelRegistry,
         rules: ReceiptRules,
         *,

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Protocol
 
 from server.aio import cancel_and_wait, supervised
-from server.storage.store import SqlStore
 
 log = logging.getLogger(__name__)
 
 
+class InactiveSessions(Protocol):
+    async def close_inactive_sessions(self, timeout_ms: int) -> int: ...
+
+
 class InactivitySweeper:
-    def __init__(self, store: SqlStore, *, timeout_ms: int, interval: float) -> None:
+    def __init__(self, store: InactiveSessions, *, timeout_ms: int, interval: float) -> None:
         self._store = store
         self._timeout_ms = timeout_ms
         self._interval = interval

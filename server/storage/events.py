@@ -180,12 +180,6 @@ async def read_after(tx_conn: Any, tenant_id: str, cursor: int, limit: int) -> l
     return [_from_row(r) for r in rows]
 
 
-async def oldest_cursor(tx_conn: Any, tenant_id: str) -> int | None:
-    return (
-        await tx_conn.execute(select(func.min(events.c.id)).where(events.c.tenant_id == tenant_id))
-    ).scalar()
-
-
 async def newest_cursor(tx_conn: Any, tenant_id: str) -> int:
     return (
         await tx_conn.execute(select(func.max(events.c.id)).where(events.c.tenant_id == tenant_id))

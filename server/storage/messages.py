@@ -1,121 +1,30 @@
-"""Outbound messages: durable accept, dispatch claims, status changes."""
+"""Outbound messages: reading them, and moving their status forward.
+
+Accepting them is in accept.py, leasing them to a dispatcher in claims.py.
+"""
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, or_, select, tuple_, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server.domain.errors import already_exists, not_found
+from server.domain.errors import not_found
 from server.domain.events import EventType, NewEvent
-from server.domain.models import (
-    Delivery,
-    OutboundDraft,
-    OutboundMessage,
-    Page,
-    StatusEntry,
-    new_id,
-)
-from server.domain.provider import AttemptRecord
+from server.domain.models import OutboundMessage, Page, StatusEntry
 from server.domain.status import DeliveryStatus, advances
 from server.storage import attempts as attempt_log
 from server.storage import events as event_log
 from server.storage import fallback, webhooks
-from server.storage.schema import idempotency, messages, status_history
-from server.storage.sql import insert_for
+from server.storage.schema import messages, status_history
 from server.storage.writer import LATER_HISTORY, LATER_MESSAGES, StatusMove, Tx
 from server.telemetry.tracing import trace_id_in
 
+# A message's dispatch_state: waiting its turn, leased to a dispatcher, or settled.
 PENDING, CLAIMED, DONE = "PENDING", "CLAIMED", "DONE"
-# What the attempt log says of a send that started and never reported back.
-NO_OUTCOME = "NO_OUTCOME"
-RESENT_REASON = "started with no outcome before its lease ran out; resent, may be a duplicate"
-IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
-
-
-@dataclass(frozen=True, slots=True)
-class IdempotencyKey:
-    key: str
-    request_hash: str
-
-    @staticmethod
-    def of(key: str, request_bytes: bytes) -> IdempotencyKey:
-        return IdempotencyKey(key, hashlib.sha256(request_bytes).hexdigest())
-
-
-@dataclass(frozen=True, slots=True)
-class AcceptResult:
-    messages: tuple[OutboundMessage, ...]
-    replay: bytes | None = None
-
-
-async def accept(
-    tx: Tx,
-    tenant_id: str,
-    drafts: Sequence[OutboundDraft],
-    idem: IdempotencyKey | None,
-    render: Callable[[Sequence[OutboundMessage]], bytes],
-    traceparent: str = "",
-) -> AcceptResult:
-    if idem is not None:
-        # Claim the key first: on PostgreSQL a concurrent holder makes this wait
-        # until it commits, so exactly one request per key inserts messages.
-        claim = (
-            insert_for(tx.conn, idempotency)
-            .values(
-                tenant_id=tenant_id,
-                key=idem.key,
-                request_hash=idem.request_hash,
-                response=b"",
-                created_at=tx.now,
-            )
-            .on_conflict_do_nothing()
-            .returning(idempotency.c.key)
-        )
-        if (await tx.conn.execute(claim)).first() is None and not await _take_over_expired(
-            tx, tenant_id, idem
-        ):
-            row = (
-                await tx.conn.execute(
-                    select(idempotency.c.request_hash, idempotency.c.response).where(
-                        idempotency.c.tenant_id == tenant_id, idempotency.c.key == idem.key
-                    )
-                )
-            ).one()
-            if row.request_hash != idem.request_hash:
-                raise already_exists(
-                    "IDEMPOTENCY_KEY_REUSED",
-                    "this idempotency key was already used with a different request",
-                )
-            return AcceptResult((), bytes(row.response))
-
-    pairs = [_new_message(tx.now, tenant_id, d) for d in drafts]
-    created = [m for m, _ in pairs]
-    # Nothing in the group reads these back, so they join the group's
-    # multi-row inserts; a duplicate id fails the group's attempt instead,
-    # and the writer then finds whose it was.
-    for m, d in pairs:
-        await tx.later(LATER_MESSAGES, _insert_messages, _row(m, d, traceparent))
-        reason = d.refusal
-        await tx.later(LATER_HISTORY, _insert_history, _history_row(m.id, m.status, reason, tx.now))
-        await event_log.append_later(tx, tenant_id, status_event(m, m.status, reason))
-        tx.moves.append(StatusMove(m.channel_id, m.status.value, tx.now, tx.now))
-    result = tuple(created)
-    if idem is not None:
-        await tx.conn.execute(
-            update(idempotency)
-            .where(idempotency.c.tenant_id == tenant_id, idempotency.c.key == idem.key)
-            .values(response=render(result))
-        )
-    return AcceptResult(result)
-
-
-async def _insert_messages(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    await conn.execute(messages.insert(), rows)
 
 
 async def _insert_history(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
@@ -131,90 +40,6 @@ async def insert_history_later(
 
 def _history_row(message_id: str, status: DeliveryStatus, reason: str, ts: int) -> dict[str, Any]:
     return {"message_id": message_id, "status": status.value, "reason": reason, "ts": ts}
-
-
-async def _take_over_expired(tx: Tx, tenant_id: str, idem: IdempotencyKey) -> bool:
-    """A key older than its retention window is free again; one UPDATE decides who gets it."""
-    taken = await tx.conn.execute(
-        update(idempotency)
-        .where(
-            idempotency.c.tenant_id == tenant_id,
-            idempotency.c.key == idem.key,
-            idempotency.c.created_at < tx.now - IDEMPOTENCY_TTL_MS,
-        )
-        .values(request_hash=idem.request_hash, response=b"", created_at=tx.now)
-        .returning(idempotency.c.key)
-    )
-    return taken.first() is not None
-
-
-async def prune(tx: Tx) -> None:
-    await tx.conn.execute(
-        delete(idempotency).where(idempotency.c.created_at < tx.now - IDEMPOTENCY_TTL_MS)
-    )
-
-
-def _new_message(
-    now: int, tenant_id: str, d: OutboundDraft
-) -> tuple[OutboundMessage, OutboundDraft]:
-    status = DeliveryStatus.SCHEDULED if d.due_at > now else DeliveryStatus.ACCEPTED
-    if d.refusal:
-        status = DeliveryStatus.FAILED
-    return OutboundMessage(
-        id=d.message_id or new_id(),
-        tenant_id=tenant_id,
-        channel_id=d.channel_id,
-        destination=d.destination,
-        type=d.type,
-        text=d.text,
-        content=d.content,
-        conversation_id=d.conversation_id,
-        correlation_id=d.correlation_id,
-        status=status,
-        priority=d.priority,
-        due_at=max(d.due_at, now),
-        expire_at=d.expire_at,
-        attempts=0,
-        created_at=now,
-        mask=d.mask,
-        history=(StatusEntry(status, now, d.refusal),),
-        last_error=d.refusal,
-        batch_id=d.batch_id,
-    ), d
-
-
-def _row(m: OutboundMessage, d: OutboundDraft, traceparent: str) -> dict[str, Any]:
-    return {
-        "id": m.id,
-        "tenant_id": m.tenant_id,
-        "channel_id": m.channel_id,
-        "destination": m.destination,
-        "type": m.type,
-        "text": m.text,
-        "content": dict(m.content),
-        "conversation_id": m.conversation_id,
-        "correlation_id": m.correlation_id,
-        "status": m.status.value,
-        "priority": m.priority,
-        "due_at": m.due_at,
-        "expire_at": m.expire_at,
-        # A refused message is settled at acceptance: the dispatcher never claims it.
-        "dispatch_state": DONE if d.refusal else PENDING,
-        "lease_until": None,
-        "attempts": 0,
-        "provider_message_id": None,
-        "last_error": d.refusal,
-        "mask": int(m.mask),
-        "created_at": m.created_at,
-        "updated_at": m.created_at,
-        "notify_url": d.notify_url or None,
-        "callback_data": d.callback_data or None,
-        "requested_receipts": list(d.requested_receipts),
-        "segments": 1,
-        "request_id": d.request_id or None,
-        "traceparent": traceparent or None,
-        "batch_id": d.batch_id or None,
-    }
 
 
 def status_event(m: Any, status: DeliveryStatus, reason: str) -> NewEvent:
@@ -325,65 +150,8 @@ def _from_row(row: Any, history: tuple[StatusEntry, ...]) -> OutboundMessage:
     )
 
 
-# The dispatch statements run several times a second under load: built once,
-# they skip SQLAlchemy's statement building and cache-key work on every call.
-# Due work and lapsed claims are two queries, each an equality on
-# dispatch_state, so both engines walk ix_messages_dispatch over the waiting
-# rows only. As one OR with a channel filter, SQLite chose the channel_id index
-# instead and read every message the channel ever had, so each claim cost more
-# as the table grew.
-def _due_query(state: str, on_channels: bool) -> Any:
-    now: Any = bindparam("now")
-    ready = messages.c.due_at <= now if state == PENDING else messages.c.lease_until < now
-    query = select(messages).where(messages.c.dispatch_state == state, ready)
-    if on_channels:
-        query = query.where(messages.c.channel_id.in_(bindparam("channels", expanding=True)))
-    return (
-        query.order_by(messages.c.priority.desc(), messages.c.due_at)
-        .limit(bindparam("limit"))
-        .with_for_update(skip_locked=True)
-    )
-
-
-_DUE = {on: (_due_query(PENDING, on), _due_query(CLAIMED, on)) for on in (False, True)}
-
-
-_CLAIM = (
-    update(messages)
-    .where(messages.c.id.in_(bindparam("ids", expanding=True)))
-    .values(
-        dispatch_state=CLAIMED,
-        lease_until=bindparam("lease_until"),
-        attempts=messages.c.attempts + 1,
-        updated_at=bindparam("now"),
-        attempt_started_at=None,
-        attempt_provider=None,
-    )
-)
-# A start counts only for the claim it belongs to: the attempt number fences
-# off a claimer whose claim was taken over, and a start already recorded
-# fences off a second holder of the same claim.
-_START = (
-    update(messages)
-    .where(
-        tuple_(messages.c.id, messages.c.attempts).in_(bindparam("claims", expanding=True)),
-        messages.c.dispatch_state == CLAIMED,
-        messages.c.attempt_started_at.is_(None),
-    )
-    .values(attempt_started_at=bindparam("now"), attempt_provider=bindparam("provider"))
-    .returning(messages.c.id)
-)
-# Claims that never reached a provider go back at once, and do not count as attempts.
-_RELEASE_UNSTARTED = (
-    update(messages)
-    .where(messages.c.dispatch_state == CLAIMED, messages.c.attempt_started_at.is_(None))
-    .values(
-        dispatch_state=PENDING,
-        lease_until=None,
-        attempts=messages.c.attempts - 1,
-        updated_at=bindparam("now"),
-    )
-)
+# Built once, as the dispatch statements are (claims.py): set_status_many
+# runs for every group of provider outcomes and receipts.
 _LOCK_MANY = (
     select(messages)
     .where(messages.c.id.in_(bindparam("ids", expanding=True)))
@@ -404,125 +172,6 @@ _SET_STATUS_MANY = (
     .where(messages.c.id == bindparam("_id"))
     .values({name: bindparam(name) for name in _STATUS_COLUMNS})
 )
-
-
-async def claim_due(
-    tx: Tx, limit: int, lease_ms: int, channels: Sequence[str] | None = None
-) -> list[Delivery]:
-    """Claim due work, highest priority first, then oldest due time.
-
-    FOR UPDATE SKIP LOCKED lets several PostgreSQL workers claim side by side
-    without taking the same row; SQLite has one writer and ignores it.
-    """
-    await tx.flush(upto=LATER_MESSAGES)  # messages accepted earlier in this group
-    params: dict[str, Any] = {"now": tx.now, "limit": limit}
-    if channels is not None:
-        params["channels"] = list(channels)
-    due, lapsed = _DUE[channels is not None]
-    rows = [
-        *(await tx.conn.execute(due, params)).all(),
-        *(await tx.conn.execute(lapsed, params)).all(),
-    ]
-    if not rows:
-        return []
-    if len(rows) > limit:
-        # Both lists are in claim order; the best `limit` of the two are taken.
-        # (On PostgreSQL the rest stay locked only until this claim commits.)
-        rows = sorted(rows, key=lambda r: (-r.priority, r.due_at))[:limit]
-    # A lapsed claim whose send had started may have reached the provider:
-    # it goes again (at least once), and its log says so.
-    unanswered = [r for r in rows if r.dispatch_state == CLAIMED and r.attempt_started_at]
-    if unanswered:
-        await attempt_log.record_many(
-            tx,
-            [
-                (
-                    r.id,
-                    [
-                        AttemptRecord(
-                            r.channel_id,
-                            r.attempt_provider or "",
-                            "FAILED",
-                            error_code=NO_OUTCOME,
-                            reason=RESENT_REASON,
-                        )
-                    ],
-                )
-                for r in unanswered
-            ],
-        )
-    await tx.conn.execute(
-        _CLAIM, {"ids": [r.id for r in rows], "lease_until": tx.now + lease_ms, "now": tx.now}
-    )
-    return [
-        Delivery(
-            message_id=r.id,
-            tenant_id=r.tenant_id,
-            channel_id=r.channel_id,
-            destination=r.destination,
-            type=r.type,
-            text=r.text,
-            content=r.content,
-            attempt=r.attempts + 1,
-            expire_at=r.expire_at,
-            accepted_at=r.created_at,
-            trace_context=r.traceparent or "",
-        )
-        for r in rows
-    ]
-
-
-async def start_many(tx: Tx, starts: Sequence[tuple[Delivery, str]]) -> list[bool]:
-    """Record that these claims' requests are about to go to their providers.
-
-    Returns, for each, whether its claim still holds; one whose claim was
-    taken over must not be sent.
-    """
-    by_provider: dict[str, list[tuple[str, int]]] = {}
-    for delivery, provider in starts:
-        by_provider.setdefault(provider, []).append((delivery.message_id, delivery.attempt))
-    started: set[str] = set()
-    for provider, claims in by_provider.items():
-        found = await tx.conn.execute(
-            _START, {"claims": claims, "now": tx.now, "provider": provider}
-        )
-        started.update(found.scalars())
-    return [delivery.message_id in started for delivery, _ in starts]
-
-
-async def start_one(tx: Tx, start: tuple[Delivery, str]) -> bool:
-    return (await start_many(tx, [start]))[0]
-
-
-async def release_unstarted(tx: Tx) -> None:
-    """Give back every claim that never reached a provider, whoever took it.
-
-    A claimer that is still alive loses nothing but the claim: its start is
-    fenced off (see _START), and the message is sent once, by whoever claims it next.
-    """
-    await tx.conn.execute(_RELEASE_UNSTARTED, {"now": tx.now})
-
-
-async def release(tx: Tx, message_id: str) -> None:
-    await release_many(tx, [message_id])
-
-
-async def release_many(tx: Tx, message_ids: Sequence[str]) -> None:
-    await tx.conn.execute(
-        update(messages)
-        .where(
-            messages.c.id.in_(message_ids),
-            messages.c.dispatch_state == CLAIMED,
-            # A claim another holder has started is not this caller's to give back.
-            messages.c.attempt_started_at.is_(None),
-        )
-        .values(
-            dispatch_state=PENDING,
-            lease_until=None,
-            attempts=messages.c.attempts - 1,
-            updated_at=tx.now,
-        )
-    )
 
 
 async def set_status(

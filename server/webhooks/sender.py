@@ -20,7 +20,6 @@ from server.domain.webhook_delivery import GONE, PostOutcome, delivery_id
 from server.domain.webhook_signing import sign
 from server.net.http import OutboundError, OutboundHttp
 from server.observability.metrics import DEAD, DELIVERED, RETRY
-from server.storage.store import SqlStore
 from server.storage.webhooks import WebhookJob
 from server.storage.writer import now_ms
 from server.telemetry import tracing
@@ -44,10 +43,20 @@ class DeliveryObserver(Protocol):
     def webhook(self, outcome: str) -> None: ...
 
 
+class WebhookQueue(Protocol):
+    """The webhook outbox as the sender drains it."""
+
+    async def claim_webhooks(self, limit: int, lease_ms: int) -> list[WebhookJob]: ...
+
+    async def settle_webhook(
+        self, job: WebhookJob, outcome: PostOutcome, retry_at: int | None, disable_after_ms: int
+    ) -> bool: ...
+
+
 class WebhookSender:
     def __init__(
         self,
-        store: SqlStore,
+        store: WebhookQueue,
         http: OutboundHttp,
         *,
         retry: RetryPolicy,

@@ -119,7 +119,7 @@ async def row_counts(hub: Hub) -> dict[str, int]:
 
 
 async def logged(hub: Hub, *types: EventType) -> list[StoredEvent]:
-    events = await hub.store.events_after(DEFAULT_TENANT, 0, 10_000)
+    events = await hub.store.events.events_after(DEFAULT_TENANT, 0, 10_000)
     return [e for e in events if not types or e.event.type in types]
 
 

@@ -1,4 +1,4 @@
-"""The composition root: the one place that builds and wires every part."""
+"""The hub: every part started in order, each one's stop pushed to unwind in reverse."""
 
 from __future__ import annotations
 
@@ -16,24 +16,15 @@ from adapters.registry import build_adapter
 from server.actions.consent import ConsentRules
 from server.api.auth import Authenticator
 from server.api.bootstrap import bootstrap_keys
-from server.api.config import ConfigServicer
-from server.api.consents import ConsentServicer
-from server.api.context import DEFAULT_TENANT
-from server.api.customers import CustomerServicer
-from server.api.guard import GuardInterceptor
-from server.api.inbound import InboundApi
-from server.api.limits import RateLimiter, StreamCounter
 from server.api.local_channel import LocalChannel
-from server.api.messaging import MessagingServicer
-from server.api.metrics import MetricsInterceptor, new_gateway_mark
-from server.api.notifications import NotificationServicer
+from server.api.metrics import new_gateway_mark
 from server.api.readiness import Readiness
-from server.api.server import BuiltServer, Services, build_server, set_ready, set_serving
-from server.api.sessions import SessionServicer
-from server.api.tokens import TokenRules
-from server.api.webhooks import WebhookServicer
+from server.api.server import BuiltServer, set_ready, set_serving
+from server.app import serving
+from server.app.database import open_store
+from server.app.serving import PublicUrl, UrlChecks
 from server.channels import ChannelRegistry
-from server.config import Settings, decode_jwt_secret
+from server.config import Settings
 from server.dispatch.channel_sync import ChannelSync
 from server.dispatch.dispatcher import Dispatcher
 from server.dispatch.fallback import FallbackSweeper
@@ -43,20 +34,13 @@ from server.dispatch.receipts import record_receipt
 from server.dispatch.redis_pacing import SharedPacing
 from server.dispatch.session_sweeper import InactivitySweeper
 from server.domain.events import StoredEvent
-from server.domain.inbound import InboundBatch, from_provider
 from server.domain.models import Channel, Delivery, Receipt
-from server.domain.provider import ChannelAdapter, InboundMessage
+from server.domain.provider import ChannelAdapter
 from server.domain.retry import RetryPolicy
 from server.events.bus import EventBus, InProcessBus
 from server.events.channel_notices import RedisChannelNotices
 from server.events.redis_bus import RedisBus, RedisBusConfig
-from server.gateway.app import AccessLog, create_app, route_table
-from server.gateway.callbacks import add_callback_routes
-from server.gateway.health import add_health_routes
-from server.gateway.metrics import add_metrics_route, metrics_app, request_middleware
-from server.gateway.openapi import add_docs_routes
-from server.gateway.protocol_log import ProtocolLogger
-from server.gateway.unsubscribe import add_unsubscribe_routes
+from server.gateway.metrics import metrics_app
 from server.net.addresses import AddressPolicy, address_refusal, url_refusal
 from server.net.http import OutboundHttp
 from server.observability.metrics import HubMetrics
@@ -74,30 +58,6 @@ class Lifecycle:
 
     grace: float
     serving: bool = True
-
-
-@dataclass(frozen=True)
-class UrlChecks:
-    """The outbound guard's verdicts at submit time: why a URL is refused, or None."""
-
-    # URLs the hub itself will call (notifyUrl, webhooks, tenant channel endpoints).
-    submitted: Callable[[str], str | None]
-    # Media URLs, judged on their address alone: a message may never fetch them.
-    media: Callable[[str], str | None]
-
-
-@dataclass
-class PublicUrl:
-    """Where providers reach our callbacks; defaults to the bound HTTP address."""
-
-    configured: str = ""
-    fallback: str = ""
-
-    def default(self, url: str) -> None:
-        self.fallback = url
-
-    def get(self) -> str:
-        return self.configured or self.fallback
 
 
 @dataclass
@@ -126,7 +86,7 @@ class Hub:
 
     async def revoke_key(self, api_id: str) -> bool:
         """Revoke a key; this server refuses it from the next call on."""
-        revoked = await self.store.revoke_api_key(api_id)
+        revoked = await self.store.keys.revoke_api_key(api_id)
         self.auth.forget(api_id)
         return revoked
 
@@ -175,20 +135,12 @@ async def _assemble(
             wake()
 
     metrics = HubMetrics(clock_ms=clock) if settings.metrics_enabled else None
-    store = await SqlStore.open(
-        settings.database_url,
-        publish,
-        clock=clock,
-        observer=metrics,
-        connect_timeout=settings.db_connect_timeout_s,
-        command_timeout=settings.db_command_timeout_s or None,
-        sqlite_synchronous=settings.sqlite_synchronous,
-    )
+    store = await open_store(settings, publish, clock=clock, observer=metrics)
     resources.push_async_callback(store.close)
     if metrics is not None:
-        metrics.watch_outbox(store.outbox_stats)
-    await bootstrap_keys(settings, store)
-    auth = _authenticator(settings, store, monotonic)
+        metrics.watch_outbox(store.outbox.outbox_stats)
+    await bootstrap_keys(settings, store.keys)
+    auth = serving.authenticator(settings, store.keys, monotonic)
     outbound_policy = AddressPolicy.of(settings.outbound_allow, https_only=settings.production)
 
     def url_check(url: str) -> str | None:
@@ -201,14 +153,14 @@ async def _assemble(
     resources.push_async_callback(http.close)
 
     async def on_receipt(channel_id: str, receipt: Receipt) -> None:
-        await record_receipt(store, channel_id, receipt)
+        await record_receipt(store.outbox, channel_id, receipt)
 
     channels = ChannelRegistry(on_receipt)
     # Adapters close once nothing sends through them any more.
     resources.push_async_callback(channels.close)
 
     webhook_sender = WebhookSender(
-        store,
+        store.webhooks,
         http,
         retry=RetryPolicy(settings.webhook_retry_base_ms, settings.retry_cap_ms),
         max_age_ms=settings.webhook_max_age_ms,
@@ -221,7 +173,9 @@ async def _assemble(
     wake_webhooks.append(webhook_sender.wake)
 
     sweeper = InactivitySweeper(
-        store, timeout_ms=settings.session_inactivity_ms, interval=settings.session_sweep_interval
+        store.sessions,
+        timeout_ms=settings.session_inactivity_ms,
+        interval=settings.session_sweep_interval,
     )
     sweeper.start()
     resources.push_async_callback(sweeper.close)
@@ -232,11 +186,11 @@ async def _assemble(
         query_ceiling_ms=settings.receipt_query_ceiling_ms,
     )
     receipt_sweeper = ReceiptTimeoutSweeper(
-        store, channels, receipt_rules, interval=settings.receipt_sweep_interval
+        store.outbox, channels, receipt_rules, interval=settings.receipt_sweep_interval
     )
     receipt_sweeper.start()
     resources.push_async_callback(receipt_sweeper.close)
-    housekeeper = Housekeeper(store, event_retention_ms=settings.event_retention_ms)
+    housekeeper = Housekeeper(store.retention, event_retention_ms=settings.event_retention_ms)
     housekeeper.start()
     resources.push_async_callback(housekeeper.close)
 
@@ -248,7 +202,15 @@ async def _assemble(
         for wake in wake_dispatcher:
             wake()
 
-    consent = ConsentRules(store, channels, replies_queued, public_url=public.get)
+    consent = ConsentRules(
+        channels,
+        replies_queued,
+        ledger=store.consents,
+        inbox=store.sessions,
+        replies=store.messages,
+        secrets=store.webhooks,
+        public_url=public.get,
+    )
 
     async def on_opted_out(delivery: Delivery, code: str) -> None:
         await consent.provider_opt_out(
@@ -260,7 +222,7 @@ async def _assemble(
         )
 
     dispatcher = Dispatcher(
-        store,
+        store.outbox,
         channels,
         lease_ms=settings.dispatch_lease_ms,
         retry=RetryPolicy(
@@ -276,7 +238,7 @@ async def _assemble(
     )
     wake_dispatcher.append(dispatcher.wake)
     fallback_sweeper = FallbackSweeper(
-        store,
+        store.outbox,
         wake_dispatcher=dispatcher.wake,
         interval=settings.fallback_sweep_interval,
         clock=clock,
@@ -284,7 +246,7 @@ async def _assemble(
     fallback_sweeper.start()
     resources.push_async_callback(fallback_sweeper.close)
     channel_sync = ChannelSync(
-        store,
+        store.config,
         channels,
         settings.channels,
         interval=settings.channel_sync_interval,
@@ -293,7 +255,7 @@ async def _assemble(
     checks = UrlChecks(url_check, media_check)
     # The façade's calls carry this, so the metrics count them once, as REST.
     mark = new_gateway_mark() if metrics is not None else None
-    built = _grpc_server(
+    built = serving.grpc_server(
         settings,
         store,
         bus,
@@ -335,14 +297,23 @@ async def _assemble(
     readiness.start()
     resources.push_async_callback(readiness.close)
 
-    app = _http_app(
-        settings, gateway_channel, channels, store, public, lifecycle, readiness, metrics, consent
+    app = serving.http_app(
+        settings,
+        gateway_channel,
+        channels,
+        public,
+        lambda: lifecycle.serving,
+        readiness,
+        metrics,
+        consent,
     )
-    runner, http_port = await _listen(resources, app, settings.host, settings.http_port)
+    runner, http_port = await serving.listen(resources, app, settings.host, settings.http_port)
     metrics_port = None
     if metrics is not None and settings.metrics_port is not None:
         listener = metrics_app(metrics, settings.metrics_token)
-        _, metrics_port = await _listen(resources, listener, settings.host, settings.metrics_port)
+        _, metrics_port = await serving.listen(
+            resources, listener, settings.host, settings.metrics_port
+        )
         log.info("serving /metrics on %s:%d", settings.host, metrics_port)
     public.default(f"http://{local_host}:{http_port}")
 
@@ -402,146 +373,7 @@ async def _assemble(
     )
 
 
-def _grpc_server(
-    settings: Settings,
-    store: SqlStore,
-    bus: EventBus,
-    channels: ChannelRegistry,
-    dispatcher: Dispatcher,
-    channel_sync: ChannelSync,
-    auth: Authenticator,
-    checks: UrlChecks,
-    clock: Callable[[], int],
-    metrics: HubMetrics | None,
-    mark: tuple[str, str] | None,
-    wake_webhooks: Callable[[], None],
-    consent: ConsentRules,
-) -> BuiltServer:
-    # One budget per tenant: the guard spends it, GetQuota reports it.
-    limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
-    return build_server(
-        Services(
-            messaging=MessagingServicer(
-                store,
-                channels,
-                dispatcher.wake,
-                clock,
-                inbound=InboundApi(store, channels, settings.verify_token, consent),
-                url_check=checks.submitted,
-                budget=limiter,
-                load=dispatcher,
-                consent=consent,
-            ),
-            notifications=NotificationServicer(
-                store,
-                bus,
-                heartbeat_seconds=settings.heartbeat_seconds,
-                buffer_limit=settings.subscriber_buffer,
-                stall_seconds=settings.subscriber_stall_seconds,
-            ),
-            sessions=SessionServicer(store),
-            config=ConfigServicer(
-                channels,
-                store,
-                url_check=checks.submitted,
-                channels_changed=channel_sync.changed_here,
-            ),
-            customers=CustomerServicer(store),
-            webhooks=WebhookServicer(store, on_redrive=wake_webhooks),
-            consents=ConsentServicer(store, consent),
-        ),
-        address=f"{settings.host}:{settings.grpc_port}",
-        max_message_bytes=settings.max_grpc_message_bytes,
-        # Media URLs at internal addresses are refused when submitted, not only when fetched.
-        url_check=checks.media,
-        interceptors=[
-            GuardInterceptor(
-                auth,
-                limiter,
-                StreamCounter(settings.max_streams_per_tenant),
-                settings.max_streams_per_tenant,
-                verify_token=settings.verify_token,
-                on_limited=metrics.rate_limited if metrics is not None else None,
-            )
-        ],
-        outermost=[MetricsInterceptor(metrics, mark)] if metrics and mark else [],
-    )
-
-
-def _http_app(
-    settings: Settings,
-    gateway_channel: grpc.aio.Channel,
-    channels: ChannelRegistry,
-    store: SqlStore,
-    public: PublicUrl,
-    lifecycle: Lifecycle,
-    readiness: Readiness,
-    metrics: HubMetrics | None,
-    consent: ConsentRules,
-) -> web.Application:
-    app = create_app(
-        gateway_channel,
-        max_body_bytes=settings.max_body_bytes,
-        outer_middlewares=[request_middleware(metrics)] if metrics is not None else [],
-    )
-
-    async def on_inbound(channel_id: str, messages: Sequence[InboundMessage]) -> None:
-        # Provider messages take the webhook's path (sessions, dedupe, events),
-        # for the tenant that owns the channel.
-        entry = channels.get(channel_id)
-        if entry is None:
-            return
-        kind = entry.channel.contact_type
-        received = tuple(from_provider(channel_id, kind, m) for m in messages)
-        tenant = entry.owner or DEFAULT_TENANT
-        await consent.receive(tenant, InboundBatch(messages=received), {channel_id: kind})
-
-    add_callback_routes(
-        app,
-        channels.adapter,
-        public_url=public.get,
-        on_receipt=channels.on_receipt,
-        on_inbound=on_inbound,
-    )
-
-    add_unsubscribe_routes(app, consent.one_click)
-    add_health_routes(app, lambda: lifecycle.serving, readiness)
-    if metrics is not None:
-        add_metrics_route(app, metrics, settings.metrics_token)
-    # Last: the document describes every route added above.
-    add_docs_routes(app, route_table(app))
-    return app
-
-
-def _authenticator(
-    settings: Settings, store: SqlStore, monotonic: Callable[[], float]
-) -> Authenticator:
-    keys = {app: decode_jwt_secret(secret) or b"" for app, secret in settings.jwt_secrets}
-    rules = TokenRules(keys, settings.jwt_max_age_s, settings.jwt_leeway_s)
-    return Authenticator(store, rules, cache_ttl_s=settings.key_cache_ttl_s, clock=monotonic)
-
-
 def _event_bus(settings: Settings) -> EventBus:
     if not settings.redis_url:
         return InProcessBus()
     return RedisBus(RedisBusConfig(settings.redis_url, max_len=settings.redis_stream_max_len))
-
-
-async def _listen(
-    resources: AsyncExitStack, app: web.Application, host: str, port: int
-) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(
-        app, handle_signals=False, access_log_class=AccessLog, logger=ProtocolLogger()
-    )
-    await runner.setup()
-    resources.push_async_callback(runner.cleanup)
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    return runner, _bound_port(site)
-
-
-def _bound_port(site: web.TCPSite) -> int:
-    server = site._server  # aiohttp exposes the bound socket only here
-    sockets = getattr(server, "sockets", None)
-    assert sockets
-    return int(sockets[0].getsockname()[1])

@@ -1,4 +1,4 @@
-"""SqlStore's part for the consent ledger (mixed into SqlStore)."""
+"""The consent ledger and each tenant's keyword settings."""
 
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ from server.storage import consents
 from server.storage.writer import Writer
 
 
-class ConsentStoreMixin:
-    engine: AsyncEngine
-    _writer: Writer
+class ConsentRows:
+    def __init__(self, engine: AsyncEngine, writer: Writer) -> None:
+        self._engine = engine
+        self._writer = writer
 
     async def record_consent(
         self, tenant_id: str, change: ConsentChange, channel_ids: Sequence[str] = ()
@@ -35,7 +36,7 @@ class ConsentStoreMixin:
     async def consent_states(
         self, tenant_id: str, channel_type: str, addresses: Sequence[str]
     ) -> dict[str, dict[str, ConsentState]]:
-        async with self.engine.connect() as conn:
+        async with self._engine.connect() as conn:
             return await consents.states(conn, tenant_id, channel_type, addresses)
 
     async def list_consents(
@@ -48,7 +49,7 @@ class ConsentStoreMixin:
         channel_type: str = "",
         source: ConsentSource | None = None,
     ) -> Page[ConsentEntry]:
-        async with self.engine.connect() as conn:
+        async with self._engine.connect() as conn:
             return await consents.list_page(
                 conn,
                 tenant_id,
@@ -62,11 +63,11 @@ class ConsentStoreMixin:
     async def get_consent(
         self, tenant_id: str, channel_type: str, address: str
     ) -> tuple[list[ConsentEntry], list[ConsentStep]]:
-        async with self.engine.connect() as conn:
+        async with self._engine.connect() as conn:
             return await consents.get(conn, tenant_id, channel_type, address)
 
     async def consent_settings(self, tenant_id: str) -> ConsentSettings:
-        async with self.engine.connect() as conn:
+        async with self._engine.connect() as conn:
             return await consents.settings(conn, tenant_id)
 
     async def set_consent_settings(self, tenant_id: str, settings: ConsentSettings) -> None:
