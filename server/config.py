@@ -16,6 +16,7 @@ from server.domain.models import Channel
 # What `make run` serves with no configuration: sandbox channels only. The
 # second one carries the service number used in the public API's examples, so
 # those examples can be sent as written.
+ROLES = ("all", "api", "dispatcher")
 DEFAULT_CHANNELS = (
     Channel("sandbox", "SANDBOX", "sandbox", lane="sandbox", name="Sandbox", sandbox=True),
     Channel(
@@ -72,6 +73,10 @@ class Settings:
     retry_max_attempts: int = 8
     dispatch_lease_ms: int = 60_000
     dispatch_poll_interval: float = 0.25
+    # What this process does: "api" serves calls and runs no background work,
+    # "dispatcher" runs the background work (sending, webhooks, sweeps), "all"
+    # both. Every role answers health, metrics and provider callbacks.
+    role: str = "all"
     # Events older than this leave the log; resuming from before them gets a reset.
     event_retention_ms: int = 7 * 24 * 3600 * 1000
     webhook_retry_base_ms: int = 1_000
@@ -170,6 +175,8 @@ class Settings:
             )
         if self.log_format not in ("text", "json"):
             raise ValueError(f"log format must be text or json, got {self.log_format!r}")
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, got {self.role!r}")
         if self.rate_per_s <= 0 or self.rate_burst < 1:
             raise ValueError("rate limit must be positive with a burst of at least 1")
         if bool(self.bootstrap_api_id) != bool(self.bootstrap_api_key):
@@ -183,6 +190,10 @@ class Settings:
     @property
     def production(self) -> bool:
         return self.env.strip().lower() == "production"
+
+    @property
+    def runs_background_work(self) -> bool:
+        return self.role != "api"
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> Settings:
@@ -228,6 +239,10 @@ class Settings:
             s = replace(s, dispatch_workers=max(1, int(env["CIMHUB_DISPATCH_WORKERS"])))
         if "CIMHUB_CHANNEL_SYNC_SECONDS" in env:
             s = replace(s, channel_sync_interval=float(env["CIMHUB_CHANNEL_SYNC_SECONDS"]))
+        if "CIMHUB_DISPATCH_POLL_SECONDS" in env:
+            s = replace(s, dispatch_poll_interval=float(env["CIMHUB_DISPATCH_POLL_SECONDS"]))
+        if "CIMHUB_ROLE" in env:
+            s = replace(s, role=env["CIMHUB_ROLE"].strip().lower())
         return _auth_from_env(s, env)
 
 

@@ -168,8 +168,12 @@ async def _assemble(
         clock=clock,
         observer=metrics,
     )
-    await webhook_sender.start()
-    resources.push_async_callback(webhook_sender.close)
+    # An "api" process leaves sending, webhooks and sweeps to "dispatcher"
+    # processes, which find the work in the database.
+    background = settings.runs_background_work
+    if background:
+        await webhook_sender.start()
+        resources.push_async_callback(webhook_sender.close)
     wake_webhooks.append(webhook_sender.wake)
 
     sweeper = InactivitySweeper(
@@ -177,8 +181,9 @@ async def _assemble(
         timeout_ms=settings.session_inactivity_ms,
         interval=settings.session_sweep_interval,
     )
-    sweeper.start()
-    resources.push_async_callback(sweeper.close)
+    if background:
+        sweeper.start()
+        resources.push_async_callback(sweeper.close)
     receipt_rules = ReceiptRules(
         timeout_ms=settings.receipt_timeout_ms,
         query_interval_ms=settings.receipt_query_interval_ms,
@@ -188,11 +193,12 @@ async def _assemble(
     receipt_sweeper = ReceiptTimeoutSweeper(
         store.outbox, channels, receipt_rules, interval=settings.receipt_sweep_interval
     )
-    receipt_sweeper.start()
-    resources.push_async_callback(receipt_sweeper.close)
     housekeeper = Housekeeper(store.retention, event_retention_ms=settings.event_retention_ms)
-    housekeeper.start()
-    resources.push_async_callback(housekeeper.close)
+    if background:
+        receipt_sweeper.start()
+        resources.push_async_callback(receipt_sweeper.close)
+        housekeeper.start()
+        resources.push_async_callback(housekeeper.close)
 
     public = PublicUrl(settings.public_url)
     # The dispatcher wakes for confirmation replies; it reports provider opt-outs.
@@ -243,8 +249,9 @@ async def _assemble(
         interval=settings.fallback_sweep_interval,
         clock=clock,
     )
-    fallback_sweeper.start()
-    resources.push_async_callback(fallback_sweeper.close)
+    if background:
+        fallback_sweeper.start()
+        resources.push_async_callback(fallback_sweeper.close)
     channel_sync = ChannelSync(
         store.config,
         channels,
@@ -337,8 +344,9 @@ async def _assemble(
     # Tests replace the adapters of some channels and keep the rest.
     for channel_id, adapter in adapters.items():
         await channels.use_adapter(channel_id, adapter)
-    await dispatcher.start()
-    resources.push_async_callback(dispatcher.close)
+    if background:
+        await dispatcher.start()
+        resources.push_async_callback(dispatcher.close)
 
     async def going_down() -> None:
         # First of all: health checks fail, and streams end with UNAVAILABLE
@@ -349,11 +357,12 @@ async def _assemble(
 
     resources.push_async_callback(going_down)
     log.info(
-        "serving gRPC on %s:%d and HTTP on %s:%d",
+        "serving gRPC on %s:%d and HTTP on %s:%d (role %s)",
         settings.host,
         built.port,
         settings.host,
         http_port,
+        settings.role,
     )
     return cls(
         settings=settings,

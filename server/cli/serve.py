@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from server.config import Settings, load_channels
+from server.config import ROLES, Settings, load_channels
 from server.telemetry import logs, tracing
 
 
@@ -32,6 +32,12 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--database-url", help="SQLAlchemy URL (env CIMHUB_DATABASE_URL)")
     serve.add_argument(
         "--channels", type=Path, help="channels TOML file (env CIMHUB_CHANNELS_FILE)"
+    )
+    serve.add_argument(
+        "--role",
+        choices=ROLES,
+        help="api: serve calls only; dispatcher: send, deliver webhooks and sweep;"
+        " all: both (env CIMHUB_ROLE, default all)",
     )
     serve.add_argument("--log-level", default="INFO")
     serve.add_argument(
@@ -56,6 +62,8 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> Settings:
         s = replace(s, channels=load_channels(args.channels))
     if getattr(args, "log_format", None):
         s = replace(s, log_format=args.log_format)
+    if getattr(args, "role", None):
+        s = replace(s, role=args.role)
     return s
 
 
