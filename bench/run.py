@@ -157,13 +157,17 @@ class Ctx:
 
 # ------------------------------------------------------------------ servers
 async def start_hub(
-    ctx: Ctx, name: str, channels: Path | None = None, extra_env: dict[str, str] | None = None
+    ctx: Ctx,
+    name: str,
+    channels: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+    db_url: str | None = None,
 ) -> Hub:
     argv = [
         "-m", "server", "serve",
         "--grpc-port", "0",
         "--http-port", "0",
-        "--database-url", ctx.db_url(name),
+        "--database-url", db_url or ctx.db_url(name),
         "--log-level", "WARNING",
     ]  # fmt: skip
     if channels is not None:
@@ -282,6 +286,7 @@ def run_ratios(a: list[Any], b: list[Any]) -> list[float | None]:
 
 # ----------------------------------------------------------- P1 / P4: unary
 HELD = "gRPC SendMessage, dispatch held back"
+SPLIT = "gRPC SendMessage, roles split (api process)"
 
 
 async def bench_unary(ctx: Ctx, want: set[str]) -> None:
@@ -295,6 +300,8 @@ async def bench_unary(ctx: Ctx, want: set[str]) -> None:
         "gRPC SendMessage": ("send_message", hub.grpc, hub.pid),
     }
     held: Hub | None = None
+    split: Hub | None = None
+    split_dispatcher: Hub | None = None
     if "P1" in want:
         # The same calls to a hub whose sandbox channel is paced to one message
         # a second: it accepts, but dispatches next to nothing. How far this is
@@ -306,6 +313,14 @@ async def bench_unary(ctx: Ctx, want: set[str]) -> None:
         )
         held = await start_hub(ctx, "hub-unary-held", paced)
         series[HELD] = ("send_message", held.grpc, held.pid)
+        # The same calls to an api process whose messages a dispatcher process
+        # on the same database sends: the layout `--role` is for.
+        shared = ctx.db_url("hub-split")
+        split = await start_hub(ctx, "hub-split-api", None, {"CIMHUB_ROLE": "api"}, shared)
+        split_dispatcher = await start_hub(
+            ctx, "hub-split-dispatcher", None, {"CIMHUB_ROLE": "dispatcher"}, shared
+        )
+        series[SPLIT] = ("send_message", split.grpc, split.pid)
     if "P4" in want:
         series["REST /api/v1/message/send"] = ("rest_send", hub.http, hub.pid)
         series["bare aiohttp JSON"] = ("bare_http", "http://" + bare_http.address(), bare_http.pid)
@@ -313,7 +328,8 @@ async def bench_unary(ctx: Ctx, want: set[str]) -> None:
     raw: dict[str, dict[int, list[float]]] = {s: {c: [] for c in levels} for s in series}
     lat: dict[str, list[float]] = {s: [] for s in series}
     cpus: dict[str, list[float | None]] = {s: [] for s in series}
-    everyone = [hub.pid, bare_grpc.pid, bare_http.pid, *([held.pid] if held else [])]
+    extra_hubs = [h for h in (held, split, split_dispatcher) if h is not None]
+    everyone = [hub.pid, bare_grpc.pid, bare_http.pid, *(h.pid for h in extra_hubs)]
     for run in range(plan.runs):
         for c in levels:
             seconds = plan.unary_seconds if c == plan.concurrency else plan.sweep_seconds
@@ -361,6 +377,18 @@ async def bench_unary(ctx: Ctx, want: set[str]) -> None:
             accept_only=summary(raw[HELD][c], "req/s"),
             accept_only_ratio=ratio_of(summary(raw[HELD][c], "req/s"), bare),
         )  # fmt: skip
+        split_fig = summary(raw[SPLIT][c], "req/s")
+        r = ratio_of(split_fig, bare)
+        row(
+            ctx, "P1 split", "P1",
+            f"durable SendMessage (gRPC, {ctx.db}) at concurrency {c}, to an api process with "
+            "dispatch in a dispatcher process on the same database",
+            split_fig, bare, f"bare grpc.aio unary, concurrency {c}", ">= 0.7x bare unary RPS",
+            None if r is None else r >= 0.7, r,
+            run_ratios(raw[SPLIT][c], raw["bare gRPC unary"][c]),
+            p99_ms=summary(lat[SPLIT], "ms"),
+            server_cpu_percent=summary(cpus[SPLIT], "%"),
+        )  # fmt: skip
     if "P4" in want:
         rest = summary(raw["REST /api/v1/message/send"][c], "req/s")
         bare_json = summary(raw["bare aiohttp JSON"][c], "req/s")
@@ -385,7 +413,7 @@ async def bench_unary(ctx: Ctx, want: set[str]) -> None:
                     "load", kind=kind, target=target, concurrency=c, warmup=0.2,
                     duration=plan.profile_seconds, channel_id="sandbox",
                 )  # fmt: skip
-    for child in (hub.child, bare_grpc, bare_http, *([held.child] if held else [])):
+    for child in (hub.child, bare_grpc, bare_http, *(h.child for h in extra_hubs)):
         await ctx.children.stop(child)
 
 
