@@ -17,7 +17,6 @@ from server.channels import ChannelRegistry
 from server.domain.consent import (
     CONSENT_REPLY,
     KEYWORD_CHANNELS,
-    OPTED_OUT_REFUSAL,
     PROVIDER_OPT_OUT_REASON,
     SCOPE_ALL,
     Applied,
@@ -101,25 +100,17 @@ class ConsentRules:
     async def screen(
         self, tenant: str, drafts: Sequence[OutboundDraft], category: str
     ) -> list[OutboundDraft]:
-        """The drafts with those the ledger stops marked OPTED_OUT, the rest as they were."""
+        """The drafts marked for the ledger check their accept runs, with the
+        category and, for email, the one-click unsubscribe link."""
         visible = self._channels.visible_to(tenant)
-        by_type: dict[str, list[str]] = {}
-        for d in drafts:
-            channel = visible.get(d.channel_id)
-            if channel is not None:
-                by_type.setdefault(channel.contact_type.upper(), []).append(d.destination)
-        states = {
-            kind: await self._ledger.consent_states(tenant, kind, addresses)
-            for kind, addresses in by_type.items()
-        }
         screened = []
         for d in drafts:
             channel = visible.get(d.channel_id)
-            kind = channel.contact_type.upper() if channel is not None else ""
-            if blocks(states.get(kind, {}).get(d.destination, {}), category):
-                d = replace(d, refusal=OPTED_OUT_REFUSAL)
-            elif kind == "EMAIL":
-                d = await self._with_unsubscribe(tenant, d, category)
+            if channel is not None:
+                kind = channel.contact_type.upper()
+                d = replace(d, consent_type=kind, consent_category=category)
+                if kind == "EMAIL":
+                    d = await self._with_unsubscribe(tenant, d, category)
             if category:
                 d = replace(d, content={**d.content, "category": normalise_scope(category)})
             screened.append(d)

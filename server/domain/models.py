@@ -81,6 +81,10 @@ class OutboundDraft:
     batch_id: str = ""
     # Why the hub will not send it (e.g. OPTED_OUT): it is stored FAILED, never dispatched.
     refusal: str = ""
+    # The consent ledger's channel type to check this destination against, and
+    # the send's category; the check runs in the transaction that stores it.
+    consent_type: str = ""
+    consent_category: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
@@ -21,7 +22,7 @@ from server.domain.consent import (
     blocks,
 )
 from server.domain.errors import not_found
-from server.domain.models import Page, new_id
+from server.domain.models import OutboundDraft, Page, new_id
 from server.domain.status import DeliveryStatus
 from server.storage import messages as msgs
 from server.storage.consent_schema import consent_history, consent_settings, consents
@@ -129,6 +130,32 @@ async def _withdraw_pending(
         ):
             withdrawn.append(r.id)
     return tuple(withdrawn)
+
+
+async def screen(
+    conn: AsyncConnection, tenant_id: str, drafts: Sequence[OutboundDraft]
+) -> Sequence[OutboundDraft]:
+    """The drafts, those whose destination the ledger stops marked OPTED_OUT.
+
+    Run in the transaction that stores them: the read joins the group commit's
+    connection (no connection of its own per send) and sees every opt-out
+    committed before the send is.
+    """
+    by_type: dict[str, list[str]] = {}
+    for d in drafts:
+        if d.consent_type and not d.refusal:
+            by_type.setdefault(d.consent_type, []).append(d.destination)
+    if not by_type:
+        return drafts
+    found = {kind: await states(conn, tenant_id, kind, wanted) for kind, wanted in by_type.items()}
+    return [
+        replace(d, refusal=OPTED_OUT_REFUSAL)
+        if d.consent_type
+        and not d.refusal
+        and blocks(found[d.consent_type].get(d.destination, {}), d.consent_category)
+        else d
+        for d in drafts
+    ]
 
 
 async def states(

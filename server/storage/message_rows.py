@@ -11,7 +11,7 @@ from server.domain.cancellation import CancelResult
 from server.domain.models import OutboundDraft, OutboundMessage, Page
 from server.domain.quota import QueueAhead
 from server.domain.status import DeliveryStatus
-from server.storage import accept, cancel, dead_letters, fallback, stats
+from server.storage import accept, cancel, consents, dead_letters, fallback, stats
 from server.storage import messages as msgs
 from server.storage.accept import AcceptResult, IdempotencyKey
 from server.storage.writer import Tx, Writer
@@ -33,9 +33,10 @@ class MessageRows:
         """Store the drafts; `traceparent` is the trace their later work continues."""
 
         async def work(tx: Tx) -> AcceptResult:
-            result = await accept.accept(tx, tenant_id, drafts, idem, render, traceparent)
-            if result.replay is None and any(d.fallback for d in drafts):
-                await fallback.plan(tx, result.messages, drafts)
+            screened = await consents.screen(tx.conn, tenant_id, drafts)
+            result = await accept.accept(tx, tenant_id, screened, idem, render, traceparent)
+            if result.replay is None and any(d.fallback for d in screened):
+                await fallback.plan(tx, result.messages, screened)
             return result
 
         return await self._writer.submit(work)
