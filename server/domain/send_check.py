@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from server.domain.coerce import flag, loose
 from server.domain.errors import DomainError, FieldViolation
 from server.domain.models import Channel
 from server.domain.smart_encoding import Replacement, replacements_in, smart_encode
@@ -80,11 +81,6 @@ def sms_estimate(rendered: str, applied: bool) -> SmsEstimate:
     )
 
 
-def _on(value: Any) -> bool:
-    # Options arrive as JSON: a bool, or the string the public API's examples use.
-    return value is True or str(value).strip().lower() == "true"
-
-
 def sms_fallback(channel: Channel, content: Mapping[str, Any]) -> tuple[str, str] | None:
     """The SMS channel and text an RCS message falls back to, if it would.
 
@@ -94,7 +90,8 @@ def sms_fallback(channel: Channel, content: Mapping[str, Any]) -> tuple[str, str
     """
     options = content.get("options") or {}
     target = str(channel.settings.get("sms_fallback_channel") or "")
-    if channel.provider != "rbm" or not target or not _on(options.get("smsFallback")):
+    wanted = loose(flag, options.get("smsFallback"), False)
+    if channel.provider != "rbm" or not target or not wanted:
         return None
     return target, str(options.get("text") or content.get("text") or "")
 
