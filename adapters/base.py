@@ -1,4 +1,4 @@
-"""What every provider adapter shares: the contract, errors, HTTP plumbing and secrets."""
+"""What every provider adapter shares: the contract, errors and HTTP plumbing."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from server.domain.models import Channel, Delivery, Receipt
+from server.domain.models import Delivery, Receipt
 from server.domain.provider import (
     Accepted,
     AttemptRecord,
@@ -47,72 +47,10 @@ __all__ = [
     "Receipt",
     "ReceiptSink",
     "RetryableProviderError",
-    "Secret",
     "StatusQuery",
     "raise_for_status",
     "retry_after_seconds",
-    "secret_setting",
-    "setting",
 ]
-
-
-class Secret:
-    """A credential that never shows itself in logs, reprs or error messages."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-
-def setting(channel: Channel, name: str, default: str | None = None) -> str:
-    value = channel.settings.get(name, default)
-    if value is None:
-        raise ValueError(f"channel {channel.channel_id}: setting {name!r} is required")
-    return str(value)
-
-
-def secret_setting(
-    channel: Channel,
-    name: str,
-    env: Mapping[str, str] | None = None,
-    *,
-    tenant_owned: bool = False,
-) -> Secret:
-    """A credential. The channels file names it by reference (`<name>_env = "VAR"`);
-    a tenant's channel carries the value itself (`<name>`), because the server's
-    environment is the operator's and must not be readable through a channel."""
-    if tenant_owned:
-        if f"{name}_env" in channel.settings:
-            # Refused before any lookup, so the answer never tells whether VAR exists.
-            raise ValueError(
-                f"channel {channel.channel_id}: {name}_env names a server environment "
-                f"variable; a tenant channel sends {name} itself"
-            )
-        given = channel.settings.get(name)
-        if not given or not isinstance(given, str):
-            raise ValueError(f"channel {channel.channel_id}: setting {name!r} is required")
-        return Secret(given)
-    env = os.environ if env is None else env
-    var = channel.settings.get(f"{name}_env")
-    if var is None:
-        raise ValueError(
-            f"channel {channel.channel_id}: {name}_env (an environment variable name) is required"
-        )
-    value = env.get(str(var))
-    if not value:
-        raise ValueError(
-            f"channel {channel.channel_id}: environment variable {var} is empty or unset"
-        )
-    return Secret(value)
 
 
 @dataclass(frozen=True)

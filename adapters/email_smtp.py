@@ -24,7 +24,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate
 from html.parser import HTMLParser
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiosmtplib
@@ -38,11 +38,9 @@ from adapters.base import (
     ProviderError,
     ReceiptSink,
     RetryableProviderError,
-    Secret,
     blocked_address,
-    secret_setting,
-    setting,
 )
+from adapters.settings import ChannelSettings, Secret, SettingError
 from server.domain.models import Channel
 from server.net.http import OutboundError, RefusedUrl
 
@@ -64,7 +62,6 @@ _IDLE_SECONDS = 30.0
 _SESSION_CODES = frozenset({530, 534, 535, 538})
 _MIME_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*$")
 _HTTP_STATUS = re.compile(r"^HTTP (\d{3})\b")
-_N = TypeVar("_N", int, float)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,38 +82,31 @@ class SmtpSettings:
     def from_channel(
         cls, channel: Channel, env: Mapping[str, str], *, tenant_owned: bool = False
     ) -> SmtpSettings:
-        cid = channel.channel_id
-        if tenant_owned and "ca_file" in channel.settings:
-            raise ValueError(f"channel {cid}: ca_file is a server path; only operators set it")
-        security = setting(channel, "security", "starttls").strip().lower()
-        if security not in _SECURITY_PORTS:
-            raise ValueError(f"channel {cid}: security must be one of starttls, tls, none")
-        username = channel.settings.get("username")
-        username = str(username) if username else None
+        s = ChannelSettings(channel, env, tenant_owned=tenant_owned)
+        ca_file = s.server_path("ca_file")
+        security = s.one_of("security", ("starttls", "tls", "none"), "starttls")
+        username = s.text("username", "") or None
         if username is not None and security == "none":
-            raise ValueError(
-                f"channel {cid}: username with security = none would send the password in clear"
+            raise SettingError(
+                channel.channel_id,
+                "username",
+                "with security = none would send the password in clear",
             )
         tls_context = None
         if security != "none":
-            ca_file = channel.settings.get("ca_file")
-            tls_context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-            if not _flag(channel, "validate_certs", True):
+            tls_context = ssl.create_default_context(cafile=ca_file or None)
+            if not s.flag("validate_certs", True):
                 tls_context.check_hostname = False
                 tls_context.verify_mode = ssl.CERT_NONE
         return cls(
-            host=setting(channel, "host"),
-            port=_number(channel, "port", _SECURITY_PORTS[security], int),
+            host=s.text("host"),
+            port=s.integer("port", _SECURITY_PORTS[security], maximum=65535),
             security=security,
             username=username,
-            password=(
-                secret_setting(channel, "password", env, tenant_owned=tenant_owned)
-                if username
-                else None
-            ),
-            timeout_seconds=_number(channel, "timeout_seconds", 10.0, float),
-            max_attachment_bytes=_number(channel, "max_attachment_bytes", 10 * _MIB, int),
-            max_connections=_number(channel, "max_connections", 4, int),
+            password=s.secret("password") if username else None,
+            timeout_seconds=s.seconds("timeout_seconds", 10.0),
+            max_attachment_bytes=s.integer("max_attachment_bytes", 10 * _MIB),
+            max_connections=s.integer("max_connections", 4),
             tls_context=tls_context,
         )
 
@@ -152,7 +142,7 @@ class SmtpEmailAdapter:
             try:
                 ctx.fetcher.check(_host_url(self._settings.host))
             except OutboundError as exc:
-                raise ValueError(f"channel {channel.channel_id}: host: {exc.reason}") from exc
+                raise SettingError(channel.channel_id, "host", exc.reason) from exc
 
     def __repr__(self) -> str:
         s = self._settings
@@ -559,29 +549,6 @@ def _mime_type(declared: Any, served: str) -> str:
 def _no_query(url: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-
-
-def _flag(channel: Channel, name: str, default: bool) -> bool:
-    raw = channel.settings.get(name, default)
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off"):
-        return False
-    raise ValueError(f"channel {channel.channel_id}: {name} must be true or false")
-
-
-def _number(channel: Channel, name: str, default: _N, kind: type[_N]) -> _N:
-    raw = channel.settings.get(name, default)
-    try:
-        value = kind(raw)
-    except (TypeError, ValueError):
-        raise ValueError(f"channel {channel.channel_id}: {name} must be a number") from None
-    if value <= 0:
-        raise ValueError(f"channel {channel.channel_id}: {name} must be positive")
-    return value
 
 
 # -- a plain rendering of HTML -------------------------------------------------

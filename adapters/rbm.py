@@ -35,7 +35,7 @@ import json
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -55,10 +55,9 @@ from adapters.base import (
     ReceiptSink,
     RetryableProviderError,
     retry_after_seconds,
-    secret_setting,
-    setting,
 )
 from adapters.media import vet_media_urls
+from adapters.settings import ChannelSettings, Credential, Secret
 from server.domain.models import Channel
 from server.domain.status import DeliveryStatus
 from server.domain.timeparse import parse_instant
@@ -67,6 +66,7 @@ log = logging.getLogger(__name__)
 
 PROVIDER = "rbm"
 DEFAULT_BASE_URL = "https://rcsbusinessmessaging.googleapis.com"
+DEFAULT_TIMEOUT_SECONDS = 10.0
 
 # Fixed namespace so that (message, attempt) always derives the same RBM id.
 _ID_NAMESPACE = uuid.UUID("0d6c2a4e-7f1b-4b8e-9a55-3c1e6f2b9d70")
@@ -111,23 +111,47 @@ class ContentError(ValueError):
     """The delivery's content cannot be expressed as an RBM message."""
 
 
+@dataclass(frozen=True, slots=True)
+class RbmSettings:
+    agent_id: str
+    # Looked up on every request, so a refreshed token is used at once.
+    token: Credential
+    client_token: Secret
+    sms_fallback_channel: str
+    base_url: str
+    timeout_seconds: float
+
+    @classmethod
+    def parse(
+        cls, channel: Channel, ctx: AdapterContext, *, tenant_owned: bool = False
+    ) -> RbmSettings:
+        s = ChannelSettings(channel, ctx.env, tenant_owned=tenant_owned)
+        token = s.credential("token")
+        # Read once now as well, so a missing variable fails when the channel is built.
+        token.current(ctx.env)
+        return cls(
+            agent_id=s.text("agent_id"),
+            token=token,
+            client_token=s.secret("client_token"),
+            sms_fallback_channel=s.text("sms_fallback_channel", ""),
+            base_url=s.url("base_url", DEFAULT_BASE_URL, guard=ctx.fetcher),
+            timeout_seconds=s.seconds("timeout_seconds", DEFAULT_TIMEOUT_SECONDS),
+        )
+
+
 class RbmAdapter:
     def __init__(
         self, channel: Channel, ctx: AdapterContext, *, tenant_owned: bool = False
     ) -> None:
         self.channel = channel
         self._ctx = ctx
-        self._tenant_owned = tenant_owned
-        self.agent_id = setting(channel, "agent_id")
-        # Looked up now so a missing variable fails at startup, and again per request.
-        self._auth()
-        self._client_token = secret_setting(
-            channel, "client_token", ctx.env, tenant_owned=tenant_owned
-        )
-        self.sms_fallback_channel = setting(channel, "sms_fallback_channel", "")
+        self.settings = RbmSettings.parse(channel, ctx, tenant_owned=tenant_owned)
+        self.agent_id = self.settings.agent_id
+        self._client_token = self.settings.client_token
+        self.sms_fallback_channel = self.settings.sms_fallback_channel
         self._http = HttpProviderClient(
-            setting(channel, "base_url", DEFAULT_BASE_URL),
-            total_timeout=float(setting(channel, "timeout_seconds", "10")),
+            self.settings.base_url,
+            total_timeout=self.settings.timeout_seconds,
             guard=ctx.fetcher if tenant_owned else None,
         )
 
@@ -254,9 +278,7 @@ class RbmAdapter:
         return frozenset(str(f) for f in features)
 
     def _auth(self) -> dict[str, str]:
-        token = secret_setting(
-            self.channel, "token", self._ctx.env, tenant_owned=self._tenant_owned
-        )
+        token = self.settings.token.current(self._ctx.env)
         return {"Authorization": f"Bearer {token.reveal()}"}
 
     # ------------------------------------------------------------------- webhooks

@@ -21,6 +21,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -40,14 +41,14 @@ from adapters.base import (
     ReceiptSink,
     RetryableProviderError,
     retry_after_seconds,
-    secret_setting,
-    setting,
 )
+from adapters.settings import ChannelSettings, Secret
 from server.domain.models import Channel
 from server.domain.provider import RecipientOptedOut
 from server.domain.status import DeliveryStatus
 
 DEFAULT_BASE_URL = "https://api.twilio.com"
+DEFAULT_TIMEOUT_SECONDS = 10.0
 SIGNATURE_HEADER = "x-twilio-signature"
 THROTTLED_CODE = "20429"
 # The recipient replied STOP to this sender: Twilio refuses until they reply START.
@@ -119,6 +120,28 @@ def _media_type(mime: str) -> str:
     return kind if kind in ("image", "video", "audio") else "document"
 
 
+@dataclass(frozen=True, slots=True)
+class TwilioSettings:
+    account_sid: str
+    auth_token: Secret
+    base_url: str
+    messaging_service_sid: str
+    timeout_seconds: float
+
+    @classmethod
+    def parse(
+        cls, channel: Channel, ctx: AdapterContext, *, tenant_owned: bool = False
+    ) -> TwilioSettings:
+        s = ChannelSettings(channel, ctx.env, tenant_owned=tenant_owned)
+        return cls(
+            account_sid=s.text("account_sid"),
+            auth_token=s.secret("auth_token"),
+            base_url=s.url("base_url", DEFAULT_BASE_URL, guard=ctx.fetcher),
+            messaging_service_sid=s.text("messaging_service_sid", ""),
+            timeout_seconds=s.seconds("timeout_seconds", DEFAULT_TIMEOUT_SECONDS),
+        )
+
+
 class TwilioSmsAdapter:
     """One SMS channel on one Twilio account."""
 
@@ -126,14 +149,15 @@ class TwilioSmsAdapter:
         self, channel: Channel, ctx: AdapterContext, *, tenant_owned: bool = False
     ) -> None:
         self.channel = channel
+        settings = TwilioSettings.parse(channel, ctx, tenant_owned=tenant_owned)
         # Only the URL is kept: the context's env holds every credential.
         self._callback_url = ctx.callback_url(channel.channel_id)
-        self._account_sid = setting(channel, "account_sid")
-        self._token = secret_setting(channel, "auth_token", ctx.env, tenant_owned=tenant_owned)
-        self._service_sid = str(channel.settings.get("messaging_service_sid") or "")
-        timeout = float(setting(channel, "timeout_seconds", "10"))
+        self._account_sid = settings.account_sid
+        self._token = settings.auth_token
+        self._service_sid = settings.messaging_service_sid
+        timeout = settings.timeout_seconds
         self._http = HttpProviderClient(
-            setting(channel, "base_url", DEFAULT_BASE_URL),
+            settings.base_url,
             total_timeout=timeout,
             connect_timeout=min(3.0, timeout),
             guard=ctx.fetcher if tenant_owned else None,

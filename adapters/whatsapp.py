@@ -20,6 +20,7 @@ import hmac
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -37,12 +38,10 @@ from adapters.base import (
     Receipt,
     ReceiptSink,
     RetryableProviderError,
-    Secret,
     retry_after_seconds,
-    secret_setting,
-    setting,
 )
 from adapters.media import vet_media_urls
+from adapters.settings import ChannelSettings, Secret
 from server.domain.models import Channel
 from server.domain.status import DeliveryStatus
 
@@ -87,27 +86,51 @@ _CONTACT_LISTS = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class WhatsAppSettings:
+    phone_number_id: str
+    access_token: Secret
+    # Required up front: an unverifiable webhook must fail at startup, not at the first POST.
+    app_secret: Secret
+    verify_token: Secret
+    api_version: str
+    base_url: str
+    timeout_seconds: float
+
+    @classmethod
+    def parse(
+        cls, channel: Channel, ctx: AdapterContext, *, tenant_owned: bool = False
+    ) -> WhatsAppSettings:
+        s = ChannelSettings(channel, ctx.env, tenant_owned=tenant_owned)
+        return cls(
+            phone_number_id=s.text("phone_number_id"),
+            access_token=s.secret("access_token"),
+            app_secret=s.secret("app_secret"),
+            verify_token=s.secret("verify_token"),
+            api_version=s.text("api_version", DEFAULT_API_VERSION).strip("/"),
+            base_url=s.url("base_url", DEFAULT_BASE_URL, guard=ctx.fetcher),
+            timeout_seconds=s.seconds("timeout_seconds", DEFAULT_TIMEOUT_SECONDS),
+        )
+
+
 class WhatsAppCloudAdapter:
     """One WhatsApp business phone number on Meta's Cloud API."""
 
     def __init__(
         self, channel: Channel, ctx: AdapterContext, *, tenant_owned: bool = False
     ) -> None:
+        settings = WhatsAppSettings.parse(channel, ctx, tenant_owned=tenant_owned)
         self.channel_id = channel.channel_id
-        self.phone_number_id = setting(channel, "phone_number_id")
-
-        def secret(name: str) -> Secret:
-            return secret_setting(channel, name, ctx.env, tenant_owned=tenant_owned)
-
-        self._access_token = secret("access_token")
-        # Required up front: an unverifiable webhook must fail at startup, not at the first POST.
-        self._app_secret = secret("app_secret")
-        self._verify_token = secret("verify_token")
-        version = setting(channel, "api_version", DEFAULT_API_VERSION).strip("/")
-        self._messages_path = f"/{quote(version)}/{quote(self.phone_number_id, safe='')}/messages"
-        timeout = float(setting(channel, "timeout_seconds", str(DEFAULT_TIMEOUT_SECONDS)))
+        self.phone_number_id = settings.phone_number_id
+        self._access_token = settings.access_token
+        self._app_secret = settings.app_secret
+        self._verify_token = settings.verify_token
+        self._messages_path = (
+            f"/{quote(settings.api_version)}/{quote(self.phone_number_id, safe='')}/messages"
+        )
+        timeout = settings.timeout_seconds
         self._http = HttpProviderClient(
-            setting(channel, "base_url", DEFAULT_BASE_URL),
+            settings.base_url,
             total_timeout=timeout,
             connect_timeout=min(3.0, timeout),
             guard=ctx.fetcher if tenant_owned else None,
