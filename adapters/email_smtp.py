@@ -38,11 +38,10 @@ from adapters.base import (
     ProviderError,
     ReceiptSink,
     RetryableProviderError,
-    blocked_address,
 )
 from adapters.settings import ChannelSettings, Secret, SettingError
 from server.domain.models import Channel
-from server.net.http import OutboundError, RefusedUrl
+from server.net.http import OutboundError, RefusedUrl, blocked_address
 
 __all__ = ["SmtpEmailAdapter", "SmtpSettings", "html_to_text"]
 

@@ -48,15 +48,13 @@ from adapters.base import (
     CallbackRequest,
     CallbackResult,
     Delivery,
-    HttpProviderClient,
     InboundMessage,
     PermanentProviderError,
     Receipt,
     ReceiptSink,
-    RetryableProviderError,
-    retry_after_seconds,
 )
 from adapters.media import vet_media_urls
+from adapters.provider_http import HttpAnswer, HttpProviderClient, ProviderFault, Verdict
 from adapters.settings import ChannelSettings, Credential, Secret
 from server.domain.models import Channel
 from server.domain.status import DeliveryStatus
@@ -151,6 +149,8 @@ class RbmAdapter:
         self.sms_fallback_channel = self.settings.sms_fallback_channel
         self._http = HttpProviderClient(
             self.settings.base_url,
+            provider="RBM",
+            read_error=google_fault,
             total_timeout=self.settings.timeout_seconds,
             guard=ctx.fetcher if tenant_owned else None,
         )
@@ -174,16 +174,16 @@ class RbmAdapter:
             raise PermanentProviderError(str(exc), "INVALID_CONTENT") from exc
         vet_media_urls(self._ctx.fetcher, body)
         message_id = rbm_message_id(delivery.message_id, delivery.attempt)
-        status, answer, headers = await self._http.request(
+        status, answer, _ = await self._http.call(
             "POST",
             f"/v1/phones/{_phone(delivery.destination)}/agentMessages",
             params={"messageId": message_id, "agentId": self.agent_id},
             json=body,
             headers=self._auth(),
+            accept=(404,),
         )
         if status == 404:
             return await self._not_rcs_capable(delivery, message_id, _error_message(answer))
-        _raise_for_google(status, answer, headers)
         return Accepted(message_id)
 
     async def _send_event(self, delivery: Delivery) -> Accepted:
@@ -199,17 +199,17 @@ class RbmAdapter:
                 raise PermanentProviderError("a READ event needs messageId", "INVALID_CONTENT")
             body["messageId"] = str(content["messageId"])
         event_id = rbm_event_id(delivery.message_id, delivery.attempt)
-        status, answer, headers = await self._http.request(
+        status, answer, _ = await self._http.call(
             "POST",
             f"/v1/phones/{_phone(delivery.destination)}/agentEvents",
             params={"eventId": event_id, "agentId": self.agent_id},
             json=body,
             headers=self._auth(),
+            accept=(404,),
         )
         if status == 404:
             # An event has no SMS equivalent worth sending.
             raise PermanentProviderError(_error_message(answer) or "not RCS-capable", "404")
-        _raise_for_google(status, answer, headers)
         return Accepted(event_id)
 
     async def _not_rcs_capable(self, delivery: Delivery, rbm_id: str, reason: str) -> Accepted:
@@ -265,15 +265,15 @@ class RbmAdapter:
 
     async def capabilities(self, msisdn: str) -> frozenset[str] | None:
         """RBM features the user supports, or None when RBM cannot reach them (404)."""
-        status, answer, headers = await self._http.request(
+        status, answer, _ = await self._http.call(
             "GET",
             f"/v1/phones/{_phone(msisdn)}/capabilities",
             params={"requestId": str(uuid.uuid4()), "agentId": self.agent_id},
             headers=self._auth(),
+            accept=(404,),
         )
         if status == 404:
             return None
-        _raise_for_google(status, answer, headers)
         features = answer.get("features", []) if isinstance(answer, dict) else []
         return frozenset(str(f) for f in features)
 
@@ -582,24 +582,19 @@ def _retry_delay(error: Mapping[str, Any]) -> float | None:
     return None
 
 
-def _raise_for_google(status: int, body: Any, headers: Mapping[str, str]) -> None:
-    if 200 <= status < 300:
-        return
-    error = _error(body)
-    code = str(error.get("status") or status)
-    reason = str(error.get("message") or f"RBM answered {status}")
-    if status == 429:
-        delay = retry_after_seconds(headers)
-        raise RetryableProviderError(
-            reason, code, delay if delay is not None else _retry_delay(error)
-        )
-    if status >= 500:
-        raise RetryableProviderError(reason, code)
-    if status == 401:
-        # Almost always an expired access token (they last an hour); the message is fine
-        # and goes through once the token is refreshed.
-        raise RetryableProviderError(reason, code)
-    raise PermanentProviderError(reason, code)
+def google_fault(answer: HttpAnswer) -> ProviderFault:
+    """Google's {"error": {"code", "message", "status", "details"}}: the status word
+    (RESOURCE_EXHAUSTED, ...) is the code."""
+    error = _error(answer.body)
+    # 401 is almost always an expired access token (they last an hour): the message
+    # is fine and goes through once the token is refreshed.
+    verdict = Verdict.TRANSIENT if answer.status == 401 else None
+    return ProviderFault(
+        str(error.get("status") or ""),
+        str(error.get("message") or ""),
+        verdict,
+        _retry_delay(error),
+    )
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:

@@ -22,7 +22,6 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from adapters import sms_encoding
@@ -33,18 +32,17 @@ from adapters.base import (
     CallbackRequest,
     CallbackResult,
     Delivery,
-    HttpProviderClient,
     InboundMessage,
     PermanentProviderError,
     ProviderStatus,
     Receipt,
     ReceiptSink,
     RetryableProviderError,
-    retry_after_seconds,
 )
+from adapters.provider_http import HttpAnswer, HttpProviderClient, ProviderFault, Verdict
 from adapters.settings import ChannelSettings, Secret
+from server.domain import coerce
 from server.domain.models import Channel
-from server.domain.provider import RecipientOptedOut
 from server.domain.status import DeliveryStatus
 
 DEFAULT_BASE_URL = "https://api.twilio.com"
@@ -158,6 +156,8 @@ class TwilioSmsAdapter:
         timeout = settings.timeout_seconds
         self._http = HttpProviderClient(
             settings.base_url,
+            provider="Twilio",
+            read_error=twilio_fault,
             total_timeout=timeout,
             connect_timeout=min(3.0, timeout),
             guard=ctx.fetcher if tenant_owned else None,
@@ -212,30 +212,26 @@ class TwilioSmsAdapter:
 
     async def send(self, delivery: Delivery) -> Accepted:
         form, text = self._form(delivery)
-        status, body, headers = await self._http.request(
+        status, body, _ = await self._http.call(
             "POST",
             self._messages + ".json",
             data=form,
             headers={"Authorization": self._basic_auth()},
         )
-        if 200 <= status < 300:
-            sid = body.get("sid") if isinstance(body, dict) else None
-            if not sid:
-                # Twilio took it but did not name it; sending again could duplicate.
-                raise PermanentProviderError(f"{status} without a message sid", "BAD_RESPONSE")
-            return Accepted(str(sid), segments=sms_encoding.segments(text))
-        raise _error(status, body, headers)
+        sid = body.get("sid") if isinstance(body, dict) else None
+        if not sid:
+            # Twilio took it but did not name it; sending again could duplicate.
+            raise PermanentProviderError(f"{status} without a message sid", "BAD_RESPONSE")
+        return Accepted(str(sid), segments=sms_encoding.segments(text))
 
     # -- looking a message up ----------------------------------------------
 
     async def query_status(self, provider_message_id: str) -> ProviderStatus:
         """Fetch the Message resource; its status is the one callbacks carry."""
         path = f"{self._messages}/{quote(provider_message_id, safe='')}.json"
-        status, body, headers = await self._http.request(
+        status, body, _ = await self._http.call(
             "GET", path, headers={"Authorization": self._basic_auth()}
         )
-        if not 200 <= status < 300:
-            raise _error(status, body, headers)
         info = body if isinstance(body, dict) else {}
         said = str(info.get("status") or "")
         if not said:
@@ -308,18 +304,18 @@ class TwilioSmsAdapter:
         )
 
 
-def _error(status: int, body: Any, headers: Mapping[str, str]) -> Exception:
-    """Twilio's error JSON is {code, message, more_info, status}."""
-    info = body if isinstance(body, dict) else {}
-    raw_code = info.get("code")
-    code = str(raw_code) if raw_code is not None else str(status)
-    reason = str(info.get("message") or f"Twilio answered {status}")
-    if status == 429 or code == THROTTLED_CODE:
-        return RetryableProviderError(reason, code, retry_after_seconds(headers))
-    if status >= 500:
-        return RetryableProviderError(reason, code)
-    if code == UNSUBSCRIBED_CODE:
-        return RecipientOptedOut(reason, code)
-    # 400 (21211 bad To, 21602 no body, ...), 401 (20003 bad credentials),
-    # 404: the same request would fail the same way.
-    return PermanentProviderError(reason, code)
+def twilio_fault(answer: HttpAnswer) -> ProviderFault:
+    """Twilio's error JSON is {code, message, more_info, status}.
+
+    400 (21211 bad To, 21602 no body, ...), 401 (20003 bad credentials) and
+    404 fail the same way on every try, which the status already says; two
+    codes say more than their status.
+    """
+    info = answer.body if isinstance(answer.body, dict) else {}
+    code = coerce.loose(coerce.text, info.get("code"), "")
+    verdict = None
+    if code == THROTTLED_CODE:
+        verdict = Verdict.THROTTLED
+    elif code == UNSUBSCRIBED_CODE:
+        verdict = Verdict.OPTED_OUT
+    return ProviderFault(code, coerce.loose(coerce.text, info.get("message"), ""), verdict)

@@ -31,16 +31,13 @@ from adapters.base import (
     CallbackRequest,
     CallbackResult,
     Delivery,
-    HttpProviderClient,
     InboundMessage,
     PermanentProviderError,
-    ProviderError,
     Receipt,
     ReceiptSink,
-    RetryableProviderError,
-    retry_after_seconds,
 )
 from adapters.media import vet_media_urls
+from adapters.provider_http import HttpAnswer, HttpProviderClient, ProviderFault, Verdict
 from adapters.settings import ChannelSettings, Secret
 from server.domain.models import Channel
 from server.domain.status import DeliveryStatus
@@ -131,6 +128,8 @@ class WhatsAppCloudAdapter:
         timeout = settings.timeout_seconds
         self._http = HttpProviderClient(
             settings.base_url,
+            provider="WhatsApp Cloud API",
+            read_error=meta_fault,
             total_timeout=timeout,
             connect_timeout=min(3.0, timeout),
             guard=ctx.fetcher if tenant_owned else None,
@@ -145,15 +144,13 @@ class WhatsAppCloudAdapter:
     async def send(self, delivery: Delivery) -> Accepted:
         body = message_body(delivery)
         vet_media_urls(self._fetcher, body)
-        status, data, headers = await self._http.request(
+        _, data, _ = await self._http.call(
             "POST",
             self._messages_path,
             json=body,
             headers={"Authorization": f"Bearer {self._access_token.reveal()}"},
         )
-        if 200 <= status < 300:
-            return Accepted(accepted_message_id(data))
-        raise provider_error(status, data, headers)
+        return Accepted(accepted_message_id(data))
 
     async def close(self) -> None:
         await self._http.close()
@@ -352,23 +349,22 @@ def accepted_message_id(data: Any) -> str:
     raise PermanentProviderError("Cloud API answered 2xx without a message id", "NO_MESSAGE_ID")
 
 
-def provider_error(status: int, data: Any, headers: Mapping[str, str]) -> ProviderError:
-    """Meta's error object to a retryable or permanent error carrying Meta's code.
+def meta_fault(answer: HttpAnswer) -> ProviderFault:
+    """Meta's error object: its code and message, and what the code says about retrying.
 
     Meta answers most errors, throttling included, with HTTP 400 and tells them
-    apart by error.code, so the code decides first and the status second.
+    apart by error.code, so a code it documents decides before the status.
     """
-    error = _mapping(_mapping(data).get("error"))
+    error = _mapping(_mapping(answer.body).get("error"))
     code = _int(error.get("code"))
-    reason = _str(error.get("message")) or f"WhatsApp Cloud API answered HTTP {status}"
-    code_text = str(code) if code is not None else str(status)
+    verdict = None
     if code in WINDOW_CLOSED_CODES:
-        return PermanentProviderError(reason, code_text)
-    if code in THROTTLED_CODES or status == 429:
-        return RetryableProviderError(reason, code_text, retry_after_seconds(headers))
-    if code in TRANSIENT_CODES or status >= 500:
-        return RetryableProviderError(reason, code_text, retry_after_seconds(headers))
-    return PermanentProviderError(reason, code_text)
+        verdict = Verdict.PERMANENT
+    elif code in THROTTLED_CODES:
+        verdict = Verdict.THROTTLED
+    elif code in TRANSIENT_CODES:
+        verdict = Verdict.TRANSIENT
+    return ProviderFault(str(code) if code is not None else "", _str(error.get("message")), verdict)
 
 
 # --- webhooks -------------------------------------------------------------------------------

@@ -27,10 +27,11 @@ from adapters.base import (
     Receipt,
     RetryableProviderError,
 )
+from adapters.provider_http import HttpAnswer, provider_failure
 from adapters.whatsapp import (
     DEFAULT_API_VERSION,
     WhatsAppCloudAdapter,
-    provider_error,
+    meta_fault,
     verify_signature,
 )
 from fakes.server import Behaviour
@@ -452,7 +453,8 @@ def test_error_mapping(
     code: str,
     retry_after: float | None,
 ) -> None:
-    err = provider_error(status_code, body, headers)
+    answer = HttpAnswer(status_code, body, headers)
+    err = provider_failure(answer, meta_fault, "WhatsApp Cloud API")
     assert isinstance(err, RetryableProviderError if retryable else PermanentProviderError)
     assert err.code == code
     if isinstance(body, dict) and "error" in body:
