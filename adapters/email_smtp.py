@@ -40,6 +40,7 @@ from adapters.base import (
     RetryableProviderError,
 )
 from adapters.settings import ChannelSettings, Secret, SettingError
+from server.domain.content import Attachment, MessageContent
 from server.domain.models import Channel
 from server.net.http import OutboundError, RefusedUrl, blocked_address
 
@@ -121,7 +122,7 @@ class _Outgoing:
 
 
 @dataclass(frozen=True, slots=True)
-class _Attachment:
+class _Fetched:
     name: str
     mime_type: str
     data: bytes
@@ -162,15 +163,13 @@ class SmtpEmailAdapter:
 
     async def _compose(self, delivery: Delivery) -> _Outgoing:
         content = delivery.content
-        options = content.get("options")
-        options = options if isinstance(options, Mapping) else {}
         try:
-            sender = _address(str(content.get("from") or self._channel.lane), "from")
-            if options.get("fromName"):
-                sender = Address(str(options["fromName"]), addr_spec=sender.addr_spec)
+            sender = _address(content.sender or self._channel.lane, "from")
+            if content.options.from_name:
+                sender = Address(content.options.from_name, addr_spec=sender.addr_spec)
             to = _address(delivery.destination, "destination")
-            cc = [_address(str(a), "cc") for a in _listed(content.get("cc"))]
-            bcc = [_address(str(a), "bcc") for a in _listed(content.get("bcc"))]
+            cc = [_address(a, "cc") for a in content.cc]
+            bcc = [_address(a, "bcc") for a in content.bcc]
             # Not make_msgid(): the same id on every attempt, so when a relay took
             # the message but its reply was lost, receivers can fold the retry away.
             message_id = f"<{delivery.message_id}@{_id_domain(sender, self._settings.host)}>"
@@ -180,7 +179,7 @@ class SmtpEmailAdapter:
                 f"cannot build the email: {exc}", "INVALID_CONTENT"
             ) from exc
         # Downloads come after the cheap checks, and before a relay session is taken.
-        for item in await self._fetch_attachments(_listed(content.get("attachments"))):
+        for item in await self._fetch_attachments(content.attachments):
             maintype, subtype = item.mime_type.split("/", 1)
             message.add_attachment(item.data, maintype, subtype, filename=item.name)
 
@@ -195,26 +194,26 @@ class SmtpEmailAdapter:
         copies = _unique((a.addr_spec for a in [*cc, *bcc]), exclude=to.addr_spec)
         return _Outgoing(message_id, sender.addr_spec, to.addr_spec, copies, data, utf8)
 
-    async def _fetch_attachments(self, items: Sequence[Any]) -> list[_Attachment]:
+    async def _fetch_attachments(self, items: Sequence[Attachment]) -> list[_Fetched]:
         budget = self._settings.max_attachment_bytes
-        declared = sum(_declared_size(item) for item in items)
+        declared = sum(item.size for item in items)
         if declared > budget:
             raise PermanentProviderError(
                 f"attachments declare {declared} bytes; the limit is {budget}", "ATTACHMENT"
             )
-        fetched: list[_Attachment] = []
+        fetched: list[_Fetched] = []
         for index, item in enumerate(items, start=1):
-            if not isinstance(item, Mapping) or not item.get("mediaUrl"):
+            if not item.url:
                 raise PermanentProviderError(f"attachment {index} has no mediaUrl", "ATTACHMENT")
-            url = str(item["mediaUrl"])
+            url = item.url
             try:
                 # The fetcher enforces the remaining budget while it reads.
                 data, served_type = await self._ctx.fetcher.fetch(url, budget)
             except OutboundError as exc:
                 raise _fetch_failure(index, url, exc) from exc
             budget -= len(data)
-            name = _file_name(item.get("name"), index)
-            fetched.append(_Attachment(name, _mime_type(item.get("mimeType"), served_type), data))
+            name = _file_name(item.name, index)
+            fetched.append(_Fetched(name, _mime_type(item.mime_type, served_type), data))
         return fetched
 
     # -- talking to the relay -------------------------------------------------
@@ -445,7 +444,7 @@ def _fetch_failure(index: int, url: str, exc: OutboundError) -> ProviderError:
 
 
 def _skeleton(
-    content: Mapping[str, Any],
+    content: MessageContent,
     sender: Address,
     to: Address,
     cc: list[Address],
@@ -457,13 +456,13 @@ def _skeleton(
     message["To"] = to
     if cc:
         message["Cc"] = cc
-    if content.get("replyTo"):
-        message["Reply-To"] = str(content["replyTo"])
+    if content.reply_to:
+        message["Reply-To"] = content.reply_to
     # A subject is one line; a pasted newline must not end the header block.
-    message["Subject"] = " ".join(str(content.get("subject") or "").splitlines())
+    message["Subject"] = " ".join(content.subject.splitlines())
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = message_id
-    one_click = str(content.get("listUnsubscribe") or "")
+    one_click = content.list_unsubscribe
     if one_click:
         # RFC 8058: the mail client POSTs List-Unsubscribe=One-Click to the
         # HTTPS link; the mailto: is for clients that only know RFC 2369.
@@ -472,8 +471,8 @@ def _skeleton(
             links.append(f"<mailto:{sender.addr_spec}?subject=unsubscribe>")
         message["List-Unsubscribe"] = ", ".join(links)
         message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    html = str(content.get("html") or "") if content.get("type") == "html" else ""
-    message.set_content(str(content.get("text") or "") or html_to_text(html))
+    html = content.html if content.type == "html" else ""
+    message.set_content(content.text or html_to_text(html))
     if html:
         message.add_alternative(html, subtype="html")
     return message
@@ -503,14 +502,6 @@ def _id_domain(sender: Address, host: str) -> str:
         return host
 
 
-def _listed(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
-        raise TypeError("expected a list")
-    return list(value)
-
-
 def _unique(addresses: Iterable[str], *, exclude: str) -> tuple[str, ...]:
     seen = {exclude.lower()}
     kept: list[str] = []
@@ -519,15 +510,6 @@ def _unique(addresses: Iterable[str], *, exclude: str) -> tuple[str, ...]:
             seen.add(address.lower())
             kept.append(address)
     return tuple(kept)
-
-
-def _declared_size(item: Any) -> int:
-    if not isinstance(item, Mapping):
-        return 0
-    try:
-        return max(0, int(item.get("size") or 0))
-    except (TypeError, ValueError):
-        return 0
 
 
 def _file_name(raw: Any, index: int) -> str:

@@ -109,10 +109,6 @@ def _url_variants(url: str) -> tuple[str, ...]:
     return (url, urlunsplit(parts._replace(netloc=f"{parts.netloc}:{default}")))
 
 
-def _count(value: str) -> int:
-    return int(value) if value.isdigit() else 0
-
-
 def _media_type(mime: str) -> str:
     kind = mime.split("/", 1)[0].lower()
     return kind if kind in ("image", "video", "audio") else "document"
@@ -188,13 +184,14 @@ class TwilioSmsAdapter:
 
     def _form(self, delivery: Delivery) -> tuple[dict[str, str], str]:
         content = delivery.content
-        text = str(content.get("text", delivery.text) or "")
+        # A media message sent as SMS carries its caption as the message's text.
+        text = content.text or delivery.text
         form = {
             "To": delivery.destination,
             "Body": text,
             "StatusCallback": self._callback_url,
         }
-        sender = str(content.get("from") or "")
+        sender = content.sender
         if self._service_sid:
             # The service picks a sender from its pool unless the batch named one.
             form["MessagingServiceSid"] = self._service_sid
@@ -264,7 +261,7 @@ class TwilioSmsAdapter:
         status = form.get("MessageStatus", "")
         if status and status not in _INBOUND_STATUSES:
             return CallbackResult(receipts=self._receipt(form, status), status=204)
-        if "Body" in form or _count(form.get("NumMedia", "")) > 0:
+        if "Body" in form or coerce.loose(coerce.integer, form.get("NumMedia"), 0) > 0:
             return CallbackResult(
                 inbound=(self._inbound(form),),
                 body=EMPTY_TWIML,

@@ -50,6 +50,7 @@ from fakes.whatsapp import (
     user_message,
     verification_request,
 )
+from server.domain.content import parse_content
 from server.domain.models import Channel
 from server.domain.sending import SingleSend, canonical_content
 from server.domain.status import DeliveryStatus
@@ -107,7 +108,7 @@ def delivery(content: Mapping[str, Any], destination: str = CUSTOMER) -> Deliver
         destination=destination,
         type=str(content.get("type", "text")),
         text=str(content.get("text", "")),
-        content=content,
+        content=parse_content(content),
         attempt=1,
     )
 

@@ -37,6 +37,7 @@ from fakes.rbm import FakeRbm
 from fakes.server import Behaviour, FakeProviderServer
 from fakes.twilio import FakeTwilio
 from fakes.whatsapp import PHONE_NUMBER_ID, FakeWhatsApp
+from server.domain.content import MessageContent
 from server.domain.models import Channel
 from server.domain.provider import RecipientOptedOut
 from support.net import loopback_http
@@ -227,7 +228,7 @@ async def sending(provider: str, behaviour: Behaviour, **kw: Any) -> AsyncIterat
 
 
 def text_delivery() -> Delivery:
-    content = {"type": "text", "text": "hello"}
+    content = MessageContent(type="text", text="hello")
     return Delivery("m-1", "t", "c", "+16505551234", "text", "hello", content, 1)
 
 

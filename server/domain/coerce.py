@@ -120,6 +120,11 @@ def loose(rule: Callable[[Any], T], value: Any, default: D) -> T | D:
         return default
 
 
+def as_text(value: Any) -> str:
+    """`text`, or "" for a value that is not text: for fields read, never refused."""
+    return loose(text, value, "")
+
+
 def mapping(value: Any) -> Mapping[str, Any]:
     """A JSON object, or an empty one for anything else."""
     return value if isinstance(value, Mapping) else {}

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from server.domain.coerce import flag, loose
+from server.domain.coerce import as_text
+from server.domain.content import parse_content
 from server.domain.errors import DomainError, FieldViolation
 from server.domain.models import Channel
 from server.domain.smart_encoding import Replacement, replacements_in, smart_encode
@@ -88,12 +89,11 @@ def sms_fallback(channel: Channel, content: Mapping[str, Any]) -> tuple[str, str
     with options.smsFallback, on a channel that names its
     sms_fallback_channel, with options.text or the message's own text.
     """
-    options = content.get("options") or {}
-    target = str(channel.settings.get("sms_fallback_channel") or "")
-    wanted = loose(flag, options.get("smsFallback"), False)
-    if channel.provider != "rbm" or not target or not wanted:
+    typed = parse_content(content)
+    target = as_text(channel.settings.get("sms_fallback_channel"))
+    if channel.provider != "rbm" or not target or not typed.options.sms_fallback:
         return None
-    return target, str(options.get("text") or content.get("text") or "")
+    return target, typed.options.fallback_text or typed.text
 
 
 def names_destination(violation: FieldViolation, group: int, path: str) -> bool:

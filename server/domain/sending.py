@@ -172,7 +172,7 @@ _MEDIA = {"image", "video", "audio", "voice", "document"}
 
 
 def canonical_content(send: SingleSend) -> dict[str, Any]:
-    """The single-send parts in the shape adapters read for every send.
+    """The single-send parts in the shape stored for every send (see content.parse_content).
 
     Keys: type, text, mediaUrl/caption/filename for media, latitude/longitude/
     name/address/url for locations, contacts, template, and buttons

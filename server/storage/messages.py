@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, delete, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from server.domain.content import parse_content
 from server.domain.errors import already_exists, not_found
 from server.domain.events import EventType, NewEvent
 from server.domain.models import (
@@ -455,7 +456,7 @@ async def claim_due(
             destination=r.destination,
             type=r.type,
             text=r.text,
-            content=r.content,
+            content=parse_content(r.content, message_type=r.type),
             attempt=r.attempts + 1,
             expire_at=r.expire_at,
             accepted_at=r.created_at,
