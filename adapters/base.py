@@ -1,16 +1,16 @@
-"""What every provider adapter shares: the contract, errors, HTTP plumbing and secrets."""
+"""What every provider adapter shares: the contract, its errors and the build context.
+
+HTTP plumbing and the mapping of provider answers live in provider_http.py,
+channel settings in settings.py.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-import aiohttp
-
-from server.domain.models import Channel, Delivery, Receipt
+from server.domain.models import Delivery, Receipt
 from server.domain.provider import (
     Accepted,
     AttemptRecord,
@@ -27,7 +27,7 @@ from server.domain.provider import (
     RetryableProviderError,
     StatusQuery,
 )
-from server.net.http import OutboundError, OutboundHttp, blocked_address, client_tracing
+from server.net.http import OutboundHttp
 
 __all__ = [
     "Accepted",
@@ -39,7 +39,6 @@ __all__ = [
     "CallbackResult",
     "ChannelAdapter",
     "Delivery",
-    "HttpProviderClient",
     "InboundMessage",
     "PermanentProviderError",
     "ProviderError",
@@ -47,72 +46,8 @@ __all__ = [
     "Receipt",
     "ReceiptSink",
     "RetryableProviderError",
-    "Secret",
     "StatusQuery",
-    "raise_for_status",
-    "retry_after_seconds",
-    "secret_setting",
-    "setting",
 ]
-
-
-class Secret:
-    """A credential that never shows itself in logs, reprs or error messages."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-
-def setting(channel: Channel, name: str, default: str | None = None) -> str:
-    value = channel.settings.get(name, default)
-    if value is None:
-        raise ValueError(f"channel {channel.channel_id}: setting {name!r} is required")
-    return str(value)
-
-
-def secret_setting(
-    channel: Channel,
-    name: str,
-    env: Mapping[str, str] | None = None,
-    *,
-    tenant_owned: bool = False,
-) -> Secret:
-    """A credential. The channels file names it by reference (`<name>_env = "VAR"`);
-    a tenant's channel carries the value itself (`<name>`), because the server's
-    environment is the operator's and must not be readable through a channel."""
-    if tenant_owned:
-        if f"{name}_env" in channel.settings:
-            # Refused before any lookup, so the answer never tells whether VAR exists.
-            raise ValueError(
-                f"channel {channel.channel_id}: {name}_env names a server environment "
-                f"variable; a tenant channel sends {name} itself"
-            )
-        given = channel.settings.get(name)
-        if not given or not isinstance(given, str):
-            raise ValueError(f"channel {channel.channel_id}: setting {name!r} is required")
-        return Secret(given)
-    env = os.environ if env is None else env
-    var = channel.settings.get(f"{name}_env")
-    if var is None:
-        raise ValueError(
-            f"channel {channel.channel_id}: {name}_env (an environment variable name) is required"
-        )
-    value = env.get(str(var))
-    if not value:
-        raise ValueError(
-            f"channel {channel.channel_id}: environment variable {var} is empty or unset"
-        )
-    return Secret(value)
 
 
 @dataclass(frozen=True)
@@ -130,109 +65,3 @@ class AdapterContext:
 
     def callback_url(self, channel_id: str) -> str:
         return f"{self.public_url.rstrip('/')}/callbacks/{channel_id}"
-
-
-class HttpProviderClient:
-    """One pooled session per adapter, with timeouts, and the common error mapping.
-
-    Timeouts and connection failures, 5xx and 429 are retryable (429 carries
-    Retry-After); any other non-2xx is permanent unless the adapter maps it first.
-    """
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        total_timeout: float = 10.0,
-        connect_timeout: float = 3.0,
-        guard: OutboundHttp | None = None,
-    ) -> None:
-        """With a guard (tenant channels), base_url must pass the guard's policy, and
-        every connection goes to an address its resolver vetted at connect time."""
-        self.base_url = base_url.rstrip("/")
-        self._guard = guard
-        if guard is not None:
-            try:
-                guard.check(self.base_url)
-            except OutboundError as exc:
-                raise ValueError(f"base_url: {exc.reason}") from exc
-        self._timeout = aiohttp.ClientTimeout(total=total_timeout, connect=connect_timeout)
-        self._session: aiohttp.ClientSession | None = None
-
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            if self._guard is None:
-                connector = aiohttp.TCPConnector(limit=100)
-            else:
-                connector = aiohttp.TCPConnector(
-                    limit=100,
-                    resolver=self._guard.vetted_resolver(),
-                    # Each new connection resolves and vets afresh, so DNS cannot rebind.
-                    use_dns_cache=False,
-                )
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout,
-                connector=connector,
-                trust_env=False,
-                trace_configs=[client_tracing()],
-            )
-        return self._session
-
-    async def request(
-        self, method: str, path: str, *, expect_json: bool = True, **kwargs: Any
-    ) -> tuple[int, Any, Mapping[str, str]]:
-        """Returns (status, parsed body or text, headers); network trouble is retryable,
-        an address the guard refuses is not."""
-        if self._guard is not None:
-            try:
-                # An IP literal never reaches the resolver, so it is judged here.
-                self._guard.check(self.base_url + path)
-            except OutboundError as exc:
-                raise PermanentProviderError(exc.reason, "BLOCKED_ADDRESS") from exc
-        try:
-            async with self.session().request(
-                method, self.base_url + path, allow_redirects=False, **kwargs
-            ) as resp:
-                raw = await resp.read()
-                body: Any = raw.decode(errors="replace")
-                if expect_json and raw:
-                    with contextlib.suppress(ValueError):
-                        body = await resp.json(content_type=None)
-                return resp.status, body, dict(resp.headers)
-        except TimeoutError as exc:
-            raise RetryableProviderError("provider timed out", "TIMEOUT") from exc
-        except aiohttp.ClientError as exc:
-            blocked = blocked_address(exc)
-            if blocked is not None:
-                raise PermanentProviderError(str(blocked), "BLOCKED_ADDRESS") from exc
-            raise RetryableProviderError(
-                f"provider unreachable: {type(exc).__name__}", "NETWORK"
-            ) from exc
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
-def raise_for_status(status: int, headers: Mapping[str, str], code: str, reason: str) -> None:
-    """The common mapping, for statuses an adapter did not handle itself."""
-    if 200 <= status < 300:
-        return
-    if status == 429:
-        raise RetryableProviderError(
-            reason or "throttled", code or "429", retry_after_seconds(headers)
-        )
-    if status >= 500:
-        raise RetryableProviderError(reason or f"provider error {status}", code or str(status))
-    raise PermanentProviderError(reason or f"rejected with {status}", code or str(status))

@@ -24,7 +24,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate
 from html.parser import HTMLParser
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiosmtplib
@@ -38,13 +38,11 @@ from adapters.base import (
     ProviderError,
     ReceiptSink,
     RetryableProviderError,
-    Secret,
-    blocked_address,
-    secret_setting,
-    setting,
 )
+from adapters.settings import ChannelSettings, Secret, SettingError
+from server.domain.content import Attachment, MessageContent
 from server.domain.models import Channel
-from server.net.http import OutboundError, RefusedUrl
+from server.net.http import OutboundError, RefusedUrl, blocked_address
 
 __all__ = ["SmtpEmailAdapter", "SmtpSettings", "html_to_text"]
 
@@ -64,7 +62,6 @@ _IDLE_SECONDS = 30.0
 _SESSION_CODES = frozenset({530, 534, 535, 538})
 _MIME_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*$")
 _HTTP_STATUS = re.compile(r"^HTTP (\d{3})\b")
-_N = TypeVar("_N", int, float)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,38 +82,31 @@ class SmtpSettings:
     def from_channel(
         cls, channel: Channel, env: Mapping[str, str], *, tenant_owned: bool = False
     ) -> SmtpSettings:
-        cid = channel.channel_id
-        if tenant_owned and "ca_file" in channel.settings:
-            raise ValueError(f"channel {cid}: ca_file is a server path; only operators set it")
-        security = setting(channel, "security", "starttls").strip().lower()
-        if security not in _SECURITY_PORTS:
-            raise ValueError(f"channel {cid}: security must be one of starttls, tls, none")
-        username = channel.settings.get("username")
-        username = str(username) if username else None
+        s = ChannelSettings(channel, env, tenant_owned=tenant_owned)
+        ca_file = s.server_path("ca_file")
+        security = s.one_of("security", ("starttls", "tls", "none"), "starttls")
+        username = s.text("username", "") or None
         if username is not None and security == "none":
-            raise ValueError(
-                f"channel {cid}: username with security = none would send the password in clear"
+            raise SettingError(
+                channel.channel_id,
+                "username",
+                "with security = none would send the password in clear",
             )
         tls_context = None
         if security != "none":
-            ca_file = channel.settings.get("ca_file")
-            tls_context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-            if not _flag(channel, "validate_certs", True):
+            tls_context = ssl.create_default_context(cafile=ca_file or None)
+            if not s.flag("validate_certs", True):
                 tls_context.check_hostname = False
                 tls_context.verify_mode = ssl.CERT_NONE
         return cls(
-            host=setting(channel, "host"),
-            port=_number(channel, "port", _SECURITY_PORTS[security], int),
+            host=s.text("host"),
+            port=s.integer("port", _SECURITY_PORTS[security], maximum=65535),
             security=security,
             username=username,
-            password=(
-                secret_setting(channel, "password", env, tenant_owned=tenant_owned)
-                if username
-                else None
-            ),
-            timeout_seconds=_number(channel, "timeout_seconds", 10.0, float),
-            max_attachment_bytes=_number(channel, "max_attachment_bytes", 10 * _MIB, int),
-            max_connections=_number(channel, "max_connections", 4, int),
+            password=s.secret("password") if username else None,
+            timeout_seconds=s.seconds("timeout_seconds", 10.0),
+            max_attachment_bytes=s.integer("max_attachment_bytes", 10 * _MIB),
+            max_connections=s.integer("max_connections", 4),
             tls_context=tls_context,
         )
 
@@ -132,7 +122,7 @@ class _Outgoing:
 
 
 @dataclass(frozen=True, slots=True)
-class _Attachment:
+class _Fetched:
     name: str
     mime_type: str
     data: bytes
@@ -152,7 +142,7 @@ class SmtpEmailAdapter:
             try:
                 ctx.fetcher.check(_host_url(self._settings.host))
             except OutboundError as exc:
-                raise ValueError(f"channel {channel.channel_id}: host: {exc.reason}") from exc
+                raise SettingError(channel.channel_id, "host", exc.reason) from exc
 
     def __repr__(self) -> str:
         s = self._settings
@@ -173,15 +163,13 @@ class SmtpEmailAdapter:
 
     async def _compose(self, delivery: Delivery) -> _Outgoing:
         content = delivery.content
-        options = content.get("options")
-        options = options if isinstance(options, Mapping) else {}
         try:
-            sender = _address(str(content.get("from") or self._channel.lane), "from")
-            if options.get("fromName"):
-                sender = Address(str(options["fromName"]), addr_spec=sender.addr_spec)
+            sender = _address(content.sender or self._channel.lane, "from")
+            if content.options.from_name:
+                sender = Address(content.options.from_name, addr_spec=sender.addr_spec)
             to = _address(delivery.destination, "destination")
-            cc = [_address(str(a), "cc") for a in _listed(content.get("cc"))]
-            bcc = [_address(str(a), "bcc") for a in _listed(content.get("bcc"))]
+            cc = [_address(a, "cc") for a in content.cc]
+            bcc = [_address(a, "bcc") for a in content.bcc]
             # Not make_msgid(): the same id on every attempt, so when a relay took
             # the message but its reply was lost, receivers can fold the retry away.
             message_id = f"<{delivery.message_id}@{_id_domain(sender, self._settings.host)}>"
@@ -191,7 +179,7 @@ class SmtpEmailAdapter:
                 f"cannot build the email: {exc}", "INVALID_CONTENT"
             ) from exc
         # Downloads come after the cheap checks, and before a relay session is taken.
-        for item in await self._fetch_attachments(_listed(content.get("attachments"))):
+        for item in await self._fetch_attachments(content.attachments):
             maintype, subtype = item.mime_type.split("/", 1)
             message.add_attachment(item.data, maintype, subtype, filename=item.name)
 
@@ -206,26 +194,26 @@ class SmtpEmailAdapter:
         copies = _unique((a.addr_spec for a in [*cc, *bcc]), exclude=to.addr_spec)
         return _Outgoing(message_id, sender.addr_spec, to.addr_spec, copies, data, utf8)
 
-    async def _fetch_attachments(self, items: Sequence[Any]) -> list[_Attachment]:
+    async def _fetch_attachments(self, items: Sequence[Attachment]) -> list[_Fetched]:
         budget = self._settings.max_attachment_bytes
-        declared = sum(_declared_size(item) for item in items)
+        declared = sum(item.size for item in items)
         if declared > budget:
             raise PermanentProviderError(
                 f"attachments declare {declared} bytes; the limit is {budget}", "ATTACHMENT"
             )
-        fetched: list[_Attachment] = []
+        fetched: list[_Fetched] = []
         for index, item in enumerate(items, start=1):
-            if not isinstance(item, Mapping) or not item.get("mediaUrl"):
+            if not item.url:
                 raise PermanentProviderError(f"attachment {index} has no mediaUrl", "ATTACHMENT")
-            url = str(item["mediaUrl"])
+            url = item.url
             try:
                 # The fetcher enforces the remaining budget while it reads.
                 data, served_type = await self._ctx.fetcher.fetch(url, budget)
             except OutboundError as exc:
                 raise _fetch_failure(index, url, exc) from exc
             budget -= len(data)
-            name = _file_name(item.get("name"), index)
-            fetched.append(_Attachment(name, _mime_type(item.get("mimeType"), served_type), data))
+            name = _file_name(item.name, index)
+            fetched.append(_Fetched(name, _mime_type(item.mime_type, served_type), data))
         return fetched
 
     # -- talking to the relay -------------------------------------------------
@@ -456,7 +444,7 @@ def _fetch_failure(index: int, url: str, exc: OutboundError) -> ProviderError:
 
 
 def _skeleton(
-    content: Mapping[str, Any],
+    content: MessageContent,
     sender: Address,
     to: Address,
     cc: list[Address],
@@ -468,13 +456,13 @@ def _skeleton(
     message["To"] = to
     if cc:
         message["Cc"] = cc
-    if content.get("replyTo"):
-        message["Reply-To"] = str(content["replyTo"])
+    if content.reply_to:
+        message["Reply-To"] = content.reply_to
     # A subject is one line; a pasted newline must not end the header block.
-    message["Subject"] = " ".join(str(content.get("subject") or "").splitlines())
+    message["Subject"] = " ".join(content.subject.splitlines())
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = message_id
-    one_click = str(content.get("listUnsubscribe") or "")
+    one_click = content.list_unsubscribe
     if one_click:
         # RFC 8058: the mail client POSTs List-Unsubscribe=One-Click to the
         # HTTPS link; the mailto: is for clients that only know RFC 2369.
@@ -483,8 +471,8 @@ def _skeleton(
             links.append(f"<mailto:{sender.addr_spec}?subject=unsubscribe>")
         message["List-Unsubscribe"] = ", ".join(links)
         message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    html = str(content.get("html") or "") if content.get("type") == "html" else ""
-    message.set_content(str(content.get("text") or "") or html_to_text(html))
+    html = content.html if content.type == "html" else ""
+    message.set_content(content.text or html_to_text(html))
     if html:
         message.add_alternative(html, subtype="html")
     return message
@@ -514,14 +502,6 @@ def _id_domain(sender: Address, host: str) -> str:
         return host
 
 
-def _listed(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
-        raise TypeError("expected a list")
-    return list(value)
-
-
 def _unique(addresses: Iterable[str], *, exclude: str) -> tuple[str, ...]:
     seen = {exclude.lower()}
     kept: list[str] = []
@@ -530,15 +510,6 @@ def _unique(addresses: Iterable[str], *, exclude: str) -> tuple[str, ...]:
             seen.add(address.lower())
             kept.append(address)
     return tuple(kept)
-
-
-def _declared_size(item: Any) -> int:
-    if not isinstance(item, Mapping):
-        return 0
-    try:
-        return max(0, int(item.get("size") or 0))
-    except (TypeError, ValueError):
-        return 0
 
 
 def _file_name(raw: Any, index: int) -> str:
@@ -559,29 +530,6 @@ def _mime_type(declared: Any, served: str) -> str:
 def _no_query(url: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-
-
-def _flag(channel: Channel, name: str, default: bool) -> bool:
-    raw = channel.settings.get(name, default)
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off"):
-        return False
-    raise ValueError(f"channel {channel.channel_id}: {name} must be true or false")
-
-
-def _number(channel: Channel, name: str, default: _N, kind: type[_N]) -> _N:
-    raw = channel.settings.get(name, default)
-    try:
-        value = kind(raw)
-    except (TypeError, ValueError):
-        raise ValueError(f"channel {channel.channel_id}: {name} must be a number") from None
-    if value <= 0:
-        raise ValueError(f"channel {channel.channel_id}: {name} must be positive")
-    return value
 
 
 # -- a plain rendering of HTML -------------------------------------------------

@@ -34,8 +34,8 @@ import hmac
 import json
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -48,17 +48,16 @@ from adapters.base import (
     CallbackRequest,
     CallbackResult,
     Delivery,
-    HttpProviderClient,
     InboundMessage,
     PermanentProviderError,
     Receipt,
     ReceiptSink,
-    RetryableProviderError,
-    retry_after_seconds,
-    secret_setting,
-    setting,
 )
 from adapters.media import vet_media_urls
+from adapters.provider_http import HttpAnswer, HttpProviderClient, ProviderFault, Verdict
+from adapters.settings import ChannelSettings, Credential, Secret
+from server.domain.coerce import loose, number
+from server.domain.content import Media, MessageContent, RichCard, Suggestion
 from server.domain.models import Channel
 from server.domain.status import DeliveryStatus
 from server.domain.timeparse import parse_instant
@@ -67,6 +66,7 @@ log = logging.getLogger(__name__)
 
 PROVIDER = "rbm"
 DEFAULT_BASE_URL = "https://rcsbusinessmessaging.googleapis.com"
+DEFAULT_TIMEOUT_SECONDS = 10.0
 
 # Fixed namespace so that (message, attempt) always derives the same RBM id.
 _ID_NAMESPACE = uuid.UUID("0d6c2a4e-7f1b-4b8e-9a55-3c1e6f2b9d70")
@@ -111,23 +111,49 @@ class ContentError(ValueError):
     """The delivery's content cannot be expressed as an RBM message."""
 
 
+@dataclass(frozen=True, slots=True)
+class RbmSettings:
+    agent_id: str
+    # Looked up on every request, so a refreshed token is used at once.
+    token: Credential
+    client_token: Secret
+    sms_fallback_channel: str
+    base_url: str
+    timeout_seconds: float
+
+    @classmethod
+    def parse(
+        cls, channel: Channel, ctx: AdapterContext, *, tenant_owned: bool = False
+    ) -> RbmSettings:
+        s = ChannelSettings(channel, ctx.env, tenant_owned=tenant_owned)
+        token = s.credential("token")
+        # Read once now as well, so a missing variable fails when the channel is built.
+        token.current(ctx.env)
+        return cls(
+            agent_id=s.text("agent_id"),
+            token=token,
+            client_token=s.secret("client_token"),
+            sms_fallback_channel=s.text("sms_fallback_channel", ""),
+            base_url=s.url("base_url", DEFAULT_BASE_URL, guard=ctx.fetcher),
+            timeout_seconds=s.seconds("timeout_seconds", DEFAULT_TIMEOUT_SECONDS),
+        )
+
+
 class RbmAdapter:
     def __init__(
         self, channel: Channel, ctx: AdapterContext, *, tenant_owned: bool = False
     ) -> None:
         self.channel = channel
         self._ctx = ctx
-        self._tenant_owned = tenant_owned
-        self.agent_id = setting(channel, "agent_id")
-        # Looked up now so a missing variable fails at startup, and again per request.
-        self._auth()
-        self._client_token = secret_setting(
-            channel, "client_token", ctx.env, tenant_owned=tenant_owned
-        )
-        self.sms_fallback_channel = setting(channel, "sms_fallback_channel", "")
+        self.settings = RbmSettings.parse(channel, ctx, tenant_owned=tenant_owned)
+        self.agent_id = self.settings.agent_id
+        self._client_token = self.settings.client_token
+        self.sms_fallback_channel = self.settings.sms_fallback_channel
         self._http = HttpProviderClient(
-            setting(channel, "base_url", DEFAULT_BASE_URL),
-            total_timeout=float(setting(channel, "timeout_seconds", "10")),
+            self.settings.base_url,
+            provider="RBM",
+            read_error=google_fault,
+            total_timeout=self.settings.timeout_seconds,
             guard=ctx.fetcher if tenant_owned else None,
         )
 
@@ -142,7 +168,7 @@ class RbmAdapter:
 
     async def send(self, delivery: Delivery) -> Accepted:
         content = delivery.content
-        if content.get("type") == "agentEvent":
+        if content.type == "agentEvent":
             return await self._send_event(delivery)
         try:
             body = agent_message(content, delivery.expire_at)
@@ -150,42 +176,42 @@ class RbmAdapter:
             raise PermanentProviderError(str(exc), "INVALID_CONTENT") from exc
         vet_media_urls(self._ctx.fetcher, body)
         message_id = rbm_message_id(delivery.message_id, delivery.attempt)
-        status, answer, headers = await self._http.request(
+        status, answer, _ = await self._http.call(
             "POST",
             f"/v1/phones/{_phone(delivery.destination)}/agentMessages",
             params={"messageId": message_id, "agentId": self.agent_id},
             json=body,
             headers=self._auth(),
+            accept=(404,),
         )
         if status == 404:
             return await self._not_rcs_capable(delivery, message_id, _error_message(answer))
-        _raise_for_google(status, answer, headers)
         return Accepted(message_id)
 
     async def _send_event(self, delivery: Delivery) -> Accepted:
         content = delivery.content
-        event = str(content.get("event", ""))
+        event = content.event
         if event not in _AGENT_EVENTS:
             raise PermanentProviderError(
                 f"agent event must be IS_TYPING or READ, got {event!r}", "INVALID_CONTENT"
             )
         body: dict[str, Any] = {"eventType": event}
         if event == "READ":
-            if not content.get("messageId"):
+            if not content.event_message_id:
                 raise PermanentProviderError("a READ event needs messageId", "INVALID_CONTENT")
-            body["messageId"] = str(content["messageId"])
+            body["messageId"] = content.event_message_id
         event_id = rbm_event_id(delivery.message_id, delivery.attempt)
-        status, answer, headers = await self._http.request(
+        status, answer, _ = await self._http.call(
             "POST",
             f"/v1/phones/{_phone(delivery.destination)}/agentEvents",
             params={"eventId": event_id, "agentId": self.agent_id},
             json=body,
             headers=self._auth(),
+            accept=(404,),
         )
         if status == 404:
             # An event has no SMS equivalent worth sending.
             raise PermanentProviderError(_error_message(answer) or "not RCS-capable", "404")
-        _raise_for_google(status, answer, headers)
         return Accepted(event_id)
 
     async def _not_rcs_capable(self, delivery: Delivery, rbm_id: str, reason: str) -> Accepted:
@@ -196,8 +222,8 @@ class RbmAdapter:
         before failing, so an SMS now could reach the user twice.
         """
         reason = reason or "user is not RCS-capable"
-        options = delivery.content.get("options") or {}
-        if not _truthy(options.get("smsFallback")):
+        options = delivery.content.options
+        if not options.sms_fallback:
             raise PermanentProviderError(reason, "404")
         if not self.sms_fallback_channel:
             raise PermanentProviderError(f"{reason}; no sms_fallback_channel configured", "404")
@@ -207,12 +233,10 @@ class RbmAdapter:
                 f"{reason}; SMS fallback channel {self.sms_fallback_channel} has no adapter",
                 "404",
             )
-        text = str(options.get("text") or delivery.content.get("text") or "")
+        text = options.fallback_text or delivery.content.text
         if not text:
             raise PermanentProviderError(f"{reason}; no fallback text for SMS", "404")
-        sms_content: dict[str, Any] = {"type": "text", "text": text}
-        if options.get("smsSenderId"):
-            sms_content["from"] = str(options["smsSenderId"])
+        sms_content = MessageContent(type="text", text=text, sender=options.sms_sender_id)
         log.info("rbm: message %s not RCS-capable, falling back to SMS", delivery.message_id)
         accepted = await sms.send(
             replace(
@@ -241,22 +265,20 @@ class RbmAdapter:
 
     async def capabilities(self, msisdn: str) -> frozenset[str] | None:
         """RBM features the user supports, or None when RBM cannot reach them (404)."""
-        status, answer, headers = await self._http.request(
+        status, answer, _ = await self._http.call(
             "GET",
             f"/v1/phones/{_phone(msisdn)}/capabilities",
             params={"requestId": str(uuid.uuid4()), "agentId": self.agent_id},
             headers=self._auth(),
+            accept=(404,),
         )
         if status == 404:
             return None
-        _raise_for_google(status, answer, headers)
         features = answer.get("features", []) if isinstance(answer, dict) else []
         return frozenset(str(f) for f in features)
 
     def _auth(self) -> dict[str, str]:
-        token = secret_setting(
-            self.channel, "token", self._ctx.env, tenant_owned=self._tenant_owned
-        )
+        token = self.settings.token.current(self._ctx.env)
         return {"Authorization": f"Bearer {token.reveal()}"}
 
     # ------------------------------------------------------------------- webhooks
@@ -330,8 +352,8 @@ class RbmAdapter:
             return InboundMessage(
                 **common,
                 type="location",
-                latitude=_float(where.get("latitude")),
-                longitude=_float(where.get("longitude")),
+                latitude=loose(number, where.get("latitude"), None),
+                longitude=loose(number, where.get("longitude"), None),
                 raw=event,
             )
         upload = event.get("userFile")
@@ -351,31 +373,33 @@ class RbmAdapter:
 # ------------------------------------------------------------------ content mapping
 
 
-def agent_message(content: Mapping[str, Any], expire_at: int | None = None) -> dict[str, Any]:
+def agent_message(content: MessageContent, expire_at: int | None = None) -> dict[str, Any]:
     """The AgentMessage for one rendered RCS content (anything but agentEvent)."""
-    kind = content.get("type", "text")
+    kind = content.type
     message: dict[str, Any] = {}
     if kind == "text":
-        message["text"] = _required(content, "text")
+        message["text"] = _required(content.text, "text")
     elif kind == "media":
+        media = content.media or Media()
         message["contentInfo"] = _content_info(
-            _required(content, "mediaContentUrl"), content.get("thumbnailUrl")
+            _required(media.url, "mediaContentUrl"), media.thumbnail_url
         )
     elif kind == "standalone":
-        message["richCard"] = {"standaloneCard": _standalone(_mapping(content, "richCard"))}
+        if content.rich_card is None:
+            raise ContentError("richCard must be an object")
+        message["richCard"] = {"standaloneCard": _standalone(content.rich_card)}
     elif kind == "carousel":
-        cards = content.get("cards") or []
-        if not isinstance(cards, Sequence) or isinstance(cards, str) or not cards:
+        if not content.cards:
             raise ContentError("a carousel needs cards")
         message["richCard"] = {
             "carouselCard": {
-                "cardWidth": _enum(content.get("width"), _WIDTHS, "MEDIUM"),
-                "cardContents": [_card_content(card) for card in cards],
+                "cardWidth": _enum(content.card_width, _WIDTHS, "MEDIUM"),
+                "cardContents": [_card_content(card) for card in content.cards],
             }
         }
     else:
         raise ContentError(f"unsupported RCS content type {kind!r}")
-    suggestions = _suggestions(content.get("suggestions"))
+    suggestions = [_suggestion(item) for item in content.suggestions]
     if suggestions:
         message["suggestions"] = suggestions
     body: dict[str, Any] = {"contentMessage": message}
@@ -385,105 +409,87 @@ def agent_message(content: Mapping[str, Any], expire_at: int | None = None) -> d
     return body
 
 
-def _standalone(card: Mapping[str, Any]) -> dict[str, Any]:
-    orientation = _enum(card.get("orientation"), _ORIENTATIONS, "VERTICAL")
+def _standalone(card: RichCard) -> dict[str, Any]:
+    orientation = _enum(card.orientation, _ORIENTATIONS, "VERTICAL")
     out: dict[str, Any] = {"cardOrientation": orientation}
     # RBM only aligns the image of horizontal cards; for vertical ones it means nothing.
-    if orientation == "HORIZONTAL" and card.get("thumbnailAlignment"):
-        out["thumbnailImageAlignment"] = _enum(card.get("thumbnailAlignment"), _ALIGNMENTS, "")
+    if orientation == "HORIZONTAL" and card.thumbnail_alignment:
+        out["thumbnailImageAlignment"] = _enum(card.thumbnail_alignment, _ALIGNMENTS, "")
     out["cardContent"] = _card_content(card)
     return out
 
 
-def _card_content(card: Any) -> dict[str, Any]:
-    if not isinstance(card, Mapping):
-        raise ContentError("a rich card must be an object")
+def _card_content(card: RichCard) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key in ("title", "description"):
-        if card.get(key):
-            out[key] = str(card[key])
-    media = card.get("media")
-    if media:
-        if not isinstance(media, Mapping):
-            raise ContentError("richCard.media must be an object")
+    if card.title:
+        out["title"] = card.title
+    if card.description:
+        out["description"] = card.description
+    if card.media is not None:
         out["media"] = {
-            "height": _enum(media.get("height"), _HEIGHTS, "MEDIUM"),
-            "contentInfo": _content_info(_required(media, "url"), media.get("thumbnailUrl")),
+            "height": _enum(card.media.height, _HEIGHTS, "MEDIUM"),
+            "contentInfo": _content_info(
+                _required(card.media.url, "url"), card.media.thumbnail_url
+            ),
         }
     if not out:
         raise ContentError("a rich card needs a title, a description or media")
-    suggestions = _suggestions(card.get("suggestions"))
+    suggestions = [_suggestion(item) for item in card.suggestions]
     if suggestions:
         out["suggestions"] = suggestions
     return out
 
 
-def _content_info(url: str, thumbnail: Any) -> dict[str, Any]:
+def _content_info(url: str, thumbnail: str) -> dict[str, Any]:
     info: dict[str, Any] = {"fileUrl": url}
     if thumbnail:
-        info["thumbnailUrl"] = str(thumbnail)
+        info["thumbnailUrl"] = thumbnail
     # RBM caches fetched files by URL; our URLs name fixed content, so the cache is right.
     info["forceRefresh"] = False
     return info
 
 
-def _suggestions(items: Any) -> list[dict[str, Any]]:
-    if not items:
-        return []
-    if not isinstance(items, Sequence) or isinstance(items, str):
-        raise ContentError("suggestions must be a list")
-    return [_suggestion(item) for item in items]
-
-
-def _suggestion(item: Any) -> dict[str, Any]:
-    if not isinstance(item, Mapping):
-        raise ContentError("a suggestion must be an object")
-    kind = item.get("type", "reply")
-    text = _required(item, "displayText")
+def _suggestion(item: Suggestion) -> dict[str, Any]:
+    text = _required(item.display_text, "displayText")
     # RBM echoes postbackData when the chip is tapped; without one, the label will do.
-    postback = str(item.get("postbackData") or text)
-    if kind == "reply":
+    postback = item.postback_data or text
+    if item.type == "reply":
         return {"reply": {"text": text, "postbackData": postback}}
     action: dict[str, Any] = {"text": text, "postbackData": postback}
-    if item.get("fallbackUrl"):
-        action["fallbackUrl"] = str(item["fallbackUrl"])
-    if kind == "viewLocation":
+    if item.fallback_url:
+        action["fallbackUrl"] = item.fallback_url
+    if item.type == "viewLocation":
         action["viewLocationAction"] = _view_location(item)
-    elif kind == "shareLocation":
+    elif item.type == "shareLocation":
         action["shareLocationAction"] = {}
-    elif kind == "openUrl":
-        action["openUrlAction"] = {"url": _required(item, "url")}
-    elif kind == "calendarEvent":
+    elif item.type == "openUrl":
+        action["openUrlAction"] = {"url": _required(item.url, "url")}
+    elif item.type == "calendarEvent":
         event = {
-            "startTime": _timestamp(_required(item, "startTime")),
-            "endTime": _timestamp(_required(item, "endTime")),
-            "title": str(item.get("meetingTitle") or text),
+            "startTime": _timestamp(_required(item.start_time, "startTime")),
+            "endTime": _timestamp(_required(item.end_time, "endTime")),
+            "title": item.meeting_title or text,
         }
-        if item.get("meetingDescription"):
-            event["description"] = str(item["meetingDescription"])
+        if item.meeting_description:
+            event["description"] = item.meeting_description
         action["createCalendarEventAction"] = event
-    elif kind == "dialPhone":
-        action["dialAction"] = {"phoneNumber": _required(item, "phone")}
+    elif item.type == "dialPhone":
+        action["dialAction"] = {"phoneNumber": _required(item.phone, "phone")}
     else:
-        raise ContentError(f"unsupported suggestion type {kind!r}")
+        raise ContentError(f"unsupported suggestion type {item.type!r}")
     return {"action": action}
 
 
-def _view_location(item: Mapping[str, Any]) -> dict[str, Any]:
-    label = item.get("label") or item.get("address")
-    if item.get("latitude") is not None and item.get("longitude") is not None:
-        view: dict[str, Any] = {
-            "latLong": {
-                "latitude": _coordinate(item["latitude"]),
-                "longitude": _coordinate(item["longitude"]),
-            }
-        }
+def _view_location(item: Suggestion) -> dict[str, Any]:
+    label = item.label or item.address
+    if item.latitude is not None and item.longitude is not None:
+        view: dict[str, Any] = {"latLong": {"latitude": item.latitude, "longitude": item.longitude}}
         if label:
-            view["label"] = str(label)
+            view["label"] = label
         return view
     if label:
         # No coordinates: let the maps app search for the address instead.
-        return {"query": str(label)}
+        return {"query": label}
     raise ContentError("viewLocation needs latitude and longitude, or an address")
 
 
@@ -497,25 +503,10 @@ def _enum(value: Any, allowed: tuple[str, ...], default: str) -> str:
     raise ContentError(f"{value!r} is not one of {', '.join(allowed)}")
 
 
-def _required(doc: Mapping[str, Any], key: str) -> str:
-    value = doc.get(key)
-    if value is None or value == "":
-        raise ContentError(f"{key} is required")
-    return str(value)
-
-
-def _mapping(doc: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = doc.get(key)
-    if not isinstance(value, Mapping):
-        raise ContentError(f"{key} must be an object")
+def _required(value: str, name: str) -> str:
+    if not value:
+        raise ContentError(f"{name} is required")
     return value
-
-
-def _coordinate(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError) as exc:
-        raise ContentError(f"{value!r} is not a coordinate") from exc
 
 
 def _timestamp(value: str) -> str:
@@ -560,24 +551,19 @@ def _retry_delay(error: Mapping[str, Any]) -> float | None:
     return None
 
 
-def _raise_for_google(status: int, body: Any, headers: Mapping[str, str]) -> None:
-    if 200 <= status < 300:
-        return
-    error = _error(body)
-    code = str(error.get("status") or status)
-    reason = str(error.get("message") or f"RBM answered {status}")
-    if status == 429:
-        delay = retry_after_seconds(headers)
-        raise RetryableProviderError(
-            reason, code, delay if delay is not None else _retry_delay(error)
-        )
-    if status >= 500:
-        raise RetryableProviderError(reason, code)
-    if status == 401:
-        # Almost always an expired access token (they last an hour); the message is fine
-        # and goes through once the token is refreshed.
-        raise RetryableProviderError(reason, code)
-    raise PermanentProviderError(reason, code)
+def google_fault(answer: HttpAnswer) -> ProviderFault:
+    """Google's {"error": {"code", "message", "status", "details"}}: the status word
+    (RESOURCE_EXHAUSTED, ...) is the code."""
+    error = _error(answer.body)
+    # 401 is almost always an expired access token (they last an hour): the message
+    # is fine and goes through once the token is refreshed.
+    verdict = Verdict.TRANSIENT if answer.status == 401 else None
+    return ProviderFault(
+        str(error.get("status") or ""),
+        str(error.get("message") or ""),
+        verdict,
+        _retry_delay(error),
+    )
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:
@@ -588,19 +574,6 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise CallbackRejected("body is not a JSON object", 400)
     return doc
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    return bool(value)
-
-
-def _float(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def _millis(value: Any) -> int:

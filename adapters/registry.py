@@ -6,9 +6,8 @@ import importlib
 from typing import Protocol
 
 from adapters.base import AdapterContext, ChannelAdapter
-from adapters.sandbox import SandboxAdapter
+from adapters.sandbox import SandboxAdapter, SandboxSettings
 from server.domain.models import Channel
-from server.domain.status import DeliveryStatus
 
 # Imported on first use, so a deployment pays only for the providers it configures.
 _FACTORIES = {
@@ -32,18 +31,6 @@ def _factory(provider: str) -> _Factory:
     return factory
 
 
-def _sandbox_report(channel: Channel) -> DeliveryStatus | None:
-    """The receipt a sandbox channel reports: DELIVERED unless receipt_status says READ or NONE."""
-    wanted = str(channel.settings.get("receipt_status", "DELIVERED")).upper()
-    if wanted == "NONE":
-        return None
-    if wanted not in ("DELIVERED", "READ"):
-        raise ValueError(
-            f"channel {channel.channel_id}: receipt_status must be DELIVERED, READ or NONE"
-        )
-    return DeliveryStatus(wanted)
-
-
 def build_adapter(
     channel: Channel,
     ctx: AdapterContext,
@@ -55,17 +42,12 @@ def build_adapter(
     the settings, never from the server's environment, and connects only to
     addresses the outbound policy of ctx.fetcher allows."""
     if channel.provider == "sandbox":
-        sent_log = channel.settings.get("sent_log")
-        if tenant_owned and "sent_log" in channel.settings:
-            raise ValueError(
-                f"channel {channel.channel_id}: sent_log is a server path; "
-                "only the channels file may set it"
-            )
+        settings = SandboxSettings.parse(channel, tenant_owned=tenant_owned)
         return SandboxAdapter(
             channel.channel_id,
             delivery_delay=sandbox_delay,
-            sent_log=str(sent_log) if sent_log else None,
-            report=_sandbox_report(channel),
+            sent_log=settings.sent_log,
+            report=settings.report,
         )
     if channel.provider not in _FACTORIES:
         known = ", ".join(PROVIDERS)

@@ -16,11 +16,14 @@ import logging
 import os
 import uuid
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from adapters.base import Accepted, Delivery, Receipt, ReceiptSink
+from adapters.settings import ChannelSettings
 from server.aio import cancel_and_wait, log_failure
+from server.domain.models import Channel
 from server.domain.status import DeliveryStatus
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,23 @@ log = logging.getLogger(__name__)
 # provider re-sends callbacks that were not acknowledged.
 RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxSettings:
+    # The receipt it reports for every message; None for a provider whose receipts never come.
+    report: DeliveryStatus | None
+    # A file on the server; only the channels file may name one.
+    sent_log: str | None
+
+    @classmethod
+    def parse(cls, channel: Channel, *, tenant_owned: bool = False) -> SandboxSettings:
+        s = ChannelSettings(channel, {}, tenant_owned=tenant_owned)
+        wanted = s.one_of("receipt_status", ("DELIVERED", "READ", "NONE"), "DELIVERED")
+        return cls(
+            report=None if wanted == "NONE" else DeliveryStatus(wanted),
+            sent_log=s.server_path("sent_log") or None,
+        )
 
 
 class SandboxAdapter:

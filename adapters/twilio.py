@@ -21,7 +21,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from adapters import sms_encoding
@@ -32,22 +32,21 @@ from adapters.base import (
     CallbackRequest,
     CallbackResult,
     Delivery,
-    HttpProviderClient,
     InboundMessage,
     PermanentProviderError,
     ProviderStatus,
     Receipt,
     ReceiptSink,
     RetryableProviderError,
-    retry_after_seconds,
-    secret_setting,
-    setting,
 )
+from adapters.provider_http import HttpAnswer, HttpProviderClient, ProviderFault, Verdict
+from adapters.settings import ChannelSettings, Secret
+from server.domain import coerce
 from server.domain.models import Channel
-from server.domain.provider import RecipientOptedOut
 from server.domain.status import DeliveryStatus
 
 DEFAULT_BASE_URL = "https://api.twilio.com"
+DEFAULT_TIMEOUT_SECONDS = 10.0
 SIGNATURE_HEADER = "x-twilio-signature"
 THROTTLED_CODE = "20429"
 # The recipient replied STOP to this sender: Twilio refuses until they reply START.
@@ -110,13 +109,31 @@ def _url_variants(url: str) -> tuple[str, ...]:
     return (url, urlunsplit(parts._replace(netloc=f"{parts.netloc}:{default}")))
 
 
-def _count(value: str) -> int:
-    return int(value) if value.isdigit() else 0
-
-
 def _media_type(mime: str) -> str:
     kind = mime.split("/", 1)[0].lower()
     return kind if kind in ("image", "video", "audio") else "document"
+
+
+@dataclass(frozen=True, slots=True)
+class TwilioSettings:
+    account_sid: str
+    auth_token: Secret
+    base_url: str
+    messaging_service_sid: str
+    timeout_seconds: float
+
+    @classmethod
+    def parse(
+        cls, channel: Channel, ctx: AdapterContext, *, tenant_owned: bool = False
+    ) -> TwilioSettings:
+        s = ChannelSettings(channel, ctx.env, tenant_owned=tenant_owned)
+        return cls(
+            account_sid=s.text("account_sid"),
+            auth_token=s.secret("auth_token"),
+            base_url=s.url("base_url", DEFAULT_BASE_URL, guard=ctx.fetcher),
+            messaging_service_sid=s.text("messaging_service_sid", ""),
+            timeout_seconds=s.seconds("timeout_seconds", DEFAULT_TIMEOUT_SECONDS),
+        )
 
 
 class TwilioSmsAdapter:
@@ -126,14 +143,17 @@ class TwilioSmsAdapter:
         self, channel: Channel, ctx: AdapterContext, *, tenant_owned: bool = False
     ) -> None:
         self.channel = channel
+        settings = TwilioSettings.parse(channel, ctx, tenant_owned=tenant_owned)
         # Only the URL is kept: the context's env holds every credential.
         self._callback_url = ctx.callback_url(channel.channel_id)
-        self._account_sid = setting(channel, "account_sid")
-        self._token = secret_setting(channel, "auth_token", ctx.env, tenant_owned=tenant_owned)
-        self._service_sid = str(channel.settings.get("messaging_service_sid") or "")
-        timeout = float(setting(channel, "timeout_seconds", "10"))
+        self._account_sid = settings.account_sid
+        self._token = settings.auth_token
+        self._service_sid = settings.messaging_service_sid
+        timeout = settings.timeout_seconds
         self._http = HttpProviderClient(
-            setting(channel, "base_url", DEFAULT_BASE_URL),
+            settings.base_url,
+            provider="Twilio",
+            read_error=twilio_fault,
             total_timeout=timeout,
             connect_timeout=min(3.0, timeout),
             guard=ctx.fetcher if tenant_owned else None,
@@ -164,13 +184,14 @@ class TwilioSmsAdapter:
 
     def _form(self, delivery: Delivery) -> tuple[dict[str, str], str]:
         content = delivery.content
-        text = str(content.get("text", delivery.text) or "")
+        # A media message sent as SMS carries its caption as the message's text.
+        text = content.text or delivery.text
         form = {
             "To": delivery.destination,
             "Body": text,
             "StatusCallback": self._callback_url,
         }
-        sender = str(content.get("from") or "")
+        sender = content.sender
         if self._service_sid:
             # The service picks a sender from its pool unless the batch named one.
             form["MessagingServiceSid"] = self._service_sid
@@ -188,30 +209,26 @@ class TwilioSmsAdapter:
 
     async def send(self, delivery: Delivery) -> Accepted:
         form, text = self._form(delivery)
-        status, body, headers = await self._http.request(
+        status, body, _ = await self._http.call(
             "POST",
             self._messages + ".json",
             data=form,
             headers={"Authorization": self._basic_auth()},
         )
-        if 200 <= status < 300:
-            sid = body.get("sid") if isinstance(body, dict) else None
-            if not sid:
-                # Twilio took it but did not name it; sending again could duplicate.
-                raise PermanentProviderError(f"{status} without a message sid", "BAD_RESPONSE")
-            return Accepted(str(sid), segments=sms_encoding.segments(text))
-        raise _error(status, body, headers)
+        sid = body.get("sid") if isinstance(body, dict) else None
+        if not sid:
+            # Twilio took it but did not name it; sending again could duplicate.
+            raise PermanentProviderError(f"{status} without a message sid", "BAD_RESPONSE")
+        return Accepted(str(sid), segments=sms_encoding.segments(text))
 
     # -- looking a message up ----------------------------------------------
 
     async def query_status(self, provider_message_id: str) -> ProviderStatus:
         """Fetch the Message resource; its status is the one callbacks carry."""
         path = f"{self._messages}/{quote(provider_message_id, safe='')}.json"
-        status, body, headers = await self._http.request(
+        status, body, _ = await self._http.call(
             "GET", path, headers={"Authorization": self._basic_auth()}
         )
-        if not 200 <= status < 300:
-            raise _error(status, body, headers)
         info = body if isinstance(body, dict) else {}
         said = str(info.get("status") or "")
         if not said:
@@ -244,7 +261,7 @@ class TwilioSmsAdapter:
         status = form.get("MessageStatus", "")
         if status and status not in _INBOUND_STATUSES:
             return CallbackResult(receipts=self._receipt(form, status), status=204)
-        if "Body" in form or _count(form.get("NumMedia", "")) > 0:
+        if "Body" in form or coerce.loose(coerce.integer, form.get("NumMedia"), 0) > 0:
             return CallbackResult(
                 inbound=(self._inbound(form),),
                 body=EMPTY_TWIML,
@@ -284,18 +301,18 @@ class TwilioSmsAdapter:
         )
 
 
-def _error(status: int, body: Any, headers: Mapping[str, str]) -> Exception:
-    """Twilio's error JSON is {code, message, more_info, status}."""
-    info = body if isinstance(body, dict) else {}
-    raw_code = info.get("code")
-    code = str(raw_code) if raw_code is not None else str(status)
-    reason = str(info.get("message") or f"Twilio answered {status}")
-    if status == 429 or code == THROTTLED_CODE:
-        return RetryableProviderError(reason, code, retry_after_seconds(headers))
-    if status >= 500:
-        return RetryableProviderError(reason, code)
-    if code == UNSUBSCRIBED_CODE:
-        return RecipientOptedOut(reason, code)
-    # 400 (21211 bad To, 21602 no body, ...), 401 (20003 bad credentials),
-    # 404: the same request would fail the same way.
-    return PermanentProviderError(reason, code)
+def twilio_fault(answer: HttpAnswer) -> ProviderFault:
+    """Twilio's error JSON is {code, message, more_info, status}.
+
+    400 (21211 bad To, 21602 no body, ...), 401 (20003 bad credentials) and
+    404 fail the same way on every try, which the status already says; two
+    codes say more than their status.
+    """
+    info = answer.body if isinstance(answer.body, dict) else {}
+    code = coerce.loose(coerce.text, info.get("code"), "")
+    verdict = None
+    if code == THROTTLED_CODE:
+        verdict = Verdict.THROTTLED
+    elif code == UNSUBSCRIBED_CODE:
+        verdict = Verdict.OPTED_OUT
+    return ProviderFault(code, coerce.loose(coerce.text, info.get("message"), ""), verdict)

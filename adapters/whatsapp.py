@@ -20,6 +20,7 @@ import hmac
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -30,19 +31,16 @@ from adapters.base import (
     CallbackRequest,
     CallbackResult,
     Delivery,
-    HttpProviderClient,
     InboundMessage,
     PermanentProviderError,
-    ProviderError,
     Receipt,
     ReceiptSink,
-    RetryableProviderError,
-    Secret,
-    retry_after_seconds,
-    secret_setting,
-    setting,
 )
 from adapters.media import vet_media_urls
+from adapters.provider_http import HttpAnswer, HttpProviderClient, ProviderFault, Verdict
+from adapters.settings import ChannelSettings, Secret
+from server.domain.coerce import as_text, integer, items, loose, mapping, number
+from server.domain.content import Button, ContactCard, Location, Media, Template
 from server.domain.models import Channel
 from server.domain.status import DeliveryStatus
 
@@ -76,15 +74,32 @@ _INBOUND_MEDIA = frozenset({"image", "video", "audio", "document", "sticker"})
 _URL = re.compile(r"https?://", re.IGNORECASE)
 _BIRTHDAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
-# The Cloud API contact object, field by field; anything else in a card is dropped.
-_NAME_FIELDS = ("formatted_name", "first_name", "last_name", "middle_name", "suffix", "prefix")
-_ORG_FIELDS = ("company", "department", "title")
-_CONTACT_LISTS = {
-    "addresses": ("street", "city", "state", "zip", "country", "country_code", "type"),
-    "emails": ("email", "type"),
-    "phones": ("phone", "type", "wa_id"),
-    "urls": ("url", "type"),
-}
+
+@dataclass(frozen=True, slots=True)
+class WhatsAppSettings:
+    phone_number_id: str
+    access_token: Secret
+    # Required up front: an unverifiable webhook must fail at startup, not at the first POST.
+    app_secret: Secret
+    verify_token: Secret
+    api_version: str
+    base_url: str
+    timeout_seconds: float
+
+    @classmethod
+    def parse(
+        cls, channel: Channel, ctx: AdapterContext, *, tenant_owned: bool = False
+    ) -> WhatsAppSettings:
+        s = ChannelSettings(channel, ctx.env, tenant_owned=tenant_owned)
+        return cls(
+            phone_number_id=s.text("phone_number_id"),
+            access_token=s.secret("access_token"),
+            app_secret=s.secret("app_secret"),
+            verify_token=s.secret("verify_token"),
+            api_version=s.text("api_version", DEFAULT_API_VERSION).strip("/"),
+            base_url=s.url("base_url", DEFAULT_BASE_URL, guard=ctx.fetcher),
+            timeout_seconds=s.seconds("timeout_seconds", DEFAULT_TIMEOUT_SECONDS),
+        )
 
 
 class WhatsAppCloudAdapter:
@@ -93,21 +108,20 @@ class WhatsAppCloudAdapter:
     def __init__(
         self, channel: Channel, ctx: AdapterContext, *, tenant_owned: bool = False
     ) -> None:
+        settings = WhatsAppSettings.parse(channel, ctx, tenant_owned=tenant_owned)
         self.channel_id = channel.channel_id
-        self.phone_number_id = setting(channel, "phone_number_id")
-
-        def secret(name: str) -> Secret:
-            return secret_setting(channel, name, ctx.env, tenant_owned=tenant_owned)
-
-        self._access_token = secret("access_token")
-        # Required up front: an unverifiable webhook must fail at startup, not at the first POST.
-        self._app_secret = secret("app_secret")
-        self._verify_token = secret("verify_token")
-        version = setting(channel, "api_version", DEFAULT_API_VERSION).strip("/")
-        self._messages_path = f"/{quote(version)}/{quote(self.phone_number_id, safe='')}/messages"
-        timeout = float(setting(channel, "timeout_seconds", str(DEFAULT_TIMEOUT_SECONDS)))
+        self.phone_number_id = settings.phone_number_id
+        self._access_token = settings.access_token
+        self._app_secret = settings.app_secret
+        self._verify_token = settings.verify_token
+        self._messages_path = (
+            f"/{quote(settings.api_version)}/{quote(self.phone_number_id, safe='')}/messages"
+        )
+        timeout = settings.timeout_seconds
         self._http = HttpProviderClient(
-            setting(channel, "base_url", DEFAULT_BASE_URL),
+            settings.base_url,
+            provider="WhatsApp Cloud API",
+            read_error=meta_fault,
             total_timeout=timeout,
             connect_timeout=min(3.0, timeout),
             guard=ctx.fetcher if tenant_owned else None,
@@ -122,15 +136,13 @@ class WhatsAppCloudAdapter:
     async def send(self, delivery: Delivery) -> Accepted:
         body = message_body(delivery)
         vet_media_urls(self._fetcher, body)
-        status, data, headers = await self._http.request(
+        _, data, _ = await self._http.call(
             "POST",
             self._messages_path,
             json=body,
             headers={"Authorization": f"Bearer {self._access_token.reveal()}"},
         )
-        if 200 <= status < 300:
-            return Accepted(accepted_message_id(data))
-        raise provider_error(status, data, headers)
+        return Accepted(accepted_message_id(data))
 
     async def close(self) -> None:
         await self._http.close()
@@ -171,34 +183,32 @@ class WhatsAppCloudAdapter:
 
 def message_body(delivery: Delivery) -> dict[str, Any]:
     """The Cloud API request body for one delivery; content errors are permanent."""
-    content = delivery.content or {}
-    kind = _str(content.get("type")) or delivery.type or "text"
+    content = delivery.content
+    kind = content.type
     body: dict[str, Any] = {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
         "to": wa_recipient(delivery.destination),
     }
     if kind == "text":
-        text = _str(content.get("text")) or delivery.text
+        text = content.text or delivery.text
         if not text:
             raise _invalid("a text message needs a body")
-        buttons = content.get("buttons")
-        if buttons:
-            body.update(type="interactive", interactive=reply_buttons(text, buttons))
+        if content.buttons:
+            body.update(type="interactive", interactive=reply_buttons(text, content.buttons))
         else:
             body.update(type="text", text={"preview_url": bool(_URL.search(text)), "body": text})
     elif kind in _OUTBOUND_MEDIA:
         wa_type = "audio" if kind == "voice" else kind
-        body.update(type=wa_type, **{wa_type: media_object(wa_type, content)})
+        body.update(type=wa_type, **{wa_type: media_object(wa_type, content.media)})
     elif kind == "location":
-        body.update(type="location", location=location_object(content))
+        body.update(type="location", location=location_object(content.location))
     elif kind == "contacts":
-        cards = [c for c in _list(content.get("contacts")) if isinstance(c, Mapping)]
-        if not cards:
+        if not content.contacts:
             raise _invalid("a contacts message needs at least one contact card")
-        body.update(type="contacts", contacts=[contact_card(c) for c in cards])
+        body.update(type="contacts", contacts=[contact_card(c) for c in content.contacts])
     elif kind == "template":
-        body.update(type="template", template=template_object(content))
+        body.update(type="template", template=template_object(content.template))
     else:
         raise PermanentProviderError(
             f"WhatsApp Cloud API adapter cannot send {kind!r} content", "UNSUPPORTED_TYPE"
@@ -216,41 +226,37 @@ def wa_recipient(destination: str) -> str:
     return digits
 
 
-def media_object(wa_type: str, content: Mapping[str, Any]) -> dict[str, str]:
-    # mediaUrl from single sends, mediaContentUrl from batch sends.
-    link = _str(content.get("mediaUrl")) or _str(content.get("mediaContentUrl"))
-    if not link:
+def media_object(wa_type: str, media: Media | None) -> dict[str, str]:
+    if media is None or not media.url:
         raise _invalid(f"a {wa_type} message needs a media URL")
-    media = {"link": link}
-    caption = _str(content.get("caption"))
-    if caption and wa_type in _CAPTIONED:
-        media["caption"] = caption
-    filename = _str(content.get("filename"))
-    if filename and wa_type == "document":
-        media["filename"] = filename
-    return media
+    out = {"link": media.url}
+    if media.caption and wa_type in _CAPTIONED:
+        out["caption"] = media.caption
+    if media.filename and wa_type == "document":
+        out["filename"] = media.filename
+    return out
 
 
-def location_object(content: Mapping[str, Any]) -> dict[str, Any]:
-    latitude, longitude = _float(content.get("latitude")), _float(content.get("longitude"))
-    if latitude is None or longitude is None:
+def location_object(where: Location | None) -> dict[str, Any]:
+    if where is None or where.latitude is None or where.longitude is None:
         raise _invalid("a location message needs latitude and longitude")
-    location: dict[str, Any] = {"latitude": latitude, "longitude": longitude}
+    location: dict[str, Any] = {"latitude": where.latitude, "longitude": where.longitude}
     # Meta's location object has name and address but no url, so url is not sent.
-    for key in ("name", "address"):
-        if value := _str(content.get(key)):
-            location[key] = value
+    if where.name:
+        location["name"] = where.name
+    if where.address:
+        location["address"] = where.address
     return location
 
 
-def contact_card(card: Mapping[str, Any]) -> dict[str, Any]:
+def contact_card(card: ContactCard) -> dict[str, Any]:
     """A seed-002 contact card as a Cloud API contact object.
 
-    Values become strings (zip and wa_id arrive as numbers), empty values and
-    fields Meta does not define (ims) are dropped, and a birthday that is not
-    YYYY-MM-DD is left out rather than having Meta refuse the whole message.
+    The card's fields are Meta's; empty ones are dropped, and a birthday that
+    is not YYYY-MM-DD is left out rather than having Meta refuse the whole
+    message.
     """
-    name = _pick(card.get("name"), _NAME_FIELDS)
+    name = _present(card.name)
     if "formatted_name" not in name:
         joined = " ".join(name[k] for k in ("first_name", "last_name") if k in name)
         if joined:
@@ -258,21 +264,25 @@ def contact_card(card: Mapping[str, Any]) -> dict[str, Any]:
     if "formatted_name" not in name:
         raise _invalid("a contact card needs name.formatted_name or a first or last name")
     out: dict[str, Any] = {"name": name}
-    birthday = _str(card.get("birthday"))
-    if _BIRTHDAY.fullmatch(birthday):
-        out["birthday"] = birthday
-    if org := _pick(card.get("org"), _ORG_FIELDS):
+    if _BIRTHDAY.fullmatch(card.birthday):
+        out["birthday"] = card.birthday
+    if org := _present(card.org):
         out["org"] = org
-    for part, fields in _CONTACT_LISTS.items():
-        entries = [_pick(e, fields) for e in _list(card.get(part))]
+    lists: dict[str, tuple[Any, ...]] = {
+        "addresses": card.addresses,
+        "emails": card.emails,
+        "phones": card.phones,
+        "urls": card.urls,
+    }
+    for part, given in lists.items():
         # An entry holding only its type ("WORK") says nothing; drop it.
-        entries = [e for e in entries if set(e) - {"type"}]
+        entries = [e for e in map(_present, given) if set(e) - {"type"}]
         if entries:
             out[part] = entries
     return out
 
 
-def reply_buttons(text: str, buttons: Sequence[Any]) -> dict[str, Any]:
+def reply_buttons(text: str, buttons: Sequence[Button]) -> dict[str, Any]:
     """An interactive reply-buttons object from seed-002 options.buttons."""
     if len(buttons) > MAX_REPLY_BUTTONS:
         raise _invalid(
@@ -280,10 +290,8 @@ def reply_buttons(text: str, buttons: Sequence[Any]) -> dict[str, Any]:
         )
     replies = []
     for button in buttons:
-        if not isinstance(button, Mapping):
-            raise _invalid("a button must be an object")
-        title = _str(button.get("title")) or _str(button.get("id"))
-        button_id = _str(button.get("id")) or title
+        title = button.title or button.id
+        button_id = button.id or title
         if not title:
             raise _invalid("a button needs a title or an id")
         # Over-long labels are cut rather than having Meta refuse the message.
@@ -292,16 +300,13 @@ def reply_buttons(text: str, buttons: Sequence[Any]) -> dict[str, Any]:
     return {"type": "button", "body": {"text": text}, "action": {"buttons": replies}}
 
 
-def template_object(content: Mapping[str, Any]) -> dict[str, Any]:
-    template = content.get("template")
-    template = template if isinstance(template, Mapping) else {}
+def template_object(template: Template | None) -> dict[str, Any]:
     # Meta template names are lowercase only, so FEEDBACK here can only be feedback there.
-    name = (_str(template.get("code")) or _str(template.get("name"))).strip().lower()
-    if not name:
+    name = template.code.strip().lower() if template is not None else ""
+    if template is None or not name:
         raise _invalid("a template message needs the template's code")
-    language = _str(template.get("lang")) or _str(template.get("language")) or "en_US"
-    out: dict[str, Any] = {"name": name, "language": {"code": language}}
-    if parameters := template_parameters(template.get("data")):
+    out: dict[str, Any] = {"name": name, "language": {"code": template.language or "en_US"}}
+    if parameters := template_parameters(template.data):
         out["components"] = [{"type": "body", "parameters": parameters}]
     return out
 
@@ -322,30 +327,31 @@ def template_parameters(data: Any) -> list[dict[str, Any]]:
 
 
 def accepted_message_id(data: Any) -> str:
-    messages = _list(_mapping(data).get("messages"))
-    if wamid := _str(_mapping(messages[0] if messages else None).get("id")):
+    messages = items(mapping(data).get("messages"))
+    if wamid := as_text(mapping(messages[0] if messages else None).get("id")):
         return wamid
     # Permanent, not retryable: Meta may have sent it, and a retry could send it twice.
     raise PermanentProviderError("Cloud API answered 2xx without a message id", "NO_MESSAGE_ID")
 
 
-def provider_error(status: int, data: Any, headers: Mapping[str, str]) -> ProviderError:
-    """Meta's error object to a retryable or permanent error carrying Meta's code.
+def meta_fault(answer: HttpAnswer) -> ProviderFault:
+    """Meta's error object: its code and message, and what the code says about retrying.
 
     Meta answers most errors, throttling included, with HTTP 400 and tells them
-    apart by error.code, so the code decides first and the status second.
+    apart by error.code, so a code it documents decides before the status.
     """
-    error = _mapping(_mapping(data).get("error"))
-    code = _int(error.get("code"))
-    reason = _str(error.get("message")) or f"WhatsApp Cloud API answered HTTP {status}"
-    code_text = str(code) if code is not None else str(status)
+    error = mapping(mapping(answer.body).get("error"))
+    code = loose(integer, error.get("code"), None)
+    verdict = None
     if code in WINDOW_CLOSED_CODES:
-        return PermanentProviderError(reason, code_text)
-    if code in THROTTLED_CODES or status == 429:
-        return RetryableProviderError(reason, code_text, retry_after_seconds(headers))
-    if code in TRANSIENT_CODES or status >= 500:
-        return RetryableProviderError(reason, code_text, retry_after_seconds(headers))
-    return PermanentProviderError(reason, code_text)
+        verdict = Verdict.PERMANENT
+    elif code in THROTTLED_CODES:
+        verdict = Verdict.THROTTLED
+    elif code in TRANSIENT_CODES:
+        verdict = Verdict.TRANSIENT
+    return ProviderFault(
+        str(code) if code is not None else "", as_text(error.get("message")), verdict
+    )
 
 
 # --- webhooks -------------------------------------------------------------------------------
@@ -369,16 +375,16 @@ def parse_webhook(
     if not isinstance(payload, Mapping) or payload.get("object") != "whatsapp_business_account":
         return receipts, inbound
     for value in _message_values(payload, phone_number_id):
-        for status in _list(value.get("statuses")):
+        for status in items(value.get("statuses")):
             if (receipt := _receipt(status)) is not None:
                 receipts.append(receipt)
         names = {
-            _str(c.get("wa_id")): _str(_mapping(c.get("profile")).get("name"))
-            for c in _list(value.get("contacts"))
+            as_text(c.get("wa_id")): as_text(mapping(c.get("profile")).get("name"))
+            for c in items(value.get("contacts"))
             if isinstance(c, Mapping)
         }
-        business = _e164(_str(_mapping(value.get("metadata")).get("display_phone_number")))
-        for message in _list(value.get("messages")):
+        business = _e164(as_text(mapping(value.get("metadata")).get("display_phone_number")))
+        for message in items(value.get("messages")):
             if isinstance(message, Mapping) and message.get("id"):
                 inbound.append(_inbound(message, channel_id, business, names))
     return receipts, inbound
@@ -387,31 +393,31 @@ def parse_webhook(
 def _message_values(
     payload: Mapping[str, Any], phone_number_id: str
 ) -> Iterator[Mapping[str, Any]]:
-    for entry in _list(payload.get("entry")):
-        for change in _list(_mapping(entry).get("changes")):
-            change = _mapping(change)
+    for entry in items(payload.get("entry")):
+        for change in items(mapping(entry).get("changes")):
+            change = mapping(change)
             if change.get("field", "messages") != "messages":
                 continue
-            value = _mapping(change.get("value"))
+            value = mapping(change.get("value"))
             # One Meta app may serve several numbers through one webhook URL; another
             # number's traffic is not this channel's to report.
-            number = _str(_mapping(value.get("metadata")).get("phone_number_id"))
+            number = as_text(mapping(value.get("metadata")).get("phone_number_id"))
             if number and number != phone_number_id:
                 continue
             yield value
 
 
 def _receipt(status: Any) -> Receipt | None:
-    status = _mapping(status)
-    wamid = _str(status.get("id"))
-    mapped = _RECEIPT_STATUS.get(_str(status.get("status")))
+    status = mapping(status)
+    wamid = as_text(status.get("id"))
+    mapped = _RECEIPT_STATUS.get(as_text(status.get("status")))
     if not wamid or mapped is None:
         return None
     reason = ""
     if mapped is DeliveryStatus.FAILED:
         reason = "; ".join(
-            f"{_str(e.get('code'))}: {_str(e.get('title')) or _str(e.get('message'))}"
-            for e in map(_mapping, _list(status.get("errors")))
+            f"{as_text(e.get('code'))}: {as_text(e.get('title')) or as_text(e.get('message'))}"
+            for e in map(mapping, items(status.get("errors")))
         )
     return Receipt(wamid, mapped, reason, _millis(status.get("timestamp")))
 
@@ -419,43 +425,45 @@ def _receipt(status: Any) -> Receipt | None:
 def _inbound(
     message: Mapping[str, Any], channel_id: str, business: str, names: Mapping[str, str]
 ) -> InboundMessage:
-    kind = _str(message.get("type"))
-    sender = _str(message.get("from"))
-    part = _mapping(message.get(kind))
+    kind = as_text(message.get("type"))
+    sender = as_text(message.get("from"))
+    part = mapping(message.get(kind))
     fields: dict[str, Any] = {}
     if kind == "text":
-        fields["text"] = _str(part.get("body"))
+        fields["text"] = as_text(part.get("body"))
     elif kind in _INBOUND_MEDIA:
         # Media arrives as an id to fetch from the Graph API; fetching is not done here.
-        media_id = _str(part.get("id"))
+        media_id = as_text(part.get("id"))
         fields.update(
             media_url=f"media:{media_id}" if media_id else "",
-            mime_type=_str(part.get("mime_type")),
-            caption=_str(part.get("caption")),
+            mime_type=as_text(part.get("mime_type")),
+            caption=as_text(part.get("caption")),
         )
         if kind == "audio" and part.get("voice") is True:
             kind = "voice"
     elif kind == "location":
         fields.update(
-            latitude=_float(part.get("latitude")),
-            longitude=_float(part.get("longitude")),
-            text=", ".join(v for v in (_str(part.get("name")), _str(part.get("address"))) if v),
+            latitude=loose(number, part.get("latitude"), None),
+            longitude=loose(number, part.get("longitude"), None),
+            text=", ".join(
+                v for v in (as_text(part.get("name")), as_text(part.get("address"))) if v
+            ),
         )
     elif kind == "contacts":
-        cards = [_mapping(c) for c in _list(message.get("contacts"))]
-        shared = (_str(_mapping(c.get("name")).get("formatted_name")) for c in cards)
+        cards = [mapping(c) for c in items(message.get("contacts"))]
+        shared = (as_text(mapping(c.get("name")).get("formatted_name")) for c in cards)
         fields["text"] = ", ".join(n for n in shared if n)
     elif kind == "button":  # a quick-reply button of a template
-        fields["text"] = _str(part.get("text")) or _str(part.get("payload"))
+        fields["text"] = as_text(part.get("text")) or as_text(part.get("payload"))
     elif kind == "interactive":
-        choice = _mapping(part.get("button_reply") or part.get("list_reply"))
+        choice = mapping(part.get("button_reply") or part.get("list_reply"))
         kind = "list" if "list_reply" in part else "button"
-        fields["text"] = _str(choice.get("title")) or _str(choice.get("id"))
+        fields["text"] = as_text(choice.get("title")) or as_text(choice.get("id"))
     elif kind == "reaction":
-        fields["text"] = _str(part.get("emoji"))
+        fields["text"] = as_text(part.get("emoji"))
     return InboundMessage(
         channel_id=channel_id,
-        provider_message_id=_str(message.get("id")),
+        provider_message_id=as_text(message.get("id")),
         from_address=_e164(sender),
         to_address=business,
         type=kind or "unknown",
@@ -473,60 +481,22 @@ def _invalid(reason: str) -> PermanentProviderError:
     return PermanentProviderError(reason, "INVALID_CONTENT")
 
 
-def _str(value: Any) -> str:
-    """Scalars as text; whole floats without their .0 (a zip of 94025.0 is 94025)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool) or value is None:
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, int | float):
-        return str(value)
-    return ""
-
-
 def _param_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, Mapping | list):
         return json.dumps(value, ensure_ascii=False)
-    return _str(value)
+    return as_text(value)
 
 
-def _pick(source: Any, fields: Sequence[str]) -> dict[str, str]:
-    source = _mapping(source)
-    picked = {f: _str(source.get(f)).strip() for f in fields}
-    return {f: v for f, v in picked.items() if v}
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _float(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
+def _present(part: Any) -> dict[str, str]:
+    """A contact part's non-empty fields, under Meta's names, which are the card's."""
+    return {k: v for k, v in asdict(part).items() if v}
 
 
 def _millis(seconds: Any) -> int:
     # Meta stamps in Unix seconds (as a string); the platform counts milliseconds.
-    stamp = _int(seconds)
+    stamp = loose(integer, seconds, None)
     return stamp * 1000 if stamp is not None else 0
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from server.domain.coerce import BadValue, flag
 from server.domain.models import Channel
 
 # What `make run` serves with no configuration: sandbox channels only. The
@@ -299,12 +300,10 @@ def _auth_from_env(s: Settings, env: Mapping[str, str]) -> Settings:
 
 
 def _switch(name: str, value: str) -> bool:
-    word = value.strip().lower()
-    if word in ("on", "true", "1", "yes"):
-        return True
-    if word in ("off", "false", "0", "no"):
-        return False
-    raise ValueError(f"{name} must be on or off, got {value!r}")
+    try:
+        return flag(value)
+    except BadValue:
+        raise ValueError(f"{name} must be on or off, got {value!r}") from None
 
 
 def decode_jwt_secret(encoded: str) -> bytes | None:

@@ -31,6 +31,7 @@ from fakes.smtp import (
     MediaServer,
     make_certificate,
 )
+from server.domain.content import parse_content
 from server.domain.models import Channel, Delivery
 from server.net.http import OutboundHttp
 from support.net import loopback_http
@@ -62,7 +63,7 @@ def delivery(content: dict[str, Any], destination: str = DESTINATION) -> Deliver
         destination=destination,
         type=str(content.get("type", "text")),
         text=str(content.get("text") or content.get("subject") or ""),
-        content=content,
+        content=parse_content(content),
         attempt=1,
     )
 

@@ -28,6 +28,7 @@ from adapters.rbm import RbmAdapter, rbm_event_id, rbm_message_id
 from fakes.providers import HappyProvider
 from fakes.rbm import FakeRbm, bare_webhook, pubsub_webhook, sign, user_event, user_message
 from fakes.server import Behaviour
+from server.domain.content import MessageContent, parse_content
 from server.domain.models import Channel
 from server.domain.status import DeliveryStatus
 from support.net import loopback_http
@@ -110,7 +111,7 @@ def delivery(
         destination=destination,
         type=str(content.get("type", "text")),
         text=str(content.get("text", "")),
-        content=dict(content),
+        content=parse_content(content),
         attempt=attempt,
         expire_at=expire_at,
     )
@@ -507,7 +508,9 @@ async def test_not_rcs_capable_falls_back_to_sms() -> None:
         assert sms.channel_id == SMS_CHANNEL
         assert (sms.message_id, sms.destination, sms.attempt) == (d.message_id, NO_RCS_USER, 2)
         assert sms.type == "text" and sms.text == "fallback text"
-        assert sms.content == {"type": "text", "text": "fallback text", "from": "senderaddress"}
+        assert sms.content == MessageContent(
+            type="text", text="fallback text", sender="senderaddress"
+        )
 
         assert accepted.provider_message_id.startswith("happy-")
         assert (accepted.channel_id, accepted.provider, accepted.segments) == (
@@ -532,7 +535,7 @@ async def test_fallback_text_defaults_to_the_message_text() -> None:
         content = {"type": "text", "text": "Your code is 1234", "options": {"smsFallback": True}}
         await h.adapter.send(delivery(content, destination=NO_RCS_USER))
         [sms] = h.sms.attempts
-        assert sms.content == {"type": "text", "text": "Your code is 1234"}
+        assert sms.content == MessageContent(type="text", text="Your code is 1234")
 
 
 @pytest.mark.parametrize(

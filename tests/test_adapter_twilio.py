@@ -22,6 +22,7 @@ from adapters.base import (
 from adapters.twilio import EMPTY_TWIML, TwilioSmsAdapter, twilio_signature
 from fakes.server import Behaviour
 from fakes.twilio import FakeTwilio
+from server.domain.content import parse_content
 from server.domain.models import Channel, Delivery
 from server.domain.provider import RecipientOptedOut
 from server.domain.status import DeliveryStatus
@@ -129,7 +130,7 @@ def delivery(
         destination=to,
         type="text",
         text=text,
-        content={"type": "text", "text": text, **(extra or {})},
+        content=parse_content({"type": "text", "text": text, **(extra or {})}),
         attempt=1,
     )
 

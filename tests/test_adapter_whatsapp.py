@@ -27,10 +27,11 @@ from adapters.base import (
     Receipt,
     RetryableProviderError,
 )
+from adapters.provider_http import HttpAnswer, provider_failure
 from adapters.whatsapp import (
     DEFAULT_API_VERSION,
     WhatsAppCloudAdapter,
-    provider_error,
+    meta_fault,
     verify_signature,
 )
 from fakes.server import Behaviour
@@ -49,6 +50,7 @@ from fakes.whatsapp import (
     user_message,
     verification_request,
 )
+from server.domain.content import parse_content
 from server.domain.models import Channel
 from server.domain.sending import SingleSend, canonical_content
 from server.domain.status import DeliveryStatus
@@ -106,7 +108,7 @@ def delivery(content: Mapping[str, Any], destination: str = CUSTOMER) -> Deliver
         destination=destination,
         type=str(content.get("type", "text")),
         text=str(content.get("text", "")),
-        content=content,
+        content=parse_content(content),
         attempt=1,
     )
 
@@ -452,7 +454,8 @@ def test_error_mapping(
     code: str,
     retry_after: float | None,
 ) -> None:
-    err = provider_error(status_code, body, headers)
+    answer = HttpAnswer(status_code, body, headers)
+    err = provider_failure(answer, meta_fault, "WhatsApp Cloud API")
     assert isinstance(err, RetryableProviderError if retryable else PermanentProviderError)
     assert err.code == code
     if isinstance(body, dict) and "error" in body:

@@ -26,6 +26,7 @@ from fakes.twilio import FakeTwilio
 from fakes.whatsapp import PHONE_NUMBER_ID, FakeWhatsApp
 from server.api.config_views import REDACTED, redact
 from server.config import load_channels
+from server.domain.content import parse_content
 from server.domain.models import Channel, Delivery
 from server.net.addresses import AddressPolicy, url_refusal
 from server.net.http import OutboundHttp
@@ -246,7 +247,7 @@ def delivery(channel_id: str, destination: str = "+447700900123", **content: Any
         destination=destination,
         type="text",
         text="hello",
-        content={"type": "text", "text": "hello", **content},
+        content=parse_content({"type": "text", "text": "hello", **content}),
         attempt=1,
     )
 

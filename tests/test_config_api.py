@@ -182,7 +182,7 @@ async def test_pending_template_is_refused_and_approved_one_uses_the_contact_lan
     assert status == 400 and refused["messageKey"] == "TEMPLATE_NOT_APPROVED"
     assert ok_status == 200, sent
     assert single.sent[0].text == "Gracias Ana, pagaste 10"
-    assert single.sent[0].content["template"]["lang"] == "es_ES"
+    assert single.sent[0].content.template.language == "es_ES"
     assert status_pending == 200 and [t["code"] for t in pending["results"]] == ["PROMO"]
     assert pending["results"][0]["approved"][0]["status"] == "PENDING"
     assert upd_status == 200 and updated["data"]["template"]["approved"][0]["status"] == "APPROVED"

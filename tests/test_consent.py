@@ -240,7 +240,7 @@ async def test_transactional_passes_a_marketing_opt_out_but_nothing_passes_all(
         after_in.message_id,
     }
     [last] = [a for a in provider.attempts if a.message_id == after_in.message_id]
-    assert last.content["category"] == "transactional"
+    assert last.content.category == "transactional"
 
 
 async def test_a_provider_opt_out_is_recorded_and_stops_the_next_send(db_url: str) -> None:

@@ -157,7 +157,7 @@ async def test_one_click_unsubscribe_records_only_a_signed_post(db_url: str) -> 
         status, _ = await rest_call(hub, "POST", "/api/v2/message/send", AUTH_HEADERS, send)
         assert status == 202
         await eventually(lambda: len(provider.attempts) == 1)
-        link = provider.attempts[0].content["listUnsubscribe"]
+        link = provider.attempts[0].content.list_unsubscribe
         assert link.startswith(f"http://127.0.0.1:{hub.http_port}/unsubscribe/")
         path = link.removeprefix(f"http://127.0.0.1:{hub.http_port}")
         body, mac = path.removeprefix("/unsubscribe/").split(".")

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 
 from adapters.sandbox import SandboxAdapter
+from server.domain.content import MessageContent
 from server.domain.models import Delivery, Receipt
 from server.domain.provider import Accepted, CallbackRequest, CallbackResult, ReceiptSink
 from server.domain.status import DeliveryStatus
@@ -67,7 +68,7 @@ async def test_the_sandbox_offers_a_receipt_again_until_it_is_recorded() -> None
     await sandbox.start(store_away_for_a_while)
     try:
         accepted = await sandbox.send(
-            Delivery("m1", "t", "sbx", "+447911100001", "text", "hi", {}, 1)
+            Delivery("m1", "t", "sbx", "+447911100001", "text", "hi", MessageContent(), 1)
         )
         await eventually(lambda: bool(recorded), within=10)
     finally:

@@ -21,6 +21,7 @@ from cim.v1 import outbound_pb2 as o
 from fakes.twilio import FakeTwilio
 from server.app import Hub
 from server.config import DEFAULT_CHANNELS
+from server.domain.content import parse_content
 from server.domain.models import Channel, Delivery
 from server.domain.status import DeliveryStatus
 from support.hub import AUTH_HEADERS, channel_to, rest_call, running_hub
@@ -221,7 +222,7 @@ async def adapter(twilio: FakeTwilio) -> AsyncIterator[TwilioSmsAdapter]:
 
 async def _accepted_sid(adapter: TwilioSmsAdapter) -> str:
     delivery = Delivery(
-        "m-1", "t-1", "sms-twilio", "+447700900123", "text", "hi", {"text": "hi"}, 1
+        "m-1", "t-1", "sms-twilio", "+447700900123", "text", "hi", parse_content({"text": "hi"}), 1
     )
     return (await adapter.send(delivery)).provider_message_id
 

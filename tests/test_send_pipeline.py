@@ -297,6 +297,6 @@ async def test_templates_render_with_blank_fallback_and_need_approval(db_url: st
         )
         await eventually(lambda: len(sandbox.sent) == 1)
     assert sandbox.sent[0].text == "Dear Ana, power returns at ."
-    assert sandbox.sent[0].content["template"]["code"] == "OUTAGE"
+    assert sandbox.sent[0].content.template.code == "OUTAGE"
     assert refused_status == 400 and refused["messageKey"] == "TEMPLATE_NOT_APPROVED"
     assert pending.code == "PROMO"

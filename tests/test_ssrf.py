@@ -28,6 +28,7 @@ from cim.v1 import messaging_service_pb2_grpc as mg
 from fakes.smtp import FakeSmtpServer
 from fakes.whatsapp import FakeWhatsApp
 from server.config import DEFAULT_CHANNELS
+from server.domain.content import parse_content
 from server.domain.models import Channel
 from server.gateway.jsonmap import parse
 from server.net.addresses import AddressPolicy
@@ -400,7 +401,7 @@ def test_media_links_a_provider_fetches_are_vetted_wherever_they_sit() -> None:
             {"title": "a", "media": {"url": "https://cdn.example.com/a.png"}},
             {"title": "b", "media": {"url": "https://cdn.example.com/b.png", "thumbnailUrl": url}},
         ]
-        return agent_message({"type": "carousel", "cards": cards})
+        return agent_message(parse_content({"type": "carousel", "cards": cards}))
 
     vet_media_urls(guard, carousel("https://cdn.example.com/b-thumb.png"))
     with pytest.raises(PermanentProviderError) as refused:

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from adapters.base import HttpProviderClient
+from adapters.provider_http import HttpProviderClient
 from adapters.sandbox import SandboxAdapter
 from cim.v1 import messaging_service_pb2, messaging_service_pb2_grpc
 from server.telemetry import tracing

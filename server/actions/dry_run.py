@@ -16,6 +16,7 @@ from server.actions.batch_send import BatchSources, UrlCheck, plan_batch_send
 from server.domain.addresses import AddressError, normalize_email, normalize_msisdn
 from server.domain.batch import BatchSend, PlannedDestination, pick_channel
 from server.domain.consent import OPTED_OUT_REFUSAL
+from server.domain.content import parse_content
 from server.domain.errors import DomainError
 from server.domain.models import Channel
 from server.domain.send_check import (
@@ -141,7 +142,7 @@ def _check(
     original = rendered.draft if rendered is not None and rendered.draft is not None else draft
     if channel.contact_type.lower() == "sms":
         # What the adapter sends, and counts segments of: the content's text.
-        sms = sms_estimate(str(original.content.get("text", original.text) or ""), smart)
+        sms = sms_estimate(parse_content(original.content).text or original.text, smart)
     elif (fallback := sms_fallback(channel, draft.content)) is not None:
         target, text = fallback
         route += (target,)

@@ -9,6 +9,7 @@ import grpc
 from google.protobuf import struct_pb2
 
 from adapters.policy import tenant_settings_violations
+from adapters.settings import SettingError
 from cim.v1 import config_service_pb2 as pb
 from cim.v1 import config_service_pb2_grpc as pb_grpc
 from server.api import field_rules
@@ -125,6 +126,8 @@ class ConfigServicer(pb_grpc.ConfigServiceServicer):
             raise invalid(problems)
         try:
             self._channels.build(channel, tenant)
+        except SettingError as exc:
+            raise invalid([FieldViolation(f"settings.{exc.setting}", str(exc))]) from exc
         except ValueError as exc:
             raise invalid([FieldViolation("settings", str(exc))]) from exc
         return channel

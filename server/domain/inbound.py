@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.domain.addresses import AddressError, has_letters, normalize_email, normalize_msisdn
+from server.domain.coerce import integer, loose, number
 from server.domain.consent import InboundKeyword
 from server.domain.contacts import ContactInfo, contact_info
 from server.domain.errors import FieldViolation, invalid
@@ -233,24 +234,10 @@ def _message(
         content_type=content_type,
         body=body,
         details=details,
-        timestamp=_int(doc.get("timestamp")),
+        timestamp=loose(integer, doc.get("timestamp"), 0),
         contact_name=contact.profile.get("name", "") or contact.business_profile.get("name", ""),
         lane=contact.lane,
     )
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value or 0)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _float(value: Any) -> float | None:
-    try:
-        return None if value in (None, "") else float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def _infer_type(doc: Mapping[str, Any]) -> str:
@@ -332,8 +319,8 @@ def _media(
 def _location(
     loc: Any, path: str, problems: list[FieldViolation], extras: dict[str, Any]
 ) -> _Content | None:
-    lat = _float(loc.get("latitude")) if isinstance(loc, Mapping) else None
-    lon = _float(loc.get("longitude")) if isinstance(loc, Mapping) else None
+    lat = loose(number, loc.get("latitude"), None) if isinstance(loc, Mapping) else None
+    lon = loose(number, loc.get("longitude"), None) if isinstance(loc, Mapping) else None
     if lat is None or lon is None:
         problems.append(
             FieldViolation(f"{path}.location", "latitude and longitude are required numbers")

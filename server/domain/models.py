@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from server.domain.content import MessageContent
 from server.domain.status import DeliveryStatus
 
 if TYPE_CHECKING:
@@ -149,7 +150,8 @@ class Delivery:
     destination: str
     type: str
     text: str
-    content: Mapping[str, Any]
+    # Parsed once from the stored JSON when the message is claimed.
+    content: MessageContent
     attempt: int
     expire_at: int | None = None
     # When the message was accepted (ms), for accept-to-provider timings.

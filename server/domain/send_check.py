@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from server.domain.coerce import as_text
+from server.domain.content import parse_content
 from server.domain.errors import DomainError, FieldViolation
 from server.domain.models import Channel
 from server.domain.smart_encoding import Replacement, replacements_in, smart_encode
@@ -80,11 +82,6 @@ def sms_estimate(rendered: str, applied: bool) -> SmsEstimate:
     )
 
 
-def _on(value: Any) -> bool:
-    # Options arrive as JSON: a bool, or the string the public API's examples use.
-    return value is True or str(value).strip().lower() == "true"
-
-
 def sms_fallback(channel: Channel, content: Mapping[str, Any]) -> tuple[str, str] | None:
     """The SMS channel and text an RCS message falls back to, if it would.
 
@@ -92,11 +89,11 @@ def sms_fallback(channel: Channel, content: Mapping[str, Any]) -> tuple[str, str
     with options.smsFallback, on a channel that names its
     sms_fallback_channel, with options.text or the message's own text.
     """
-    options = content.get("options") or {}
-    target = str(channel.settings.get("sms_fallback_channel") or "")
-    if channel.provider != "rbm" or not target or not _on(options.get("smsFallback")):
+    typed = parse_content(content)
+    target = as_text(channel.settings.get("sms_fallback_channel"))
+    if channel.provider != "rbm" or not target or not typed.options.sms_fallback:
         return None
-    return target, str(options.get("text") or content.get("text") or "")
+    return target, typed.options.fallback_text or typed.text
 
 
 def names_destination(violation: FieldViolation, group: int, path: str) -> bool:

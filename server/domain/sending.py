@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.domain.addresses import AddressError, normalize_email, normalize_msisdn
+from server.domain.coerce import loose, number
 from server.domain.errors import FieldViolation, invalid
 from server.domain.limits import (
     SINGLE_TEXT_MAX,
@@ -170,15 +171,8 @@ def _check_content(send: SingleSend, problems: list[FieldViolation]) -> str:
 _MEDIA = {"image", "video", "audio", "voice", "document"}
 
 
-def _number(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def canonical_content(send: SingleSend) -> dict[str, Any]:
-    """The single-send parts in the shape adapters read for every send.
+    """The single-send parts in the shape stored for every send (see content.parse_content).
 
     Keys: type, text, mediaUrl/caption/filename for media, latitude/longitude/
     name/address/url for locations, contacts, template, and buttons
@@ -198,8 +192,8 @@ def canonical_content(send: SingleSend) -> dict[str, Any]:
     elif send.type == "location":
         loc = c.get("location", {})
         out.update(
-            latitude=_number(loc.get("latitude")),
-            longitude=_number(loc.get("longitude")),
+            latitude=loose(number, loc.get("latitude"), None),
+            longitude=loose(number, loc.get("longitude"), None),
             name=loc.get("name", ""),
             address=loc.get("address", ""),
             url=loc.get("url", ""),

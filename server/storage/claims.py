@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, tuple_, update
 
+from server.domain.content import parse_content
 from server.domain.models import Delivery
 from server.domain.provider import AttemptRecord
 from server.storage import attempts as attempt_log
@@ -134,7 +135,7 @@ async def claim_due(
             destination=r.destination,
             type=r.type,
             text=r.text,
-            content=r.content,
+            content=parse_content(r.content, message_type=r.type),
             attempt=r.attempts + 1,
             expire_at=r.expire_at,
             accepted_at=r.created_at,
