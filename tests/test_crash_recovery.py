@@ -190,40 +190,42 @@ async def test_recovery_sends_unstarted_claims_at_once_and_started_ones_after_th
     before = await SqlStore.open(db_url, lambda _events: None, clock=lambda: clock[0])
     after: SqlStore | None = None
     try:
-        made = await before.accept("t1", [_draft(i) for i in range(3)], None, lambda _m: b"")
+        made = await before.messages.accept(
+            "t1", [_draft(i) for i in range(3)], None, lambda _m: b""
+        )
         ids = [m.id for m in made.messages]
-        claimed = {d.message_id: d for d in await before.claim_due(10, lease)}
+        claimed = {d.message_id: d for d in await before.outbox.claim_due(10, lease)}
         assert set(claimed) == set(ids)
         started, unstarted = ids[0], ids[1:]
-        assert await before.start_attempt(claimed[started], "sandbox")
+        assert await before.outbox.start_attempt(claimed[started], "sandbox")
 
         # A second process comes up a moment later, while the first one's claims are out.
         clock[0] += 1_000
         after = await SqlStore.open(db_url, lambda _events: None, clock=lambda: clock[0])
-        retaken = {d.message_id: d for d in await after.claim_due(10, lease)}
+        retaken = {d.message_id: d for d in await after.outbox.claim_due(10, lease)}
         # The provider never saw these: no lease to wait out, and no extra attempt.
         assert set(retaken) == set(unstarted)
         assert all(d.attempt == 1 for d in retaken.values())
         # One start per claim: whoever starts first sends, the other must not.
-        assert await after.start_attempt(retaken[unstarted[0]], "sandbox")
-        assert not await before.start_attempt(claimed[unstarted[0]], "sandbox")
-        assert not await before.start_attempt(claimed[started], "sandbox")
+        assert await after.outbox.start_attempt(retaken[unstarted[0]], "sandbox")
+        assert not await before.outbox.start_attempt(claimed[unstarted[0]], "sandbox")
+        assert not await before.outbox.start_attempt(claimed[started], "sandbox")
 
         # The started one may be at the provider: only its lease brings it back.
         clock[0] += lease - 1_000 - 1
-        assert await after.claim_due(10, lease) == []
+        assert await after.outbox.claim_due(10, lease) == []
         clock[0] += 2
-        again = await after.claim_due(10, lease)
+        again = await after.outbox.claim_due(10, lease)
         assert [d.message_id for d in again] == [started]
         assert again[0].attempt == 2
-        log = (await after.get_message("t1", started)).attempt_log
+        log = (await after.messages.get_message("t1", started)).attempt_log
         assert [(a.outcome, a.error_code, a.provider) for a in log] == [
             ("FAILED", NO_OUTCOME, "sandbox")
         ]
         assert "may be a duplicate" in log[0].reason
         # The first holder's claim of it is fenced off too.
-        assert not await before.start_attempt(claimed[started], "sandbox")
-        assert await after.start_attempt(again[0], "sandbox")
+        assert not await before.outbox.start_attempt(claimed[started], "sandbox")
+        assert await after.outbox.start_attempt(again[0], "sandbox")
     finally:
         await before.close()
         if after is not None:
