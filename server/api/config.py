@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
@@ -16,7 +16,6 @@ from cim.v1 import config_service_pb2 as pb
 from cim.v1 import config_service_pb2_grpc as pb_grpc
 from server.api import field_rules
 from server.api.context import tenant_of
-from server.api.paging import page_args
 from server.channels import ChannelEntry, ChannelRegistry
 from server.domain.customer import (
     GlobalVar,
@@ -33,9 +32,9 @@ from server.domain.errors import (
     not_found,
 )
 from server.domain.models import Channel
+from server.domain.paging import GLOBAL_VARS, TEMPLATES, page_of
 from server.storage.store import SqlStore
 
-T = TypeVar("T")
 REDACTED = "***"
 _SECRET_WORDS = ("secret", "token", "password", "passwd", "key", "credential", "auth")
 _CHANNEL_ID = re.compile(r"^[A-Za-z0-9_.:@+\-]{1,128}$")
@@ -346,15 +345,18 @@ class ConfigServicer(pb_grpc.ConfigServiceServicer):
     async def ListGlobalVars(
         self, request: pb.ListGlobalVarsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListGlobalVarsResponse:
-        size, token = page_args(request.page_size, request.page_token)
-        stored = await self._store.list_global_vars(tenant_of(context), request.channel_id)
+        tenant = tenant_of(context)
+        wanted = GLOBAL_VARS.request(
+            tenant, request.page_size, request.page_token, channel_id=request.channel_id
+        )
+        stored = await self._store.list_global_vars(tenant, request.channel_id)
         if request.channel_id:
             shown = sorted(effective_vars(stored, request.channel_id).values(), key=_var_key)
         else:
             shown = stored
-        page, next_token = _page(shown, size, token)
+        page = page_of(shown, _var_id, wanted)
         return pb.ListGlobalVarsResponse(
-            results=[var_to_proto(v) for v in page], next_page_token=next_token
+            results=[var_to_proto(v) for v in page.items], next_page_token=page.next_token
         )
 
     async def SetGlobalVar(
@@ -381,15 +383,21 @@ class ConfigServicer(pb_grpc.ConfigServiceServicer):
     async def ListTemplates(
         self, request: pb.ListTemplatesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListTemplatesResponse:
-        size, token = page_args(request.page_size, request.page_token)
-        found = await self._store.list_templates(
-            tenant_of(context),
+        tenant = tenant_of(context)
+        status = _STATUS_NAMES.get(request.channel_status, "")
+        wanted = TEMPLATES.request(
+            tenant,
+            request.page_size,
+            request.page_token,
             channel_id=request.channel_id,
-            status=_STATUS_NAMES.get(request.channel_status, ""),
+            status=status,
         )
-        page, next_token = _page(found, size, token)
+        found = await self._store.list_templates(
+            tenant, channel_id=request.channel_id, status=status
+        )
+        page = page_of(found, _template_id, wanted)
         return pb.ListTemplatesResponse(
-            results=[template_to_proto(t) for t in page], next_page_token=next_token
+            results=[template_to_proto(t) for t in page.items], next_page_token=page.next_token
         )
 
     async def CreateTemplate(
@@ -419,8 +427,9 @@ def _var_key(v: GlobalVar) -> str:
     return v.key
 
 
-def _page(items: Sequence[T], size: int, token: str) -> tuple[Sequence[T], str]:
-    """Offset paging over a small, fully read, stably ordered list."""
-    offset = int(token.partition(":")[0]) if token else 0
-    end = offset + size
-    return items[offset:end], (f"{end}:0" if len(items) > end else "")
+def _var_id(v: GlobalVar) -> str:
+    return f"{v.channel_id}:{v.key}"
+
+
+def _template_id(t: TemplateRecord) -> str:
+    return t.id

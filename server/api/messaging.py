@@ -18,7 +18,6 @@ from server.actions.quota import BudgetSource, DispatchLoad, quota
 from server.api.context import metadata_value, tenant_of
 from server.api.convert import message_to_proto, status_from_proto, status_to_proto
 from server.api.inbound import InboundApi
-from server.api.paging import page_args
 from server.api.send_control import cancel_result_to_proto, check_to_proto, quota_to_proto
 from server.api.timeline import timeline_to_proto
 from server.channels import ChannelRegistry
@@ -31,6 +30,7 @@ from server.domain.customer import require_approved, text_value, var_values
 from server.domain.errors import FieldViolation, invalid
 from server.domain.fallback import FallbackStep, plan_chain
 from server.domain.models import Channel, OutboundDraft, OutboundMessage
+from server.domain.paging import MESSAGES
 from server.domain.sending import SingleSend, fill_template, fill_text, plan_single
 from server.domain.status import DeliveryStatus
 from server.storage.messages import IdempotencyKey
@@ -314,12 +314,20 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
     async def ListMessages(
         self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListMessagesResponse:
-        size, token = page_args(request.page_size, request.page_token)
+        tenant = tenant_of(context)
+        status = status_from_proto(request.status)
+        wanted = MESSAGES.request(
+            tenant,
+            request.page_size,
+            request.page_token,
+            status=status,
+            channel_id=request.channel_id,
+            correlation_id=request.correlation_id,
+        )
         page = await self._store.list_messages(
-            tenant_of(context),
-            page_size=size,
-            page_token=token,
-            status=status_from_proto(request.status),
+            tenant,
+            page=wanted,
+            status=status,
             channel_id=request.channel_id,
             correlation_id=request.correlation_id,
         )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import grpc
 from google.protobuf.json_format import MessageToDict
 
@@ -11,7 +9,6 @@ from cim.v1 import session_service_pb2 as pb
 from cim.v1 import session_service_pb2_grpc as pb_grpc
 from server.api.context import tenant_of
 from server.api.convert import cim_from_proto, session_state_from_proto, session_to_proto
-from server.api.paging import page_args
 from server.api.session_views import (
     activity_to_proto,
     conversation_to_proto,
@@ -20,11 +17,9 @@ from server.api.session_views import (
 from server.domain.activities import ROOT, check_activity
 from server.domain.errors import FieldViolation, invalid
 from server.domain.models import SessionState
+from server.domain.paging import ACTIVITIES, SESSION_MESSAGES, SESSIONS
 from server.domain.routing import RouteChange
 from server.storage.store import SqlStore
-
-# Activity pages are keyed by (time, sequence number).
-_ACTIVITY_TOKEN = re.compile(r"^\d{1,20}:\d{1,20}$")
 
 
 class SessionServicer(pb_grpc.SessionServiceServicer):
@@ -40,14 +35,18 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
     async def ListSessions(
         self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListSessionsResponse:
-        size, token = page_args(request.page_size, request.page_token)
-        page = await self._store.list_sessions(
-            tenant_of(context),
-            page_size=size,
-            page_token=token,
+        tenant = tenant_of(context)
+        state = session_state_from_proto(request.state)
+        wanted = SESSIONS.request(
+            tenant,
+            request.page_size,
+            request.page_token,
             contact_id=request.contact_id,
-            state=session_state_from_proto(request.state),
+            state=state,
             queue=request.queue,
+        )
+        page = await self._store.list_sessions(
+            tenant, page=wanted, contact_id=request.contact_id, state=state, queue=request.queue
         )
         return pb.ListSessionsResponse(
             results=[session_to_proto(s) for s in page.items], next_page_token=page.next_token
@@ -86,10 +85,12 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
     async def ListSessionMessages(
         self, request: pb.ListSessionMessagesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListSessionMessagesResponse:
-        size, token = page_args(request.page_size, request.page_token)
-        page = await self._store.session_messages(
-            tenant_of(context), _session_id(request.session_id), page_size=size, page_token=token
+        tenant = tenant_of(context)
+        session_id = _session_id(request.session_id)
+        wanted = SESSION_MESSAGES.request(
+            tenant, request.page_size, request.page_token, session_id=session_id
         )
+        page = await self._store.session_messages(tenant, session_id, page=wanted)
         return pb.ListSessionMessagesResponse(
             results=[session_item_to_proto(i) for i in page.items],
             next_page_token=page.next_token,
@@ -105,13 +106,17 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
     async def ListActivities(
         self, request: pb.ListActivitiesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListActivitiesResponse:
-        if request.page_token and not _ACTIVITY_TOKEN.match(request.page_token):
-            raise invalid([FieldViolation("pageToken", "not a token this server issued")])
-        size, token = page_args(request.page_size, request.page_token)
+        tenant = tenant_of(context)
+        wanted = ACTIVITIES.request(
+            tenant,
+            request.page_size,
+            request.page_token,
+            customer_id=request.customer_id,
+            conversation_id=request.conversation_id,
+        )
         page = await self._store.list_activities(
-            tenant_of(context),
-            page_size=size,
-            page_token=token,
+            tenant,
+            page=wanted,
             customer_id=request.customer_id,
             conversation_id=request.conversation_id,
         )

@@ -9,9 +9,9 @@ import grpc
 from cim.v1 import webhook_service_pb2 as pb
 from cim.v1 import webhook_service_pb2_grpc as pb_grpc
 from server.api.context import tenant_of
-from server.api.paging import page_args
 from server.api.timeline import dead_letter_to_proto, endpoint_to_proto
 from server.domain.errors import FieldViolation, invalid, not_found
+from server.domain.paging import DEAD_LETTERS
 from server.domain.webhook_delivery import row_of
 from server.storage.store import SqlStore
 
@@ -31,12 +31,14 @@ class WebhookServicer(pb_grpc.WebhookServiceServicer):
     async def ListDeadLetters(
         self, request: pb.ListDeadLettersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListDeadLettersResponse:
-        size, token = page_args(request.page_size, request.page_token)
+        tenant = tenant_of(context)
         start, end = _time_range(request.start_time, request.end_time)
+        wanted = DEAD_LETTERS.request(
+            tenant, request.page_size, request.page_token, start=start, end=end, url=request.url
+        )
         page = await self._store.list_dead_letters(
-            tenant_of(context),
-            page_size=size,
-            page_token=token,
+            tenant,
+            page=wanted,
             start=start,
             end=end,
             url=request.url,

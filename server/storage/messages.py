@@ -20,11 +20,13 @@ from server.domain.models import (
     StatusEntry,
     new_id,
 )
+from server.domain.paging import PageRequest
 from server.domain.provider import AttemptRecord
 from server.domain.status import DeliveryStatus, advances
 from server.storage import attempts as attempt_log
 from server.storage import events as event_log
 from server.storage import fallback, webhooks
+from server.storage.keyset import Order, keyset_page
 from server.storage.schema import idempotency, messages, status_history
 from server.storage.sql import insert_for
 from server.storage.writer import LATER_HISTORY, LATER_MESSAGES, StatusMove, Tx
@@ -260,8 +262,7 @@ async def list_page(
     conn: AsyncConnection,
     tenant_id: str,
     *,
-    page_size: int,
-    page_token: str,
+    page: PageRequest,
     status: DeliveryStatus | None = None,
     channel_id: str = "",
     correlation_id: str = "",
@@ -273,23 +274,11 @@ async def list_page(
         query = query.where(messages.c.channel_id == channel_id)
     if correlation_id:
         query = query.where(messages.c.correlation_id == correlation_id)
-    if page_token:
-        created_s, _, last_id = page_token.partition(":")
-        created = int(created_s)
-        query = query.where(
-            or_(
-                messages.c.created_at < created,
-                and_(messages.c.created_at == created, messages.c.id < last_id),
-            )
-        )
-    rows = (
-        await conn.execute(
-            query.order_by(messages.c.created_at.desc(), messages.c.id.desc()).limit(page_size + 1)
-        )
-    ).all()
-    items = tuple(_from_row(r, ()) for r in rows[:page_size])
-    token = f"{items[-1].created_at}:{items[-1].id}" if len(rows) > page_size else ""
-    return Page(items, token)
+    return await keyset_page(conn, query, NEWEST_FIRST, page, from_row)
+
+
+# The list's order, newest first; (created_at, id) is also its page position.
+NEWEST_FIRST = Order((messages.c.created_at, messages.c.id), descending=True)
 
 
 def from_row(row: Any) -> OutboundMessage:

@@ -25,6 +25,7 @@ from server.domain.models import (
     Session,
     SessionState,
 )
+from server.domain.paging import PageRequest
 from server.domain.provider import Accepted, AttemptRecord
 from server.domain.routing import RouteChange
 from server.domain.status import DeliveryStatus
@@ -153,8 +154,7 @@ class SqlStore(
         self,
         tenant_id: str,
         *,
-        page_size: int,
-        page_token: str,
+        page: PageRequest,
         status: DeliveryStatus | None = None,
         channel_id: str = "",
         correlation_id: str = "",
@@ -163,8 +163,7 @@ class SqlStore(
             return await msgs.list_page(
                 conn,
                 tenant_id,
-                page_size=page_size,
-                page_token=page_token,
+                page=page,
                 status=status,
                 channel_id=channel_id,
                 correlation_id=correlation_id,
@@ -328,8 +327,7 @@ class SqlStore(
         self,
         tenant_id: str,
         *,
-        page_size: int,
-        page_token: str,
+        page: PageRequest,
         contact_id: str = "",
         state: SessionState | None = None,
         queue: str = "",
@@ -338,8 +336,7 @@ class SqlStore(
             return await sess.list_page(
                 conn,
                 tenant_id,
-                page_size=page_size,
-                page_token=page_token,
+                page=page,
                 contact_id=contact_id,
                 state=state,
                 queue=queue,
@@ -371,11 +368,11 @@ class SqlStore(
         return await self._writer.submit(lambda tx: lifecycle.close_inactive(tx, timeout_ms))
 
     async def session_messages(
-        self, tenant_id: str, session_id: str, *, page_size: int, page_token: str
+        self, tenant_id: str, session_id: str, *, page: PageRequest
     ) -> Page[SessionItem]:
         async with self.engine.connect() as conn:
             session = await sess.get(conn, tenant_id, session_id)
-            return await inbound.session_page(conn, session, page_size, page_token)
+            return await inbound.session_page(conn, session, page)
 
     async def require_conversations(self, tenant_id: str, conversation_ids: Iterable[str]) -> None:
         """NOT_FOUND for the first id that names none of the tenant's conversations."""
@@ -400,8 +397,7 @@ class SqlStore(
         self,
         tenant_id: str,
         *,
-        page_size: int,
-        page_token: str,
+        page: PageRequest,
         customer_id: str = "",
         conversation_id: str = "",
     ) -> Page[Activity]:
@@ -409,8 +405,7 @@ class SqlStore(
             return await acts.list_page(
                 conn,
                 tenant_id,
-                page_size=page_size,
-                page_token=page_token,
+                page=page,
                 customer_id=customer_id,
                 conversation_id=conversation_id,
             )

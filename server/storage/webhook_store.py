@@ -6,6 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.domain import timeline
 from server.domain.models import OutboundMessage, Page
+from server.domain.paging import PageRequest
 from server.domain.webhook_delivery import DeadLetter, EndpointState, PostOutcome, Redriven
 from server.storage import dead_letters, webhook_endpoints
 from server.storage import messages as msgs
@@ -36,8 +37,7 @@ class WebhookStoreMixin:
         self,
         tenant_id: str,
         *,
-        page_size: int,
-        page_token: str,
+        page: PageRequest,
         start: int = 0,
         end: int = 0,
         url: str = "",
@@ -46,8 +46,7 @@ class WebhookStoreMixin:
             return await dead_letters.list_page(
                 conn,
                 tenant_id,
-                page_size=page_size,
-                page_token=page_token,
+                page=page,
                 start=start,
                 end=end,
                 url=url,
