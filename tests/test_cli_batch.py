@@ -11,6 +11,7 @@ import pytest
 
 from server.app import Hub
 from server.cli import main
+from server.domain.paging import MESSAGES
 from support.hub import TEST_API_ID, TEST_API_KEY, running_hub
 
 BAD = {3: "12", 8: "not-a-number"}
@@ -37,7 +38,9 @@ async def _cimhub(hub: Hub, *args: str) -> int:
 
 
 async def _message_ids(hub: Hub) -> list[str]:
-    page = await hub.store.messages.list_messages("default", page_size=500, page_token="")
+    page = await hub.store.messages.list_messages(
+        "default", page=MESSAGES.request("default", 500, "")
+    )
     return sorted(m.id for m in page.items)
 
 

@@ -24,6 +24,7 @@ from server.app import Hub
 from server.domain.consent import CONSENT_REPLY, ConsentChange, ConsentSource, ConsentState
 from server.domain.events import EventType
 from server.domain.models import Delivery, OutboundDraft, conversation_for
+from server.domain.paging import MESSAGES
 from server.domain.provider import Accepted, RecipientOptedOut
 from server.storage.store import SqlStore
 from support.clock import eventually
@@ -124,7 +125,7 @@ async def test_stop_in_five_spellings_and_two_languages_refuses_until_start(db_u
         events = await logged(hub, EventType.CONTENT)
         # Replies are accepted before the inbound call answers: count what is stored.
         stored = await hub.store.messages.list_messages(
-            DEFAULT_TENANT, page_size=500, page_token=""
+            DEFAULT_TENANT, page=MESSAGES.request(DEFAULT_TENANT, 500, "")
         )
         # And every one of them reaches the customer.
         replies = {r.id for r in stored.items if "subscribed" in r.text}

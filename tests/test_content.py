@@ -227,7 +227,9 @@ async def test_a_claimed_message_carries_typed_content_and_the_row_keeps_its_jso
     stored = batch("v2_rcs.json")
     store = await SqlStore.open(db_url, lambda _events: None)
     try:
-        accepted = await store.messages.accept("t-content", [_draft(stored, "standalone")], None, _render)
+        accepted = await store.messages.accept(
+            "t-content", [_draft(stored, "standalone")], None, _render
+        )
         [message] = accepted.messages
         [delivery] = await store.outbox.claim_due(10, 60_000)
         kept = await store.messages.get_message("t-content", message.id)

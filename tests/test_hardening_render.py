@@ -29,6 +29,7 @@ from server.domain.limits import (
     SUBSTITUTION_VALUE_MAX,
     WHATSAPP_TEXT_MAX,
 )
+from server.domain.paging import MESSAGES
 from server.domain.sms_encoding import segments
 from server.domain.substitution import TooLong, render_text
 from server.gateway import jsonmap
@@ -112,7 +113,7 @@ class Client:
         count, token = 0, ""
         while True:
             page = await self.hub.store.messages.list_messages(
-                DEFAULT_TENANT, page_size=500, page_token=token
+                DEFAULT_TENANT, page=MESSAGES.request(DEFAULT_TENANT, 500, token)
             )
             count += len(page.items)
             token = page.next_token

@@ -17,6 +17,7 @@ from server.api.context import DEFAULT_TENANT
 from server.config import DEFAULT_CHANNELS
 from server.domain.events import EventType
 from server.domain.models import Channel
+from server.domain.paging import MESSAGES
 from server.domain.status import DeliveryStatus
 from support.hub import authed_channel, rest_session, running_hub
 
@@ -236,7 +237,7 @@ async def test_rcs_to_sms_fallback_is_two_attempts_on_one_message(
             await _wait_for(hub, message_id, DeliveryStatus.DELIVERED)
             got = await hub.store.messages.get_message(DEFAULT_TENANT, message_id)
             listed = await hub.store.messages.list_messages(
-                DEFAULT_TENANT, page_size=10, page_token=""
+                DEFAULT_TENANT, page=MESSAGES.request(DEFAULT_TENANT, 10, "")
             )
     assert len(listed.items) == 1  # one logical message, never a second one
     assert got.channel_id == "rcs-main"

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from adapters.sandbox import SandboxAdapter
 from fakes.providers import FlakyProvider, HappyProvider
 from server.api.context import DEFAULT_TENANT
+from server.domain.paging import MESSAGES
 from server.domain.status import DeliveryStatus
 from server.domain.webhook_signing import verify
 from server.storage.schema import messages, webhooks
@@ -111,7 +112,7 @@ async def test_fifty_concurrent_retries_with_one_key_make_one_message(db_url: st
             hub, {**body, "content": {"type": "text", "text": "twice"}}, {"Idempotency-Key": "k-50"}
         )
         listed = await hub.store.messages.list_messages(
-            DEFAULT_TENANT, page_size=100, page_token=""
+            DEFAULT_TENANT, page=MESSAGES.request(DEFAULT_TENANT, 100, "")
         )
     assert {s for s, _ in replies} == {202}
     id_sets = {tuple(r["messageId"] for r in reply["results"]) for _, reply in replies}

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from server.domain.errors import Code, DomainError
 from server.domain.events import StoredEvent
 from server.domain.models import OutboundDraft, OutboundMessage, SessionState
+from server.domain.paging import MESSAGES
 from server.storage import migrate
 from server.storage.accept import IdempotencyKey
 from server.storage.coalesce import Coalesced
@@ -82,7 +83,7 @@ async def test_fifty_concurrent_identical_requests_make_one_message(db_url: str)
         assert len(created) == 1
         message_id = created[0].messages[0].id
         assert all(r.replay == message_id.encode() for r in results if r.replay is not None)
-        page = await store.messages.list_messages(TENANT, page_size=100, page_token="")
+        page = await store.messages.list_messages(TENANT, page=MESSAGES.request(TENANT, 100, ""))
         assert [m.id for m in page.items] == [message_id]
     finally:
         await store.close()

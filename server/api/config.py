@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 import grpc
@@ -23,7 +23,6 @@ from server.api.config_views import (
     var_to_proto,
 )
 from server.api.context import tenant_of
-from server.api.paging import page_args
 from server.channels import ChannelEntry, ChannelRegistry
 from server.domain.customer import GlobalVar, TemplateRecord, check_var, effective_vars
 from server.domain.errors import (
@@ -34,6 +33,7 @@ from server.domain.errors import (
     not_found,
 )
 from server.domain.models import Channel
+from server.domain.paging import GLOBAL_VARS, TEMPLATES, page_of
 
 T = TypeVar("T")
 
@@ -201,15 +201,18 @@ class ConfigServicer(pb_grpc.ConfigServiceServicer):
     async def ListGlobalVars(
         self, request: pb.ListGlobalVarsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListGlobalVarsResponse:
-        size, token = page_args(request.page_size, request.page_token)
-        stored = await self._store.list_global_vars(tenant_of(context), request.channel_id)
+        tenant = tenant_of(context)
+        wanted = GLOBAL_VARS.request(
+            tenant, request.page_size, request.page_token, channel_id=request.channel_id
+        )
+        stored = await self._store.list_global_vars(tenant, request.channel_id)
         if request.channel_id:
             shown = sorted(effective_vars(stored, request.channel_id).values(), key=_var_key)
         else:
             shown = stored
-        page, next_token = _page(shown, size, token)
+        page = page_of(shown, _var_id, wanted)
         return pb.ListGlobalVarsResponse(
-            results=[var_to_proto(v) for v in page], next_page_token=next_token
+            results=[var_to_proto(v) for v in page.items], next_page_token=page.next_token
         )
 
     async def SetGlobalVar(
@@ -236,15 +239,21 @@ class ConfigServicer(pb_grpc.ConfigServiceServicer):
     async def ListTemplates(
         self, request: pb.ListTemplatesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListTemplatesResponse:
-        size, token = page_args(request.page_size, request.page_token)
-        found = await self._store.list_templates(
-            tenant_of(context),
+        tenant = tenant_of(context)
+        status = STATUS_NAMES.get(request.channel_status, "")
+        wanted = TEMPLATES.request(
+            tenant,
+            request.page_size,
+            request.page_token,
             channel_id=request.channel_id,
-            status=STATUS_NAMES.get(request.channel_status, ""),
+            status=status,
         )
-        page, next_token = _page(found, size, token)
+        found = await self._store.list_templates(
+            tenant, channel_id=request.channel_id, status=status
+        )
+        page = page_of(found, _template_id, wanted)
         return pb.ListTemplatesResponse(
-            results=[template_to_proto(t) for t in page], next_page_token=next_token
+            results=[template_to_proto(t) for t in page.items], next_page_token=page.next_token
         )
 
     async def CreateTemplate(
@@ -274,8 +283,9 @@ def _var_key(v: GlobalVar) -> str:
     return v.key
 
 
-def _page(items: Sequence[T], size: int, token: str) -> tuple[Sequence[T], str]:
-    """Offset paging over a small, fully read, stably ordered list."""
-    offset = int(token.partition(":")[0]) if token else 0
-    end = offset + size
-    return items[offset:end], (f"{end}:0" if len(items) > end else "")
+def _var_id(v: GlobalVar) -> str:
+    return f"{v.channel_id}:{v.key}"
+
+
+def _template_id(t: TemplateRecord) -> str:
+    return t.id

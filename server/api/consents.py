@@ -10,7 +10,6 @@ from cim.v1 import consent_service_pb2 as pb
 from cim.v1 import consent_service_pb2_grpc as pb_grpc
 from server.actions.consent import ConsentRules
 from server.api.context import tenant_of
-from server.api.paging import page_args
 from server.domain.consent import (
     ConsentChange,
     ConsentEntry,
@@ -24,6 +23,7 @@ from server.domain.consent import (
 )
 from server.domain.errors import FieldViolation, invalid
 from server.domain.models import Page
+from server.domain.paging import CONSENTS, PageRequest
 
 _MAX_KEYWORDS = 100
 
@@ -98,8 +98,7 @@ class ConsentStore(Protocol):
         self,
         tenant_id: str,
         *,
-        page_size: int,
-        page_token: str,
+        page: PageRequest,
         state: ConsentState | None = None,
         channel_type: str = "",
         source: ConsentSource | None = None,
@@ -122,14 +121,20 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
     async def ListConsents(
         self, request: pb.ListConsentsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListConsentsResponse:
-        size, token = page_args(request.page_size, request.page_token)
+        tenant = tenant_of(context)
+        state = _state_from_proto(request.state)
+        channel_type = request.channel_type.strip().upper()
+        source = _source_from_proto(request.source)
+        wanted = CONSENTS.request(
+            tenant,
+            request.page_size,
+            request.page_token,
+            state=state,
+            channel_type=channel_type,
+            source=source,
+        )
         page = await self._store.list_consents(
-            tenant_of(context),
-            page_size=size,
-            page_token=token,
-            state=_state_from_proto(request.state),
-            channel_type=request.channel_type.strip().upper(),
-            source=_source_from_proto(request.source),
+            tenant, page=wanted, state=state, channel_type=channel_type, source=source
         )
         return pb.ListConsentsResponse(
             results=[consent_to_proto(e) for e in page.items], next_page_token=page.next_token

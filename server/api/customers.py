@@ -13,35 +13,26 @@ from cim.v1 import customer_service_pb2_grpc as pb_grpc
 from cim.v1 import inbound_pb2
 from server.api import field_rules
 from server.api.context import tenant_of
-from server.api.paging import page_args
 from server.domain.contacts import Contact
 from server.domain.customer import ContactPrefs, CustomerEvent, CustomerObject, Link, contact_of
 from server.domain.models import Page, new_id
+from server.domain.paging import CONTACTS, CUSTOMER_EVENTS, CUSTOMER_OBJECTS, PageRequest
 
 
 class CustomerStore(Protocol):
     async def set_contact_lang(
         self, tenant_id: str, contact_id: str, lang: str
     ) -> ContactPrefs: ...
-
     async def get_contact(self, tenant_id: str, contact_id: str) -> Contact: ...
-
     async def contact_langs(self, tenant_id: str, contact_ids: Sequence[str]) -> dict[str, str]: ...
-
-    async def list_contacts(
-        self, tenant_id: str, *, page_size: int, page_token: str
-    ) -> Page[Contact]: ...
-
+    async def list_contacts(self, tenant_id: str, *, page: PageRequest) -> Page[Contact]: ...
     async def push_customer_object(self, tenant_id: str, obj: CustomerObject) -> CustomerObject: ...
-
     async def list_customer_objects(
-        self, tenant_id: str, contact_id: str, *, page_size: int, page_token: str
+        self, tenant_id: str, contact_id: str, *, page: PageRequest
     ) -> Page[CustomerObject]: ...
-
     async def push_customer_event(self, tenant_id: str, event: CustomerEvent) -> CustomerEvent: ...
-
     async def list_customer_events(
-        self, tenant_id: str, contact_id: str, *, page_size: int, page_token: str
+        self, tenant_id: str, contact_id: str, *, page: PageRequest
     ) -> Page[CustomerEvent]: ...
 
 
@@ -129,8 +120,8 @@ class CustomerServicer(pb_grpc.CustomerServiceServicer):
         self, request: pb.ListContactsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListContactsResponse:
         tenant = tenant_of(context)
-        size, token = page_args(request.page_size, request.page_token)
-        page = await self._store.list_contacts(tenant, page_size=size, page_token=token)
+        wanted = CONTACTS.request(tenant, request.page_size, request.page_token)
+        page = await self._store.list_contacts(tenant, page=wanted)
         langs = await self._store.contact_langs(tenant, [c.contact_id for c in page.items])
         return pb.ListContactsResponse(
             results=[contact_to_proto(c, langs.get(c.contact_id, "")) for c in page.items],
@@ -154,10 +145,11 @@ class CustomerServicer(pb_grpc.CustomerServiceServicer):
     async def ListCustomerObjects(
         self, request: pb.ListCustomerObjectsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListCustomerObjectsResponse:
-        size, token = page_args(request.page_size, request.page_token)
-        page = await self._store.list_customer_objects(
-            tenant_of(context), request.contact_id, page_size=size, page_token=token
+        tenant = tenant_of(context)
+        wanted = CUSTOMER_OBJECTS.request(
+            tenant, request.page_size, request.page_token, contact_id=request.contact_id
         )
+        page = await self._store.list_customer_objects(tenant, request.contact_id, page=wanted)
         return pb.ListCustomerObjectsResponse(
             results=[object_to_proto(o) for o in page.items], next_page_token=page.next_token
         )
@@ -178,10 +170,11 @@ class CustomerServicer(pb_grpc.CustomerServiceServicer):
     async def ListCustomerEvents(
         self, request: pb.ListCustomerEventsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListCustomerEventsResponse:
-        size, token = page_args(request.page_size, request.page_token)
-        page = await self._store.list_customer_events(
-            tenant_of(context), request.contact_id, page_size=size, page_token=token
+        tenant = tenant_of(context)
+        wanted = CUSTOMER_EVENTS.request(
+            tenant, request.page_size, request.page_token, contact_id=request.contact_id
         )
+        page = await self._store.list_customer_events(tenant, request.contact_id, page=wanted)
         return pb.ListCustomerEventsResponse(
             results=[event_to_proto(e) for e in page.items], next_page_token=page.next_token
         )

@@ -19,7 +19,6 @@ from server.actions.quota import BudgetSource, DispatchLoad, QueueSource, quota
 from server.api.context import tenant_of
 from server.api.convert import message_to_proto, status_from_proto, status_to_proto
 from server.api.inbound import InboundApi
-from server.api.paging import page_args
 from server.api.send_control import cancel_result_to_proto, check_to_proto, quota_to_proto
 from server.api.send_requests import (
     batch_send_of,
@@ -36,6 +35,7 @@ from server.domain.customer import require_approved, text_value, var_values
 from server.domain.errors import FieldViolation, invalid
 from server.domain.fallback import plan_chain
 from server.domain.models import Channel, OutboundDraft, OutboundMessage, Page
+from server.domain.paging import MESSAGES, PageRequest
 from server.domain.sending import fill_template, fill_text, plan_single
 from server.domain.status import DeliveryStatus
 from server.storage.accept import AcceptResult, IdempotencyKey
@@ -61,8 +61,7 @@ class MessageStore(cancel.CancelStore, QueueSource, Protocol):
         self,
         tenant_id: str,
         *,
-        page_size: int,
-        page_token: str,
+        page: PageRequest,
         status: DeliveryStatus | None = None,
         channel_id: str = "",
         correlation_id: str = "",
@@ -263,12 +262,20 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
     async def ListMessages(
         self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListMessagesResponse:
-        size, token = page_args(request.page_size, request.page_token)
+        tenant = tenant_of(context)
+        status = status_from_proto(request.status)
+        wanted = MESSAGES.request(
+            tenant,
+            request.page_size,
+            request.page_token,
+            status=status,
+            channel_id=request.channel_id,
+            correlation_id=request.correlation_id,
+        )
         page = await self._store.list_messages(
-            tenant_of(context),
-            page_size=size,
-            page_token=token,
-            status=status_from_proto(request.status),
+            tenant,
+            page=wanted,
+            status=status,
             channel_id=request.channel_id,
             correlation_id=request.correlation_id,
         )

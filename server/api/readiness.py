@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from server.aio import cancel_and_wait, supervised
+from server.aio import IDLE, WorkerLoop
 
 log = logging.getLogger(__name__)
 PROBE_INTERVAL_S = 0.5
@@ -33,19 +33,25 @@ class Readiness:
     ) -> None:
         self._probe = probe
         self._on_change = on_change
-        self._interval = interval
         self._timeout = timeout
-        self._task: asyncio.Task[None] | None = None
+        # Reporting a change that failed is reported again at the next probe,
+        # not later: readiness must follow the store closely.
+        self._loop = WorkerLoop(
+            "readiness",
+            self._round,
+            interval=interval,
+            max_backoff=interval,
+            what="readiness probe",
+            logger=log,
+        )
         self.ready = True
         self.reason = ""
 
     def start(self) -> None:
-        self._task = supervised(self._run(), "readiness")
+        self._loop.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait(self._task)
-            self._task = None
+        await self._loop.close()
 
     async def check(self) -> bool:
         """Probe once and report a change; returns whether the store answered."""
@@ -65,10 +71,6 @@ class Readiness:
             await self._on_change(ready)
         return ready
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.check()
-            except Exception:  # reporting failed; the next round reports again
-                log.exception("readiness probe failed")
-            await asyncio.sleep(self._interval)
+    async def _round(self) -> float | None:
+        await self.check()
+        return IDLE

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Protocol
 
 import grpc
@@ -12,7 +11,6 @@ from cim.v1 import session_service_pb2 as pb
 from cim.v1 import session_service_pb2_grpc as pb_grpc
 from server.api.context import tenant_of
 from server.api.convert import cim_from_proto, session_state_from_proto, session_to_proto
-from server.api.paging import page_args
 from server.api.session_views import (
     activity_to_proto,
     conversation_to_proto,
@@ -23,10 +21,8 @@ from server.domain.cim import SessionItem
 from server.domain.conversations import Conversation
 from server.domain.errors import FieldViolation, invalid
 from server.domain.models import Page, Session, SessionState
+from server.domain.paging import ACTIVITIES, SESSION_MESSAGES, SESSIONS, PageRequest
 from server.domain.routing import RouteChange
-
-# Activity pages are keyed by (time, sequence number).
-_ACTIVITY_TOKEN = re.compile(r"^\d{1,20}:\d{1,20}$")
 
 
 class SessionStore(Protocol):
@@ -36,8 +32,7 @@ class SessionStore(Protocol):
         self,
         tenant_id: str,
         *,
-        page_size: int,
-        page_token: str,
+        page: PageRequest,
         contact_id: str = "",
         state: SessionState | None = None,
         queue: str = "",
@@ -50,7 +45,7 @@ class SessionStore(Protocol):
     async def route_session(self, tenant_id: str, change: RouteChange) -> Session: ...
 
     async def session_messages(
-        self, tenant_id: str, session_id: str, *, page_size: int, page_token: str
+        self, tenant_id: str, session_id: str, *, page: PageRequest
     ) -> Page[SessionItem]: ...
 
     async def push_activity(self, tenant_id: str, activity: ActivityInput) -> Activity: ...
@@ -59,8 +54,7 @@ class SessionStore(Protocol):
         self,
         tenant_id: str,
         *,
-        page_size: int,
-        page_token: str,
+        page: PageRequest,
         customer_id: str = "",
         conversation_id: str = "",
     ) -> Page[Activity]: ...
@@ -83,14 +77,18 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
     async def ListSessions(
         self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListSessionsResponse:
-        size, token = page_args(request.page_size, request.page_token)
-        page = await self._store.list_sessions(
-            tenant_of(context),
-            page_size=size,
-            page_token=token,
+        tenant = tenant_of(context)
+        state = session_state_from_proto(request.state)
+        wanted = SESSIONS.request(
+            tenant,
+            request.page_size,
+            request.page_token,
             contact_id=request.contact_id,
-            state=session_state_from_proto(request.state),
+            state=state,
             queue=request.queue,
+        )
+        page = await self._store.list_sessions(
+            tenant, page=wanted, contact_id=request.contact_id, state=state, queue=request.queue
         )
         return pb.ListSessionsResponse(
             results=[session_to_proto(s) for s in page.items], next_page_token=page.next_token
@@ -129,10 +127,12 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
     async def ListSessionMessages(
         self, request: pb.ListSessionMessagesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListSessionMessagesResponse:
-        size, token = page_args(request.page_size, request.page_token)
-        page = await self._store.session_messages(
-            tenant_of(context), _session_id(request.session_id), page_size=size, page_token=token
+        tenant = tenant_of(context)
+        session_id = _session_id(request.session_id)
+        wanted = SESSION_MESSAGES.request(
+            tenant, request.page_size, request.page_token, session_id=session_id
         )
+        page = await self._store.session_messages(tenant, session_id, page=wanted)
         return pb.ListSessionMessagesResponse(
             results=[session_item_to_proto(i) for i in page.items],
             next_page_token=page.next_token,
@@ -148,13 +148,17 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
     async def ListActivities(
         self, request: pb.ListActivitiesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListActivitiesResponse:
-        if request.page_token and not _ACTIVITY_TOKEN.match(request.page_token):
-            raise invalid([FieldViolation("pageToken", "not a token this server issued")])
-        size, token = page_args(request.page_size, request.page_token)
+        tenant = tenant_of(context)
+        wanted = ACTIVITIES.request(
+            tenant,
+            request.page_size,
+            request.page_token,
+            customer_id=request.customer_id,
+            conversation_id=request.conversation_id,
+        )
         page = await self._store.list_activities(
-            tenant_of(context),
-            page_size=size,
-            page_token=token,
+            tenant,
+            page=wanted,
             customer_id=request.customer_id,
             conversation_id=request.conversation_id,
         )

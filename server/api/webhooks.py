@@ -10,10 +10,10 @@ import grpc
 from cim.v1 import webhook_service_pb2 as pb
 from cim.v1 import webhook_service_pb2_grpc as pb_grpc
 from server.api.context import tenant_of
-from server.api.paging import page_args
 from server.api.timeline import dead_letter_to_proto, endpoint_to_proto
 from server.domain.errors import FieldViolation, invalid, not_found
 from server.domain.models import Page
+from server.domain.paging import DEAD_LETTERS, PageRequest
 from server.domain.webhook_delivery import DeadLetter, EndpointState, Redriven, row_of
 
 
@@ -30,8 +30,7 @@ class DeadLetters(Protocol):
         self,
         tenant_id: str,
         *,
-        page_size: int,
-        page_token: str,
+        page: PageRequest,
         start: int = 0,
         end: int = 0,
         url: str = "",
@@ -57,12 +56,14 @@ class WebhookServicer(pb_grpc.WebhookServiceServicer):
     async def ListDeadLetters(
         self, request: pb.ListDeadLettersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListDeadLettersResponse:
-        size, token = page_args(request.page_size, request.page_token)
+        tenant = tenant_of(context)
         start, end = _time_range(request.start_time, request.end_time)
+        wanted = DEAD_LETTERS.request(
+            tenant, request.page_size, request.page_token, start=start, end=end, url=request.url
+        )
         page = await self._store.list_dead_letters(
-            tenant_of(context),
-            page_size=size,
-            page_token=token,
+            tenant,
+            page=wanted,
             start=start,
             end=end,
             url=request.url,

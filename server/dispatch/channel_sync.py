@@ -10,12 +10,11 @@ want of news.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from server.aio import cancel_and_wait, supervised
+from server.aio import IDLE, WorkerLoop
 from server.channels import ChannelRegistry
 from server.domain.models import Channel
 
@@ -49,11 +48,16 @@ class ChannelSync:
         self._store = store
         self._channels = channels
         self._file_ids = frozenset(c.channel_id for c in from_file)
-        self._interval = interval
         self._notices = notices
-        self._wake = asyncio.Event()
         self._seen: tuple[int, int, int] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._loop = WorkerLoop(
+            "channel-sync",
+            self._round,
+            interval=interval,
+            idle_first=True,
+            what="reading the stored channels",
+            logger=log,
+        )
         self._lock = asyncio.Lock()
         self._shadowed: set[str] = set()
 
@@ -65,31 +69,22 @@ class ChannelSync:
     def heard(self) -> None:
         """Another replica changed the stored channels: read them now."""
         self._seen = None
-        self._wake.set()
+        self._loop.wake()
 
     async def start(self) -> None:
         await self.sync()
         if self._notices is not None:
             await self._notices.start(self.heard)
-        self._task = supervised(self._run(), "channel-sync")
+        self._loop.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait(self._task)
-            self._task = None
+        await self._loop.close()
         if self._notices is not None:
             await self._notices.close()
 
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval):
-                    await self._wake.wait()
-            self._wake.clear()
-            try:
-                await self.sync_if_changed()
-            except Exception:
-                log.exception("reading the stored channels failed")
+    async def _round(self) -> float | None:
+        await self.sync_if_changed()
+        return IDLE
 
     async def sync_if_changed(self) -> None:
         fingerprint = await self._store.channels_fingerprint()

@@ -9,12 +9,11 @@ same commit that records them (the dispatcher's Outbox.finish).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from server.aio import cancel_and_wait
+from server.aio import WorkerLoop
 from server.storage.fallback import Fired
 from server.storage.faults import is_unavailable
 from server.storage.writer import now_ms
@@ -45,15 +44,20 @@ class FallbackSweeper:
         # replica is only seen at the next look.
         self._interval = interval
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
+        self._loop = WorkerLoop(
+            "fallback-sweeper",
+            self._round,
+            interval=interval,
+            expected=is_unavailable,
+            what="fallback sweep",
+            logger=log,
+        )
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="fallback-sweeper")
+        self._loop.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait(self._task)
-            self._task = None
+        await self._loop.close()
 
     async def sweep(self) -> int:
         """Fire every due leg; returns how many fired here."""
@@ -78,17 +82,10 @@ class FallbackSweeper:
             if len(found) < BATCH:
                 return fired
 
-    async def _run(self) -> None:
-        while True:
-            wait = self._interval
-            try:
-                await self.sweep()
-                due = await self._store.next_fallback_due()
-                if due is not None:
-                    wait = min(wait, max(0.01, (due - self._clock()) / 1000))
-            except Exception as exc:  # a failed round must not end the sweeping
-                if is_unavailable(exc):
-                    log.warning("fallback sweep failed: %r", exc)
-                else:
-                    log.exception("fallback sweep failed")
-            await asyncio.sleep(wait)
+    async def _round(self) -> float | None:
+        """Fire what is due, then wait until the next deadline known here, at most an interval."""
+        await self.sweep()
+        due = await self._store.next_fallback_due()
+        if due is None:
+            return self._interval
+        return min(self._interval, max(0.01, (due - self._clock()) / 1000))

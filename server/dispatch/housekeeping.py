@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Protocol
 
-from server.aio import cancel_and_wait, supervised
+from server.aio import IDLE, WorkerLoop
 
 log = logging.getLogger(__name__)
 
@@ -23,24 +22,20 @@ class Housekeeper:
     ) -> None:
         self._store = store
         self._retention_ms = event_retention_ms
-        self._interval = interval_s
-        self._task: asyncio.Task[None] | None = None
+        self._loop = WorkerLoop(
+            "housekeeping", self._round, interval=interval_s, what="housekeeping", logger=log
+        )
 
     def start(self) -> None:
-        self._task = supervised(self._run(), "housekeeping")
+        self._loop.start()
 
     async def run_once(self) -> None:
         await self._store.prune()
         await self._store.prune_events(self._retention_ms)
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("housekeeping failed")
-            await asyncio.sleep(self._interval)
+    async def _round(self) -> float | None:
+        await self.run_once()
+        return IDLE
 
     async def close(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait(self._task)
+        await self._loop.close()

@@ -17,12 +17,13 @@ import logging
 from collections.abc import Collection
 from typing import Protocol
 
-from server.aio import cancel_and_wait, supervised
+from server.aio import IDLE, WorkerLoop
 from server.channels import ChannelRegistry
 from server.dispatch.receipts import ReceiptStore, record_receipt
 from server.domain.models import Receipt
 from server.domain.provider import StatusQuery
 from server.domain.status import TERMINAL
+from server.storage.faults import is_unavailable
 from server.storage.receipt_timeouts import ReceiptRules, Taken, Unconfirmed
 
 log = logging.getLogger(__name__)
@@ -54,17 +55,22 @@ class ReceiptTimeoutSweeper:
         self._store = store
         self._channels = channels
         self._rules = rules
-        self._interval = interval
         self._questions = asyncio.Semaphore(MAX_QUESTIONS)
-        self._task: asyncio.Task[None] | None = None
+        self._loop = WorkerLoop(
+            "receipt-sweeper",
+            self._round,
+            interval=interval,
+            idle_first=True,
+            expected=is_unavailable,
+            what="receipt timeout sweep",
+            logger=log,
+        )
 
     def start(self) -> None:
-        self._task = supervised(self._run(), "receipt-sweeper")
+        self._loop.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait(self._task)
-            self._task = None
+        await self._loop.close()
 
     async def sweep(self) -> int:
         """One round; returns how many messages reached a final status in it."""
@@ -106,15 +112,8 @@ class ReceiptTimeoutSweeper:
             )
             return False
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                settled = await self.sweep()
-            except Exception as exc:  # a failed round must not end the sweeping
-                log.warning("receipt timeout sweep failed: %r", exc)
-            else:
-                if settled:
-                    log.warning(
-                        "%d messages past the receipt timeout reached a final status", settled
-                    )
+    async def _round(self) -> float | None:
+        settled = await self.sweep()
+        if settled:
+            log.warning("%d messages past the receipt timeout reached a final status", settled)
+        return IDLE

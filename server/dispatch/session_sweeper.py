@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Protocol
 
-from server.aio import cancel_and_wait, supervised
+from server.aio import IDLE, WorkerLoop
 
 log = logging.getLogger(__name__)
 
@@ -19,16 +18,20 @@ class InactivitySweeper:
     def __init__(self, store: InactiveSessions, *, timeout_ms: int, interval: float) -> None:
         self._store = store
         self._timeout_ms = timeout_ms
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._loop = WorkerLoop(
+            "session-sweeper",
+            self._round,
+            interval=interval,
+            idle_first=True,
+            what="session inactivity sweep",
+            logger=log,
+        )
 
     def start(self) -> None:
-        self._task = supervised(self._run(), "session-sweeper")
+        self._loop.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait(self._task)
-            self._task = None
+        await self._loop.close()
 
     async def sweep(self) -> int:
         """Close every session past the timeout; a backlog is worked off in rounds."""
@@ -37,13 +40,8 @@ class InactivitySweeper:
             closed += found
         return closed
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                closed = await self.sweep()
-            except Exception:  # a failed round must not end the sweeping
-                log.exception("session inactivity sweep failed")
-            else:
-                if closed:
-                    log.info("closed %d inactive sessions", closed)
+    async def _round(self) -> float | None:
+        closed = await self.sweep()
+        if closed:
+            log.info("closed %d inactive sessions", closed)
+        return IDLE

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.activities import Activity, ActivityInput
@@ -12,9 +12,11 @@ from server.domain.conversations import Conversation, ConversationState
 from server.domain.errors import not_found
 from server.domain.events import EventType, NewEvent
 from server.domain.models import Page, Session, new_id
+from server.domain.paging import PageRequest
 from server.storage import conversations
 from server.storage import events as event_log
 from server.storage import sessions as sess
+from server.storage.keyset import Order, keyset_page
 from server.storage.schema import activities
 from server.storage.writer import Tx
 
@@ -108,8 +110,7 @@ async def list_page(
     conn: AsyncConnection,
     tenant_id: str,
     *,
-    page_size: int,
-    page_token: str,
+    page: PageRequest,
     customer_id: str = "",
     conversation_id: str = "",
 ) -> Page[Activity]:
@@ -118,25 +119,10 @@ async def list_page(
         query = query.where(activities.c.customer_id == customer_id)
     if conversation_id:
         query = query.where(activities.c.conversation_id == conversation_id)
-    if page_token:
-        created_s, _, seq_s = page_token.partition(":")
-        created, seq = int(created_s), int(seq_s)
-        query = query.where(
-            or_(
-                activities.c.created_at < created,
-                and_(activities.c.created_at == created, activities.c.seq < seq),
-            )
-        )
-    rows = (
-        await conn.execute(
-            query.order_by(activities.c.created_at.desc(), activities.c.seq.desc()).limit(
-                page_size + 1
-            )
-        )
-    ).all()
-    items = tuple(_from_row(r) for r in rows[:page_size])
-    token = f"{items[-1].created_at}:{items[-1].seq}" if len(rows) > page_size else ""
-    return Page(items, token)
+    return await keyset_page(conn, query, NEWEST_FIRST, page, _from_row)
+
+
+NEWEST_FIRST = Order((activities.c.created_at, activities.c.seq), descending=True)
 
 
 async def _find(conn: AsyncConnection, tenant_id: str, activity_id: str) -> Activity | None:

@@ -16,6 +16,7 @@ from server.domain.consent import (
     ConsentStep,
 )
 from server.domain.models import Page
+from server.domain.paging import PageRequest
 from server.storage import consents
 from server.storage.writer import Writer
 
@@ -43,8 +44,7 @@ class ConsentRows:
         self,
         tenant_id: str,
         *,
-        page_size: int,
-        page_token: str,
+        page: PageRequest,
         state: ConsentState | None = None,
         channel_type: str = "",
         source: ConsentSource | None = None,
@@ -53,8 +53,7 @@ class ConsentRows:
             return await consents.list_page(
                 conn,
                 tenant_id,
-                page_size=page_size,
-                page_token=page_token,
+                page=page,
                 state=state,
                 channel_type=channel_type,
                 source=source,

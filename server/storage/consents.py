@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.consent import (
@@ -23,9 +23,11 @@ from server.domain.consent import (
 )
 from server.domain.errors import not_found
 from server.domain.models import OutboundDraft, Page, new_id
+from server.domain.paging import PageRequest
 from server.domain.status import DeliveryStatus
 from server.storage import messages as msgs
 from server.storage.consent_schema import consent_history, consent_settings, consents
+from server.storage.keyset import Order, keyset_page
 from server.storage.schema import messages
 from server.storage.sql import insert_for
 from server.storage.writer import LATER_MESSAGES, Tx
@@ -181,8 +183,7 @@ async def list_page(
     conn: AsyncConnection,
     tenant_id: str,
     *,
-    page_size: int,
-    page_token: str,
+    page: PageRequest,
     state: ConsentState | None = None,
     channel_type: str = "",
     source: ConsentSource | None = None,
@@ -194,23 +195,10 @@ async def list_page(
         query = query.where(consents.c.channel_type == channel_type)
     if source is not None:
         query = query.where(consents.c.source == source.value)
-    if page_token:
-        created_s, _, last_id = page_token.partition(":")
-        created = int(created_s)
-        query = query.where(
-            or_(
-                consents.c.created_at > created,
-                and_(consents.c.created_at == created, consents.c.id > last_id),
-            )
-        )
-    rows = (
-        await conn.execute(
-            query.order_by(consents.c.created_at, consents.c.id).limit(page_size + 1)
-        )
-    ).all()
-    items = tuple(_entry(r) for r in rows[:page_size])
-    token = f"{items[-1].created_at}:{items[-1].id}" if len(rows) > page_size else ""
-    return Page(items, token)
+    return await keyset_page(conn, query, OLDEST_FIRST, page, _entry)
+
+
+OLDEST_FIRST = Order((consents.c.created_at, consents.c.id))
 
 
 async def get(

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from server.domain.contacts import Contact, ContactInfo
 from server.domain.customer import ContactPrefs, CustomerEvent, CustomerObject
 from server.domain.models import Page
+from server.domain.paging import PageRequest
 from server.storage import contacts, customers
 from server.storage.writer import Writer
 
@@ -34,32 +35,24 @@ class CustomerRows:
         async with self._engine.connect() as conn:
             return await customers.langs(conn, tenant_id, contact_ids)
 
-    async def list_contacts(
-        self, tenant_id: str, *, page_size: int, page_token: str
-    ) -> Page[Contact]:
+    async def list_contacts(self, tenant_id: str, *, page: PageRequest) -> Page[Contact]:
         async with self._engine.connect() as conn:
-            return await customers.list_contacts(
-                conn, tenant_id, page_size=page_size, page_token=page_token
-            )
+            return await customers.list_contacts(conn, tenant_id, page=page)
 
     async def push_customer_object(self, tenant_id: str, obj: CustomerObject) -> CustomerObject:
         return await self._writer.submit(lambda tx: customers.upsert_object(tx, tenant_id, obj))
 
     async def list_customer_objects(
-        self, tenant_id: str, contact_id: str, *, page_size: int, page_token: str
+        self, tenant_id: str, contact_id: str, *, page: PageRequest
     ) -> Page[CustomerObject]:
         async with self._engine.connect() as conn:
-            return await customers.list_objects(
-                conn, tenant_id, contact_id, page_size=page_size, page_token=page_token
-            )
+            return await customers.list_objects(conn, tenant_id, contact_id, page=page)
 
     async def push_customer_event(self, tenant_id: str, event: CustomerEvent) -> CustomerEvent:
         return await self._writer.submit(lambda tx: customers.push_event(tx, tenant_id, event))
 
     async def list_customer_events(
-        self, tenant_id: str, contact_id: str, *, page_size: int, page_token: str
+        self, tenant_id: str, contact_id: str, *, page: PageRequest
     ) -> Page[CustomerEvent]:
         async with self._engine.connect() as conn:
-            return await customers.list_events(
-                conn, tenant_id, contact_id, page_size=page_size, page_token=page_token
-            )
+            return await customers.list_events(conn, tenant_id, contact_id, page=page)

@@ -10,30 +10,24 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.contacts import Contact, ContactInfo
 from server.domain.customer import ContactPrefs, CustomerEvent, CustomerObject, Link
-from server.domain.errors import FieldViolation, invalid
 from server.domain.events import EventType, NewEvent
 from server.domain.models import Page, conversation_for
+from server.domain.paging import PageRequest
 from server.storage import events as event_log
 from server.storage.contacts import _from_row as contact_from_row
 from server.storage.contacts import upsert as upsert_contact
+from server.storage.keyset import Order, keyset_page
 from server.storage.schema import contact_prefs, contacts, customer_events, customer_objects
 from server.storage.sql import insert_for
 from server.storage.writer import Tx
 
 # Customer events of one contact share a conversation, so their stream order is theirs.
 CUSTOMER_EVENTS_CHANNEL = "customer-events"
-# Beyond a signed 64-bit column, a number cannot be one we issued.
-_MAX_TOKEN_NUMBER = 2**62
-
-
-def _token_number(page_token: str) -> int:
-    """The number a page token of ours starts with; anything else is the caller's error."""
-    if not page_token:
-        return 0
-    head = page_token.partition(":")[0]
-    if not head.isdigit() or int(head) > _MAX_TOKEN_NUMBER:
-        raise invalid([FieldViolation("pageToken", "not a token this server issued")])
-    return int(head)
+# Oldest first. Contact and object ids run to 256 characters, more than a
+# page token carries: their position holds a fingerprint of the id instead.
+CONTACTS_ORDER = Order((contacts.c.created_at, contacts.c.contact_id), long_last=True)
+OBJECTS_ORDER = Order((customer_objects.c.created_at, customer_objects.c.object_id), long_last=True)
+EVENTS_ORDER = Order((customer_events.c.seq,), descending=True)
 
 
 # -- preferences ---------------------------------------------------------------------
@@ -71,22 +65,10 @@ async def langs(
 
 
 async def list_contacts(
-    conn: AsyncConnection, tenant_id: str, *, page_size: int, page_token: str
+    conn: AsyncConnection, tenant_id: str, *, page: PageRequest
 ) -> Page[Contact]:
-    # Offset tokens: contact ids can be longer than a keyset token may carry.
-    offset = _token_number(page_token)
-    rows = (
-        await conn.execute(
-            select(contacts)
-            .where(contacts.c.tenant_id == tenant_id)
-            .order_by(contacts.c.created_at, contacts.c.contact_id)
-            .offset(offset)
-            .limit(page_size + 1)
-        )
-    ).all()
-    items = tuple(contact_from_row(r) for r in rows[:page_size])
-    token = f"{offset + page_size}:0" if len(rows) > page_size else ""
-    return Page(items, token)
+    query = select(contacts).where(contacts.c.tenant_id == tenant_id)
+    return await keyset_page(conn, query, CONTACTS_ORDER, page, contact_from_row)
 
 
 # -- customer objects ----------------------------------------------------------------
@@ -123,27 +105,17 @@ async def upsert_object(tx: Tx, tenant_id: str, obj: CustomerObject) -> Customer
 
 
 async def list_objects(
-    conn: AsyncConnection, tenant_id: str, contact_id: str, *, page_size: int, page_token: str
+    conn: AsyncConnection, tenant_id: str, contact_id: str, *, page: PageRequest
 ) -> Page[CustomerObject]:
     t = customer_objects
-    offset = _token_number(page_token)
-    rows = (
-        await conn.execute(
-            select(t)
-            .where(t.c.tenant_id == tenant_id, t.c.contact_id == contact_id)
-            .order_by(t.c.created_at, t.c.object_id)
-            .offset(offset)
-            .limit(page_size + 1)
-        )
-    ).all()
-    items = tuple(
-        CustomerObject(
-            r.object_id, r.type, dict(r.data), _links(r.links), r.contact_id, r.updated_at
-        )
-        for r in rows[:page_size]
+    query = select(t).where(t.c.tenant_id == tenant_id, t.c.contact_id == contact_id)
+    return await keyset_page(conn, query, OBJECTS_ORDER, page, _object)
+
+
+def _object(r: Any) -> CustomerObject:
+    return CustomerObject(
+        r.object_id, r.type, dict(r.data), _links(r.links), r.contact_id, r.updated_at
     )
-    token = f"{offset + page_size}:0" if len(rows) > page_size else ""
-    return Page(items, token)
 
 
 # -- customer events -----------------------------------------------------------------
@@ -184,16 +156,14 @@ async def push_event(tx: Tx, tenant_id: str, e: CustomerEvent) -> CustomerEvent:
 
 
 async def list_events(
-    conn: AsyncConnection, tenant_id: str, contact_id: str, *, page_size: int, page_token: str
+    conn: AsyncConnection, tenant_id: str, contact_id: str, *, page: PageRequest
 ) -> Page[CustomerEvent]:
     t = customer_events
     query = select(t).where(t.c.tenant_id == tenant_id, t.c.contact_id == contact_id)
-    if page_token:
-        query = query.where(t.c.seq < _token_number(page_token))
-    rows = (await conn.execute(query.order_by(t.c.seq.desc()).limit(page_size + 1))).all()
-    items = tuple(
-        CustomerEvent(r.event_name, r.event_id, _links(r.links), r.contact_id, r.created_at, r.seq)
-        for r in rows[:page_size]
+    return await keyset_page(conn, query, EVENTS_ORDER, page, _event)
+
+
+def _event(r: Any) -> CustomerEvent:
+    return CustomerEvent(
+        r.event_name, r.event_id, _links(r.links), r.contact_id, r.created_at, r.seq
     )
-    token = f"{items[-1].seq}:0" if len(rows) > page_size else ""
-    return Page(items, token)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server.domain.errors import FieldViolation, failed_precondition, invalid, not_found
+from server.domain.errors import failed_precondition, not_found
 from server.domain.models import Page
+from server.domain.paging import PageRequest
 from server.domain.webhook_delivery import (
     GONE,
     TENANT,
@@ -25,11 +26,10 @@ from server.domain.webhook_delivery import (
     delivery_id,
 )
 from server.storage import webhook_endpoints as endpoints
+from server.storage.keyset import Order, keyset_page
 from server.storage.schema import webhook_attempts, webhooks
 from server.storage.webhooks import DEAD, DONE, PENDING, WebhookJob
 from server.storage.writer import Tx
-
-_MAX_ID = 2**63 - 1
 
 
 async def settle(
@@ -124,40 +124,20 @@ def _in_range(tenant_id: str, start: int, end: int, url: str) -> list[Any]:
     return where
 
 
-def _after(page_token: str) -> Any:
-    dead_s, _, id_s = page_token.partition(":")
-    try:
-        dead_at, row_id = int(dead_s), int(id_s)
-    except ValueError:
-        dead_at = row_id = -1
-    if not (0 <= dead_at <= _MAX_ID and 0 <= row_id <= _MAX_ID):
-        raise invalid([FieldViolation("pageToken", "not a token this server issued")])
-    return or_(
-        webhooks.c.dead_at > dead_at, and_(webhooks.c.dead_at == dead_at, webhooks.c.id > row_id)
-    )
-
-
 async def list_page(
     conn: AsyncConnection,
     tenant_id: str,
     *,
-    page_size: int,
-    page_token: str,
+    page: PageRequest,
     start: int = 0,
     end: int = 0,
     url: str = "",
 ) -> Page[DeadLetter]:
     query = select(webhooks).where(*_in_range(tenant_id, start, end, url))
-    if page_token:
-        query = query.where(_after(page_token))
-    rows = (
-        await conn.execute(query.order_by(webhooks.c.dead_at, webhooks.c.id).limit(page_size + 1))
-    ).all()
-    items = tuple(_dead_letter(r) for r in rows[:page_size])
-    token = (
-        f"{rows[page_size - 1].dead_at}:{rows[page_size - 1].id}" if len(rows) > page_size else ""
-    )
-    return Page(items, token)
+    return await keyset_page(conn, query, OLDEST_FIRST, page, _dead_letter)
+
+
+OLDEST_FIRST = Order((webhooks.c.dead_at, webhooks.c.id))
 
 
 def _dead_letter(r: Any) -> DeadLetter:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.cim import SessionItem, inbound_cim, outbound_cim
@@ -18,10 +18,12 @@ from server.domain.errors import DomainError
 from server.domain.events import EventType, NewEvent
 from server.domain.inbound import ChatSignal, InboundBatch, ReceivedMessage, StatusReport
 from server.domain.models import Page, Session, conversation_for, new_id
+from server.domain.paging import PageRequest
 from server.storage import consents, contacts, lifecycle
 from server.storage import events as event_log
 from server.storage import messages as msgs
 from server.storage import sessions as sess
+from server.storage.keyset import Order, keyset_rows
 from server.storage.schema import attempts, inbound_messages, messages
 from server.storage.sql import insert_for
 from server.storage.writer import Tx
@@ -248,54 +250,33 @@ async def signal(tx: Tx, tenant_id: str, s: ChatSignal) -> bool:
 
 
 async def session_page(
-    conn: AsyncConnection, session: Session, page_size: int, page_token: str
+    conn: AsyncConnection, session: Session, page: PageRequest
 ) -> Page[SessionItem]:
     """Both directions, oldest first, by (time, id).
 
-    Each table yields at most one page past the token; the merged first page is
+    Each table yields at most one page past the position; the merged page is
     then within what the two queries returned.
     """
-    after_time, after_id = -1, ""
-    if page_token:
-        created_s, _, after_id = page_token.partition(":")
-        after_time = int(created_s)
-    inbound_rows = (
-        await conn.execute(
-            select(inbound_messages)
-            .where(
-                inbound_messages.c.tenant_id == session.tenant_id,
-                inbound_messages.c.session_id == session.id,
-                _after(inbound_messages, after_time, after_id),
-            )
-            .order_by(inbound_messages.c.created_at, inbound_messages.c.id)
-            .limit(page_size + 1)
-        )
-    ).all()
+    inbound_query = select(inbound_messages).where(
+        inbound_messages.c.tenant_id == session.tenant_id,
+        inbound_messages.c.session_id == session.id,
+    )
     outbound_query = select(messages).where(
         messages.c.tenant_id == session.tenant_id,
         messages.c.conversation_id == session.conversation_id,
         messages.c.created_at >= session.created_at,
-        _after(messages, after_time, after_id),
     )
     if session.closed_at is not None:
         outbound_query = outbound_query.where(messages.c.created_at <= session.closed_at)
-    outbound_rows = (
-        await conn.execute(
-            outbound_query.order_by(messages.c.created_at, messages.c.id).limit(page_size + 1)
-        )
-    ).all()
+    inbound_rows = await keyset_rows(conn, inbound_query, _INBOUND_ORDER, page)
+    outbound_rows = await keyset_rows(conn, outbound_query, _OUTBOUND_ORDER, page)
     items = [SessionItem(r.id, r.created_at, r.cim, None, r.queue, r.agent) for r in inbound_rows]
     for row in outbound_rows:
         m = msgs.from_row(row)
         items.append(SessionItem(m.id, m.created_at, outbound_cim(m, session.id), m.status))
     items.sort(key=lambda i: (i.created_at, i.id))
-    page = items[:page_size]
-    token = f"{page[-1].created_at}:{page[-1].id}" if len(items) > page_size else ""
-    return Page(tuple(page), token)
+    return page.cut(items[: page.size + 1], lambda i: (i.created_at, i.id))
 
 
-def _after(table: Any, after_time: int, after_id: str) -> Any:
-    return or_(
-        table.c.created_at > after_time,
-        and_(table.c.created_at == after_time, table.c.id > after_id),
-    )
+_INBOUND_ORDER = Order((inbound_messages.c.created_at, inbound_messages.c.id))
+_OUTBOUND_ORDER = Order((messages.c.created_at, messages.c.id))

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from server.domain import timeline
 from server.domain.cancellation import CancelResult
 from server.domain.models import OutboundDraft, OutboundMessage, Page
+from server.domain.paging import PageRequest
 from server.domain.quota import QueueAhead
 from server.domain.status import DeliveryStatus
 from server.storage import accept, cancel, consents, dead_letters, fallback, stats
@@ -49,8 +50,7 @@ class MessageRows:
         self,
         tenant_id: str,
         *,
-        page_size: int,
-        page_token: str,
+        page: PageRequest,
         status: DeliveryStatus | None = None,
         channel_id: str = "",
         correlation_id: str = "",
@@ -59,8 +59,7 @@ class MessageRows:
             return await msgs.list_page(
                 conn,
                 tenant_id,
-                page_size=page_size,
-                page_token=page_token,
+                page=page,
                 status=status,
                 channel_id=channel_id,
                 correlation_id=correlation_id,

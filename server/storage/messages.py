@@ -9,16 +9,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.errors import not_found
 from server.domain.events import EventType, NewEvent
-from server.domain.models import OutboundMessage, Page, StatusEntry
+from server.domain.models import (
+    OutboundMessage,
+    Page,
+    StatusEntry,
+)
+from server.domain.paging import PageRequest
 from server.domain.status import DeliveryStatus, advances
 from server.storage import attempts as attempt_log
 from server.storage import events as event_log
 from server.storage import fallback, webhooks
+from server.storage.keyset import Order, keyset_page
 from server.storage.schema import messages, status_history
 from server.storage.writer import LATER_HISTORY, LATER_MESSAGES, StatusMove, Tx
 from server.telemetry.tracing import trace_id_in
@@ -85,8 +91,7 @@ async def list_page(
     conn: AsyncConnection,
     tenant_id: str,
     *,
-    page_size: int,
-    page_token: str,
+    page: PageRequest,
     status: DeliveryStatus | None = None,
     channel_id: str = "",
     correlation_id: str = "",
@@ -98,23 +103,11 @@ async def list_page(
         query = query.where(messages.c.channel_id == channel_id)
     if correlation_id:
         query = query.where(messages.c.correlation_id == correlation_id)
-    if page_token:
-        created_s, _, last_id = page_token.partition(":")
-        created = int(created_s)
-        query = query.where(
-            or_(
-                messages.c.created_at < created,
-                and_(messages.c.created_at == created, messages.c.id < last_id),
-            )
-        )
-    rows = (
-        await conn.execute(
-            query.order_by(messages.c.created_at.desc(), messages.c.id.desc()).limit(page_size + 1)
-        )
-    ).all()
-    items = tuple(_from_row(r, ()) for r in rows[:page_size])
-    token = f"{items[-1].created_at}:{items[-1].id}" if len(rows) > page_size else ""
-    return Page(items, token)
+    return await keyset_page(conn, query, NEWEST_FIRST, page, from_row)
+
+
+# The list's order, newest first; (created_at, id) is also its page position.
+NEWEST_FIRST = Order((messages.c.created_at, messages.c.id), descending=True)
 
 
 def from_row(row: Any) -> OutboundMessage:

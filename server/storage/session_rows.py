@@ -12,6 +12,7 @@ from server.domain.conversations import Conversation
 from server.domain.errors import not_found
 from server.domain.inbound import InboundBatch
 from server.domain.models import Page, Session, SessionState
+from server.domain.paging import PageRequest
 from server.domain.routing import RouteChange
 from server.storage import activities as acts
 from server.storage import conversations, inbound, lifecycle
@@ -37,8 +38,7 @@ class SessionRows:
         self,
         tenant_id: str,
         *,
-        page_size: int,
-        page_token: str,
+        page: PageRequest,
         contact_id: str = "",
         state: SessionState | None = None,
         queue: str = "",
@@ -47,8 +47,7 @@ class SessionRows:
             return await sess.list_page(
                 conn,
                 tenant_id,
-                page_size=page_size,
-                page_token=page_token,
+                page=page,
                 contact_id=contact_id,
                 state=state,
                 queue=queue,
@@ -68,11 +67,11 @@ class SessionRows:
         return await self._writer.submit(lambda tx: lifecycle.close_inactive(tx, timeout_ms))
 
     async def session_messages(
-        self, tenant_id: str, session_id: str, *, page_size: int, page_token: str
+        self, tenant_id: str, session_id: str, *, page: PageRequest
     ) -> Page[SessionItem]:
         async with self._engine.connect() as conn:
             session = await sess.get(conn, tenant_id, session_id)
-            return await inbound.session_page(conn, session, page_size, page_token)
+            return await inbound.session_page(conn, session, page)
 
     async def require_conversations(self, tenant_id: str, conversation_ids: Iterable[str]) -> None:
         """NOT_FOUND for the first id that names none of the tenant's conversations."""
@@ -97,8 +96,7 @@ class SessionRows:
         self,
         tenant_id: str,
         *,
-        page_size: int,
-        page_token: str,
+        page: PageRequest,
         customer_id: str = "",
         conversation_id: str = "",
     ) -> Page[Activity]:
@@ -106,8 +104,7 @@ class SessionRows:
             return await acts.list_page(
                 conn,
                 tenant_id,
-                page_size=page_size,
-                page_token=page_token,
+                page=page,
                 customer_id=customer_id,
                 conversation_id=conversation_id,
             )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.errors import not_found
 from server.domain.models import Page, Session, SessionState
+from server.domain.paging import PageRequest
+from server.storage.keyset import Order, keyset_page
 from server.storage.schema import sessions
 
 
@@ -72,8 +74,7 @@ async def list_page(
     conn: AsyncConnection,
     tenant_id: str,
     *,
-    page_size: int,
-    page_token: str,
+    page: PageRequest,
     contact_id: str = "",
     state: SessionState | None = None,
     queue: str = "",
@@ -85,23 +86,10 @@ async def list_page(
         query = query.where(sessions.c.state == state.value)
     if queue:
         query = query.where(sessions.c.queue == queue)
-    if page_token:
-        created_s, _, last_id = page_token.partition(":")
-        created = int(created_s)
-        query = query.where(
-            or_(
-                sessions.c.created_at < created,
-                and_(sessions.c.created_at == created, sessions.c.id < last_id),
-            )
-        )
-    rows = (
-        await conn.execute(
-            query.order_by(sessions.c.created_at.desc(), sessions.c.id.desc()).limit(page_size + 1)
-        )
-    ).all()
-    items = tuple(from_row(r) for r in rows[:page_size])
-    token = f"{items[-1].created_at}:{items[-1].id}" if len(rows) > page_size else ""
-    return Page(items, token)
+    return await keyset_page(conn, query, NEWEST_FIRST, page, from_row)
+
+
+NEWEST_FIRST = Order((sessions.c.created_at, sessions.c.id), descending=True)
 
 
 def from_row(row: Any) -> Session:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.domain.models import Page
+from server.domain.paging import PageRequest
 from server.domain.webhook_delivery import DeadLetter, EndpointState, PostOutcome, Redriven
 from server.storage import dead_letters, webhook_endpoints
 from server.storage import webhooks as hooks
@@ -60,8 +61,7 @@ class WebhookRows:
         self,
         tenant_id: str,
         *,
-        page_size: int,
-        page_token: str,
+        page: PageRequest,
         start: int = 0,
         end: int = 0,
         url: str = "",
@@ -70,8 +70,7 @@ class WebhookRows:
             return await dead_letters.list_page(
                 conn,
                 tenant_id,
-                page_size=page_size,
-                page_token=page_token,
+                page=page,
                 start=start,
                 end=end,
                 url=url,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -14,12 +13,13 @@ from urllib.parse import urlsplit
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from server.aio import cancel_and_wait, log_failure, supervised
+from server.aio import AGAIN, IDLE, WorkerLoop, log_failure
 from server.domain.retry import RetryPolicy
 from server.domain.webhook_delivery import GONE, PostOutcome, delivery_id
 from server.domain.webhook_signing import sign
 from server.net.http import OutboundError, OutboundHttp
 from server.observability.metrics import DEAD, DELIVERED, RETRY
+from server.storage.faults import is_unavailable
 from server.storage.webhooks import WebhookJob
 from server.storage.writer import now_ms
 from server.telemetry import tracing
@@ -78,47 +78,42 @@ class WebhookSender:
         self._disable_after_ms = disable_after_ms
         self._batch_size = batch_size
         self._lease_ms = lease_ms
-        self._poll_interval = poll_interval
         self._slots = asyncio.Semaphore(max_in_flight)
         self._clock = clock
-        self._wake = asyncio.Event()
-        self._loop_task: asyncio.Task[None] | None = None
+        self._loop = WorkerLoop(
+            "webhook-sender",
+            self._claim_round,
+            interval=poll_interval,
+            expected=is_unavailable,
+            what="claiming due webhooks",
+            logger=log,
+        )
         self._in_flight: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._loop_task = supervised(self._run(), "webhook-sender")
+        self._loop.start()
 
     def wake(self) -> None:
         """Something was enqueued; look now rather than at the next poll."""
-        self._wake.set()
+        self._loop.wake()
 
     async def close(self) -> None:
         """Stop claiming; the OutboundHttp belongs to the caller and stays open."""
-        if self._loop_task is not None:
-            await cancel_and_wait(self._loop_task)
-            self._loop_task = None
+        await self._loop.close()
         # Let posts already on the wire record their outcome; the rest come
         # back when their lease runs out.
         if self._in_flight:
             await asyncio.wait(self._in_flight, timeout=5)
 
-    async def _run(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                claimed = await self._store.claim_webhooks(self._batch_size, self._lease_ms)
-            except Exception:
-                log.exception("claiming due webhooks failed")
-                claimed = []
-            for job in claimed:
-                await self._slots.acquire()
-                task = asyncio.create_task(self._attempt(job))
-                self._in_flight.add(task)
-                task.add_done_callback(self._done)
-            if len(claimed) < self._batch_size:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._poll_interval):
-                        await self._wake.wait()
+    async def _claim_round(self) -> float | None:
+        claimed = await self._store.claim_webhooks(self._batch_size, self._lease_ms)
+        for job in claimed:
+            await self._slots.acquire()
+            task = asyncio.create_task(self._attempt(job))
+            self._in_flight.add(task)
+            task.add_done_callback(self._done)
+        # A full batch: more is likely due.
+        return AGAIN if len(claimed) >= self._batch_size else IDLE
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
