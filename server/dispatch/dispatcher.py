@@ -14,13 +14,15 @@ from typing import Protocol
 
 from server.aio import AGAIN, IDLE, WorkerLoop, log_failure
 from server.channels import ChannelEntry, ChannelRegistry
-from server.dispatch.attempt import AttemptObserver, Attempts, ChannelLimits, SendPacer
+from server.dispatch.attempt import (
+    AttemptObserver,
+    AttemptRecords,
+    Attempts,
+    ChannelLimits,
+    SendPacer,
+)
 from server.dispatch.pacing import Pacer
 from server.domain.models import Channel, Delivery
-from server.domain.provider import (
-    Accepted,
-    AttemptRecord,
-)
 from server.domain.retry import RetryPolicy
 from server.domain.status import DeliveryStatus
 from server.storage.faults import is_unavailable
@@ -30,32 +32,14 @@ log = logging.getLogger(__name__)
 CLAIM_GAP_S = 0.005
 
 
-class Outbox(Protocol):
-    """The outbox as the dispatcher works it: claim, start, record the outcome."""
+class Outbox(AttemptRecords, Protocol):
+    """The outbox as the dispatcher works it: claim, then what each attempt records."""
 
     async def claim_due(
         self, limit: int, lease_ms: int, channels: Sequence[str] | None = None
     ) -> list[Delivery]: ...
 
-    async def start_attempt(self, delivery: Delivery, provider: str) -> bool: ...
-
     async def release_many(self, message_ids: Sequence[str]) -> None: ...
-
-    async def mark_submitted(
-        self, delivery: Delivery, accepted: Accepted, provider: str
-    ) -> None: ...
-
-    async def reschedule(
-        self, message_id: str, due_at: int, reason: str, failed: AttemptRecord | None = None
-    ) -> None: ...
-
-    async def finish(
-        self,
-        message_id: str,
-        status: DeliveryStatus,
-        reason: str,
-        failed: AttemptRecord | None = None,
-    ) -> None: ...
 
     async def reconcile_receipts(self) -> int: ...
 
