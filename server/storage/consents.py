@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.consent import (
@@ -160,6 +160,15 @@ async def screen(
     ]
 
 
+# Every send reads the ledger: built once, the statement skips SQLAlchemy's
+# statement building and cache-key work on each call.
+_STATES = select(consents.c.address, consents.c.scope, consents.c.state).where(
+    consents.c.tenant_id == bindparam("tenant_id"),
+    consents.c.channel_type == bindparam("channel_type"),
+    consents.c.address.in_(bindparam("addresses", expanding=True)),
+)
+
+
 async def states(
     conn: AsyncConnection, tenant_id: str, channel_type: str, addresses: Sequence[str]
 ) -> dict[str, dict[str, ConsentState]]:
@@ -168,11 +177,12 @@ async def states(
     wanted = sorted(set(addresses))
     for start in range(0, len(wanted), 500):
         rows = await conn.execute(
-            select(consents.c.address, consents.c.scope, consents.c.state).where(
-                consents.c.tenant_id == tenant_id,
-                consents.c.channel_type == channel_type,
-                consents.c.address.in_(wanted[start : start + 500]),
-            )
+            _STATES,
+            {
+                "tenant_id": tenant_id,
+                "channel_type": channel_type,
+                "addresses": wanted[start : start + 500],
+            },
         )
         for r in rows:
             found.setdefault(r.address, {})[r.scope] = ConsentState(r.state)
