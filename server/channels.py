@@ -127,32 +127,31 @@ class ChannelRegistry:
         or started is kept, marked unhealthy and logged, so the rest still serve."""
         try:
             adapter = self.build(channel, owner)
-            await adapter.start(self._on_receipt)
         except Exception as exc:
             log.error("channel %s is not serving: %s", channel.channel_id, exc)
-            entry = ChannelEntry(channel, owner, None, problem=str(exc))
-        else:
-            entry = ChannelEntry(channel, owner, adapter)
-        old = self._entries.get(channel.channel_id)
-        self._set(entry)
-        if old is not None and old.adapter is not None and old.adapter is not entry.adapter:
-            await old.adapter.close()
-        return entry
+            return await self._install(ChannelEntry(channel, owner, None, problem=str(exc)))
+        return await self._start(channel, owner, adapter)
 
     async def put(self, channel: Channel, owner: str | None) -> ChannelEntry:
         """Add or replace a channel. Bad settings raise ValueError and change
         nothing; an adapter that fails to start leaves the channel unhealthy."""
-        adapter = self.build(channel, owner)
+        return await self._start(channel, owner, self.build(channel, owner))
+
+    async def _start(
+        self, channel: Channel, owner: str | None, adapter: ChannelAdapter
+    ) -> ChannelEntry:
         try:
             await adapter.start(self._on_receipt)
         except Exception as exc:
             log.error("channel %s is not serving: %s", channel.channel_id, exc)
-            entry = ChannelEntry(channel, owner, None, problem=str(exc))
-        else:
-            entry = ChannelEntry(channel, owner, adapter)
-        old = self._entries.get(channel.channel_id)
+            return await self._install(ChannelEntry(channel, owner, None, problem=str(exc)))
+        return await self._install(ChannelEntry(channel, owner, adapter))
+
+    async def _install(self, entry: ChannelEntry) -> ChannelEntry:
+        """Serve the entry in place of the channel's old one, whose adapter closes."""
+        old = self._entries.get(entry.channel.channel_id)
         self._set(entry)
-        if old is not None and old.adapter is not None and old.adapter is not adapter:
+        if old is not None and old.adapter is not None and old.adapter is not entry.adapter:
             await old.adapter.close()
         return entry
 
@@ -161,9 +160,7 @@ class ChannelRegistry:
         old = self._entries.get(channel_id)
         channel = old.channel if old is not None else _placeholder(channel_id)
         await adapter.start(self._on_receipt)
-        self._set(ChannelEntry(channel, old.owner if old is not None else None, adapter))
-        if old is not None and old.adapter is not None and old.adapter is not adapter:
-            await old.adapter.close()
+        await self._install(ChannelEntry(channel, old.owner if old is not None else None, adapter))
 
     async def remove(self, channel_id: str) -> None:
         old = self._entries.pop(channel_id, None)

@@ -9,7 +9,6 @@ statuses too, so this is the one place where store failures get their meaning.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -19,7 +18,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from server.api.handlers import WrappingInterceptor, rewrap
+from server.api.handlers import WrappingInterceptor, forward, rewrap
 from server.domain.errors import DomainError
 from server.storage.faults import RETRY_AFTER_S, OutcomeUnknown, is_unavailable
 
@@ -130,12 +129,8 @@ def _wrap_stream(inner: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]
     # with context.write(); the latter can give up on a write that blocks.
     async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
-            result = inner(request, context)
-            if inspect.isasyncgen(result):
-                async for item in result:
-                    yield item
-            else:
-                await result
+            async for item in forward(inner(request, context)):
+                yield item
         except DomainError as err:
             await context.abort_with_status(to_status(err))
         except grpc.aio.AbortError:

@@ -27,7 +27,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from cim.v1 import annotations_pb2
-from server.api.handlers import Behaviour, WrappingInterceptor, rewrap
+from server.api.handlers import Behaviour, WrappingInterceptor, forward, rewrap
 from server.domain.errors import FieldViolation, invalid
 from server.domain.provider import CallbackResult
 
@@ -401,12 +401,8 @@ class FieldGuard(WrappingInterceptor):
         def stream(inner: Behaviour) -> Behaviour:
             async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 self.check(request, method, context)
-                result = inner(request, context)
-                if hasattr(result, "__aiter__"):
-                    async for item in result:
-                        yield item
-                else:
-                    await result
+                async for item in forward(inner(request, context)):
+                    yield item
 
             return call
 

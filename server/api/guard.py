@@ -7,7 +7,6 @@ variable, for exactly the task that runs the handler.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -19,7 +18,7 @@ from grpc_status import rpc_status
 from server.api.auth import Authenticator, Credentials, is_open, needs_credentials
 from server.api.context import CALL_TENANT, DEFAULT_TENANT, note_tenant
 from server.api.errors import ERROR_DOMAIN, store_fault_status, to_status
-from server.api.handlers import WrappingInterceptor, rewrap
+from server.api.handlers import WrappingInterceptor, forward, rewrap
 from server.api.limits import RateLimiter, StreamCounter
 from server.api.verify import check_verify_token
 from server.domain.errors import DomainError
@@ -145,12 +144,8 @@ class GuardInterceptor(WrappingInterceptor):
             # the value dies with the task that serves this one call anyway.
             CALL_TENANT.set(tenant)
             try:
-                result = inner(request, context)
-                if inspect.isasyncgen(result):
-                    async for item in result:
-                        yield item
-                else:
-                    await result
+                async for item in forward(inner(request, context)):
+                    yield item
             finally:
                 self._streams.leave(tenant)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -45,6 +45,16 @@ def rewrap(
     return grpc.stream_stream_rpc_method_handler(
         stream(handler.stream_stream), request_deserializer=decode, response_serializer=encode
     )
+
+
+async def forward(result: Any) -> AsyncIterator[Any]:
+    """What a stream handler produced, yielded on: a stream handler is either an
+    async generator or a coroutine that writes with context.write()."""
+    if hasattr(result, "__aiter__"):
+        async for item in result:
+            yield item
+    else:
+        await result
 
 
 class WrappingInterceptor(grpc.aio.ServerInterceptor):

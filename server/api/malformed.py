@@ -17,7 +17,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError
 
 from server.api.errors import to_status
-from server.api.handlers import WrappingInterceptor, rewrap
+from server.api.handlers import WrappingInterceptor, forward, rewrap
 from server.domain.errors import Code, DomainError, FieldViolation
 
 __all__ = ["Malformed", "MalformedRequestInterceptor", "locate_fault"]
@@ -204,12 +204,8 @@ def _stream(inner: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         if isinstance(request, Malformed):
             await context.abort_with_status(to_status(request.error()))
-        result = inner(request, context)
-        if hasattr(result, "__aiter__"):
-            async for item in result:
-                yield item
-        else:
-            await result
+        async for item in forward(inner(request, context)):
+            yield item
 
     return call
 

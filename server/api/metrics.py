@@ -9,7 +9,6 @@ a client cannot forge the mark without reading it from the process.
 
 from __future__ import annotations
 
-import inspect
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,7 +16,7 @@ from typing import Any
 
 import grpc
 
-from server.api.handlers import rewrap
+from server.api.handlers import forward, rewrap
 from server.observability.metrics import HubMetrics
 
 GATEWAY_MARK_KEY = "x-cimhub-gateway"
@@ -99,12 +98,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                 subscribers.inc()
             code = "UNKNOWN"
             try:
-                result = inner(request, context)
-                if inspect.isasyncgen(result):
-                    async for item in result:
-                        yield item
-                else:
-                    await result
+                async for item in forward(inner(request, context)):
+                    yield item
                 code = _code_of(context)
             except grpc.aio.AbortError:
                 code = _code_of(context)

@@ -11,7 +11,6 @@ log line says how it went.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -22,7 +21,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from server.api.context import CALL_FACTS, CallFacts
-from server.api.handlers import WrappingInterceptor, rewrap
+from server.api.handlers import WrappingInterceptor, forward, rewrap
 from server.telemetry import tracing
 from server.telemetry.logs import event
 
@@ -69,12 +68,8 @@ class TracingInterceptor(WrappingInterceptor):
         async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             with _Call(named, context) as span_call:
                 try:
-                    result = inner(request, context)
-                    if inspect.isasyncgen(result):
-                        async for item in result:
-                            yield item
-                    else:
-                        await result
+                    async for item in forward(inner(request, context)):
+                        yield item
                 except BaseException as exc:
                     span_call.failed(exc, context)
                     raise
