@@ -8,10 +8,9 @@ from typing import Protocol, TypeVar
 import grpc
 from google.protobuf import struct_pb2
 
-from adapters.policy import tenant_settings_violations
-from adapters.settings import SettingError
 from cim.v1 import config_service_pb2 as pb
 from cim.v1 import config_service_pb2_grpc as pb_grpc
+from server.actions.channels import TenantChannels
 from server.api import field_rules
 from server.api.config_views import (
     STATUS_NAMES,
@@ -23,14 +22,11 @@ from server.api.config_views import (
     var_to_proto,
 )
 from server.api.context import tenant_of
-from server.channels import ChannelEntry, ChannelRegistry
+from server.channels import ChannelRegistry
 from server.domain.customer import GlobalVar, TemplateRecord, check_var, effective_vars
 from server.domain.errors import (
     FieldViolation,
-    already_exists,
-    failed_precondition,
     invalid,
-    not_found,
 )
 from server.domain.models import Channel
 from server.domain.paging import GLOBAL_VARS, TEMPLATES, page_of
@@ -82,6 +78,9 @@ class ConfigServicer(pb_grpc.ConfigServiceServicer):
         self._channels_changed = channels_changed or (lambda: None)
         self._channels = channels
         self._store = store
+        self._tenant_channels = TenantChannels(
+            channels, store, url_check=self._url_check, changed=self._channels_changed
+        )
 
     # -- channels -----------------------------------------------------------
     async def ListChannels(
@@ -97,78 +96,32 @@ class ConfigServicer(pb_grpc.ConfigServiceServicer):
             ]
         )
 
-    def _visible(self, tenant: str, channel_id: str) -> ChannelEntry:
-        entry = self._channels.get(channel_id)
-        if entry is None or not entry.visible_to(tenant):
-            raise not_found("channel", channel_id)
-        return entry
-
-    def _owned(self, tenant: str, channel_id: str) -> ChannelEntry:
-        entry = self._visible(tenant, channel_id)
-        if entry.from_file:
-            raise failed_precondition(
-                "CHANNEL_READ_ONLY", f"channel {channel_id!r} comes from the channels file"
-            )
-        return entry
-
     async def GetChannel(
         self, request: pb.GetChannelRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetChannelResponse:
-        entry = self._visible(tenant_of(context), request.channel_id)
+        entry = self._tenant_channels.visible(tenant_of(context), request.channel_id)
         return pb.GetChannelResponse(channel=channel_to_proto(entry))
-
-    def _checked(self, tenant: str, message: pb.Channel) -> Channel:
-        """The channel as a tenant may have it: settings pass the tenant policy,
-        and an adapter can be built from them."""
-        channel = channel_from_proto(message)
-        problems = tenant_settings_violations(channel, self._url_check)
-        if problems:
-            raise invalid(problems)
-        try:
-            self._channels.build(channel, tenant)
-        except SettingError as exc:
-            raise invalid([FieldViolation(f"settings.{exc.setting}", str(exc))]) from exc
-        except ValueError as exc:
-            raise invalid([FieldViolation("settings", str(exc))]) from exc
-        return channel
 
     async def CreateChannel(
         self, request: pb.CreateChannelRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateChannelResponse:
-        tenant = tenant_of(context)
-        existing = self._channels.get(request.channel.channel_id)
-        if existing is not None and existing.visible_to(tenant):
-            raise already_exists(
-                "CHANNEL_EXISTS", f"channel {request.channel.channel_id!r} already exists"
-            )
-        if existing is not None:
-            # Ids are one namespace; the answer must not tell that another tenant has it.
-            raise invalid([FieldViolation("channelId", "is not available; choose another id")])
-        channel = self._checked(tenant, request.channel)
-        await self._store.insert_channel(tenant, channel)
-        self._channels_changed()
-        entry = await self._channels.put(channel, tenant)
+        entry = await self._tenant_channels.create(
+            tenant_of(context), channel_from_proto(request.channel)
+        )
         return pb.CreateChannelResponse(channel=channel_to_proto(entry))
 
     async def UpdateChannel(
         self, request: pb.UpdateChannelRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpdateChannelResponse:
-        tenant = tenant_of(context)
-        self._owned(tenant, request.channel.channel_id)
-        channel = self._checked(tenant, request.channel)
-        await self._store.replace_channel(tenant, channel)
-        self._channels_changed()
-        entry = await self._channels.put(channel, tenant)
+        entry = await self._tenant_channels.update(
+            tenant_of(context), channel_from_proto(request.channel)
+        )
         return pb.UpdateChannelResponse(channel=channel_to_proto(entry))
 
     async def DeleteChannel(
         self, request: pb.DeleteChannelRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteChannelResponse:
-        tenant = tenant_of(context)
-        self._owned(tenant, request.channel_id)
-        await self._store.delete_channel(tenant, request.channel_id)
-        self._channels_changed()
-        await self._channels.remove(request.channel_id)
+        await self._tenant_channels.delete(tenant_of(context), request.channel_id)
         return pb.DeleteChannelResponse()
 
     # -- webhook ------------------------------------------------------------

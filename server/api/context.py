@@ -6,9 +6,9 @@ from contextvars import ContextVar
 
 import grpc
 
-# The tenant of calls that authenticate by other means (health, and the inbound
-# webhooks, which carry a verify token), and the bootstrap tenant.
-DEFAULT_TENANT = "default"
+from server.domain.tenants import DEFAULT_TENANT
+
+__all__ = ["CALL_TENANT", "DEFAULT_TENANT", "metadata_value", "note_tenant", "tenant_of"]
 
 # Set by the guard interceptor around each handler, for the task that runs it.
 CALL_TENANT: ContextVar[str | None] = ContextVar("cimhub_call_tenant", default=None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import Protocol
 
 import grpc
@@ -16,6 +15,7 @@ from server.actions import batch_send, cancel, dry_run
 from server.actions.batch_send import BatchSources
 from server.actions.consent import ConsentRules
 from server.actions.quota import BudgetSource, DispatchLoad, QueueSource, quota
+from server.actions.single_send import SendOne, TemplateRef, send_message
 from server.api.context import tenant_of
 from server.api.convert import message_to_proto, status_from_proto, status_to_proto
 from server.api.inbound import InboundApi
@@ -31,12 +31,8 @@ from server.api.timeline import timeline_to_proto
 from server.channels import ChannelRegistry
 from server.domain import timeline
 from server.domain.batch import PlannedDestination
-from server.domain.customer import require_approved, text_value, var_values
-from server.domain.errors import FieldViolation, invalid
-from server.domain.fallback import plan_chain
 from server.domain.models import Channel, OutboundDraft, OutboundMessage, Page
 from server.domain.paging import MESSAGES, PageRequest
-from server.domain.sending import fill_template, fill_text, plan_single
 from server.domain.status import DeliveryStatus
 from server.storage.accept import AcceptResult, IdempotencyKey
 from server.storage.writer import now_ms
@@ -106,18 +102,32 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
         self, request: pb.SendMessageRequest, context: grpc.aio.ServicerContext
     ) -> pb.SendMessageResponse:
         tenant = tenant_of(context)
-        channels = self._channels_of(tenant)
-        draft = plan_single(tenant, single_send(request), channels)
-        draft = await self._personalise(tenant, request, draft)
-        legs = plan_chain(channels[draft.channel_id], fallback_steps(request.fallback), channels)
-        draft = replace(draft, request_id=request_id(context), fallback=legs)
-        [draft] = await self._consent.screen(tenant, [draft], request.category)
+        ref = request.template
+        one = SendOne(
+            single_send(request),
+            TemplateRef(
+                ref.id, ref.code, ref.lang, MessageToDict(ref.data) if ref.HasField("data") else {}
+            )
+            if request.HasField("template")
+            else None,
+            fallback_steps(request.fallback),
+            contact_id=request.to.contact_id,
+            request_id=request_id(context),
+        )
 
         def render(created: Sequence[OutboundMessage]) -> bytes:
             return _send_response(created[0]).SerializeToString()
 
-        result = await self._store.accept(
-            tenant, [draft], idempotency(request, context), render, current_traceparent()
+        draft, result = await send_message(
+            self._store,
+            self._sources,
+            self._channels_of(tenant),
+            tenant,
+            one,
+            screen=lambda drafts: self._consent.screen(tenant, drafts, request.category),
+            idem=idempotency(request, context),
+            render=render,
+            traceparent=current_traceparent(),
         )
         if result.replay is not None:
             replayed = pb.SendMessageResponse.FromString(result.replay)
@@ -169,52 +179,6 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
 
     def _channels_of(self, tenant: str) -> Mapping[str, Channel]:
         return self._channels.visible_to(tenant)
-
-    async def _personalise(
-        self, tenant: str, request: pb.SendMessageRequest, draft: OutboundDraft
-    ) -> OutboundDraft:
-        """Global variables into the text, and for templates the stored template,
-        in the contact's language when the request names none."""
-        if draft.type != "template" and "$(" not in draft.text:
-            return draft  # nothing to fill: spare the hot path a read
-        stored_vars = await self._sources.templates.list_global_vars(tenant, draft.channel_id)
-        values = {"destination": draft.destination, **var_values(stored_vars, draft.channel_id)}
-        kind = self._channels_of(tenant)[draft.channel_id].contact_type
-        if draft.type != "template":
-            text = fill_text(draft, values, kind)
-            if text == draft.text:
-                return draft
-            content = dict(draft.content)
-            if "text" in content:
-                content["text"] = text
-            return replace(draft, text=text, content=content)
-        ref = request.template
-        lang = ref.lang
-        if not lang and not ref.id:
-            contact_ids = [request.to.contact_id, draft.destination]
-            langs = await self._sources.languages.contact_langs(tenant, contact_ids)
-            lang = next((langs[c] for c in contact_ids if c in langs), "")
-        template = await self._sources.templates.find_template(
-            tenant, template_id=ref.id, code=ref.code, lang=lang
-        )
-        if template is None and lang and not ref.lang:
-            # No version in the preferred language: any language of the code.
-            template = await self._sources.templates.find_template(tenant, code=ref.code)
-        if template is None:
-            raise invalid([FieldViolation("template.id", "unknown template")])
-        require_approved(template.code, template.approvals, draft.channel_id)
-        data = MessageToDict(ref.data) if ref.HasField("data") else {}
-        values.update({k: text_value(v) for k, v in data.items()})
-        body = fill_template(template.body, values, kind)
-        content = dict(draft.content)
-        content["text"] = body
-        content["template"] = {
-            **dict(content.get("template", {})),
-            "id": template.id,
-            "code": template.code,
-            "lang": template.lang,
-        }
-        return replace(draft, text=body, content=content)
 
     async def CancelMessage(
         self, request: pb.CancelMessageRequest, context: grpc.aio.ServicerContext

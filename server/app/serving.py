@@ -6,19 +6,20 @@ every one of these calls against the servicer's protocol.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from functools import partial
 
 import grpc
 from aiohttp import web
 
 from server.actions.batch_send import BatchSources
 from server.actions.consent import ConsentRules
+from server.actions.provider_inbound import receive_from_provider
 from server.api.auth import Authenticator
 from server.api.config import ConfigServicer
 from server.api.consents import ConsentServicer
-from server.api.context import DEFAULT_TENANT
 from server.api.customers import CustomerServicer
 from server.api.guard import GuardInterceptor
 from server.api.inbound import InboundApi
@@ -35,8 +36,6 @@ from server.channels import ChannelRegistry
 from server.config import Settings, decode_jwt_secret
 from server.dispatch.channel_sync import ChannelSync
 from server.dispatch.dispatcher import Dispatcher
-from server.domain.inbound import InboundBatch, from_provider
-from server.domain.provider import InboundMessage
 from server.events.bus import EventBus
 from server.gateway.app import AccessLog, create_app, route_table
 from server.gateway.callbacks import add_callback_routes
@@ -158,23 +157,12 @@ def http_app(
         outer_middlewares=[request_middleware(metrics)] if metrics is not None else [],
     )
 
-    async def on_inbound(channel_id: str, messages: Sequence[InboundMessage]) -> None:
-        # Provider messages take the webhook's path (sessions, dedupe, events),
-        # for the tenant that owns the channel.
-        entry = channels.get(channel_id)
-        if entry is None:
-            return
-        kind = entry.channel.contact_type
-        received = tuple(from_provider(channel_id, kind, m) for m in messages)
-        tenant = entry.owner or DEFAULT_TENANT
-        await consent.receive(tenant, InboundBatch(messages=received), {channel_id: kind})
-
     add_callback_routes(
         app,
         channels.adapter,
         public_url=public.get,
         on_receipt=channels.on_receipt,
-        on_inbound=on_inbound,
+        on_inbound=partial(receive_from_provider, channels, consent),
     )
 
     add_unsubscribe_routes(app, consent.one_click)
