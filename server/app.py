@@ -52,9 +52,9 @@ from server.events.channel_notices import RedisChannelNotices
 from server.events.redis_bus import RedisBus, RedisBusConfig
 from server.gateway.app import AccessLog, create_app, route_table
 from server.gateway.callbacks import add_callback_routes
+from server.gateway.docs import add_docs_routes
 from server.gateway.health import add_health_routes
 from server.gateway.metrics import add_metrics_route, metrics_app, request_middleware
-from server.gateway.openapi import add_docs_routes
 from server.gateway.protocol_log import ProtocolLogger
 from server.gateway.unsubscribe import add_unsubscribe_routes
 from server.net.addresses import AddressPolicy, address_refusal, url_refusal
