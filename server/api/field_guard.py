@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
 
 import grpc
-from google.api import field_behavior_pb2
 from google.protobuf import struct_pb2
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from cim.v1 import annotations_pb2
+from server.api.contract import FREE_FORM, FieldFacts, Kind, descriptor_of, message_facts
 from server.api.handlers import Behaviour, WrappingInterceptor, forward, rewrap
 from server.domain.errors import FieldViolation, invalid
 from server.domain.provider import CallbackResult
@@ -39,148 +37,18 @@ MAX_IDEMPOTENCY_KEY = 256
 NUL = "\x00"
 NUL_TEXT = "must not contain NUL characters"
 
-_FD = FieldDescriptor
-_STRUCT = struct_pb2.Struct.DESCRIPTOR.full_name
-_VALUE = struct_pb2.Value.DESCRIPTOR.full_name
-_LIST = struct_pb2.ListValue.DESCRIPTOR.full_name
-_DYNAMIC = {_STRUCT, _VALUE, _LIST}
-
-# How a field is walked.
-_TEXT, _TEXTS, _MAP, _CHILD, _CHILDREN, _JSON, _NUMBER = range(7)
-_WHOLE = {
-    _FD.TYPE_INT32,
-    _FD.TYPE_INT64,
-    _FD.TYPE_SINT32,
-    _FD.TYPE_SINT64,
-    _FD.TYPE_UINT32,
-    _FD.TYPE_UINT64,
-    _FD.TYPE_FIXED32,
-    _FD.TYPE_FIXED64,
-    _FD.TYPE_SFIXED32,
-    _FD.TYPE_SFIXED64,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class _Rule:
-    name: str
-    json_name: str
-    kind: int
-    required: bool = False
-    limit: int = 0
-    pattern: str = ""
-    # For maps: whether keys and values are text, and the value's type when a message.
-    key_text: bool = False
-    value_text: bool = False
-    child: Descriptor | None = None
-    repeated: bool = False
-    minimum: int | None = None
-    maximum: int | None = None
-    # A URL the hub or a provider will fetch, held to the outbound guard.
-    fetched: bool = False
-
-
 UrlCheck = Callable[[str], "str | None"]
-_PLANS: dict[str, tuple[_Rule, ...]] = {}
-
-
-def _options(f: FieldDescriptor) -> tuple[bool, int, str]:
-    opts = f.GetOptions()
-    required = field_behavior_pb2.REQUIRED in opts.Extensions[field_behavior_pb2.field_behavior]
-    return (
-        required,
-        opts.Extensions[annotations_pb2.max_length],
-        opts.Extensions[annotations_pb2.pattern],
-    )
-
-
-def plan(desc: Any) -> tuple[_Rule, ...]:
-    """The fields of ``desc`` with a rule or text to check, directly or below; () for none."""
-    found = _PLANS.get(desc.full_name)
-    if found is not None:
-        return found
-    # Settled before its fields are, so a type that contains itself ends the walk;
-    # no request type does today, and its inner copy would go unchecked.
-    _PLANS[desc.full_name] = ()
-    rules = [rule for rule in map(_rule, desc.fields) if rule is not None]
-    result = tuple(rules)
-    _PLANS[desc.full_name] = result
-    return result
-
-
-def _rule(f: FieldDescriptor) -> _Rule | None:
-    required, limit, pattern = _options(f)
-
-    def make(kind: int, **extra: Any) -> _Rule:
-        return _Rule(
-            f.name,
-            f.json_name,
-            kind,
-            required=required,
-            repeated=f.is_repeated,
-            **extra,
-        )
-
-    if f.type == _FD.TYPE_STRING:
-        fetched = f.GetOptions().Extensions[annotations_pb2.fetched_url]
-        kind = _TEXTS if f.is_repeated else _TEXT
-        return make(kind, limit=limit, pattern=pattern, fetched=fetched)
-    if f.type in _WHOLE and not f.is_repeated:
-        low, high = number_range(f)
-        if low is not None or high is not None:
-            return make(_NUMBER, minimum=low, maximum=high)
-    if f.type != _FD.TYPE_MESSAGE:
-        return None
-    sub = f.message_type
-    assert sub is not None
-    if sub.GetOptions().map_entry:
-        key, value = sub.fields_by_name["key"], sub.fields_by_name["value"]
-        value_child = value.message_type if value.type == _FD.TYPE_MESSAGE else None
-        rule = make(
-            _MAP,
-            limit=limit,
-            key_text=key.type == _FD.TYPE_STRING,
-            value_text=value.type == _FD.TYPE_STRING,
-            child=value_child,
-        )
-        if rule.key_text or rule.value_text or (value_child and _has_text(value_child)):
-            return rule
-    elif sub.full_name in _DYNAMIC:
-        return make(_JSON, child=sub)
-    elif _has_text(sub):
-        return make(_CHILDREN if f.is_repeated else _CHILD, child=sub)
-    return None
-
-
-def number_range(f: FieldDescriptor) -> tuple[int | None, int | None]:
-    """The declared (minimum, maximum) of a whole-number field; None where unset."""
-    opts = f.GetOptions()
-    low = (
-        opts.Extensions[annotations_pb2.minimum]
-        if opts.HasExtension(annotations_pb2.minimum)
-        else None
-    )
-    high = (
-        opts.Extensions[annotations_pb2.maximum]
-        if opts.HasExtension(annotations_pb2.maximum)
-        else None
-    )
-    return low, high
-
-
-def _has_text(desc: Descriptor) -> bool:
-    return desc.full_name in _DYNAMIC or bool(plan(desc))
 
 
 def _path(parent: str, name: str) -> str:
     return f"{parent}.{name}" if parent else name
 
 
-def _text(rule: _Rule, value: str, path: str) -> FieldViolation | None:
+def _text(field: FieldFacts, value: str, path: str) -> FieldViolation | None:
     if NUL in value:
         return FieldViolation(path, NUL_TEXT)
-    if rule.limit and len(value) > rule.limit:
-        return FieldViolation(path, f"at most {rule.limit} characters")
+    if field.max_length and len(value) > field.max_length:
+        return FieldViolation(path, f"at most {field.max_length} characters")
     return None
 
 
@@ -220,67 +88,70 @@ def violations(
     REST body of a ``body: "field"`` route), as the servicers name it.
     ``url_check`` gives the outbound guard's refusal of a URL that will be fetched.
     """
-    for rule in plan(message.DESCRIPTOR):
-        path = "" if rule.name == skip else _path(parent, rule.json_name)
-        kind = rule.kind
-        if kind == _TEXT:
-            value = getattr(message, rule.name)
-            if not value:
-                if rule.required:
-                    yield FieldViolation(path, "required")
-                continue
-            bad = _text(rule, value, path)
-            if bad is None and rule.pattern and not field_pattern(rule.pattern).search(value):
-                bad = FieldViolation(path, f"must match {rule.pattern}")
-            if bad is None and rule.fetched and url_check is not None:
-                refusal = url_check(value)
-                bad = FieldViolation(path, refusal) if refusal else None
-            if bad is not None:
-                yield bad
-        elif kind == _NUMBER:
-            number = getattr(message, rule.name)
-            if rule.minimum is not None and number < rule.minimum:
-                yield FieldViolation(path, f"must be at least {rule.minimum}")
-            elif rule.maximum is not None and number > rule.maximum:
-                yield FieldViolation(path, f"must be at most {rule.maximum}")
-        elif kind == _TEXTS:
-            for i, item in enumerate(getattr(message, rule.name)):
-                bad = _text(rule, item, f"{path}[{i}]")
-                if bad is not None:
-                    yield bad
-        elif kind == _CHILD:
-            if message.HasField(rule.name):
-                yield from violations(getattr(message, rule.name), path, url_check=url_check)
-        elif kind == _CHILDREN:
-            for i, item in enumerate(getattr(message, rule.name)):
-                yield from violations(item, f"{path}[{i}]", url_check=url_check)
-        elif kind == _MAP:
-            yield from _map(rule, getattr(message, rule.name), path, url_check)
-        elif rule.repeated:
-            for i, item in enumerate(getattr(message, rule.name)):
-                yield from _json_strings(item, f"{path}[{i}]")
-        elif message.HasField(rule.name):
-            yield from _json_strings(getattr(message, rule.name), path)
+    for field in message_facts(descriptor_of(message)).guarded:
+        path = "" if field.name == skip else _path(parent, field.json_name)
+        value = getattr(message, field.name)
+        if field.kind is Kind.MAP:
+            yield from _map(field, value, path, url_check)
+        elif field.repeated:
+            for i, item in enumerate(value):
+                yield from _one(field, item, f"{path}[{i}]", url_check)
+        elif field.kind is Kind.TEXT or field.kind is Kind.INT or message.HasField(field.name):
+            yield from _one(field, value, path, url_check)
+
+
+def _one(
+    field: FieldFacts, value: Any, path: str, url_check: UrlCheck | None
+) -> Iterator[FieldViolation]:
+    """What is wrong with one value of ``field`` (one item of a list)."""
+    kind = field.kind
+    if kind is Kind.TEXT:
+        if not value:
+            if field.required and not field.repeated:
+                yield FieldViolation(path, "required")
+            return
+        bad = _text(field, value, path)
+        # Items of a list are held to the limit and the NUL rule only.
+        if bad is None and not field.repeated:
+            bad = _declared(field, value, path, url_check)
+        if bad is not None:
+            yield bad
+    elif kind is Kind.INT:
+        if field.minimum is not None and value < field.minimum:
+            yield FieldViolation(path, f"must be at least {field.minimum}")
+        elif field.maximum is not None and value > field.maximum:
+            yield FieldViolation(path, f"must be at most {field.maximum}")
+    elif kind in FREE_FORM:
+        yield from _json_strings(value, path)
+    else:
+        yield from violations(value, path, url_check=url_check)
+
+
+def _declared(
+    field: FieldFacts, value: str, path: str, url_check: UrlCheck | None
+) -> FieldViolation | None:
+    if field.pattern and not field_pattern(field.pattern).search(value):
+        return FieldViolation(path, f"must match {field.pattern}")
+    if field.fetched and url_check is not None:
+        refusal = url_check(value)
+        return FieldViolation(path, refusal) if refusal else None
+    return None
 
 
 def _map(
-    rule: _Rule, entries: Any, path: str, url_check: UrlCheck | None
+    field: FieldFacts, entries: Any, path: str, url_check: UrlCheck | None
 ) -> Iterator[FieldViolation]:
-    for key, value in entries.items():
-        if rule.key_text and NUL in key:
+    key, value_field = field.key, field.value
+    assert key is not None and value_field is not None
+    key_text = key.kind is Kind.TEXT
+    for name, value in entries.items():
+        if key_text and NUL in name:
             yield FieldViolation(path, NUL_TEXT)
             continue
-        where = f"{path}.{key}"
-        if rule.key_text and rule.limit and len(key) > rule.limit:
-            yield FieldViolation(path, f"keys at most {rule.limit} characters")
-        elif rule.value_text:
-            bad = _text(rule, value, where)
-            if bad is not None:
-                yield bad
-        elif rule.child is not None and rule.child.full_name in _DYNAMIC:
-            yield from _json_strings(value, where)
-        elif rule.child is not None:
-            yield from violations(value, where, url_check=url_check)
+        if key_text and field.max_length and len(name) > field.max_length:
+            yield FieldViolation(path, f"keys at most {field.max_length} characters")
+        else:
+            yield from _one(value_field, value, f"{path}.{name}", url_check)
 
 
 _PATTERNS: dict[str, re.Pattern[str]] = {}
@@ -314,7 +185,7 @@ def found_violations(
 ) -> list[FieldViolation]:
     """What is wrong with ``request``, each field named once, by its first problem."""
     found: dict[str, FieldViolation] = {}
-    if plan(request.DESCRIPTOR):
+    if message_facts(descriptor_of(request)).guarded:
         for v in violations(request, skip=BODY_ROOTS.get(method, ""), url_check=url_check):
             found.setdefault(v.field, v)
     for key, value in metadata or ():

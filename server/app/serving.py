@@ -39,9 +39,9 @@ from server.dispatch.dispatcher import Dispatcher
 from server.events.bus import EventBus
 from server.gateway.app import AccessLog, create_app, route_table
 from server.gateway.callbacks import add_callback_routes
+from server.gateway.docs import add_docs_routes
 from server.gateway.health import add_health_routes
 from server.gateway.metrics import add_metrics_route, request_middleware
-from server.gateway.openapi import add_docs_routes
 from server.gateway.protocol_log import ProtocolLogger
 from server.gateway.unsubscribe import add_unsubscribe_routes
 from server.observability.metrics import HubMetrics
