@@ -248,6 +248,43 @@ async def test_batch_template_by_code_uses_each_contacts_language(db_url: str) -
     }
 
 
+async def test_a_single_send_chooses_the_template_version_as_a_batch_does(db_url: str) -> None:
+    sms = SandboxAdapter("sandbox-sms", delivery_delay=0.01, record=True)
+    tmpl = "/api/v1/config/tmpl/hsm"
+    async with running_hub(db_url, adapters={"sandbox-sms": sms}) as hub:
+        for lang, body, status in (
+            ("en", "Hello $(name)", "APPROVED"),
+            ("es", "Hola $(name)", "APPROVED"),
+            ("fr", "Bonjour $(name)", "PENDING"),
+        ):
+            t = _template("GREET", lang, body, status)
+            t["approved"] = [{"channelId": "sandbox-sms", "status": status}]
+            created, reply = await _call(hub, "POST", tmpl, t)
+            assert created == 201, reply
+        for contact, lang in (("+447911100021", "es"), ("+447911100022", "fr")):
+            await _call(
+                hub, "POST", "/api/v1/contact/prefs/lang", {"contactId": contact, "lang": lang}
+            )
+        for n in (20, 21, 22):
+            send = {
+                "channelId": "sandbox-sms",
+                "type": "template",
+                "to": {"phone": f"+4479111000{n}"},
+                "template": {"code": "GREET", "data": {"name": f"N{n}"}},
+            }
+            status, reply = await _call(hub, "POST", "/api/v1/message/send", send)
+            assert status == 200, reply
+        await eventually(lambda: len(sms.sent) == 3)
+    texts = {d.destination: d.text for d in sms.sent}
+    # The same choices as the batch above: the contact's version where it is
+    # approved on the channel, else the default one, never a refusal.
+    assert texts == {
+        "+447911100020": "Hello N20",
+        "+447911100021": "Hola N21",
+        "+447911100022": "Hello N22",
+    }
+
+
 async def test_templates_and_vars_page_through(db_url: str) -> None:
     tmpl = "/api/v1/config/tmpl/hsm"
     async with running_hub(db_url) as hub:

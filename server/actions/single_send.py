@@ -83,7 +83,9 @@ async def personalise(
             content["text"] = text
         return replace(draft, text=text, content=content)
     ref = one.template or TemplateRef()
-    template = await _stored_template(sources, tenant_id, ref, [one.contact_id, draft.destination])
+    template = await _stored_template(
+        sources, tenant_id, ref, [one.contact_id, draft.destination], draft.channel_id
+    )
     require_approved(template.code, template.approvals, draft.channel_id)
     values.update({k: text_value(v) for k, v in ref.data.items()})
     body = fill_template(template.body, values, kind)
@@ -99,20 +101,28 @@ async def personalise(
 
 
 async def _stored_template(
-    sources: BatchSources, tenant_id: str, ref: TemplateRef, contact_ids: Sequence[str]
+    sources: BatchSources,
+    tenant_id: str,
+    ref: TemplateRef,
+    contact_ids: Sequence[str],
+    channel_id: str,
 ) -> Template:
-    """By id; or by code in the named language, else the contact's, else any."""
-    lang = ref.lang
-    if not lang and not ref.id:
+    """By id, or by code in the named language; by code alone, the version in
+    the contact's language where one is approved on the channel (as a batch
+    chooses per destination), else the code's version in any language."""
+    templates = sources.templates
+    if ref.id or ref.lang or not ref.code:
+        template = await templates.find_template(
+            tenant_id, template_id=ref.id, code=ref.code, lang=ref.lang
+        )
+    else:
         langs = await sources.languages.contact_langs(tenant_id, contact_ids)
         lang = next((langs[c] for c in contact_ids if c in langs), "")
-    templates = sources.templates
-    template = await templates.find_template(
-        tenant_id, template_id=ref.id, code=ref.code, lang=lang
-    )
-    if template is None and lang and not ref.lang:
-        # No version in the contact's language: any language of the code.
-        template = await templates.find_template(tenant_id, code=ref.code)
+        template = (
+            await templates.find_template(tenant_id, code=ref.code, lang=lang) if lang else None
+        )
+        if template is None or template.approvals.get(channel_id) != "APPROVED":
+            template = await templates.find_template(tenant_id, code=ref.code)
     if template is None:
         raise invalid([FieldViolation("template.id", "unknown template")])
     return template
