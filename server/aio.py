@@ -141,3 +141,15 @@ class WorkerLoop:
                 await self._wake.wait()
         if self._settle:
             await asyncio.sleep(self._settle)
+
+
+class LoopWorker:
+    """A part whose work is one WorkerLoop: it starts and closes with it."""
+
+    _loop: WorkerLoop
+
+    def start(self) -> None:
+        self._loop.start()
+
+    async def close(self) -> None:
+        await self._loop.close()

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from server.aio import WorkerLoop
+from server.aio import LoopWorker, WorkerLoop
 from server.storage.fallback import Fired
 from server.storage.faults import is_unavailable
 from server.storage.writer import now_ms
@@ -29,7 +29,7 @@ class FallbackDeadlines(Protocol):
     async def next_fallback_due(self) -> int | None: ...
 
 
-class FallbackSweeper:
+class FallbackSweeper(LoopWorker):
     def __init__(
         self,
         store: FallbackDeadlines,
@@ -52,12 +52,6 @@ class FallbackSweeper:
             what="fallback sweep",
             logger=log,
         )
-
-    def start(self) -> None:
-        self._loop.start()
-
-    async def close(self) -> None:
-        await self._loop.close()
 
     async def sweep(self) -> int:
         """Fire every due leg; returns how many fired here."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from server.aio import IDLE, WorkerLoop
+from server.aio import IDLE, LoopWorker, WorkerLoop
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +16,7 @@ class Retention(Protocol):
     async def prune_events(self, retention_ms: int) -> int: ...
 
 
-class Housekeeper:
+class Housekeeper(LoopWorker):
     def __init__(
         self, store: Retention, *, event_retention_ms: int, interval_s: float = 60.0
     ) -> None:
@@ -26,9 +26,6 @@ class Housekeeper:
             "housekeeping", self._round, interval=interval_s, what="housekeeping", logger=log
         )
 
-    def start(self) -> None:
-        self._loop.start()
-
     async def run_once(self) -> None:
         await self._store.prune()
         await self._store.prune_events(self._retention_ms)
@@ -36,6 +33,3 @@ class Housekeeper:
     async def _round(self) -> float | None:
         await self.run_once()
         return IDLE
-
-    async def close(self) -> None:
-        await self._loop.close()

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Collection
 from typing import Protocol
 
-from server.aio import IDLE, WorkerLoop
+from server.aio import IDLE, LoopWorker, WorkerLoop
 from server.channels import ChannelRegistry
 from server.dispatch.receipts import ReceiptStore, record_receipt
 from server.domain.models import Receipt
@@ -43,7 +43,7 @@ class UnconfirmedSends(ReceiptStore, Protocol):
     async def still_on_its_way(self, message_id: str, said: str, rules: ReceiptRules) -> bool: ...
 
 
-class ReceiptTimeoutSweeper:
+class ReceiptTimeoutSweeper(LoopWorker):
     def __init__(
         self,
         store: UnconfirmedSends,
@@ -65,12 +65,6 @@ class ReceiptTimeoutSweeper:
             what="receipt timeout sweep",
             logger=log,
         )
-
-    def start(self) -> None:
-        self._loop.start()
-
-    async def close(self) -> None:
-        await self._loop.close()
 
     async def sweep(self) -> int:
         """One round; returns how many messages reached a final status in it."""

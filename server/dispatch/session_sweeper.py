@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from server.aio import IDLE, WorkerLoop
+from server.aio import IDLE, LoopWorker, WorkerLoop
 
 log = logging.getLogger(__name__)
 
@@ -14,7 +14,7 @@ class InactiveSessions(Protocol):
     async def close_inactive_sessions(self, timeout_ms: int) -> int: ...
 
 
-class InactivitySweeper:
+class InactivitySweeper(LoopWorker):
     def __init__(self, store: InactiveSessions, *, timeout_ms: int, interval: float) -> None:
         self._store = store
         self._timeout_ms = timeout_ms
@@ -26,12 +26,6 @@ class InactivitySweeper:
             what="session inactivity sweep",
             logger=log,
         )
-
-    def start(self) -> None:
-        self._loop.start()
-
-    async def close(self) -> None:
-        await self._loop.close()
 
     async def sweep(self) -> int:
         """Close every session past the timeout; a backlog is worked off in rounds."""
