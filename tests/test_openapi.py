@@ -7,12 +7,15 @@ import re
 from typing import Any
 
 import aiohttp
+from hypothesis import given
+from hypothesis import strategies as st
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation import OpenAPIV31SpecValidator
 
 from adapters.registry import PROVIDERS
 from server.gateway.openapi import build_openapi
 from server.gateway.routes import build_routes
+from server.gateway.schemas import int_text_pattern
 from support.hub import rest_session, running_hub
 from support.inbound import TOKEN, inbound_hub
 
@@ -301,3 +304,63 @@ async def test_the_request_id_length_is_the_one_echoed(tmp_path: Any) -> None:
                 echoed.append(resp.headers["X-Request-Id"] == "r" * size)
     # Longer ids are replaced rather than refused, as the parameter says.
     assert echoed == [True, False]
+
+
+# -- what a field takes --------------------------------------------------------------------
+
+
+def _property(spec: dict[str, Any], schema: str, name: str) -> dict[str, Any]:
+    props: dict[str, Any] = spec["components"]["schemas"][schema]["properties"]
+    return dict(props[name])
+
+
+def test_text_fields_publish_the_nul_rule_numbers_and_null() -> None:
+    spec = build_openapi(build_routes())
+    body = _property(spec, "cim.v1.OutboundText", "body")
+    # Optional text takes numbers (as their text) and null (as not given); no NUL.
+    assert set(body["type"]) == {"string", "number", "null"}
+    assert re.search(body["pattern"], "hi") and not re.search(body["pattern"], "h\x00i")
+    # A pattern's digits could break: patterned text takes text only.
+    provider = _property(spec, "cim.v1.Channel", "provider")
+    assert provider["type"] == "string"
+    channel_id = _property(spec, "cim.v1.SendMessageRequest", "channelId")
+    assert channel_id["type"] == ["string", "number"] and channel_id["minLength"] == 1
+
+
+def test_whole_numbers_publish_their_text_form_and_ranges() -> None:
+    spec = build_openapi(build_routes())
+    step = spec["components"]["schemas"]["cim.v1.FallbackStep"]
+    deadline = step["properties"]["deadlineSeconds"]
+    assert (deadline["minimum"], deadline["maximum"]) == (1, 86400)
+    # 0 is what an unset proto3 number reads as, outside the range: it is needed.
+    assert "deadlineSeconds" in step["required"]
+    pattern = re.compile(deadline["pattern"])
+    for text, taken in [("1", True), ("0086400", True), ("86401", False), ("0", False)]:
+        assert bool(pattern.fullmatch(text)) is taken, text
+    sends = [spec["components"]["schemas"][n] for n in ("cim.v1.SendMessageRequest",)]
+    assert sends[0]["properties"]["fallback"]["maxItems"] == 4
+
+
+def test_a_oneof_is_published_as_at_most_one_member() -> None:
+    spec = build_openapi(build_routes())
+    body = spec["components"]["schemas"]["cim.v1.MessageBody"]
+    members = {"plain", "media", "location", "contact", "url", "button", "wrapUp"}
+    branches = body["anyOf"]
+    assert members <= {key for b in branches for key in b["properties"]}
+    # In every branch all members but one are null or absent.
+    assert all(len(b["properties"]) == len(branches) - 1 for b in branches)
+
+
+@given(
+    low=st.integers(-(10**7), 10**7),
+    span=st.integers(0, 10**7),
+    value=st.integers(-(2 * 10**7), 2 * 10**7),
+    zeros=st.integers(0, 2),
+)
+def test_a_whole_number_pattern_matches_exactly_the_texts_in_range(
+    low: int, span: int, value: int, zeros: int
+) -> None:
+    pattern = re.compile(int_text_pattern(low, low + span))
+    text = ("-" if value < 0 else "") + "0" * zeros + str(abs(value))
+    assert bool(pattern.fullmatch(text)) is (low <= value <= low + span)
+    assert not pattern.fullmatch(f"{value}.0") and not pattern.fullmatch(f"+{abs(value)}")

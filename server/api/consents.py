@@ -23,8 +23,6 @@ from server.domain.consent import (
 from server.domain.errors import FieldViolation, invalid
 from server.storage.store import SqlStore
 
-_MAX_KEYWORDS = 100
-
 
 def _state_to_proto(state: ConsentState) -> pb.ConsentState.ValueType:
     return pb.ConsentState.Value(f"CONSENT_STATE_{state.value}")
@@ -156,8 +154,6 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
             words = list(getattr(given, name))
             json_name = given.DESCRIPTOR.fields_by_name[name].json_name
             problems.extend(check_keywords(words, f"settings.{json_name}"))
-            if len(words) > _MAX_KEYWORDS:
-                problems.append(FieldViolation(f"settings.{json_name}", f"at most {_MAX_KEYWORDS}"))
         if problems:
             raise invalid(problems)
         settings = ConsentSettings(

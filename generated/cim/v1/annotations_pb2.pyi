@@ -16,6 +16,7 @@ PATTERN_FIELD_NUMBER: _builtins.int
 MINIMUM_FIELD_NUMBER: _builtins.int
 MAXIMUM_FIELD_NUMBER: _builtins.int
 FETCHED_URL_FIELD_NUMBER: _builtins.int
+MAX_ITEMS_FIELD_NUMBER: _builtins.int
 http_success_code: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _builtins.int]
 """HTTP status the facade answers a successful call with; 200 when unset."""
 max_length: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.int]
@@ -30,3 +31,5 @@ fetched_url: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOpti
 """The text is a URL that the hub or a provider will fetch, so it must pass
 the outbound guard when it is submitted, as well as when it is fetched.
 """
+max_items: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.int]
+"""Most items the server accepts in this repeated field, when set."""
