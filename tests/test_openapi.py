@@ -292,7 +292,8 @@ async def test_published_maxima_are_enforced_and_the_maximum_is_accepted(db_url:
 
 async def test_the_request_id_length_is_the_one_echoed(tmp_path: Any) -> None:
     spec = build_openapi(build_routes())
-    top = spec["components"]["parameters"]["RequestId"]["schema"]["maxLength"]
+    # The longest id the answer's X-Request-Id header may echo.
+    top = spec["components"]["headers"]["RequestId"]["schema"]["maxLength"]
     async with running_hub(f"sqlite+aiosqlite:///{tmp_path}/hub.db") as hub:
         url = f"http://127.0.0.1:{hub.http_port}/api/v1/messages"
         echoed = []
@@ -304,6 +305,52 @@ async def test_the_request_id_length_is_the_one_echoed(tmp_path: Any) -> None:
                 echoed.append(resp.headers["X-Request-Id"] == "r" * size)
     # Longer ids are replaced rather than refused, as the parameter says.
     assert echoed == [True, False]
+    assert "maxLength" not in spec["components"]["parameters"]["RequestId"]["schema"]
+
+
+# -- headers -------------------------------------------------------------------------------
+
+
+async def test_credentials_no_key_could_match_are_401_and_other_headers_400(db_url: str) -> None:
+    spec = build_openapi(build_routes())
+    headers = spec["components"]["parameters"]
+    url_path = "/api/v1/messages"
+    cases = [
+        # (extra headers, status, the header the refusal names)
+        ({}, 200, ""),
+        ({"Authorization": "Bearer a\tb"}, 401, "authorization"),
+        ({"x-api-key": "k\tk"}, 401, "x-api-key"),
+        # A key is not used in place of a credential the caller meant.
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, 401, ""),
+        ({"Idempotency-Key": "k\tk"}, 400, "idempotency-key"),
+        ({"tracestate": "v=\t1"}, 400, "tracestate"),
+        ({"traceparent": "00-a\tb"}, 400, "traceparent"),
+    ]
+    seen = []
+    async with running_hub(db_url) as hub:
+        for extra, status, named in cases:
+            async with (
+                rest_session(headers=extra) as http,
+                http.get(f"http://127.0.0.1:{hub.http_port}{url_path}") as resp,
+            ):
+                reply = await resp.json()
+            assert resp.status == status, (extra, reply)
+            if named:
+                assert _fields(reply) == {named}, (extra, reply)
+            seen.append((list(extra), resp.status))
+    # The headers the façade passes on are documented as printable ASCII.
+    for name in ("IdempotencyKey", "Traceparent", "Tracestate"):
+        pattern = headers[name]["schema"]["pattern"]
+        assert re.search(pattern, "abc ~!") and not re.search(pattern, "a\tb"), name
+    print("\n(headers, status):", seen)
+
+
+def test_the_request_id_is_documented_as_taken_whatever_it_is_and_echoed_bounded() -> None:
+    spec = build_openapi(build_routes())
+    assert spec["components"]["parameters"]["RequestId"]["schema"] == {"type": "string"}
+    send = spec["paths"]["/api/v1/message/send"]["post"]["responses"]
+    for code in ("200", "400", "401"):
+        assert send[code]["headers"]["X-Request-Id"] == {"$ref": "#/components/headers/RequestId"}
 
 
 # -- what a field takes --------------------------------------------------------------------

@@ -68,6 +68,8 @@ _FORWARDED_HEADERS = {
     "tracestate": "tracestate",
 }
 
+_CREDENTIALS = frozenset({"authorization", "x-api-key", "x-api-id", "x-verify-token"})
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -181,9 +183,22 @@ def _metadata(request: web.Request) -> list[tuple[str, str]]:
         if value is None:
             continue
         if not _metadata_safe(value):
+            if header in _CREDENTIALS:
+                # No credential holds such text, so the caller is not authenticated.
+                raise _unauthenticated(header, "must be printable ASCII")
             raise _bad_request("INVALID_HEADER", header, "must be printable ASCII")
         metadata.append((key, value))
     return metadata
+
+
+def _unauthenticated(header: str, description: str) -> GatewayError:
+    return GatewayError(
+        http_status=401,
+        status_key="UNAUTHENTICATED",
+        message=f"{header}: {description}",
+        reason="INVALID_CREDENTIALS",
+        errors=(ErrorDetail(header, description),),
+    )
 
 
 def _handler_for(channel: grpc.aio.Channel, route: Route) -> Handler:

@@ -21,7 +21,7 @@ from server.api.verify import VERIFY_TOKEN_HEADER
 from .app import MAX_REQUEST_ID
 from .extra_routes import EXTRA_ROUTES, json_content
 from .routes import Route
-from .schemas import JSON_VALUE, Schemas, json_value_schema
+from .schemas import JSON_VALUE, PRINTABLE_ASCII, Schemas, json_value_schema
 
 __all__ = ["build_openapi"]
 
@@ -30,8 +30,16 @@ _VARIABLE = re.compile(r"\{([^}=]+)(?:=[^}]*)?\}")
 _ERROR_REF = {"$ref": "#/components/schemas/ApiErrorResponse"}
 
 
+_HEADER_REFS = [
+    {"$ref": f"#/components/parameters/{name}"}
+    for name in ("IdempotencyKey", "RequestId", "Traceparent", "Tracestate")
+]
+# Every answer names the trace it belongs to.
+_ECHOED = {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}}
+
+
 def _envelope_error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": json_content(_ERROR_REF)}
+    return {"description": description, "headers": _ECHOED, "content": json_content(_ERROR_REF)}
 
 
 # -- operations -------------------------------------------------------------------------
@@ -154,8 +162,7 @@ def _operation(
         "parameters": [
             *_path_parameters(route, schemas, names),
             *_query_parameters(route, schemas, bound),
-            {"$ref": "#/components/parameters/IdempotencyKey"},
-            {"$ref": "#/components/parameters/RequestId"},
+            *(_HEADER_REFS),
         ],
     }
     body = _request_body(route, schemas)
@@ -178,6 +185,7 @@ def _operation(
         op["responses"] = {
             code: {
                 "description": "Success",
+                "headers": _ECHOED,
                 "content": json_content(_success_schema(route, schemas)),
             }
         }
@@ -231,22 +239,36 @@ def _components(schemas: Schemas) -> dict[str, Any]:
             "ApiErrorResponse": error,
         },
         "parameters": {
-            "IdempotencyKey": {
-                "name": IDEMPOTENCY_FIELD,
-                "in": "header",
-                "required": False,
-                "description": "Makes retries of a mutation safe for 24 hours; a longer "
-                "key is refused with 400.",
-                "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
-            },
+            "IdempotencyKey": _header(
+                IDEMPOTENCY_FIELD,
+                "Makes retries of a mutation safe for 24 hours; a longer key is refused "
+                "with 400. Empty counts as none.",
+                maxLength=MAX_IDEMPOTENCY_KEY,
+            ),
             "RequestId": {
                 "name": "x-request-id",
                 "in": "header",
                 "required": False,
-                "description": "Trace id echoed as traceid; one is made up when absent, "
-                "longer than this or not printable ASCII.",
-                "schema": {"type": "string", "maxLength": MAX_REQUEST_ID},
+                "description": "Trace id echoed as traceid and X-Request-Id; one is made up "
+                f"when it is absent, longer than {MAX_REQUEST_ID} characters or not printable "
+                "ASCII, so no value is refused.",
+                "schema": {"type": "string"},
             },
+            "Traceparent": _header(
+                "traceparent", "W3C trace context the call continues; ignored when malformed."
+            ),
+            "Tracestate": _header("tracestate", "W3C trace state, passed along with traceparent."),
+        },
+        "headers": {
+            "RequestId": {
+                "description": "The caller's x-request-id when usable, else one made up.",
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_REQUEST_ID,
+                    "pattern": PRINTABLE_ASCII,
+                },
+            }
         },
         "securitySchemes": {
             "apiId": {"type": "apiKey", "in": "header", "name": "x-api-id"},
@@ -259,6 +281,17 @@ def _components(schemas: Schemas) -> dict[str, Any]:
                 "description": "The shared token of the inbound webhooks.",
             },
         },
+    }
+
+
+def _header(name: str, description: str, **limits: int) -> dict[str, Any]:
+    """A header the façade passes on as gRPC metadata, which takes printable ASCII only."""
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "description": description + " Printable ASCII only.",
+        "schema": {"type": "string", "pattern": PRINTABLE_ASCII, **limits},
     }
 
 
