@@ -308,6 +308,46 @@ async def test_the_request_id_length_is_the_one_echoed(tmp_path: Any) -> None:
     assert "maxLength" not in spec["components"]["parameters"]["RequestId"]["schema"]
 
 
+# -- bodies ----------------------------------------------------------------------------------
+
+
+def _body_routes(spec: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(method, path, required) of every proto operation that takes a JSON body."""
+    found = []
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            body = op.get("requestBody") if isinstance(op, dict) else None
+            if path.startswith("/api/") and body is not None:
+                found.append((method.upper(), path, bool(body.get("required"))))
+    return found
+
+
+async def test_a_body_the_document_requires_is_refused_when_left_out(db_url: str) -> None:
+    spec = build_openapi(build_routes())
+    routes = _body_routes(spec)
+    # The public API's reference documents the webhook's body as required.
+    assert ("POST", "/api/v1/config/webhook", True) in routes
+    answers: dict[tuple[str, str], tuple[int, list[str]]] = {}
+    async with inbound_hub(db_url) as hub, rest_session(headers={"x-verify-token": TOKEN}) as http:
+        base = f"http://127.0.0.1:{hub.http_port}"
+        for method, path, _required in routes:
+            url = base + _PLACEHOLDER.sub("x", path)
+            async with http.request(method, url) as resp:
+                reply = await resp.json()
+            answers[(method, path)] = (resp.status, [e["field"] for e in reply.get("errors", [])])
+        json_null = {"data": b"null", "headers": {"Content-Type": "application/json"}}
+        async with http.post(base + "/api/v1/config/webhook", **json_null) as resp:
+            null_body = (resp.status, await resp.json())
+    for method, path, required in routes:
+        status, fields = answers[(method, path)]
+        if required:
+            assert (status, fields) == (400, ["body"]), (method, path, status, fields)
+        else:
+            assert "body" not in fields, (method, path, status, fields)
+    assert any(not required for *_, required in routes)
+    assert null_body[0] == 400 and _fields(null_body[1]) == {"body"}, null_body
+
+
 # -- headers -------------------------------------------------------------------------------
 
 

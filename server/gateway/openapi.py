@@ -122,7 +122,8 @@ def _request_body(route: Route, schemas: Schemas) -> dict[str, Any] | None:
             schema = schemas.message(field.child(), inner)
         else:
             schema = schemas.single(field)
-    return {"required": True, "content": json_content(schema)}
+    # Without its body a call is refused, unless the method says it may be left out.
+    return {"required": not route.body_optional, "content": json_content(schema)}
 
 
 def _success_schema(route: Route, schemas: Schemas) -> dict[str, Any]:
