@@ -438,6 +438,34 @@ def test_a_oneof_is_published_as_at_most_one_member() -> None:
     assert all(len(b["properties"]) == len(branches) - 1 for b in branches)
 
 
+async def test_declared_list_limits_and_patterns_are_enforced(db_url: str) -> None:
+    spec = build_openapi(build_routes())
+    keywords = spec["components"]["schemas"]["cim.v1.ConsentSettings"]["properties"]
+    top = keywords["optOutKeywords"]["maxItems"]
+    kind = next(
+        p["schema"]
+        for p in spec["paths"]["/api/v1/consents/{channel_type}/{address}"]["get"]["parameters"]
+        if p.get("name") == "channel_type"
+    )
+    async with running_hub(db_url) as hub, rest_session() as http:
+        base = f"http://127.0.0.1:{hub.http_port}"
+        answers = []
+        for count in (top + 1, top):
+            words = [f"stop{i}" for i in range(count)]
+            body = {"settings": {"optOutKeywords": words}}
+            async with http.put(f"{base}/api/v1/consent-settings", json=body) as resp:
+                answers.append((resp.status, _fields(await resp.json())))
+        for value in ("S%20MS", "SMS"):
+            async with http.get(f"{base}/api/v1/consents/{value}/%2B447911123456") as resp:
+                answers.append((resp.status, _fields(await resp.json())))
+    assert answers[0] == (400, {"settings.optOutKeywords"})
+    assert answers[1][0] == 200
+    assert answers[2] == (400, {"channelType"})
+    # Nothing recorded for the address yet: not found, and not refused.
+    assert answers[3] == (404, set())
+    assert re.search(kind["pattern"], "SMS") and not re.search(kind["pattern"], "S MS")
+
+
 @given(
     low=st.integers(-(10**7), 10**7),
     span=st.integers(0, 10**7),
