@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from cim.v1 import (
     cim_message_pb2,
     config_service_pb2,
+    content_pb2,
     delivery_pb2,
     messaging_service_pb2,
     outbound_pb2,
@@ -88,6 +89,36 @@ def test_ints_accept_quoted_and_integral_numbers() -> None:
     assert parse({"validity": "3600"}, batch).validity == 3600
     assert parse({"validity": 3600.0}, batch).validity == 3600
     assert parse({"priority": 2}, batch).priority == 2
+
+
+def test_text_with_a_pattern_takes_no_numbers() -> None:
+    # The digits of a number could break the pattern, so the number is refused
+    # as a number, as the document's type says.
+    err = error_of({"provider": 5}, config_service_pb2.Channel)
+    assert (err.field, err.description) == ("provider", "expected a string, got a number")
+    assert parse({"channelId": 5}, Send).channel_id == "5"
+
+
+@pytest.mark.parametrize("text", ["3.6e3", "+3600", " 3600", "3600.0", "\u0663\u0666\u0660\u0660"])
+def test_quoted_whole_numbers_are_plain_decimal_digits(text: str) -> None:
+    batch = messaging_service_pb2.SendBatchRequest
+    assert parse({"validity": "0003600"}, batch).validity == 3600
+    err = error_of({"validity": text}, batch)
+    assert (err.field, err.description) == ("validity", "expected an integer, got a string")
+
+
+def test_fractional_numbers_as_text_are_decimal_or_protojson_words() -> None:
+    for text, number in [("1.5", 1.5), ("-2e10", -2e10), ("Infinity", float("inf"))]:
+        assert parse({"latitude": text}, content_pb2.Suggestion).latitude == number
+    for text in ("1_000", " 1", "0x10", "inf", "1e999"):
+        assert error_of({"latitude": text}, content_pb2.Suggestion).field == "latitude", text
+
+
+@pytest.mark.parametrize("value", ["UNSPECIFIED", "outbound_message_type_unspecified", 0])
+def test_an_enum_left_unspecified_is_left_out_rather_than_sent(value: object) -> None:
+    err = error_of({"type": value})
+    assert err.field == "type"
+    assert "UNSPECIFIED" not in err.description.partition("expected one of")[2]
 
 
 # -- enums -----------------------------------------------------------------------------

@@ -7,12 +7,15 @@ import re
 from typing import Any
 
 import aiohttp
+from hypothesis import given
+from hypothesis import strategies as st
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation import OpenAPIV31SpecValidator
 
 from adapters.registry import PROVIDERS
 from server.gateway.openapi import build_openapi
 from server.gateway.routes import build_routes
+from server.gateway.schemas import int_text_pattern
 from support.hub import rest_session, running_hub
 from support.inbound import TOKEN, inbound_hub
 
@@ -289,7 +292,8 @@ async def test_published_maxima_are_enforced_and_the_maximum_is_accepted(db_url:
 
 async def test_the_request_id_length_is_the_one_echoed(tmp_path: Any) -> None:
     spec = build_openapi(build_routes())
-    top = spec["components"]["parameters"]["RequestId"]["schema"]["maxLength"]
+    # The longest id the answer's X-Request-Id header may echo.
+    top = spec["components"]["headers"]["RequestId"]["schema"]["maxLength"]
     async with running_hub(f"sqlite+aiosqlite:///{tmp_path}/hub.db") as hub:
         url = f"http://127.0.0.1:{hub.http_port}/api/v1/messages"
         echoed = []
@@ -301,3 +305,177 @@ async def test_the_request_id_length_is_the_one_echoed(tmp_path: Any) -> None:
                 echoed.append(resp.headers["X-Request-Id"] == "r" * size)
     # Longer ids are replaced rather than refused, as the parameter says.
     assert echoed == [True, False]
+    assert "maxLength" not in spec["components"]["parameters"]["RequestId"]["schema"]
+
+
+# -- bodies ----------------------------------------------------------------------------------
+
+
+def _body_routes(spec: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(method, path, required) of every proto operation that takes a JSON body."""
+    found = []
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            body = op.get("requestBody") if isinstance(op, dict) else None
+            if path.startswith("/api/") and body is not None:
+                found.append((method.upper(), path, bool(body.get("required"))))
+    return found
+
+
+async def test_a_body_the_document_requires_is_refused_when_left_out(db_url: str) -> None:
+    spec = build_openapi(build_routes())
+    routes = _body_routes(spec)
+    # The public API's reference documents the webhook's body as required.
+    assert ("POST", "/api/v1/config/webhook", True) in routes
+    answers: dict[tuple[str, str], tuple[int, list[str]]] = {}
+    async with inbound_hub(db_url) as hub, rest_session(headers={"x-verify-token": TOKEN}) as http:
+        base = f"http://127.0.0.1:{hub.http_port}"
+        for method, path, _required in routes:
+            url = base + _PLACEHOLDER.sub("x", path)
+            async with http.request(method, url) as resp:
+                reply = await resp.json()
+            answers[(method, path)] = (resp.status, [e["field"] for e in reply.get("errors", [])])
+        json_null = {"data": b"null", "headers": {"Content-Type": "application/json"}}
+        async with http.post(base + "/api/v1/config/webhook", **json_null) as resp:
+            null_body = (resp.status, await resp.json())
+    for method, path, required in routes:
+        status, fields = answers[(method, path)]
+        if required:
+            assert (status, fields) == (400, ["body"]), (method, path, status, fields)
+        else:
+            assert "body" not in fields, (method, path, status, fields)
+    assert any(not required for *_, required in routes)
+    assert null_body[0] == 400 and _fields(null_body[1]) == {"body"}, null_body
+
+
+# -- headers -------------------------------------------------------------------------------
+
+
+async def test_credentials_no_key_could_match_are_401_and_other_headers_400(db_url: str) -> None:
+    spec = build_openapi(build_routes())
+    headers = spec["components"]["parameters"]
+    url_path = "/api/v1/messages"
+    cases = [
+        # (extra headers, status, the header the refusal names)
+        ({}, 200, ""),
+        ({"Authorization": "Bearer a\tb"}, 401, "authorization"),
+        ({"x-api-key": "k\tk"}, 401, "x-api-key"),
+        # A key is not used in place of a credential the caller meant.
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, 401, ""),
+        ({"Idempotency-Key": "k\tk"}, 400, "idempotency-key"),
+        ({"tracestate": "v=\t1"}, 400, "tracestate"),
+        ({"traceparent": "00-a\tb"}, 400, "traceparent"),
+    ]
+    seen = []
+    async with running_hub(db_url) as hub:
+        for extra, status, named in cases:
+            async with (
+                rest_session(headers=extra) as http,
+                http.get(f"http://127.0.0.1:{hub.http_port}{url_path}") as resp,
+            ):
+                reply = await resp.json()
+            assert resp.status == status, (extra, reply)
+            if named:
+                assert _fields(reply) == {named}, (extra, reply)
+            seen.append((list(extra), resp.status))
+    # The headers the façade passes on are documented as printable ASCII.
+    for name in ("IdempotencyKey", "Traceparent", "Tracestate"):
+        pattern = headers[name]["schema"]["pattern"]
+        assert re.search(pattern, "abc ~!") and not re.search(pattern, "a\tb"), name
+    print("\n(headers, status):", seen)
+
+
+def test_the_request_id_is_documented_as_taken_whatever_it_is_and_echoed_bounded() -> None:
+    spec = build_openapi(build_routes())
+    assert spec["components"]["parameters"]["RequestId"]["schema"] == {"type": "string"}
+    send = spec["paths"]["/api/v1/message/send"]["post"]["responses"]
+    for code in ("200", "400", "401"):
+        assert send[code]["headers"]["X-Request-Id"] == {"$ref": "#/components/headers/RequestId"}
+
+
+# -- what a field takes --------------------------------------------------------------------
+
+
+def _property(spec: dict[str, Any], schema: str, name: str) -> dict[str, Any]:
+    props: dict[str, Any] = spec["components"]["schemas"][schema]["properties"]
+    return dict(props[name])
+
+
+def test_text_fields_publish_the_nul_rule_numbers_and_null() -> None:
+    spec = build_openapi(build_routes())
+    body = _property(spec, "cim.v1.OutboundText", "body")
+    # Optional text takes numbers (as their text) and null (as not given); no NUL.
+    assert set(body["type"]) == {"string", "number", "null"}
+    assert re.search(body["pattern"], "hi") and not re.search(body["pattern"], "h\x00i")
+    # A pattern's digits could break: patterned text takes text only.
+    provider = _property(spec, "cim.v1.Channel", "provider")
+    assert provider["type"] == "string"
+    channel_id = _property(spec, "cim.v1.SendMessageRequest", "channelId")
+    assert channel_id["type"] == ["string", "number"] and channel_id["minLength"] == 1
+
+
+def test_whole_numbers_publish_their_text_form_and_ranges() -> None:
+    spec = build_openapi(build_routes())
+    step = spec["components"]["schemas"]["cim.v1.FallbackStep"]
+    deadline = step["properties"]["deadlineSeconds"]
+    assert (deadline["minimum"], deadline["maximum"]) == (1, 86400)
+    # 0 is what an unset proto3 number reads as, outside the range: it is needed.
+    assert "deadlineSeconds" in step["required"]
+    pattern = re.compile(deadline["pattern"])
+    for text, taken in [("1", True), ("0086400", True), ("86401", False), ("0", False)]:
+        assert bool(pattern.fullmatch(text)) is taken, text
+    sends = [spec["components"]["schemas"][n] for n in ("cim.v1.SendMessageRequest",)]
+    assert sends[0]["properties"]["fallback"]["maxItems"] == 4
+
+
+def test_a_oneof_is_published_as_at_most_one_member() -> None:
+    spec = build_openapi(build_routes())
+    body = spec["components"]["schemas"]["cim.v1.MessageBody"]
+    members = {"plain", "media", "location", "contact", "url", "button", "wrapUp"}
+    branches = body["anyOf"]
+    assert members <= {key for b in branches for key in b["properties"]}
+    # In every branch all members but one are null or absent.
+    assert all(len(b["properties"]) == len(branches) - 1 for b in branches)
+
+
+async def test_declared_list_limits_and_patterns_are_enforced(db_url: str) -> None:
+    spec = build_openapi(build_routes())
+    keywords = spec["components"]["schemas"]["cim.v1.ConsentSettings"]["properties"]
+    top = keywords["optOutKeywords"]["maxItems"]
+    kind = next(
+        p["schema"]
+        for p in spec["paths"]["/api/v1/consents/{channel_type}/{address}"]["get"]["parameters"]
+        if p.get("name") == "channel_type"
+    )
+    async with running_hub(db_url) as hub, rest_session() as http:
+        base = f"http://127.0.0.1:{hub.http_port}"
+        answers = []
+        for count in (top + 1, top):
+            words = [f"stop{i}" for i in range(count)]
+            body = {"settings": {"optOutKeywords": words}}
+            async with http.put(f"{base}/api/v1/consent-settings", json=body) as resp:
+                answers.append((resp.status, _fields(await resp.json())))
+        for value in ("S%20MS", "SMS"):
+            async with http.get(f"{base}/api/v1/consents/{value}/%2B447911123456") as resp:
+                answers.append((resp.status, _fields(await resp.json())))
+    assert answers[0] == (400, {"settings.optOutKeywords"})
+    assert answers[1][0] == 200
+    assert answers[2] == (400, {"channelType"})
+    # Nothing recorded for the address yet: not found, and not refused.
+    assert answers[3] == (404, set())
+    assert re.search(kind["pattern"], "SMS") and not re.search(kind["pattern"], "S MS")
+
+
+@given(
+    low=st.integers(-(10**7), 10**7),
+    span=st.integers(0, 10**7),
+    value=st.integers(-(2 * 10**7), 2 * 10**7),
+    zeros=st.integers(0, 2),
+)
+def test_a_whole_number_pattern_matches_exactly_the_texts_in_range(
+    low: int, span: int, value: int, zeros: int
+) -> None:
+    pattern = re.compile(int_text_pattern(low, low + span))
+    text = ("-" if value < 0 else "") + "0" * zeros + str(abs(value))
+    assert bool(pattern.fullmatch(text)) is (low <= value <= low + span)
+    assert not pattern.fullmatch(f"{value}.0") and not pattern.fullmatch(f"+{abs(value)}")

@@ -73,6 +73,8 @@ class Credentials:
     bearer: str = ""
     api_id: str = ""
     api_key: str = ""
+    # An authorization header that is not "Bearer <token>".
+    unusable: bool = False
 
     @staticmethod
     def from_metadata(metadata: object) -> Credentials:
@@ -80,10 +82,12 @@ class Credentials:
         for key, value in metadata or ():  # type: ignore[attr-defined]
             if key in ("authorization", "x-api-id", "x-api-key") and key not in found:
                 found[key] = value if isinstance(value, str) else value.decode()
-        auth = found.get("authorization", "")
+        auth = found.get("authorization", "").strip()
         scheme, _, rest = auth.partition(" ")
         bearer = rest.strip() if scheme.lower() == "bearer" else ""
-        return Credentials(bearer, found.get("x-api-id", ""), found.get("x-api-key", ""))
+        return Credentials(
+            bearer, found.get("x-api-id", ""), found.get("x-api-key", ""), bool(auth and not bearer)
+        )
 
     @property
     def present(self) -> bool:
@@ -111,6 +115,11 @@ class Authenticator:
         self._app_cache: dict[str, tuple[float, str | None]] = {}
 
     async def tenant_for(self, creds: Credentials) -> str:
+        if creds.unusable:
+            # Not ignored in favour of a key sent alongside: the caller meant it.
+            raise DomainError(
+                Code.UNAUTHENTICATED, "INVALID_TOKEN", "authorization must be Bearer <JWT>"
+            )
         if creds.bearer:
             # A token wins over a key sent alongside it; the key is not looked at.
             return await self._by_token(creds.bearer)

@@ -25,8 +25,6 @@ from server.domain.errors import FieldViolation, invalid
 from server.domain.models import Page
 from server.domain.paging import CONSENTS, PageRequest
 
-_MAX_KEYWORDS = 100
-
 
 def _state_to_proto(state: ConsentState) -> pb.ConsentState.ValueType:
     return pb.ConsentState.Value(f"CONSENT_STATE_{state.value}")
@@ -184,8 +182,6 @@ class ConsentServicer(pb_grpc.ConsentServiceServicer):
             words = list(getattr(given, name))
             json_name = given.DESCRIPTOR.fields_by_name[name].json_name
             problems.extend(check_keywords(words, f"settings.{json_name}"))
-            if len(words) > _MAX_KEYWORDS:
-                problems.append(FieldViolation(f"settings.{json_name}", f"at most {_MAX_KEYWORDS}"))
         if problems:
             raise invalid(problems)
         settings = ConsentSettings(

@@ -24,7 +24,12 @@ from google.protobuf.message import Message
 from cim.v1 import annotations_pb2
 
 __all__ = [
+    "FLOAT_TEXT",
+    "FLOAT_WORDS",
+    "FRACTION_TEXT_MAX",
+    "INT_TEXT",
     "INT_TYPES",
+    "MAX_FREE_FORM_DEPTH",
     "EnumFacts",
     "FieldFacts",
     "IntType",
@@ -58,6 +63,18 @@ class Kind(enum.Enum):
 
 
 FREE_FORM = frozenset({Kind.STRUCT, Kind.VALUE, Kind.LIST})
+
+# A JSON number sent for a text field becomes its text (the public API's zip
+# codes and WhatsApp ids), where no pattern could refuse the digits and the
+# limit leaves room for any fraction's text, which is at most this long.
+FRACTION_TEXT_MAX = 24
+# A whole number sent as text, as ProtoJSON allows: plain decimal digits.
+INT_TEXT = re.compile(r"-?[0-9]+")
+# A fractional number sent as text: decimal, short enough to stay finite.
+FLOAT_TEXT = r"-?[0-9]{1,17}(?:\.[0-9]{1,17})?(?:[eE][-+]?[0-9]{1,2})?"
+FLOAT_WORDS = ("NaN", "Infinity", "-Infinity")
+# Free-form JSON (Struct, Value, ListValue) is nested at most this deep.
+MAX_FREE_FORM_DEPTH = 24
 _WELL_KNOWN = {
     "google.protobuf.Struct": Kind.STRUCT,
     "google.protobuf.Value": Kind.VALUE,
@@ -128,11 +145,12 @@ class EnumFacts:
         return number if value is None else _without(self.prefix, value.name)
 
     def number_of(self, text: str) -> int | None:
-        """The value the full or the prefix-less name gives, in any case; None for none."""
+        """The value the full or the prefix-less name gives, in any case; None for
+        none, and for *_UNSPECIFIED, which a caller leaves the field out for."""
         wanted = text.strip().upper()
         for candidate in (wanted, self.prefix + wanted):
             value = self.descriptor.values_by_name.get(candidate)
-            if value is not None:
+            if value is not None and value.number in self.numbers:
                 return int(value.number)
         return None
 
@@ -186,6 +204,8 @@ class FieldFacts:
     json_name: str
     kind: Kind
     repeated: bool = False
+    # Refused when left out: REQUIRED, or a whole number whose declared range
+    # leaves out the 0 an unset field reads as.
     required: bool = False
     # Text: the longest accepted, a pattern to match, and whether the hub or a
     # provider fetches it (so it must pass the outbound guard at submit time).
@@ -197,6 +217,8 @@ class FieldFacts:
     minimum: int | None = None
     maximum: int | None = None
     enum: EnumFacts | None = None
+    # Lists: the most items accepted.
+    max_items: int = 0
     # Maps: the key and the value, each with the map's own limit.
     key: FieldFacts | None = None
     value: FieldFacts | None = None
@@ -215,6 +237,12 @@ class FieldFacts:
         if self.maximum is not None:
             return self.maximum
         return self.int_type.high if self.int_type else None
+
+    @property
+    def takes_numbers(self) -> bool:
+        """Text that a JSON number may be sent for (see FRACTION_TEXT_MAX)."""
+        fits = not self.max_length or self.max_length >= FRACTION_TEXT_MAX
+        return self.kind is Kind.TEXT and fits and not self.pattern
 
     @property
     def ranged(self) -> bool:
@@ -277,6 +305,7 @@ def _field(f: FieldDescriptor) -> FieldFacts:
         _SCALARS.get(f.type, Kind.MESSAGE),
         repeated=f.is_repeated,
         required=field_behavior_pb2.REQUIRED in behaviours,
+        max_items=f.GetOptions().Extensions[annotations_pb2.max_items],
     )
     limit = opts.Extensions[annotations_pb2.max_length]
     if base.kind is Kind.MESSAGE:
@@ -304,11 +333,16 @@ def _field(f: FieldDescriptor) -> FieldFacts:
             fetched=opts.Extensions[annotations_pb2.fetched_url],
         )
     if base.kind is Kind.INT:
+        low = _declared(f, annotations_pb2.minimum)
+        high = _declared(f, annotations_pb2.maximum)
+        # proto3 reads an unset number as 0, so a range without 0 needs a value.
+        needs_value = (low or 0) > 0 or (high if high is not None else 0) < 0
         return replace(
             base,
+            required=base.required or (needs_value and not base.repeated),
             int_type=INT_TYPES[f.type],
-            minimum=_declared(f, annotations_pb2.minimum),
-            maximum=_declared(f, annotations_pb2.maximum),
+            minimum=low,
+            maximum=high,
         )
     if base.kind is Kind.ENUM:
         assert f.enum_type is not None
@@ -327,7 +361,7 @@ def _with_limit(facts: FieldFacts, limit: int) -> FieldFacts:
 
 
 def _is_guarded(f: FieldFacts) -> bool:
-    if f.kind is Kind.TEXT or f.kind in FREE_FORM:
+    if f.kind is Kind.TEXT or f.kind in FREE_FORM or f.max_items:
         return True
     if f.kind is Kind.INT:
         return f.ranged and not f.repeated

@@ -3,14 +3,15 @@
 PostgreSQL refuses NUL in text and in jsonb, and refuses text longer than a
 varchar column; either would surface as an internal error. This interceptor
 applies the rules the protos declare (REQUIRED text, max_length, pattern,
-minimum and maximum) and a NUL check to every string of every request,
-including map keys and values and the text inside google.protobuf.Struct, so
-SQLite and PostgreSQL refuse the same input with the same INVALID_ARGUMENT.
-The ``idempotency-key`` metadata is stored too, so it is held to its column's
-length.
+minimum and maximum, max_items) and a NUL check to every string of every
+request, including map keys and values and the text inside
+google.protobuf.Struct, so SQLite and PostgreSQL refuse the same input with the
+same INVALID_ARGUMENT. The ``idempotency-key`` metadata is stored too, so it is
+held to its column's length.
 
-What to check is worked out once per message type; a type with no string
-anywhere below it costs one dictionary lookup.
+What to check comes from the field facts of ``server.api.contract``, worked
+out once per message type, the ones the OpenAPI document publishes; a type with
+nothing to check anywhere below it costs one dictionary lookup.
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ def violations(
         if field.kind is Kind.MAP:
             yield from _map(field, value, path, url_check)
         elif field.repeated:
+            if field.max_items and len(value) > field.max_items:
+                yield FieldViolation(path, f"at most {field.max_items} items")
             for i, item in enumerate(value):
                 yield from _one(field, item, f"{path}[{i}]", url_check)
         elif field.kind is Kind.TEXT or field.kind is Kind.INT or message.HasField(field.name):
@@ -110,10 +113,7 @@ def _one(
             if field.required and not field.repeated:
                 yield FieldViolation(path, "required")
             return
-        bad = _text(field, value, path)
-        # Items of a list are held to the limit and the NUL rule only.
-        if bad is None and not field.repeated:
-            bad = _declared(field, value, path, url_check)
+        bad = _text(field, value, path) or _declared(field, value, path, url_check)
         if bad is not None:
             yield bad
     elif kind is Kind.INT:

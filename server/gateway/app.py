@@ -68,7 +68,11 @@ _FORWARDED_HEADERS = {
     "tracestate": "tracestate",
 }
 
+_CREDENTIALS = frozenset({"authorization", "x-api-key", "x-api-id", "x-verify-token"})
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# What _read_json gives for a request without a body (JSON null is a body).
+_ABSENT: Any = object()
 
 
 def create_app(
@@ -143,13 +147,14 @@ def _unsupported_media_type(content_type: str) -> GatewayError:
 
 
 async def _read_json(request: web.Request) -> Any:
+    """The decoded body, ``_ABSENT`` when there is none."""
     limit = request.app[_MAX_BODY_KEY]
     # Refuse a declared oversize body before buffering any of it.
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(limit, request.content_length)
     raw = await request.read()
     if not raw.strip():
-        return None
+        return _ABSENT
     # Only JSON is parsed, so a form or a text body cannot be half understood.
     if "Content-Type" not in request.headers:
         raise _unsupported_media_type("none")
@@ -181,9 +186,22 @@ def _metadata(request: web.Request) -> list[tuple[str, str]]:
         if value is None:
             continue
         if not _metadata_safe(value):
+            if header in _CREDENTIALS:
+                # No credential holds such text, so the caller is not authenticated.
+                raise _unauthenticated(header, "must be printable ASCII")
             raise _bad_request("INVALID_HEADER", header, "must be printable ASCII")
         metadata.append((key, value))
     return metadata
+
+
+def _unauthenticated(header: str, description: str) -> GatewayError:
+    return GatewayError(
+        http_status=401,
+        status_key="UNAUTHENTICATED",
+        message=f"{header}: {description}",
+        reason="INVALID_CREDENTIALS",
+        errors=(ErrorDetail(header, description),),
+    )
 
 
 def _handler_for(channel: grpc.aio.Channel, route: Route) -> Handler:
@@ -196,7 +214,11 @@ def _handler_for(channel: grpc.aio.Channel, route: Route) -> Handler:
 
     async def handle(request: web.Request) -> web.StreamResponse:
         body = await _read_json(request) if route.body else None
-        if route.body == "*" and body is not None and not isinstance(body, dict):
+        if body is _ABSENT:
+            if not route.body_optional:
+                raise _bad_request("VALIDATION_FAILED", "body", "required")
+            body = None
+        elif route.body and (body is None or (route.body == "*" and not isinstance(body, dict))):
             raise _bad_request("INVALID_BODY", "body", "expected a JSON object")
         message = build_request(route, body, request.match_info, request.query.items())
         reply = await call(message, metadata=_metadata(request))

@@ -14,7 +14,15 @@ import math
 import re
 from typing import Any
 
-from server.api.contract import EnumFacts, FieldFacts, Kind
+from server.api.contract import (
+    FLOAT_TEXT,
+    FLOAT_WORDS,
+    INT_TEXT,
+    MAX_FREE_FORM_DEPTH,
+    EnumFacts,
+    FieldFacts,
+    Kind,
+)
 
 __all__ = [
     "JsonMappingError",
@@ -26,14 +34,13 @@ __all__ = [
     "loads",
 ]
 
-_FLOAT_WORDS = frozenset({"NaN", "Infinity", "-Infinity"})
+_FLOAT_TEXT = re.compile(FLOAT_TEXT)
+_NUMBER_TEXT = re.compile(r"[-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?")
 # 2**64 has 20 digits, so longer integer text is out of range for every field;
 # stopping there also keeps int() off text long enough to be slow or refused.
 _MAX_INT_DIGITS = 20
 # Integer literals longer than this stay text until a field says what they are.
 _LONG_LITERAL = 64
-# Objects and arrays inside a Struct, Value or ListValue.
-_MAX_FREE_FORM_DEPTH = 24
 
 
 class JsonMappingError(ValueError):
@@ -127,13 +134,7 @@ def _number_text(value: int | float) -> str:
 def coerce_scalar(field: FieldFacts, value: Any, path: str) -> Any:
     kind = field.kind
     if kind is Kind.TEXT:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, LongInteger):
-            return value.text
-        if _is_finite_number(value):
-            return _number_text(value)
-        raise JsonMappingError(path, f"expected a string, got {describe(value)}")
+        return _coerce_text(field, value, path)
     if kind is Kind.BOOL:
         if isinstance(value, bool):
             return value
@@ -153,22 +154,25 @@ def coerce_scalar(field: FieldFacts, value: Any, path: str) -> Any:
     raise JsonMappingError(path, "unsupported field type")
 
 
+def _coerce_text(field: FieldFacts, value: Any, path: str) -> str:
+    if isinstance(value, str):
+        return value
+    if field.takes_numbers:
+        if isinstance(value, LongInteger):
+            return value.text
+        if _is_finite_number(value):
+            return _number_text(value)
+    raise JsonMappingError(path, f"expected a string, got {describe(value)}")
+
+
 def _coerce_float(value: Any, path: str) -> Any:
     if isinstance(value, LongInteger):
         value = float(value.text)
     if _is_finite_number(value):
         return value
     # Quoted "NaN" and "Infinity" are ProtoJSON; bare literals are not JSON at all.
-    if isinstance(value, str):
-        if value in _FLOAT_WORDS:
-            return value
-        try:
-            number = float(value)
-        except ValueError:
-            pass
-        else:
-            if math.isfinite(number):
-                return number
+    if isinstance(value, str) and (value in FLOAT_WORDS or _FLOAT_TEXT.fullmatch(value)):
+        return value if value in FLOAT_WORDS else float(value)
     raise JsonMappingError(path, f"expected a number, got {describe(value)}")
 
 
@@ -178,7 +182,7 @@ def _coerce_enum(field: FieldFacts, value: Any, path: str) -> Any:
     if isinstance(value, str):
         return enum.descriptor.values_by_number[_enum_number(enum, value, path)].name
     if isinstance(value, int) and not isinstance(value, bool):
-        if value in enum.descriptor.values_by_number:
+        if value in enum.numbers:
             return value
         raise JsonMappingError(path, f"unknown value {value}; expected one of: {_allowed(enum)}")
     raise JsonMappingError(path, f"expected an enum name, got {describe(value)}")
@@ -204,20 +208,21 @@ def _integer_of(value: Any) -> int | float | None:
     if not isinstance(value, str):
         return None
     # ProtoJSON allows quoted integers; int64 clients often send them that way.
-    text = value.strip()
-    if re.fullmatch(r"-?\d+", text):
-        if len(text.lstrip("-")) > _MAX_INT_DIGITS:
-            return -math.inf if text.startswith("-") else math.inf
-        return int(text)
-    if not re.fullmatch(r"[-+]?[\d.]+(?:[eE][-+]?\d+)?", text):
-        return None  # also keeps "NaN" and "Infinity" out
-    try:
-        as_float = float(text)
-    except ValueError:
-        return None
-    if math.isinf(as_float):
-        return as_float
-    return int(as_float) if as_float.is_integer() else None
+    if INT_TEXT.fullmatch(value):
+        negative = value.startswith("-")
+        digits = value.lstrip("-").lstrip("0") or "0"
+        if len(digits) > _MAX_INT_DIGITS:
+            return -math.inf if negative else math.inf
+        return -int(digits) if negative else int(digits)
+    # Other number text is refused; past every integer type it is named as such.
+    if _NUMBER_TEXT.fullmatch(value):
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        if abs(number) > 2**64:
+            return number
+    return None
 
 
 def _coerce_int(field: FieldFacts, value: Any, path: str) -> int:
@@ -260,8 +265,8 @@ def free_form(value: Any, path: str) -> Any:
             entries = [(i, f"{where}[{i}]") for i in range(len(node))]
         else:
             continue
-        if depth > _MAX_FREE_FORM_DEPTH:
-            raise JsonMappingError(where, f"nested deeper than {_MAX_FREE_FORM_DEPTH} levels")
+        if depth > MAX_FREE_FORM_DEPTH:
+            raise JsonMappingError(where, f"nested deeper than {MAX_FREE_FORM_DEPTH} levels")
         for key, item_path in entries:
             item = settle(node[key], item_path)
             if item is not node[key]:

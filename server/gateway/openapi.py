@@ -14,20 +14,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from server.api.contract import (
-    EnumFacts,
-    FieldFacts,
-    Kind,
-    MessageFacts,
-    descriptor_of,
-    message_facts,
-)
+from server.api.contract import FieldFacts, Kind, MessageFacts, descriptor_of, message_facts
 from server.api.field_guard import IDEMPOTENCY_FIELD, MAX_IDEMPOTENCY_KEY, WEBHOOKS
 from server.api.verify import VERIFY_TOKEN_HEADER
 
 from .app import MAX_REQUEST_ID
 from .extra_routes import EXTRA_ROUTES, json_content
 from .routes import Route
+from .schemas import JSON_VALUE, PRINTABLE_ASCII, Schemas, json_value_schema
 
 __all__ = ["build_openapi"]
 
@@ -36,117 +30,16 @@ _VARIABLE = re.compile(r"\{([^}=]+)(?:=[^}]*)?\}")
 _ERROR_REF = {"$ref": "#/components/schemas/ApiErrorResponse"}
 
 
+_HEADER_REFS = [
+    {"$ref": f"#/components/parameters/{name}"}
+    for name in ("IdempotencyKey", "RequestId", "Traceparent", "Tracestate")
+]
+# Every answer names the trace it belongs to.
+_ECHOED = {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}}
+
+
 def _envelope_error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": json_content(_ERROR_REF)}
-
-
-# -- JSON Schema from message descriptors ---------------------------------------------
-
-
-class _Schemas:
-    """Collects one component schema per message reached, so recursion is a $ref."""
-
-    def __init__(self) -> None:
-        self.components: dict[str, dict[str, Any]] = {}
-
-    def ref(self, facts: MessageFacts) -> dict[str, Any]:
-        if facts.kind is not Kind.MESSAGE:
-            return dict(_WELL_KNOWN.get(facts.full_name, {}))
-        name = facts.full_name
-        if name not in self.components:
-            self.components[name] = {}  # placeholder: a cycle finds the name already taken
-            self.components[name] = self._message(facts)
-        return {"$ref": f"#/components/schemas/{name}"}
-
-    def _message(self, facts: MessageFacts, omit: frozenset[str] = frozenset()) -> dict[str, Any]:
-        fields = [f for f in facts.fields if f.name not in omit]
-        schema: dict[str, Any] = {
-            "type": "object",
-            "properties": {f.json_name: self.field(f) for f in fields},
-            # The façade refuses unknown fields.
-            "additionalProperties": False,
-        }
-        required = [f.json_name for f in fields if f.required]
-        if required:
-            schema["required"] = required
-        return schema
-
-    def inline(self, facts: MessageFacts, omit: frozenset[str]) -> dict[str, Any]:
-        """A request body without the fields the URL already carries."""
-        if not omit:
-            return self.ref(facts)
-        return self._message(facts, omit)
-
-    def field(self, f: FieldFacts) -> dict[str, Any]:
-        if f.kind is Kind.MAP:
-            assert f.value is not None
-            values = self.single(f.value)
-            schema: dict[str, Any] = {"type": "object", "additionalProperties": values}
-            if f.max_length:
-                # The map's limit holds for its keys and its text values alike.
-                schema["propertyNames"] = {"maxLength": f.max_length}
-            return schema
-        if f.repeated:
-            return {"type": "array", "items": self.single(f)}
-        return self.single(f)
-
-    def single(self, f: FieldFacts) -> dict[str, Any]:
-        if f.message is not None:
-            return self.ref(f.child())
-        schema = scalar_schema(f)
-        if f.minimum is not None:
-            schema["minimum"] = f.minimum
-        if f.maximum is not None:
-            schema["maximum"] = f.maximum
-        if f.max_length:
-            schema["maxLength"] = f.max_length
-        if f.pattern:
-            schema["pattern"] = f.pattern
-        if f.fetched:
-            # Fetched by the hub or a provider: it must pass the outbound guard.
-            schema["format"] = "uri"
-        if f.required and f.kind is Kind.TEXT:
-            # Required text must also be non-empty: proto3 cannot tell "" from unset.
-            schema["minLength"] = 1
-        return schema
-
-
-def scalar_schema(f: FieldFacts) -> dict[str, Any]:
-    kind = f.kind
-    if kind is Kind.TEXT:
-        # The public API's clients send numbers where strings are declared; the
-        # façade turns them into their text.
-        return {"type": ["string", "number"]}
-    if kind is Kind.BOOL:
-        return {"type": "boolean"}
-    if f.int_type is not None:
-        schema: dict[str, Any] = {"type": "integer"}
-        if f.int_type.format:
-            schema["format"] = f.int_type.format
-        schema.update(minimum=f.int_type.low, maximum=f.int_type.high)
-        return schema
-    if kind is Kind.FLOAT:
-        return {"type": "number"}
-    if kind is Kind.BYTES:
-        return {"type": "string", "contentEncoding": "base64"}
-    if f.enum is not None:
-        return enum_schema(f.enum)
-    return {}
-
-
-def enum_schema(enum: EnumFacts) -> dict[str, Any]:
-    return {"type": "string", "enum": list(enum.names)}
-
-
-_WELL_KNOWN: dict[str, dict[str, Any]] = {
-    "google.protobuf.Struct": {"type": "object"},
-    "google.protobuf.Value": {},
-    "google.protobuf.ListValue": {"type": "array"},
-    "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
-    "google.protobuf.Duration": {"type": "string"},
-    "google.protobuf.FieldMask": {"type": "string"},
-    "google.protobuf.Empty": {"type": "object"},
-}
+    return {"description": description, "headers": _ECHOED, "content": json_content(_ERROR_REF)}
 
 
 # -- operations -------------------------------------------------------------------------
@@ -168,7 +61,7 @@ def _request_facts(route: Route) -> MessageFacts:
 
 
 def _query_parameters(
-    route: Route, schemas: _Schemas, bound: frozenset[str]
+    route: Route, schemas: Schemas, bound: frozenset[str]
 ) -> list[dict[str, Any]]:
     if route.body == "*":
         return []
@@ -176,12 +69,15 @@ def _query_parameters(
     for f in _request_facts(route).fields:
         if f.name in bound or f.message is not None or f.kind is Kind.MAP:
             continue
-        schema = schemas.field(f)
+        schema = schemas.parameter(f)
         param: dict[str, Any] = {"name": f.json_name, "in": "query", "schema": schema}
         if f.required:
             param["required"] = True
         if f.repeated:
-            param.update(style="form", explode=True)
+            items: dict[str, Any] = {"type": "array", "items": schema}
+            if f.max_items:
+                items["maxItems"] = f.max_items
+            param.update(schema=items, style="form", explode=True)
         params.append(param)
     return params
 
@@ -195,24 +91,24 @@ def _path_field(route: Route, field_path: str) -> FieldFacts:
     return field
 
 
-def _path_parameters(route: Route, schemas: _Schemas, names: list[str]) -> list[dict[str, Any]]:
+def _path_parameters(route: Route, schemas: Schemas, names: list[str]) -> list[dict[str, Any]]:
     params = []
     for p, name in zip(route.path_params, names, strict=True):
-        schema = dict(schemas.single(_path_field(route, p.field_path)))
-        if schema.get("type") == ["string", "number"]:
-            schema["type"] = "string"
+        schema = schemas.parameter(_path_field(route, p.field_path))
+        if schema.get("type") == "string":
+            # A path segment is never empty.
             schema.setdefault("minLength", 1)
         params.append({"name": name, "in": "path", "required": True, "schema": schema})
     return params
 
 
-def _request_body(route: Route, schemas: _Schemas) -> dict[str, Any] | None:
+def _request_body(route: Route, schemas: Schemas) -> dict[str, Any] | None:
     if not route.body:
         return None
     facts = _request_facts(route)
     if route.body == "*":
         top = frozenset(p.field_path for p in route.path_params if "." not in p.field_path)
-        schema = schemas.inline(facts, top)
+        schema = schemas.message(facts, top) if top else schemas.ref(facts)
     else:
         field = facts.by_key[route.body]
         # Fields of the body that the URL carries (channel.channel_id) are not in it.
@@ -223,13 +119,14 @@ def _request_body(route: Route, schemas: _Schemas) -> dict[str, Any] | None:
             if p.field_path.startswith(prefix) and "." not in p.field_path.removeprefix(prefix)
         )
         if inner and field.kind is Kind.MESSAGE:
-            schema = schemas.inline(field.child(), inner)
+            schema = schemas.message(field.child(), inner)
         else:
             schema = schemas.single(field)
-    return {"required": True, "content": json_content(schema)}
+    # Without its body a call is refused, unless the method says it may be left out.
+    return {"required": not route.body_optional, "content": json_content(schema)}
 
 
-def _success_schema(route: Route, schemas: _Schemas) -> dict[str, Any]:
+def _success_schema(route: Route, schemas: Schemas) -> dict[str, Any]:
     facts = message_facts(descriptor_of(route.response_cls))
     base: dict[str, Any] = {
         "status": {"type": "integer"},
@@ -254,7 +151,7 @@ def _success_schema(route: Route, schemas: _Schemas) -> dict[str, Any]:
 
 
 def _operation(
-    route: Route, schemas: _Schemas, operation_id: str, names: list[str]
+    route: Route, schemas: Schemas, operation_id: str, names: list[str]
 ) -> dict[str, Any]:
     bound = frozenset(p.field_path.split(".")[0] for p in route.path_params)
     if route.body and route.body != "*":
@@ -266,8 +163,7 @@ def _operation(
         "parameters": [
             *_path_parameters(route, schemas, names),
             *_query_parameters(route, schemas, bound),
-            {"$ref": "#/components/parameters/IdempotencyKey"},
-            {"$ref": "#/components/parameters/RequestId"},
+            *(_HEADER_REFS),
         ],
     }
     body = _request_body(route, schemas)
@@ -290,6 +186,7 @@ def _operation(
         op["responses"] = {
             code: {
                 "description": "Success",
+                "headers": _ECHOED,
                 "content": json_content(_success_schema(route, schemas)),
             }
         }
@@ -312,7 +209,7 @@ def _summary(route: Route) -> str:
     return words[0] + words[1:].lower()
 
 
-def _components(schemas: _Schemas) -> dict[str, Any]:
+def _components(schemas: Schemas) -> dict[str, Any]:
     field_error = {
         "type": "object",
         "properties": {
@@ -338,26 +235,41 @@ def _components(schemas: _Schemas) -> dict[str, Any]:
     return {
         "schemas": {
             **dict(sorted(schemas.components.items())),
+            JSON_VALUE: json_value_schema(),
             "ApiFieldError": field_error,
             "ApiErrorResponse": error,
         },
         "parameters": {
-            "IdempotencyKey": {
-                "name": IDEMPOTENCY_FIELD,
-                "in": "header",
-                "required": False,
-                "description": "Makes retries of a mutation safe for 24 hours; a longer "
-                "key is refused with 400.",
-                "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
-            },
+            "IdempotencyKey": _header(
+                IDEMPOTENCY_FIELD,
+                "Makes retries of a mutation safe for 24 hours; a longer key is refused "
+                "with 400. Empty counts as none.",
+                maxLength=MAX_IDEMPOTENCY_KEY,
+            ),
             "RequestId": {
                 "name": "x-request-id",
                 "in": "header",
                 "required": False,
-                "description": "Trace id echoed as traceid; one is made up when absent, "
-                "longer than this or not printable ASCII.",
-                "schema": {"type": "string", "maxLength": MAX_REQUEST_ID},
+                "description": "Trace id echoed as traceid and X-Request-Id; one is made up "
+                f"when it is absent, longer than {MAX_REQUEST_ID} characters or not printable "
+                "ASCII, so no value is refused.",
+                "schema": {"type": "string"},
             },
+            "Traceparent": _header(
+                "traceparent", "W3C trace context the call continues; ignored when malformed."
+            ),
+            "Tracestate": _header("tracestate", "W3C trace state, passed along with traceparent."),
+        },
+        "headers": {
+            "RequestId": {
+                "description": "The caller's x-request-id when usable, else one made up.",
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_REQUEST_ID,
+                    "pattern": PRINTABLE_ASCII,
+                },
+            }
         },
         "securitySchemes": {
             "apiId": {"type": "apiKey", "in": "header", "name": "x-api-id"},
@@ -373,10 +285,21 @@ def _components(schemas: _Schemas) -> dict[str, Any]:
     }
 
 
+def _header(name: str, description: str, **limits: int) -> dict[str, Any]:
+    """A header the façade passes on as gRPC metadata, which takes printable ASCII only."""
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "description": description + " Printable ASCII only.",
+        "schema": {"type": "string", "pattern": PRINTABLE_ASCII, **limits},
+    }
+
+
 def build_openapi(
     routes: list[Route], extra: dict[tuple[str, str], dict[str, Any]] | None = None
 ) -> dict[str, Any]:
-    schemas = _Schemas()
+    schemas = Schemas()
     paths: dict[str, dict[str, Any]] = {}
     used: set[str] = set()
     # OpenAPI treats /a/{x} and /a/{y} as one path, so every route of a shape

@@ -52,6 +52,8 @@ class Route:
     method: MethodDescriptor
     # Server-streaming RPCs are served as Server-Sent Events or a WebSocket.
     streaming: bool = False
+    # The body may be left out; otherwise a call without it is refused.
+    body_optional: bool = False
 
 
 def discover_services(package: ModuleType | None = None) -> list[Any]:
@@ -78,14 +80,17 @@ def build_routes(services: Iterable[Any] | None = None) -> list[Route]:
                 continue
             rule = options.Extensions[google_annotations.http]
             success = options.Extensions[annotations_pb2.http_success_code] or 200
+            optional = options.Extensions[annotations_pb2.http_body_optional]
             for binding in (rule, *rule.additional_bindings):
-                route = _route_for(method, binding, success)
+                route = _route_for(method, binding, success, optional)
                 if route is not None:
                     routes.append(route)
     return routes
 
 
-def _route_for(method: MethodDescriptor, rule: http_pb2.HttpRule, success: int) -> Route | None:
+def _route_for(
+    method: MethodDescriptor, rule: http_pb2.HttpRule, success: int, body_optional: bool
+) -> Route | None:
     pattern = rule.WhichOneof("pattern")
     if pattern is None:
         return None
@@ -108,6 +113,7 @@ def _route_for(method: MethodDescriptor, rule: http_pb2.HttpRule, success: int) 
         path_params=params,
         method=method,
         streaming=method.server_streaming,
+        body_optional=body_optional,
     )
 
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63im/v1/annotations.proto\x12\x06\x63im.v1\x1a google/protobuf/descriptor.proto:;\n\x11http_success_code\x12\x1e.google.protobuf.MethodOptions\x18\xd1\x86\x03 \x01(\x05:3\n\nmax_length\x12\x1d.google.protobuf.FieldOptions\x18\xd2\x86\x03 \x01(\x05:0\n\x07pattern\x12\x1d.google.protobuf.FieldOptions\x18\xd3\x86\x03 \x01(\t:0\n\x07minimum\x12\x1d.google.protobuf.FieldOptions\x18\xd4\x86\x03 \x01(\x03:0\n\x07maximum\x12\x1d.google.protobuf.FieldOptions\x18\xd5\x86\x03 \x01(\x03:4\n\x0b\x66\x65tched_url\x12\x1d.google.protobuf.FieldOptions\x18\xd6\x86\x03 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63im/v1/annotations.proto\x12\x06\x63im.v1\x1a google/protobuf/descriptor.proto:;\n\x11http_success_code\x12\x1e.google.protobuf.MethodOptions\x18\xd1\x86\x03 \x01(\x05:<\n\x12http_body_optional\x12\x1e.google.protobuf.MethodOptions\x18\xd7\x86\x03 \x01(\x08:3\n\nmax_length\x12\x1d.google.protobuf.FieldOptions\x18\xd2\x86\x03 \x01(\x05:0\n\x07pattern\x12\x1d.google.protobuf.FieldOptions\x18\xd3\x86\x03 \x01(\t:0\n\x07minimum\x12\x1d.google.protobuf.FieldOptions\x18\xd4\x86\x03 \x01(\x03:0\n\x07maximum\x12\x1d.google.protobuf.FieldOptions\x18\xd5\x86\x03 \x01(\x03:4\n\x0b\x66\x65tched_url\x12\x1d.google.protobuf.FieldOptions\x18\xd6\x86\x03 \x01(\x08:2\n\tmax_items\x12\x1d.google.protobuf.FieldOptions\x18\xd8\x86\x03 \x01(\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

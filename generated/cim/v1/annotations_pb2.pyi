@@ -11,13 +11,20 @@ import builtins as _builtins
 DESCRIPTOR: _descriptor.FileDescriptor
 
 HTTP_SUCCESS_CODE_FIELD_NUMBER: _builtins.int
+HTTP_BODY_OPTIONAL_FIELD_NUMBER: _builtins.int
 MAX_LENGTH_FIELD_NUMBER: _builtins.int
 PATTERN_FIELD_NUMBER: _builtins.int
 MINIMUM_FIELD_NUMBER: _builtins.int
 MAXIMUM_FIELD_NUMBER: _builtins.int
 FETCHED_URL_FIELD_NUMBER: _builtins.int
+MAX_ITEMS_FIELD_NUMBER: _builtins.int
 http_success_code: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _builtins.int]
 """HTTP status the facade answers a successful call with; 200 when unset."""
+http_body_optional: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _builtins.bool]
+"""The REST body of the method may be left out, every field in it being
+optional. Otherwise a call without its body is refused, as the OpenAPI
+document says the body is required.
+"""
 max_length: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.int]
 """Longest text the server accepts in this field, in characters."""
 pattern: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.str]
@@ -30,3 +37,5 @@ fetched_url: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOpti
 """The text is a URL that the hub or a provider will fetch, so it must pass
 the outbound guard when it is submitted, as well as when it is fetched.
 """
+max_items: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.int]
+"""Most items the server accepts in this repeated field, when set."""

@@ -27,7 +27,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63im/v1/consent_service.proto\x12\x06\x63im.v1\x1a\x18\x63im/v1/annotations.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\"\xf5\x01\n\x07\x43onsent\x12\x14\n\x0c\x63hannel_type\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05scope\x18\x03 \x01(\t\x12#\n\x05state\x18\x04 \x01(\x0e\x32\x14.cim.v1.ConsentState\x12%\n\x06source\x18\x05 \x01(\x0e\x32\x15.cim.v1.ConsentSource\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x1a\n\x12inbound_message_id\x18\x07 \x01(\t\x12\x12\n\nmessage_id\x18\x08 \x01(\t\x12\x13\n\x0b\x63reate_time\x18\t \x01(\x03\x12\x13\n\x0bupdate_time\x18\n \x01(\x03\"\xb8\x01\n\rConsentChange\x12\r\n\x05scope\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.cim.v1.ConsentState\x12%\n\x06source\x18\x03 \x01(\x0e\x32\x15.cim.v1.ConsentSource\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x1a\n\x12inbound_message_id\x18\x05 \x01(\t\x12\x12\n\nmessage_id\x18\x06 \x01(\t\x12\x0c\n\x04time\x18\x07 \x01(\x03\"\xb6\x01\n\x13ListConsentsRequest\x12\x1c\n\tpage_size\x18\x01 \x01(\x05\x42\t\xa0\xb5\x18\x00\xa8\xb5\x18\xf4\x03\x12\x19\n\npage_token\x18\x02 \x01(\tB\x05\x90\xb5\x18\x80\x01\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.cim.v1.ConsentState\x12\x1a\n\x0c\x63hannel_type\x18\x04 \x01(\tB\x04\x90\xb5\x18 \x12%\n\x06source\x18\x05 \x01(\x0e\x32\x15.cim.v1.ConsentSource\"Q\n\x14ListConsentsResponse\x12 \n\x07results\x18\x01 \x03(\x0b\x32\x0f.cim.v1.Consent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"G\n\x11GetConsentRequest\x12\x1a\n\x0c\x63hannel_type\x18\x01 \x01(\tB\x04\x90\xb5\x18 \x12\x16\n\x07\x61\x64\x64ress\x18\x02 \x01(\tB\x05\x90\xb5\x18\xc0\x02\"_\n\x12GetConsentResponse\x12!\n\x08\x63onsents\x18\x01 \x03(\x0b\x32\x0f.cim.v1.Consent\x12&\n\x07history\x18\x02 \x03(\x0b\x32\x15.cim.v1.ConsentChange\"\x9e\x01\n\x11SetConsentRequest\x12\x1a\n\x0c\x63hannel_type\x18\x01 \x01(\tB\x04\x90\xb5\x18 \x12\x16\n\x07\x61\x64\x64ress\x18\x02 \x01(\tB\x05\x90\xb5\x18\xc0\x02\x12\x13\n\x05scope\x18\x03 \x01(\tB\x04\x90\xb5\x18@\x12)\n\x05state\x18\x04 \x01(\x0e\x32\x14.cim.v1.ConsentStateB\x04\xe2\x41\x01\x02\x12\x15\n\x06reason\x18\x05 \x01(\tB\x05\x90\xb5\x18\x80\x08\"6\n\x12SetConsentResponse\x12 \n\x07\x63onsent\x18\x01 \x01(\x0b\x32\x0f.cim.v1.Consent\"\xc2\x01\n\x0f\x43onsentSettings\x12\x1e\n\x10opt_out_keywords\x18\x01 \x03(\tB\x04\x90\xb5\x18@\x12\x1d\n\x0fopt_in_keywords\x18\x02 \x03(\tB\x04\x90\xb5\x18@\x12\x1b\n\rhelp_keywords\x18\x03 \x03(\tB\x04\x90\xb5\x18@\x12\x1c\n\ropt_out_reply\x18\x04 \x01(\tB\x05\x90\xb5\x18\x80\x08\x12\x1b\n\x0copt_in_reply\x18\x05 \x01(\tB\x05\x90\xb5\x18\x80\x08\x12\x18\n\x10replies_disabled\x18\x06 \x01(\x08\"\x1b\n\x19GetConsentSettingsRequest\"G\n\x1aGetConsentSettingsResponse\x12)\n\x08settings\x18\x01 \x01(\x0b\x32\x17.cim.v1.ConsentSettings\"I\n\x1cUpdateConsentSettingsRequest\x12)\n\x08settings\x18\x01 \x01(\x0b\x32\x17.cim.v1.ConsentSettings\"J\n\x1dUpdateConsentSettingsResponse\x12)\n\x08settings\x18\x01 \x01(\x0b\x32\x17.cim.v1.ConsentSettings*f\n\x0c\x43onsentState\x12\x1d\n\x19\x43ONSENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43ONSENT_STATE_OPTED_OUT\x10\x01\x12\x1a\n\x16\x43ONSENT_STATE_OPTED_IN\x10\x02*\xb2\x01\n\rConsentSource\x12\x1e\n\x1a\x43ONSENT_SOURCE_UNSPECIFIED\x10\x00\x12\"\n\x1e\x43ONSENT_SOURCE_INBOUND_KEYWORD\x10\x01\x12\"\n\x1e\x43ONSENT_SOURCE_EMAIL_ONE_CLICK\x10\x02\x12\x16\n\x12\x43ONSENT_SOURCE_API\x10\x03\x12!\n\x1d\x43ONSENT_SOURCE_PROVIDER_ERROR\x10\x04\x32\xf3\x04\n\x0e\x43onsentService\x12\x63\n\x0cListConsents\x12\x1b.cim.v1.ListConsentsRequest\x1a\x1c.cim.v1.ListConsentsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/consents\x12v\n\nGetConsent\x12\x19.cim.v1.GetConsentRequest\x1a\x1a.cim.v1.GetConsentResponse\"1\x82\xd3\xe4\x93\x02+\x12)/api/v1/consents/{channel_type}/{address}\x12y\n\nSetConsent\x12\x19.cim.v1.SetConsentRequest\x1a\x1a.cim.v1.SetConsentResponse\"4\x82\xd3\xe4\x93\x02.\")/api/v1/consents/{channel_type}/{address}:\x01*\x12}\n\x12GetConsentSettings\x12!.cim.v1.GetConsentSettingsRequest\x1a\".cim.v1.GetConsentSettingsResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/api/v1/consent-settings\x12\x89\x01\n\x15UpdateConsentSettings\x12$.cim.v1.UpdateConsentSettingsRequest\x1a%.cim.v1.UpdateConsentSettingsResponse\"#\x82\xd3\xe4\x93\x02\x1d\x1a\x18/api/v1/consent-settings:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63im/v1/consent_service.proto\x12\x06\x63im.v1\x1a\x18\x63im/v1/annotations.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\"\xf5\x01\n\x07\x43onsent\x12\x14\n\x0c\x63hannel_type\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05scope\x18\x03 \x01(\t\x12#\n\x05state\x18\x04 \x01(\x0e\x32\x14.cim.v1.ConsentState\x12%\n\x06source\x18\x05 \x01(\x0e\x32\x15.cim.v1.ConsentSource\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x1a\n\x12inbound_message_id\x18\x07 \x01(\t\x12\x12\n\nmessage_id\x18\x08 \x01(\t\x12\x13\n\x0b\x63reate_time\x18\t \x01(\x03\x12\x13\n\x0bupdate_time\x18\n \x01(\x03\"\xb8\x01\n\rConsentChange\x12\r\n\x05scope\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.cim.v1.ConsentState\x12%\n\x06source\x18\x03 \x01(\x0e\x32\x15.cim.v1.ConsentSource\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x1a\n\x12inbound_message_id\x18\x05 \x01(\t\x12\x12\n\nmessage_id\x18\x06 \x01(\t\x12\x0c\n\x04time\x18\x07 \x01(\x03\"\xb6\x01\n\x13ListConsentsRequest\x12\x1c\n\tpage_size\x18\x01 \x01(\x05\x42\t\xa0\xb5\x18\x00\xa8\xb5\x18\xf4\x03\x12\x19\n\npage_token\x18\x02 \x01(\tB\x05\x90\xb5\x18\x80\x01\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.cim.v1.ConsentState\x12\x1a\n\x0c\x63hannel_type\x18\x04 \x01(\tB\x04\x90\xb5\x18 \x12%\n\x06source\x18\x05 \x01(\x0e\x32\x15.cim.v1.ConsentSource\"Q\n\x14ListConsentsResponse\x12 \n\x07results\x18\x01 \x03(\x0b\x32\x0f.cim.v1.Consent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Y\n\x11GetConsentRequest\x12,\n\x0c\x63hannel_type\x18\x01 \x01(\tB\x16\x90\xb5\x18 \x9a\xb5\x18\x0e^[A-Za-z0-9]+$\x12\x16\n\x07\x61\x64\x64ress\x18\x02 \x01(\tB\x05\x90\xb5\x18\xc0\x02\"_\n\x12GetConsentResponse\x12!\n\x08\x63onsents\x18\x01 \x03(\x0b\x32\x0f.cim.v1.Consent\x12&\n\x07history\x18\x02 \x03(\x0b\x32\x15.cim.v1.ConsentChange\"\xb0\x01\n\x11SetConsentRequest\x12,\n\x0c\x63hannel_type\x18\x01 \x01(\tB\x16\x90\xb5\x18 \x9a\xb5\x18\x0e^[A-Za-z0-9]+$\x12\x16\n\x07\x61\x64\x64ress\x18\x02 \x01(\tB\x05\x90\xb5\x18\xc0\x02\x12\x13\n\x05scope\x18\x03 \x01(\tB\x04\x90\xb5\x18@\x12)\n\x05state\x18\x04 \x01(\x0e\x32\x14.cim.v1.ConsentStateB\x04\xe2\x41\x01\x02\x12\x15\n\x06reason\x18\x05 \x01(\tB\x05\x90\xb5\x18\x80\x08\"6\n\x12SetConsentResponse\x12 \n\x07\x63onsent\x18\x01 \x01(\x0b\x32\x0f.cim.v1.Consent\"\xce\x01\n\x0f\x43onsentSettings\x12\"\n\x10opt_out_keywords\x18\x01 \x03(\tB\x08\x90\xb5\x18@\xc0\xb5\x18\x64\x12!\n\x0fopt_in_keywords\x18\x02 \x03(\tB\x08\x90\xb5\x18@\xc0\xb5\x18\x64\x12\x1f\n\rhelp_keywords\x18\x03 \x03(\tB\x08\x90\xb5\x18@\xc0\xb5\x18\x64\x12\x1c\n\ropt_out_reply\x18\x04 \x01(\tB\x05\x90\xb5\x18\x80\x08\x12\x1b\n\x0copt_in_reply\x18\x05 \x01(\tB\x05\x90\xb5\x18\x80\x08\x12\x18\n\x10replies_disabled\x18\x06 \x01(\x08\"\x1b\n\x19GetConsentSettingsRequest\"G\n\x1aGetConsentSettingsResponse\x12)\n\x08settings\x18\x01 \x01(\x0b\x32\x17.cim.v1.ConsentSettings\"I\n\x1cUpdateConsentSettingsRequest\x12)\n\x08settings\x18\x01 \x01(\x0b\x32\x17.cim.v1.ConsentSettings\"J\n\x1dUpdateConsentSettingsResponse\x12)\n\x08settings\x18\x01 \x01(\x0b\x32\x17.cim.v1.ConsentSettings*f\n\x0c\x43onsentState\x12\x1d\n\x19\x43ONSENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43ONSENT_STATE_OPTED_OUT\x10\x01\x12\x1a\n\x16\x43ONSENT_STATE_OPTED_IN\x10\x02*\xb2\x01\n\rConsentSource\x12\x1e\n\x1a\x43ONSENT_SOURCE_UNSPECIFIED\x10\x00\x12\"\n\x1e\x43ONSENT_SOURCE_INBOUND_KEYWORD\x10\x01\x12\"\n\x1e\x43ONSENT_SOURCE_EMAIL_ONE_CLICK\x10\x02\x12\x16\n\x12\x43ONSENT_SOURCE_API\x10\x03\x12!\n\x1d\x43ONSENT_SOURCE_PROVIDER_ERROR\x10\x04\x32\xf3\x04\n\x0e\x43onsentService\x12\x63\n\x0cListConsents\x12\x1b.cim.v1.ListConsentsRequest\x1a\x1c.cim.v1.ListConsentsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/consents\x12v\n\nGetConsent\x12\x19.cim.v1.GetConsentRequest\x1a\x1a.cim.v1.GetConsentResponse\"1\x82\xd3\xe4\x93\x02+\x12)/api/v1/consents/{channel_type}/{address}\x12y\n\nSetConsent\x12\x19.cim.v1.SetConsentRequest\x1a\x1a.cim.v1.SetConsentResponse\"4\x82\xd3\xe4\x93\x02.\")/api/v1/consents/{channel_type}/{address}:\x01*\x12}\n\x12GetConsentSettings\x12!.cim.v1.GetConsentSettingsRequest\x1a\".cim.v1.GetConsentSettingsResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/api/v1/consent-settings\x12\x89\x01\n\x15UpdateConsentSettings\x12$.cim.v1.UpdateConsentSettingsRequest\x1a%.cim.v1.UpdateConsentSettingsResponse\"#\x82\xd3\xe4\x93\x02\x1d\x1a\x18/api/v1/consent-settings:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,11 +41,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTCONSENTSREQUEST'].fields_by_name['channel_type']._loaded_options = None
   _globals['_LISTCONSENTSREQUEST'].fields_by_name['channel_type']._serialized_options = b'\220\265\030 '
   _globals['_GETCONSENTREQUEST'].fields_by_name['channel_type']._loaded_options = None
-  _globals['_GETCONSENTREQUEST'].fields_by_name['channel_type']._serialized_options = b'\220\265\030 '
+  _globals['_GETCONSENTREQUEST'].fields_by_name['channel_type']._serialized_options = b'\220\265\030 \232\265\030\016^[A-Za-z0-9]+$'
   _globals['_GETCONSENTREQUEST'].fields_by_name['address']._loaded_options = None
   _globals['_GETCONSENTREQUEST'].fields_by_name['address']._serialized_options = b'\220\265\030\300\002'
   _globals['_SETCONSENTREQUEST'].fields_by_name['channel_type']._loaded_options = None
-  _globals['_SETCONSENTREQUEST'].fields_by_name['channel_type']._serialized_options = b'\220\265\030 '
+  _globals['_SETCONSENTREQUEST'].fields_by_name['channel_type']._serialized_options = b'\220\265\030 \232\265\030\016^[A-Za-z0-9]+$'
   _globals['_SETCONSENTREQUEST'].fields_by_name['address']._loaded_options = None
   _globals['_SETCONSENTREQUEST'].fields_by_name['address']._serialized_options = b'\220\265\030\300\002'
   _globals['_SETCONSENTREQUEST'].fields_by_name['scope']._loaded_options = None
@@ -55,11 +55,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SETCONSENTREQUEST'].fields_by_name['reason']._loaded_options = None
   _globals['_SETCONSENTREQUEST'].fields_by_name['reason']._serialized_options = b'\220\265\030\200\010'
   _globals['_CONSENTSETTINGS'].fields_by_name['opt_out_keywords']._loaded_options = None
-  _globals['_CONSENTSETTINGS'].fields_by_name['opt_out_keywords']._serialized_options = b'\220\265\030@'
+  _globals['_CONSENTSETTINGS'].fields_by_name['opt_out_keywords']._serialized_options = b'\220\265\030@\300\265\030d'
   _globals['_CONSENTSETTINGS'].fields_by_name['opt_in_keywords']._loaded_options = None
-  _globals['_CONSENTSETTINGS'].fields_by_name['opt_in_keywords']._serialized_options = b'\220\265\030@'
+  _globals['_CONSENTSETTINGS'].fields_by_name['opt_in_keywords']._serialized_options = b'\220\265\030@\300\265\030d'
   _globals['_CONSENTSETTINGS'].fields_by_name['help_keywords']._loaded_options = None
-  _globals['_CONSENTSETTINGS'].fields_by_name['help_keywords']._serialized_options = b'\220\265\030@'
+  _globals['_CONSENTSETTINGS'].fields_by_name['help_keywords']._serialized_options = b'\220\265\030@\300\265\030d'
   _globals['_CONSENTSETTINGS'].fields_by_name['opt_out_reply']._loaded_options = None
   _globals['_CONSENTSETTINGS'].fields_by_name['opt_out_reply']._serialized_options = b'\220\265\030\200\010'
   _globals['_CONSENTSETTINGS'].fields_by_name['opt_in_reply']._loaded_options = None
@@ -74,10 +74,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONSENTSERVICE'].methods_by_name['GetConsentSettings']._serialized_options = b'\202\323\344\223\002\032\022\030/api/v1/consent-settings'
   _globals['_CONSENTSERVICE'].methods_by_name['UpdateConsentSettings']._loaded_options = None
   _globals['_CONSENTSERVICE'].methods_by_name['UpdateConsentSettings']._serialized_options = b'\202\323\344\223\002\035\032\030/api/v1/consent-settings:\001*'
-  _globals['_CONSENTSTATE']._serialized_start=1669
-  _globals['_CONSENTSTATE']._serialized_end=1771
-  _globals['_CONSENTSOURCE']._serialized_start=1774
-  _globals['_CONSENTSOURCE']._serialized_end=1952
+  _globals['_CONSENTSTATE']._serialized_start=1717
+  _globals['_CONSENTSTATE']._serialized_end=1819
+  _globals['_CONSENTSOURCE']._serialized_start=1822
+  _globals['_CONSENTSOURCE']._serialized_end=2000
   _globals['_CONSENT']._serialized_start=130
   _globals['_CONSENT']._serialized_end=375
   _globals['_CONSENTCHANGE']._serialized_start=378
@@ -87,23 +87,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTCONSENTSRESPONSE']._serialized_start=749
   _globals['_LISTCONSENTSRESPONSE']._serialized_end=830
   _globals['_GETCONSENTREQUEST']._serialized_start=832
-  _globals['_GETCONSENTREQUEST']._serialized_end=903
-  _globals['_GETCONSENTRESPONSE']._serialized_start=905
-  _globals['_GETCONSENTRESPONSE']._serialized_end=1000
-  _globals['_SETCONSENTREQUEST']._serialized_start=1003
-  _globals['_SETCONSENTREQUEST']._serialized_end=1161
-  _globals['_SETCONSENTRESPONSE']._serialized_start=1163
-  _globals['_SETCONSENTRESPONSE']._serialized_end=1217
-  _globals['_CONSENTSETTINGS']._serialized_start=1220
-  _globals['_CONSENTSETTINGS']._serialized_end=1414
-  _globals['_GETCONSENTSETTINGSREQUEST']._serialized_start=1416
-  _globals['_GETCONSENTSETTINGSREQUEST']._serialized_end=1443
-  _globals['_GETCONSENTSETTINGSRESPONSE']._serialized_start=1445
-  _globals['_GETCONSENTSETTINGSRESPONSE']._serialized_end=1516
-  _globals['_UPDATECONSENTSETTINGSREQUEST']._serialized_start=1518
-  _globals['_UPDATECONSENTSETTINGSREQUEST']._serialized_end=1591
-  _globals['_UPDATECONSENTSETTINGSRESPONSE']._serialized_start=1593
-  _globals['_UPDATECONSENTSETTINGSRESPONSE']._serialized_end=1667
-  _globals['_CONSENTSERVICE']._serialized_start=1955
-  _globals['_CONSENTSERVICE']._serialized_end=2582
+  _globals['_GETCONSENTREQUEST']._serialized_end=921
+  _globals['_GETCONSENTRESPONSE']._serialized_start=923
+  _globals['_GETCONSENTRESPONSE']._serialized_end=1018
+  _globals['_SETCONSENTREQUEST']._serialized_start=1021
+  _globals['_SETCONSENTREQUEST']._serialized_end=1197
+  _globals['_SETCONSENTRESPONSE']._serialized_start=1199
+  _globals['_SETCONSENTRESPONSE']._serialized_end=1253
+  _globals['_CONSENTSETTINGS']._serialized_start=1256
+  _globals['_CONSENTSETTINGS']._serialized_end=1462
+  _globals['_GETCONSENTSETTINGSREQUEST']._serialized_start=1464
+  _globals['_GETCONSENTSETTINGSREQUEST']._serialized_end=1491
+  _globals['_GETCONSENTSETTINGSRESPONSE']._serialized_start=1493
+  _globals['_GETCONSENTSETTINGSRESPONSE']._serialized_end=1564
+  _globals['_UPDATECONSENTSETTINGSREQUEST']._serialized_start=1566
+  _globals['_UPDATECONSENTSETTINGSREQUEST']._serialized_end=1639
+  _globals['_UPDATECONSENTSETTINGSRESPONSE']._serialized_start=1641
+  _globals['_UPDATECONSENTSETTINGSRESPONSE']._serialized_end=1715
+  _globals['_CONSENTSERVICE']._serialized_start=2003
+  _globals['_CONSENTSERVICE']._serialized_end=2630
 # @@protoc_insertion_point(module_scope)

@@ -693,7 +693,7 @@ class InboundStatus(_message.Message):
     message_id_ext: _builtins.str
     """Id the channel gave the message (the provider message id)."""
     status: _builtins.str
-    """Status code: READ, DLVRD, SENT, FAILD or DELTD."""
+    """Status code: READ, DLVRD, SENT, FAILD or DELTD, in any case."""
     timestamp: _builtins.int
     """When the status was reached, in milliseconds since the Unix epoch."""
     @_builtins.property

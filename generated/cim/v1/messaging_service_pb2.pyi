@@ -467,7 +467,7 @@ class SendBatchRequest(_message.Message):
     appid: _builtins.str
     """Channel asset app id, for OTT channels."""
     channel: _builtins.str
-    """Channel name: sms, email, rcs or whatsapp."""
+    """Channel name: sms, email, rcs or whatsapp, in any case."""
     from_address: _builtins.str
     """Sender: SMS sender id, email address, or app id."""
     send_at: _builtins.str
