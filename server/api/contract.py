@@ -27,6 +27,7 @@ __all__ = [
     "FLOAT_TEXT",
     "FLOAT_WORDS",
     "FRACTION_TEXT_MAX",
+    "FREE_FORM",
     "INT_TEXT",
     "INT_TYPES",
     "MAX_FREE_FORM_DEPTH",

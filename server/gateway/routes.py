@@ -17,12 +17,13 @@ from typing import Any
 from google.api import annotations_pb2 as google_annotations
 from google.api import http_pb2
 from google.protobuf import message_factory
-from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
+from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 
 from cim.v1 import annotations_pb2
+from server.api.contract import FieldFacts, Kind, MessageFacts, descriptor_of, message_facts
 
-from .jsonmap import JsonMappingError, descriptor_of, parse
+from .jsonmap import JsonMappingError, parse
 
 __all__ = ["PathParam", "Route", "build_request", "build_routes", "discover_services"]
 
@@ -155,40 +156,40 @@ def build_request(
 ) -> Message:
     """Merge body, query and path into one JSON document and parse it once, so all
     three get the same coercions and the same error paths."""
-    desc = descriptor_of(route.request_cls)
+    facts = message_facts(descriptor_of(route.request_cls))
     query = list(query)
     if route.body == "*":
         if query:
             raise JsonMappingError(query[0][0], "unknown query parameter; send it in the body")
         doc: dict[str, Any] = dict(body or {})
     else:
-        doc = _query_document(desc, query, route)
-        if route.body:
-            field = desc.fields_by_name[route.body]
-            if body is not None:
-                doc[field.json_name] = body
+        doc = _query_document(facts, query, route)
+        if route.body and body is not None:
+            doc[facts.by_key[route.body].json_name] = body
     for param in route.path_params:
-        _set_path(doc, desc, param.field_path, path_values[param.var_name])
+        _set_path(doc, facts, param.field_path, path_values[param.var_name])
     return parse(doc, route.request_cls)
 
 
-def _query_document(desc: Descriptor, query: list[tuple[str, str]], route: Route) -> dict[str, Any]:
+def _query_document(
+    facts: MessageFacts, query: list[tuple[str, str]], route: Route
+) -> dict[str, Any]:
     bound = {p.field_path for p in route.path_params} | ({route.body} if route.body else set())
     doc: dict[str, Any] = {}
     for key, raw in query:
-        fields = _resolve(desc, key)
+        fields = _resolve(facts, key)
         if fields is None or ".".join(f.name for f in fields) in bound:
             raise JsonMappingError(key, "unknown query parameter")
         leaf = fields[-1]
-        if leaf.type == FieldDescriptor.TYPE_MESSAGE:
+        if leaf.message is not None or leaf.kind is Kind.MAP:
             raise JsonMappingError(key, "cannot be set from a query parameter")
         target = doc
         for field in fields[:-1]:
             target = target.setdefault(field.json_name, {})
         value: Any = raw
-        if leaf.type == FieldDescriptor.TYPE_BOOL and raw in ("1", "0"):
+        if leaf.kind is Kind.BOOL and raw in ("1", "0"):
             value = raw == "1"
-        if leaf.is_repeated:
+        if leaf.repeated:
             target.setdefault(leaf.json_name, []).append(value)
         elif leaf.json_name in target:
             raise JsonMappingError(key, "given more than once")
@@ -197,25 +198,23 @@ def _query_document(desc: Descriptor, query: list[tuple[str, str]], route: Route
     return doc
 
 
-def _resolve(desc: Descriptor, dotted: str) -> list[FieldDescriptor] | None:
+def _resolve(facts: MessageFacts, dotted: str) -> list[FieldFacts] | None:
     """Fields along ``a.b.c`` by json or proto name; None when the path is not there."""
-    fields: list[FieldDescriptor] = []
-    current: Descriptor | None = desc
+    fields: list[FieldFacts] = []
+    current: MessageFacts | None = facts
     for name in dotted.split("."):
-        if current is None or current.file.package == "google.protobuf":
+        if current is None or current.kind is not Kind.MESSAGE:
             return None
-        field = next((f for f in current.fields if name in (f.name, f.json_name)), None)
-        if field is None:
-            return None
-        if fields and fields[-1].is_repeated:
+        field = current.by_key.get(name)
+        if field is None or (fields and fields[-1].repeated):
             return None
         fields.append(field)
-        current = field.message_type if field.type == FieldDescriptor.TYPE_MESSAGE else None
+        current = field.child() if field.message is not None else None
     return fields
 
 
-def _set_path(doc: dict[str, Any], desc: Descriptor, field_path: str, value: str) -> None:
-    fields = _resolve(desc, field_path)
+def _set_path(doc: dict[str, Any], facts: MessageFacts, field_path: str, value: str) -> None:
+    fields = _resolve(facts, field_path)
     if fields is None:  # the proto itself is wrong; surface it rather than guess
         raise JsonMappingError(field_path, "path variable does not name a request field")
     target = doc
