@@ -50,7 +50,7 @@ from server.domain.retry import RetryPolicy
 from server.events.bus import EventBus, InProcessBus
 from server.events.channel_notices import RedisChannelNotices
 from server.events.redis_bus import RedisBus, RedisBusConfig
-from server.gateway.app import AccessLog, create_app, route_table
+from server.gateway.app import HTTP_LIMITS, AccessLog, create_app, route_table
 from server.gateway.callbacks import add_callback_routes
 from server.gateway.docs import add_docs_routes
 from server.gateway.health import add_health_routes
@@ -531,7 +531,11 @@ async def _listen(
     resources: AsyncExitStack, app: web.Application, host: str, port: int
 ) -> tuple[web.AppRunner, int]:
     runner = web.AppRunner(
-        app, handle_signals=False, access_log_class=AccessLog, logger=ProtocolLogger()
+        app,
+        handle_signals=False,
+        access_log_class=AccessLog,
+        logger=ProtocolLogger(),
+        **HTTP_LIMITS,
     )
     await runner.setup()
     resources.push_async_callback(runner.cleanup)
