@@ -13,6 +13,7 @@ from openapi_spec_validator import validate
 from openapi_spec_validator.validation import OpenAPIV31SpecValidator
 
 from adapters.registry import PROVIDERS
+from server.gateway.app import MAX_HEADER_VALUE
 from server.gateway.openapi import build_openapi
 from server.gateway.routes import build_routes
 from server.gateway.schemas import int_text_pattern
@@ -305,7 +306,8 @@ async def test_the_request_id_length_is_the_one_echoed(tmp_path: Any) -> None:
                 echoed.append(resp.headers["X-Request-Id"] == "r" * size)
     # Longer ids are replaced rather than refused, as the parameter says.
     assert echoed == [True, False]
-    assert "maxLength" not in spec["components"]["parameters"]["RequestId"]["schema"]
+    # The parameter's own limit is the HTTP server's, not the echo's.
+    assert spec["components"]["parameters"]["RequestId"]["schema"]["maxLength"] > top
 
 
 # -- bodies ----------------------------------------------------------------------------------
@@ -387,10 +389,39 @@ async def test_credentials_no_key_could_match_are_401_and_other_headers_400(db_u
 
 def test_the_request_id_is_documented_as_taken_whatever_it_is_and_echoed_bounded() -> None:
     spec = build_openapi(build_routes())
-    assert spec["components"]["parameters"]["RequestId"]["schema"] == {"type": "string"}
+    # Any text the HTTP server reads as a header value.
+    assert spec["components"]["parameters"]["RequestId"]["schema"] == {
+        "type": "string",
+        "maxLength": MAX_HEADER_VALUE,
+    }
     send = spec["paths"]["/api/v1/message/send"]["post"]["responses"]
     for code in ("200", "400", "401"):
         assert send[code]["headers"]["X-Request-Id"] == {"$ref": "#/components/headers/RequestId"}
+
+
+async def test_what_the_document_allows_fits_what_the_http_server_reads(tmp_path: Any) -> None:
+    spec = build_openapi(build_routes())
+    dead = spec["paths"]["/api/v1/webhooks/dead-letters"]["get"]["parameters"]
+    url = next(p["schema"] for p in dead if p.get("name") == "url")
+    # The longest documented query, in characters that take 12 bytes encoded.
+    query = "url=" + "%E2%82%AC" * url["maxLength"]
+    bad_request = spec["paths"]["/api/v1/messages"]["get"]["responses"]["400"]["content"]
+    async with running_hub(f"sqlite+aiosqlite:///{tmp_path}/hub.db") as hub:
+        base = f"http://127.0.0.1:{hub.http_port}"
+        async with (
+            rest_session() as http,
+            http.get(f"{base}/api/v1/webhooks/dead-letters?{query}") as resp,
+        ):
+            at_limit = resp.status
+        headers = {"tracestate": "v" * (MAX_HEADER_VALUE + 1)}
+        async with (
+            rest_session(headers=headers) as http,
+            http.get(f"{base}/api/v1/messages") as resp,
+        ):
+            over = (resp.status, resp.content_type)
+    assert at_limit == 200
+    # Past the HTTP server's limits a request is not valid HTTP: a plain-text 400.
+    assert over == (400, "text/plain") and "text/plain" in bad_request
 
 
 # -- what a field takes --------------------------------------------------------------------

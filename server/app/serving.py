@@ -37,7 +37,7 @@ from server.config import Settings, decode_jwt_secret
 from server.dispatch.channel_sync import ChannelSync
 from server.dispatch.dispatcher import Dispatcher
 from server.events.bus import EventBus
-from server.gateway.app import AccessLog, create_app, route_table
+from server.gateway.app import HTTP_LIMITS, AccessLog, create_app, route_table
 from server.gateway.callbacks import add_callback_routes
 from server.gateway.docs import add_docs_routes
 from server.gateway.health import add_health_routes
@@ -186,7 +186,11 @@ async def listen(
     resources: AsyncExitStack, app: web.Application, host: str, port: int
 ) -> tuple[web.AppRunner, int]:
     runner = web.AppRunner(
-        app, handle_signals=False, access_log_class=AccessLog, logger=ProtocolLogger()
+        app,
+        handle_signals=False,
+        access_log_class=AccessLog,
+        logger=ProtocolLogger(),
+        **HTTP_LIMITS,
     )
     await runner.setup()
     resources.push_async_callback(runner.cleanup)

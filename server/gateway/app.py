@@ -33,13 +33,26 @@ from .jsonmap import JsonMappingError, descriptor_of, loads, to_json
 from .routes import Route, build_request, build_routes
 from .streaming import stream_handler
 
-__all__ = ["CHANNEL_KEY", "ROUTES_KEY", "AccessLog", "create_app", "route_table"]
+__all__ = [
+    "CHANNEL_KEY",
+    "HTTP_LIMITS",
+    "ROUTES_KEY",
+    "AccessLog",
+    "create_app",
+    "route_table",
+]
 
 log = logging.getLogger(__name__)
 
 CHANNEL_KEY = web.AppKey("cim_gateway_channel", grpc.aio.Channel)
 # A caller's x-request-id up to this long is echoed; otherwise one is made up.
 MAX_REQUEST_ID = 128
+# What the HTTP server reads of a request before refusing it, in plain text, as
+# not valid HTTP: a request line with room for every query parameter at its
+# documented limit, percent-encoded, and aiohttp's own limit on a header value.
+MAX_REQUEST_LINE = 64 * 1024
+MAX_HEADER_VALUE = 8190
+HTTP_LIMITS = {"max_line_size": MAX_REQUEST_LINE, "max_field_size": MAX_HEADER_VALUE}
 ROUTES_KEY = web.AppKey[tuple[Route, ...]]("cim_gateway_routes")
 _MAX_BODY_KEY = web.AppKey("cim_gateway_max_body", int)
 # RequestKey arrived in a later aiohttp than the declared floor; the plain string

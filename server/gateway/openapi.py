@@ -18,7 +18,7 @@ from server.api.contract import FieldFacts, Kind, MessageFacts, descriptor_of, m
 from server.api.field_guard import IDEMPOTENCY_FIELD, MAX_IDEMPOTENCY_KEY, WEBHOOKS
 from server.api.verify import VERIFY_TOKEN_HEADER
 
-from .app import MAX_REQUEST_ID
+from .app import MAX_HEADER_VALUE, MAX_REQUEST_ID
 from .extra_routes import EXTRA_ROUTES, json_content
 from .routes import Route
 from .schemas import JSON_VALUE, PRINTABLE_ASCII, Schemas, json_value_schema
@@ -40,6 +40,15 @@ _ECHOED = {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}}
 
 def _envelope_error(description: str) -> dict[str, Any]:
     return {"description": description, "headers": _ECHOED, "content": json_content(_ERROR_REF)}
+
+
+# A request that is not valid HTTP (a request line past 8190 bytes, a NUL in a
+# header) is refused by the HTTP server itself, before any route, in plain text.
+_BAD_REQUEST = _envelope_error(
+    "Invalid request; errors[] name each field by JSON path. A request that is not "
+    "valid HTTP gets a plain-text 400."
+)
+_BAD_REQUEST["content"] = {**_BAD_REQUEST["content"], "text/plain": {"schema": {"type": "string"}}}
 
 
 # -- operations -------------------------------------------------------------------------
@@ -192,7 +201,7 @@ def _operation(
         }
     op["responses"].update(
         {
-            "400": _envelope_error("Invalid request; errors[] name each field by JSON path"),
+            "400": _BAD_REQUEST,
             "401": _envelope_error("Missing or invalid credentials"),
             "403": _envelope_error("Not allowed"),
             "404": _envelope_error("Not found"),
@@ -252,8 +261,8 @@ def _components(schemas: Schemas) -> dict[str, Any]:
                 "required": False,
                 "description": "Trace id echoed as traceid and X-Request-Id; one is made up "
                 f"when it is absent, longer than {MAX_REQUEST_ID} characters or not printable "
-                "ASCII, so no value is refused.",
-                "schema": {"type": "string"},
+                "ASCII, so no value the HTTP server reads is refused.",
+                "schema": {"type": "string", "maxLength": MAX_HEADER_VALUE},
             },
             "Traceparent": _header(
                 "traceparent", "W3C trace context the call continues; ignored when malformed."
@@ -292,7 +301,12 @@ def _header(name: str, description: str, **limits: int) -> dict[str, Any]:
         "in": "header",
         "required": False,
         "description": description + " Printable ASCII only.",
-        "schema": {"type": "string", "pattern": PRINTABLE_ASCII, **limits},
+        "schema": {
+            "type": "string",
+            "maxLength": MAX_HEADER_VALUE,
+            "pattern": PRINTABLE_ASCII,
+            **limits,
+        },
     }
 
 

@@ -1,11 +1,15 @@
 """JSON Schema for the fields of cim.v1 messages, written from the facts the server
 enforces (``server.api.contract``).
 
-Each schema admits exactly what the JSON mapping and the field guard take: the
-public API's quirks (numbers for text, quoted whole numbers, ``"true"`` for a
-boolean, enum numbers, ``null`` for "not given") as well as the canonical form,
-and it refuses what they refuse (a NUL anywhere, text past its limit or pattern,
-a number past its range, two members of one oneof).
+Each schema admits what the JSON mapping and the field guard take: the public
+API's quirks (numbers for text, quoted whole numbers, ``"true"`` for a
+boolean, ``null`` for "not given") as well as the canonical form, and it
+refuses what they refuse (a NUL anywhere, text past its limit or pattern, a
+number past its range, a list past its size, two members of one oneof).
+
+Two leniencies of the mapping go unstated, as no schema of one value can say
+them: an enum is also taken by its ProtoJSON number or in any case, and a
+whole number sent for text is held to the text's limit by its digits.
 """
 
 from __future__ import annotations
@@ -21,7 +25,14 @@ from server.api.contract import (
     MessageFacts,
 )
 
-__all__ = ["JSON_VALUE", "NO_NUL", "PRINTABLE_ASCII", "Schemas", "int_text_pattern"]
+__all__ = [
+    "JSON_VALUE",
+    "NO_NUL",
+    "PRINTABLE_ASCII",
+    "Schemas",
+    "int_text_pattern",
+    "json_value_schema",
+]
 
 # Text without a NUL: PostgreSQL refuses NUL in text and jsonb, so the guard does.
 NO_NUL = "^[^\\u0000]*$"
@@ -116,16 +127,12 @@ class Schemas:
                 "pattern": _FLOAT_TEXT,
             }
         if f.enum is not None:
-            # ProtoJSON's enum numbers are taken too, as the JSON mapping must;
-            # the names are the public API's spelling.
             return {"type": "string", "enum": list(f.enum.names)}
         if f.kind is Kind.BYTES:
             return {"type": "string", "contentEncoding": "base64"}
         return {}
 
     def text(self, f: FieldFacts, *, in_json: bool) -> dict[str, Any]:
-        # A number's text is held to the same limit: whole numbers of more digits
-        # than maxLength are refused, which a schema cannot say of a number.
         schema: dict[str, Any] = {
             "type": ["string", "number"] if in_json and f.takes_numbers else "string"
         }

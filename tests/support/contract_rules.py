@@ -63,6 +63,7 @@ UNSTATED: tuple[Unstated, ...] = (
     Unstated(ANY, r"fallback\[\d+\]\.\w+", ANY, "a chain's legs depend on each other"),
     Unstated(ANY, "skills", "empty skills", "no schema keyword bars an empty list item"),
     Unstated(ANY, r"requestedReceipts\[\d+\]", "is not a .* receipt", "the channel decides"),
+    Unstated(ANY, r"content\.type", "must be one of", "the channel decides the content types"),
     Unstated(
         "PUT /api/v1/consent-settings",
         r"settings\.\w+Keywords",
