@@ -59,7 +59,9 @@ UNSTATED: tuple[Unstated, ...] = (
     Unstated(ANY, "to", "one of phone, email or contactId is required", "one of three fields"),
     Unstated(ANY, "to", "at least one destination address", "counts addresses across groups"),
     Unstated(ANY, ANY, r"required for type|not used on|not a field of", "depends on the type"),
-    Unstated(ANY, "content|template", "content or template|mutually exclusive", "one of two"),
+    Unstated(
+        ANY, r"(content|template)(\.\w+)?", "content or template|mutually exclusive", "one of two"
+    ),
     Unstated(ANY, r"fallback\[\d+\]\.\w+", ANY, "a chain's legs depend on each other"),
     Unstated(ANY, "skills", "empty skills", "no schema keyword bars an empty list item"),
     Unstated(ANY, r"requestedReceipts\[\d+\]", "is not a .* receipt", "the channel decides"),
