@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import event, func, select
 
 from server.config import DEFAULT_CHANNELS, Channel
+from server.storage import direct
 from server.storage.schema import messages
 from support.hub import rest_session, running_hub
 from support.replicas import wait_until
@@ -67,7 +68,12 @@ async def test_what_the_hub_runs_while_sending_never_scans_a_growing_table(
         def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
             statements.setdefault(statement, parameters)
 
+        def capture_direct(statement: str, parameters: Any) -> None:
+            statements.setdefault(statement, parameters)
+
         event.listen(hub.store.engine.sync_engine, "before_cursor_execute", capture)
+        # The accept path's statements run on the driver itself, past SQLAlchemy.
+        direct.watchers.append(capture_direct)
         try:
             base = f"http://127.0.0.1:{hub.http_port}"
             async with rest_session() as http:
@@ -89,9 +95,13 @@ async def test_what_the_hub_runs_while_sending_never_scans_a_growing_table(
             await wait_until(delivered, 30, interval=0.05)
         finally:
             event.remove(hub.store.engine.sync_engine, "before_cursor_execute", capture)
+            direct.watchers.remove(capture_direct)
 
     assert any("FROM messages" in s and "dispatch_state" in s for s in statements), (
         "the dispatch claim was not among the captured statements"
+    )
+    assert any(s.startswith("SELECT address, scope, state FROM consents") for s in statements), (
+        "the consent read of the accept path was not among the captured statements"
     )
     conn = sqlite3.connect(db)
     try:

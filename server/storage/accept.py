@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.errors import already_exists
 from server.domain.models import OutboundDraft, OutboundMessage, StatusEntry, new_id
 from server.domain.status import DeliveryStatus
+from server.storage import direct
 from server.storage import events as event_log
 from server.storage.messages import DONE, PENDING, insert_history_later, status_event
 from server.storage.schema import idempotency, messages
@@ -99,8 +99,37 @@ async def accept(
     return AcceptResult(result)
 
 
-async def _insert_messages(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    await conn.execute(messages.insert(), rows)
+_MESSAGE_KEYS = (
+    "id",
+    "tenant_id",
+    "channel_id",
+    "destination",
+    "type",
+    "text",
+    "content",
+    "conversation_id",
+    "correlation_id",
+    "status",
+    "priority",
+    "due_at",
+    "expire_at",
+    "dispatch_state",
+    "lease_until",
+    "attempts",
+    "provider_message_id",
+    "last_error",
+    "mask",
+    "created_at",
+    "updated_at",
+    "notify_url",
+    "callback_data",
+    "requested_receipts",
+    "segments",
+    "request_id",
+    "traceparent",
+    "batch_id",
+)
+_insert_messages = direct.Insert(messages, _MESSAGE_KEYS)
 
 
 async def _take_over_expired(tx: Tx, tenant_id: str, idem: IdempotencyKey) -> bool:
@@ -154,6 +183,7 @@ def _new_message(
 
 
 def _row(m: OutboundMessage, d: OutboundDraft, traceparent: str) -> dict[str, Any]:
+    # The keys of _MESSAGE_KEYS, which the insert is compiled for.
     return {
         "id": m.id,
         "tenant_id": m.tenant_id,

@@ -25,6 +25,7 @@ from server.domain.errors import not_found
 from server.domain.models import OutboundDraft, Page, new_id
 from server.domain.paging import PageRequest
 from server.domain.status import DeliveryStatus
+from server.storage import direct
 from server.storage import messages as msgs
 from server.storage.consent_schema import consent_history, consent_settings, consents
 from server.storage.keyset import Order, keyset_page
@@ -168,6 +169,12 @@ _STATES = select(consents.c.address, consents.c.scope, consents.c.state).where(
     consents.c.address.in_(bindparam("addresses", expanding=True)),
 )
 
+# The same read on SQLite's driver (see direct.py), the IN list appended per call.
+_SQLITE_STATES = (
+    "SELECT address, scope, state FROM consents"
+    " WHERE tenant_id = ? AND channel_type = ? AND address IN "
+)
+
 
 async def states(
     conn: AsyncConnection, tenant_id: str, channel_type: str, addresses: Sequence[str]
@@ -175,7 +182,15 @@ async def states(
     """address -> scope -> state, for the addresses that have entries."""
     found: dict[str, dict[str, ConsentState]] = {}
     wanted = sorted(set(addresses))
+    raw = await direct.handle(conn)
     for start in range(0, len(wanted), 500):
+        if raw is not None:
+            part = wanted[start : start + 500]
+            statement = _SQLITE_STATES + "(" + ", ".join("?" * len(part)) + ")"
+            params = [tenant_id, channel_type, *part]
+            for address, scope, state in direct.run(raw, statement, params):
+                found.setdefault(address, {})[scope] = ConsentState(state)
+            continue
         rows = await conn.execute(
             _STATES,
             {

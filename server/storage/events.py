@@ -7,14 +7,15 @@ from dataclasses import fields, replace
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, text
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.envelope import envelope
 from server.domain.events import EventType, NewEvent, StoredEvent
-from server.storage import webhooks
+from server.storage import direct, webhooks
 from server.storage.schema import conversations, events, retention_floors, tenant_webhooks
 from server.storage.sql import insert_for
-from server.storage.writer import LATER_EVENTS, WRITE_TURN_KEY, Tx
+from server.storage.writer import COMMITTED_BEFORE, LATER_EVENTS, WRITE_TURN_KEY, Tx
 
 
 async def append(tx: Tx, tenant_id: str, event: NewEvent) -> StoredEvent:
@@ -34,8 +35,36 @@ async def append_later(tx: Tx, tenant_id: str, event: NewEvent) -> None:
     await tx.later(LATER_EVENTS, _write, (tx, tenant_id, event))
 
 
-_LAST_CURSOR = select(func.max(events.c.id))
 _upserts: dict[str, Any] = {}
+# On SQLite the group's statements run on the driver itself (see direct.py).
+_SQLITE_LAST_CURSOR = "SELECT max(id) FROM events"
+_SQLITE_UPSERT = (
+    sqlite.insert(conversations)
+    .on_conflict_do_update(
+        index_elements=[conversations.c.id],
+        set_={"last_sequence": conversations.c.last_sequence + text("excluded.last_sequence")},
+    )
+    .returning(conversations.c.id, conversations.c.last_sequence)
+    .compile(
+        dialect=sqlite.dialect(), column_keys=["id", "tenant_id", "last_sequence", "created_at"]
+    )
+    .string
+)
+_SQLITE_WEBHOOK_URL = "SELECT url, disabled_at FROM tenant_webhooks WHERE tenant_id = ?"
+_EVENT_KEYS = (
+    "id",
+    "tenant_id",
+    "conversation_id",
+    "sequence",
+    "type",
+    "message_id",
+    "channel_id",
+    "customer_id",
+    "audience",
+    "payload",
+    "created_at",
+)
+_insert_events = direct.Insert(events, _EVENT_KEYS)
 
 
 def _sequence_upsert(conn: AsyncConnection) -> Any:
@@ -66,13 +95,23 @@ async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]])
     for tx, tenant_id, event in entries:
         counts[event.conversation_id] = counts.get(event.conversation_id, 0) + 1
         owners.setdefault(event.conversation_id, (tenant_id, tx.now))
-    upsert = _sequence_upsert(conn)
+    raw = await direct.handle(conn)
     rows = [
         {"id": cid, "tenant_id": owners[cid][0], "last_sequence": n, "created_at": owners[cid][1]}
         for cid, n in counts.items()
     ]
+    if raw is None:
+        lasts = (await conn.execute(_sequence_upsert(conn), rows)).all()
+    else:
+        # sqlite3 returns no rows from executemany: one statement per conversation.
+        lasts = [
+            direct.run(
+                raw, _SQLITE_UPSERT, (r["id"], r["tenant_id"], r["last_sequence"], r["created_at"])
+            ).fetchone()
+            for r in rows
+        ]
     # The next sequence of each conversation: its new last, less what this call adds.
-    after = {cid: last - counts[cid] for cid, last in (await conn.execute(upsert, rows)).all()}
+    after = {cid: last - counts[cid] for cid, last in lasts}
     placed: list[tuple[Tx, StoredEvent]] = []
     values: list[dict[str, Any]] = []
     for tx, tenant_id, event in entries:
@@ -98,11 +137,16 @@ async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]])
         # SQLite does not say which RETURNING row belongs to which VALUES row,
         # so SQLAlchemy would insert row by row. The writer is its only writer,
         # so we hand out the ids it would have: one past the highest, in order.
-        start = (await conn.execute(_LAST_CURSOR)).scalar() or 0
+        assert raw is not None
+        start = direct.run(raw, _SQLITE_LAST_CURSOR).fetchone()[0] or 0
         for i, row in enumerate(values, start + 1):
             row["id"] = i
-        await conn.execute(events.insert(), values)
+        await _insert_events(conn, values)
         cursors = range(start + 1, start + 1 + len(values))
+        # Every cursor below the group's first has committed: the writer's
+        # transaction holds SQLite's only write lock.
+        if conn.info.get(COMMITTED_BEFORE, (None,))[0] != first.batch:
+            conn.info[COMMITTED_BEFORE] = (first.batch, start)
     else:
         cursors = (
             await conn.execute(
@@ -143,8 +187,12 @@ async def _tenant_webhook(tx: Tx, tenant_id: str) -> tuple[str, bool]:
         tx.conn.info["tenant_webhooks"] = cache
     known: dict[str, tuple[str, bool]] = cache[1]
     if tenant_id not in known:
-        row = (await tx.conn.execute(_WEBHOOK_URL, {"tenant_id": tenant_id})).first()
-        known[tenant_id] = (row.url, row.disabled_at is not None) if row else ("", False)
+        raw = await direct.handle(tx.conn)
+        if raw is None:
+            row = (await tx.conn.execute(_WEBHOOK_URL, {"tenant_id": tenant_id})).first()
+        else:
+            row = direct.run(raw, _SQLITE_WEBHOOK_URL, (tenant_id,)).fetchone()
+        known[tenant_id] = (row[0], row[1] is not None) if row else ("", False)
     return known[tenant_id]
 
 

@@ -22,8 +22,8 @@ from server.domain.models import (
 from server.domain.paging import PageRequest
 from server.domain.status import DeliveryStatus, advances
 from server.storage import attempts as attempt_log
+from server.storage import direct, fallback, webhooks
 from server.storage import events as event_log
-from server.storage import fallback, webhooks
 from server.storage.keyset import Order, keyset_page
 from server.storage.schema import messages, status_history
 from server.storage.writer import LATER_HISTORY, LATER_MESSAGES, StatusMove, Tx
@@ -33,8 +33,7 @@ from server.telemetry.tracing import trace_id_in
 PENDING, CLAIMED, DONE = "PENDING", "CLAIMED", "DONE"
 
 
-async def _insert_history(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    await conn.execute(status_history.insert(), rows)
+_insert_history = direct.Insert(status_history, ("message_id", "status", "reason", "ts"))
 
 
 async def insert_history_later(

@@ -32,6 +32,9 @@ T = TypeVar("T")
 # Any fixed number: write transactions on PostgreSQL serialise on it.
 WRITE_TURN_KEY = 0x43494D48
 GATHER_S = 0.006
+# conn.info key: (group id, the highest event cursor committed before the
+# group's first), left by the event log where it knows it without a query.
+COMMITTED_BEFORE = "committed_before"
 
 
 def now_ms() -> int:
@@ -306,6 +309,10 @@ class Writer:
         cursors = [e.cursor for _item, ok, _value, tx in outcomes if ok and tx for e in tx.events]
         if not cursors:
             return None
+        known = conn.info.get(COMMITTED_BEFORE)
+        batch = next(tx.batch for _item, ok, _value, tx in outcomes if ok and tx)
+        if known is not None and known[0] == batch and known[1] < min(cursors):
+            return int(known[1])
         found = await conn.execute(
             text("SELECT max(id) FROM events WHERE id < :first"), {"first": min(cursors)}
         )

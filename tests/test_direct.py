@@ -1,0 +1,183 @@
+"""The accept path's statements on SQLite's driver store what SQLAlchemy would.
+
+``server.storage.direct`` runs the hot inserts and reads on sqlite3 itself.
+These tests hold it to the slow path it replaces: the same stored values
+(JSON, NULLs, defaults), the same exception types, and the same "committed
+before" cursor the writer used to ask the database for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, Table, text
+from sqlalchemy.exc import IntegrityError
+
+from server.domain.events import CommittedEvents, EventType, NewEvent
+from server.storage import direct, migrate
+from server.storage import events as event_log
+from server.storage.accept import _MESSAGE_KEYS, _insert_messages
+from server.storage.db import make_engine
+from server.storage.schema import messages
+from server.storage.writer import Tx, Writer
+
+
+def _message(message_id: str, **changes: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": message_id,
+        "tenant_id": "default",
+        "channel_id": "sandbox",
+        "destination": "+447911100001",
+        "type": "text",
+        "text": "héllo \u2603",
+        "content": {"text": "héllo", "nested": {"list": [1, None, "x"]}},
+        "conversation_id": "c1",
+        "correlation_id": "",
+        "status": "ACCEPTED",
+        "priority": 0,
+        "due_at": 1,
+        "expire_at": None,
+        "dispatch_state": 0,
+        "lease_until": None,
+        "attempts": 0,
+        "provider_message_id": None,
+        "last_error": "",
+        "mask": 3,
+        "created_at": 1,
+        "updated_at": 1,
+        "notify_url": None,
+        "callback_data": None,
+        "requested_receipts": ["DELIVERED"],
+        "segments": 1,
+        "request_id": None,
+        "traceparent": None,
+        "batch_id": None,
+    }
+    row.update(changes)
+    assert set(row) == set(_MESSAGE_KEYS)
+    return row
+
+
+def _stored(db: Path, message_id: str) -> tuple[Any, ...]:
+    conn = sqlite3.connect(db)
+    try:
+        found = conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+    finally:
+        conn.close()
+    assert found is not None
+    return tuple(found[1:])  # all but the id
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"content": {}, "requested_receipts": [], "expire_at": 9, "notify_url": "http://x/"}],
+    ids=["full", "empty-json"],
+)
+async def test_a_message_row_is_stored_byte_for_byte_as_sqlalchemy_stores_it(
+    tmp_path: Path, changes: dict[str, Any]
+) -> None:
+    db = tmp_path / "direct.db"
+    engine = make_engine(f"sqlite+aiosqlite:///{db}")
+    await migrate.upgrade(engine)
+    try:
+        async with engine.begin() as conn:
+            await _insert_messages(conn, [_message("by-driver", **changes)])
+            await conn.execute(messages.insert(), [_message("by-sqlalchemy", **changes)])
+    finally:
+        await engine.dispose()
+    assert _stored(db, "by-driver") == _stored(db, "by-sqlalchemy")
+
+
+async def test_a_left_out_column_takes_its_default_as_sqlalchemy_gives_it(tmp_path: Path) -> None:
+    db = tmp_path / "defaults.db"
+    engine = make_engine(f"sqlite+aiosqlite:///{db}")
+    await migrate.upgrade(engine)
+    keys = [k for k in _MESSAGE_KEYS if k not in ("attempts", "segments", "last_error")]
+    partial = direct.Insert(messages, keys)
+    try:
+        async with engine.begin() as conn:
+            row = {k: v for k, v in _message("by-driver").items() if k in keys}
+            await partial(conn, [row])
+            await conn.execute(messages.insert(), [{**row, "id": "by-sqlalchemy"}])
+    finally:
+        await engine.dispose()
+    assert _stored(db, "by-driver") == _stored(db, "by-sqlalchemy")
+
+
+def test_a_column_with_a_computed_default_cannot_be_left_out() -> None:
+    table = Table(
+        "stamped",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("stamp", Integer, default=lambda: 5),
+    )
+    with pytest.raises(ValueError, match=r"stamped\.stamp"):
+        direct.Insert(table, ["id"])
+    assert direct.Insert(table, ["id", "stamp"]).values({"id": 1, "stamp": 2}) == (1, 2)
+
+
+async def test_a_driver_error_is_raised_as_sqlalchemy_raises_it(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'dup.db'}")
+    await migrate.upgrade(engine)
+    try:
+        async with engine.connect() as conn:
+            await conn.begin()
+            await _insert_messages(conn, [_message("twice")])
+            with pytest.raises(IntegrityError) as raised:
+                await _insert_messages(conn, [_message("twice")])
+            assert isinstance(raised.value.orig, sqlite3.IntegrityError)
+            assert "INSERT INTO messages" in str(raised.value.statement)
+    finally:
+        await engine.dispose()
+
+
+async def test_every_commit_reports_the_cursor_committed_before_it(db_url: str) -> None:
+    """The writer's "after" is what ``max(id) WHERE id < first`` says, commit by commit.
+
+    On SQLite it is taken from the event log's own cursor read, on PostgreSQL
+    asked for; a wrong value would make live readers think they missed events
+    or skip a gap.
+    """
+    engine = make_engine(db_url)
+    await migrate.upgrade(engine)
+    published: list[CommittedEvents] = []
+    writer = Writer(engine, published.append)
+    writer.start()
+
+    def work(conversation: str, later: bool) -> Any:
+        async def run(tx: Tx) -> None:
+            event = NewEvent(conversation_id=conversation, type=EventType.CONTENT, message="m")
+            if later:
+                await event_log.append_later(tx, "default", event)
+            else:
+                await event_log.append(tx, "default", event)
+
+        return run
+
+    try:
+        await writer.submit(work("solo", later=False))
+        # Groups of several writes, both kinds mixed, and a write with no event.
+        for round_ in range(3):
+            await asyncio.gather(
+                *(writer.submit(work(f"c{round_}-{i}", later=i % 2 == 0)) for i in range(6)),
+                writer.submit(lambda tx: asyncio.sleep(0)),
+            )
+    finally:
+        await writer.close()
+    try:
+        async with engine.connect() as conn:
+            for commit in published:
+                first = min(e.cursor for e in commit)
+                found = await conn.execute(
+                    text("SELECT max(id) FROM events WHERE id < :first"), {"first": first}
+                )
+                assert commit.after == int(found.scalar() or 0), commit
+            stored = (await conn.execute(text("SELECT count(*) FROM events"))).scalar()
+    finally:
+        await engine.dispose()
+    assert sum(len(c) for c in published) == stored == 19
+    assert published[0].after == 0
