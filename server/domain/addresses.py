@@ -7,6 +7,8 @@ import re
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
+from server.domain import numbers
+
 
 class AddressError(ValueError):
     pass
@@ -40,6 +42,8 @@ def normalize_msisdn(raw: str, default_region: str | None = None) -> str:
     # digits as international, which is how the public API examples use them.
     if text and text[0].isdigit() and default_region is None:
         text = "+" + text
+    if default_region is None and (known := numbers.e164(text)) is not None:
+        return known
     try:
         number = phonenumbers.parse(text, default_region)
     except phonenumbers.NumberParseException as exc:
