@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, Table, text
+from sqlalchemy import Column, Integer, MetaData, Table, bindparam, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from server.domain.events import CommittedEvents, EventType, NewEvent
@@ -22,6 +22,7 @@ from server.storage import direct, migrate
 from server.storage import events as event_log
 from server.storage.accept import _MESSAGE_KEYS, _insert_messages
 from server.storage.db import make_engine
+from server.storage.messages import PENDING
 from server.storage.schema import messages
 from server.storage.writer import Tx, Writer
 
@@ -41,7 +42,7 @@ def _message(message_id: str, **changes: Any) -> dict[str, Any]:
         "priority": 0,
         "due_at": 1,
         "expire_at": None,
-        "dispatch_state": 0,
+        "dispatch_state": PENDING,
         "lease_until": None,
         "attempts": 0,
         "provider_message_id": None,
@@ -181,3 +182,67 @@ async def test_every_commit_reports_the_cursor_committed_before_it(db_url: str) 
         await engine.dispose()
     assert sum(len(c) for c in published) == stored == 19
     assert published[0].after == 0
+
+
+async def test_a_compiled_select_gives_the_rows_sqlalchemy_gives(db_url: str) -> None:
+    """JSON decoded, NULLs kept, an IN list expanded; on PostgreSQL SQLAlchemy runs it."""
+    engine = make_engine(db_url)
+    await migrate.upgrade(engine)
+    lock_many = direct.Statement(
+        select(messages)
+        .where(messages.c.id.in_(bindparam("ids", expanding=True)))
+        .order_by(messages.c.id)
+    )
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                messages.insert(),
+                [_message("m1"), _message("m2", content={}, requested_receipts=[]), _message("m3")],
+            )
+            ours = await lock_many.rows(conn, {"ids": ["m1", "m2"]})
+            theirs = (
+                await conn.execute(select(messages).where(messages.c.id.in_(["m1", "m2"])))
+            ).all()
+            assert [tuple(r) for r in ours] == [tuple(r) for r in theirs]
+            assert ours[0].content == {"text": "héllo", "nested": {"list": [1, None, "x"]}}
+            assert ours[1].requested_receipts == [] and ours[0].expire_at is None
+    finally:
+        await engine.dispose()
+
+
+async def test_a_compiled_update_writes_what_sqlalchemy_writes(db_url: str) -> None:
+    engine = make_engine(db_url)
+    await migrate.upgrade(engine)
+    columns = ("status", "last_error", "segments")
+    change = direct.Statement(
+        update(messages)
+        .where(messages.c.id == bindparam("_id"))
+        .values({name: bindparam(name) for name in columns})
+    )
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(messages.insert(), [_message(f"m{i}") for i in range(4)])
+            # One parameter set, then several at once.
+            await change.run(
+                conn, [{"_id": "m0", "status": "SENT", "last_error": "", "segments": 2}]
+            )
+            await change.run(
+                conn,
+                [
+                    {"_id": "m1", "status": "FAILED", "last_error": "no", "segments": 1},
+                    {"_id": "m2", "status": "DELIVERED", "last_error": "", "segments": 3},
+                ],
+            )
+            found = (
+                await conn.execute(
+                    select(messages.c.id, *(messages.c[c] for c in columns)).order_by(messages.c.id)
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    assert [tuple(r) for r in found] == [
+        ("m0", "SENT", "", 2),
+        ("m1", "FAILED", "no", 1),
+        ("m2", "DELIVERED", "", 3),
+        ("m3", "ACCEPTED", "", 1),
+    ]

@@ -15,12 +15,14 @@ exception whichever path ran.
 from __future__ import annotations
 
 import sqlite3
+from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Executable
 from sqlalchemy.sql.schema import Table
 
 _DIALECT = sqlite.dialect()
@@ -109,3 +111,65 @@ class Insert:
             await conn.execute(self.table.insert(), rows)
         else:
             run_many(raw, self.statement, [self.values(r) for r in rows])
+
+
+class Statement:
+    """A statement with named bind parameters, compiled once for SQLite.
+
+    ``rows`` gives what a SELECT (or RETURNING) finds as named tuples, with
+    the columns' result processing (JSON decoded, as SQLAlchemy's rows would
+    have it); ``run`` executes a statement that returns nothing, for one or
+    many parameter sets. One bind parameter may be ``expanding`` (an IN list).
+    On PostgreSQL the statement goes through SQLAlchemy.
+    """
+
+    def __init__(self, statement: Executable) -> None:
+        self.statement = statement
+        compiled = statement.compile(dialect=_DIALECT)  # type: ignore[attr-defined]
+        self._sql = compiled.string
+        processors: Mapping[str, Any] = compiled._bind_processors
+        self._binds = [(name, processors.get(name)) for name in compiled.positiontup or ()]
+        self._expanding = next(
+            (n for n, _ in self._binds if f"__[POSTCOMPILE_{n}]" in self._sql), None
+        )
+        columns = compiled._result_columns
+        self._processors = [c[3]._cached_result_processor(_DIALECT, None) for c in columns]
+        self._row: Any = namedtuple("Row", [c[0] for c in columns]) if columns else None  # type: ignore[misc]
+
+    def _bound(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        sql = self._sql
+        values: list[Any] = []
+        for name, process in self._binds:
+            value = params[name]
+            if name == self._expanding:
+                sql = sql.replace(f"__[POSTCOMPILE_{name}]", ", ".join("?" * len(value)))
+                values.extend([process(v) for v in value] if process else value)
+            else:
+                values.append(process(value) if process else value)
+        return sql, values
+
+    async def rows(self, conn: AsyncConnection, params: Mapping[str, Any]) -> list[Any]:
+        raw = await handle(conn)
+        if raw is None:
+            return list(await conn.execute(self.statement, dict(params)))
+        assert self._row is not None, "not a statement that returns rows"
+        sql, values = self._bound(params)
+        found = run(raw, sql, values).fetchall()
+        processors = self._processors
+        make = self._row._make
+        if not any(processors):
+            return [make(r) for r in found]
+        return [make(p(v) if p else v for p, v in zip(processors, r, strict=True)) for r in found]
+
+    async def run(self, conn: AsyncConnection, params: Sequence[Mapping[str, Any]]) -> None:
+        raw = await handle(conn)
+        if raw is None:
+            await conn.execute(self.statement, [dict(p) for p in params])
+            return
+        if self._expanding is not None or len(params) == 1:
+            for one in params:
+                sql, values = self._bound(one)
+                run(raw, sql, values)
+            return
+        rows = [self._bound(p)[1] for p in params]
+        run_many(raw, self._sql, [tuple(r) for r in rows])

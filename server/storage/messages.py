@@ -144,12 +144,31 @@ def _from_row(row: Any, history: tuple[StatusEntry, ...]) -> OutboundMessage:
 
 # Built once, as the dispatch statements are (claims.py): set_status_many
 # runs for every group of provider outcomes and receipts.
-_LOCK_MANY = (
+# Every status change runs these: compiled once (see direct.py).
+_LOCK_MANY = direct.Statement(
     select(messages)
     .where(messages.c.id.in_(bindparam("ids", expanding=True)))
     .order_by(messages.c.id)
     .with_for_update()
 )
+_LOCK_ONE = direct.Statement(
+    select(messages).where(messages.c.id == bindparam("id")).with_for_update()
+)
+_STATUS_UPDATES: dict[tuple[str, ...], direct.Statement] = {}
+
+
+def _status_update(columns: tuple[str, ...]) -> direct.Statement:
+    """The UPDATE of a message's columns, one per set of columns set_status writes."""
+    found = _STATUS_UPDATES.get(columns)
+    if found is None:
+        found = _STATUS_UPDATES[columns] = direct.Statement(
+            update(messages)
+            .where(messages.c.id == bindparam("_id"))
+            .values({name: bindparam(name) for name in columns})
+        )
+    return found
+
+
 _STATUS_COLUMNS = (
     "updated_at",
     "dispatch_state",
@@ -159,7 +178,7 @@ _STATUS_COLUMNS = (
     "last_error",
     "status",
 )
-_SET_STATUS_MANY = (
+_SET_STATUS_MANY = direct.Statement(
     update(messages)
     .where(messages.c.id == bindparam("_id"))
     .values({name: bindparam(name) for name in _STATUS_COLUMNS})
@@ -180,11 +199,10 @@ async def set_status(
     """Record a status if it moves the message forward; returns whether it did."""
     await tx.flush(upto=LATER_MESSAGES)  # it may have been accepted earlier in this group
     # Lock the row: a receipt and the dispatcher may change it at the same time.
-    row = (
-        await tx.conn.execute(select(messages).where(messages.c.id == message_id).with_for_update())
-    ).first()
-    if row is None:
+    found = await _LOCK_ONE.rows(tx.conn, {"id": message_id})
+    if not found:
         return False
+    row = found[0]
     values: dict[str, Any] = {"updated_at": tx.now}
     if dispatch_state is not None:
         values["dispatch_state"] = dispatch_state
@@ -200,7 +218,7 @@ async def set_status(
     moved = advances(DeliveryStatus(row.status), status)
     if moved:
         values["status"] = status.value
-    await tx.conn.execute(update(messages).where(messages.c.id == message_id).values(**values))
+    await _status_update(tuple(values)).run(tx.conn, [{**values, "_id": message_id}])
     if moved:
         await tx.later(
             LATER_HISTORY, _insert_history, _history_row(message_id, status, reason, tx.now)
@@ -243,7 +261,7 @@ async def set_status_many(tx: Tx, changes: Sequence[StatusChange]) -> list[bool]
         ]
     await tx.flush(upto=LATER_MESSAGES)
     # Locked in id order, so two claimers never wait on each other crosswise.
-    found = (await tx.conn.execute(_LOCK_MANY, {"ids": sorted(ids)})).all()
+    found = await _LOCK_MANY.rows(tx.conn, {"ids": sorted(ids)})
     rows = {r.id: r for r in found}
     updates: list[dict[str, Any]] = []
     moved: list[bool] = []
@@ -273,7 +291,7 @@ async def set_status_many(tx: Tx, changes: Sequence[StatusChange]) -> list[bool]
             }
         )
     if updates:
-        await tx.conn.execute(_SET_STATUS_MANY, updates)
+        await _SET_STATUS_MANY.run(tx.conn, updates)
     for c, advanced in zip(changes, moved, strict=True):
         if not advanced:
             continue
