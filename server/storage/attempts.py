@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.models import AttemptEntry
 from server.domain.provider import AttemptRecord
+from server.storage import direct
 from server.storage.schema import attempts
 from server.storage.writer import Tx
 
@@ -17,22 +18,31 @@ from server.storage.writer import Tx
 async def record(tx: Tx, message_id: str, entries: list[AttemptRecord]) -> None:
     if not entries:
         return
-    last = (
-        await tx.conn.execute(
-            select(func.max(attempts.c.number)).where(attempts.c.message_id == message_id)
-        )
-    ).scalar() or 0
-    await tx.conn.execute(
-        attempts.insert(), [_row(tx, message_id, last + i + 1, e) for i, e in enumerate(entries)]
-    )
+    found = await _LAST_NUMBERS.rows(tx.conn, {"ids": [message_id]})
+    last = found[0][1] if found else 0
+    await _insert(tx.conn, [_row(tx, message_id, last + i + 1, e) for i, e in enumerate(entries)])
 
 
 # Built once: these run for every group of dispatch outcomes and receipts.
-_LAST_NUMBERS = (
+_LAST_NUMBERS = direct.Statement(
     select(attempts.c.message_id, func.max(attempts.c.number))
     .where(attempts.c.message_id.in_(bindparam("ids", expanding=True)))
     .group_by(attempts.c.message_id)
 )
+_KEYS = (
+    "message_id",
+    "number",
+    "channel_id",
+    "provider",
+    "outcome",
+    "provider_message_id",
+    "error_code",
+    "reason",
+    "segments",
+    "ts",
+    "latency_ms",
+)
+_insert = direct.Insert(attempts, _KEYS)
 _BY_PROVIDER_IDS = select(
     attempts.c.message_id, attempts.c.channel_id, attempts.c.provider_message_id
 ).where(
@@ -46,17 +56,18 @@ async def record_many(tx: Tx, items: Sequence[tuple[str, list[AttemptRecord]]]) 
     ids = [message_id for message_id, entries in items if entries]
     if not ids:
         return
-    found = await tx.conn.execute(_LAST_NUMBERS, {"ids": list(set(ids))})
+    found = await _LAST_NUMBERS.rows(tx.conn, {"ids": list(set(ids))})
     last: dict[str, int] = {message_id: number or 0 for message_id, number in found}
     rows = []
     for message_id, entries in items:
         for e in entries:
             last[message_id] = last.get(message_id, 0) + 1
             rows.append(_row(tx, message_id, last[message_id], e))
-    await tx.conn.execute(attempts.insert(), rows)
+    await _insert(tx.conn, rows)
 
 
 def _row(tx: Tx, message_id: str, number: int, e: AttemptRecord) -> dict[str, Any]:
+    # The keys of _KEYS, which the insert is compiled for.
     return {
         "message_id": message_id,
         "number": number,

@@ -11,6 +11,7 @@ from server.domain.content import parse_content
 from server.domain.models import Delivery
 from server.domain.provider import AttemptRecord
 from server.storage import attempts as attempt_log
+from server.storage import direct
 from server.storage.messages import CLAIMED, PENDING
 from server.storage.schema import messages
 from server.storage.writer import LATER_MESSAGES, Tx
@@ -40,8 +41,12 @@ def _due_query(state: str, on_channels: bool) -> Any:
     )
 
 
-_DUE = {on: (_due_query(PENDING, on), _due_query(CLAIMED, on)) for on in (False, True)}
-_CLAIM = (
+# Every poll of the dispatcher runs these: compiled once (see direct.py).
+_DUE = {
+    on: (direct.Statement(_due_query(PENDING, on)), direct.Statement(_due_query(CLAIMED, on)))
+    for on in (False, True)
+}
+_CLAIM = direct.Statement(
     update(messages)
     .where(messages.c.id.in_(bindparam("ids", expanding=True)))
     .values(
@@ -92,10 +97,7 @@ async def claim_due(
     if channels is not None:
         params["channels"] = list(channels)
     due, lapsed = _DUE[channels is not None]
-    rows = [
-        *(await tx.conn.execute(due, params)).all(),
-        *(await tx.conn.execute(lapsed, params)).all(),
-    ]
+    rows = [*(await due.rows(tx.conn, params)), *(await lapsed.rows(tx.conn, params))]
     if not rows:
         return []
     if len(rows) > limit:
@@ -124,8 +126,8 @@ async def claim_due(
                 for r in unanswered
             ],
         )
-    await tx.conn.execute(
-        _CLAIM, {"ids": [r.id for r in rows], "lease_until": tx.now + lease_ms, "now": tx.now}
+    await _CLAIM.run(
+        tx.conn, [{"ids": [r.id for r in rows], "lease_until": tx.now + lease_ms, "now": tx.now}]
     )
     return [
         Delivery(

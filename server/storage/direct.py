@@ -129,6 +129,11 @@ class Statement:
         self._sql = compiled.string
         processors: Mapping[str, Any] = compiled._bind_processors
         self._binds = [(name, processors.get(name)) for name in compiled.positiontup or ()]
+        # Values written into the statement itself (a literal in a WHERE, a
+        # LIMIT's offset): used where the parameters do not name them.
+        self._literals = {
+            name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required
+        }
         self._expanding = next(
             (n for n, _ in self._binds if f"__[POSTCOMPILE_{n}]" in self._sql), None
         )
@@ -140,7 +145,7 @@ class Statement:
         sql = self._sql
         values: list[Any] = []
         for name, process in self._binds:
-            value = params[name]
+            value = params[name] if name in params else self._literals[name]
             if name == self._expanding:
                 sql = sql.replace(f"__[POSTCOMPILE_{name}]", ", ".join("?" * len(value)))
                 values.extend([process(v) for v in value] if process else value)
