@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from adapters.base import PermanentProviderError
 from adapters.media import vet_media_urls
-from adapters.rbm import agent_message
+from adapters.rbm_messages import agent_message
 from cim.v1 import messaging_service_pb2 as m
 from cim.v1 import messaging_service_pb2_grpc as mg
 from fakes.smtp import FakeSmtpServer
