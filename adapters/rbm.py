@@ -23,20 +23,17 @@ token in the variable named by ``token_env``. The adapter looks the token up in
 Channel settings: ``agent_id``, ``token_env``, ``client_token_env``, ``base_url``,
 ``timeout_seconds``, ``sms_fallback_channel``. A tenant-created channel carries
 ``token`` and ``client_token`` as values instead; its token is then fixed.
+
+The AgentMessage is built in ``rbm_messages`` and webhooks are read in ``rbm_webhook``;
+this module holds the settings, the calls to RBM and the SMS fallback.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-import json
 import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -44,23 +41,19 @@ from adapters.base import (
     Accepted,
     AdapterContext,
     AttemptRecord,
-    CallbackRejected,
     CallbackRequest,
     CallbackResult,
     Delivery,
-    InboundMessage,
     PermanentProviderError,
-    Receipt,
     ReceiptSink,
 )
 from adapters.media import vet_media_urls
 from adapters.provider_http import HttpAnswer, HttpProviderClient, ProviderFault, Verdict
+from adapters.rbm_messages import ContentError, agent_message
+from adapters.rbm_webhook import read_callback
 from adapters.settings import ChannelSettings, Credential, Secret
-from server.domain.coerce import loose, number
-from server.domain.content import Media, MessageContent, RichCard, Suggestion
+from server.domain.content import MessageContent
 from server.domain.models import Channel
-from server.domain.status import DeliveryStatus
-from server.domain.timeparse import parse_instant
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +64,7 @@ DEFAULT_TIMEOUT_SECONDS = 10.0
 # Fixed namespace so that (message, attempt) always derives the same RBM id.
 _ID_NAMESPACE = uuid.UUID("0d6c2a4e-7f1b-4b8e-9a55-3c1e6f2b9d70")
 
-_ORIENTATIONS = ("VERTICAL", "HORIZONTAL")
-_ALIGNMENTS = ("LEFT", "RIGHT")
-_HEIGHTS = ("SHORT", "MEDIUM", "TALL")
-_WIDTHS = ("SMALL", "MEDIUM")
 _AGENT_EVENTS = ("IS_TYPING", "READ")
-
-# User and server events that say something about a message we sent.
-_RECEIPT_EVENTS = {
-    "DELIVERED": DeliveryStatus.DELIVERED,
-    "READ": DeliveryStatus.READ,
-    # The message outlived its expireTime and RBM withdrew it undelivered.
-    "TTL_EXPIRATION_REVOKED": DeliveryStatus.EXPIRED,
-}
 
 
 def rbm_message_id(message_id: str, attempt: int) -> str:
@@ -99,16 +80,6 @@ def rbm_message_id(message_id: str, attempt: int) -> str:
 
 def rbm_event_id(message_id: str, attempt: int) -> str:
     return str(uuid.uuid5(_ID_NAMESPACE, f"{message_id}/e{attempt}"))
-
-
-def sign(body: bytes, client_token: str) -> str:
-    """X-Goog-Signature: base64 of HMAC-SHA512 over the event JSON, keyed by clientToken."""
-    digest = hmac.new(client_token.encode(), body, hashlib.sha512).digest()
-    return base64.b64encode(digest).decode()
-
-
-class ContentError(ValueError):
-    """The delivery's content cannot be expressed as an RBM message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,242 +255,7 @@ class RbmAdapter:
     # ------------------------------------------------------------------- webhooks
 
     async def handle_callback(self, request: CallbackRequest) -> CallbackResult:
-        if request.method.upper() != "POST":
-            raise CallbackRejected("RBM webhooks are POSTs", 405)
-        doc = _json_object(request.body)
-        expected = self._client_token.reveal()
-        if "clientToken" in doc and "secret" in doc:
-            # The console's webhook check: prove we know the clientToken by echoing the secret.
-            if not hmac.compare_digest(str(doc["clientToken"]).encode(), expected.encode()):
-                raise CallbackRejected("clientToken does not match")
-            return CallbackResult(body=str(doc["secret"]).encode(), content_type="text/plain")
-        message = doc.get("message")
-        envelope = message if isinstance(message, dict) and "data" in message else None
-        if envelope is not None:
-            try:
-                signed = base64.b64decode(str(envelope["data"]), validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise CallbackRejected("message.data is not base64", 400) from exc
-        else:
-            # Google documents only the envelope; a bare event (older integrations,
-            # simulators) is taken when signed the same way over the body itself.
-            signed = request.body
-        signature = request.headers.get("x-goog-signature", "")
-        if not signature or not hmac.compare_digest(
-            signature.encode(), sign(signed, expected).encode()
-        ):
-            raise CallbackRejected("X-Goog-Signature does not match")
-        if envelope is not None:
-            attributes = envelope.get("attributes")
-            if isinstance(attributes, dict) and attributes.get("type") == "agent_launch_event":
-                return CallbackResult()  # launch-state news for operators, not messages
-            doc = _json_object(signed)
-        return self._interpret(doc)
-
-    def _interpret(self, event: Mapping[str, Any]) -> CallbackResult:
-        timestamp = _millis(event.get("sendTime"))
-        event_type = event.get("eventType")
-        if event_type:
-            status = _RECEIPT_EVENTS.get(str(event_type))
-            message_id = str(event.get("messageId") or "")
-            if status is None or not message_id:
-                # IS_TYPING, SUBSCRIBE, UNSUBSCRIBE, TTL_EXPIRATION_REVOKE_FAILED (a
-                # DELIVERED may still follow): acknowledged, nothing to record.
-                return CallbackResult()
-            return CallbackResult(receipts=(Receipt(message_id, status, timestamp=timestamp),))
-        if event.get("senderPhoneNumber"):
-            inbound = self._inbound(event, timestamp)
-            return CallbackResult(inbound=(inbound,) if inbound else ())
-        return CallbackResult()
-
-    def _inbound(self, event: Mapping[str, Any], timestamp: int) -> InboundMessage | None:
-        common: dict[str, Any] = {
-            "channel_id": self.channel.channel_id,
-            "provider_message_id": str(event.get("messageId") or ""),
-            "from_address": str(event["senderPhoneNumber"]),
-            "to_address": str(event.get("agentId") or self.agent_id),
-            "timestamp": timestamp,
-        }
-        if "text" in event:
-            return InboundMessage(**common, type="text", text=str(event["text"]), raw=event)
-        answer = event.get("suggestionResponse")
-        if isinstance(answer, dict):
-            # The tap reads as what the chip said; postbackData is what the agent meant.
-            raw = {**event, "postbackData": str(answer.get("postbackData", ""))}
-            return InboundMessage(**common, type="text", text=str(answer.get("text", "")), raw=raw)
-        where = event.get("location")
-        if isinstance(where, dict):
-            return InboundMessage(
-                **common,
-                type="location",
-                latitude=loose(number, where.get("latitude"), None),
-                longitude=loose(number, where.get("longitude"), None),
-                raw=event,
-            )
-        upload = event.get("userFile")
-        if isinstance(upload, dict):
-            payload = upload.get("payload") or {}
-            mime = str(payload.get("mimeType", ""))
-            return InboundMessage(
-                **common,
-                type=_media_type(mime),
-                media_url=str(payload.get("fileUri", "")),
-                mime_type=mime,
-                raw=event,
-            )
-        return None
-
-
-# ------------------------------------------------------------------ content mapping
-
-
-def agent_message(content: MessageContent, expire_at: int | None = None) -> dict[str, Any]:
-    """The AgentMessage for one rendered RCS content (anything but agentEvent)."""
-    kind = content.type
-    message: dict[str, Any] = {}
-    if kind == "text":
-        message["text"] = _required(content.text, "text")
-    elif kind == "media":
-        media = content.media or Media()
-        message["contentInfo"] = _content_info(
-            _required(media.url, "mediaContentUrl"), media.thumbnail_url
-        )
-    elif kind == "standalone":
-        if content.rich_card is None:
-            raise ContentError("richCard must be an object")
-        message["richCard"] = {"standaloneCard": _standalone(content.rich_card)}
-    elif kind == "carousel":
-        if not content.cards:
-            raise ContentError("a carousel needs cards")
-        message["richCard"] = {
-            "carouselCard": {
-                "cardWidth": _enum(content.card_width, _WIDTHS, "MEDIUM"),
-                "cardContents": [_card_content(card) for card in content.cards],
-            }
-        }
-    else:
-        raise ContentError(f"unsupported RCS content type {kind!r}")
-    suggestions = [_suggestion(item) for item in content.suggestions]
-    if suggestions:
-        message["suggestions"] = suggestions
-    body: dict[str, Any] = {"contentMessage": message}
-    if expire_at is not None:
-        # RBM withdraws the message undelivered at this time and says so by webhook.
-        body["expireTime"] = _rfc3339(expire_at)
-    return body
-
-
-def _standalone(card: RichCard) -> dict[str, Any]:
-    orientation = _enum(card.orientation, _ORIENTATIONS, "VERTICAL")
-    out: dict[str, Any] = {"cardOrientation": orientation}
-    # RBM only aligns the image of horizontal cards; for vertical ones it means nothing.
-    if orientation == "HORIZONTAL" and card.thumbnail_alignment:
-        out["thumbnailImageAlignment"] = _enum(card.thumbnail_alignment, _ALIGNMENTS, "")
-    out["cardContent"] = _card_content(card)
-    return out
-
-
-def _card_content(card: RichCard) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if card.title:
-        out["title"] = card.title
-    if card.description:
-        out["description"] = card.description
-    if card.media is not None:
-        out["media"] = {
-            "height": _enum(card.media.height, _HEIGHTS, "MEDIUM"),
-            "contentInfo": _content_info(
-                _required(card.media.url, "url"), card.media.thumbnail_url
-            ),
-        }
-    if not out:
-        raise ContentError("a rich card needs a title, a description or media")
-    suggestions = [_suggestion(item) for item in card.suggestions]
-    if suggestions:
-        out["suggestions"] = suggestions
-    return out
-
-
-def _content_info(url: str, thumbnail: str) -> dict[str, Any]:
-    info: dict[str, Any] = {"fileUrl": url}
-    if thumbnail:
-        info["thumbnailUrl"] = thumbnail
-    # RBM caches fetched files by URL; our URLs name fixed content, so the cache is right.
-    info["forceRefresh"] = False
-    return info
-
-
-def _suggestion(item: Suggestion) -> dict[str, Any]:
-    text = _required(item.display_text, "displayText")
-    # RBM echoes postbackData when the chip is tapped; without one, the label will do.
-    postback = item.postback_data or text
-    if item.type == "reply":
-        return {"reply": {"text": text, "postbackData": postback}}
-    action: dict[str, Any] = {"text": text, "postbackData": postback}
-    if item.fallback_url:
-        action["fallbackUrl"] = item.fallback_url
-    if item.type == "viewLocation":
-        action["viewLocationAction"] = _view_location(item)
-    elif item.type == "shareLocation":
-        action["shareLocationAction"] = {}
-    elif item.type == "openUrl":
-        action["openUrlAction"] = {"url": _required(item.url, "url")}
-    elif item.type == "calendarEvent":
-        event = {
-            "startTime": _timestamp(_required(item.start_time, "startTime")),
-            "endTime": _timestamp(_required(item.end_time, "endTime")),
-            "title": item.meeting_title or text,
-        }
-        if item.meeting_description:
-            event["description"] = item.meeting_description
-        action["createCalendarEventAction"] = event
-    elif item.type == "dialPhone":
-        action["dialAction"] = {"phoneNumber": _required(item.phone, "phone")}
-    else:
-        raise ContentError(f"unsupported suggestion type {item.type!r}")
-    return {"action": action}
-
-
-def _view_location(item: Suggestion) -> dict[str, Any]:
-    label = item.label or item.address
-    if item.latitude is not None and item.longitude is not None:
-        view: dict[str, Any] = {"latLong": {"latitude": item.latitude, "longitude": item.longitude}}
-        if label:
-            view["label"] = label
-        return view
-    if label:
-        # No coordinates: let the maps app search for the address instead.
-        return {"query": label}
-    raise ContentError("viewLocation needs latitude and longitude, or an address")
-
-
-def _enum(value: Any, allowed: tuple[str, ...], default: str) -> str:
-    """Maps "VERTICAL/HORIZONTAL"-style placeholders to their first valid alternative."""
-    if value is None or value == "":
-        return default
-    for alternative in str(value).upper().split("/"):
-        if alternative.strip() in allowed:
-            return alternative.strip()
-    raise ContentError(f"{value!r} is not one of {', '.join(allowed)}")
-
-
-def _required(value: str, name: str) -> str:
-    if not value:
-        raise ContentError(f"{name} is required")
-    return value
-
-
-def _timestamp(value: str) -> str:
-    """Calendar times as RBM's RFC 3339 UTC, from ISO 8601 or epoch input."""
-    try:
-        return _rfc3339(parse_instant(value))
-    except ValueError as exc:
-        raise ContentError(f"{value!r} is not a time") from exc
-
-
-def _rfc3339(millis: int) -> str:
-    moment = datetime.fromtimestamp(millis / 1000, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return read_callback(request, self._client_token, self.channel.channel_id, self.agent_id)
 
 
 # ------------------------------------------------------------------ wire helpers
@@ -564,27 +300,3 @@ def google_fault(answer: HttpAnswer) -> ProviderFault:
         verdict,
         _retry_delay(error),
     )
-
-
-def _json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise CallbackRejected("body is not JSON", 400) from exc
-    if not isinstance(doc, dict):
-        raise CallbackRejected("body is not a JSON object", 400)
-    return doc
-
-
-def _millis(value: Any) -> int:
-    if not value:
-        return 0
-    try:
-        return parse_instant(str(value))
-    except ValueError:
-        return 0
-
-
-def _media_type(mime: str) -> str:
-    family = mime.split("/", 1)[0]
-    return family if family in ("image", "video", "audio") else "document"

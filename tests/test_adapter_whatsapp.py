@@ -28,12 +28,8 @@ from adapters.base import (
     RetryableProviderError,
 )
 from adapters.provider_http import HttpAnswer, provider_failure
-from adapters.whatsapp import (
-    DEFAULT_API_VERSION,
-    WhatsAppCloudAdapter,
-    meta_fault,
-    verify_signature,
-)
+from adapters.whatsapp import DEFAULT_API_VERSION, WhatsAppCloudAdapter, meta_fault
+from adapters.whatsapp_webhook import verify_signature
 from fakes.server import Behaviour
 from fakes.whatsapp import (
     DISPLAY_PHONE_NUMBER,

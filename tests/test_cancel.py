@@ -20,7 +20,7 @@ from fakes.providers import FlakyProvider, HappyProvider, SlowProvider
 from server.api.context import DEFAULT_TENANT
 from server.config import DEFAULT_CHANNELS
 from server.domain.status import DeliveryStatus
-from server.storage.schema import attempts, messages
+from server.storage.message_schema import attempts, messages
 from support.clock import eventually
 from support.hub import channel_to, rest_session, running_hub
 

@@ -18,7 +18,7 @@ from server.domain.models import OutboundDraft
 from server.domain.status import TERMINAL
 from server.storage.claims import NO_OUTCOME
 from server.storage.db import make_engine
-from server.storage.schema import attempts, messages
+from server.storage.message_schema import attempts, messages
 from server.storage.store import SqlStore
 from support.hub import AUTH_ENV, authed_channel
 

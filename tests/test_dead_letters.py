@@ -18,8 +18,8 @@ from server.app import Hub
 from server.config import Settings
 from server.domain.events import EventType
 from server.domain.retry import RetryPolicy
-from server.storage.schema import webhook_attempts, webhooks
 from server.storage.store import SqlStore
+from server.storage.webhook_schema import webhook_attempts, webhooks
 from server.webhooks.sender import WebhookSender
 from support.clock import eventually, stays
 from support.hub import AUTH_HEADERS, channel_to, rest_call

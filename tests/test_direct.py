@@ -22,8 +22,8 @@ from server.storage import direct, migrate
 from server.storage import events as event_log
 from server.storage.accept import _MESSAGE_KEYS, _insert_messages
 from server.storage.db import make_engine
+from server.storage.message_schema import messages
 from server.storage.messages import PENDING
-from server.storage.schema import messages
 from server.storage.writer import Tx, Writer
 
 

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from server.app import Hub
 from server.domain.status import TERMINAL
 from server.storage.db import make_engine
-from server.storage.schema import messages
+from server.storage.message_schema import messages
 from support import unavailable
 from support.hub import AUTH_HEADERS, running_hub
 from support.postgres import PostgresServer, PostgresUnavailable

@@ -38,7 +38,7 @@ from server.domain.contacts import ContactInfo
 from server.domain.customer import CustomerEvent, CustomerObject, GlobalVar, Link
 from server.domain.errors import Code, DomainError
 from server.domain.paging import CONTACTS, GLOBAL_VARS, MESSAGES, SESSIONS, page_of
-from server.storage.schema import contacts
+from server.storage.customer_schema import contacts
 from server.storage.store import SqlStore
 from support.clock import FakeClock
 from support.hub import AUTH_HEADERS, channel_to, rest_call

@@ -21,7 +21,7 @@ from sqlalchemy import event, func, select
 
 from server.config import DEFAULT_CHANNELS, Channel
 from server.storage import direct
-from server.storage.schema import messages
+from server.storage.message_schema import messages
 from support.hub import rest_session, running_hub
 from support.replicas import wait_until
 

@@ -30,7 +30,7 @@ from server.app import Hub
 from server.config import Settings
 from server.events.redis_bus import RedisBus
 from server.storage.db import make_engine
-from server.storage.schema import messages
+from server.storage.message_schema import messages
 from support.postgres import PostgresServer
 from support.redis import RedisServer
 from support.replicas import (

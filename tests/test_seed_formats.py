@@ -18,7 +18,7 @@ from cim.v1 import session_service_pb2 as s
 from cim.v1 import session_service_pb2_grpc as sg
 from server.gateway.jsonmap import parse, to_json
 from server.storage import migrate
-from server.storage.schema import contact_prefs, contacts
+from server.storage.customer_schema import contact_prefs, contacts
 from support.hub import channel_to, rest_session, running_hub
 
 ACTIVITIES = "/api/v1/conversation/activities"

@@ -16,7 +16,8 @@ from server.api.context import DEFAULT_TENANT
 from server.domain.paging import MESSAGES
 from server.domain.status import DeliveryStatus
 from server.domain.webhook_signing import verify
-from server.storage.schema import messages, webhooks
+from server.storage.message_schema import messages
+from server.storage.webhook_schema import webhooks
 from server.webhooks.sender import WebhookSender
 from support.clock import FakeClock, eventually, stays
 from support.hub import rest_session, running_hub

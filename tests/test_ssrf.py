@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from adapters.base import PermanentProviderError
 from adapters.media import vet_media_urls
-from adapters.rbm import agent_message
+from adapters.rbm_messages import agent_message
 from cim.v1 import messaging_service_pb2 as m
 from cim.v1 import messaging_service_pb2_grpc as mg
 from fakes.smtp import FakeSmtpServer
@@ -33,7 +33,7 @@ from server.domain.models import Channel
 from server.gateway.jsonmap import parse
 from server.net.addresses import AddressPolicy
 from server.net.http import OutboundError, OutboundHttp, RefusedUrl
-from server.storage.schema import webhooks
+from server.storage.webhook_schema import webhooks
 from server.storage.writer import now_ms
 from support.hub import authed_channel, rest_session, running_hub
 from support.listener import MapResolver

@@ -16,9 +16,11 @@ from server.domain.paging import MESSAGES
 from server.storage import migrate
 from server.storage.accept import IdempotencyKey
 from server.storage.coalesce import Coalesced
+from server.storage.conversation_schema import sessions
 from server.storage.db import make_engine
-from server.storage.schema import metadata, sessions, tenants
+from server.storage.schema import metadata
 from server.storage.store import SqlStore
+from server.storage.tenant_schema import tenants
 from server.storage.writer import Tx, Writer
 
 TENANT = "t1"

@@ -31,7 +31,7 @@ from server.api.errors import store_fault_status
 from server.domain.models import OutboundDraft
 from server.storage.db import make_engine
 from server.storage.faults import OutcomeUnknown, is_unavailable
-from server.storage.schema import messages
+from server.storage.message_schema import messages
 from server.storage.store import SqlStore
 from support.hub import AUTH_HEADERS, channel_to, running_hub
 from support.postgres import PostgresServer

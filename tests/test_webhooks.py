@@ -21,8 +21,9 @@ from server.net.http import OutboundError
 from server.storage import migrate
 from server.storage import webhooks as hooks
 from server.storage.db import make_engine
-from server.storage.schema import messages, webhooks
+from server.storage.message_schema import messages
 from server.storage.store import SqlStore
+from server.storage.webhook_schema import webhooks
 from server.storage.writer import Tx
 from server.webhooks.sender import WebhookSender
 from support.net import loopback_http

@@ -1,7 +1,8 @@
 """The inbound webhook, checked and turned into what the hub stores.
 
 Input is the JSON form of the public InBoundWrapper (as ``MessageToDict`` gives
-it); provider adapters feed the same records through ``from_provider``.
+it); provider adapters feed the same records through ``from_provider``. What one
+message carries (body, reader text, details) is read in ``inbound_content``.
 """
 
 from __future__ import annotations
@@ -11,27 +12,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.domain.addresses import AddressError, has_letters, normalize_email, normalize_msisdn
-from server.domain.coerce import integer, loose, number
+from server.domain.coerce import integer, loose
 from server.domain.consent import InboundKeyword
 from server.domain.contacts import ContactInfo, contact_info
 from server.domain.errors import FieldViolation, invalid
 from server.domain.events import EventType
+from server.domain.inbound_content import (
+    MEDIA_KINDS,
+    compact,
+    field_text,
+    infer_type,
+    message_content,
+)
 from server.domain.provider import InboundMessage
 from server.domain.status import DeliveryStatus
 
 PHONE_TYPES = frozenset({"SMS", "WHATSAPP", "RCS"})
 EMAIL_TYPES = frozenset({"EMAIL"})
 
-_MEDIA_KINDS = {
-    "image": "MEDIA_KIND_IMAGE",
-    "video": "MEDIA_KIND_VIDEO",
-    "audio": "MEDIA_KIND_AUDIO",
-    "voice": "MEDIA_KIND_AUDIO",
-    "document": "MEDIA_KIND_FILE",
-    "sticker": "MEDIA_KIND_STICKER",
-}
-_OTHER_TYPES = ("text", "location", "system", "form", "referral")
-MESSAGE_TYPES = tuple(sorted({*_MEDIA_KINDS, *_OTHER_TYPES}))
 
 # The public status short codes. SENT is the provider's acceptance. DELTD (the
 # recipient deleted the message) proves it was delivered, and a delivery status
@@ -147,13 +145,6 @@ def _list(doc: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
     return [v for v in value if isinstance(v, Mapping)]
 
 
-def _text(doc: Mapping[str, Any] | None, key: str) -> str:
-    if not isinstance(doc, Mapping):
-        return ""
-    value = doc.get(key)
-    return "" if value is None else str(value)
-
-
 def _digits(value: str) -> str:
     return value.lstrip("+")
 
@@ -195,7 +186,7 @@ def _message(
     problems: list[FieldViolation],
 ) -> ReceivedMessage | None:
     before = len(problems)
-    sender, contact_ref = _text(doc, "from"), _text(doc, "contactId")
+    sender, contact_ref = field_text(doc, "from"), field_text(doc, "contactId")
     if not sender and not contact_ref:
         problems.append(FieldViolation(f"{path}.from", "required: the sender's address"))
     contact = _contact_for(contact_ref, sender, contacts)
@@ -205,13 +196,13 @@ def _message(
                 f"{path}.contactId", "matches no entry of contacts[], which names the channel"
             )
         )
-    external_id = _text(doc, "messageIdExt") or _text(doc, "id")
+    external_id = field_text(doc, "messageIdExt") or field_text(doc, "id")
     if not external_id:
         problems.append(
             FieldViolation(f"{path}.id", "required: id or messageIdExt, so a repeat is ignored")
         )
-    kind = _text(doc, "type").lower() or _infer_type(doc)
-    content = _content(kind, doc, path, problems)
+    kind = field_text(doc, "type").lower() or infer_type(doc)
+    content = message_content(kind, doc, path, problems)
     if contact is not None and has_letters(sender):
         # Read as keypad digits, the sender would land in someone else's conversation.
         sender_type = contact.contact_type or channel_types.get(contact.channel_id, "")
@@ -240,117 +231,21 @@ def _message(
     )
 
 
-def _infer_type(doc: Mapping[str, Any]) -> str:
-    for kind in ("text", *_MEDIA_KINDS, "location", "form", "referral"):
-        if doc.get(kind):
-            return kind
-    return ""
-
-
-_Content = tuple[dict[str, Any], str, str, dict[str, Any]]
-
-
-def _content(
-    kind: str, doc: Mapping[str, Any], path: str, problems: list[FieldViolation]
-) -> _Content | None:
-    """(CIM body, reader text, content type, flat details) for one message."""
-    extras: dict[str, Any] = {}
-    for key in ("form", "referral"):
-        if isinstance(doc.get(key), Mapping) and doc[key]:
-            extras[key] = dict(doc[key])
-    if kind in _MEDIA_KINDS:
-        return _media(kind, doc.get(kind), path, problems, extras)
-    if kind == "text":
-        text = _text(doc.get("text"), "body")
-        if not text:
-            problems.append(FieldViolation(f"{path}.text.body", "required for type text"))
-            return None
-        return {"plain": {"markdownText": text}}, text, "text/plain", extras
-    if kind == "location":
-        return _location(doc.get("location"), path, problems, extras)
-    if kind == "form":
-        form = doc.get("form")
-        title = _text(form, "reply_title") or _text(form, "reply_id")
-        if not title:
-            problems.append(FieldViolation(f"{path}.form.reply_id", "required for type form"))
-            return None
-        return {"plain": {"markdownText": title}}, title, "text/plain", extras
-    if kind == "referral":
-        ref = doc.get("referral")
-        if not isinstance(ref, Mapping) or not ref:
-            problems.append(FieldViolation(f"{path}.referral", "required for type referral"))
-            return None
-        url = {
-            "url": _text(ref, "sourceUrl"),
-            "title": _text(ref, "title"),
-            "description": _text(ref, "body"),
-        }
-        return {"url": url}, _text(ref, "body") or _text(ref, "title"), "text/plain", extras
-    if kind == "system":
-        text = _text(doc.get("text"), "body")
-        return {"plain": {"markdownText": text}}, text, "text/plain", extras
-    expected = ", ".join(MESSAGE_TYPES)
-    problems.append(FieldViolation(f"{path}.type", f"unknown type {kind!r}; expected {expected}"))
-    return None
-
-
-def _media(
-    kind: str, part: Any, path: str, problems: list[FieldViolation], extras: dict[str, Any]
-) -> _Content | None:
-    url = _text(part, "linkSecure") or _text(part, "link")
-    if not (url or _text(part, "id")):
-        problems.append(
-            FieldViolation(f"{path}.{kind}", f"required for type {kind}: link, linkSecure or id")
-        )
-        return None
-    mime, caption = _text(part, "mime_type"), _text(part, "caption")
-    attachment = {"mediaUrl": url, "mimeType": mime, "fileName": _text(part, "filename")}
-    body = {
-        "media": {
-            "kind": _MEDIA_KINDS[kind],
-            "caption": caption,
-            "attachment": {k: v for k, v in attachment.items() if v},
-        }
-    }
-    details = {**extras, "mediaUrl": url, "mimeType": mime, "caption": caption}
-    return body, caption, mime or "application/octet-stream", _compact(details)
-
-
-def _location(
-    loc: Any, path: str, problems: list[FieldViolation], extras: dict[str, Any]
-) -> _Content | None:
-    lat = loose(number, loc.get("latitude"), None) if isinstance(loc, Mapping) else None
-    lon = loose(number, loc.get("longitude"), None) if isinstance(loc, Mapping) else None
-    if lat is None or lon is None:
-        problems.append(
-            FieldViolation(f"{path}.location", "latitude and longitude are required numbers")
-        )
-        return None
-    place = {k: _text(loc, k) for k in ("name", "address", "url")}
-    body = {"location": {"latitude": lat, "longitude": lon, **_compact(place)}}
-    details = {**extras, "latitude": lat, "longitude": lon}
-    return body, place["name"] or place["address"], "text/plain", details
-
-
-def _compact(values: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v not in ("", None)}
-
-
 def _status(
     doc: Mapping[str, Any], path: str, problems: list[FieldViolation]
 ) -> StatusReport | None:
-    code = _text(doc, "status").upper()
+    code = field_text(doc, "status").upper()
     status = STATUS_CODES.get(code)
     if status is None:
         expected = ", ".join(STATUS_CODES)
         problems.append(FieldViolation(f"{path}.status", f"expected one of {expected}"))
-    message_id, external_id = _text(doc, "id"), _text(doc, "messageIdExt")
+    message_id, external_id = field_text(doc, "id"), field_text(doc, "messageIdExt")
     if not (message_id or external_id):
         problems.append(FieldViolation(f"{path}.id", "required: id or messageIdExt"))
     if status is None or not (message_id or external_id):
         return None
     errors = [
-        ": ".join(p for p in (_text(e, "code"), _text(e, "title")) if p)
+        ": ".join(p for p in (field_text(e, "code"), field_text(e, "title")) if p)
         for e in _list(doc, "errors")
     ]
     if code == "DELTD":
@@ -359,18 +254,18 @@ def _status(
 
 
 def _signal(doc: Mapping[str, Any]) -> ChatSignal | None:
-    code = _text(doc, "eventCode").upper()
+    code = field_text(doc, "eventCode").upper()
     if code in CHAT_STATES:
         kind, value = EventType.CHAT_STATE, CHAT_STATES[code]
     elif code in ACCEPT_STATUSES:
         kind, value = EventType.ACCEPT_STATUS, code
     else:
         return None
-    contact_id = _text(doc, "contactId") or _text(doc.get("contact"), "contactId")
+    contact_id = field_text(doc, "contactId") or field_text(doc.get("contact"), "contactId")
     # OUTBOUND events come from the business side: an agent typing or reading.
-    if _text(doc, "type").upper() == "OUTBOUND":
+    if field_text(doc, "type").upper() == "OUTBOUND":
         route, session = doc.get("route"), doc.get("session")
-        agent = _text(route, "senderCode") or _text(session, "agent") or "agent"
+        agent = field_text(route, "senderCode") or field_text(session, "agent") or "agent"
         originator, role = agent, "AGENT"
     else:
         # Empty when only the session is named: its contact is the originator.
@@ -378,9 +273,9 @@ def _signal(doc: Mapping[str, Any]) -> ChatSignal | None:
     return ChatSignal(
         type=kind,
         value=value,
-        session_id=_text(doc, "sessionId"),
+        session_id=field_text(doc, "sessionId"),
         contact_id=contact_id,
-        message_id=_text(doc, "messageId"),
+        message_id=field_text(doc, "messageId"),
         originator_id=originator,
         originator_role=role,
     )
@@ -389,7 +284,7 @@ def _signal(doc: Mapping[str, Any]) -> ChatSignal | None:
 def from_provider(channel_id: str, contact_type: str, m: InboundMessage) -> ReceivedMessage:
     """A provider adapter's inbound message, on the same path as the webhook's."""
     address = customer_address(m.from_address, contact_type)
-    details = _compact(
+    details = compact(
         {
             "to": m.to_address,
             "mediaUrl": m.media_url,
@@ -400,10 +295,10 @@ def from_provider(channel_id: str, contact_type: str, m: InboundMessage) -> Rece
         }
     )
     body: dict[str, Any]
-    if m.type in _MEDIA_KINDS and m.media_url:
-        attachment = _compact({"mediaUrl": m.media_url, "mimeType": m.mime_type})
+    if m.type in MEDIA_KINDS and m.media_url:
+        attachment = compact({"mediaUrl": m.media_url, "mimeType": m.mime_type})
         body = {
-            "media": {"kind": _MEDIA_KINDS[m.type], "caption": m.caption, "attachment": attachment}
+            "media": {"kind": MEDIA_KINDS[m.type], "caption": m.caption, "attachment": attachment}
         }
     elif m.type == "location" and m.latitude is not None and m.longitude is not None:
         body = {"location": {"latitude": m.latitude, "longitude": m.longitude}}

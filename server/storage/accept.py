@@ -14,8 +14,8 @@ from server.domain.models import OutboundDraft, OutboundMessage, StatusEntry, ne
 from server.domain.status import DeliveryStatus
 from server.storage import direct
 from server.storage import events as event_log
+from server.storage.message_schema import idempotency, messages
 from server.storage.messages import DONE, PENDING, insert_history_later, status_event
-from server.storage.schema import idempotency, messages
 from server.storage.sql import insert_for
 from server.storage.writer import LATER_MESSAGES, StatusMove, Tx
 

@@ -16,8 +16,8 @@ from server.domain.paging import PageRequest
 from server.storage import conversations
 from server.storage import events as event_log
 from server.storage import sessions as sess
+from server.storage.conversation_schema import activities
 from server.storage.keyset import Order, keyset_page
-from server.storage.schema import activities
 from server.storage.writer import Tx
 
 

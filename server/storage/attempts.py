@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from server.domain.models import AttemptEntry
 from server.domain.provider import AttemptRecord
 from server.storage import direct
-from server.storage.schema import attempts
+from server.storage.message_schema import attempts
 from server.storage.writer import Tx
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.errors import Code, DomainError, not_found
-from server.storage.schema import api_keys, apps, tenants
+from server.storage.tenant_schema import api_keys, apps, tenants
 from server.storage.writer import Tx
 
 # What making sure of a configured key found and did.

@@ -20,8 +20,8 @@ from server.domain.fallback import LegState
 from server.domain.status import DeliveryStatus
 from server.storage import events as event_log
 from server.storage import webhooks
+from server.storage.message_schema import fallback_legs, messages
 from server.storage.messages import CLAIMED, DONE, PENDING, insert_history_later, status_event
-from server.storage.schema import fallback_legs, messages
 from server.storage.writer import LATER_MESSAGES, StatusMove, Tx
 
 # Dispatch states of a message no provider has seen and that waits for nothing

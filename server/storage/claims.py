@@ -12,8 +12,8 @@ from server.domain.models import Delivery
 from server.domain.provider import AttemptRecord
 from server.storage import attempts as attempt_log
 from server.storage import direct
+from server.storage.message_schema import messages
 from server.storage.messages import CLAIMED, PENDING
-from server.storage.schema import messages
 from server.storage.writer import LATER_MESSAGES, Tx
 
 # What the attempt log says of a send that started and never reported back.

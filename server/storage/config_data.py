@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from server.domain.customer import GlobalVar
 from server.domain.errors import already_exists, not_found
 from server.domain.models import Channel
-from server.storage.schema import channels, global_vars
 from server.storage.sql import insert_for
+from server.storage.tenant_schema import channels, global_vars
 from server.storage.writer import Tx
 
 # -- global variables ----------------------------------------------------------------

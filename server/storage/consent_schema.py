@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import JSON, BigInteger, Column, Index, Integer, String, Table, Text
 
-from server.storage.schema import metadata
+from server.storage.metadata import metadata
 
 # One row per (tenant, channel type, address, scope): the state sends are checked against.
 consents = Table(

@@ -29,7 +29,7 @@ from server.storage import direct
 from server.storage import messages as msgs
 from server.storage.consent_schema import consent_history, consent_settings, consents
 from server.storage.keyset import Order, keyset_page
-from server.storage.schema import messages
+from server.storage.message_schema import messages
 from server.storage.sql import insert_for
 from server.storage.writer import LATER_MESSAGES, Tx
 

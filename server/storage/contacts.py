@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.contacts import Contact, ContactInfo, merge
 from server.domain.errors import not_found
-from server.storage.schema import contacts
+from server.storage.customer_schema import contacts
 from server.storage.sql import insert_for
 from server.storage.writer import Tx
 

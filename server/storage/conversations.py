@@ -14,7 +14,7 @@ from server.domain.events import EventType, NewEvent
 from server.domain.models import Session, new_id
 from server.storage import events as event_log
 from server.storage import sessions as sess
-from server.storage.schema import conversation_states, conversations
+from server.storage.conversation_schema import conversation_states, conversations
 from server.storage.sql import insert_for
 from server.storage.writer import Tx
 

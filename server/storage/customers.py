@@ -16,8 +16,13 @@ from server.domain.paging import PageRequest
 from server.storage import events as event_log
 from server.storage.contacts import _from_row as contact_from_row
 from server.storage.contacts import upsert as upsert_contact
+from server.storage.customer_schema import (
+    contact_prefs,
+    contacts,
+    customer_events,
+    customer_objects,
+)
 from server.storage.keyset import Order, keyset_page
-from server.storage.schema import contact_prefs, contacts, customer_events, customer_objects
 from server.storage.sql import insert_for
 from server.storage.writer import Tx
 

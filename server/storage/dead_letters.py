@@ -27,7 +27,7 @@ from server.domain.webhook_delivery import (
 )
 from server.storage import webhook_endpoints as endpoints
 from server.storage.keyset import Order, keyset_page
-from server.storage.schema import webhook_attempts, webhooks
+from server.storage.webhook_schema import webhook_attempts, webhooks
 from server.storage.webhooks import DEAD, DONE, PENDING, WebhookJob
 from server.storage.writer import Tx
 

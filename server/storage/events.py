@@ -13,8 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from server.domain.envelope import envelope
 from server.domain.events import EventType, NewEvent, StoredEvent
 from server.storage import direct, webhooks
-from server.storage.schema import conversations, events, retention_floors, tenant_webhooks
+from server.storage.conversation_schema import conversations, events, retention_floors
 from server.storage.sql import insert_for
+from server.storage.webhook_schema import tenant_webhooks
 from server.storage.writer import COMMITTED_BEFORE, LATER_EVENTS, WRITE_TURN_KEY, Tx
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from server.domain.fallback import LATE_AFTER_FALLBACK, FallbackLeg, LegState
 from server.domain.models import OutboundDraft, OutboundMessage
 from server.domain.status import DeliveryStatus, advances
-from server.storage.schema import fallback_legs, messages
+from server.storage.message_schema import fallback_legs, messages
 from server.storage.writer import Tx
 
 ACTIVE, WAITING = LegState.ACTIVE.value, LegState.WAITING.value

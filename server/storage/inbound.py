@@ -23,8 +23,9 @@ from server.storage import consents, contacts, lifecycle
 from server.storage import events as event_log
 from server.storage import messages as msgs
 from server.storage import sessions as sess
+from server.storage.conversation_schema import inbound_messages
 from server.storage.keyset import Order, keyset_rows
-from server.storage.schema import attempts, inbound_messages, messages
+from server.storage.message_schema import attempts, messages
 from server.storage.sql import insert_for
 from server.storage.writer import Tx
 

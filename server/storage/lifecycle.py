@@ -33,7 +33,7 @@ from server.domain.sessions import (
 from server.storage import conversations
 from server.storage import events as event_log
 from server.storage import sessions as sess
-from server.storage.schema import sessions
+from server.storage.conversation_schema import sessions
 from server.storage.sql import insert_for
 from server.storage.writer import Tx
 

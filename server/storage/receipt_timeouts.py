@@ -17,7 +17,7 @@ from sqlalchemy import or_, select, update
 
 from server.domain.status import DeliveryStatus
 from server.storage import messages as msgs
-from server.storage.schema import attempts, messages
+from server.storage.message_schema import attempts, messages
 from server.storage.writer import Tx
 
 

@@ -13,7 +13,7 @@ from server.domain.status import DeliveryStatus
 from server.storage import attempts as attempt_log
 from server.storage import fallback
 from server.storage import messages as msgs
-from server.storage.schema import attempts, messages, pending_receipts
+from server.storage.message_schema import attempts, messages, pending_receipts
 from server.storage.writer import Tx
 
 

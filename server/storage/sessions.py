@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from server.domain.errors import not_found
 from server.domain.models import Page, Session, SessionState
 from server.domain.paging import PageRequest
+from server.storage.conversation_schema import sessions
 from server.storage.keyset import Order, keyset_page
-from server.storage.schema import sessions
 
 
 async def get(

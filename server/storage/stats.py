@@ -14,8 +14,9 @@ from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.quota import QueueAhead
+from server.storage.message_schema import messages
 from server.storage.messages import CLAIMED, PENDING
-from server.storage.schema import messages, webhooks
+from server.storage.webhook_schema import webhooks
 from server.storage.webhooks import DEAD
 
 

@@ -13,7 +13,7 @@ from server.domain.batch import Template
 from server.domain.customer import TemplateRecord
 from server.domain.errors import already_exists, not_found
 from server.domain.models import new_id
-from server.storage.schema import templates
+from server.storage.tenant_schema import templates
 from server.storage.writer import Tx
 
 

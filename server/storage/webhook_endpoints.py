@@ -17,7 +17,7 @@ from server.domain.webhook_delivery import (
     endpoint_conversation,
 )
 from server.storage import events as event_log
-from server.storage.schema import tenant_webhooks, webhooks
+from server.storage.webhook_schema import tenant_webhooks, webhooks
 from server.storage.writer import Tx
 
 DEAD, PENDING = "DEAD", "PENDING"

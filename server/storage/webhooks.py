@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.webhook_delivery import NOTIFY_URL, TENANT
 from server.domain.webhook_signing import new_secret
-from server.storage.schema import webhook_secrets, webhooks
 from server.storage.sql import insert_for
+from server.storage.webhook_schema import webhook_secrets, webhooks
 from server.storage.writer import Tx
 
 PENDING, DONE, DEAD = "PENDING", "DONE", "DEAD"

@@ -19,7 +19,12 @@ from cim.v1 import notification_service_pb2_grpc as ng
 from server.api.context import DEFAULT_TENANT
 from server.app import Hub
 from server.domain.events import EventType, StoredEvent
-from server.storage import schema
+from server.storage import (
+    conversation_schema,
+    customer_schema,
+    message_schema,
+    webhook_schema,
+)
 from support.hub import authed_channel, rest_session, running_hub
 
 TOKEN = "test-verify-token"
@@ -28,16 +33,16 @@ PHONE = "+447700900123"
 
 # Every table the inbound, session and activity paths write to.
 WRITTEN_TABLES = (
-    schema.contacts,
-    schema.inbound_messages,
-    schema.sessions,
-    schema.conversation_states,
-    schema.activities,
-    schema.conversations,
-    schema.events,
-    schema.messages,
-    schema.status_history,
-    schema.webhooks,
+    customer_schema.contacts,
+    conversation_schema.inbound_messages,
+    conversation_schema.sessions,
+    conversation_schema.conversation_states,
+    conversation_schema.activities,
+    conversation_schema.conversations,
+    conversation_schema.events,
+    message_schema.messages,
+    message_schema.status_history,
+    webhook_schema.webhooks,
 )
 
 

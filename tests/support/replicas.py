@@ -16,8 +16,9 @@ import grpc
 from sqlalchemy import func, select
 
 from server.domain.status import TERMINAL
+from server.storage.conversation_schema import events
 from server.storage.db import make_engine
-from server.storage.schema import attempts, events, messages
+from server.storage.message_schema import attempts, messages
 
 API_ID = "test-app"
 API_KEY = "scaleout-test-key-0123456789abcdefghijklmno"  # 43 characters
