@@ -206,6 +206,16 @@ async def test_a_compiled_select_gives_the_rows_sqlalchemy_gives(db_url: str) ->
             assert [tuple(r) for r in ours] == [tuple(r) for r in theirs]
             assert ours[0].content == {"text": "héllo", "nested": {"list": [1, None, "x"]}}
             assert ours[1].requested_receipts == [] and ours[0].expire_at is None
+            # Two IN lists in one statement, each written out for its values.
+            both = direct.Statement(
+                select(messages.c.id).where(
+                    messages.c.id.in_(bindparam("ids", expanding=True)),
+                    messages.c.channel_id.in_(bindparam("channels", expanding=True)),
+                )
+            )
+            found = await both.rows(conn, {"ids": ["m1", "m3", "x"], "channels": ["sandbox", "y"]})
+            assert sorted(r.id for r in found) == ["m1", "m3"]
+            assert await both.rows(conn, {"ids": ["m1"], "channels": ["y"]}) == []
     finally:
         await engine.dispose()
 

@@ -43,11 +43,11 @@ _KEYS = (
     "latency_ms",
 )
 _insert = direct.Insert(attempts, _KEYS)
-_BY_PROVIDER_IDS = select(
-    attempts.c.message_id, attempts.c.channel_id, attempts.c.provider_message_id
-).where(
-    attempts.c.channel_id.in_(bindparam("channels", expanding=True)),
-    attempts.c.provider_message_id.in_(bindparam("ids", expanding=True)),
+_BY_PROVIDER_IDS = direct.Statement(
+    select(attempts.c.message_id, attempts.c.channel_id, attempts.c.provider_message_id).where(
+        attempts.c.channel_id.in_(bindparam("channels", expanding=True)),
+        attempts.c.provider_message_id.in_(bindparam("ids", expanding=True)),
+    )
 )
 
 
@@ -87,9 +87,8 @@ async def messages_for(tx: Tx, wanted: Sequence[tuple[str, str]]) -> dict[tuple[
     """message_for() for many (channel, provider id) pairs, in one query."""
     if not wanted:
         return {}
-    rows = await tx.conn.execute(
-        _BY_PROVIDER_IDS,
-        {"channels": list({c for c, _ in wanted}), "ids": list({p for _, p in wanted})},
+    rows = await _BY_PROVIDER_IDS.rows(
+        tx.conn, {"channels": list({c for c, _ in wanted}), "ids": list({p for _, p in wanted})}
     )
     pairs = set(wanted)
     found: dict[tuple[str, str], str] = {}

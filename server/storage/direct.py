@@ -119,7 +119,7 @@ class Statement:
     ``rows`` gives what a SELECT (or RETURNING) finds as named tuples, with
     the columns' result processing (JSON decoded, as SQLAlchemy's rows would
     have it); ``run`` executes a statement that returns nothing, for one or
-    many parameter sets. One bind parameter may be ``expanding`` (an IN list).
+    many parameter sets. Bind parameters may be ``expanding`` (IN lists).
     On PostgreSQL the statement goes through SQLAlchemy.
     """
 
@@ -134,9 +134,8 @@ class Statement:
         self._literals = {
             name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required
         }
-        self._expanding = next(
-            (n for n, _ in self._binds if f"__[POSTCOMPILE_{n}]" in self._sql), None
-        )
+        # IN lists, written out per call: as many placeholders as values.
+        self._expanding = {n for n, _ in self._binds if f"__[POSTCOMPILE_{n}]" in self._sql}
         columns = compiled._result_columns
         self._processors = [c[3]._cached_result_processor(_DIALECT, None) for c in columns]
         self._row: Any = namedtuple("Row", [c[0] for c in columns]) if columns else None  # type: ignore[misc]
@@ -146,7 +145,7 @@ class Statement:
         values: list[Any] = []
         for name, process in self._binds:
             value = params[name] if name in params else self._literals[name]
-            if name == self._expanding:
+            if name in self._expanding:
                 sql = sql.replace(f"__[POSTCOMPILE_{name}]", ", ".join("?" * len(value)))
                 values.extend([process(v) for v in value] if process else value)
             else:
@@ -171,7 +170,7 @@ class Statement:
         if raw is None:
             await conn.execute(self.statement, [dict(p) for p in params])
             return
-        if self._expanding is not None or len(params) == 1:
+        if self._expanding or len(params) == 1:
             for one in params:
                 sql, values = self._bound(one)
                 run(raw, sql, values)

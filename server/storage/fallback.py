@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from server.domain.fallback import LATE_AFTER_FALLBACK, FallbackLeg, LegState
 from server.domain.models import OutboundDraft, OutboundMessage
 from server.domain.status import DeliveryStatus, advances
+from server.storage import direct
 from server.storage.message_schema import fallback_legs, messages
 from server.storage.writer import Tx
 
@@ -53,7 +54,7 @@ async def plan(tx: Tx, created: Sequence[OutboundMessage], drafts: Sequence[Outb
 
 
 # Built once: it runs for every group of provider acceptances.
-_ARM = (
+_ARM = direct.Statement(
     update(fallback_legs)
     .where(
         fallback_legs.c.message_id == bindparam("m_id"),
@@ -72,13 +73,18 @@ _ARM = (
 async def arm(tx: Tx, left: Sequence[tuple[str, str, str]]) -> None:
     """(message id, channel, provider id) of legs a provider took: their deadlines start now."""
     if left:
-        await tx.conn.execute(
-            _ARM,
+        await _ARM.run(
+            tx.conn,
             [
                 {"m_id": message_id, "channel": channel, "provider_id": provider_id, "now": tx.now}
                 for message_id, channel, provider_id in left
             ],
         )
+
+
+_LEGS_OF = direct.Statement(
+    select(fallback_legs).where(fallback_legs.c.message_id.in_(bindparam("ids", expanding=True)))
+)
 
 
 async def note_receipts(tx: Tx, receipts: Sequence[tuple[str, str, DeliveryStatus]]) -> list[str]:
@@ -89,13 +95,9 @@ async def note_receipts(tx: Tx, receipts: Sequence[tuple[str, str, DeliveryStatu
     """
     if not receipts:
         return []
-    found = (
-        await tx.conn.execute(
-            select(fallback_legs).where(
-                fallback_legs.c.message_id.in_({message_id for message_id, _, _ in receipts})
-            )
-        )
-    ).all()
+    found = await _LEGS_OF.rows(
+        tx.conn, {"ids": list({message_id for message_id, _, _ in receipts})}
+    )
     legs = {(r.message_id, r.channel_id): r for r in found}
     flags: list[str] = []
     for message_id, channel_id, status in receipts:

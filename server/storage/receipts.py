@@ -11,7 +11,7 @@ from server.domain.models import Delivery, Receipt
 from server.domain.provider import Accepted, AttemptRecord
 from server.domain.status import DeliveryStatus
 from server.storage import attempts as attempt_log
-from server.storage import fallback
+from server.storage import direct, fallback
 from server.storage import messages as msgs
 from server.storage.message_schema import attempts, messages, pending_receipts
 from server.storage.writer import Tx
@@ -33,12 +33,15 @@ PARKED = Applied(False)
 
 async def _owners(tx: Tx, message_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
     """message id -> (tenant, traceparent), for the receipt's span and log line."""
-    rows = await tx.conn.execute(
-        select(messages.c.id, messages.c.tenant_id, messages.c.traceparent).where(
-            messages.c.id.in_(set(message_ids))
-        )
-    )
+    rows = await _OWNERS.rows(tx.conn, {"ids": list(set(message_ids))})
     return {r.id: (r.tenant_id, r.traceparent or "") for r in rows}
+
+
+_OWNERS = direct.Statement(
+    select(messages.c.id, messages.c.tenant_id, messages.c.traceparent).where(
+        messages.c.id.in_(bindparam("ids", expanding=True))
+    )
+)
 
 
 async def _apply_known(tx: Tx, items: Sequence[tuple[str, str, DeliveryStatus, str]]) -> list[bool]:
@@ -173,7 +176,7 @@ Submission = tuple[Delivery, Accepted, str]
 
 
 # Built once: it runs for every group of provider acceptances.
-_PARKED_FOR = (
+_PARKED_FOR = direct.Statement(
     select(pending_receipts)
     .where(
         pending_receipts.c.channel_id.in_(bindparam("channels", expanding=True)),
@@ -210,12 +213,9 @@ async def submitted_many(tx: Tx, items: Sequence[Submission]) -> list[None]:
     }
     # A fallback leg's deadline runs from when its provider took it.
     await fallback.arm(tx, [(d.message_id, c, p) for (c, p), d in carriers.items()])
-    waiting = (
-        await tx.conn.execute(
-            _PARKED_FOR,
-            {"channels": list({c for c, _ in carriers}), "ids": list({p for _, p in carriers})},
-        )
-    ).all()
+    waiting = await _PARKED_FOR.rows(
+        tx.conn, {"channels": list({c for c, _ in carriers}), "ids": list({p for _, p in carriers})}
+    )
     waiting = [row for row in waiting if (row.channel_id, row.provider_message_id) in carriers]
     await _apply_known(
         tx,
