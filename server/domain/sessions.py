@@ -1,8 +1,11 @@
-"""The session state machine, and the event codes its changes are reported with."""
+"""The session state machine, and the events its changes are reported with."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from server.domain.errors import failed_precondition
+from server.domain.events import EventType, NewEvent
 from server.domain.models import Session, SessionState
 
 _ALLOWED = {
@@ -50,3 +53,38 @@ def check_routable(session: Session) -> None:
 def open_key(channel_id: str, contact_id: str) -> str:
     """Identifies "the open session of this contact on this channel"; unique while open."""
     return f"{channel_id}\x1f{contact_id}"
+
+
+def summary(s: Session) -> dict[str, Any]:
+    """SESSION_STARTED's data: who, where, and where it is routed."""
+    return {
+        "sessionId": s.id,
+        "contactId": s.contact_id,
+        "channelId": s.channel_id,
+        "address": s.address,
+        "queue": s.queue,
+        "agent": s.agent,
+    }
+
+
+def transition_data(
+    session_id: str, before: SessionState, after: SessionState, reason: str = ""
+) -> dict[str, Any]:
+    """The data of a state change: from, to and, when given, why."""
+    data = {"sessionId": session_id, "from": before.value, "to": after.value}
+    if reason:
+        data["reason"] = reason
+    return data
+
+
+def session_event(s: Session, code: str, data: dict[str, Any], reason: str = "") -> NewEvent:
+    """The SessionEvent reporting a change of ``s``: the code in ``message``, ``data`` beside it."""
+    return NewEvent(
+        conversation_id=s.conversation_id,
+        type=EventType.SESSION,
+        message=code,
+        reason=reason,
+        channel_id=s.channel_id,
+        customer_id=s.address or s.contact_id,
+        data=data,
+    )

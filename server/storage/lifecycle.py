@@ -10,7 +10,6 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from server.domain.events import EventType, NewEvent
 from server.domain.models import Session, SessionState, new_id
 from server.domain.routing import (
     RouteChange,
@@ -28,7 +27,10 @@ from server.domain.sessions import (
     check_routable,
     check_transition,
     open_key,
+    session_event,
+    summary,
     transition_code,
+    transition_data,
 )
 from server.storage import conversations
 from server.storage import events as event_log
@@ -66,7 +68,7 @@ async def open_or_touch(
         )
         if inserted.first() is not None:
             started = await sess.get(tx.conn, tenant_id, session_id)
-            await _report(tx, started, SESSION_STARTED, _summary(started))
+            await _report(tx, started, SESSION_STARTED, summary(started))
             await conversations.sync(tx, tenant_id, started)
             return started
         # A concurrent first message opened it; carry on with that session.
@@ -95,9 +97,7 @@ async def transition(
         values["last_activity_at"] = tx.now
     await tx.conn.execute(update(sessions).where(sessions.c.id == session_id).values(**values))
     after = await sess.get(tx.conn, tenant_id, session_id)
-    data = {"sessionId": session_id, "from": current.state.value, "to": target.value}
-    if reason:
-        data["reason"] = reason
+    data = transition_data(session_id, current.state, target, reason)
     await _report(tx, after, transition_code(target), data, reason=reason)
     await conversations.sync(tx, tenant_id, after)
     return after
@@ -152,28 +152,5 @@ async def close_inactive(tx: Tx, timeout_ms: int, limit: int = 200) -> int:
     return len(rows)
 
 
-def _summary(s: Session) -> dict[str, Any]:
-    return {
-        "sessionId": s.id,
-        "contactId": s.contact_id,
-        "channelId": s.channel_id,
-        "address": s.address,
-        "queue": s.queue,
-        "agent": s.agent,
-    }
-
-
 async def _report(tx: Tx, s: Session, code: str, data: dict[str, Any], *, reason: str = "") -> None:
-    await event_log.append(
-        tx,
-        s.tenant_id,
-        NewEvent(
-            conversation_id=s.conversation_id,
-            type=EventType.SESSION,
-            message=code,
-            reason=reason,
-            channel_id=s.channel_id,
-            customer_id=s.address or s.contact_id,
-            data=data,
-        ),
-    )
+    await event_log.append(tx, s.tenant_id, session_event(s, code, data, reason))
