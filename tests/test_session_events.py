@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from server.domain import conversations
 from server.domain.events import EventType
 from server.domain.models import Session, SessionState
 from server.domain.sessions import (
@@ -63,3 +64,13 @@ def test_a_state_change_reports_from_and_to_and_a_reason_only_when_given() -> No
     assert transition_code(SessionState.ACTIVE) == "SESSION_REACTIVATED"
     event = session_event(_session(), transition_code(SessionState.CLOSED), closed, "why")
     assert event.message == "SESSION_CLOSED" and event.reason == "why"
+
+
+def test_a_conversation_change_carries_the_whole_state() -> None:
+    session = _session()
+    conv = conversations.with_sessions(conversations.started(session, 5), [session], 5)
+    event = conversations.change_event(conv, [session], conversations.UPDATED)
+    assert event.type is EventType.CONVERSATION_CHANGE and event.message == conversations.UPDATED
+    assert event.conversation_id == "conv1" and event.customer_id == conv.address
+    assert event.data == conversations.snapshot(conv, [session])
+    assert event.data["conversationId"] == "conv1"

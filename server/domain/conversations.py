@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+from server.domain.events import EventType, NewEvent
 from server.domain.models import Session, SessionState
 
 MAIN_DIALOG = "MAIN"
@@ -179,3 +180,16 @@ def session_summary(s: Session) -> dict[str, Any]:
         "createTime": s.created_at,
         "updateTime": s.updated_at,
     }
+
+
+def change_event(conv: Conversation, sessions: Iterable[Session], code: str) -> NewEvent:
+    """The ConversationChangeEvent reporting ``conv``'s new state, whole."""
+    return NewEvent(
+        conversation_id=conv.id,
+        type=EventType.CONVERSATION_CHANGE,
+        message=code,
+        reason=conv.close_reason,
+        channel_id=conv.channel_id,
+        customer_id=conv.address,
+        data=snapshot(conv, sessions),
+    )

@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain import conversations as conv_rules
 from server.domain.conversations import Conversation, ConversationState, Dialog, Participant
-from server.domain.events import EventType, NewEvent
 from server.domain.models import Session, new_id
 from server.storage import events as event_log
 from server.storage import sessions as sess
@@ -71,19 +70,7 @@ async def dialog_for(tx: Tx, tenant_id: str, conv: Conversation, dialog_type: st
 async def _report(
     tx: Tx, tenant_id: str, conv: Conversation, sessions: Sequence[Session], code: str
 ) -> None:
-    await event_log.append(
-        tx,
-        tenant_id,
-        NewEvent(
-            conversation_id=conv.id,
-            type=EventType.CONVERSATION_CHANGE,
-            message=code,
-            reason=conv.close_reason,
-            channel_id=conv.channel_id,
-            customer_id=conv.address,
-            data=conv_rules.snapshot(conv, sessions),
-        ),
-    )
+    await event_log.append(tx, tenant_id, conv_rules.change_event(conv, sessions, code))
 
 
 async def _save(tx: Tx, conv: Conversation, *, new: bool) -> None:
