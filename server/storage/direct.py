@@ -1,12 +1,13 @@
-"""The statements every send runs, executed on SQLite's own driver.
+"""The statements every send and status change runs, executed on SQLite's own driver.
 
 Through SQLAlchemy's asyncio layer a statement costs about 170 µs here
 (execution context, greenlet switches, the driver's async wrapper), against
 about 5 µs for the same statement on ``sqlite3`` itself, and a send runs about
-ten of them. The statements of the accept path are therefore compiled once by
-SQLAlchemy, from the same tables, and run directly on the connection SQLAlchemy
-opened, inside the transaction it began. On PostgreSQL they go through
-SQLAlchemy as before.
+ten of them. The statements of the accept and dispatch paths are therefore
+compiled once by SQLAlchemy, from the same tables, and run directly on the
+connection SQLAlchemy opened, inside the transaction it began (the cached
+handle lives in the connection's ``info``, which the pool clears when it
+reconnects). On PostgreSQL they go through SQLAlchemy as before.
 
 A driver error is wrapped as SQLAlchemy wraps it, so callers see one kind of
 exception whichever path ran.
