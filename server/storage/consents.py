@@ -161,18 +161,13 @@ async def screen(
     ]
 
 
-# Every send reads the ledger: built once, the statement skips SQLAlchemy's
-# statement building and cache-key work on each call.
-_STATES = select(consents.c.address, consents.c.scope, consents.c.state).where(
-    consents.c.tenant_id == bindparam("tenant_id"),
-    consents.c.channel_type == bindparam("channel_type"),
-    consents.c.address.in_(bindparam("addresses", expanding=True)),
-)
-
-# The same read on SQLite's driver (see direct.py), the IN list appended per call.
-_SQLITE_STATES = (
-    "SELECT address, scope, state FROM consents"
-    " WHERE tenant_id = ? AND channel_type = ? AND address IN "
+# Every send reads the ledger: compiled once (see direct.py).
+_STATES = direct.Statement(
+    select(consents.c.address, consents.c.scope, consents.c.state).where(
+        consents.c.tenant_id == bindparam("tenant_id"),
+        consents.c.channel_type == bindparam("channel_type"),
+        consents.c.address.in_(bindparam("addresses", expanding=True)),
+    )
 )
 
 
@@ -182,17 +177,9 @@ async def states(
     """address -> scope -> state, for the addresses that have entries."""
     found: dict[str, dict[str, ConsentState]] = {}
     wanted = sorted(set(addresses))
-    raw = await direct.handle(conn)
     for start in range(0, len(wanted), 500):
-        if raw is not None:
-            part = wanted[start : start + 500]
-            statement = _SQLITE_STATES + "(" + ", ".join("?" * len(part)) + ")"
-            params = [tenant_id, channel_type, *part]
-            for address, scope, state in direct.run(raw, statement, params):
-                found.setdefault(address, {})[scope] = ConsentState(state)
-            continue
-        rows = await conn.execute(
-            _STATES,
+        rows = await _STATES.rows(
+            conn,
             {
                 "tenant_id": tenant_id,
                 "channel_type": channel_type,

@@ -37,21 +37,6 @@ async def append_later(tx: Tx, tenant_id: str, event: NewEvent) -> None:
 
 
 _upserts: dict[str, Any] = {}
-# On SQLite the group's statements run on the driver itself (see direct.py).
-_SQLITE_LAST_CURSOR = "SELECT max(id) FROM events"
-_SQLITE_UPSERT = (
-    sqlite.insert(conversations)
-    .on_conflict_do_update(
-        index_elements=[conversations.c.id],
-        set_={"last_sequence": conversations.c.last_sequence + text("excluded.last_sequence")},
-    )
-    .returning(conversations.c.id, conversations.c.last_sequence)
-    .compile(
-        dialect=sqlite.dialect(), column_keys=["id", "tenant_id", "last_sequence", "created_at"]
-    )
-    .string
-)
-_SQLITE_WEBHOOK_URL = "SELECT url, disabled_at FROM tenant_webhooks WHERE tenant_id = ?"
 _EVENT_KEYS = (
     "id",
     "tenant_id",
@@ -68,17 +53,25 @@ _EVENT_KEYS = (
 _insert_events = direct.Insert(events, _EVENT_KEYS)
 
 
+def _upsert_with(ins: Any) -> Any:
+    """Add each conversation's new events to its sequence; returns its new last."""
+    return ins.on_conflict_do_update(
+        index_elements=[conversations.c.id],
+        set_={"last_sequence": conversations.c.last_sequence + ins.excluded.last_sequence},
+    ).returning(conversations.c.id, conversations.c.last_sequence)
+
+
 def _sequence_upsert(conn: AsyncConnection) -> Any:
     """The conversations' sequence upsert, built once per dialect: every group runs it."""
     upsert = _upserts.get(conn.dialect.name)
     if upsert is None:
-        ins = insert_for(conn, conversations)
-        upsert = ins.on_conflict_do_update(
-            index_elements=[conversations.c.id],
-            set_={"last_sequence": conversations.c.last_sequence + ins.excluded.last_sequence},
-        ).returning(conversations.c.id, conversations.c.last_sequence)
-        _upserts[conn.dialect.name] = upsert
+        upsert = _upserts[conn.dialect.name] = _upsert_with(insert_for(conn, conversations))
     return upsert
+
+
+# On SQLite the group's statements run on the driver itself (see direct.py).
+_SQLITE_UPSERT = direct.Statement(_upsert_with(sqlite.insert(conversations)))
+_LAST_CURSOR = direct.Statement(select(func.max(events.c.id)))
 
 
 async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]]) -> None:
@@ -96,21 +89,15 @@ async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]])
     for tx, tenant_id, event in entries:
         counts[event.conversation_id] = counts.get(event.conversation_id, 0) + 1
         owners.setdefault(event.conversation_id, (tenant_id, tx.now))
-    raw = await direct.handle(conn)
     rows = [
         {"id": cid, "tenant_id": owners[cid][0], "last_sequence": n, "created_at": owners[cid][1]}
         for cid, n in counts.items()
     ]
-    if raw is None:
+    if conn.dialect.name != "sqlite":
         lasts = (await conn.execute(_sequence_upsert(conn), rows)).all()
     else:
         # sqlite3 returns no rows from executemany: one statement per conversation.
-        lasts = [
-            direct.run(
-                raw, _SQLITE_UPSERT, (r["id"], r["tenant_id"], r["last_sequence"], r["created_at"])
-            ).fetchone()
-            for r in rows
-        ]
+        lasts = [(await _SQLITE_UPSERT.rows(conn, r))[0] for r in rows]
     # The next sequence of each conversation: its new last, less what this call adds.
     after = {cid: last - counts[cid] for cid, last in lasts}
     placed: list[tuple[Tx, StoredEvent]] = []
@@ -138,8 +125,7 @@ async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]])
         # SQLite does not say which RETURNING row belongs to which VALUES row,
         # so SQLAlchemy would insert row by row. The writer is its only writer,
         # so we hand out the ids it would have: one past the highest, in order.
-        assert raw is not None
-        start = direct.run(raw, _SQLITE_LAST_CURSOR).fetchone()[0] or 0
+        start = (await _LAST_CURSOR.rows(conn, {}))[0][0] or 0
         for i, row in enumerate(values, start + 1):
             row["id"] = i
         await _insert_events(conn, values)
@@ -175,8 +161,10 @@ async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]])
 
 
 ENDPOINT_DISABLED = "endpoint disabled"
-_WEBHOOK_URL = select(tenant_webhooks.c.url, tenant_webhooks.c.disabled_at).where(
-    tenant_webhooks.c.tenant_id == bindparam("tenant_id")
+_WEBHOOK_URL = direct.Statement(
+    select(tenant_webhooks.c.url, tenant_webhooks.c.disabled_at).where(
+        tenant_webhooks.c.tenant_id == bindparam("tenant_id")
+    )
 )
 
 
@@ -188,12 +176,10 @@ async def _tenant_webhook(tx: Tx, tenant_id: str) -> tuple[str, bool]:
         tx.conn.info["tenant_webhooks"] = cache
     known: dict[str, tuple[str, bool]] = cache[1]
     if tenant_id not in known:
-        raw = await direct.handle(tx.conn)
-        if raw is None:
-            row = (await tx.conn.execute(_WEBHOOK_URL, {"tenant_id": tenant_id})).first()
-        else:
-            row = direct.run(raw, _SQLITE_WEBHOOK_URL, (tenant_id,)).fetchone()
-        known[tenant_id] = (row[0], row[1] is not None) if row else ("", False)
+        found = await _WEBHOOK_URL.rows(tx.conn, {"tenant_id": tenant_id})
+        known[tenant_id] = (
+            (found[0].url, found[0].disabled_at is not None) if found else ("", False)
+        )
     return known[tenant_id]
 
 
