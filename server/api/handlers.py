@@ -57,34 +57,6 @@ async def forward(result: Any) -> AsyncIterator[Any]:
         await result
 
 
-# Methods are few and fixed, so the cache stays small; the bound is a guard.
-_MAX_WRAPPED = 1024
-
-
-def wrapped_once(
-    owner: object,
-    key: tuple[Any, ...],
-    handler: grpc.RpcMethodHandler,
-    wrap: Callable[[grpc.RpcMethodHandler, str], grpc.RpcMethodHandler],
-) -> grpc.RpcMethodHandler:
-    """``wrap(handler, key[0])``, built once per method and handler for ``owner``.
-
-    The server asks the interceptors for every call's handler; the handlers
-    below them are the same objects each time, so rebuilding the wrapper
-    chain on every call would only cost time.
-    """
-    cache: dict[tuple[Any, ...], tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]]
-    cache = vars(owner).setdefault("_wrapped_handlers", {})
-    found = cache.get((*key, id(handler)))
-    if found is not None and found[0] is handler:
-        return found[1]
-    made = wrap(handler, key[0])
-    if len(cache) < _MAX_WRAPPED:
-        # The handler is kept with its wrapper, so its id is never reused meanwhile.
-        cache[(*key, id(handler))] = (handler, made)
-    return made
-
-
 class WrappingInterceptor(grpc.aio.ServerInterceptor):
     """An interceptor that wraps the behaviour of every method the server has."""
 
@@ -96,7 +68,7 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        return wrapped_once(self, (handler_call_details.method,), handler, self.wrap)
+        return self.wrap(handler, handler_call_details.method)
 
     def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         """The handler of `method` as this interceptor serves it."""

@@ -12,12 +12,11 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from functools import partial
 from typing import Any
 
 import grpc
 
-from server.api.handlers import forward, rewrap, wrapped_once
+from server.api.handlers import forward, rewrap
 from server.observability.metrics import HubMetrics
 
 GATEWAY_MARK_KEY = "x-cimhub-gateway"
@@ -52,12 +51,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return handler
+        method = details.method
         rest = self._mark in (details.invocation_metadata or ())
-        return wrapped_once(self, (details.method, rest), handler, partial(self._wrap, rest=rest))
-
-    def _wrap(
-        self, handler: grpc.RpcMethodHandler, method: str, *, rest: bool
-    ) -> grpc.RpcMethodHandler:
         if handler.unary_stream is not None:
             return rewrap(
                 handler,
