@@ -33,18 +33,30 @@ def supervised(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]
     return task
 
 
+# How long a cancelled task may take to end before it is cancelled again.
+RECANCEL_S = 1.0
+
+
 async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
     """Cancel tasks and wait until they have finished.
 
     asyncio.wait never raises the tasks' CancelledError, so a cancellation of
     the caller itself still propagates; awaiting the task inside
     suppress(CancelledError) would swallow that too.
+
+    A task still running a while after its cancellation is cancelled again:
+    a library that turns a cancellation into its own timeout or connection
+    error (and the loop around it retrying) would otherwise keep its owner's
+    shutdown waiting for ever.
     """
-    pending = [t for t in tasks if not t.done()]
-    for task in pending:
-        task.cancel()
-    if pending:
-        await asyncio.wait(pending)
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _done, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
+        for task in pending:
+            name = task.get_name() if isinstance(task, asyncio.Task) else "future"
+            log.warning("task %s outlived its cancellation; cancelling it again", name)
 
 
 # What a round of a WorkerLoop returns: look again at once (it found a full

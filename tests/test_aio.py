@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from server import aio
 from server.aio import AGAIN, IDLE, WorkerLoop, cancel_and_wait, supervised
 
 
@@ -31,6 +32,34 @@ async def test_a_supervised_loop_that_dies_is_logged_when_it_dies(
     await cancel_and_wait(task)
     del task
     gc.collect()
+
+
+async def test_a_task_that_swallows_its_cancellation_is_cancelled_again(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(aio, "RECANCEL_S", 0.05)
+    swallowed = 0
+
+    async def stubborn() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                # As a client library that reports a cancelled read as its own
+                # error, to a loop that retries on that error.
+                if swallowed:
+                    raise
+                swallowed += 1
+
+    caplog.set_level(logging.WARNING, logger="server.aio")
+    task = asyncio.create_task(stubborn(), name="stubborn-loop")
+    await asyncio.sleep(0)
+    async with asyncio.timeout(5):
+        await cancel_and_wait(task)
+    assert task.cancelled()
+    assert swallowed == 1
+    assert any("stubborn-loop" in r.getMessage() for r in caplog.records)
 
 
 class Rounds:

@@ -83,7 +83,9 @@ async def replica_in_process(
     try:
         yield hub
     finally:
-        await hub.stop(grace=1)
+        # Bounded, so a stop that hangs fails the test where it hangs.
+        async with asyncio.timeout(60):
+            await hub.stop(grace=1)
 
 
 def catch_ups(hub: Hub) -> int:
@@ -155,6 +157,7 @@ async def send_batches(replica: Replica, batches: int, tag: str, size: int = 100
                     content=m.BatchContent(type="text", text="scale-out"),
                 ),
                 metadata=METADATA,
+                timeout=120,
             )
             accepted.update(r.message_id for r in reply.results if r.message_id)
     return accepted
