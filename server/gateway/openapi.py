@@ -159,6 +159,32 @@ def _success_schema(route: Route, schemas: Schemas) -> dict[str, Any]:
     return {"type": "object", "properties": props, "required": required}
 
 
+def _event_schema(route: Route, schemas: Schemas) -> dict[str, Any]:
+    """One Server-Sent Event of a streaming route: a kind per oneof member, and errors."""
+    descriptor = descriptor_of(route.response_cls)
+    facts = {f.name: f for f in message_facts(descriptor).fields}
+    kinds = [(f.name, schemas.single(facts[f.name])) for o in descriptor.oneofs for f in o.fields]
+    kinds.append(("error", _ERROR_REF))
+    return {
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["event", "data"],
+                "properties": {
+                    "event": {"const": name},
+                    "id": {"type": "string"},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": data,
+                    },
+                },
+            }
+            for name, data in kinds
+        ]
+    }
+
+
 def _operation(
     route: Route, schemas: Schemas, operation_id: str, names: list[str]
 ) -> dict[str, Any]:
@@ -186,9 +212,12 @@ def _operation(
     if route.streaming:
         op["responses"] = {
             "200": {
-                "description": "Server-Sent Events (or a WebSocket on upgrade); each event's "
-                "data is one StreamNotificationsResponse as JSON.",
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                "description": "Server-Sent Events (or a WebSocket on upgrade). An event is "
+                "named after the member of the response's oneof it carries, and its data is "
+                "that member as JSON; its id is the cursor to resume after. A failure ends "
+                "the stream with an `error` event holding the error envelope.",
+                # Before OpenAPI 3.2, a stream's schema describes one event.
+                "content": {"text/event-stream": {"schema": _event_schema(route, schemas)}},
             }
         }
     else:
