@@ -36,6 +36,7 @@ class Unstated:
 UNSTATED: tuple[Unstated, ...] = (
     # -- what is stored -----------------------------------------------------------------
     Unstated(ANY, "pageToken", "not a token this server issued", "page tokens are opaque"),
+    Unstated(ANY, "after", "not a cursor this server issued", "stream cursors are opaque"),
     Unstated(
         ANY, r"(fallback\[\d+\]\.)?channelId", "unknown channel", "channels are made at run time"
     ),
