@@ -281,6 +281,14 @@ async def test_ten_thousand_subscribe_cancel_cycles_leave_nothing_behind(tmp_pat
     hub_code = [tracemalloc.Filter(True, str(ROOT / pkg / "*")) for pkg in ("server", "adapters")]
     async with running_hub(db_url) as hub, channel_to(hub) as channel:
         stub = ng.NotificationServiceStub(channel)
+        assert hub.metrics is not None
+
+        def open_streams() -> float:
+            assert hub.metrics is not None
+            sample = hub.metrics.registry.get_sample_value(
+                "cimhub_stream_subscribers", {"transport": "grpc"}
+            )
+            return sample or 0.0
 
         async def cycles(count: int) -> tracemalloc.Snapshot | None:
             """What Python holds (when traced) once count cycles' subscriptions are gone."""
@@ -288,7 +296,10 @@ async def test_ten_thousand_subscribe_cancel_cycles_leave_nothing_behind(tmp_pat
                 call = stub.StreamNotifications(n.StreamNotificationsRequest())
                 await call.read()
                 call.cancel()
-            await eventually(lambda: hub.bus.subscriber_count == 0)
+            # Gone from the bus, and every stream's call has run to its end
+            # (the metrics wrapper counts it last), so no call still winding
+            # down holds objects when the snapshot is taken.
+            await eventually(lambda: hub.bus.subscriber_count == 0 and open_streams() == 0)
             return tracemalloc.take_snapshot() if tracemalloc.is_tracing() else None
 
         # The first cycles fill what is made once (caches, pools, interned
