@@ -40,7 +40,7 @@ class MessageRows:
                 await fallback.plan(tx, result.messages, screened)
             return result
 
-        return await self._writer.submit(work)
+        return await self._writer.submit(work, send=True)
 
     async def get_message(self, tenant_id: str, message_id: str) -> OutboundMessage:
         async with self._engine.connect() as conn:

@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Any fixed number: write transactions on PostgreSQL serialise on it.
 WRITE_TURN_KEY = 0x43494D48
+# How long a group waits for more writes, and only while writes are arriving
+# together: when the last group held several of the first write's kind (sends,
+# or the others) and committed within this long. A lone write on a quiet
+# writer never waits.
 GATHER_S = 0.006
 # conn.info key: (group id, the highest event cursor committed before the
 # group's first), left by the event log where it knows it without a query.
@@ -125,6 +129,8 @@ class _Item(Generic[T]):
     future: asyncio.Future[T]
     # Its first pass skips savepoints, so a failure there says nothing final.
     split: bool = False
+    # The accept of a send (rather than any other write).
+    send: bool = False
 
 
 class Writer:
@@ -147,6 +153,12 @@ class Writer:
         self._queue: asyncio.Queue[_Item[Any]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._batches = 0
+        # Callers' writes in the last group, and when its commit ended.
+        # Writes of each kind (sends, and the others) in the last group.
+        self._last_of = {True: 0, False: 0}
+        self._last_end = 0.0
+        # How many groups waited out the gathering window.
+        self.gathered = 0
         # Commit and publish happen under one lock, so live subscribers see
         # events in the order their transactions committed.
         self._commit_order = asyncio.Lock()
@@ -165,32 +177,42 @@ class Writer:
         await cancel_and_wait(*self._tasks)
         self._tasks = []
 
-    async def submit(self, work: Work[T], *, split: bool = False) -> T:
+    async def submit(self, work: Work[T], *, split: bool = False, send: bool = False) -> T:
         """Run work in the next group and return its result after the commit.
 
         split marks work made of several callers' writes, which runs apart
         (with savepoints of its own) after a failed first pass, even alone.
+        send marks the accept of a send. Sends and the other writes (the
+        dispatcher's claims and outcomes, receipts, configuration) come in
+        bursts of their own, so only several of the same kind in the last
+        group open the gathering window: a send never waits because claims
+        came together.
         """
         if not self._tasks:
             raise RuntimeError("writer is not running")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Item(work, future, split))
+        self._queue.put_nowait(_Item(work, future, split, send))
         return await asyncio.shield(future)
 
     async def _run(self) -> None:
-        busy = False
+        loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
-            if busy:
-                # Requests came together last time, so more are likely on the
-                # way: a short wait lets them share this commit.
+            if self._last_of[batch[0].send] > 1 and loop.time() - self._last_end < GATHER_S:
+                # Writes came together last time and still are, so more
+                # are likely on the way: a short wait lets them share this
+                # commit (as PostgreSQL's commit_delay waits only when
+                # sibling transactions are active).
+                self.gathered += 1
                 await asyncio.sleep(GATHER_S)
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            busy = len(batch) > 1
+            sends = sum(1 for item in batch if item.send)
+            self._last_of = {True: sends, False: len(batch) - sends}
             try:
                 await self._commit(batch)
             finally:
+                self._last_end = loop.time()
                 for _ in batch:
                     self._queue.task_done()
 

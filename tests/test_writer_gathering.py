@@ -1,0 +1,80 @@
+"""When the group-commit writer waits for more writes, and when it commits at once.
+
+A lone write never waits: the short gathering window opens only while writes
+of the same kind (sends, or the others) keep arriving together,
+as PostgreSQL's commit_delay waits only when sibling transactions are active.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import insert
+
+from server.storage import migrate
+from server.storage import writer as writer_module
+from server.storage.db import make_engine
+from server.storage.tenant_schema import tenants
+from server.storage.writer import Tx, Writer
+
+WINDOW_S = 0.05
+
+
+@pytest.fixture
+async def writer(db_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Writer]:
+    monkeypatch.setattr(writer_module, "GATHER_S", WINDOW_S)
+    engine = make_engine(db_url)
+    await migrate.upgrade(engine)
+    writer = Writer(engine, lambda _events: None)
+    writer.start()
+    try:
+        yield writer
+    finally:
+        await writer.close()
+        await engine.dispose()
+
+
+def tenant(name: str) -> writer_module.Work[str]:
+    async def work(tx: Tx) -> str:
+        await tx.conn.execute(insert(tenants), [{"id": name, "name": name, "created_at": tx.now}])
+        return name
+
+    return work
+
+
+async def burst(writer: Writer, prefix: str, size: int, *, send: bool = True) -> None:
+    names = [f"{prefix}{i}" for i in range(size)]
+    done = await asyncio.gather(*(writer.submit(tenant(n), send=send) for n in names))
+    assert done == names
+
+
+async def test_writes_one_after_another_never_wait(writer: Writer) -> None:
+    for i in range(20):
+        await writer.submit(tenant(f"t{i}"), send=True)
+    assert writer.gathered == 0
+
+
+async def test_sends_arriving_together_open_the_window_for_what_follows(writer: Writer) -> None:
+    await burst(writer, "a", 8)
+    assert writer.gathered == 0  # the first group of a burst never waits
+    await burst(writer, "b", 8)  # right after the first group's commit
+    assert writer.gathered >= 1
+
+
+async def test_a_write_after_the_writer_went_quiet_commits_at_once(writer: Writer) -> None:
+    await burst(writer, "a", 8)
+    # Idle for longer than the window: the burst is over.
+    await asyncio.sleep(WINDOW_S * 3)
+    await writer.submit(tenant("lone"), send=True)
+    assert writer.gathered == 0
+
+
+async def test_other_writes_open_the_window_for_other_writes_only(writer: Writer) -> None:
+    await burst(writer, "a", 8, send=False)
+    await writer.submit(tenant("send"), send=True)
+    assert writer.gathered == 0  # a send is not kept waiting because claims came together
+    await burst(writer, "b", 8, send=False)
+    await burst(writer, "c", 8, send=False)
+    assert writer.gathered >= 1
