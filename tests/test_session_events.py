@@ -1,9 +1,11 @@
-"""What a session change reports, built by the domain with no database."""
+"""What a session change, a customer message and a status callback report,
+built by the domain with no database."""
 
 from __future__ import annotations
 
 from server.domain import conversations
 from server.domain.events import EventType
+from server.domain.inbound import ReceivedMessage, content_event
 from server.domain.models import Session, SessionState
 from server.domain.sessions import (
     SESSION_STARTED,
@@ -12,6 +14,7 @@ from server.domain.sessions import (
     transition_code,
     transition_data,
 )
+from server.domain.webhook_delivery import StatusCallback, receipt_wanted, status_callback
 
 
 def _session(**changes: object) -> Session:
@@ -74,3 +77,65 @@ def test_a_conversation_change_carries_the_whole_state() -> None:
     assert event.conversation_id == "conv1" and event.customer_id == conv.address
     assert event.data == conversations.snapshot(conv, [session])
     assert event.data["conversationId"] == "conv1"
+
+
+def _received(**changes: object) -> ReceivedMessage:
+    base: dict[str, object] = {
+        "channel_id": "whatsapp",
+        "contact_id": "",
+        "address": "+447911100001",
+        "external_id": "wamid.1",
+        "type": "text",
+        "text": "STOP",
+        "content_type": "text/plain",
+        "body": {"text": "STOP"},
+        "details": {"caption": ""},
+    }
+    base.update(changes)
+    return ReceivedMessage(**base)  # type: ignore[arg-type]
+
+
+def test_a_customer_message_is_reported_with_its_route_and_without_empty_facts() -> None:
+    s = _session(channel_id="whatsapp")
+    event = content_event(_received(), "m1", s, {"id": "m1"})
+    assert event.type is EventType.CONTENT and event.conversation_id == "conv1"
+    assert event.originator_role == "CONSUMER" and event.message == "STOP"
+    assert event.message_id == "m1" and event.customer_id == "+447911100001"
+    assert event.data == {
+        "type": "text",
+        "from": "+447911100001",
+        "providerMessageId": "wamid.1",
+        "sessionId": "s1",
+        "route": {"queue": "billing", "agent": "ann", "team": "", "routingId": ""},
+        "cimMessage": {"id": "m1"},
+    }
+
+
+def test_a_customer_message_reports_its_lane_and_what_its_keyword_did() -> None:
+    consent = {"keyword": "STOP", "action": "OPT_OUT", "changed": True}
+    event = content_event(_received(lane="+447400000000"), "m1", _session(), {}, consent)
+    assert event.data["to"] == "+447400000000"
+    assert event.data["consent"] == consent
+    assert list(event.data)[-1] == "consent"
+
+
+def test_a_status_callback_goes_only_where_and_when_it_was_asked_for() -> None:
+    assert receipt_wanted("https://example.com/cb", ["DELIVERED"], "DELIVERED")
+    assert not receipt_wanted("https://example.com/cb", ["DELIVERED"], "FAILED")
+    assert not receipt_wanted("", ["DELIVERED"], "DELIVERED")
+    assert not receipt_wanted("https://example.com/cb", None, "DELIVERED")
+    message = StatusCallback("m1", "order-7", "sms", "+447911100001", "ctx")
+    assert status_callback(message, "DELIVERED", "", 42) == {
+        "type": "message.status",
+        "timestamp": 42,
+        "data": {
+            "messageId": "m1",
+            "correlationId": "order-7",
+            "channel": "sms",
+            "destination": "+447911100001",
+            "status": "DELIVERED",
+            "reason": "",
+            "callbackData": "ctx",
+            "timestamp": 42,
+        },
+    }

@@ -16,7 +16,7 @@ from server.domain.coerce import integer, loose
 from server.domain.consent import InboundKeyword
 from server.domain.contacts import ContactInfo, contact_info
 from server.domain.errors import FieldViolation, invalid
-from server.domain.events import EventType
+from server.domain.events import EventType, NewEvent
 from server.domain.inbound_content import (
     MEDIA_KINDS,
     compact,
@@ -24,6 +24,7 @@ from server.domain.inbound_content import (
     infer_type,
     message_content,
 )
+from server.domain.models import Session
 from server.domain.provider import InboundMessage
 from server.domain.status import DeliveryStatus
 
@@ -317,4 +318,45 @@ def from_provider(channel_id: str, contact_type: str, m: InboundMessage) -> Rece
         timestamp=m.timestamp,
         contact_name=m.contact_name,
         lane=m.to_address,
+    )
+
+
+def content_event(
+    m: ReceivedMessage,
+    message_id: str,
+    s: Session,
+    cim: dict[str, Any],
+    consent: Mapping[str, Any] | None = None,
+) -> NewEvent:
+    """The event a stored customer message is reported by, in the session it joined.
+
+    consent: what the message's keyword did to the sender's consent, if anything.
+    """
+    data: dict[str, Any] = {
+        **m.details,
+        "type": m.type,
+        "from": m.address,
+        "contactId": m.contact_id,
+        "contactName": m.contact_name,
+        "providerMessageId": m.external_id,
+        "sessionId": s.id,
+        # The route at arrival: where this message goes.
+        "route": {"queue": s.queue, "agent": s.agent, "team": s.team, "routingId": s.routing_id},
+        "cimMessage": cim,
+    }
+    if m.lane:
+        data["to"] = m.lane
+    if consent:
+        data["consent"] = dict(consent)
+    return NewEvent(
+        conversation_id=s.conversation_id,
+        type=EventType.CONTENT,
+        originator_id=m.address,
+        originator_role="CONSUMER",
+        message=m.text,
+        content_type=m.content_type,
+        message_id=message_id,
+        channel_id=m.channel_id,
+        customer_id=m.address,
+        data={k: v for k, v in data.items() if v not in ("", None)},
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,40 @@ def row_of(delivery: str) -> int | None:
 def endpoint_conversation(tenant_id: str) -> str:
     """The conversation a tenant's endpoint events are sequenced in: one per tenant."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"cimhub:webhook-endpoint:{tenant_id}"))
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCallback:
+    """What a message's status callback says about the message."""
+
+    message_id: str
+    correlation_id: str
+    channel_id: str
+    destination: str
+    callback_data: str
+
+
+def receipt_wanted(notify_url: str | None, requested: Sequence[str] | None, status: str) -> bool:
+    """Whether the sender asked for this status at its notifyUrl."""
+    return bool(notify_url) and status in (requested or ())
+
+
+def status_callback(message: StatusCallback, status: str, reason: str, now: int) -> dict[str, Any]:
+    """The body POSTed to a message's notifyUrl when its status changes."""
+    return {
+        "type": "message.status",
+        "timestamp": now,
+        "data": {
+            "messageId": message.message_id,
+            "correlationId": message.correlation_id,
+            "channel": message.channel_id,
+            "destination": message.destination,
+            "status": status,
+            "reason": reason,
+            "callbackData": message.callback_data,
+            "timestamp": now,
+        },
+    }
 
 
 @dataclass(frozen=True, slots=True)

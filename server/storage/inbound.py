@@ -6,7 +6,7 @@ its channel message id first, so a repeat changes nothing, not even the session.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import or_, select, update
@@ -16,7 +16,13 @@ from server.domain.cim import SessionItem, inbound_cim, outbound_cim
 from server.domain.consent import KeywordOutcome
 from server.domain.errors import DomainError
 from server.domain.events import EventType, NewEvent
-from server.domain.inbound import ChatSignal, InboundBatch, ReceivedMessage, StatusReport
+from server.domain.inbound import (
+    ChatSignal,
+    InboundBatch,
+    ReceivedMessage,
+    StatusReport,
+    content_event,
+)
 from server.domain.models import Page, Session, conversation_for, new_id
 from server.domain.paging import PageRequest
 from server.storage import consents, contacts, lifecycle
@@ -116,10 +122,7 @@ async def record(
         .values(session_id=session.id, queue=session.queue, agent=session.agent, cim=cim)
     )
     consent = await _apply_keyword(tx, tenant_id, m, message_id, keywords)
-    event = _content_event(m, message_id, session, cim)
-    if consent:
-        event = replace(event, data={**event.data, "consent": consent})
-    await event_log.append(tx, tenant_id, event)
+    await event_log.append(tx, tenant_id, content_event(m, message_id, session, cim, consent))
     return message_id, session.id
 
 
@@ -147,37 +150,6 @@ async def _apply_keyword(
             scope=applied.entry.scope, state=applied.entry.state.value, changed=applied.changed
         )
     return marked
-
-
-def _content_event(
-    m: ReceivedMessage, message_id: str, s: Session, cim: dict[str, Any]
-) -> NewEvent:
-    data: dict[str, Any] = {
-        **m.details,
-        "type": m.type,
-        "from": m.address,
-        "contactId": m.contact_id,
-        "contactName": m.contact_name,
-        "providerMessageId": m.external_id,
-        "sessionId": s.id,
-        # The route at arrival: where this message goes.
-        "route": {"queue": s.queue, "agent": s.agent, "team": s.team, "routingId": s.routing_id},
-        "cimMessage": cim,
-    }
-    if m.lane:
-        data["to"] = m.lane
-    return NewEvent(
-        conversation_id=s.conversation_id,
-        type=EventType.CONTENT,
-        originator_id=m.address,
-        originator_role="CONSUMER",
-        message=m.text,
-        content_type=m.content_type,
-        message_id=message_id,
-        channel_id=m.channel_id,
-        customer_id=m.address,
-        data={k: v for k, v in data.items() if v not in ("", None)},
-    )
 
 
 async def apply_status(tx: Tx, tenant_id: str, report: StatusReport) -> bool:

@@ -12,7 +12,13 @@ from typing import Any
 from sqlalchemy import Row, and_, bindparam, delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server.domain.webhook_delivery import NOTIFY_URL, TENANT
+from server.domain.webhook_delivery import (
+    NOTIFY_URL,
+    TENANT,
+    StatusCallback,
+    receipt_wanted,
+    status_callback,
+)
 from server.domain.webhook_signing import new_secret
 from server.storage.sql import insert_for
 from server.storage.webhook_schema import webhook_secrets, webhooks
@@ -107,25 +113,20 @@ async def enqueue(
 
 async def enqueue_receipt(tx: Tx, message_row: Row[Any], status: str, reason: str) -> None:
     """Queue a status callback if the message asked for this status to be reported."""
-    if not message_row.notify_url:
+    if not receipt_wanted(message_row.notify_url, message_row.requested_receipts, status):
         return
-    wanted = message_row.requested_receipts or []
-    if str(status) not in wanted:
-        return
-    payload = {
-        "type": "message.status",
-        "timestamp": tx.now,
-        "data": {
-            "messageId": message_row.id,
-            "correlationId": message_row.correlation_id,
-            "channel": message_row.channel_id,
-            "destination": message_row.destination,
-            "status": str(status),
-            "reason": reason,
-            "callbackData": message_row.callback_data or "",
-            "timestamp": tx.now,
-        },
-    }
+    payload = status_callback(
+        StatusCallback(
+            message_id=message_row.id,
+            correlation_id=message_row.correlation_id,
+            channel_id=message_row.channel_id,
+            destination=message_row.destination,
+            callback_data=message_row.callback_data or "",
+        ),
+        status,
+        reason,
+        tx.now,
+    )
     await enqueue(
         tx,
         message_row.tenant_id,
