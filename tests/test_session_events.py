@@ -1,12 +1,14 @@
-"""What a session change, a customer message and a status callback report,
-built by the domain with no database."""
+"""What a session change, a customer message, a chat signal, an activity, a
+customer event and a status callback report, built by the domain with no database."""
 
 from __future__ import annotations
 
 from server.domain import conversations
+from server.domain.activities import ActivityInput, published_event
+from server.domain.customer import CUSTOMER_EVENTS_CHANNEL, CustomerEvent, Link, customer_event
 from server.domain.events import EventType
-from server.domain.inbound import ReceivedMessage, content_event
-from server.domain.models import Session, SessionState
+from server.domain.inbound import ChatSignal, ReceivedMessage, content_event, signal_event
+from server.domain.models import Session, SessionState, conversation_for
 from server.domain.sessions import (
     SESSION_STARTED,
     session_event,
@@ -139,3 +141,46 @@ def test_a_status_callback_goes_only_where_and_when_it_was_asked_for() -> None:
             "timestamp": 42,
         },
     }
+
+
+def test_a_chat_signal_is_reported_in_its_sessions_conversation() -> None:
+    signal = ChatSignal(EventType.CHAT_STATE, "composing", "s1", "c1", "m9", "", "CONSUMER")
+    event = signal_event(signal, _session())
+    assert event.type is EventType.CHAT_STATE and event.conversation_id == "conv1"
+    assert event.originator_id == "c1"  # the session's contact when none is named
+    assert event.customer_id == "+447911100001" and event.channel_id == "sms"
+    assert event.message == event.status == "composing" and event.message_id == "m9"
+    assert event.data == {"chatState": "composing", "sessionId": "s1"}
+    read = ChatSignal(EventType.ACCEPT_STATUS, "read", "s1", "", "m9", "agent-7", "AGENT")
+    event = signal_event(read, _session())
+    assert event.originator_id == "agent-7" and event.data == {
+        "acceptStatus": "read",
+        "sessionId": "s1",
+    }
+
+
+def test_an_activity_is_published_in_its_conversation_with_its_cim_message() -> None:
+    conv = conversations.started(_session(), 5)
+    activity = ActivityInput("", "bot-1", "BOT", "c1", "", "conv1", "SURVEY", "rated 5", {})
+    event = published_event(activity, "a1", {"id": "a1", "body": {}}, conv, "d1")
+    assert event.type is EventType.THIRD_PARTY_ACTIVITY and event.conversation_id == conv.id
+    assert (event.originator_id, event.originator_role) == ("bot-1", "BOT")
+    assert event.message == "rated 5" and event.message_id == "a1" and event.dialog_id == "d1"
+    assert event.channel_id == "sms" and event.customer_id == "+447911100001"
+    assert event.data == {"activityId": "a1", "cimMessage": {"id": "a1", "body": {}}}
+
+
+def test_a_customer_event_is_sequenced_per_contact_with_its_links() -> None:
+    links = (Link("crm", "phone", "+447911100001"),)
+    event = customer_event("t1", CustomerEvent("order.shipped", "e1", links, "c1"))
+    assert event.type is EventType.CUSTOMER and event.customer_id == "c1"
+    assert event.conversation_id == conversation_for("t1", CUSTOMER_EVENTS_CHANNEL, "c1")
+    assert (event.originator_id, event.originator_role) == ("t1", "TENANT")
+    assert event.data == {
+        "eventName": "order.shipped",
+        "id": "e1",
+        "links": [{"linkName": "crm", "linkType": "phone", "linkValue": "+447911100001"}],
+    }
+    # Without a contact, each event id is a sequence of its own.
+    alone = customer_event("t1", CustomerEvent("order.shipped", "e2", ()))
+    assert alone.conversation_id == conversation_for("t1", CUSTOMER_EVENTS_CHANNEL, "e2")

@@ -10,7 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.domain.conversations import Conversation
 from server.domain.errors import FieldViolation, invalid
+from server.domain.events import EventType, NewEvent
 
 ROOT = "activity"
 MAX_ID_LENGTH = 128
@@ -116,3 +118,25 @@ def _summary(body: Mapping[str, Any]) -> str:
                 if part.get(key):
                     return str(part[key])
     return ""
+
+
+def published_event(
+    a: ActivityInput,
+    activity_id: str,
+    message: Mapping[str, Any],
+    conv: Conversation,
+    dialog_id: str,
+) -> NewEvent:
+    """The event an activity on an active conversation is published as."""
+    return NewEvent(
+        conversation_id=conv.id,
+        type=EventType.THIRD_PARTY_ACTIVITY,
+        originator_id=a.sender_id,
+        originator_role=a.sender_role,
+        message=a.summary,
+        message_id=activity_id,
+        channel_id=conv.channel_id,
+        customer_id=conv.address,
+        dialog_id=dialog_id,
+        data={"activityId": activity_id, "cimMessage": dict(message)},
+    )

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.domain.errors import FieldViolation, failed_precondition
+from server.domain.events import EventType, NewEvent
+from server.domain.models import conversation_for
 
 VAR_KEY = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 APPROVAL_STATUSES = ("APPROVED", "PENDING", "REJECTED")
@@ -134,6 +136,28 @@ class CustomerEvent:
     contact_id: str = ""
     created_at: int = 0
     seq: int = 0
+
+
+# Customer events are sequenced per contact (or per event id) in a
+# conversation of this pseudo-channel.
+CUSTOMER_EVENTS_CHANNEL = "customer-events"
+
+
+def links_json(links: Sequence[Link]) -> list[dict[str, str]]:
+    return [{"linkName": x.name, "linkType": x.type, "linkValue": x.value} for x in links]
+
+
+def customer_event(tenant_id: str, e: CustomerEvent) -> NewEvent:
+    """The live-stream event a stored customer event is reported by."""
+    return NewEvent(
+        conversation_id=conversation_for(tenant_id, CUSTOMER_EVENTS_CHANNEL, e.contact_id or e.id),
+        type=EventType.CUSTOMER,
+        originator_id=tenant_id,
+        originator_role="TENANT",
+        message=e.event_name,
+        customer_id=e.contact_id,
+        data={"eventName": e.event_name, "id": e.id, "links": links_json(e.links)},
+    )
 
 
 @dataclass(frozen=True, slots=True)

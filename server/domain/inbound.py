@@ -360,3 +360,20 @@ def content_event(
         customer_id=m.address,
         data={k: v for k, v in data.items() if v not in ("", None)},
     )
+
+
+def signal_event(s: ChatSignal, session: Session) -> NewEvent:
+    """A ChatStateEvent or AcceptStatusEvent, in the conversation of the session it names."""
+    key = "chatState" if s.type is EventType.CHAT_STATE else "acceptStatus"
+    return NewEvent(
+        conversation_id=session.conversation_id,
+        type=s.type,
+        originator_id=s.originator_id or session.contact_id,
+        originator_role=s.originator_role,
+        message=s.value,
+        message_id=s.message_id,
+        status=s.value,
+        channel_id=session.channel_id,
+        customer_id=session.address or session.contact_id,
+        data={key: s.value, "sessionId": session.id},
+    )

@@ -7,10 +7,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server.domain.activities import Activity, ActivityInput
+from server.domain.activities import Activity, ActivityInput, published_event
 from server.domain.conversations import Conversation, ConversationState
 from server.domain.errors import not_found
-from server.domain.events import EventType, NewEvent
 from server.domain.models import Page, Session, new_id
 from server.domain.paging import PageRequest
 from server.storage import conversations
@@ -46,20 +45,7 @@ async def push(tx: Tx, tenant_id: str, a: ActivityInput) -> Activity:
             else ""
         )
         await event_log.append(
-            tx,
-            tenant_id,
-            NewEvent(
-                conversation_id=conv.id,
-                type=EventType.THIRD_PARTY_ACTIVITY,
-                originator_id=a.sender_id,
-                originator_role=a.sender_role,
-                message=a.summary,
-                message_id=activity_id,
-                channel_id=conv.channel_id,
-                customer_id=conv.address,
-                dialog_id=dialog_id,
-                data={"activityId": activity_id, "cimMessage": message},
-            ),
+            tx, tenant_id, published_event(a, activity_id, message, conv, dialog_id)
         )
     seq = (
         await tx.conn.execute(

@@ -9,9 +9,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.contacts import Contact, ContactInfo
-from server.domain.customer import ContactPrefs, CustomerEvent, CustomerObject, Link
-from server.domain.events import EventType, NewEvent
-from server.domain.models import Page, conversation_for
+from server.domain.customer import (
+    ContactPrefs,
+    CustomerEvent,
+    CustomerObject,
+    Link,
+    customer_event,
+    links_json,
+)
+from server.domain.models import Page
 from server.domain.paging import PageRequest
 from server.storage import events as event_log
 from server.storage.contacts import _from_row as contact_from_row
@@ -27,7 +33,6 @@ from server.storage.sql import insert_for
 from server.storage.writer import Tx
 
 # Customer events of one contact share a conversation, so their stream order is theirs.
-CUSTOMER_EVENTS_CHANNEL = "customer-events"
 # Oldest first. Contact and object ids run to 256 characters, more than a
 # page token carries: their position holds a fingerprint of the id instead.
 CONTACTS_ORDER = Order((contacts.c.created_at, contacts.c.contact_id), long_last=True)
@@ -79,10 +84,6 @@ async def list_contacts(
 # -- customer objects ----------------------------------------------------------------
 
 
-def _links_json(links: Sequence[Link]) -> list[dict[str, str]]:
-    return [{"linkName": x.name, "linkType": x.type, "linkValue": x.value} for x in links]
-
-
 def _links(raw: Any) -> tuple[Link, ...]:
     return tuple(
         Link(str(x.get("linkName", "")), str(x.get("linkType", "")), str(x.get("linkValue", "")))
@@ -95,7 +96,7 @@ async def upsert_object(tx: Tx, tenant_id: str, obj: CustomerObject) -> Customer
         "type": obj.type,
         "contact_id": obj.contact_id,
         "data": dict(obj.data),
-        "links": _links_json(obj.links),
+        "links": links_json(obj.links),
         "updated_at": tx.now,
     }
     await tx.conn.execute(
@@ -135,28 +136,14 @@ async def push_event(tx: Tx, tenant_id: str, e: CustomerEvent) -> CustomerEvent:
                 event_id=e.id,
                 event_name=e.event_name,
                 contact_id=e.contact_id,
-                links=_links_json(e.links),
+                links=links_json(e.links),
                 created_at=tx.now,
             )
             .returning(customer_events.c.seq)
         )
     ).scalar_one()
     # Same transaction: a stored customer event is always on the live stream too.
-    await event_log.append(
-        tx,
-        tenant_id,
-        NewEvent(
-            conversation_id=conversation_for(
-                tenant_id, CUSTOMER_EVENTS_CHANNEL, e.contact_id or e.id
-            ),
-            type=EventType.CUSTOMER,
-            originator_id=tenant_id,
-            originator_role="TENANT",
-            message=e.event_name,
-            customer_id=e.contact_id,
-            data={"eventName": e.event_name, "id": e.id, "links": _links_json(e.links)},
-        ),
-    )
+    await event_log.append(tx, tenant_id, customer_event(tenant_id, e))
     return CustomerEvent(e.event_name, e.id, e.links, e.contact_id, tx.now, seq)
 
 

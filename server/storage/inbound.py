@@ -15,13 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from server.domain.cim import SessionItem, inbound_cim, outbound_cim
 from server.domain.consent import KeywordOutcome
 from server.domain.errors import DomainError
-from server.domain.events import EventType, NewEvent
 from server.domain.inbound import (
     ChatSignal,
     InboundBatch,
     ReceivedMessage,
     StatusReport,
     content_event,
+    signal_event,
 )
 from server.domain.models import Page, Session, conversation_for, new_id
 from server.domain.paging import PageRequest
@@ -201,24 +201,7 @@ async def signal(tx: Tx, tenant_id: str, s: ChatSignal) -> bool:
         session = await sess.latest_open_of_contact(tx.conn, tenant_id, s.contact_id)
     if session is None:
         return False
-    key = "chatState" if s.type is EventType.CHAT_STATE else "acceptStatus"
-    data = {key: s.value, "sessionId": session.id}
-    await event_log.append(
-        tx,
-        tenant_id,
-        NewEvent(
-            conversation_id=session.conversation_id,
-            type=s.type,
-            originator_id=s.originator_id or session.contact_id,
-            originator_role=s.originator_role,
-            message=s.value,
-            message_id=s.message_id,
-            status=s.value,
-            channel_id=session.channel_id,
-            customer_id=session.address or session.contact_id,
-            data=data,
-        ),
-    )
+    await event_log.append(tx, tenant_id, signal_event(s, session))
     return True
 
 
