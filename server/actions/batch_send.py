@@ -73,6 +73,8 @@ async def plan_batch_send(
     *,
     url_check: UrlCheck | None = None,
     idempotency_key: str = "",
+    request_id: str = "",
+    batch: str = "",
 ) -> list[PlannedDestination]:
     """Every destination's draft or refusal; a refusal of the whole body raises DomainError."""
     template = await _template(sources.templates, tenant_id, send)
@@ -94,6 +96,8 @@ async def plan_batch_send(
         tenant_vars=var_values(stored_vars, channel_id),
         by_destination=by_destination,
         idempotency_key=idempotency_key,
+        request_id=request_id,
+        batch=batch,
     )
     if not legs:
         return planned
@@ -121,14 +125,17 @@ async def send_batch(
     """Plan, then store the drafts; ``render`` makes the reply a retry with ``idem`` gets."""
     key = idem.key if idem else ""
     planned = await plan_batch_send(
-        sources, channels, tenant_id, send, now, url_check=url_check, idempotency_key=key
+        sources,
+        channels,
+        tenant_id,
+        send,
+        now,
+        url_check=url_check,
+        idempotency_key=key,
+        request_id=request_id,
+        batch=batch_id(tenant_id, key),
     )
-    batch = batch_id(tenant_id, key)
-    drafts = [
-        replace(p.draft, request_id=request_id, batch_id=batch)
-        for p in planned
-        if p.draft is not None
-    ]
+    drafts = [p.draft for p in planned if p.draft is not None]
     if screen is not None:
         # e.g. the consent ledger: a stopped destination is stored refused, never sent.
         drafts = await screen(drafts)

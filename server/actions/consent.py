@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from server.channels import ChannelRegistry
@@ -104,16 +104,24 @@ class ConsentRules:
         category and, for email, the one-click unsubscribe link."""
         visible = self._channels.visible_to(tenant)
         screened = []
+        scope = normalise_scope(category) if category else ""
         for d in drafts:
             channel = visible.get(d.channel_id)
+            # One copy of each draft: a batch has thousands.
+            changes: dict[str, Any] = {}
+            added: dict[str, str] = {}
             if channel is not None:
                 kind = channel.contact_type.upper()
-                d = replace(d, consent_type=kind, consent_category=category)
+                changes.update(consent_type=kind, consent_category=category)
                 if kind == "EMAIL":
-                    d = await self._with_unsubscribe(tenant, d, category)
-            if category:
-                d = replace(d, content={**d.content, "category": normalise_scope(category)})
-            screened.append(d)
+                    url = await self._unsubscribe_url(tenant, d.destination, category)
+                    if url:
+                        added["listUnsubscribe"] = url
+            if scope:
+                added["category"] = scope
+            if added:
+                changes["content"] = {**d.content, **added}
+            screened.append(replace(d, **changes) if changes else d)
         return screened
 
     async def consent_of(
@@ -132,17 +140,15 @@ class ConsentRules:
             if scopes
         }
 
-    async def _with_unsubscribe(
-        self, tenant: str, d: OutboundDraft, category: str
-    ) -> OutboundDraft:
+    async def _unsubscribe_url(self, tenant: str, address: str, category: str) -> str:
+        """The one-click link an email carries; "" without a public URL to put in it."""
         base = self._public_url().rstrip("/")
         if not base:
-            return d
+            return ""
         # A category's link leaves the address's other mail alone.
-        claim = UnsubscribeClaim(tenant, d.destination, normalise_scope(category))
+        claim = UnsubscribeClaim(tenant, address, normalise_scope(category))
         token = sign(await self._key(tenant), claim)
-        url = f"{base}{UNSUBSCRIBE_PATH}{quote(token, safe='.')}"
-        return replace(d, content={**d.content, "listUnsubscribe": url})
+        return f"{base}{UNSUBSCRIBE_PATH}{quote(token, safe='.')}"
 
     async def _key(self, tenant: str) -> bytes:
         if tenant not in self._keys:

@@ -121,9 +121,13 @@ def plan_batch(
     tenant_vars: Mapping[str, str] | None = None,
     idempotency_key: str = "",
     by_destination: Mapping[str, Template] | None = None,
+    request_id: str = "",
+    batch: str = "",
 ) -> list[PlannedDestination]:
     """``by_destination`` overrides ``template`` per normalised address: the same
-    code in the language each contact prefers."""
+    code in the language each contact prefers. ``request_id`` and ``batch`` are
+    stamped on every draft as it is made (a copy per destination costs more than
+    the rest of its draft)."""
     problems: list[FieldViolation] = []
     kind = send.channel.lower()
     channel = _check_channel(kind, send, channels, problems)
@@ -209,6 +213,8 @@ def plan_batch(
             message_id=derived_message_id(tenant_id, idempotency_key, gi, index)
             if idempotency_key
             else "",
+            request_id=request_id,
+            batch_id=batch,
         )
         planned.append(PlannedDestination(group.correlation_id, address, draft))
     return planned

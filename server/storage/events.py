@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import fields, replace
+from dataclasses import fields
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, text
@@ -70,7 +70,42 @@ def _sequence_upsert(conn: AsyncConnection) -> Any:
 
 
 # On SQLite the group's statements run on the driver itself (see direct.py).
-_SQLITE_UPSERT = direct.Statement(_upsert_with(sqlite.insert(conversations)))
+# sqlite3 returns no rows from executemany, so the sequences are upserted with
+# multi-row statements: chunks of _UPSERT_ROWS, the rest in powers of two, so
+# a handful of statements, each compiled once, serve any group.
+_UPSERT_ROWS = 256
+_UPSERT_COLUMNS = ("id", "tenant_id", "last_sequence", "created_at")
+_sqlite_upserts: dict[int, direct.Statement] = {}
+
+
+def _sqlite_upsert(size: int) -> direct.Statement:
+    statement = _sqlite_upserts.get(size)
+    if statement is None:
+        rows: list[dict[str, Any]] = [
+            {c: bindparam(f"{c}_{i}") for c in _UPSERT_COLUMNS} for i in range(size)
+        ]
+        statement = direct.Statement(_upsert_with(sqlite.insert(conversations).values(rows)))
+        _sqlite_upserts[size] = statement
+    return statement
+
+
+async def _sqlite_sequences(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[Any]:
+    """Each conversation's new last sequence, as (id, last_sequence) rows in any order."""
+    found: list[Any] = []
+    start = 0
+    while start < len(rows):
+        left = len(rows) - start
+        size = _UPSERT_ROWS if left >= _UPSERT_ROWS else 1 << (left.bit_length() - 1)
+        params = {
+            f"{c}_{i}": row[c]
+            for i, row in enumerate(rows[start : start + size])
+            for c in _UPSERT_COLUMNS
+        }
+        found.extend(await _sqlite_upsert(size).rows(conn, params))
+        start += size
+    return found
+
+
 _LAST_CURSOR = direct.Statement(select(func.max(events.c.id)))
 
 
@@ -96,15 +131,15 @@ async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]])
     if conn.dialect.name != "sqlite":
         lasts = (await conn.execute(_sequence_upsert(conn), rows)).all()
     else:
-        # sqlite3 returns no rows from executemany: one statement per conversation.
-        lasts = [(await _SQLITE_UPSERT.rows(conn, r))[0] for r in rows]
+        lasts = await _sqlite_sequences(conn, rows)
     # The next sequence of each conversation: its new last, less what this call adds.
     after = {cid: last - counts[cid] for cid, last in lasts}
-    placed: list[tuple[Tx, StoredEvent]] = []
+    sequences: list[int] = []
     values: list[dict[str, Any]] = []
     for tx, tenant_id, event in entries:
         after[event.conversation_id] += 1
         sequence = after[event.conversation_id]
+        sequences.append(sequence)
         values.append(
             {
                 "tenant_id": tenant_id,
@@ -119,7 +154,6 @@ async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]])
                 "created_at": tx.now,
             }
         )
-        placed.append((tx, StoredEvent(0, tenant_id, sequence, tx.now, event)))
     cursors: Iterable[int]
     if conn.dialect.name == "sqlite":
         # SQLite does not say which RETURNING row belongs to which VALUES row,
@@ -140,8 +174,8 @@ async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]])
                 events.insert().returning(events.c.id, sort_by_parameter_order=True), values
             )
         ).scalars()
-    for (tx, stored), cursor in zip(placed, cursors, strict=True):
-        stored = replace(stored, cursor=cursor)
+    for (tx, tenant_id, event), sequence, cursor in zip(entries, sequences, cursors, strict=True):
+        stored = StoredEvent(cursor, tenant_id, sequence, tx.now, event)
         tx.events.append(stored)
         url, disabled = await _tenant_webhook(tx, stored.tenant_id)
         if url:
