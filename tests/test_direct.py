@@ -160,16 +160,16 @@ async def test_every_commit_reports_the_cursor_committed_before_it(db_url: str) 
         return run
 
     try:
-        await writer.submit(work("solo", later=False))
-        # Groups of several writes, both kinds mixed, and a write with no event.
-        for round_ in range(3):
-            await asyncio.gather(
-                *(writer.submit(work(f"c{round_}-{i}", later=i % 2 == 0)) for i in range(6)),
-                writer.submit(lambda tx: asyncio.sleep(0)),
-            )
-    finally:
-        await writer.close()
-    try:
+        try:
+            await writer.submit(work("solo", later=False))
+            # Groups of several writes, both kinds mixed, and a write with no event.
+            for round_ in range(3):
+                await asyncio.gather(
+                    *(writer.submit(work(f"c{round_}-{i}", later=i % 2 == 0)) for i in range(6)),
+                    writer.submit(lambda tx: asyncio.sleep(0)),
+                )
+        finally:
+            await writer.close()
         async with engine.connect() as conn:
             for commit in published:
                 first = min(e.cursor for e in commit)
@@ -256,3 +256,52 @@ async def test_a_compiled_update_writes_what_sqlalchemy_writes(db_url: str) -> N
         ("m2", "DELIVERED", "", 3),
         ("m3", "ACCEPTED", "", 1),
     ]
+
+
+async def test_sequences_count_on_across_groups_of_any_number_of_conversations(
+    db_url: str,
+) -> None:
+    """Each conversation's events are numbered 1, 2, 3... in cursor order, however
+    many conversations a group holds (SQLite upserts them in chunks of rows)."""
+    engine = make_engine(db_url)
+    await migrate.upgrade(engine)
+    published: list[CommittedEvents] = []
+    writer = Writer(engine, published.append)
+    writer.start()
+
+    def group(conversations: list[str]) -> Any:
+        async def run(tx: Tx) -> None:
+            for conversation in conversations:
+                event = NewEvent(conversation_id=conversation, type=EventType.CONTENT)
+                await event_log.append_later(tx, "default", event)
+
+        return run
+
+    first = [f"c{i}" for i in range(300)] + ["c0", "c0", "c299"]
+    second = [f"c{i}" for i in range(0, 600, 2)] + ["c0"]
+    try:
+        try:
+            for conversations in (first, second, ["c1"], [f"n{i}" for i in range(257)]):
+                await writer.submit(group(conversations))
+        finally:
+            await writer.close()
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(text("SELECT conversation_id, sequence FROM events ORDER BY id"))
+            ).all()
+            lasts = dict(
+                (await conn.execute(text("SELECT id, last_sequence FROM conversations"))).all()
+            )
+    finally:
+        await engine.dispose()
+    numbered: dict[str, list[int]] = {}
+    for conversation, sequence in rows:
+        numbered.setdefault(conversation, []).append(int(sequence))
+    assert len(rows) == len(first) + len(second) + 1 + 257
+    assert all(seqs == list(range(1, len(seqs) + 1)) for seqs in numbered.values()), numbered
+    assert numbered["c0"] == [1, 2, 3, 4, 5] and numbered["c299"] == [1, 2]
+    assert numbered["c2"] == [1, 2] and numbered["c1"] == [1, 2] and numbered["c598"] == [1]
+    assert {c: len(s) for c, s in numbered.items()} == lasts
+    # What subscribers were told matches what was stored.
+    told = [(e.event.conversation_id, e.sequence) for c in published for e in c]
+    assert told == [(c, int(s)) for c, s in rows]
