@@ -153,8 +153,8 @@ class Writer:
         self._queue: asyncio.Queue[_Item[Any]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._batches = 0
-        # Callers' writes in the last group, and when its commit ended.
-        # Writes of each kind (sends, and the others) in the last group.
+        # Writes of each kind (sends, and the others) in the last group, and
+        # when its commit ended.
         self._last_of = {True: 0, False: 0}
         self._last_end = 0.0
         # How many groups waited out the gathering window.
