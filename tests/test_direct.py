@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, bindparam, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from server.domain.events import CommittedEvents, EventType, NewEvent
 from server.storage import direct, migrate
@@ -132,6 +132,28 @@ async def test_a_driver_error_is_raised_as_sqlalchemy_raises_it(tmp_path: Path) 
                 await _insert_messages(conn, [_message("twice")])
             assert isinstance(raised.value.orig, sqlite3.IntegrityError)
             assert "INSERT INTO messages" in str(raised.value.statement)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_transaction_begins_on_the_driver_and_a_failed_begin_is_wrapped(
+    tmp_path: Path,
+) -> None:
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'begin.db'}")
+    await migrate.upgrade(engine)
+    try:
+        async with engine.connect() as conn:
+            raw = await direct.handle(conn)
+            assert raw is not None and not raw.in_transaction
+            await conn.begin()
+            assert raw.in_transaction  # an explicit BEGIN, not the driver's implicit one
+            await conn.rollback()
+            raw.execute("BEGIN")  # one already open: the next BEGIN fails
+            with pytest.raises(OperationalError) as raised:
+                await conn.begin()
+            assert isinstance(raised.value.orig, sqlite3.OperationalError)
+            assert raised.value.statement == "BEGIN"
+            raw.execute("ROLLBACK")
     finally:
         await engine.dispose()
 
