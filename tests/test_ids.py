@@ -27,3 +27,28 @@ def test_ids_carry_their_millisecond_and_sort_by_it(monkeypatch: pytest.MonkeyPa
         assert uuid.UUID(value).int >> 80 == ms
         made.append(value)
     assert made == sorted(made)
+
+
+@pytest.mark.parametrize(
+    ("tenant", "channel", "address"),
+    [
+        ("default", "sms", "+447911123456"),
+        ("t-1", "email", "Ünïcødé.user+tag@example.com"),
+        ("", "", ""),
+        ("tenant", "whatsapp", "+1" + "9" * 14),
+        ("a\x1fb", "c", "d"),
+    ],
+)
+def test_conversation_ids_are_the_uuid5_of_tenant_channel_and_address(
+    tenant: str, channel: str, address: str
+) -> None:
+    name = f"{tenant}\x1f{channel}\x1f{address}"
+    expected = str(uuid.uuid5(models._CONVERSATION_NS, name))
+    assert models.conversation_for(tenant, channel, address) == expected
+
+
+def test_conversation_ids_match_uuid5_across_many_numbers() -> None:
+    for i in range(5_000):
+        address = f"+4479{i * 7919:08d}"[:14]
+        expected = str(uuid.uuid5(models._CONVERSATION_NS, f"default\x1fsms\x1f{address}"))
+        assert models.conversation_for("default", "sms", address) == expected
