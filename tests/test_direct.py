@@ -148,14 +148,31 @@ async def test_a_transaction_begins_on_the_driver_and_a_failed_begin_is_wrapped(
             await conn.begin()
             assert raw.in_transaction  # an explicit BEGIN, not the driver's implicit one
             await conn.rollback()
-            raw.execute("BEGIN")  # one already open: the next BEGIN fails
-            with pytest.raises(OperationalError) as raised:
-                await conn.begin()
+            raw.execute("BEGIN IMMEDIATE")  # as begin_write opens one, with the write lock
+            await conn.begin()  # takes it over instead of beginning another
+            assert raw.in_transaction
+            await conn.rollback()
+            assert not raw.in_transaction
+            driver = conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+            driver._connection = _FailingDriver()
+            try:
+                with pytest.raises(OperationalError) as raised:
+                    await conn.begin()
+            finally:
+                driver._connection = raw
             assert isinstance(raised.value.orig, sqlite3.OperationalError)
             assert raised.value.statement == "BEGIN"
-            raw.execute("ROLLBACK")
     finally:
         await engine.dispose()
+
+
+class _FailingDriver:
+    """A sqlite3 connection whose every statement fails, as on a failing disk."""
+
+    in_transaction = False
+
+    def execute(self, _sql: str) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
 
 
 async def test_every_commit_reports_the_cursor_committed_before_it(db_url: str) -> None:

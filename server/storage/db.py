@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from functools import partial
 from typing import Any
@@ -9,10 +10,19 @@ from typing import Any
 import aiosqlite
 from sqlalchemy import event, make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncTransaction,
+    create_async_engine,
+)
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 SQLITE_SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
+# The first and the longest sleep between tries for SQLite's write lock.
+LOCK_RETRY_S = (0.0005, 0.02)
+# conn.info key: the connection's busy timeout, in seconds.
+_BUSY_TIMEOUT = "busy_timeout_s"
 PG_CONNECT_TIMEOUT_S = 5.0
 # A statement (BEGIN and COMMIT included) that has had no answer for this long
 # fails, so a database that stops answering without closing its connections
@@ -87,7 +97,7 @@ def make_engine(
 
 def _tune_sqlite(engine: AsyncEngine, timeout: float, synchronous: str) -> None:
     @event.listens_for(engine.sync_engine, "connect")
-    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+    def _pragmas(dbapi_conn: Any, record: Any) -> None:
         # WAL lets readers run beside the single writer. NORMAL does no fsync
         # on commit: a commit survives the process dying, not the machine
         # losing power; FULL fsyncs the WAL on every commit and survives both.
@@ -98,6 +108,7 @@ def _tune_sqlite(engine: AsyncEngine, timeout: float, synchronous: str) -> None:
         cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+        record.info[_BUSY_TIMEOUT] = timeout
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Any) -> None:
@@ -106,7 +117,48 @@ def _tune_sqlite(engine: AsyncEngine, timeout: float, synchronous: str) -> None:
         # itself: every write group begins one, and SQLAlchemy's execution
         # path costs more than the statement (about 3 % of a lone send).
         raw: sqlite3.Connection = conn.connection.driver_connection._conn
+        if raw.in_transaction:  # begun by begin_write, with the write lock
+            return
         try:
             raw.execute("BEGIN")
         except sqlite3.Error as error:
             raise DBAPIError.instance("BEGIN", (), error, sqlite3.Error) from error
+
+
+async def begin_write(conn: AsyncConnection) -> AsyncTransaction:
+    """Begin a transaction that is going to write.
+
+    On SQLite it takes the database's write lock first (BEGIN IMMEDIATE), as
+    PostgreSQL's writers take their turn on an advisory lock. A transaction
+    begun plainly takes the lock at its first write, and if it has read
+    before then while another process (a dispatcher beside an api process)
+    holds the lock, SQLite fails that write at once with SQLITE_BUSY: a
+    reader may not wait for the lock, whatever the busy timeout. The lock is
+    tried without SQLite's busy handler, which would sleep on the event
+    loop's thread, and tried again after an asyncio sleep until the busy
+    timeout has passed, so the process serves calls while it waits.
+    """
+    if conn.dialect.name != "sqlite":
+        return await conn.begin()
+    fairy = await conn.get_raw_connection()
+    raw: sqlite3.Connection = fairy.driver_connection._conn  # type: ignore[union-attr]
+    timeout = float(conn.info.get(_BUSY_TIMEOUT, SQLITE_BUSY_TIMEOUT_S))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay, longest = LOCK_RETRY_S
+    raw.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as error:
+                busy = (error.sqlite_errorcode & 0xFF) == sqlite3.SQLITE_BUSY
+                if not busy or loop.time() >= deadline:
+                    statement = "BEGIN IMMEDIATE"
+                    raise DBAPIError.instance(statement, (), error, sqlite3.Error) from error
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, longest)
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+    return await conn.begin()

@@ -10,6 +10,8 @@ from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server.storage.db import begin_write
+
 _HERE = Path(__file__).resolve().parent / "migrations"
 
 
@@ -25,12 +27,19 @@ _MIGRATION_LOCK_KEY = 0x43494D4D
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            await conn.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
-            )
-        await conn.run_sync(lambda sync_conn: command.upgrade(_config(sync_conn), revision))
+    async with engine.connect() as conn:
+        # On SQLite, beginning with the write lock is what takes turns.
+        trans = await begin_write(conn)
+        try:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+                )
+            await conn.run_sync(lambda sync_conn: command.upgrade(_config(sync_conn), revision))
+        except BaseException:
+            await trans.rollback()
+            raise
+        await trans.commit()
 
 
 async def current(engine: AsyncEngine) -> str | None:

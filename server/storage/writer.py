@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.aio import cancel_and_wait, supervised
 from server.domain.events import CommittedEvents, StoredEvent
+from server.storage.db import begin_write
 from server.storage.faults import OutcomeUnknown, is_unavailable
 
 log = logging.getLogger(__name__)
@@ -223,7 +224,7 @@ class Writer:
         batch_id = self._batches
         try:
             async with self._engine.connect() as conn:
-                trans = await conn.begin()
+                trans = await begin_write(conn)
                 try:
                     await self._take_turn(conn, batch_id)
                     outcomes, failed, error = await self._together(conn, batch, batch_id)
@@ -232,7 +233,7 @@ class Writer:
                         await trans.rollback()
                         self._batches += 1
                         batch_id = self._batches
-                        trans = await conn.begin()
+                        trans = await begin_write(conn)
                         await self._take_turn(conn, batch_id)
                         if len(batch) == 1 and failed is not None and not failed.split:
                             outcomes = [(failed, False, error, None)]
