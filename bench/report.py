@@ -18,6 +18,8 @@ def fmt_value(value: float | None, unit: str) -> str:
         return f"{value:,.0f}"
     if unit == "ms":
         return f"{value:,.0f}"
+    if unit == "per accepted":
+        return f"{value:.2f}"
     return f"{value:,.1f}"
 
 
@@ -105,6 +107,12 @@ def markdown(doc: dict[str, Any]) -> str:
                 f"- {r['key']}: accepting alone (the same hub setup with dispatch held back) "
                 f"{fmt_figure(r['accept_only'])}"
                 + (f", {ratio:.2f}x bare unary" if ratio is not None else "")
+            )
+        if r.get("sent_per_accepted", {}).get("median") is not None:
+            out.append(
+                f"- {r['key']}: sent by dispatch during the runs "
+                f"{fmt_figure(r['sent_per_accepted'])} (below 1, accepting outran dispatch "
+                "in the same process and the outbox grew)"
             )
         if r.get("p99_ms"):
             out.append(f"- {r['key']}: client-side p99 per request {fmt_figure(r['p99_ms'])}")
