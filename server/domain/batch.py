@@ -172,20 +172,36 @@ def plan_batch(
     smart = kind == "sms" and bool(send.options.get("smartEncoding"))
     planned: list[PlannedDestination] = []
     spent = 0
+    # A body without placeholders renders the same for every destination:
+    # rendered once per template (or for the content), and shared, as drafts
+    # never change their content.
+    same_for_all: dict[int, tuple[dict[str, Any], str, int]] = {}
     for gi, index, group, address in addresses:
-        values = {**_builtins(kind, send.from_address, address), **base_vars, **group.substitutions}
-        try:
-            content, text = _render(kind, send, chosen.get(address, template), values, smart)
-        except MissingVariables as exc:
-            planned.append(PlannedDestination(group.correlation_id, address, None, str(exc)))
-            continue
-        except _Overflow as exc:
-            # Nothing is stored: a destination's own values name it, shared ones the field.
-            if group.substitutions:
-                why = f"{exc.path}, with this destination's substitutions: {exc}"
-                raise invalid([FieldViolation(f"to[{gi}]", why)]) from None
-            raise invalid([FieldViolation(exc.path, str(exc))]) from None
-        spent += _size(content)
+        source = chosen.get(address, template)
+        rendered = same_for_all.get(id(source))
+        if rendered is None:
+            values = {
+                **_builtins(kind, send.from_address, address),
+                **base_vars,
+                **group.substitutions,
+            }
+            try:
+                content, text = _render(kind, send, source, values, smart)
+            except MissingVariables as exc:
+                planned.append(PlannedDestination(group.correlation_id, address, None, str(exc)))
+                continue
+            except _Overflow as exc:
+                # Nothing is stored: a destination's own values name it, shared ones the field.
+                if group.substitutions:
+                    why = f"{exc.path}, with this destination's substitutions: {exc}"
+                    raise invalid([FieldViolation(f"to[{gi}]", why)]) from None
+                raise invalid([FieldViolation(exc.path, str(exc))]) from None
+            size = _size(content)
+            if not _has_placeholders(source.body if source is not None else send.content):
+                same_for_all[id(source)] = (content, text, size)
+        else:
+            content, text, size = rendered
+        spent += size
         if spent > RENDER_BUDGET_BYTES:
             raise invalid(
                 [
@@ -309,6 +325,17 @@ class _Overflow(ValueError):
     def __init__(self, path: str, why: str) -> None:
         super().__init__(why)
         self.path = path
+
+
+def _has_placeholders(node: Any) -> bool:
+    """Whether any string in a JSON-like tree may name a variable."""
+    if isinstance(node, str):
+        return "$(" in node
+    if isinstance(node, Mapping):
+        return any(_has_placeholders(v) for v in node.values())
+    if isinstance(node, list | tuple):
+        return any(_has_placeholders(v) for v in node)
+    return False
 
 
 def _size(node: Any) -> int:
