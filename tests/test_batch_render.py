@@ -2,13 +2,15 @@
 
 A body without placeholders is rendered once and shared by every draft; one
 with a placeholder anywhere (in the text, deep in rich content, or in a
-template) is rendered per destination.
+template) is rendered per destination. Drafts are made with the mark the
+consent screen gives them, so the screen passes them on as they are.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from server.actions.consent import ConsentRules
 from server.domain.batch import BatchGroup, BatchSend, Template, plan_batch
 from server.domain.models import Channel
 
@@ -84,3 +86,42 @@ def test_a_template_is_rendered_once_without_placeholders_and_per_destination_wi
         )
         planned = plan_batch("t1", send, {"sms": SMS}, NOW, template=template)
         assert [p.draft.text for p in planned if p.draft] == texts
+
+
+class _Visible:
+    def visible_to(self, _tenant: str) -> dict[str, Channel]:
+        return {"sms": SMS}
+
+
+def _screen() -> ConsentRules:
+    # The screen reads only the channels; the rest is for other calls.
+    stand_in: Any = None
+    return ConsentRules(
+        _Visible(),  # type: ignore[arg-type]
+        lambda: None,
+        ledger=stand_in,
+        inbox=stand_in,
+        replies=stand_in,
+        secrets=stand_in,
+    )
+
+
+async def test_drafts_planned_with_the_consent_mark_pass_the_screen_as_they_are() -> None:
+    send = BatchSend(
+        channel="sms",
+        from_address="CNNECT",
+        groups=(BatchGroup(msisdn=NUMBERS),),
+        content={"type": "text", "text": "Sale on"},
+        category="",
+    )
+    marked = [p.draft for p in plan_batch("t1", send, {"sms": SMS}, NOW, consent_category="")]
+    unmarked = [p.draft for p in plan_batch("t1", send, {"sms": SMS}, NOW)]
+    assert {(d.consent_type, d.consent_category) for d in marked} == {("SMS", "")}
+    assert {(d.consent_type, d.consent_category) for d in unmarked} == {("", "")}
+    screened = await _screen().screen("t1", marked, "")
+    assert all(a is b for a, b in zip(screened, marked, strict=True))
+    # Unmarked drafts, or a different category, are marked by the screen itself.
+    for drafts, category in ((unmarked, ""), (marked, "marketing")):
+        again = await _screen().screen("t1", drafts, category)
+        assert {(d.consent_type, d.consent_category) for d in again} == {("SMS", category)}
+        assert all(d.content["category"] == category for d in again if category)

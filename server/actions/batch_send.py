@@ -75,8 +75,12 @@ async def plan_batch_send(
     idempotency_key: str = "",
     request_id: str = "",
     batch: str = "",
+    consent_category: str | None = None,
 ) -> list[PlannedDestination]:
-    """Every destination's draft or refusal; a refusal of the whole body raises DomainError."""
+    """Every destination's draft or refusal; a refusal of the whole body raises DomainError.
+
+    ``consent_category``, when a consent screen will run, is stamped as the
+    drafts are made, so the screen need not copy each one to mark it."""
     template = await _template(sources.templates, tenant_id, send)
     refusal = url_check(send.notify_url) if send.notify_url and url_check else None
     if refusal:
@@ -98,6 +102,7 @@ async def plan_batch_send(
         idempotency_key=idempotency_key,
         request_id=request_id,
         batch=batch,
+        consent_category=consent_category,
     )
     if not legs:
         return planned
@@ -134,6 +139,7 @@ async def send_batch(
         idempotency_key=key,
         request_id=request_id,
         batch=batch_id(tenant_id, key),
+        consent_category=send.category if screen is not None else None,
     )
     drafts = [p.draft for p in planned if p.draft is not None]
     if screen is not None:

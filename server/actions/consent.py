@@ -107,12 +107,14 @@ class ConsentRules:
         scope = normalise_scope(category) if category else ""
         for d in drafts:
             channel = visible.get(d.channel_id)
-            # One copy of each draft: a batch has thousands.
+            # At most one copy of each draft, and none for a draft planned
+            # with this mark already: a batch has thousands.
             changes: dict[str, Any] = {}
             added: dict[str, str] = {}
             if channel is not None:
                 kind = channel.contact_type.upper()
-                changes.update(consent_type=kind, consent_category=category)
+                if d.consent_type != kind or d.consent_category != category:
+                    changes.update(consent_type=kind, consent_category=category)
                 if kind == "EMAIL":
                     url = await self._unsubscribe_url(tenant, d.destination, category)
                     if url:

@@ -123,11 +123,13 @@ def plan_batch(
     by_destination: Mapping[str, Template] | None = None,
     request_id: str = "",
     batch: str = "",
+    consent_category: str | None = None,
 ) -> list[PlannedDestination]:
     """``by_destination`` overrides ``template`` per normalised address: the same
     code in the language each contact prefers. ``request_id`` and ``batch`` are
     stamped on every draft as it is made (a copy per destination costs more than
-    the rest of its draft)."""
+    the rest of its draft), and so, unless ``consent_category`` is None, is the
+    mark the consent screen would give it (the channel's type and that category)."""
     problems: list[FieldViolation] = []
     kind = send.channel.lower()
     channel = _check_channel(kind, send, channels, problems)
@@ -172,6 +174,7 @@ def plan_batch(
     smart = kind == "sms" and bool(send.options.get("smartEncoding"))
     planned: list[PlannedDestination] = []
     spent = 0
+    consent_type = channel.contact_type.upper() if consent_category is not None else ""
     # A body without placeholders renders the same for every destination:
     # rendered once per template (or for the content), and shared, as drafts
     # never change their content.
@@ -231,6 +234,8 @@ def plan_batch(
             else "",
             request_id=request_id,
             batch_id=batch,
+            consent_type=consent_type,
+            consent_category=consent_category or "",
         )
         planned.append(PlannedDestination(group.correlation_id, address, draft))
     return planned
