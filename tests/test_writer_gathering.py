@@ -3,12 +3,13 @@
 A lone write never waits: the short gathering window opens only while writes
 of the same kind (sends, or the others) keep arriving together,
 as PostgreSQL's commit_delay waits only when sibling transactions are active.
+Once open, it stays open while they still come in, up to a bound.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from sqlalchemy import insert
@@ -17,23 +18,37 @@ from server.storage import migrate
 from server.storage import writer as writer_module
 from server.storage.db import make_engine
 from server.storage.tenant_schema import tenants
-from server.storage.writer import Tx, Writer
+from server.storage.writer import StatusMove, Tx, Writer
 
 WINDOW_S = 0.05
+QUIET_S = 0.1
+MOST_S = 2.0
 
 
 @pytest.fixture
 async def writer(db_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Writer]:
     monkeypatch.setattr(writer_module, "GATHER_S", WINDOW_S)
+    monkeypatch.setattr(writer_module, "GATHER_QUIET_S", QUIET_S)
+    monkeypatch.setattr(writer_module, "GATHER_MAX_S", MOST_S)
     engine = make_engine(db_url)
     await migrate.upgrade(engine)
-    writer = Writer(engine, lambda _events: None)
+    writer = Writer(engine, lambda _events: None, observer=Groups())
     writer.start()
     try:
         yield writer
     finally:
         await writer.close()
         await engine.dispose()
+
+
+class Groups:
+    """How many writes each group commit held."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def committed(self, _seconds: float, writes: int, _moves: Sequence[StatusMove]) -> None:
+        self.sizes.append(writes)
 
 
 def tenant(name: str) -> writer_module.Work[str]:
@@ -78,3 +93,23 @@ async def test_other_writes_open_the_window_for_other_writes_only(writer: Writer
     await burst(writer, "b", 8, send=False)
     await burst(writer, "c", 8, send=False)
     assert writer.gathered >= 1
+
+
+async def test_the_window_stays_open_while_writes_keep_coming(writer: Writer) -> None:
+    groups = writer._observer
+    assert isinstance(groups, Groups)
+    await burst(writer, "a", 8)  # opens the window for the sends that follow
+    before = len(groups.sizes)
+
+    async def spaced(i: int) -> str:
+        # Each arrives well within the quiet time of the one before, and the
+        # stream lasts several windows.
+        await asyncio.sleep(i * QUIET_S / 5)
+        return await writer.submit(tenant(f"s{i}"), send=True)
+
+    names = await asyncio.gather(*(spaced(i) for i in range(20)))
+    assert names == [f"s{i}" for i in range(20)]
+    # One group, or two if the machine stalled past the quiet time once; a
+    # fixed window would have cut the stream into at least four.
+    assert len(groups.sizes) - before <= 2
+    assert sum(groups.sizes[before:]) == 20
