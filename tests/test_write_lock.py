@@ -10,32 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import OperationalError
 
-from server.storage import migrate
-from server.storage.db import make_engine
 from server.storage.faults import is_unavailable
 from server.storage.tenant_schema import tenants
-from server.storage.writer import Tx, Writer
+from server.storage.writer import Tx
+from support.writer import running_writer
 
 HELD_S = 0.2
-
-
-async def _writer(url: str) -> AsyncIterator[Writer]:
-    engine = make_engine(url)
-    await migrate.upgrade(engine)
-    writer = Writer(engine, lambda _events: None)
-    writer.start()
-    try:
-        yield writer
-    finally:
-        await writer.close()
-        await engine.dispose()
 
 
 @pytest.fixture
@@ -59,7 +45,7 @@ async def _read_then_write(tx: Tx) -> int:
 
 
 async def test_a_group_waits_for_another_processs_lock_and_then_commits(db: Path) -> None:
-    async for writer in _writer(f"sqlite+aiosqlite:///{db}"):
+    async with running_writer(f"sqlite+aiosqlite:///{db}") as writer:
         base = _tenants(db)
         other = _other_process(db)
         ticks = 0
@@ -87,7 +73,7 @@ async def test_a_group_waits_for_another_processs_lock_and_then_commits(db: Path
 
 
 async def test_a_lock_held_past_the_busy_timeout_fails_as_unavailable(db: Path) -> None:
-    async for writer in _writer(f"sqlite+aiosqlite:///{db}?timeout=0.2"):
+    async with running_writer(f"sqlite+aiosqlite:///{db}?timeout=0.2") as writer:
         other = _other_process(db)
         try:
             with pytest.raises(OperationalError) as failed:

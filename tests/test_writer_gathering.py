@@ -14,11 +14,10 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 from sqlalchemy import insert
 
-from server.storage import migrate
 from server.storage import writer as writer_module
-from server.storage.db import make_engine
 from server.storage.tenant_schema import tenants
 from server.storage.writer import StatusMove, Tx, Writer
+from support.writer import running_writer
 
 WINDOW_S = 0.05
 QUIET_S = 0.1
@@ -30,15 +29,8 @@ async def writer(db_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
     monkeypatch.setattr(writer_module, "GATHER_S", WINDOW_S)
     monkeypatch.setattr(writer_module, "GATHER_QUIET_S", QUIET_S)
     monkeypatch.setattr(writer_module, "GATHER_MAX_S", MOST_S)
-    engine = make_engine(db_url)
-    await migrate.upgrade(engine)
-    writer = Writer(engine, lambda _events: None, observer=Groups())
-    writer.start()
-    try:
+    async with running_writer(db_url, Groups()) as writer:
         yield writer
-    finally:
-        await writer.close()
-        await engine.dispose()
 
 
 class Groups:
