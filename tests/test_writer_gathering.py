@@ -3,7 +3,8 @@
 A lone write never waits: the short gathering window opens only while writes
 of the same kind (sends, or the others) keep arriving together,
 as PostgreSQL's commit_delay waits only when sibling transactions are active.
-Once open, it stays open while they still come in, up to a bound.
+Once open, it stays open while they still come in, up to a bound. A send
+that arrives alone does not wait out a window the others' writes opened.
 """
 
 from __future__ import annotations
@@ -105,3 +106,51 @@ async def test_the_window_stays_open_while_writes_keep_coming(writer: Writer) ->
     # fixed window would have cut the stream into at least four.
     assert len(groups.sizes) - before <= 2
     assert sum(groups.sizes[before:]) == 20
+
+
+async def last_group(groups: Groups, writes: int) -> int:
+    """The size of the last group, once the observer has seen this many writes."""
+    while sum(groups.sizes) < writes:
+        await asyncio.sleep(0.001)
+    return groups.sizes[-1]
+
+
+async def open_the_others_window(writer: Writer) -> asyncio.Future[str]:
+    """Others' writes came together; the next one waits in an open window."""
+    await burst(writer, "o", 8, send=False)
+    waiting = asyncio.ensure_future(writer.submit(tenant("w"), send=False))
+    while writer.gathered == 0:
+        await asyncio.sleep(0.001)
+    return waiting
+
+
+async def test_a_lone_send_does_not_wait_out_the_others_window(
+    writer: Writer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module, "GATHER_S", 30.0)
+    monkeypatch.setattr(writer_module, "GATHER_MAX_S", 60.0)
+    groups = writer._observer
+    assert isinstance(groups, Groups)
+    waiting = await open_the_others_window(writer)
+    # It ends the window: a wait for it would outlast this timeout.
+    assert await asyncio.wait_for(writer.submit(tenant("send"), send=True), 5) == "send"
+    assert waiting.done() and waiting.result() == "w"
+    # The waiting write and the send, in one commit.
+    assert await last_group(groups, writes=10) == 2
+
+
+async def test_sends_coming_together_join_the_others_window(
+    writer: Writer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await burst(writer, "s", 8)  # sends come together
+    monkeypatch.setattr(writer_module, "GATHER_S", 0.5)
+    monkeypatch.setattr(writer_module, "GATHER_MAX_S", 1.0)
+    groups = writer._observer
+    assert isinstance(groups, Groups)
+    waiting = await open_the_others_window(writer)
+    send = asyncio.ensure_future(writer.submit(tenant("send"), send=True))
+    await asyncio.sleep(0.1)
+    # More are likely on the way, so the window stays open for them.
+    assert not waiting.done() and not send.done()
+    assert await send == "send" and await waiting == "w"
+    assert await last_group(groups, writes=18) == 2

@@ -50,6 +50,11 @@ GATHER_MAX_S = 0.024
 COMMITTED_BEFORE = "committed_before"
 
 
+def _settle_once(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -170,6 +175,12 @@ class Writer:
         self._last_put = {True: 0.0, False: 0.0}
         # How many groups waited out the gathering window.
         self.gathered = 0
+        # Set while a group waits for more writes; resolved True to end the
+        # wait early (see submit).
+        self._pause: asyncio.Future[bool] | None = None
+        self._others_gather = False
+        # Sends in the last group that held any.
+        self._sends_together = 0
         # Commit and publish happen under one lock, so live subscribers see
         # events in the order their transactions committed.
         self._commit_order = asyncio.Lock()
@@ -197,13 +208,21 @@ class Writer:
         dispatcher's claims and outcomes, receipts, configuration) come in
         bursts of their own, so only several of the same kind in the last
         group open the gathering window: a send never waits because claims
-        came together.
+        came together. Nor does it wait out a window the others' writes
+        opened, unless sends too are coming together (the last group that
+        held any held several).
         """
         if not self._tasks:
             raise RuntimeError("writer is not running")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._last_put[send] = loop.time()
+        now = loop.time()
+        if send and self._pause is not None and self._others_gather and self._sends_together <= 1:
+            # The group waits for more of the others' writes (the
+            # dispatcher's, mostly), but sends are not coming together: this
+            # one would wait for writes it has nothing to do with.
+            _settle_once(self._pause, True)
+        self._last_put[send] = now
         self._queue.put_nowait(_Item(work, future, split, send))
         return await asyncio.shield(future)
 
@@ -217,24 +236,42 @@ class Writer:
                 # commit (as PostgreSQL's commit_delay waits only when
                 # sibling transactions are active).
                 self.gathered += 1
-                began = loop.time()
-                await asyncio.sleep(GATHER_S)
-                while True:
-                    now = loop.time()
-                    quiet = now - self._last_put[batch[0].send]
-                    if quiet >= GATHER_QUIET_S or now - began >= GATHER_MAX_S:
-                        break
-                    await asyncio.sleep(GATHER_QUIET_S - quiet)
+                self._others_gather = not batch[0].send
+                await self._gather(loop, batch[0].send)
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             sends = sum(1 for item in batch if item.send)
             self._last_of = {True: sends, False: len(batch) - sends}
+            if sends:
+                self._sends_together = sends
             try:
                 await self._commit(batch)
             finally:
                 self._last_end = loop.time()
                 for _ in batch:
                     self._queue.task_done()
+
+    async def _gather(self, loop: asyncio.AbstractEventLoop, send: bool) -> None:
+        """Wait GATHER_S, then on while writes of this kind keep coming.
+
+        A wait for the others' writes ends early if a lone send arrives.
+        """
+        began = loop.time()
+        wait = GATHER_S
+        while True:
+            self._pause = pause = loop.create_future()
+            timer = loop.call_later(wait, _settle_once, pause, False)
+            try:
+                if await pause:
+                    return
+            finally:
+                timer.cancel()
+                self._pause = None
+            now = loop.time()
+            quiet = now - self._last_put[send]
+            if quiet >= GATHER_QUIET_S or now - began >= GATHER_MAX_S:
+                return
+            wait = GATHER_QUIET_S - quiet
 
     async def _commit(self, batch: list[_Item[Any]]) -> None:
         outcomes: list[_Outcome] = []
