@@ -43,6 +43,10 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         self._metrics = metrics
         self._mark = gateway_mark
 
+    def variant(self, details: grpc.HandlerCallDetails) -> bool:
+        """Whether the call is the façade's: it is measured at the HTTP edge."""
+        return self._mark in (details.invocation_metadata or ())
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -52,7 +56,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = details.method
-        rest = self._mark in (details.invocation_metadata or ())
+        rest = self.variant(details)
         if handler.unary_stream is not None:
             return rewrap(
                 handler,

@@ -31,6 +31,7 @@ from server.api.consents import ConsentServicer
 from server.api.customers import CustomerServicer
 from server.api.errors import ErrorInterceptor
 from server.api.field_guard import FieldGuard
+from server.api.handlers import ResolvedChain
 from server.api.local_channel import HandlerRecorder
 from server.api.malformed import MalformedRequestInterceptor
 from server.api.messaging import MessagingServicer
@@ -99,7 +100,7 @@ def build_server(
         FieldGuard(services.messaging.verify_webhook, url_check),
     )
     server = grpc.aio.server(
-        interceptors=chain,
+        interceptors=[ResolvedChain(chain)],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -135,7 +136,7 @@ def build_server(
         server,
     )
     port = server.add_insecure_port(address)
-    return BuiltServer(server, port, health_servicer, recorder.handlers, chain)
+    return BuiltServer(server, port, health_servicer, recorder.handlers, (ResolvedChain(chain),))
 
 
 async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
