@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import pytest
 from sqlalchemy import insert
@@ -39,9 +40,18 @@ class Groups:
 
     def __init__(self) -> None:
         self.sizes: list[int] = []
+        self._changed = asyncio.Event()
 
     def committed(self, _seconds: float, writes: int, _moves: Sequence[StatusMove]) -> None:
         self.sizes.append(writes)
+        self._changed.set()
+
+    async def last(self, writes: int) -> int:
+        """The size of the last group, once this many writes have committed."""
+        while sum(self.sizes) < writes:
+            self._changed.clear()
+            await self._changed.wait()
+        return self.sizes[-1]
 
 
 def tenant(name: str) -> writer_module.Work[str]:
@@ -108,19 +118,21 @@ async def test_the_window_stays_open_while_writes_keep_coming(writer: Writer) ->
     assert sum(groups.sizes[before:]) == 20
 
 
-async def last_group(groups: Groups, writes: int) -> int:
-    """The size of the last group, once the observer has seen this many writes."""
-    while sum(groups.sizes) < writes:
-        await asyncio.sleep(0.001)
-    return groups.sizes[-1]
-
-
-async def open_the_others_window(writer: Writer) -> asyncio.Future[str]:
+async def open_the_others_window(
+    writer: Writer, monkeypatch: pytest.MonkeyPatch
+) -> asyncio.Future[str]:
     """Others' writes came together; the next one waits in an open window."""
+    opened = asyncio.Event()
+    gather = writer._gather
+
+    async def noted(*args: Any) -> None:
+        opened.set()
+        await gather(*args)
+
+    monkeypatch.setattr(writer, "_gather", noted)
     await burst(writer, "o", 8, send=False)
     waiting = asyncio.ensure_future(writer.submit(tenant("w"), send=False))
-    while writer.gathered == 0:
-        await asyncio.sleep(0.001)
+    await opened.wait()
     return waiting
 
 
@@ -131,12 +143,12 @@ async def test_a_lone_send_does_not_wait_out_the_others_window(
     monkeypatch.setattr(writer_module, "GATHER_MAX_S", 60.0)
     groups = writer._observer
     assert isinstance(groups, Groups)
-    waiting = await open_the_others_window(writer)
+    waiting = await open_the_others_window(writer, monkeypatch)
     # It ends the window: a wait for it would outlast this timeout.
     assert await asyncio.wait_for(writer.submit(tenant("send"), send=True), 5) == "send"
     assert waiting.done() and waiting.result() == "w"
     # The waiting write and the send, in one commit.
-    assert await last_group(groups, writes=10) == 2
+    assert await groups.last(writes=10) == 2
 
 
 async def test_sends_coming_together_join_the_others_window(
@@ -147,10 +159,10 @@ async def test_sends_coming_together_join_the_others_window(
     monkeypatch.setattr(writer_module, "GATHER_MAX_S", 1.0)
     groups = writer._observer
     assert isinstance(groups, Groups)
-    waiting = await open_the_others_window(writer)
+    waiting = await open_the_others_window(writer, monkeypatch)
     send = asyncio.ensure_future(writer.submit(tenant("send"), send=True))
     await asyncio.sleep(0.1)
     # More are likely on the way, so the window stays open for them.
     assert not waiting.done() and not send.done()
     assert await send == "send" and await waiting == "w"
-    assert await last_group(groups, writes=18) == 2
+    assert await groups.last(writes=18) == 2
