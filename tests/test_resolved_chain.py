@@ -63,12 +63,16 @@ class Marked(Tagging):
         return self.wrap(handler, details.method)
 
 
+# How to call the server, and its outermost and marked interceptors.
+Served = tuple[Callable[..., Awaitable[Any]], Tagging, Marked]
+
+
 async def _echo(request: Text, context: grpc.aio.ServicerContext) -> Text:
     return Text(value=request.value.upper())
 
 
 @pytest.fixture
-async def served() -> AsyncIterator[tuple[Callable[..., Awaitable[Any]], Tagging, Marked]]:
+async def served() -> AsyncIterator[Served]:
     outer, marked = Tagging("outer"), Marked("marked")
     server = grpc.aio.server(interceptors=[ResolvedChain([outer, marked, Tagging("inner")])])
     handler = grpc.unary_unary_rpc_method_handler(
@@ -100,7 +104,7 @@ async def served() -> AsyncIterator[tuple[Callable[..., Awaitable[Any]], Tagging
 
 
 async def test_each_method_is_built_once_and_every_call_runs_the_whole_chain(
-    served: tuple[Callable[..., Awaitable[Any]], Tagging, Marked],
+    served: Served,
 ) -> None:
     call, outer, _marked = served
     for _ in range(3):
@@ -110,7 +114,7 @@ async def test_each_method_is_built_once_and_every_call_runs_the_whole_chain(
 
 
 async def test_a_variant_gets_its_own_handler(
-    served: tuple[Callable[..., Awaitable[Any]], Tagging, Marked],
+    served: Served,
 ) -> None:
     call, outer, marked = served
     for _ in range(2):
@@ -121,7 +125,7 @@ async def test_a_variant_gets_its_own_handler(
 
 
 async def test_a_method_nobody_serves_is_not_remembered(
-    served: tuple[Callable[..., Awaitable[Any]], Tagging, Marked],
+    served: Served,
 ) -> None:
     call, outer, _marked = served
     for _ in range(3):
