@@ -17,7 +17,8 @@ def fmt_value(value: float | None, unit: str) -> str:
     if unit in RATE_UNITS:
         return f"{value:,.0f}"
     if unit == "ms":
-        return f"{value:,.0f}"
+        # A lone call's few milliseconds need the tenth; a tail's hundreds do not.
+        return f"{value:,.1f}" if value < 10 else f"{value:,.0f}"
     if unit == "per accepted":
         return f"{value:.2f}"
     return f"{value:,.1f}"
@@ -114,6 +115,8 @@ def markdown(doc: dict[str, Any]) -> str:
                 f"{fmt_figure(r['sent_per_accepted'])} (below 1, accepting outran dispatch "
                 "in the same process and the outbox grew)"
             )
+        for name, figure in r.get("p50_by_series", {}).items():
+            out.append(f"- {r['key']}: {name} at concurrency 1, p50 {fmt_figure(figure)}")
         if r.get("p99_ms"):
             out.append(f"- {r['key']}: client-side p99 per request {fmt_figure(r['p99_ms'])}")
         if r.get("server_cpu_percent"):

@@ -350,6 +350,9 @@ async def bench_unary(ctx: Ctx, want: set[str]) -> None:
     levels = sorted(set(plan.sweep) | {plan.concurrency})
     raw: dict[str, dict[int, list[float]]] = {s: {c: [] for c in levels} for s in series}
     lat: dict[str, list[float]] = {s: [] for s in series}
+    # Each series' p50 at the lowest concurrency: what a lone request waits.
+    lone = levels[0]
+    lone_p50: dict[str, list[float]] = {s: [] for s in series}
     cpus: dict[str, list[float | None]] = {s: [] for s in series}
     # With dispatch in the process, how many messages it sent for each it
     # accepted during a run: below 1, accepting outran sending and the
@@ -384,6 +387,8 @@ async def bench_unary(ctx: Ctx, want: set[str]) -> None:
                     accepted = after[ACCEPTED] - before[ACCEPTED]
                     if accepted:
                         kept_up[name].append((after[SENT] - before[SENT]) / accepted)
+                if c == lone:
+                    lone_p50[name].append(r["p50_ms"])
                 if c == plan.concurrency:
                     lat[name].append(r["p99_ms"])
                     cpus[name].append(cpu.percent)
@@ -423,6 +428,18 @@ async def bench_unary(ctx: Ctx, want: set[str]) -> None:
             run_ratios(raw[SPLIT][c], raw["bare gRPC unary"][c]),
             p99_ms=summary(lat[SPLIT], "ms"),
             server_cpu_percent=summary(cpus[SPLIT], "%"),
+        )  # fmt: skip
+    if "P1" in want and split is not None and lone == 1:
+        p50 = summary(lone_p50[SPLIT], "ms")
+        row(
+            ctx, "P1@1", "P1",
+            f"p50 of a lone SendMessage (gRPC, {ctx.db}, concurrency 1) to an api process with "
+            "dispatch in a dispatcher process",
+            p50, summary(lone_p50["bare gRPC unary"], "ms"), "bare grpc.aio unary, concurrency 1",
+            "p50 < 2 ms", None if p50["median"] is None else p50["median"] < 2.0,
+            p50_by_series={
+                name: summary(values, "ms") for name, values in lone_p50.items() if name != SPLIT
+            },
         )  # fmt: skip
     if "P4" in want:
         rest = summary(raw[REST][c], "req/s")
