@@ -175,10 +175,9 @@ class Writer:
         self._last_put = {True: 0.0, False: 0.0}
         # How many groups waited out the gathering window.
         self.gathered = 0
-        # Set while a group waits for more writes; resolved True to end the
-        # wait early (see submit).
-        self._pause: asyncio.Future[bool] | None = None
-        self._others_gather = False
+        # Set while a group waits for more of the others' writes; resolved
+        # True to end the wait early (see submit).
+        self._others_pause: asyncio.Future[bool] | None = None
         # Sends in the last group that held any.
         self._sends_together = 0
         # Commit and publish happen under one lock, so live subscribers see
@@ -216,13 +215,12 @@ class Writer:
             raise RuntimeError("writer is not running")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        now = loop.time()
-        if send and self._pause is not None and self._others_gather and self._sends_together <= 1:
+        if send and self._others_pause is not None and self._sends_together <= 1:
             # The group waits for more of the others' writes (the
             # dispatcher's, mostly), but sends are not coming together: this
             # one would wait for writes it has nothing to do with.
-            _settle_once(self._pause, True)
-        self._last_put[send] = now
+            _settle_once(self._others_pause, True)
+        self._last_put[send] = loop.time()
         self._queue.put_nowait(_Item(work, future, split, send))
         return await asyncio.shield(future)
 
@@ -236,7 +234,6 @@ class Writer:
                 # commit (as PostgreSQL's commit_delay waits only when
                 # sibling transactions are active).
                 self.gathered += 1
-                self._others_gather = not batch[0].send
                 await self._gather(loop, batch[0].send)
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
@@ -259,14 +256,16 @@ class Writer:
         began = loop.time()
         wait = GATHER_S
         while True:
-            self._pause = pause = loop.create_future()
+            pause = loop.create_future()
+            if not send:
+                self._others_pause = pause
             timer = loop.call_later(wait, _settle_once, pause, False)
             try:
                 if await pause:
                     return
             finally:
                 timer.cancel()
-                self._pause = None
+                self._others_pause = None
             now = loop.time()
             quiet = now - self._last_put[send]
             if quiet >= GATHER_QUIET_S or now - began >= GATHER_MAX_S:
