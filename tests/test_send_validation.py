@@ -675,3 +675,65 @@ async def test_line_breaks_in_email_headers_are_refused_over_grpc(db_url: str) -
         # The same fields on one line are sent.
         sent = await stub.SendBatch(batch("Hi there", "Shop"))
         assert sent.results[0].message_id
+
+
+async def test_a_thousand_bad_numbers_get_a_status_a_client_can_read(db_url: str) -> None:
+    # A status rides in trailers, which a default client refuses past 8 KiB:
+    # listing all thousand violations turned INVALID_ARGUMENT into the
+    # client's own RESOURCE_EXHAUSTED, naming none of them.
+    bad = [f"+999{i:07d}" for i in range(1000)]
+    batch = m.SendBatchRequest(
+        channel="sms",
+        from_address="CNNECT",
+        to=[m.BatchDestination(msisdn=bad)],
+        content=m.BatchContent(type="text", text="hello"),
+    )
+    async with api_for(db_url) as (hub, api), channel_to(hub) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await mg.MessagingServiceStub(channel).SendBatch(batch)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        status = rpc_status.from_call(caught.value)
+        assert status is not None
+        listed: list[str] = []
+        counts: dict[str, str] = {}
+        for detail in status.details:
+            request, info = error_details_pb2.BadRequest(), error_details_pb2.ErrorInfo()
+            if detail.Unpack(request):
+                listed.extend(v.field for v in request.field_violations)
+            elif detail.Unpack(info):
+                counts = dict(info.metadata)
+        # The first violations, in order, and how many there were in all.
+        assert 10 <= len(listed) < 1000
+        assert listed == [f"to[0].msisdn[{i}]" for i in range(len(listed))]
+        assert counts == {"violationCount": "1000", "violationsListed": str(len(listed))}
+        message = caught.value.details() or ""
+        assert message.startswith("to[0].msisdn[0]: ") and message.endswith(" more")
+        assert len(message) < 400
+
+        # The façade answers the same, as a 400 naming the fields.
+        status_code, payload = await api.post(V2, sms(to=[{"msisdn": bad}]))
+        assert status_code == 400
+        assert error_fields(payload) == listed
+        assert payload["message"] == message
+
+        # A few bad numbers are all listed, with no count beside them.
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await mg.MessagingServiceStub(channel).SendBatch(
+                m.SendBatchRequest(
+                    channel="sms",
+                    from_address="CNNECT",
+                    to=[m.BatchDestination(msisdn=[UK, *bad[:3]])],
+                    content=m.BatchContent(type="text", text="hello"),
+                )
+            )
+        status = rpc_status.from_call(caught.value)
+        assert status is not None
+        few: list[str] = []
+        for detail in status.details:
+            request, info = error_details_pb2.BadRequest(), error_details_pb2.ErrorInfo()
+            if detail.Unpack(request):
+                few.extend(v.field for v in request.field_violations)
+            elif detail.Unpack(info):
+                assert "violationCount" not in info.metadata
+        assert few == ["to[0].msisdn[1]", "to[0].msisdn[2]", "to[0].msisdn[3]"]
+        assert (caught.value.details() or "").count("not a phone number") == 3

@@ -19,23 +19,36 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from server.api.handlers import WrappingInterceptor, forward, rewrap
-from server.domain.errors import DomainError
+from server.domain.errors import DomainError, FieldViolation
 from server.storage.faults import RETRY_AFTER_S, OutcomeUnknown, is_unavailable
 
 log = logging.getLogger(__name__)
 ERROR_DOMAIN = "cimhub"
+# A status travels in trailers, and a client refuses trailers over its
+# metadata limit (8 KiB by default in gRPC's core) with a RESOURCE_EXHAUSTED
+# of its own, which would hide every violation of a batch with a thousand bad
+# numbers. So the violations listed stop at VIOLATION_BYTES (base64 makes it a
+# third more on the wire) and ErrorInfo says how many there were; the message,
+# which goes out twice (grpc-message and inside the details), stops at
+# MESSAGE_CHARS.
+VIOLATION_BYTES = 3000
+MESSAGE_CHARS = 400
+# Each violation's framing inside BadRequest, roughly.
+_VIOLATION_OVERHEAD = 6
 
 
 def to_status(err: DomainError) -> grpc.Status:
-    details = []
+    metadata = dict(err.metadata)
+    listed = _within_budget(err.violations)
+    if len(listed) < len(err.violations):
+        metadata["violationCount"] = str(len(err.violations))
+        metadata["violationsListed"] = str(len(listed))
     info = any_pb2.Any()
     info.Pack(
-        error_details_pb2.ErrorInfo(
-            reason=err.reason, domain=ERROR_DOMAIN, metadata=dict(err.metadata)
-        )
+        error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN, metadata=metadata)
     )
-    details.append(info)
-    if err.violations:
+    details = [info]
+    if listed:
         bad = any_pb2.Any()
         bad.Pack(
             error_details_pb2.BadRequest(
@@ -43,13 +56,25 @@ def to_status(err: DomainError) -> grpc.Status:
                     error_details_pb2.BadRequest.FieldViolation(
                         field=v.field, description=v.description
                     )
-                    for v in err.violations
+                    for v in listed
                 ]
             )
         )
         details.append(bad)
     code = code_pb2.Code.Value(err.code.value)
-    return rpc_status.to_status(status_pb2.Status(code=code, message=err.message, details=details))
+    message = err.message
+    if len(message) > MESSAGE_CHARS:
+        message = message[: MESSAGE_CHARS - 1] + "…"
+    return rpc_status.to_status(status_pb2.Status(code=code, message=message, details=details))
+
+
+def _within_budget(violations: tuple[FieldViolation, ...]) -> tuple[FieldViolation, ...]:
+    size = 0
+    for count, v in enumerate(violations):
+        size += len(v.field.encode()) + len(v.description.encode()) + _VIOLATION_OVERHEAD
+        if size > VIOLATION_BYTES:
+            return violations[:count]
+    return violations
 
 
 def _detail(message: Any) -> any_pb2.Any:

@@ -47,10 +47,28 @@ class DomainError(Exception):
         return self.message
 
 
+# The message names violations up to about this many characters and counts the
+# rest: a batch of a thousand bad numbers gets a line, not forty kilobytes.
+SUMMARY_CHARS = 300
+
+
 def invalid(violations: Iterable[FieldViolation], message: str | None = None) -> DomainError:
     found = tuple(violations)
-    text = message or "; ".join(f"{v.field}: {v.description}" for v in found) or "invalid request"
+    text = message or summary(found) or "invalid request"
     return DomainError(Code.INVALID_ARGUMENT, "VALIDATION_FAILED", text, found)
+
+
+def summary(violations: tuple[FieldViolation, ...]) -> str:
+    """The first violations, "field: why", then how many more there are."""
+    parts: list[str] = []
+    size = 0
+    for shown, v in enumerate(violations):
+        part = f"{v.field}: {v.description}"
+        if parts and size + len(part) > SUMMARY_CHARS:
+            return "; ".join(parts) + f"; and {len(violations) - shown} more"
+        parts.append(part)
+        size += len(part) + 2
+    return "; ".join(parts)
 
 
 def not_found(kind: str, ident: str) -> DomainError:
