@@ -29,6 +29,28 @@ def test_ids_carry_their_millisecond_and_sort_by_it(monkeypatch: pytest.MonkeyPa
     assert made == sorted(made)
 
 
+@pytest.mark.parametrize("count", [0, 1, 2, 1000])
+def test_ids_made_together_are_the_same_kind_of_id(
+    count: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ms = 1_700_000_000_123
+    monkeypatch.setattr(models.time, "time_ns", lambda: ms * 1_000_000 + 5)
+    ids = models.new_ids(count)
+    assert len(ids) == count
+    assert len(set(ids) | set(models.new_ids(count))) == 2 * count
+    for value in ids:
+        parsed = uuid.UUID(value)
+        assert (parsed.version, parsed.variant) == (7, uuid.RFC_4122)
+        assert str(parsed) == value
+        assert parsed.int >> 80 == ms
+    # 74 random bits each: across a thousand ids every one of them varies.
+    if count == 1000:
+        varied = 0
+        for value in ids:
+            varied |= uuid.UUID(value).int ^ uuid.UUID(ids[0]).int
+        assert varied == 0xFFF << 64 | (1 << 62) - 1  # rand_a and rand_b
+
+
 @pytest.mark.parametrize(
     ("tenant", "channel", "address"),
     [

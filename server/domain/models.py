@@ -58,6 +58,18 @@ def new_id() -> str:
     return _uuid_text(_versioned(value, 7))
 
 
+def new_ids(count: int) -> list[str]:
+    """count new_id()s, with one read of the system's randomness for all of them."""
+    if count == 1:
+        return [new_id()]
+    stamp = (time.time_ns() // 1_000_000) << 80
+    noise = os.urandom(10 * count)
+    return [
+        _uuid_text(_versioned(stamp | int.from_bytes(noise[i : i + 10]), 7))
+        for i in range(0, 10 * count, 10)
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class Channel:
     channel_id: str

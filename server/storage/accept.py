@@ -10,12 +10,12 @@ from typing import Any
 from sqlalchemy import delete, select, update
 
 from server.domain.errors import already_exists
-from server.domain.models import OutboundDraft, OutboundMessage, StatusEntry, new_id
+from server.domain.models import OutboundDraft, OutboundMessage, StatusEntry, new_ids
 from server.domain.status import DeliveryStatus
 from server.storage import direct
 from server.storage import events as event_log
 from server.storage.message_schema import idempotency, messages
-from server.storage.messages import DONE, PENDING, insert_history_later, status_event
+from server.storage.messages import DONE, PENDING, insert_histories_later, status_event
 from server.storage.sql import insert_for
 from server.storage.writer import LATER_MESSAGES, StatusMove, Tx
 
@@ -78,17 +78,25 @@ async def accept(
                 )
             return AcceptResult((), bytes(row.response))
 
-    pairs = [_new_message(tx.now, tenant_id, d) for d in drafts]
-    created = [m for m, _ in pairs]
+    fresh = iter(new_ids(sum(1 for d in drafts if not d.message_id)))
+    created = [_new_message(tx.now, tenant_id, d, d.message_id or next(fresh)) for d in drafts]
     # Nothing in the group reads these back, so they join the group's
     # multi-row inserts; a duplicate id fails the group's attempt instead,
     # and the writer then finds whose it was.
-    for m, d in pairs:
-        await tx.later(LATER_MESSAGES, _insert_messages, _row(m, d, traceparent))
-        reason = d.refusal
-        await insert_history_later(tx, m.id, m.status, reason)
-        await event_log.append_later(tx, tenant_id, status_event(m, m.status, reason))
-        tx.moves.append(StatusMove(m.channel_id, m.status.value, tx.now, tx.now))
+    await tx.later_all(
+        LATER_MESSAGES,
+        _insert_messages,
+        [_row(m, d, traceparent) for m, d in zip(created, drafts, strict=True)],
+    )
+    await insert_histories_later(
+        tx, [(m.id, m.status, d.refusal) for m, d in zip(created, drafts, strict=True)]
+    )
+    await event_log.append_all_later(
+        tx,
+        tenant_id,
+        [status_event(m, m.status, d.refusal) for m, d in zip(created, drafts, strict=True)],
+    )
+    tx.moves.extend(StatusMove(m.channel_id, m.status.value, tx.now, tx.now) for m in created)
     result = tuple(created)
     if idem is not None:
         await tx.conn.execute(
@@ -153,14 +161,12 @@ async def prune(tx: Tx) -> None:
     )
 
 
-def _new_message(
-    now: int, tenant_id: str, d: OutboundDraft
-) -> tuple[OutboundMessage, OutboundDraft]:
+def _new_message(now: int, tenant_id: str, d: OutboundDraft, message_id: str) -> OutboundMessage:
     status = DeliveryStatus.SCHEDULED if d.due_at > now else DeliveryStatus.ACCEPTED
     if d.refusal:
         status = DeliveryStatus.FAILED
     return OutboundMessage(
-        id=d.message_id or new_id(),
+        id=message_id,
         tenant_id=tenant_id,
         channel_id=d.channel_id,
         destination=d.destination,
@@ -179,7 +185,7 @@ def _new_message(
         history=(StatusEntry(status, now, d.refusal),),
         last_error=d.refusal,
         batch_id=d.batch_id,
-    ), d
+    )
 
 
 def _row(m: OutboundMessage, d: OutboundDraft, traceparent: str) -> dict[str, Any]:

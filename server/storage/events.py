@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -34,6 +34,11 @@ async def append_later(tx: Tx, tenant_id: str, event: NewEvent) -> None:
     For writers that do not need the cursor: it reaches tx.events before commit.
     """
     await tx.later(LATER_EVENTS, _write, (tx, tenant_id, event))
+
+
+async def append_all_later(tx: Tx, tenant_id: str, events: Sequence[NewEvent]) -> None:
+    """append_later for many events of one tenant, in their order."""
+    await tx.later_all(LATER_EVENTS, _write, [(tx, tenant_id, event) for event in events])
 
 
 _upserts: dict[str, Any] = {}

@@ -43,6 +43,16 @@ async def insert_history_later(
     await tx.later(LATER_HISTORY, _insert_history, _history_row(message_id, status, reason, tx.now))
 
 
+async def insert_histories_later(
+    tx: Tx, entries: Sequence[tuple[str, DeliveryStatus, str]]
+) -> None:
+    """insert_history_later for many (message id, status, reason) at once."""
+    rows = [
+        _history_row(message_id, status, reason, tx.now) for message_id, status, reason in entries
+    ]
+    await tx.later_all(LATER_HISTORY, _insert_history, rows)
+
+
 def _history_row(message_id: str, status: DeliveryStatus, reason: str, ts: int) -> dict[str, Any]:
     return {"message_id": message_id, "status": status.value, "reason": reason, "ts": ts}
 

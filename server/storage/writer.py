@@ -100,6 +100,14 @@ class Tx:
         else:
             self.later_writes.add(order, flush, entry)
 
+    async def later_all(self, order: int, flush: Flush, entries: list[Any]) -> None:
+        """later() for many entries of one kind: a batch's thousand rows in one call."""
+        if self.later_writes is None:
+            if entries:
+                await flush(self.conn, entries)
+        else:
+            self.later_writes.extend(order, flush, entries)
+
     async def flush(self, upto: int | None = None) -> None:
         """Write what was put off now (up to a kind), before reading it back."""
         if self.later_writes is not None:
@@ -128,6 +136,15 @@ class Later:
             self._kinds[order] = (flush, [entry])
         else:
             kind[1].append(entry)
+
+    def extend(self, order: int, flush: Flush, entries: list[Any]) -> None:
+        if not entries:
+            return  # a flush is never called with nothing to write
+        kind = self._kinds.get(order)
+        if kind is None:
+            self._kinds[order] = (flush, list(entries))
+        else:
+            kind[1].extend(entries)
 
     async def flush(self, conn: AsyncConnection, upto: int | None = None) -> None:
         for order in sorted(self._kinds):
