@@ -24,7 +24,8 @@ from server.storage.accept import _MESSAGE_KEYS, _insert_messages
 from server.storage.db import make_engine
 from server.storage.message_schema import messages
 from server.storage.messages import PENDING
-from server.storage.writer import Tx, Writer
+from server.storage.tx import Tx
+from server.storage.writer import Writer
 
 
 def _message(message_id: str, **changes: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from server.domain.errors import DomainError
 from server.domain.fallback import FallbackStep, plan_chain
 from server.domain.models import Channel
 from server.domain.status import DeliveryStatus
-from server.storage.writer import now_ms
+from server.storage.tx import now_ms
 from support.hub import AUTH_HEADERS, channel_to, rest_call, running_hub
 from support.postgres import PostgresServer
 

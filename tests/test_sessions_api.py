@@ -17,7 +17,7 @@ from server.domain.errors import Code, DomainError
 from server.domain.events import CONVERSATION_NOTIFICATION, EventType
 from server.domain.models import SessionState
 from server.domain.sessions import check_transition
-from server.storage.writer import now_ms
+from server.storage.tx import now_ms
 from support.clock import FakeClock
 from support.hub import channel_to
 from support.inbound import (

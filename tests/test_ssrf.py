@@ -33,8 +33,8 @@ from server.domain.models import Channel
 from server.gateway.jsonmap import parse
 from server.net.addresses import AddressPolicy
 from server.net.http import OutboundError, OutboundHttp, RefusedUrl
+from server.storage.tx import now_ms
 from server.storage.webhook_schema import webhooks
-from server.storage.writer import now_ms
 from support.hub import authed_channel, rest_session, running_hub
 from support.listener import MapResolver
 

@@ -21,7 +21,8 @@ from server.storage.db import make_engine
 from server.storage.schema import metadata
 from server.storage.store import SqlStore
 from server.storage.tenant_schema import tenants
-from server.storage.writer import Tx, Writer
+from server.storage.tx import Tx
+from server.storage.writer import Writer
 
 TENANT = "t1"
 

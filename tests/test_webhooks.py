@@ -23,8 +23,8 @@ from server.storage import webhooks as hooks
 from server.storage.db import make_engine
 from server.storage.message_schema import messages
 from server.storage.store import SqlStore
+from server.storage.tx import Tx
 from server.storage.webhook_schema import webhooks
-from server.storage.writer import Tx
 from server.webhooks.sender import WebhookSender
 from support.net import loopback_http
 

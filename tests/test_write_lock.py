@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 
 from server.storage.faults import is_unavailable
 from server.storage.tenant_schema import tenants
-from server.storage.writer import Tx
+from server.storage.tx import Tx
 from support.writer import running_writer
 
 HELD_S = 0.2

@@ -18,7 +18,8 @@ from sqlalchemy import insert
 
 from server.storage import writer as writer_module
 from server.storage.tenant_schema import tenants
-from server.storage.writer import StatusMove, Tx, Writer
+from server.storage.tx import StatusMove, Tx, Work
+from server.storage.writer import Writer
 from support.writer import running_writer
 
 WINDOW_S = 0.05
@@ -54,7 +55,7 @@ class Groups:
         return self.sizes[-1]
 
 
-def tenant(name: str) -> writer_module.Work[str]:
+def tenant(name: str) -> Work[str]:
     async def work(tx: Tx) -> str:
         await tx.conn.execute(insert(tenants), [{"id": name, "name": name, "created_at": tx.now}])
         return name

@@ -35,7 +35,7 @@ from server.domain.models import Channel, OutboundDraft, OutboundMessage, Page
 from server.domain.paging import MESSAGES, PageRequest
 from server.domain.status import DeliveryStatus
 from server.storage.accept import AcceptResult, IdempotencyKey
-from server.storage.writer import now_ms
+from server.storage.tx import now_ms
 from server.telemetry.tracing import current_traceparent
 
 

@@ -16,7 +16,7 @@ from server.api.convert import ChangeCache, decode_cursor, encode_cursor, notifi
 from server.domain.errors import Code, DomainError, FieldViolation, invalid
 from server.domain.events import StoredEvent
 from server.events.bus import EventBus, EventFilter, Subscription
-from server.storage.writer import now_ms
+from server.storage.tx import now_ms
 
 REPLAY_PAGE = 500
 

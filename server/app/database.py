@@ -13,7 +13,7 @@ from server.config import Settings
 from server.domain.events import StoredEvent
 from server.storage.key_rows import KeyRows
 from server.storage.store import SqlStore
-from server.storage.writer import CommitObserver
+from server.storage.tx import CommitObserver
 
 
 async def open_store(

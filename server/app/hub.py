@@ -46,7 +46,7 @@ from server.net.http import OutboundHttp
 from server.observability.metrics import HubMetrics
 from server.storage.receipt_timeouts import ReceiptRules
 from server.storage.store import SqlStore
-from server.storage.writer import now_ms
+from server.storage.tx import now_ms
 from server.webhooks.sender import WebhookSender
 
 log = logging.getLogger(__name__)

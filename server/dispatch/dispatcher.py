@@ -26,7 +26,7 @@ from server.domain.models import Channel, Delivery
 from server.domain.retry import RetryPolicy
 from server.domain.status import DeliveryStatus
 from server.storage.faults import is_unavailable
-from server.storage.writer import now_ms
+from server.storage.tx import now_ms
 
 log = logging.getLogger(__name__)
 CLAIM_GAP_S = 0.005

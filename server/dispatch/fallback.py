@@ -16,7 +16,7 @@ from typing import Protocol
 from server.aio import LoopWorker, WorkerLoop
 from server.storage.fallback import Fired
 from server.storage.faults import is_unavailable
-from server.storage.writer import now_ms
+from server.storage.tx import now_ms
 from server.telemetry.logs import event
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from server.storage import events as event_log
 from server.storage.message_schema import idempotency, messages
 from server.storage.messages import DONE, PENDING, insert_histories_later, status_event
 from server.storage.sql import insert_for
-from server.storage.writer import LATER_MESSAGES, StatusMove, Tx
+from server.storage.tx import LATER_MESSAGES, StatusMove, Tx
 
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 

@@ -17,7 +17,7 @@ from server.storage import events as event_log
 from server.storage import sessions as sess
 from server.storage.conversation_schema import activities
 from server.storage.keyset import Order, keyset_page
-from server.storage.writer import Tx
+from server.storage.tx import Tx
 
 
 async def push(tx: Tx, tenant_id: str, a: ActivityInput) -> Activity:

@@ -12,7 +12,7 @@ from server.domain.models import AttemptEntry
 from server.domain.provider import AttemptRecord
 from server.storage import direct
 from server.storage.message_schema import attempts
-from server.storage.writer import Tx
+from server.storage.tx import Tx
 
 
 async def record(tx: Tx, message_id: str, entries: list[AttemptRecord]) -> None:

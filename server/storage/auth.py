@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.errors import Code, DomainError, not_found
 from server.storage.tenant_schema import api_keys, apps, tenants
-from server.storage.writer import Tx
+from server.storage.tx import Tx
 
 # What making sure of a configured key found and did.
 EnsuredKey = Literal["created", "updated", "unchanged", "revoked"]

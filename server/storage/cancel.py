@@ -22,7 +22,7 @@ from server.storage import events as event_log
 from server.storage import webhooks
 from server.storage.message_schema import fallback_legs, messages
 from server.storage.messages import CLAIMED, DONE, PENDING, insert_history_later, status_event
-from server.storage.writer import LATER_MESSAGES, StatusMove, Tx
+from server.storage.tx import LATER_MESSAGES, StatusMove, Tx
 
 # Dispatch states of a message no provider has seen and that waits for nothing
 # but its turn: due, scheduled for later, or waiting for a retry.

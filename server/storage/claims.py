@@ -14,7 +14,7 @@ from server.storage import attempts as attempt_log
 from server.storage import direct
 from server.storage.message_schema import messages
 from server.storage.messages import CLAIMED, PENDING
-from server.storage.writer import LATER_MESSAGES, Tx
+from server.storage.tx import LATER_MESSAGES, Tx
 
 # What the attempt log says of a send that started and never reported back.
 NO_OUTCOME = "NO_OUTCOME"

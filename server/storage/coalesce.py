@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from server.aio import log_failure
-from server.storage.writer import Later, Tx, Writer
+from server.storage.tx import Later, Tx
+from server.storage.writer import Writer
 
 A = TypeVar("A")
 R = TypeVar("R")

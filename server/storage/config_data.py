@@ -12,7 +12,7 @@ from server.domain.errors import already_exists, not_found
 from server.domain.models import Channel
 from server.storage.sql import insert_for
 from server.storage.tenant_schema import channels, global_vars
-from server.storage.writer import Tx
+from server.storage.tx import Tx
 
 # -- global variables ----------------------------------------------------------------
 

@@ -13,7 +13,8 @@ from server.storage import config_data
 from server.storage import events as event_log
 from server.storage import templates as tmpl
 from server.storage import webhooks as hooks
-from server.storage.writer import Tx, Writer
+from server.storage.tx import Tx
+from server.storage.writer import Writer
 
 
 class ConfigRows:

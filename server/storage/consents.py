@@ -31,7 +31,7 @@ from server.storage.consent_schema import consent_history, consent_settings, con
 from server.storage.keyset import Order, keyset_page
 from server.storage.message_schema import messages
 from server.storage.sql import insert_for
-from server.storage.writer import LATER_MESSAGES, Tx
+from server.storage.tx import LATER_MESSAGES, Tx
 
 
 def _key(tenant_id: str, channel_type: str, address: str, scope: str) -> Any:

@@ -11,7 +11,7 @@ from server.domain.contacts import Contact, ContactInfo, merge
 from server.domain.errors import not_found
 from server.storage.customer_schema import contacts
 from server.storage.sql import insert_for
-from server.storage.writer import Tx
+from server.storage.tx import Tx
 
 
 async def get(conn: AsyncConnection, tenant_id: str, contact_id: str) -> Contact:

@@ -15,7 +15,7 @@ from server.storage import events as event_log
 from server.storage import sessions as sess
 from server.storage.conversation_schema import conversation_states, conversations
 from server.storage.sql import insert_for
-from server.storage.writer import Tx
+from server.storage.tx import Tx
 
 
 async def load(conn: AsyncConnection, tenant_id: str, conversation_id: str) -> Conversation | None:

@@ -30,7 +30,7 @@ from server.storage.customer_schema import (
 )
 from server.storage.keyset import Order, keyset_page
 from server.storage.sql import insert_for
-from server.storage.writer import Tx
+from server.storage.tx import Tx
 
 # Customer events of one contact share a conversation, so their stream order is theirs.
 # Oldest first. Contact and object ids run to 256 characters, more than a

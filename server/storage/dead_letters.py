@@ -27,9 +27,9 @@ from server.domain.webhook_delivery import (
 )
 from server.storage import webhook_endpoints as endpoints
 from server.storage.keyset import Order, keyset_page
+from server.storage.tx import Tx
 from server.storage.webhook_schema import webhook_attempts, webhooks
 from server.storage.webhooks import DEAD, DONE, PENDING, WebhookJob
-from server.storage.writer import Tx
 
 
 async def settle(

@@ -8,7 +8,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.domain.events import NewEvent, StoredEvent
 from server.storage import events as event_log
-from server.storage.writer import Tx, Writer
+from server.storage.tx import Tx
+from server.storage.writer import Writer
 
 
 class EventRows:

@@ -15,8 +15,9 @@ from server.domain.events import EventType, NewEvent, StoredEvent
 from server.storage import direct, webhooks
 from server.storage.conversation_schema import conversations, events, retention_floors
 from server.storage.sql import insert_for
+from server.storage.tx import LATER_EVENTS, Tx
 from server.storage.webhook_schema import tenant_webhooks
-from server.storage.writer import COMMITTED_BEFORE, LATER_EVENTS, WRITE_TURN_KEY, Tx
+from server.storage.writer import COMMITTED_BEFORE, WRITE_TURN_KEY
 
 
 async def append(tx: Tx, tenant_id: str, event: NewEvent) -> StoredEvent:

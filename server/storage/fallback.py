@@ -19,7 +19,7 @@ from server.domain.models import OutboundDraft, OutboundMessage
 from server.domain.status import DeliveryStatus, advances
 from server.storage import direct
 from server.storage.message_schema import fallback_legs, messages
-from server.storage.writer import Tx
+from server.storage.tx import Tx
 
 ACTIVE, WAITING = LegState.ACTIVE.value, LegState.WAITING.value
 

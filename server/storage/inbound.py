@@ -33,7 +33,7 @@ from server.storage.conversation_schema import inbound_messages
 from server.storage.keyset import Order, keyset_rows
 from server.storage.message_schema import attempts, messages
 from server.storage.sql import insert_for
-from server.storage.writer import Tx
+from server.storage.tx import Tx
 
 
 @dataclass(frozen=True, slots=True)

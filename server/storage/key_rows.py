@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.storage import auth as keys
-from server.storage.writer import Tx, Writer
+from server.storage.tx import Tx
+from server.storage.writer import Writer
 
 
 class KeyRows:

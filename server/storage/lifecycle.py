@@ -37,7 +37,7 @@ from server.storage import events as event_log
 from server.storage import sessions as sess
 from server.storage.conversation_schema import sessions
 from server.storage.sql import insert_for
-from server.storage.writer import Tx
+from server.storage.tx import Tx
 
 
 async def open_or_touch(

@@ -15,7 +15,8 @@ from server.domain.status import DeliveryStatus
 from server.storage import accept, cancel, consents, dead_letters, fallback, stats
 from server.storage import messages as msgs
 from server.storage.accept import AcceptResult, IdempotencyKey
-from server.storage.writer import Tx, Writer
+from server.storage.tx import Tx
+from server.storage.writer import Writer
 
 
 class MessageRows:

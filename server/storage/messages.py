@@ -26,7 +26,7 @@ from server.storage import direct, fallback, webhooks
 from server.storage import events as event_log
 from server.storage.keyset import Order, keyset_page
 from server.storage.message_schema import messages, status_history
-from server.storage.writer import LATER_HISTORY, LATER_MESSAGES, StatusMove, Tx
+from server.storage.tx import LATER_HISTORY, LATER_MESSAGES, StatusMove, Tx
 from server.telemetry.tracing import trace_id_in
 
 # A message's dispatch_state: waiting its turn, leased to a dispatcher, or settled.

@@ -15,7 +15,8 @@ from server.storage import messages as msgs
 from server.storage.coalesce import Coalesced
 from server.storage.fallback import Fired
 from server.storage.stats import OutboxStats
-from server.storage.writer import Tx, Writer
+from server.storage.tx import Tx
+from server.storage.writer import Writer
 
 
 class OutboxRows:

@@ -18,7 +18,7 @@ from sqlalchemy import or_, select, update
 from server.domain.status import DeliveryStatus
 from server.storage import messages as msgs
 from server.storage.message_schema import attempts, messages
-from server.storage.writer import Tx
+from server.storage.tx import Tx
 
 
 @dataclass(frozen=True, slots=True)

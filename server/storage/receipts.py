@@ -14,7 +14,7 @@ from server.storage import attempts as attempt_log
 from server.storage import direct, fallback
 from server.storage import messages as msgs
 from server.storage.message_schema import attempts, messages, pending_receipts
-from server.storage.writer import Tx
+from server.storage.tx import Tx
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from server.storage import accept
 from server.storage import events as event_log
 from server.storage import webhooks as hooks
-from server.storage.writer import Tx, Writer
+from server.storage.tx import Tx
+from server.storage.writer import Writer
 
 
 class RetentionRows:

@@ -32,8 +32,9 @@ from server.storage.message_rows import MessageRows
 from server.storage.outbox_rows import OutboxRows
 from server.storage.retention_rows import RetentionRows
 from server.storage.session_rows import SessionRows
+from server.storage.tx import CommitObserver, now_ms
 from server.storage.webhook_rows import WebhookRows
-from server.storage.writer import CommitObserver, Writer, now_ms
+from server.storage.writer import Writer
 
 
 class SqlStore:

@@ -14,7 +14,7 @@ from server.domain.customer import TemplateRecord
 from server.domain.errors import already_exists, not_found
 from server.domain.models import new_id
 from server.storage.tenant_schema import templates
-from server.storage.writer import Tx
+from server.storage.tx import Tx
 
 
 async def create(

@@ -17,8 +17,8 @@ from server.domain.webhook_delivery import (
     endpoint_conversation,
 )
 from server.storage import events as event_log
+from server.storage.tx import Tx
 from server.storage.webhook_schema import tenant_webhooks, webhooks
-from server.storage.writer import Tx
 
 DEAD, PENDING = "DEAD", "PENDING"
 

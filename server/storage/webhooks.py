@@ -21,8 +21,8 @@ from server.domain.webhook_delivery import (
 )
 from server.domain.webhook_signing import new_secret
 from server.storage.sql import insert_for
+from server.storage.tx import Tx
 from server.storage.webhook_schema import webhook_secrets, webhooks
-from server.storage.writer import Tx
 
 PENDING, DONE, DEAD = "PENDING", "DONE", "DEAD"
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -27,6 +27,7 @@ from server.aio import cancel_and_wait, supervised
 from server.domain.events import CommittedEvents, StoredEvent
 from server.storage.db import begin_write
 from server.storage.faults import OutcomeUnknown, is_unavailable
+from server.storage.tx import CommitObserver, Later, Tx, Work, now_ms
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,103 +56,8 @@ def _settle_once(future: asyncio.Future[bool], value: bool) -> None:
         future.set_result(value)
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-class StatusMove(NamedTuple):
-    """A message's status as a write changed it, reported once its commit is durable."""
-
-    channel_id: str
-    status: str
-    # When the message was accepted (ms), for accept-to-status timings.
-    accepted_at: int
-    at: int
-
-
-class CommitObserver(Protocol):
-    """Told of every group commit that held writes: for the metrics."""
-
-    def committed(self, seconds: float, writes: int, moves: Sequence[StatusMove]) -> None: ...
-
-
-@dataclass
-class Tx:
-    """What a unit of work sees: the connection, a clock reading, and its events."""
-
-    conn: AsyncConnection
-    now: int
-    events: list[StoredEvent] = field(default_factory=list)
-    # Status changes of messages, reported to the observer after the commit.
-    moves: list[StatusMove] = field(default_factory=list)
-    # Identifies the enclosing group-commit transaction (several Tx share one).
-    batch: int = 0
-    # Shared by the group; None writes at once (a Tx made outside the writer).
-    later_writes: Later | None = None
-    # True in a group's first pass, where any failure reruns the whole group
-    # with each write in its own savepoint (Writer._apart), so work may skip
-    # savepoints of its own.
-    first_pass: bool = False
-
-    async def later(self, order: int, flush: Flush, entry: Any) -> None:
-        """Write entry with others of its kind at the end of the group."""
-        if self.later_writes is None:
-            await flush(self.conn, [entry])
-        else:
-            self.later_writes.add(order, flush, entry)
-
-    async def later_all(self, order: int, flush: Flush, entries: list[Any]) -> None:
-        """later() for many entries of one kind: a batch's thousand rows in one call."""
-        if self.later_writes is None:
-            if entries:
-                await flush(self.conn, entries)
-        else:
-            self.later_writes.extend(order, flush, entries)
-
-    async def flush(self, upto: int | None = None) -> None:
-        """Write what was put off now (up to a kind), before reading it back."""
-        if self.later_writes is not None:
-            await self.later_writes.flush(self.conn, upto)
-
-
-Work = Callable[[Tx], Awaitable[T]]
-Flush = Callable[[AsyncConnection, list[Any]], Awaitable[None]]
-
 # One write of a group: its item, whether it held, its result or error, its Tx.
 _Outcome = tuple["_Item[Any]", bool, Any, Tx | None]
-
-# The order in which put-off writes reach the database, lowest first.
-LATER_MESSAGES, LATER_HISTORY, LATER_EVENTS = 0, 1, 2
-
-
-class Later:
-    """Writes put off to the end of a group, kept in order within each kind."""
-
-    def __init__(self) -> None:
-        self._kinds: dict[int, tuple[Flush, list[Any]]] = {}
-
-    def add(self, order: int, flush: Flush, entry: Any) -> None:
-        kind = self._kinds.get(order)
-        if kind is None:
-            self._kinds[order] = (flush, [entry])
-        else:
-            kind[1].append(entry)
-
-    def extend(self, order: int, flush: Flush, entries: list[Any]) -> None:
-        if not entries:
-            return  # a flush is never called with nothing to write
-        kind = self._kinds.get(order)
-        if kind is None:
-            self._kinds[order] = (flush, list(entries))
-        else:
-            kind[1].extend(entries)
-
-    async def flush(self, conn: AsyncConnection, upto: int | None = None) -> None:
-        for order in sorted(self._kinds):
-            if upto is not None and order > upto:
-                break
-            flush, entries = self._kinds.pop(order)
-            await flush(conn, entries)
 
 
 @dataclass

@@ -20,8 +20,8 @@ from server.domain.webhook_signing import sign
 from server.net.http import OutboundError, OutboundHttp
 from server.observability.metrics import DEAD, DELIVERED, RETRY
 from server.storage.faults import is_unavailable
+from server.storage.tx import now_ms
 from server.storage.webhooks import WebhookJob
-from server.storage.writer import now_ms
 from server.telemetry import tracing
 from server.telemetry.logs import event
 

@@ -13,7 +13,7 @@ import grpc
 
 from server.app import Hub
 from server.config import DEFAULT_CHANNELS, Settings
-from server.storage.writer import now_ms
+from server.storage.tx import now_ms
 
 # The key every test hub is started with (tenant "default").
 TEST_API_ID = "ak_test"

@@ -7,7 +7,8 @@ from contextlib import asynccontextmanager
 
 from server.storage import migrate
 from server.storage.db import make_engine
-from server.storage.writer import CommitObserver, Writer
+from server.storage.tx import CommitObserver
+from server.storage.writer import Writer
 
 
 @asynccontextmanager
