@@ -4,7 +4,8 @@ A lone write never waits: the short gathering window opens only while writes
 of the same kind (sends, or the others) keep arriving together,
 as PostgreSQL's commit_delay waits only when sibling transactions are active.
 Once open, it stays open while they still come in, up to a bound. A send
-that arrives alone does not wait out a window the others' writes opened.
+that arrives alone does not wait out a window the others' writes opened, and
+sends stop waiting once as many are back as the last group held.
 """
 
 from __future__ import annotations
@@ -167,3 +168,36 @@ async def test_sends_coming_together_join_the_others_window(
     assert not waiting.done() and not send.done()
     assert await send == "send" and await waiting == "w"
     assert await groups.last(writes=18) == 2
+
+
+async def test_sends_stop_waiting_once_as_many_as_last_time_are_back(
+    writer: Writer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module, "GATHER_S", 30.0)
+    monkeypatch.setattr(writer_module, "GATHER_MAX_S", 60.0)
+    groups = writer._observer
+    assert isinstance(groups, Groups)
+    await burst(writer, "a", 8)
+    # The same eight callers again: nobody else is coming, so they commit
+    # after the quiet time. Waiting out the window would outlast the timeout.
+    await asyncio.wait_for(burst(writer, "b", 8), 5)
+    assert writer.gathered >= 1
+    assert await groups.last(writes=16) == 8
+
+
+async def test_sends_short_of_last_time_wait_for_the_rest(
+    writer: Writer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module, "GATHER_S", 0.6)
+    monkeypatch.setattr(writer_module, "GATHER_MAX_S", 1.0)
+    groups = writer._observer
+    assert isinstance(groups, Groups)
+    await burst(writer, "a", 8)
+    four = asyncio.ensure_future(burst(writer, "b", 4))
+    # Twice the quiet time: half of the last group is still out, so the
+    # window stays open for them.
+    await asyncio.sleep(2 * QUIET_S)
+    assert not four.done()
+    await burst(writer, "c", 4)
+    await four
+    assert await groups.last(writes=16) == 8
