@@ -31,6 +31,7 @@ from server.config import Settings
 from server.events.redis_bus import RedisBus
 from server.storage.db import make_engine
 from server.storage.message_schema import messages
+from support.clock import eventually
 from support.postgres import PostgresServer
 from support.redis import RedisServer
 from support.replicas import (
@@ -319,6 +320,14 @@ async def test_redis_restart_mid_stream_leaves_no_gap_and_no_duplicate(
         await asyncio.to_thread(redis_server.restart)
         for round_ in range(3, 6):
             accepted |= await send_batches(a, 1, str(round_), size=100)
+        await delivered_to(pg_url, len(accepted), on_b)
+        # Those may all have come from the log, which B reads while its
+        # reader is away; once it is back, what follows comes through Redis,
+        # and the first entry has nothing to chain to.
+        bus = b.bus
+        assert isinstance(bus, RedisBus)
+        await eventually(lambda: bus.connected)
+        accepted |= await send_batches(a, 1, "6", size=100)
         await delivered_to(pg_url, len(accepted), on_b)
         after_the_cut = catch_ups(b) - healthy - while_healthy
         log, _last = await logged_events(pg_url)
