@@ -201,3 +201,32 @@ async def test_sends_short_of_last_time_wait_for_the_rest(
     await burst(writer, "c", 4)
     await four
     assert await groups.last(writes=16) == 8
+
+
+async def test_sends_that_came_in_during_a_commit_keep_the_window(
+    writer: Writer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module, "GATHER_S", 0.6)
+    monkeypatch.setattr(writer_module, "GATHER_MAX_S", 1.0)
+    groups = writer._observer
+    assert isinstance(groups, Groups)
+    commit = writer._commit
+    during: list[asyncio.Future[None]] = []
+
+    async def with_callers_arriving(batch: Any) -> None:
+        if not during:
+            # More callers than the group: two send while it commits.
+            during.append(asyncio.ensure_future(burst(writer, "x", 2)))
+            await asyncio.sleep(0)
+        await commit(batch)
+
+    monkeypatch.setattr(writer, "_commit", with_callers_arriving)
+    await burst(writer, "a", 8)
+    six = asyncio.ensure_future(burst(writer, "c", 6))
+    # The two and the six make up the last group's number, but the last
+    # group was not everyone, so the window stays open for more.
+    await asyncio.sleep(2 * QUIET_S)
+    assert not six.done() and not during[0].done()
+    await six
+    await during[0]
+    assert await groups.last(writes=16) == 8

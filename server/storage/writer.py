@@ -47,9 +47,10 @@ GATHER_S = 0.006
 GATHER_QUIET_S = 0.001
 GATHER_MAX_S = 0.024
 # Sends need not wait out GATHER_S once as many are queued as the last group
-# of sends held: then the wait lasts only while more still come in. With 8
-# callers, all 8 are back within a millisecond or two, and nobody else is
-# coming; 64 callers keep arriving, so their groups grow as before.
+# of sends held, if none came in while it committed (so its callers were all
+# there are): then the wait lasts only while more still come in. With 8
+# callers, all 8 are back within a millisecond or two and nobody else is
+# coming; 64 callers arrive during commits too, and gather as before.
 # conn.info key: (group id, the highest event cursor committed before the
 # group's first), left by the event log where it knows it without a query.
 COMMITTED_BEFORE = "committed_before"
@@ -107,8 +108,10 @@ class Writer:
         self._others_pause: asyncio.Future[bool] | None = None
         # Sends in the last group that held any.
         self._sends_together = 0
-        # Sends in the queue; and set while a group waits for more sends.
+        # Sends in the queue, and how many were when the last commit ended;
+        # and set while a group waits for more sends.
         self._queued_sends = 0
+        self._sends_after_commit = 0
         self._sends_pause: asyncio.Future[bool] | None = None
         # Commit and publish happen under one lock, so live subscribers see
         # events in the order their transactions committed.
@@ -183,6 +186,7 @@ class Writer:
                 await self._commit(batch)
             finally:
                 self._last_end = loop.time()
+                self._sends_after_commit = self._queued_sends
                 for _ in batch:
                     self._queue.task_done()
 
@@ -221,8 +225,8 @@ class Writer:
             wait = GATHER_QUIET_S - quiet
 
     def _all_back(self) -> bool:
-        """The gathering group (its first write a send) holds as many sends as the last."""
-        return self._queued_sends + 1 >= self._sends_together
+        """The last group's callers are all back, and there are no others."""
+        return self._sends_after_commit == 0 and self._queued_sends + 1 >= self._sends_together
 
     async def _commit(self, batch: list[_Item[Any]]) -> None:
         outcomes: list[_Outcome] = []
