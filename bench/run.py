@@ -193,6 +193,16 @@ async def start_hub(
     return Hub(child, grpc_addr, "http://" + http_addr)
 
 
+async def start_split(ctx: Ctx, name: str, channels: Path | None = None) -> tuple[Hub, Hub]:
+    """An api process and a dispatcher process on one database: the roles split."""
+    shared = ctx.db_url(f"{name}-split")
+    api = await start_hub(ctx, f"{name}-api", channels, {"CIMHUB_ROLE": "api"}, shared)
+    dispatcher = await start_hub(
+        ctx, f"{name}-dispatcher", channels, {"CIMHUB_ROLE": "dispatcher"}, shared
+    )
+    return api, dispatcher
+
+
 async def start_script(ctx: Ctx, name: str, script: str, prefix: str, *extra: str) -> Child:
     child = await ctx.children.start(name, [str(BENCH / script), *extra], prefix)
     log(f"{name}: pid {child.pid}, {child.address()}")
@@ -324,11 +334,7 @@ async def bench_unary(ctx: Ctx, want: set[str]) -> None:
     if want & {"P1", "P4"}:
         # The same calls to an api process whose messages a dispatcher process
         # on the same database sends: the layout `--role` is for.
-        shared = ctx.db_url("hub-split")
-        split = await start_hub(ctx, "hub-split-api", None, {"CIMHUB_ROLE": "api"}, shared)
-        split_dispatcher = await start_hub(
-            ctx, "hub-split-dispatcher", None, {"CIMHUB_ROLE": "dispatcher"}, shared
-        )
+        split, split_dispatcher = await start_split(ctx, "hub-split")
     if "P1" in want:
         # The same calls to a hub whose sandbox channel is paced to one message
         # a second: it accepts, but dispatches next to nothing. How far this is
@@ -1007,11 +1013,7 @@ async def bench_dispatch(ctx: Ctx) -> None:
     hub = await start_hub(ctx, "hub-dispatch", channels)
     # The same load to an api process whose messages a dispatcher process on
     # the same database sends: the roles split.
-    shared = ctx.db_url("hub-dispatch-split")
-    split_api = await start_hub(ctx, "hub-dispatch-api", channels, {"CIMHUB_ROLE": "api"}, shared)
-    split_dispatcher = await start_hub(
-        ctx, "hub-dispatch-dispatcher", channels, {"CIMHUB_ROLE": "dispatcher"}, shared
-    )
+    split_api, split_dispatcher = await start_split(ctx, "hub-dispatch", channels)
     session = aiohttp.ClientSession(trust_env=False)
     try:
         direct: list[float] = []
@@ -1144,11 +1146,7 @@ async def bench_peer(ctx: Ctx) -> None:
     hub = await start_hub(ctx, "hub-peer", channels)
     # Kannel takes HTTP in smsbox and stores and delivers in bearerbox: the
     # hub's like of it is an api process beside a dispatcher process.
-    shared = ctx.db_url("hub-peer-split")
-    api = await start_hub(ctx, "hub-peer-api", channels, {"CIMHUB_ROLE": "api"}, shared)
-    dispatcher = await start_hub(
-        ctx, "hub-peer-dispatcher", channels, {"CIMHUB_ROLE": "dispatcher"}, shared
-    )
+    api, dispatcher = await start_split(ctx, "hub-peer", channels)
     auth = (API_ID, API_KEY)
     try:
         for run in range(plan.runs):

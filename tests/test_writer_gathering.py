@@ -56,6 +56,15 @@ class Groups:
         return self.sizes[-1]
 
 
+def window(writer: Writer, monkeypatch: pytest.MonkeyPatch, seconds: float, most: float) -> Groups:
+    """Set the gathering window and its bound; the writer's group sizes."""
+    monkeypatch.setattr(writer_module, "GATHER_S", seconds)
+    monkeypatch.setattr(writer_module, "GATHER_MAX_S", most)
+    groups = writer._observer
+    assert isinstance(groups, Groups)
+    return groups
+
+
 def tenant(name: str) -> Work[str]:
     async def work(tx: Tx) -> str:
         await tx.conn.execute(insert(tenants), [{"id": name, "name": name, "created_at": tx.now}])
@@ -141,10 +150,7 @@ async def open_the_others_window(
 async def test_a_lone_send_does_not_wait_out_the_others_window(
     writer: Writer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(writer_module, "GATHER_S", 30.0)
-    monkeypatch.setattr(writer_module, "GATHER_MAX_S", 60.0)
-    groups = writer._observer
-    assert isinstance(groups, Groups)
+    groups = window(writer, monkeypatch, 30.0, most=60.0)
     waiting = await open_the_others_window(writer, monkeypatch)
     # It ends the window: a wait for it would outlast this timeout.
     assert await asyncio.wait_for(writer.submit(tenant("send"), send=True), 5) == "send"
@@ -157,10 +163,7 @@ async def test_sends_coming_together_join_the_others_window(
     writer: Writer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await burst(writer, "s", 8)  # sends come together
-    monkeypatch.setattr(writer_module, "GATHER_S", 0.5)
-    monkeypatch.setattr(writer_module, "GATHER_MAX_S", 1.0)
-    groups = writer._observer
-    assert isinstance(groups, Groups)
+    groups = window(writer, monkeypatch, 0.5, most=1.0)
     waiting = await open_the_others_window(writer, monkeypatch)
     send = asyncio.ensure_future(writer.submit(tenant("send"), send=True))
     await asyncio.sleep(0.1)
@@ -173,10 +176,7 @@ async def test_sends_coming_together_join_the_others_window(
 async def test_sends_stop_waiting_once_as_many_as_last_time_are_back(
     writer: Writer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(writer_module, "GATHER_S", 30.0)
-    monkeypatch.setattr(writer_module, "GATHER_MAX_S", 60.0)
-    groups = writer._observer
-    assert isinstance(groups, Groups)
+    groups = window(writer, monkeypatch, 30.0, most=60.0)
     await burst(writer, "a", 8)
     # The same eight callers again: nobody else is coming, so they commit
     # after the quiet time. Waiting out the window would outlast the timeout.
@@ -188,10 +188,7 @@ async def test_sends_stop_waiting_once_as_many_as_last_time_are_back(
 async def test_sends_short_of_last_time_wait_for_the_rest(
     writer: Writer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(writer_module, "GATHER_S", 0.6)
-    monkeypatch.setattr(writer_module, "GATHER_MAX_S", 1.0)
-    groups = writer._observer
-    assert isinstance(groups, Groups)
+    groups = window(writer, monkeypatch, 0.6, most=1.0)
     await burst(writer, "a", 8)
     four = asyncio.ensure_future(burst(writer, "b", 4))
     # Twice the quiet time: half of the last group is still out, so the
@@ -206,10 +203,7 @@ async def test_sends_short_of_last_time_wait_for_the_rest(
 async def test_sends_that_came_in_during_a_commit_keep_the_window(
     writer: Writer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(writer_module, "GATHER_S", 0.6)
-    monkeypatch.setattr(writer_module, "GATHER_MAX_S", 1.0)
-    groups = writer._observer
-    assert isinstance(groups, Groups)
+    groups = window(writer, monkeypatch, 0.6, most=1.0)
     commit = writer._commit
     during: list[asyncio.Future[None]] = []
 
