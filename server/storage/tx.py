@@ -58,10 +58,7 @@ class Tx:
 
     async def later(self, order: int, flush: Flush, entry: Any) -> None:
         """Write entry with others of its kind at the end of the group."""
-        if self.later_writes is None:
-            await flush(self.conn, [entry])
-        else:
-            self.later_writes.add(order, flush, entry)
+        await self.later_all(order, flush, [entry])
 
     async def later_all(self, order: int, flush: Flush, entries: list[Any]) -> None:
         """later() for many entries of one kind: a batch's thousand rows in one call."""
@@ -89,13 +86,6 @@ class Later:
 
     def __init__(self) -> None:
         self._kinds: dict[int, tuple[Flush, list[Any]]] = {}
-
-    def add(self, order: int, flush: Flush, entry: Any) -> None:
-        kind = self._kinds.get(order)
-        if kind is None:
-            self._kinds[order] = (flush, [entry])
-        else:
-            kind[1].append(entry)
 
     def extend(self, order: int, flush: Flush, entries: list[Any]) -> None:
         if not entries:
