@@ -1,9 +1,9 @@
-"""The accept path's statements on SQLite's driver store what SQLAlchemy would.
+"""The accept path's statements on each engine's driver store what SQLAlchemy would.
 
-``server.storage.direct`` runs the hot inserts and reads on sqlite3 itself.
-These tests hold it to the slow path it replaces: the same stored values
-(JSON, NULLs, defaults), the same exception types, and the same "committed
-before" cursor the writer used to ask the database for.
+``server.storage.direct`` runs the hot inserts and reads on sqlite3 and on
+asyncpg themselves. These tests hold it to the slow path it replaces: the
+same stored values (JSON, NULLs, defaults), the same exception types, and the
+same "committed before" cursor the writer used to ask the database for.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, bindparam, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -64,14 +65,16 @@ def _message(message_id: str, **changes: Any) -> dict[str, Any]:
     return row
 
 
-def _stored(db: Path, message_id: str) -> tuple[Any, ...]:
-    conn = sqlite3.connect(db)
-    try:
-        found = conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
-    finally:
-        conn.close()
-    assert found is not None
-    return tuple(found[1:])  # all but the id
+async def _stored(conn: Any, message_id: str) -> tuple[Any, ...]:
+    # Untyped: JSON comes back as the text the database holds.
+    found = await conn.execute(text("SELECT * FROM messages WHERE id = :id"), {"id": message_id})
+    return tuple(found.one()[1:])  # all but the id
+
+
+async def _begun(conn: Any) -> None:
+    """Begin, and make the driver begin too: asyncpg's begins at the first statement."""
+    await conn.begin()
+    await conn.execute(text("SELECT 1"))
 
 
 @pytest.mark.parametrize(
@@ -80,34 +83,40 @@ def _stored(db: Path, message_id: str) -> tuple[Any, ...]:
     ids=["full", "empty-json"],
 )
 async def test_a_message_row_is_stored_byte_for_byte_as_sqlalchemy_stores_it(
-    tmp_path: Path, changes: dict[str, Any]
+    db_url: str, changes: dict[str, Any]
 ) -> None:
-    db = tmp_path / "direct.db"
-    engine = make_engine(f"sqlite+aiosqlite:///{db}")
+    engine = make_engine(db_url)
     await migrate.upgrade(engine)
+    ran: list[str] = []
+    direct.watchers.append(lambda statement, _params: ran.append(statement))
     try:
-        async with engine.begin() as conn:
+        async with engine.connect() as conn:
+            await _begun(conn)
             await _insert_messages(conn, [_message("by-driver", **changes)])
             await conn.execute(messages.insert(), [_message("by-sqlalchemy", **changes)])
+            assert await _stored(conn, "by-driver") == await _stored(conn, "by-sqlalchemy")
+            await conn.commit()
     finally:
+        direct.watchers.pop()
         await engine.dispose()
-    assert _stored(db, "by-driver") == _stored(db, "by-sqlalchemy")
+    assert len(ran) == 1 and ran[0].startswith("INSERT INTO messages")  # on the driver
 
 
-async def test_a_left_out_column_takes_its_default_as_sqlalchemy_gives_it(tmp_path: Path) -> None:
-    db = tmp_path / "defaults.db"
-    engine = make_engine(f"sqlite+aiosqlite:///{db}")
+async def test_a_left_out_column_takes_its_default_as_sqlalchemy_gives_it(db_url: str) -> None:
+    engine = make_engine(db_url)
     await migrate.upgrade(engine)
     keys = [k for k in _MESSAGE_KEYS if k not in ("attempts", "segments", "last_error")]
     partial = direct.Insert(messages, keys)
     try:
-        async with engine.begin() as conn:
+        async with engine.connect() as conn:
+            await _begun(conn)
             row = {k: v for k, v in _message("by-driver").items() if k in keys}
             await partial(conn, [row])
             await conn.execute(messages.insert(), [{**row, "id": "by-sqlalchemy"}])
+            assert await _stored(conn, "by-driver") == await _stored(conn, "by-sqlalchemy")
+            await conn.commit()
     finally:
         await engine.dispose()
-    assert _stored(db, "by-driver") == _stored(db, "by-sqlalchemy")
 
 
 def test_a_column_with_a_computed_default_cannot_be_left_out() -> None:
@@ -122,19 +131,55 @@ def test_a_column_with_a_computed_default_cannot_be_left_out() -> None:
     assert direct.Insert(table, ["id", "stamp"]).values({"id": 1, "stamp": 2}) == (1, 2)
 
 
-async def test_a_driver_error_is_raised_as_sqlalchemy_raises_it(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'dup.db'}")
+async def test_a_driver_error_is_raised_as_sqlalchemy_raises_it(db_url: str) -> None:
+    engine = make_engine(db_url)
     await migrate.upgrade(engine)
     try:
         async with engine.connect() as conn:
-            await conn.begin()
+            await _begun(conn)
             await _insert_messages(conn, [_message("twice")])
             with pytest.raises(IntegrityError) as raised:
                 await _insert_messages(conn, [_message("twice")])
-            assert isinstance(raised.value.orig, sqlite3.IntegrityError)
-            assert "INSERT INTO messages" in str(raised.value.statement)
+            await conn.rollback()
+            with pytest.raises(IntegrityError) as theirs:
+                await conn.execute(messages.insert(), [_message("twice")] * 2)
     finally:
         await engine.dispose()
+    assert type(raised.value.orig) is type(theirs.value.orig)
+    if "sqlite" in db_url:
+        assert isinstance(raised.value.orig, sqlite3.IntegrityError)
+    else:
+        assert isinstance(raised.value.orig.__cause__, asyncpg.UniqueViolationError)
+    assert "INSERT INTO messages" in str(raised.value.statement)
+
+
+async def test_on_postgresql_a_statement_waits_for_the_drivers_transaction(db_url: str) -> None:
+    """SQLAlchemy's asyncpg adapter begins the driver's transaction at its first
+    statement. Run on the driver before then, an insert would commit on its own."""
+    if "sqlite" in db_url:
+        pytest.skip("sqlite3 begins at begin()")
+    engine = make_engine(db_url)
+    await migrate.upgrade(engine)
+    ran: list[str] = []
+    direct.watchers.append(lambda statement, _params: ran.append(statement))
+    try:
+        async with engine.connect() as conn:
+            await conn.begin()
+            await _insert_messages(conn, [_message("first")])
+            assert ran == []  # through SQLAlchemy, which begins the driver's transaction
+            await _insert_messages(conn, [_message("second")])
+            assert len(ran) == 1  # on asyncpg, inside that transaction
+            found = await direct.Statement(select(messages.c.id).order_by(messages.c.id)).rows(
+                conn, {}
+            )
+            assert [r.id for r in found] == ["first", "second"] and len(ran) == 2
+            await conn.rollback()
+        async with engine.connect() as conn:
+            left = (await conn.execute(text("SELECT count(*) FROM messages"))).scalar()
+    finally:
+        direct.watchers.pop()
+        await engine.dispose()
+    assert left == 0
 
 
 async def test_a_transaction_begins_on_the_driver_and_a_failed_begin_is_wrapped(
@@ -225,7 +270,7 @@ async def test_every_commit_reports_the_cursor_committed_before_it(db_url: str) 
 
 
 async def test_a_compiled_select_gives_the_rows_sqlalchemy_gives(db_url: str) -> None:
-    """JSON decoded, NULLs kept, an IN list expanded; on PostgreSQL SQLAlchemy runs it."""
+    """JSON decoded, NULLs kept, an IN list expanded, on either driver."""
     engine = make_engine(db_url)
     await migrate.upgrade(engine)
     lock_many = direct.Statement(
