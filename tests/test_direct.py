@@ -372,7 +372,9 @@ async def test_sequences_count_on_across_groups_of_any_number_of_conversations(
             await writer.close()
         async with engine.connect() as conn:
             rows = (
-                await conn.execute(text("SELECT conversation_id, sequence FROM events ORDER BY id"))
+                await conn.execute(
+                    text("SELECT id, conversation_id, sequence FROM events ORDER BY id")
+                )
             ).all()
             lasts = dict(
                 (await conn.execute(text("SELECT id, last_sequence FROM conversations"))).all()
@@ -380,13 +382,13 @@ async def test_sequences_count_on_across_groups_of_any_number_of_conversations(
     finally:
         await engine.dispose()
     numbered: dict[str, list[int]] = {}
-    for conversation, sequence in rows:
+    for _cursor, conversation, sequence in rows:
         numbered.setdefault(conversation, []).append(int(sequence))
     assert len(rows) == len(first) + len(second) + 1 + 257
     assert all(seqs == list(range(1, len(seqs) + 1)) for seqs in numbered.values()), numbered
     assert numbered["c0"] == [1, 2, 3, 4, 5] and numbered["c299"] == [1, 2]
     assert numbered["c2"] == [1, 2] and numbered["c1"] == [1, 2] and numbered["c598"] == [1]
     assert {c: len(s) for c, s in numbered.items()} == lasts
-    # What subscribers were told matches what was stored.
-    told = [(e.event.conversation_id, e.sequence) for c in published for e in c]
-    assert told == [(c, int(s)) for c, s in rows]
+    # What subscribers were told matches what was stored, cursors included.
+    told = [(e.cursor, e.event.conversation_id, e.sequence) for c in published for e in c]
+    assert told == [(int(i), c, int(s)) for i, c, s in rows]

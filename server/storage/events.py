@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, text
+from sqlalchemy import ARRAY, JSON, BigInteger, String, bindparam, delete, func, select, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -42,7 +42,6 @@ async def append_all_later(tx: Tx, tenant_id: str, events: Sequence[NewEvent]) -
     await tx.later_all(LATER_EVENTS, _write, [(tx, tenant_id, event) for event in events])
 
 
-_upserts: dict[str, Any] = {}
 _EVENT_KEYS = (
     "id",
     "tenant_id",
@@ -67,12 +66,47 @@ def _upsert_with(ins: Any) -> Any:
     ).returning(conversations.c.id, conversations.c.last_sequence)
 
 
-def _sequence_upsert(conn: AsyncConnection) -> Any:
-    """The conversations' sequence upsert, built once per dialect: every group runs it."""
-    upsert = _upserts.get(conn.dialect.name)
-    if upsert is None:
-        upsert = _upserts[conn.dialect.name] = _upsert_with(insert_for(conn, conversations))
-    return upsert
+# On PostgreSQL each is one statement for any number of rows, its columns
+# passed as arrays and unnested by the server, so one prepared statement
+# serves every group.
+_PG_SEQUENCES = direct.Statement(
+    text(
+        "INSERT INTO conversations (id, tenant_id, last_sequence, created_at)"
+        " SELECT * FROM unnest(:ids, :tenants, :counts, :stamps)"
+        " ON CONFLICT (id) DO UPDATE"
+        " SET last_sequence = conversations.last_sequence + excluded.last_sequence"
+        " RETURNING id, last_sequence"
+    )
+    .bindparams(
+        bindparam("ids", type_=ARRAY(String)),
+        bindparam("tenants", type_=ARRAY(String)),
+        bindparam("counts", type_=ARRAY(BigInteger)),
+        bindparam("stamps", type_=ARRAY(BigInteger)),
+    )
+    .columns(id=String, last_sequence=BigInteger)
+)
+_PG_EVENT_COLUMNS = (
+    ("tenant_id", String),
+    ("conversation_id", String),
+    ("sequence", BigInteger),
+    ("type", String),
+    ("message_id", String),
+    ("channel_id", String),
+    ("customer_id", String),
+    ("audience", String),
+    ("payload", JSON),
+    ("created_at", BigInteger),
+)
+_PG_NAMES = ", ".join(name for name, _ in _PG_EVENT_COLUMNS)
+_PG_EVENTS = direct.Statement(
+    text(
+        f"INSERT INTO events ({_PG_NAMES}) SELECT {_PG_NAMES}"
+        f" FROM unnest({', '.join(':' + name for name, _ in _PG_EVENT_COLUMNS)})"
+        f" WITH ORDINALITY AS given({_PG_NAMES}, n) ORDER BY n RETURNING id"
+    )
+    .bindparams(*(bindparam(name, type_=ARRAY(kind)) for name, kind in _PG_EVENT_COLUMNS))
+    .columns(id=BigInteger)
+)
 
 
 # On SQLite the group's statements run on the driver itself (see direct.py).
@@ -135,7 +169,15 @@ async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]])
         for cid, n in counts.items()
     ]
     if conn.dialect.name != "sqlite":
-        lasts = (await conn.execute(_sequence_upsert(conn), rows)).all()
+        lasts = await _PG_SEQUENCES.rows(
+            conn,
+            {
+                "ids": [r["id"] for r in rows],
+                "tenants": [r["tenant_id"] for r in rows],
+                "counts": [r["last_sequence"] for r in rows],
+                "stamps": [r["created_at"] for r in rows],
+            },
+        )
     else:
         lasts = await _sqlite_sequences(conn, rows)
     # The next sequence of each conversation: its new last, less what this call adds.
@@ -175,11 +217,10 @@ async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]])
         if conn.info.get(COMMITTED_BEFORE, (None,))[0] != first.batch:
             conn.info[COMMITTED_BEFORE] = (first.batch, start)
     else:
-        cursors = (
-            await conn.execute(
-                events.insert().returning(events.c.id, sort_by_parameter_order=True), values
-            )
-        ).scalars()
+        given = {name: [row[name] for row in values] for name, _ in _PG_EVENT_COLUMNS}
+        # Each id is drawn from the sequence as its row is inserted, in the
+        # ORDER BY's order, as SQLAlchemy's own sorted RETURNING assumes.
+        cursors = sorted(r.id for r in await _PG_EVENTS.rows(conn, given))
     for (tx, tenant_id, event), sequence, cursor in zip(entries, sequences, cursors, strict=True):
         stored = StoredEvent(cursor, tenant_id, sequence, tx.now, event)
         tx.events.append(stored)
