@@ -301,6 +301,38 @@ async def test_a_compiled_select_gives_the_rows_sqlalchemy_gives(db_url: str) ->
             found = await both.rows(conn, {"ids": ["m1", "m3", "x"], "channels": ["sandbox", "y"]})
             assert sorted(r.id for r in found) == ["m1", "m3"]
             assert await both.rows(conn, {"ids": ["m1"], "channels": ["y"]}) == []
+            ran: list[str] = []
+            direct.watchers.append(lambda statement, _params: ran.append(statement))
+            try:
+                for ids in (["m1"], ["m1", "m2", "m3"]):
+                    await both.rows(conn, {"ids": ids, "channels": ["sandbox"]})
+            finally:
+                direct.watchers.pop()
+            if conn.dialect.name == "postgresql":
+                assert ran[0] == ran[1]  # one prepared statement for lists of any length
+            # NOT IN, and lists with nothing in them, as SQLAlchemy has them.
+            others = direct.Statement(
+                select(messages.c.id)
+                .where(
+                    messages.c.id.not_in(bindparam("skip", expanding=True)),
+                    messages.c.channel_id.in_(bindparam("channels", expanding=True)),
+                )
+                .order_by(messages.c.id)
+            )
+            cases = [
+                (["m2"], ["sandbox"], ["m1", "m3"]),
+                ([], ["sandbox"], ["m1", "m2", "m3"]),
+                (["m1"], [], []),
+            ]
+            for skip, channels, expected in cases:
+                found = await others.rows(conn, {"skip": skip, "channels": channels})
+                query = (
+                    select(messages.c.id)
+                    .where(messages.c.id.not_in(skip), messages.c.channel_id.in_(channels))
+                    .order_by(messages.c.id)
+                )
+                assert [r.id for r in found] == expected
+                assert [r.id for r in await conn.execute(query)] == expected
     finally:
         await engine.dispose()
 

@@ -20,6 +20,7 @@ exception whichever path ran.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
@@ -207,6 +208,11 @@ class _Compiled:
         }
         # IN lists, written out per call: as many placeholders as values.
         self.expanding = {n for n, _ in self.binds if f"__[POSTCOMPILE_{n}]" in self.sql}
+        # On PostgreSQL an IN list can be one array parameter instead: one
+        # statement, prepared once, for lists of any length.
+        self.arrays = None
+        if self.expanding and dialect.paramstyle == "numeric_dollar":
+            self.arrays = _as_arrays(compiled, self.expanding)
         columns = compiled._result_columns
         self.processors = [c[3]._cached_result_processor(dialect, None) for c in columns]
         self.row: Any = namedtuple("Row", [c[0] for c in columns]) if columns else None  # type: ignore[misc]
@@ -225,9 +231,19 @@ class _Compiled:
         return sql, values
 
     def numbered(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
-        """The SQL and its values for $n placeholders, IN lists renumbered by SQLAlchemy."""
+        """The SQL and its values for $n placeholders: IN lists as arrays, or
+        (lists of tuples) written out by SQLAlchemy."""
         if not self.expanding:
             return self.bound(params)
+        if self.arrays is not None:
+            values: list[Any] = []
+            for name, process in self.binds:
+                value = params[name] if name in params else self.literals[name]
+                if name in self.expanding:
+                    values.append([process(v) for v in value] if process else list(value))
+                else:
+                    values.append(process(value) if process else value)
+            return self.arrays, values
         state = self.compiled.construct_expanded_state(dict(params))
         processors = state.processors
         values = [
@@ -244,6 +260,39 @@ class _Compiled:
         if not any(processors):
             return [make(r) for r in found]
         return [make(p(v) if p else v for p, v in zip(processors, r, strict=True)) for r in found]
+
+
+_PLACEHOLDER = re.compile(r"(NOT )?IN \(__\[POSTCOMPILE_(\w+)\]\)|\$(\d+)")
+
+
+def _as_arrays(compiled: Any, expanding: set[str]) -> str | None:
+    """The statement with each IN list as "= ANY($n)" (NOT IN: "<> ALL($n)")
+    and its parameters numbered in order; None where that cannot be done."""
+    names = list(compiled.positiontup or ())
+    if any(compiled.binds[n].type._is_tuple_type for n in expanding):
+        return None  # an array of anonymous rows is not a parameter asyncpg can send
+    seen: list[str] = []
+    others = 0
+
+    def renumber(found: re.Match[str]) -> str:
+        nonlocal others
+        if found.group(3) is not None:
+            # SQLAlchemy numbers the other parameters in order, skipping lists.
+            others += 1
+            if int(found.group(3)) != others:
+                raise ValueError(found.group(0))
+            seen.append("")
+            return f"${len(seen)}"
+        seen.append(found.group(2))
+        return f"{'<> ALL' if found.group(1) else '= ANY'}(${len(seen)})"
+
+    try:
+        sql = _PLACEHOLDER.sub(renumber, compiled.string)
+    except ValueError:
+        return None
+    if len(seen) != len(names) or any(s and s != n for s, n in zip(seen, names, strict=True)):
+        return None
+    return sql
 
 
 class Statement:
