@@ -20,11 +20,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import text
+from sqlalchemy import BigInteger, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.aio import cancel_and_wait, supervised
 from server.domain.events import CommittedEvents, StoredEvent
+from server.storage import direct
 from server.storage.db import begin_write
 from server.storage.faults import OutcomeUnknown, is_unavailable
 from server.storage.tx import CommitObserver, Later, Tx, Work, now_ms
@@ -73,6 +74,12 @@ class _Item(Generic[T]):
     split: bool = False
     # The accept of a send (rather than any other write).
     send: bool = False
+
+
+# The writer asks it after every group that wrote events (see _committed_before).
+_LAST_BELOW = direct.Statement(
+    text("SELECT max(id) AS last FROM events WHERE id < :first").columns(last=BigInteger)
+)
 
 
 class Writer:
@@ -347,10 +354,8 @@ class Writer:
         batch = next(tx.batch for _item, ok, _value, tx in outcomes if ok and tx)
         if known is not None and known[0] == batch and known[1] < min(cursors):
             return int(known[1])
-        found = await conn.execute(
-            text("SELECT max(id) FROM events WHERE id < :first"), {"first": min(cursors)}
-        )
-        return int(found.scalar() or 0)
+        found = await _LAST_BELOW.rows(conn, {"first": min(cursors)})
+        return int(found[0].last or 0)
 
     def _settle(
         self,
