@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +73,21 @@ async def _stored(conn: Any, message_id: str) -> tuple[Any, ...]:
     return tuple(found.one()[1:])  # all but the id
 
 
+@contextmanager
+def _watching() -> Iterator[list[str]]:
+    """The statements the direct path runs meanwhile, in order."""
+    ran: list[str] = []
+
+    def watch(statement: str, _params: Any) -> None:
+        ran.append(statement)
+
+    direct.watchers.append(watch)
+    try:
+        yield ran
+    finally:
+        direct.watchers.remove(watch)
+
+
 async def _begun(conn: Any) -> None:
     """Begin, and make the driver begin too: asyncpg's begins at the first statement."""
     await conn.begin()
@@ -87,17 +104,15 @@ async def test_a_message_row_is_stored_byte_for_byte_as_sqlalchemy_stores_it(
 ) -> None:
     engine = make_engine(db_url)
     await migrate.upgrade(engine)
-    ran: list[str] = []
-    direct.watchers.append(lambda statement, _params: ran.append(statement))
     try:
         async with engine.connect() as conn:
             await _begun(conn)
-            await _insert_messages(conn, [_message("by-driver", **changes)])
+            with _watching() as ran:
+                await _insert_messages(conn, [_message("by-driver", **changes)])
             await conn.execute(messages.insert(), [_message("by-sqlalchemy", **changes)])
             assert await _stored(conn, "by-driver") == await _stored(conn, "by-sqlalchemy")
             await conn.commit()
     finally:
-        direct.watchers.pop()
         await engine.dispose()
     assert len(ran) == 1 and ran[0].startswith("INSERT INTO messages")  # on the driver
 
@@ -160,24 +175,21 @@ async def test_on_postgresql_a_statement_waits_for_the_drivers_transaction(db_ur
         pytest.skip("sqlite3 begins at begin()")
     engine = make_engine(db_url)
     await migrate.upgrade(engine)
-    ran: list[str] = []
-    direct.watchers.append(lambda statement, _params: ran.append(statement))
     try:
         async with engine.connect() as conn:
             await conn.begin()
-            await _insert_messages(conn, [_message("first")])
-            assert ran == []  # through SQLAlchemy, which begins the driver's transaction
-            await _insert_messages(conn, [_message("second")])
-            assert len(ran) == 1  # on asyncpg, inside that transaction
-            found = await direct.Statement(select(messages.c.id).order_by(messages.c.id)).rows(
-                conn, {}
-            )
-            assert [r.id for r in found] == ["first", "second"] and len(ran) == 2
+            with _watching() as ran:
+                await _insert_messages(conn, [_message("first")])
+                assert ran == []  # through SQLAlchemy, which begins the driver's transaction
+                await _insert_messages(conn, [_message("second")])
+                assert len(ran) == 1  # on asyncpg, inside that transaction
+                every = direct.Statement(select(messages.c.id).order_by(messages.c.id))
+                found = await every.rows(conn, {})
+                assert [r.id for r in found] == ["first", "second"] and len(ran) == 2
             await conn.rollback()
         async with engine.connect() as conn:
             left = (await conn.execute(text("SELECT count(*) FROM messages"))).scalar()
     finally:
-        direct.watchers.pop()
         await engine.dispose()
     assert left == 0
 
@@ -301,13 +313,9 @@ async def test_a_compiled_select_gives_the_rows_sqlalchemy_gives(db_url: str) ->
             found = await both.rows(conn, {"ids": ["m1", "m3", "x"], "channels": ["sandbox", "y"]})
             assert sorted(r.id for r in found) == ["m1", "m3"]
             assert await both.rows(conn, {"ids": ["m1"], "channels": ["y"]}) == []
-            ran: list[str] = []
-            direct.watchers.append(lambda statement, _params: ran.append(statement))
-            try:
+            with _watching() as ran:
                 for ids in (["m1"], ["m1", "m2", "m3"]):
                     await both.rows(conn, {"ids": ids, "channels": ["sandbox"]})
-            finally:
-                direct.watchers.pop()
             if conn.dialect.name == "postgresql":
                 assert ran[0] == ran[1]  # one prepared statement for lists of any length
             # NOT IN, and lists with nothing in them, as SQLAlchemy has them.

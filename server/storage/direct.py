@@ -43,17 +43,26 @@ _PG_HANDLE = "asyncpg"
 watchers: list[Callable[[str, Any], None]] = []
 
 
+async def _cached(conn: AsyncConnection, key: str, pick: Callable[[Any], Any]) -> Any:
+    """pick(the pooled connection's driver-level objects), kept in conn.info.
+
+    info lives as long as the driver connection, so the lookup happens once.
+    """
+    info = conn.info
+    found = info.get(key)
+    if found is None:
+        found = info[key] = pick(await conn.get_raw_connection())
+    return found
+
+
 async def handle(conn: AsyncConnection) -> sqlite3.Connection | None:
     """The sqlite3 connection under conn, or None on another engine."""
     if conn.dialect.name != "sqlite":
         return None
-    # info lives as long as the driver connection, so the lookup happens once.
-    info = conn.info
-    found = info.get(_HANDLE)
-    if found is None:
-        raw = await conn.get_raw_connection()
-        found = info[_HANDLE] = raw.driver_connection._conn  # type: ignore[union-attr]
-    return found  # type: ignore[no-any-return]
+    found: sqlite3.Connection = await _cached(
+        conn, _HANDLE, lambda raw: raw.driver_connection._conn
+    )
+    return found
 
 
 async def pg_handle(conn: AsyncConnection) -> tuple[Any, Any] | None:
@@ -63,13 +72,10 @@ async def pg_handle(conn: AsyncConnection) -> tuple[Any, Any] | None:
     """
     if conn.dialect.driver != "asyncpg":
         return None
-    info = conn.info
-    found = info.get(_PG_HANDLE)
-    if found is None:
-        raw = await conn.get_raw_connection()
-        found = info[_PG_HANDLE] = (raw.driver_connection, raw.dbapi_connection)
-    driver: Any = found[0]
-    return found if driver.is_in_transaction() else None
+    found = await _cached(
+        conn, _PG_HANDLE, lambda raw: (raw.driver_connection, raw.dbapi_connection)
+    )
+    return found if found[0].is_in_transaction() else None  # type: ignore[no-any-return]
 
 
 def _wrapped(statement: str, params: Any, error: sqlite3.Error) -> Exception:
