@@ -228,13 +228,20 @@ class _Compiled:
         sql = self.sql
         values: list[Any] = []
         for name, process in self.binds:
-            value = params[name] if name in params else self.literals[name]
+            value = self._value(name, process, params)
             if name in self.expanding:
                 sql = sql.replace(f"__[POSTCOMPILE_{name}]", ", ".join("?" * len(value)))
-                values.extend([process(v) for v in value] if process else value)
+                values.extend(value)
             else:
-                values.append(process(value) if process else value)
+                values.append(value)
         return sql, values
+
+    def _value(self, name: str, process: Any, params: Mapping[str, Any]) -> Any:
+        """One parameter as the driver takes it; an IN list as a list of them."""
+        value = params[name] if name in params else self.literals[name]
+        if name in self.expanding:
+            return [process(v) for v in value] if process else list(value)
+        return process(value) if process else value
 
     def numbered(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
         """The SQL and its values for $n placeholders: IN lists as arrays, or
@@ -242,14 +249,7 @@ class _Compiled:
         if not self.expanding:
             return self.bound(params)
         if self.arrays is not None:
-            values: list[Any] = []
-            for name, process in self.binds:
-                value = params[name] if name in params else self.literals[name]
-                if name in self.expanding:
-                    values.append([process(v) for v in value] if process else list(value))
-                else:
-                    values.append(process(value) if process else value)
-            return self.arrays, values
+            return self.arrays, [self._value(name, p, params) for name, p in self.binds]
         state = self.compiled.construct_expanded_state(dict(params))
         processors = state.processors
         values = [

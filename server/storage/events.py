@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from typing import Any
 
-from sqlalchemy import ARRAY, JSON, BigInteger, String, bindparam, delete, func, select, text
+from sqlalchemy import ARRAY, bindparam, delete, func, select, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -67,45 +67,34 @@ def _upsert_with(ins: Any) -> Any:
 
 
 # On PostgreSQL each is one statement for any number of rows, its columns
-# passed as arrays and unnested by the server, so one prepared statement
-# serves every group.
+# passed as arrays (typed as the tables type them) and unnested by the
+# server, so one prepared statement serves every group.
+def _arrays(table: Any, names: Sequence[str]) -> list[Any]:
+    return [bindparam(name, type_=ARRAY(table.c[name].type)) for name in names]
+
+
+_PG_SEQUENCE_COLUMNS = ("id", "tenant_id", "last_sequence", "created_at")
 _PG_SEQUENCES = direct.Statement(
     text(
-        "INSERT INTO conversations (id, tenant_id, last_sequence, created_at)"
-        " SELECT * FROM unnest(:ids, :tenants, :counts, :stamps)"
+        f"INSERT INTO conversations ({', '.join(_PG_SEQUENCE_COLUMNS)})"
+        f" SELECT * FROM unnest({', '.join(':' + name for name in _PG_SEQUENCE_COLUMNS)})"
         " ON CONFLICT (id) DO UPDATE"
         " SET last_sequence = conversations.last_sequence + excluded.last_sequence"
         " RETURNING id, last_sequence"
     )
-    .bindparams(
-        bindparam("ids", type_=ARRAY(String)),
-        bindparam("tenants", type_=ARRAY(String)),
-        bindparam("counts", type_=ARRAY(BigInteger)),
-        bindparam("stamps", type_=ARRAY(BigInteger)),
-    )
-    .columns(id=String, last_sequence=BigInteger)
+    .bindparams(*_arrays(conversations, _PG_SEQUENCE_COLUMNS))
+    .columns(conversations.c.id, conversations.c.last_sequence)
 )
-_PG_EVENT_COLUMNS = (
-    ("tenant_id", String),
-    ("conversation_id", String),
-    ("sequence", BigInteger),
-    ("type", String),
-    ("message_id", String),
-    ("channel_id", String),
-    ("customer_id", String),
-    ("audience", String),
-    ("payload", JSON),
-    ("created_at", BigInteger),
-)
-_PG_NAMES = ", ".join(name for name, _ in _PG_EVENT_COLUMNS)
+_PG_EVENT_COLUMNS = tuple(name for name in _EVENT_KEYS if name != "id")
+_PG_NAMES = ", ".join(_PG_EVENT_COLUMNS)
 _PG_EVENTS = direct.Statement(
     text(
         f"INSERT INTO events ({_PG_NAMES}) SELECT {_PG_NAMES}"
-        f" FROM unnest({', '.join(':' + name for name, _ in _PG_EVENT_COLUMNS)})"
+        f" FROM unnest({', '.join(':' + name for name in _PG_EVENT_COLUMNS)})"
         f" WITH ORDINALITY AS given({_PG_NAMES}, n) ORDER BY n RETURNING id"
     )
-    .bindparams(*(bindparam(name, type_=ARRAY(kind)) for name, kind in _PG_EVENT_COLUMNS))
-    .columns(id=BigInteger)
+    .bindparams(*_arrays(events, _PG_EVENT_COLUMNS))
+    .columns(events.c.id)
 )
 
 
@@ -170,13 +159,7 @@ async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]])
     ]
     if conn.dialect.name != "sqlite":
         lasts = await _PG_SEQUENCES.rows(
-            conn,
-            {
-                "ids": [r["id"] for r in rows],
-                "tenants": [r["tenant_id"] for r in rows],
-                "counts": [r["last_sequence"] for r in rows],
-                "stamps": [r["created_at"] for r in rows],
-            },
+            conn, {name: [row[name] for row in rows] for name in _PG_SEQUENCE_COLUMNS}
         )
     else:
         lasts = await _sqlite_sequences(conn, rows)
@@ -217,7 +200,7 @@ async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]])
         if conn.info.get(COMMITTED_BEFORE, (None,))[0] != first.batch:
             conn.info[COMMITTED_BEFORE] = (first.batch, start)
     else:
-        given = {name: [row[name] for row in values] for name, _ in _PG_EVENT_COLUMNS}
+        given = {name: [row[name] for row in values] for name in _PG_EVENT_COLUMNS}
         # Each id is drawn from the sequence as its row is inserted, in the
         # ORDER BY's order, as SQLAlchemy's own sorted RETURNING assumes.
         cursors = sorted(r.id for r in await _PG_EVENTS.rows(conn, given))
