@@ -1176,6 +1176,16 @@ async def bench_peer(ctx: Ctx) -> None:
                     f"{side.load.p99_ms:.0f} ms), delivered {side.delivered} at "
                     f"{side.delivered_rate:,.0f} msgs/s"
                 )
+        if ctx.args.profile:
+            # Both processes of the split layout, over one more run of it.
+            await quiesce([api.pid, dispatcher.pid, fake.pid])
+            async with (
+                profiled(ctx, "K1-split-api", api.pid),
+                profiled(ctx, "K1-split-dispatcher", dispatcher.pid),
+            ):
+                await peer.hub_side(
+                    api.http, fake_url, "bench-sms", auth, count, conc, plan.drain_wait
+                )
     finally:
         for child in (hub.child, api.child, dispatcher.child, fake):
             await ctx.children.stop(child)
