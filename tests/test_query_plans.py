@@ -1,4 +1,4 @@
-"""No statement the hub runs while it sends reads a whole growing table.
+"""No statement the hub runs while it sends reads a whole growing table, or sorts one.
 
 Every statement executed while messages are accepted, dispatched, receipted
 and reported is captured with its parameters, and SQLite is asked how it would
@@ -52,6 +52,15 @@ def _scans(conn: sqlite3.Connection, statement: str, parameters: Any) -> list[st
             )
             if whole or coarse:
                 found.append(detail)
+    # A sort for ORDER BY reads every row the search matched before LIMIT takes
+    # a few: on a growing table that is every waiting row, on each call.
+    reads_growing = any(
+        re.match(rf"(SEARCH|SCAN) ({'|'.join(GROWING)})\b", str(row[-1])) for row in plan
+    )
+    if reads_growing:
+        found += [
+            str(r[-1]) for r in plan if re.match(r"USE TEMP B-TREE FOR .*ORDER BY", str(r[-1]))
+        ]
     return found
 
 

@@ -46,7 +46,7 @@ async def test_migrations_bring_an_empty_database_to_head(db_url: str) -> None:
     engine = make_engine(db_url)
     try:
         await migrate.upgrade(engine)
-        assert await migrate.current(engine) == "0018"
+        assert await migrate.current(engine) == "0019"
         async with engine.connect() as conn:
             tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
         assert set(metadata.tables) <= tables

@@ -28,10 +28,45 @@ RESENT_REASON = "started with no outcome before its lease ran out; resent, may b
 # rows only. As one OR with a channel filter, SQLite chose the channel_id index
 # instead and read every message the channel ever had, so each claim cost more
 # as the table grew.
-def _due_query(state: str, on_channels: bool) -> Any:
-    now: Any = bindparam("now")
-    ready = messages.c.due_at <= now if state == PENDING else messages.c.lease_until < now
-    query = select(messages).where(messages.c.dispatch_state == state, ready)
+#
+# Due work is read one priority at a time, highest first: within a priority
+# the index is in due order, so "due by now" is a range that ends where the
+# messages scheduled for later begin. Read across priorities at once, every
+# waiting message was walked (and, before the index matched the claim's order,
+# sorted) on each claim: with 300,000 sends scheduled for tomorrow, 26 ms a
+# claim on SQLite with nothing due.
+# What a claim reads of each row: what it orders by, what it records of a
+# lapsed claim and what a Delivery carries. The whole row is twice as many
+# columns, and turning each into Python was most of a claim's cost.
+_CLAIMED_COLUMNS = [
+    messages.c[name]
+    for name in (
+        "id", "tenant_id", "channel_id", "destination", "type", "text", "content",
+        "priority", "due_at", "expire_at", "dispatch_state", "attempts", "created_at",
+        "traceparent", "attempt_started_at", "attempt_provider",
+    )
+]  # fmt: skip
+
+
+def _due_query(on_channels: bool) -> Any:
+    query = select(*_CLAIMED_COLUMNS).where(
+        messages.c.dispatch_state == PENDING,
+        messages.c.priority == bindparam("priority"),
+        messages.c.due_at <= bindparam("now"),
+    )
+    if on_channels:
+        query = query.where(messages.c.channel_id.in_(bindparam("channels", expanding=True)))
+    return (
+        query.order_by(messages.c.due_at)
+        .limit(bindparam("limit"))
+        .with_for_update(skip_locked=True)
+    )
+
+
+def _lapsed_query(on_channels: bool) -> Any:
+    query = select(*_CLAIMED_COLUMNS).where(
+        messages.c.dispatch_state == CLAIMED, messages.c.lease_until < bindparam("now")
+    )
     if on_channels:
         query = query.where(messages.c.channel_id.in_(bindparam("channels", expanding=True)))
     return (
@@ -41,9 +76,19 @@ def _due_query(state: str, on_channels: bool) -> Any:
     )
 
 
+# The highest priority up to `at_most` that has waiting messages: one index seek.
+_NEXT_PRIORITY = direct.Statement(
+    select(messages.c.priority)
+    .where(messages.c.dispatch_state == PENDING, messages.c.priority <= bindparam("at_most"))
+    .order_by(messages.c.priority.desc())
+    .limit(1)
+)
+# The priority column's range (a 32-bit integer on PostgreSQL).
+_HIGHEST, _LOWEST = 2**31 - 1, -(2**31)
+
 # Every poll of the dispatcher runs these: compiled once (see direct.py).
 _DUE = {
-    on: (direct.Statement(_due_query(PENDING, on)), direct.Statement(_due_query(CLAIMED, on)))
+    on: (direct.Statement(_due_query(on)), direct.Statement(_lapsed_query(on)))
     for on in (False, True)
 }
 _CLAIM = direct.Statement(
@@ -97,7 +142,17 @@ async def claim_due(
     if channels is not None:
         params["channels"] = list(channels)
     due, lapsed = _DUE[channels is not None]
-    rows = [*(await due.rows(tx.conn, params)), *(await lapsed.rows(tx.conn, params))]
+    rows: list[Any] = []
+    at_most = _HIGHEST
+    while len(rows) < limit and at_most >= _LOWEST:
+        found = await _NEXT_PRIORITY.rows(tx.conn, {"at_most": at_most})
+        if not found:
+            break
+        priority = found[0][0]
+        wanted = {**params, "priority": priority, "limit": limit - len(rows)}
+        rows += await due.rows(tx.conn, wanted)
+        at_most = priority - 1
+    rows += await lapsed.rows(tx.conn, params)
     if not rows:
         return []
     if len(rows) > limit:

@@ -57,11 +57,20 @@ messages = Table(
     # When the receipt sweep may look at the message next; NULL: once the receipt
     # timeout has passed since its last change.
     Column("receipt_query_at", BigInteger),
-    Index("ix_messages_dispatch", "dispatch_state", "priority", "due_at"),
     Index("ix_messages_tenant_created", "tenant_id", "created_at"),
     Index("ix_messages_provider", "channel_id", "provider_message_id"),
     Index("ix_messages_status_updated", "status", "updated_at"),
     Index("ix_messages_batch", "tenant_id", "batch_id"),
+)
+# In the claim's order (highest priority, then oldest due time), so a claim
+# reads its `limit` rows off the index. In ascending priority order both
+# engines sorted every waiting message on each claim, whose cost grew with the
+# backlog: 1.2 ms at 1,000 waiting, 14.5 ms at 10,000 on SQLite.
+Index(
+    "ix_messages_dispatch",
+    messages.c.dispatch_state,
+    messages.c.priority.desc(),
+    messages.c.due_at,
 )
 
 status_history = Table(
