@@ -180,6 +180,29 @@ def test_options_read_by_the_shared_flag_rule() -> None:
     assert [fallback(v) for v in (False, "no", "maybe", 2, [1])] == [False] * 5
 
 
+def test_a_text_sends_content_reads_as_it_would_beside_any_other_key() -> None:
+    # Content of type, text, from, category and options alone takes a shorter
+    # read; a key of any other field, even null, takes the whole one.
+    plain: list[dict[str, Any]] = [
+        {},
+        {"type": "text", "text": "Your code is 1234", "from": "CNNECT", "options": {}},
+        {"text": 94025.0, "from": 447700900123, "category": "marketing"},
+        {"type": None, "text": None, "options": "none"},
+        {"text": {"not": "text"}, "type": ["sms"], "category": True},
+        {"options": {"smsFallback": "yes", "text": "fb", "smsSenderId": "S", "fromName": "N"}},
+        {"options": {"smsFallback": "maybe", "smsSenderId": 7}},
+    ]
+    for content in plain:
+        for kind in ("", "text", "image"):
+            short = parse_content(content, message_type=kind)
+            assert short == parse_content({**content, "mediaUrl": None}, message_type=kind)
+    assert parse_content(plain[1]) == MessageContent(
+        type="text", text="Your code is 1234", sender="CNNECT"
+    )
+    assert parse_content(plain[2]).text == "94025"
+    assert parse_content(plain[5]).options == SendOptions(True, "fb", "S", "N")
+
+
 def test_parts_of_the_wrong_shape_count_as_absent_and_keep_their_place() -> None:
     content = parse_content(
         {

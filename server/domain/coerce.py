@@ -122,6 +122,13 @@ def loose(rule: Callable[[Any], T], value: Any, default: D) -> T | D:
 
 def as_text(value: Any) -> str:
     """`text`, or "" for a value that is not text: for fields read, never refused."""
+    # The common cases first: reading stored content asks for a dozen fields
+    # that are absent, and raising and catching BadValue for each cost more
+    # than the rest of the read.
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
     return loose(text, value, "")
 
 
