@@ -181,6 +181,14 @@ async def test_send_posts_twilio_form_with_basic_auth(
     assert accepted.segments == 1
 
 
+async def test_the_form_carries_any_text_as_written(
+    adapter: TwilioSmsAdapter, fake: FakeTwilio
+) -> None:
+    text = "Tom & Jerry: 50% off+more=yes? Grüße, 😀 #1 /a?b=c"
+    await adapter.send(delivery(text))
+    assert fake.requests[0].form["Body"] == text
+
+
 async def test_batch_sender_overrides_the_lane(adapter: TwilioSmsAdapter, fake: FakeTwilio) -> None:
     await adapter.send(delivery(extra={"from": "ACME", "options": {"x": 1}}))
     assert fake.requests[0].form["From"] == "ACME"
