@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from adapters.sms_encoding import encoding_of, length_in_units, segments
@@ -111,3 +113,29 @@ def test_smart_encoding_replaces_typography_only_when_the_text_becomes_gsm() -> 
     assert smart_encode("\u00e7a \u2019") == "\u00e7a \u2019"
     assert segments(text) == 1 and segments("\u2019" + "a" * 80) == 2
     assert segments(smart_encode("\u2019" + "a" * 80)) == 1
+
+
+def test_counts_agree_with_a_character_by_character_count() -> None:
+    # The counts are taken with str methods; here each character is costed
+    # one by one, as 3GPP TS 23.038 describes, over texts of every mix.
+    rng = random.Random(23038)
+    pools = [GSM_BASIC, GSM_EXTENDED, "жЖ€ü", "😀🚀", "\ud800"]
+
+    def reference(text: str) -> tuple[int, int]:
+        gsm = all(ch in GSM_BASIC or ch in GSM_EXTENDED for ch in text)
+        if gsm:
+            units = [2 if ch in GSM_EXTENDED else 1 for ch in text]
+        else:
+            units = [2 if ord(ch) > 0xFFFF else 1 for ch in text]
+        single, per_part = (160, 153) if gsm else (70, 67)
+        parts, used = 1, 0
+        for cost in units:
+            if used + cost > per_part:
+                parts, used = parts + 1, 0
+            used += cost
+        return sum(units), 1 if sum(units) <= single else parts
+
+    for _ in range(400):
+        mix = rng.sample(pools, rng.randint(1, 3))
+        text = "".join(rng.choice(rng.choice(mix)) for _ in range(rng.randint(0, 340)))
+        assert (length_in_units(text), segments(text)) == reference(text), repr(text)

@@ -35,6 +35,8 @@ _GSM_BASIC = frozenset(
 # The extension table: each costs ESC plus its code, 2 septets.
 _GSM_EXTENDED = frozenset("\f^{}\\[~]|€")
 
+_GSM = _GSM_BASIC | _GSM_EXTENDED
+
 SINGLE_GSM = 160
 PART_GSM = 153
 SINGLE_UCS2 = 70
@@ -43,9 +45,7 @@ PART_UCS2 = 67
 
 def encoding_of(text: str) -> Encoding:
     """GSM-7 when every character is in the default alphabet or its extension."""
-    if all(ch in _GSM_BASIC or ch in _GSM_EXTENDED for ch in text):
-        return "GSM-7"
-    return "UCS-2"
+    return "GSM-7" if _GSM.issuperset(text) else "UCS-2"
 
 
 def ucs2_characters(text: str) -> list[str]:
@@ -71,6 +71,15 @@ def _pack(units: list[int], per_part: int) -> int:
     return parts
 
 
+def _total(text: str, encoding: Encoding) -> int:
+    """sum(_units(text, encoding)), counted by str methods rather than per character:
+    every send is counted on the way in and again when the provider takes it."""
+    if encoding == "GSM-7":
+        return len(text) + sum(text.count(ch) for ch in _GSM_EXTENDED)
+    # surrogatepass: a lone surrogate is one code unit, as _units counts it.
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
 def segments(text: str) -> int:
     """The number of SMS parts `text` is sent as.
 
@@ -78,13 +87,12 @@ def segments(text: str) -> int:
     on the wire and is billed as one, and it keeps Accepted.segments >= 1.
     """
     encoding = encoding_of(text)
-    units = _units(text, encoding)
     single, per_part = (SINGLE_GSM, PART_GSM) if encoding == "GSM-7" else (SINGLE_UCS2, PART_UCS2)
-    if sum(units) <= single:
+    if _total(text, encoding) <= single:
         return 1
-    return _pack(units, per_part)
+    return _pack(_units(text, encoding), per_part)
 
 
 def length_in_units(text: str) -> int:
     """Septets for GSM-7 text, UTF-16 code units for UCS-2 text."""
-    return sum(_units(text, encoding_of(text)))
+    return _total(text, encoding_of(text))
