@@ -199,8 +199,13 @@ def test_a_text_sends_content_reads_as_it_would_beside_any_other_key() -> None:
     assert parse_content(plain[1]) == MessageContent(
         type="text", text="Your code is 1234", sender="CNNECT"
     )
-    assert parse_content(plain[2]).text == "94025"
+    assert parse_content(plain[2]) == MessageContent(
+        text="94025", sender="447700900123", category="marketing"
+    )
     assert parse_content(plain[5]).options == SendOptions(True, "fb", "S", "N")
+    # One more key, and it is read.
+    image = parse_content({"type": "image", "text": "hi", "mediaUrl": "https://x/a.png"})
+    assert image.media == Media(url="https://x/a.png")
 
 
 def test_parts_of_the_wrong_shape_count_as_absent_and_keep_their_place() -> None:

@@ -220,24 +220,21 @@ _NO_OPTIONS = SendOptions()
 def parse_content(stored: Any, *, message_type: str = "") -> MessageContent:
     """The typed content of stored JSON; message_type is for content that names none."""
     c = mapping(stored)
+    options = c.get("options")
+    plain: dict[str, Any] = {
+        "type": as_text(c.get("type")) or message_type or "text",
+        "text": as_text(c.get("text")),
+        "sender": as_text(c.get("from")),
+        "category": as_text(c.get("category")),
+        "options": _options(options) if options else _NO_OPTIONS,
+    }
     if c.keys() <= _PLAIN_KEYS:
-        options = c.get("options")
-        return MessageContent(
-            type=as_text(c.get("type")) or message_type or "text",
-            text=as_text(c.get("text")),
-            sender=as_text(c.get("from")),
-            category=as_text(c.get("category")),
-            options=_options(options) if options else _NO_OPTIONS,
-        )
+        return MessageContent(**plain)
     media_url = as_text(c.get("mediaUrl")) or as_text(c.get("mediaContentUrl"))
     has_location = c.get("latitude") is not None or c.get("longitude") is not None
     template = c.get("template")
     return MessageContent(
-        type=as_text(c.get("type")) or message_type or "text",
-        text=as_text(c.get("text")),
-        sender=as_text(c.get("from")),
-        category=as_text(c.get("category")),
-        options=_options(c.get("options")),
+        **plain,
         media=Media(
             url=media_url,
             caption=as_text(c.get("caption")),
