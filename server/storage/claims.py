@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, select, tuple_, update
+from sqlalchemy import and_, bindparam, select, tuple_, update
 
 from server.domain.content import parse_content
 from server.domain.models import Delivery
@@ -21,20 +21,6 @@ NO_OUTCOME = "NO_OUTCOME"
 RESENT_REASON = "started with no outcome before its lease ran out; resent, may be a duplicate"
 
 
-# The dispatch statements run several times a second under load: built once,
-# they skip SQLAlchemy's statement building and cache-key work on every call.
-# Due work and lapsed claims are two queries, each an equality on
-# dispatch_state, so both engines walk ix_messages_dispatch over the waiting
-# rows only. As one OR with a channel filter, SQLite chose the channel_id index
-# instead and read every message the channel ever had, so each claim cost more
-# as the table grew.
-#
-# Due work is read one priority at a time, highest first: within a priority
-# the index is in due order, so "due by now" is a range that ends where the
-# messages scheduled for later begin. Read across priorities at once, every
-# waiting message was walked (and, before the index matched the claim's order,
-# sorted) on each claim: with 300,000 sends scheduled for tomorrow, 26 ms a
-# claim on SQLite with nothing due.
 # What a claim reads of each row: what it orders by, what it records of a
 # lapsed claim and what a Delivery carries. The whole row is twice as many
 # columns, and turning each into Python was most of a claim's cost.
@@ -48,32 +34,38 @@ _CLAIMED_COLUMNS = [
 ]  # fmt: skip
 
 
-def _due_query(on_channels: bool) -> Any:
-    query = select(*_CLAIMED_COLUMNS).where(
-        messages.c.dispatch_state == PENDING,
-        messages.c.priority == bindparam("priority"),
-        messages.c.due_at <= bindparam("now"),
-    )
+def _claim_read(state: str, ready: Any, order: Sequence[Any], on_channels: bool) -> Any:
+    query = select(*_CLAIMED_COLUMNS).where(messages.c.dispatch_state == state, ready)
     if on_channels:
         query = query.where(messages.c.channel_id.in_(bindparam("channels", expanding=True)))
-    return (
-        query.order_by(messages.c.due_at)
-        .limit(bindparam("limit"))
-        .with_for_update(skip_locked=True)
+    return query.order_by(*order).limit(bindparam("limit")).with_for_update(skip_locked=True)
+
+
+# The dispatch statements run several times a second under load: built once,
+# they skip SQLAlchemy's statement building and cache-key work on every call.
+# Due work and lapsed claims are separate reads, each an equality on
+# dispatch_state, so both engines walk ix_messages_dispatch over the waiting
+# rows only. As one OR with a channel filter, SQLite chose the channel_id index
+# instead and read every message the channel ever had, so each claim cost more
+# as the table grew.
+#
+# Due work is read one priority at a time, highest first: within a priority
+# the index is in due order, so "due by now" is a range that ends where the
+# messages scheduled for later begin. Read across priorities at once, every
+# waiting message was walked (and, before the index matched the claim's order,
+# sorted) on each claim: with 300,000 sends scheduled for tomorrow, 26 ms a
+# claim on SQLite with nothing due.
+def _due_query(on_channels: bool) -> Any:
+    ready = and_(
+        messages.c.priority == bindparam("priority"), messages.c.due_at <= bindparam("now")
     )
+    return _claim_read(PENDING, ready, [messages.c.due_at], on_channels)
 
 
 def _lapsed_query(on_channels: bool) -> Any:
-    query = select(*_CLAIMED_COLUMNS).where(
-        messages.c.dispatch_state == CLAIMED, messages.c.lease_until < bindparam("now")
-    )
-    if on_channels:
-        query = query.where(messages.c.channel_id.in_(bindparam("channels", expanding=True)))
-    return (
-        query.order_by(messages.c.priority.desc(), messages.c.due_at)
-        .limit(bindparam("limit"))
-        .with_for_update(skip_locked=True)
-    )
+    ready = messages.c.lease_until < bindparam("now")
+    order = [messages.c.priority.desc(), messages.c.due_at]
+    return _claim_read(CLAIMED, ready, order, on_channels)
 
 
 # The highest priority up to `at_most` that has waiting messages: one index seek.
