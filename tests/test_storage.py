@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import warnings
 from collections.abc import Sequence
 
 import pytest
 from sqlalchemy import insert, inspect, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SAWarning
 
 from server.domain.errors import Code, DomainError
 from server.domain.events import StoredEvent
@@ -18,6 +19,7 @@ from server.storage.accept import IdempotencyKey
 from server.storage.coalesce import Coalesced
 from server.storage.conversation_schema import sessions
 from server.storage.db import make_engine
+from server.storage.faults import is_unavailable
 from server.storage.schema import metadata
 from server.storage.store import SqlStore
 from server.storage.tenant_schema import tenants
@@ -226,6 +228,48 @@ async def test_coalesced_calls_share_one_write_and_a_bad_one_fails_alone(db_url:
         async with engine.connect() as conn:
             found = (await conn.execute(select(tenants.c.id).order_by(tenants.c.id))).scalars()
             assert list(found) == ["a", "b", "other", "taken"]
+    finally:
+        await writer.close()
+        await engine.dispose()
+
+
+async def test_a_group_that_loses_its_connection_fails_its_callers_and_the_next_one_commits(
+    db_url: str,
+) -> None:
+    """The connection goes away while a group runs, so its rollback fails too:
+    the caller gets the error, the writer does not roll back a transaction that
+    rollback already ended (SQLAlchemy answers that with a warning), and the
+    next group commits on a new connection."""
+    engine = make_engine(db_url)
+    await migrate.upgrade(engine)
+    writer = Writer(engine, lambda _events: None)
+    writer.start()
+
+    async def lost(tx: Tx) -> None:
+        await tx.conn.execute(insert(tenants), [{"id": "lost", "name": "l", "created_at": 1}])
+        driver = (await tx.conn.get_raw_connection()).driver_connection
+        if tx.conn.dialect.name == "sqlite":
+            driver._conn.close()  # type: ignore[union-attr]
+        else:
+            driver.terminate()  # type: ignore[union-attr]
+        raise ConnectionResetError("connection lost")
+
+    async def after(tx: Tx) -> str:
+        await tx.conn.execute(insert(tenants), [{"id": "after", "name": "a", "created_at": 2}])
+        return "after"
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(DBAPIError) as failed:
+                await writer.submit(lost)
+            assert await writer.submit(after) == "after"
+        assert [str(w.message) for w in caught if issubclass(w.category, SAWarning)] == []
+        # What callers are told to retry (UNAVAILABLE): the rollback's own error.
+        assert is_unavailable(failed.value), repr(failed.value)
+        async with engine.connect() as conn:
+            found = (await conn.execute(select(tenants.c.id).order_by(tenants.c.id))).scalars()
+            assert list(found) == ["after"]
     finally:
         await writer.close()
         await engine.dispose()

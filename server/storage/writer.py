@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import BigInteger, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from server.aio import cancel_and_wait, supervised
 from server.domain.events import CommittedEvents, StoredEvent
@@ -248,7 +248,7 @@ class Writer:
                     outcomes, failed, error = await self._together(conn, batch, batch_id)
                     if failed is not None or error is not None:
                         # Start over: nothing of the failed attempt may commit.
-                        await trans.rollback()
+                        await _roll_back(trans)
                         self._batches += 1
                         batch_id = self._batches
                         trans = await begin_write(conn)
@@ -259,7 +259,7 @@ class Writer:
                             outcomes = await self._apart(conn, batch, batch_id)
                     after = await self._committed_before(conn, outcomes)
                 except BaseException:
-                    await trans.rollback()
+                    await _roll_back(trans)
                     raise
                 async with self._commit_order:
                     # PostgreSQL applies a COMMIT it received even if the
@@ -383,3 +383,14 @@ class Writer:
             self._observer.committed(seconds, len(outcomes), moves)
         except Exception:  # a metrics fault must never fail a commit
             log.exception("commit observer failed")
+
+
+async def _roll_back(trans: AsyncTransaction) -> None:
+    """Roll back, unless the transaction has already ended.
+
+    A rollback that fails because the connection is gone still ends the
+    transaction (SQLAlchemy detaches it and marks the connection invalid), and
+    rolling it back again only earns a warning that it is detached.
+    """
+    if trans.is_active:
+        await trans.rollback()
