@@ -236,9 +236,9 @@ class _FailingDriver:
 async def test_every_commit_reports_the_cursor_committed_before_it(db_url: str) -> None:
     """The writer's "after" is what ``max(id) WHERE id < first`` says, commit by commit.
 
-    On SQLite it is taken from the event log's own cursor read, on PostgreSQL
-    asked for; a wrong value would make live readers think they missed events
-    or skip a gap.
+    Both engines take it from the event log's own write (SQLite's cursor
+    read, PostgreSQL's insert statement); a wrong value would make live
+    readers think they missed events or skip a gap.
     """
     engine = make_engine(db_url)
     await migrate.upgrade(engine)

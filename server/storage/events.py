@@ -6,7 +6,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from typing import Any
 
-from sqlalchemy import ARRAY, bindparam, delete, func, select, text
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Boolean,
+    String,
+    bindparam,
+    column,
+    delete,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -73,28 +84,59 @@ def _arrays(table: Any, names: Sequence[str]) -> list[Any]:
     return [bindparam(name, type_=ARRAY(table.c[name].type)) for name in names]
 
 
-_PG_SEQUENCE_COLUMNS = ("id", "tenant_id", "last_sequence", "created_at")
-_PG_SEQUENCES = direct.Statement(
+_PG_EVENT_COLUMNS = tuple(name for name in _EVENT_KEYS if name != "id")
+_PG_GIVEN = tuple(name for name in _PG_EVENT_COLUMNS if name != "sequence")
+# One round trip for all a group's events: the conversations' sequences, the
+# events numbered from them, the tenant's webhook and the cursor committed
+# before them. Each is a statement of its own on SQLite, where a statement
+# costs microseconds; on PostgreSQL each would cost a round trip.
+# - firsts: each conversation once, with its first event's tenant and time
+#   (the row a new conversation gets) and how many events it gains.
+# - Each event id is drawn from the sequence as its row is inserted, in the
+#   ORDER BY's order, so the ids ascend in the order the events were given.
+# - committed_before reads the statement's snapshot, which holds no row of
+#   this statement: with the write turn held, every lower cursor committed.
+_PG_APPEND = direct.Statement(
     text(
-        f"INSERT INTO conversations ({', '.join(_PG_SEQUENCE_COLUMNS)})"
-        f" SELECT * FROM unnest({', '.join(':' + name for name in _PG_SEQUENCE_COLUMNS)})"
+        "WITH given AS ("
+        f" SELECT * FROM unnest({', '.join(':' + name for name in _PG_GIVEN)})"
+        f" WITH ORDINALITY AS g({', '.join(_PG_GIVEN)}, n)"
+        "), firsts AS ("
+        " SELECT DISTINCT ON (conversation_id) conversation_id, tenant_id, created_at,"
+        " count(*) OVER (PARTITION BY conversation_id) AS added"
+        " FROM given ORDER BY conversation_id, n"
+        "), lasts AS ("
+        " INSERT INTO conversations (id, tenant_id, last_sequence, created_at)"
+        " SELECT conversation_id, tenant_id, added, created_at FROM firsts"
         " ON CONFLICT (id) DO UPDATE"
         " SET last_sequence = conversations.last_sequence + excluded.last_sequence"
         " RETURNING id, last_sequence"
+        "), stored AS ("
+        f" INSERT INTO events ({', '.join(_PG_EVENT_COLUMNS)})"
+        " SELECT g.tenant_id, g.conversation_id,"
+        " l.last_sequence - f.added"
+        " + row_number() OVER (PARTITION BY g.conversation_id ORDER BY g.n),"
+        f" {', '.join('g.' + name for name in _PG_GIVEN[2:])}"
+        " FROM given g JOIN firsts f ON f.conversation_id = g.conversation_id"
+        " JOIN lasts l ON l.id = g.conversation_id"
+        " ORDER BY g.n"
+        " RETURNING id, tenant_id, sequence"
+        ")"
+        " SELECT s.id, s.sequence, coalesce(w.url, '') AS webhook_url,"
+        " w.disabled_at IS NOT NULL AS webhook_disabled,"
+        " (SELECT max(e.id) FROM events e WHERE e.id < (SELECT min(id) FROM stored))"
+        " AS committed_before"
+        " FROM stored s LEFT JOIN tenant_webhooks w ON w.tenant_id = s.tenant_id"
+        " ORDER BY s.id"
     )
-    .bindparams(*_arrays(conversations, _PG_SEQUENCE_COLUMNS))
-    .columns(conversations.c.id, conversations.c.last_sequence)
-)
-_PG_EVENT_COLUMNS = tuple(name for name in _EVENT_KEYS if name != "id")
-_PG_NAMES = ", ".join(_PG_EVENT_COLUMNS)
-_PG_EVENTS = direct.Statement(
-    text(
-        f"INSERT INTO events ({_PG_NAMES}) SELECT {_PG_NAMES}"
-        f" FROM unnest({', '.join(':' + name for name in _PG_EVENT_COLUMNS)})"
-        f" WITH ORDINALITY AS given({_PG_NAMES}, n) ORDER BY n RETURNING id"
+    .bindparams(*_arrays(events, _PG_GIVEN))
+    .columns(
+        events.c.id,
+        events.c.sequence,
+        column("webhook_url", String),
+        column("webhook_disabled", Boolean),
+        column("committed_before", BigInteger),
     )
-    .bindparams(*_arrays(events, _PG_EVENT_COLUMNS))
-    .columns(events.c.id)
 )
 
 
@@ -139,7 +181,7 @@ _LAST_CURSOR = direct.Statement(select(func.max(events.c.id)))
 
 
 async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]]) -> None:
-    """One upsert for the conversations' sequences, one insert for the events."""
+    """The conversations' sequences and the events, in one go."""
     first = entries[0][0]
     if conn.dialect.name == "postgresql" and conn.info.get("event_lock") != first.batch:
         # Cursors must commit in the order they are assigned, or a subscriber
@@ -148,62 +190,35 @@ async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]])
         # transactions opened outside it.
         await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_TURN_KEY})
         conn.info["event_lock"] = first.batch
-    counts: dict[str, int] = {}
-    owners: dict[str, tuple[str, int]] = {}
-    for tx, tenant_id, event in entries:
-        counts[event.conversation_id] = counts.get(event.conversation_id, 0) + 1
-        owners.setdefault(event.conversation_id, (tenant_id, tx.now))
-    rows = [
-        {"id": cid, "tenant_id": owners[cid][0], "last_sequence": n, "created_at": owners[cid][1]}
-        for cid, n in counts.items()
+    values = [
+        {
+            "tenant_id": tenant_id,
+            "conversation_id": event.conversation_id,
+            "type": event.type.value,
+            "message_id": event.message_id,
+            "channel_id": event.channel_id,
+            "customer_id": event.customer_id,
+            "audience": event.audience,
+            "payload": _payload(event),
+            "created_at": tx.now,
+        }
+        for tx, tenant_id, event in entries
     ]
-    if conn.dialect.name != "sqlite":
-        lasts = await _PG_SEQUENCES.rows(
-            conn, {name: [row[name] for row in rows] for name in _PG_SEQUENCE_COLUMNS}
-        )
-    else:
-        lasts = await _sqlite_sequences(conn, rows)
-    # The next sequence of each conversation: its new last, less what this call adds.
-    after = {cid: last - counts[cid] for cid, last in lasts}
-    sequences: list[int] = []
-    values: list[dict[str, Any]] = []
-    for tx, tenant_id, event in entries:
-        after[event.conversation_id] += 1
-        sequence = after[event.conversation_id]
-        sequences.append(sequence)
-        values.append(
-            {
-                "tenant_id": tenant_id,
-                "conversation_id": event.conversation_id,
-                "sequence": sequence,
-                "type": event.type.value,
-                "message_id": event.message_id,
-                "channel_id": event.channel_id,
-                "customer_id": event.customer_id,
-                "audience": event.audience,
-                "payload": _payload(event),
-                "created_at": tx.now,
-            }
-        )
-    cursors: Iterable[int]
     if conn.dialect.name == "sqlite":
-        # SQLite does not say which RETURNING row belongs to which VALUES row,
-        # so SQLAlchemy would insert row by row. The writer is its only writer,
-        # so we hand out the ids it would have: one past the highest, in order.
-        start = (await _LAST_CURSOR.rows(conn, {}))[0][0] or 0
-        for i, row in enumerate(values, start + 1):
-            row["id"] = i
-        await _insert_events(conn, values)
-        cursors = range(start + 1, start + 1 + len(values))
-        # Every cursor below the group's first has committed: the writer's
-        # transaction holds SQLite's only write lock.
-        if conn.info.get(COMMITTED_BEFORE, (None,))[0] != first.batch:
-            conn.info[COMMITTED_BEFORE] = (first.batch, start)
+        cursors, sequences, before = await _sqlite_write(conn, values)
     else:
-        given = {name: [row[name] for row in values] for name in _PG_EVENT_COLUMNS}
-        # Each id is drawn from the sequence as its row is inserted, in the
-        # ORDER BY's order, as SQLAlchemy's own sorted RETURNING assumes.
-        cursors = sorted(r.id for r in await _PG_EVENTS.rows(conn, given))
+        found = await _PG_APPEND.rows(
+            conn, {name: [row[name] for row in values] for name in _PG_GIVEN}
+        )
+        cursors = [row.id for row in found]
+        sequences = [row.sequence for row in found]
+        before = found[0].committed_before or 0
+        hooks = _webhooks_known(first)
+        for (_tx, tenant_id, _event), row in zip(entries, found, strict=True):
+            hooks[tenant_id] = (row.webhook_url, row.webhook_disabled)
+    if conn.info.get(COMMITTED_BEFORE, (None,))[0] != first.batch:
+        # The group's first events: every cursor below them has committed.
+        conn.info[COMMITTED_BEFORE] = (first.batch, before)
     for (tx, tenant_id, event), sequence, cursor in zip(entries, sequences, cursors, strict=True):
         stored = StoredEvent(cursor, tenant_id, sequence, tx.now, event)
         tx.events.append(stored)
@@ -224,6 +239,41 @@ async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]])
             )
 
 
+async def _sqlite_write(
+    conn: AsyncConnection, values: list[dict[str, Any]]
+) -> tuple[Iterable[int], list[int], int]:
+    """Store the events; returns their cursors, their sequences and the
+    highest cursor before them."""
+    counts: dict[str, int] = {}
+    owners: dict[str, tuple[str, int]] = {}
+    for row in values:
+        cid = row["conversation_id"]
+        counts[cid] = counts.get(cid, 0) + 1
+        owners.setdefault(cid, (row["tenant_id"], row["created_at"]))
+    rows = [
+        {"id": cid, "tenant_id": owners[cid][0], "last_sequence": n, "created_at": owners[cid][1]}
+        for cid, n in counts.items()
+    ]
+    lasts = await _sqlite_sequences(conn, rows)
+    # The next sequence of each conversation: its new last, less what this call adds.
+    after = {cid: last - counts[cid] for cid, last in lasts}
+    sequences: list[int] = []
+    for row in values:
+        after[row["conversation_id"]] += 1
+        row["sequence"] = after[row["conversation_id"]]
+        sequences.append(row["sequence"])
+    # SQLite does not say which RETURNING row belongs to which VALUES row,
+    # so SQLAlchemy would insert row by row. The writer is its only writer,
+    # so we hand out the ids it would have: one past the highest, in order.
+    # The writer's transaction holds SQLite's only write lock, so every
+    # cursor below them has committed or is this group's own.
+    start = (await _LAST_CURSOR.rows(conn, {}))[0][0] or 0
+    for i, row in enumerate(values, start + 1):
+        row["id"] = i
+    await _insert_events(conn, values)
+    return range(start + 1, start + 1 + len(values)), sequences, start
+
+
 ENDPOINT_DISABLED = "endpoint disabled"
 _WEBHOOK_URL = direct.Statement(
     select(tenant_webhooks.c.url, tenant_webhooks.c.disabled_at).where(
@@ -232,13 +282,18 @@ _WEBHOOK_URL = direct.Statement(
 )
 
 
-async def _tenant_webhook(tx: Tx, tenant_id: str) -> tuple[str, bool]:
-    # One lookup per group commit, not per event.
+def _webhooks_known(tx: Tx) -> dict[str, tuple[str, bool]]:
+    """The group's lookups of tenant webhooks: one per group commit, not per event."""
     cache = tx.conn.info.get("tenant_webhooks")
     if cache is None or cache[0] != tx.batch:
         cache = (tx.batch, {})
         tx.conn.info["tenant_webhooks"] = cache
     known: dict[str, tuple[str, bool]] = cache[1]
+    return known
+
+
+async def _tenant_webhook(tx: Tx, tenant_id: str) -> tuple[str, bool]:
+    known = _webhooks_known(tx)
     if tenant_id not in known:
         found = await _WEBHOOK_URL.rows(tx.conn, {"tenant_id": tenant_id})
         known[tenant_id] = (

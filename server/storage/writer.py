@@ -76,7 +76,8 @@ class _Item(Generic[T]):
     send: bool = False
 
 
-# The writer asks it after every group that wrote events (see _committed_before).
+# Asked only where the event log's write did not note the answer (see
+# _committed_before); both engines' writes do.
 _LAST_BELOW = direct.Statement(
     text("SELECT max(id) AS last FROM events WHERE id < :first").columns(last=BigInteger)
 )
