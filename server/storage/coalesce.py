@@ -27,8 +27,11 @@ class Coalesced(Generic[A, R]):
         writer: Writer,
         many: Callable[[Tx, Sequence[A]], Awaitable[Sequence[R]]],
         one: Callable[[Tx, A], Awaitable[R]],
+        *,
+        events: bool = True,
     ) -> None:
         self._writer = writer
+        self._events = events
         self._many = many
         self._one = one
         self._pending: list[tuple[A, asyncio.Future[R]]] = []
@@ -56,7 +59,7 @@ class Coalesced(Generic[A, R]):
             return await self._run(tx, taken)
 
         try:
-            outcomes = await self._writer.submit(work, split=True)
+            outcomes = await self._writer.submit(work, split=True, events=self._events)
         except BaseException as exc:
             if taken is None:
                 taken, self._pending = self._pending, []

@@ -27,7 +27,7 @@ class OutboxRows:
         self._submitted = Coalesced(writer, receipts.submitted_many, receipts.submitted_one)
         self._receipts = Coalesced(writer, receipts.apply_many, receipts.apply_one)
         # Sends starting together record their starts in one commit, not one each.
-        self._starts = Coalesced(writer, claims.start_many, claims.start_one)
+        self._starts = Coalesced(writer, claims.start_many, claims.start_one, events=False)
         self._claimed_before = False
 
     async def claim_due(
@@ -41,14 +41,14 @@ class OutboxRows:
         """
         if self._claimed_before:
             return await self._writer.submit(
-                lambda tx: claims.claim_due(tx, limit, lease_ms, channels)
+                lambda tx: claims.claim_due(tx, limit, lease_ms, channels), events=False
             )
 
         async def recover_then_claim(tx: Tx) -> list[Delivery]:
             await claims.release_unstarted(tx)
             return await claims.claim_due(tx, limit, lease_ms, channels)
 
-        claimed = await self._writer.submit(recover_then_claim)
+        claimed = await self._writer.submit(recover_then_claim, events=False)
         self._claimed_before = True
         return claimed
 
@@ -61,7 +61,7 @@ class OutboxRows:
 
     async def release_many(self, message_ids: Sequence[str]) -> None:
         """release() for a whole surplus of a claim, in one write."""
-        await self._writer.submit(lambda tx: claims.release_many(tx, message_ids))
+        await self._writer.submit(lambda tx: claims.release_many(tx, message_ids), events=False)
 
     async def mark_submitted(self, delivery: Delivery, accepted: Accepted, provider: str) -> None:
         await self._submitted((delivery, accepted, provider))

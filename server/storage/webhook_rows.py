@@ -35,7 +35,9 @@ class WebhookRows:
         async with self._engine.connect() as conn:
             if not await hooks.any_due(conn, self._writer.now()):
                 return []
-        return await self._writer.submit(lambda tx: hooks.claim_due(tx, limit, lease_ms))
+        return await self._writer.submit(
+            lambda tx: hooks.claim_due(tx, limit, lease_ms), events=False
+        )
 
     async def settle_webhook(
         self, job: WebhookJob, outcome: PostOutcome, retry_at: int | None, disable_after_ms: int
@@ -45,10 +47,12 @@ class WebhookRows:
         )
 
     async def webhook_done(self, webhook_id: int) -> None:
-        await self._writer.submit(lambda tx: hooks.mark_done(tx, webhook_id))
+        await self._writer.submit(lambda tx: hooks.mark_done(tx, webhook_id), events=False)
 
     async def webhook_retry(self, webhook_id: int, next_at: int, error: str) -> None:
-        await self._writer.submit(lambda tx: hooks.mark_retry(tx, webhook_id, next_at, error))
+        await self._writer.submit(
+            lambda tx: hooks.mark_retry(tx, webhook_id, next_at, error), events=False
+        )
 
     async def webhook_dead(self, webhook_id: int, error: str) -> None:
         await self._writer.submit(lambda tx: hooks.mark_dead(tx, webhook_id, error))
