@@ -3,8 +3,8 @@
 The decision is one conditional UPDATE. The dispatcher's start (messages._START)
 is the other: it marks a claim as sent only while the row is still CLAIMED and
 unstarted. Whichever commits first wins the row, on both engines (SQLite has
-one writer; on PostgreSQL every write transaction takes the write turn, and an
-UPDATE rechecks its WHERE against a row changed under it), so a cancelled
+one writer; on PostgreSQL the later UPDATE waits for the row's lock and
+rechecks its WHERE against the row the first one committed), so a cancelled
 message never reaches a provider and a started one is never called cancelled.
 """
 
