@@ -32,6 +32,7 @@ from server.storage.keyset import Order, keyset_page
 from server.storage.message_schema import messages
 from server.storage.sql import insert_for
 from server.storage.tx import LATER_MESSAGES, Tx
+from server.storage.writer import GROUP_HINTS
 
 
 def _key(tenant_id: str, channel_type: str, address: str, scope: str) -> Any:
@@ -69,6 +70,8 @@ async def apply(
             **values,
         )
     )
+    # Sends later in this group must see this statement.
+    tx.conn.info.pop(_READ, None)
     where = _key(tenant_id, change.channel_type, change.address, change.scope)
     inserted = await tx.conn.execute(
         insert_for(tx.conn, consents)
@@ -135,22 +138,38 @@ async def _withdraw_pending(
     return tuple(withdrawn)
 
 
+def _wanted(drafts: Sequence[OutboundDraft]) -> dict[str, list[str]]:
+    """channel type -> the addresses whose ledger entries screening reads."""
+    by_type: dict[str, list[str]] = {}
+    for d in drafts:
+        if d.consent_type and not d.refusal:
+            by_type.setdefault(d.consent_type, []).append(d.destination)
+    return by_type
+
+
+def screen_hint(tenant_id: str, drafts: Sequence[OutboundDraft]) -> Any:
+    """What screen(drafts) will read, as a writer hint (see writer.GROUP_HINTS)."""
+    by_type = _wanted(drafts)
+    return (_HINT, tenant_id, by_type) if by_type else None
+
+
 async def screen(
-    conn: AsyncConnection, tenant_id: str, drafts: Sequence[OutboundDraft]
+    tx: Tx, tenant_id: str, drafts: Sequence[OutboundDraft]
 ) -> Sequence[OutboundDraft]:
     """The drafts, those whose destination the ledger stops marked OPTED_OUT.
 
     Run in the transaction that stores them: the read joins the group commit's
     connection (no connection of its own per send) and sees every opt-out
-    committed before the send is.
+    committed before the send is. The first send of a group reads the entries
+    of every send the group holds (their hints) in one go, and an opt-out
+    written in the group drops what was read (see apply).
     """
-    by_type: dict[str, list[str]] = {}
-    for d in drafts:
-        if d.consent_type and not d.refusal:
-            by_type.setdefault(d.consent_type, []).append(d.destination)
+    by_type = _wanted(drafts)
     if not by_type:
         return drafts
-    found = {kind: await states(conn, tenant_id, kind, wanted) for kind, wanted in by_type.items()}
+    found = {
+        kind: await _group_states(tx, tenant_id, kind, wanted) for kind, wanted in by_type.items()
+    }
     return [
         replace(d, refusal=OPTED_OUT_REFUSAL)
         if d.consent_type
@@ -159,6 +178,38 @@ async def screen(
         else d
         for d in drafts
     ]
+
+
+_HINT = "consents"
+# conn.info key: (batch id, {(tenant, channel type): (addresses read, what
+# they hold)}), the ledger as this group's writes have read it.
+_READ = "consent_states"
+_Read = tuple[set[str], dict[str, dict[str, ConsentState]]]
+
+
+async def _group_states(
+    tx: Tx, tenant_id: str, channel_type: str, addresses: Sequence[str]
+) -> dict[str, dict[str, ConsentState]]:
+    """states() for addresses, read once a group for all the group's sends."""
+    if not tx.batch:  # not a writer's group: nothing to share
+        return await states(tx.conn, tenant_id, channel_type, addresses)
+    info = tx.conn.info
+    cache = info.get(_READ)
+    if cache is None or cache[0] != tx.batch:
+        cache = info[_READ] = (tx.batch, {})
+    known: dict[tuple[str, str], _Read] = cache[1]
+    read, found = known.setdefault((tenant_id, channel_type), (set(), {}))
+    missing = set(addresses) - read
+    if missing:
+        hints = info.get(GROUP_HINTS)
+        if hints is not None and hints[0] == tx.batch:
+            for hint in hints[1]:
+                if hint[0] == _HINT and hint[1] == tenant_id:
+                    missing.update(hint[2].get(channel_type, ()))
+            missing -= read
+        found.update(await states(tx.conn, tenant_id, channel_type, sorted(missing)))
+        read |= missing
+    return {a: found[a] for a in addresses if a in found}
 
 
 # Every send reads the ledger: compiled once (see direct.py).

@@ -35,13 +35,14 @@ class MessageRows:
         """Store the drafts; `traceparent` is the trace their later work continues."""
 
         async def work(tx: Tx) -> AcceptResult:
-            screened = await consents.screen(tx.conn, tenant_id, drafts)
+            screened = await consents.screen(tx, tenant_id, drafts)
             result = await accept.accept(tx, tenant_id, screened, idem, render, traceparent)
             if result.replay is None and any(d.fallback for d in screened):
                 await fallback.plan(tx, result.messages, screened)
             return result
 
-        return await self._writer.submit(work, send=True)
+        hint = consents.screen_hint(tenant_id, drafts)
+        return await self._writer.submit(work, send=True, hint=hint)
 
     async def get_message(self, tenant_id: str, message_id: str) -> OutboundMessage:
         async with self._engine.connect() as conn:

@@ -55,6 +55,11 @@ GATHER_MAX_S = 0.024
 # conn.info key: (group id, the highest event cursor committed before the
 # group's first), left by the event log where it knows it without a query.
 COMMITTED_BEFORE = "committed_before"
+# conn.info key: (batch id, the hints of that group's writes). A read every
+# write of a group makes (a send's consent read) can be made once for all of
+# them, inside the group's transaction, by whichever write runs first; on
+# PostgreSQL each read is a round trip made while holding the write turn.
+GROUP_HINTS = "group_hints"
 
 
 def _settle_once(future: asyncio.Future[bool], value: bool) -> None:
@@ -76,6 +81,8 @@ class _Item(Generic[T]):
     send: bool = False
     # It may write events, so its group takes the write turn (PostgreSQL).
     events: bool = True
+    # What it is going to read, for the group's first reader (see GROUP_HINTS).
+    hint: Any = None
 
 
 # Asked only where the event log's write did not note the answer (see
@@ -142,7 +149,13 @@ class Writer:
         self._tasks = []
 
     async def submit(
-        self, work: Work[T], *, split: bool = False, send: bool = False, events: bool = True
+        self,
+        work: Work[T],
+        *,
+        split: bool = False,
+        send: bool = False,
+        events: bool = True,
+        hint: Any = None,
     ) -> T:
         """Run work in the next group and return its result after the commit.
 
@@ -161,6 +174,9 @@ class Writer:
         webhook's bookkeeping). On PostgreSQL a group made only of such work
         does not take the write turn, so it never waits for it and no send
         waits for it (see _take_turn).
+
+        hint says what the work is going to read; the group's hints are in
+        conn.info[GROUP_HINTS] while it runs (see GROUP_HINTS).
         """
         if not self._tasks:
             raise RuntimeError("writer is not running")
@@ -177,7 +193,7 @@ class Writer:
             if self._sends_pause is not None and self._all_back():
                 # Wake the wait to shorten it (see _gather).
                 _settle_once(self._sends_pause, False)
-        self._queue.put_nowait(_Item(work, future, split, send, events))
+        self._queue.put_nowait(_Item(work, future, split, send, events, hint))
         return await asyncio.shield(future)
 
     async def _run(self) -> None:
@@ -257,6 +273,7 @@ class Writer:
                 try:
                     if turn:
                         await self._take_turn(conn, batch_id)
+                    _hint(conn, batch, batch_id)
                     outcomes, failed, error = await self._together(conn, batch, batch_id)
                     if failed is not None or error is not None:
                         # Start over: nothing of the failed attempt may commit.
@@ -266,6 +283,7 @@ class Writer:
                         trans = await begin_write(conn)
                         if turn:
                             await self._take_turn(conn, batch_id)
+                        _hint(conn, batch, batch_id)
                         if len(batch) == 1 and failed is not None and not failed.split:
                             outcomes = [(failed, False, error, None)]
                         else:
@@ -403,6 +421,10 @@ class Writer:
             self._observer.committed(seconds, len(outcomes), moves)
         except Exception:  # a metrics fault must never fail a commit
             log.exception("commit observer failed")
+
+
+def _hint(conn: AsyncConnection, batch: list[_Item[Any]], batch_id: int) -> None:
+    conn.info[GROUP_HINTS] = (batch_id, [item.hint for item in batch if item.hint is not None])
 
 
 async def _roll_back(trans: AsyncTransaction) -> None:
