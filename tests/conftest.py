@@ -72,6 +72,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         server.drop_database(name)
 
 
+@pytest.fixture
+def pg_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """SQLAlchemy async URL of an empty database on the session's PostgreSQL."""
+    name = postgres_server.create_database()
+    try:
+        yield postgres_server.url(name)
+    finally:
+        postgres_server.drop_database(name)
+
+
 class _LostTaskErrors(logging.Handler):
     """Collects asyncio's report of a task that failed with nobody looking."""
 

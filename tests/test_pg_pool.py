@@ -8,7 +8,6 @@ ago is used as it is, with no round trip spent on asking.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -21,15 +20,6 @@ from server.storage.db import make_engine
 from support.postgres import PostgresServer
 
 pytestmark = pytest.mark.postgresql
-
-
-@pytest.fixture
-def pg_url(postgres_server: PostgresServer) -> Iterator[str]:
-    name = postgres_server.create_database()
-    try:
-        yield postgres_server.url(name)
-    finally:
-        postgres_server.drop_database(name)
 
 
 async def _backend(engine: AsyncEngine, seen: list[str] | None = None) -> int:

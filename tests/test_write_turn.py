@@ -9,7 +9,7 @@ not wait for it, so a send never waits for them either.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -23,15 +23,6 @@ from support.postgres import PostgresServer
 from support.writer import running_writer
 
 pytestmark = pytest.mark.postgresql
-
-
-@pytest.fixture
-def pg_url(postgres_server: PostgresServer) -> Iterator[str]:
-    name = postgres_server.create_database()
-    try:
-        yield postgres_server.url(name)
-    finally:
-        postgres_server.drop_database(name)
 
 
 @pytest.fixture
