@@ -20,12 +20,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import BigInteger, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from server.aio import cancel_and_wait, supervised
 from server.domain.events import CommittedEvents, StoredEvent
-from server.storage import direct
 from server.storage.db import begin_write
 from server.storage.faults import OutcomeUnknown, is_unavailable
 from server.storage.tx import CommitObserver, Later, Tx, Work, now_ms
@@ -53,7 +52,7 @@ GATHER_MAX_S = 0.024
 # callers, all 8 are back within a millisecond or two and nobody else is
 # coming; 64 callers arrive during commits too, and gather as before.
 # conn.info key: (group id, the highest event cursor committed before the
-# group's first), left by the event log where it knows it without a query.
+# group's first), left by the event log at the group's first write of events.
 COMMITTED_BEFORE = "committed_before"
 # conn.info key: (batch id, the hints of that group's writes). A read every
 # write of a group makes (a send's consent read) can be made once for all of
@@ -83,13 +82,6 @@ class _Item(Generic[T]):
     events: bool = True
     # What it is going to read, for the group's first reader (see GROUP_HINTS).
     hint: Any = None
-
-
-# Asked only where the event log's write did not note the answer (see
-# _committed_before); both engines' writes do.
-_LAST_BELOW = direct.Statement(
-    text("SELECT max(id) AS last FROM events WHERE id < :first").columns(last=BigInteger)
-)
 
 
 class Writer:
@@ -288,7 +280,7 @@ class Writer:
                             outcomes = [(failed, False, error, None)]
                         else:
                             outcomes = await self._apart(conn, batch, batch_id)
-                    after = await self._committed_before(conn, outcomes)
+                    after = self._committed_before(conn, outcomes)
                 except BaseException:
                     await _roll_back(trans)
                     raise
@@ -378,22 +370,24 @@ class Writer:
             conn.info["event_lock"] = batch_id
 
     @staticmethod
-    async def _committed_before(conn: AsyncConnection, outcomes: list[_Outcome]) -> int | None:
+    def _committed_before(conn: AsyncConnection, outcomes: list[_Outcome]) -> int | None:
         """The highest cursor committed before this batch's events.
 
-        Still inside the write turn, so nothing below our first cursor can
-        commit later: readers of other processes' commits use it to tell a
-        missed commit from a contiguous one.
+        The event log notes it at the group's first write of events, still
+        inside the write turn, so nothing below our first cursor can commit
+        later: readers of other processes' commits use it to tell a missed
+        commit from a contiguous one. None (unknown: readers catch up from
+        the log) if the group wrote no events.
         """
         cursors = [e.cursor for _item, ok, _value, tx in outcomes if ok and tx for e in tx.events]
         if not cursors:
             return None
         known = conn.info.get(COMMITTED_BEFORE)
         batch = next(tx.batch for _item, ok, _value, tx in outcomes if ok and tx)
-        if known is not None and known[0] == batch and known[1] < min(cursors):
-            return int(known[1])
-        found = await _LAST_BELOW.rows(conn, {"first": min(cursors)})
-        return int(found[0].last or 0)
+        if known is None or known[0] != batch or known[1] >= min(cursors):
+            log.error("no committed-before cursor noted for group %d", batch)
+            return None
+        return int(known[1])
 
     def _settle(
         self,
