@@ -64,11 +64,14 @@ def make_engine(
     connect_timeout: float = PG_CONNECT_TIMEOUT_S,
     command_timeout: float | None = PG_COMMAND_TIMEOUT_S,
     sqlite_synchronous: str = "NORMAL",
+    sqlite_autocheckpoint: int | None = None,
 ) -> AsyncEngine:
     """An engine for url. On PostgreSQL, connect_timeout bounds opening a
     connection and waiting for one from the pool; command_timeout (None or 0:
-    no bound) bounds each statement. SQLite's bound is its busy timeout, and
-    sqlite_synchronous (NORMAL, FULL or EXTRA) what a commit survives."""
+    no bound) bounds each statement. SQLite's bound is its busy timeout,
+    sqlite_synchronous (NORMAL, FULL or EXTRA) what a commit survives, and
+    sqlite_autocheckpoint, when given, the WAL's size in pages at which a
+    commit checkpoints (SQLite's default is 1000)."""
     if is_sqlite(url):
         parsed = make_url(url)
         database = parsed.database or ":memory:"
@@ -85,7 +88,7 @@ def make_engine(
         if synchronous not in SQLITE_SYNCHRONOUS:
             raise ValueError(f"SQLite synchronous must be one of {SQLITE_SYNCHRONOUS}")
         engine = create_async_engine(parsed.set(query={}), async_creator=connect)
-        _tune_sqlite(engine, timeout, synchronous)
+        _tune_sqlite(engine, timeout, synchronous, sqlite_autocheckpoint)
         return engine
     connect_args: dict[str, Any] = {"timeout": connect_timeout}
     if command_timeout:
@@ -145,7 +148,17 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
             raise
 
 
-def _tune_sqlite(engine: AsyncEngine, timeout: float, synchronous: str) -> None:
+def sqlite_file(url: str) -> str | None:
+    """The database file of a SQLite url; None for any other url or an in-memory database."""
+    if not is_sqlite(url):
+        return None
+    database = make_url(url).database or ""
+    return None if database in ("", ":memory:") else database
+
+
+def _tune_sqlite(
+    engine: AsyncEngine, timeout: float, synchronous: str, autocheckpoint: int | None
+) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_conn: Any, record: Any) -> None:
         # WAL lets readers run beside the single writer. NORMAL does no fsync
@@ -157,6 +170,8 @@ def _tune_sqlite(engine: AsyncEngine, timeout: float, synchronous: str) -> None:
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if autocheckpoint is not None:
+            cursor.execute(f"PRAGMA wal_autocheckpoint={int(autocheckpoint)}")
         cursor.close()
         record.info[_BUSY_TIMEOUT] = timeout
 

@@ -10,6 +10,7 @@ nothing else with the others.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 
 from sqlalchemy import text
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.domain.events import StoredEvent
 from server.storage import migrate
+from server.storage.checkpoint import BACKSTOP_PAGES, CHECKPOINT_EVERY_S, Checkpointer
 from server.storage.config_rows import ConfigRows
 from server.storage.consent_rows import ConsentRows
 from server.storage.customer_rows import CustomerRows
@@ -25,6 +27,7 @@ from server.storage.db import (
     PG_CONNECT_TIMEOUT_S,
     is_sqlite,
     make_engine,
+    sqlite_file,
 )
 from server.storage.event_rows import EventRows
 from server.storage.key_rows import KeyRows
@@ -38,9 +41,12 @@ from server.storage.writer import Writer
 
 
 class SqlStore:
-    def __init__(self, engine: AsyncEngine, writer: Writer) -> None:
+    def __init__(
+        self, engine: AsyncEngine, writer: Writer, checkpointer: Checkpointer | None = None
+    ) -> None:
         self.engine = engine
         self._writer = writer
+        self._checkpointer = checkpointer
         self.messages = MessageRows(engine, writer)
         self.outbox = OutboxRows(engine, writer)
         self.events = EventRows(engine, writer)
@@ -64,12 +70,16 @@ class SqlStore:
         connect_timeout: float = PG_CONNECT_TIMEOUT_S,
         command_timeout: float | None = PG_COMMAND_TIMEOUT_S,
         sqlite_synchronous: str = "NORMAL",
+        checkpoint_every: float = CHECKPOINT_EVERY_S,
     ) -> SqlStore:
+        # A SQLite file's checkpoints run on a thread of their own (see checkpoint.py).
+        path = sqlite_file(url)
         engine = make_engine(
             url,
             connect_timeout=connect_timeout,
             command_timeout=command_timeout,
             sqlite_synchronous=sqlite_synchronous,
+            sqlite_autocheckpoint=BACKSTOP_PAGES if path else None,
         )
         if run_migrations and is_sqlite(url):
             await migrate.upgrade(engine)  # the same engine: an in-memory database is per engine
@@ -84,7 +94,11 @@ class SqlStore:
         workers = 1 if is_sqlite(url) else 4
         writer = Writer(engine, publish, workers=workers, clock=clock, observer=observer)
         writer.start()
-        return cls(engine, writer)
+        checkpointer = None
+        if path:
+            checkpointer = Checkpointer(path, checkpoint_every)
+            checkpointer.start()
+        return cls(engine, writer, checkpointer)
 
     async def ping(self) -> None:
         """One round trip to the database; raises while it cannot be reached."""
@@ -93,4 +107,6 @@ class SqlStore:
 
     async def close(self) -> None:
         await self._writer.close()
+        if self._checkpointer is not None:
+            await asyncio.to_thread(self._checkpointer.stop)
         await self.engine.dispose()
