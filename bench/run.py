@@ -299,6 +299,7 @@ HELD = "gRPC SendMessage, dispatch held back"
 SPLIT = "gRPC SendMessage, roles split (api process)"
 REST = "REST /api/v1/message/send"
 REST_SPLIT = "REST /api/v1/message/send, roles split (api process)"
+FULL_SYNC = "gRPC SendMessage, synchronous=FULL"
 # Accepted and sent messages, as the hub's /metrics counts them.
 ACCEPTED, SENT = "cimhub_messages_accepted_total", "cimhub_dispatch_attempts_total"
 
@@ -346,6 +347,13 @@ async def bench_unary(ctx: Ctx, want: set[str]) -> None:
         )
         held = await start_hub(ctx, "hub-unary-held", paced)
         series[HELD] = ("send_message", held.grpc, held.pid)
+    full: Hub | None = None
+    if "P1" in want and ctx.db == "sqlite":
+        # What power-loss durability costs: the same calls with the WAL
+        # fsynced on every group commit (README, crash safety).
+        fsync_each = {"CIMHUB_SQLITE_SYNCHRONOUS": "FULL"}
+        full = await start_hub(ctx, "hub-unary-full", extra_env=fsync_each)
+        series[FULL_SYNC] = ("send_message", full.grpc, full.pid)
     if split is not None:
         series[SPLIT] = ("send_message", split.grpc, split.pid)
     if "P4" in want:
@@ -364,7 +372,7 @@ async def bench_unary(ctx: Ctx, want: set[str]) -> None:
     # accepted during a run: below 1, accepting outran sending and the
     # figure was bought with a growing outbox.
     kept_up: dict[str, list[float]] = {name: [] for name in ("gRPC SendMessage", REST)}
-    extra_hubs = [h for h in (held, split, split_dispatcher) if h is not None]
+    extra_hubs = [h for h in (held, full, split, split_dispatcher) if h is not None]
     everyone = [hub.pid, bare_grpc.pid, bare_http.pid, *(h.pid for h in extra_hubs)]
     for run in range(plan.runs):
         for c in levels:
@@ -434,6 +442,23 @@ async def bench_unary(ctx: Ctx, want: set[str]) -> None:
             run_ratios(raw[SPLIT][c], raw["bare gRPC unary"][c]),
             p99_ms=summary(lat[SPLIT], "ms"),
             server_cpu_percent=summary(cpus[SPLIT], "%"),
+        )  # fmt: skip
+    if full is not None:
+        full_fig = summary(raw[FULL_SYNC][c], "req/s")
+        row(
+            ctx, "P1 FULL", "P1",
+            f"durable SendMessage (gRPC, sqlite) at concurrency {c} with "
+            "CIMHUB_SQLITE_SYNCHRONOUS=FULL: the WAL fsynced on every group commit",
+            full_fig, send, f"the same with the default NORMAL, concurrency {c}, same run",
+            "reported", None, ratio_of(full_fig, send),
+            run_ratios(raw[FULL_SYNC][c], raw["gRPC SendMessage"][c]),
+            p99_ms=summary(lat[FULL_SYNC], "ms"),
+            p50_by_series={
+                name: summary(lone_p50[name], "ms") for name in (FULL_SYNC, "gRPC SendMessage")
+            }
+            if lone == 1
+            else {},
+            server_cpu_percent=summary(cpus[FULL_SYNC], "%"),
         )  # fmt: skip
     if "P1" in want and split is not None and lone == 1:
         p50 = summary(lone_p50[SPLIT], "ms")
