@@ -52,10 +52,22 @@ class _InlineConnection(aiosqlite.Connection):
     thread still opens and closes the connection.
     """
 
+    # Set where every commit fsyncs the WAL (synchronous FULL or EXTRA): a
+    # commit then runs on aiosqlite's thread, which sqlite3 lets go of the GIL
+    # for, so the loop goes on serving calls while the disk syncs. (The
+    # writer that issued it awaits it and uses the connection for nothing else.)
+    commit_on_thread = False
+
     async def _execute(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         if not self._running or not self._connection:
             raise ValueError("Connection closed")
         return fn(*args, **kwargs)
+
+    async def commit(self) -> None:
+        if self.commit_on_thread:
+            await super()._execute(self._conn.commit)
+        else:
+            await self._execute(self._conn.commit)
 
 
 def make_engine(
@@ -79,14 +91,16 @@ def make_engine(
         # (and the caller is told to retry): ?timeout=<seconds> in the URL.
         timeout = float(str(parsed.query.get("timeout", SQLITE_BUSY_TIMEOUT_S)))
 
-        async def connect() -> aiosqlite.Connection:
-            # Opened on aiosqlite's thread, then used from the loop's.
-            opener = partial(sqlite3.connect, database, timeout=timeout, check_same_thread=False)
-            return await _InlineConnection(opener, 64)
-
         synchronous = str(parsed.query.get("synchronous", sqlite_synchronous)).upper()
         if synchronous not in SQLITE_SYNCHRONOUS:
             raise ValueError(f"SQLite synchronous must be one of {SQLITE_SYNCHRONOUS}")
+
+        async def connect() -> aiosqlite.Connection:
+            # Opened on aiosqlite's thread, then used from the loop's.
+            opener = partial(sqlite3.connect, database, timeout=timeout, check_same_thread=False)
+            conn = _InlineConnection(opener, 64)
+            conn.commit_on_thread = synchronous != "NORMAL"
+            return await conn
         engine = create_async_engine(parsed.set(query={}), async_creator=connect)
         _tune_sqlite(engine, timeout, synchronous, sqlite_autocheckpoint)
         return engine
