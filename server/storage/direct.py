@@ -147,9 +147,6 @@ class Insert:
     def __init__(self, table: Table, keys: Sequence[str]) -> None:
         self.table = table
         self._keys = list(keys)
-        # The columns the rows leave out that the insert still writes, with
-        # the scalar default it writes there, as the driver is handed it.
-        self.defaults: dict[str, Any] = {}
         self.statement, self._fields = self._compile(_SQLITE)
         self._pg: tuple[str, list[tuple[str, Any, Any]]] | None = None
 
@@ -167,21 +164,8 @@ class Insert:
             if default is None or not default.is_scalar:
                 raise ValueError(f"{self.table.name}.{name} has no scalar default to leave it out")
             value = default.arg  # type: ignore[attr-defined]
-            fixed = process(value) if process else value
-            self.defaults[name] = fixed
-            fields.append(("", None, fixed))
+            fields.append(("", None, process(value) if process else value))
         return compiled.string, fields
-
-    @property
-    def keys(self) -> tuple[str, ...]:
-        return tuple(self._keys)
-
-    def processors(self, dialect: Dialect) -> dict[str, Any]:
-        """How the driver is handed each given column that needs converting
-        (JSON, for one), as SQLAlchemy converts it on this dialect."""
-        if self._pg is None:
-            self._pg = self._compile(dialect)
-        return {name: process for name, process, _fixed in self._pg[1] if name and process}
 
     def values(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
         """The row's parameters for SQLite, in the statement's order."""

@@ -8,11 +8,9 @@ from typing import Any
 
 from sqlalchemy import (
     ARRAY,
-    JSON,
     BigInteger,
     Boolean,
     String,
-    Text,
     bindparam,
     column,
     delete,
@@ -21,7 +19,6 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.envelope import envelope
@@ -48,12 +45,12 @@ async def append_later(tx: Tx, tenant_id: str, event: NewEvent) -> None:
 
     For writers that do not need the cursor: it reaches tx.events before commit.
     """
-    await tx.later(LATER_EVENTS, _flush_events, (tx, tenant_id, event))
+    await tx.later(LATER_EVENTS, _write, (tx, tenant_id, event))
 
 
 async def append_all_later(tx: Tx, tenant_id: str, events: Sequence[NewEvent]) -> None:
     """append_later for many events of one tenant, in their order."""
-    await tx.later_all(LATER_EVENTS, _flush_events, [(tx, tenant_id, event) for event in events])
+    await tx.later_all(LATER_EVENTS, _write, [(tx, tenant_id, event) for event in events])
 
 
 _EVENT_KEYS = (
@@ -89,8 +86,7 @@ def _arrays(table: Any, names: Sequence[str]) -> list[Any]:
 
 _PG_EVENT_COLUMNS = tuple(name for name in _EVENT_KEYS if name != "id")
 _PG_GIVEN = tuple(name for name in _PG_EVENT_COLUMNS if name != "sequence")
-# One round trip for all a group's events (and, see _pg_append, the rows put
-# off before them): the conversations' sequences, the
+# One round trip for all a group's events: the conversations' sequences, the
 # events numbered from them, the tenant's webhook and the cursor committed
 # before them. Each is a statement of its own on SQLite, where a statement
 # costs microseconds; on PostgreSQL each would cost a round trip.
@@ -100,118 +96,48 @@ _PG_GIVEN = tuple(name for name in _PG_EVENT_COLUMNS if name != "sequence")
 #   ORDER BY's order, so the ids ascend in the order the events were given.
 # - committed_before reads the statement's snapshot, which holds no row of
 #   this statement: with the write turn held, every lower cursor committed.
-_PG_APPEND_SQL = (
-    "given AS ("
-    f" SELECT * FROM unnest({', '.join(':' + name for name in _PG_GIVEN)})"
-    f" WITH ORDINALITY AS g({', '.join(_PG_GIVEN)}, n)"
-    "), firsts AS ("
-    " SELECT DISTINCT ON (conversation_id) conversation_id, tenant_id, created_at,"
-    " count(*) OVER (PARTITION BY conversation_id) AS added"
-    " FROM given ORDER BY conversation_id, n"
-    "), lasts AS ("
-    " INSERT INTO conversations (id, tenant_id, last_sequence, created_at)"
-    " SELECT conversation_id, tenant_id, added, created_at FROM firsts"
-    " ON CONFLICT (id) DO UPDATE"
-    " SET last_sequence = conversations.last_sequence + excluded.last_sequence"
-    " RETURNING id, last_sequence"
-    "), stored AS ("
-    f" INSERT INTO events ({', '.join(_PG_EVENT_COLUMNS)})"
-    " SELECT g.tenant_id, g.conversation_id,"
-    " l.last_sequence - f.added"
-    " + row_number() OVER (PARTITION BY g.conversation_id ORDER BY g.n),"
-    f" {', '.join('g.' + name for name in _PG_GIVEN[2:])}"
-    " FROM given g JOIN firsts f ON f.conversation_id = g.conversation_id"
-    " JOIN lasts l ON l.id = g.conversation_id"
-    " ORDER BY g.n"
-    " RETURNING id, tenant_id, sequence"
-    ")"
-    " SELECT s.id, s.sequence, coalesce(w.url, '') AS webhook_url,"
-    " w.disabled_at IS NOT NULL AS webhook_disabled,"
-    " (SELECT max(e.id) FROM events e WHERE e.id < (SELECT min(id) FROM stored))"
-    " AS committed_before"
-    " FROM stored s LEFT JOIN tenant_webhooks w ON w.tenant_id = s.tenant_id"
-    " ORDER BY s.id"
+_PG_APPEND = direct.Statement(
+    text(
+        "WITH given AS ("
+        f" SELECT * FROM unnest({', '.join(':' + name for name in _PG_GIVEN)})"
+        f" WITH ORDINALITY AS g({', '.join(_PG_GIVEN)}, n)"
+        "), firsts AS ("
+        " SELECT DISTINCT ON (conversation_id) conversation_id, tenant_id, created_at,"
+        " count(*) OVER (PARTITION BY conversation_id) AS added"
+        " FROM given ORDER BY conversation_id, n"
+        "), lasts AS ("
+        " INSERT INTO conversations (id, tenant_id, last_sequence, created_at)"
+        " SELECT conversation_id, tenant_id, added, created_at FROM firsts"
+        " ON CONFLICT (id) DO UPDATE"
+        " SET last_sequence = conversations.last_sequence + excluded.last_sequence"
+        " RETURNING id, last_sequence"
+        "), stored AS ("
+        f" INSERT INTO events ({', '.join(_PG_EVENT_COLUMNS)})"
+        " SELECT g.tenant_id, g.conversation_id,"
+        " l.last_sequence - f.added"
+        " + row_number() OVER (PARTITION BY g.conversation_id ORDER BY g.n),"
+        f" {', '.join('g.' + name for name in _PG_GIVEN[2:])}"
+        " FROM given g JOIN firsts f ON f.conversation_id = g.conversation_id"
+        " JOIN lasts l ON l.id = g.conversation_id"
+        " ORDER BY g.n"
+        " RETURNING id, tenant_id, sequence"
+        ")"
+        " SELECT s.id, s.sequence, coalesce(w.url, '') AS webhook_url,"
+        " w.disabled_at IS NOT NULL AS webhook_disabled,"
+        " (SELECT max(e.id) FROM events e WHERE e.id < (SELECT min(id) FROM stored))"
+        " AS committed_before"
+        " FROM stored s LEFT JOIN tenant_webhooks w ON w.tenant_id = s.tenant_id"
+        " ORDER BY s.id"
+    )
+    .bindparams(*_arrays(events, _PG_GIVEN))
+    .columns(
+        events.c.id,
+        events.c.sequence,
+        column("webhook_url", String),
+        column("webhook_disabled", Boolean),
+        column("committed_before", BigInteger),
+    )
 )
-_PG_RESULT = (
-    events.c.id,
-    events.c.sequence,
-    column("webhook_url", String),
-    column("webhook_disabled", Boolean),
-    column("committed_before", BigInteger),
-)
-_pg_appends: dict[tuple[direct.Insert, ...], direct.Statement] = {}
-
-
-def _pg_append(before: tuple[direct.Insert, ...], dialect: Dialect) -> direct.Statement:
-    """_PG_APPEND_SQL, after an INSERT of each of ``before``'s rows.
-
-    The group's put-off messages and status history go in the events' own
-    statement: a lone send is then one round trip for all three, not three,
-    and a group holds the write turn that much less. Each insert's columns
-    come as arrays, i<n>_<column>; a data-modifying CTE runs whether or not
-    the rest of the statement reads it. A JSON column's values come as
-    text, converted the way SQLAlchemy would convert them one by one: as an
-    array of JSON, a value that is itself a list would make it an array of
-    one more dimension.
-    """
-    statement = _pg_appends.get(before)
-    if statement is None:
-        parts: list[str] = []
-        binds: list[Any] = []
-        for i, insert in enumerate(before):
-            written = _written(insert)
-            arrays: list[str] = []
-            for key in written:
-                name = f"i{i}_{key}"
-                kind = insert.table.c[key].type
-                if isinstance(kind, JSON):
-                    binds.append(bindparam(name, type_=ARRAY(Text)))
-                    arrays.append(f"CAST(:{name} AS {kind.compile(dialect)}[])")
-                else:
-                    binds.append(bindparam(name, type_=ARRAY(kind)))
-                    arrays.append(f":{name}")
-            columns = ", ".join(f'"{key}"' for key in written)
-            parts.append(
-                f"i{i} AS (INSERT INTO {insert.table.name} ({columns})"
-                f" SELECT * FROM unnest({', '.join(arrays)}))"
-            )
-        sql = "WITH " + ", ".join([*parts, _PG_APPEND_SQL])
-        statement = direct.Statement(
-            text(sql).bindparams(*binds, *_arrays(events, _PG_GIVEN)).columns(*_PG_RESULT)
-        )
-        _pg_appends[before] = statement
-    return statement
-
-
-def _written(insert: direct.Insert) -> tuple[str, ...]:
-    """The columns ``insert`` writes: the rows' own, then those it gives a default."""
-    return (*insert.keys, *insert.defaults)
-
-
-class _EventFlush:
-    """The flush of put-off events. On PostgreSQL it takes the group's other
-    put-off rows along (see _pg_append) when each kind is a direct.Insert."""
-
-    async def __call__(self, conn: AsyncConnection, entries: list[Any]) -> None:
-        await _write(conn, entries)
-
-    async def fold(
-        self, conn: AsyncConnection, entries: list[Any], before: list[tuple[Any, list[Any]]]
-    ) -> bool:
-        if conn.dialect.name != "postgresql":
-            return False
-        for flush, _rows in before:
-            if not isinstance(flush, direct.Insert):
-                return False
-            # Converted columns other than JSON are not written that way (see _pg_append).
-            converted = flush.processors(conn.dialect)
-            if any(not isinstance(flush.table.c[key].type, JSON) for key in converted):
-                return False
-        await _write(conn, entries, before)
-        return True
-
-
-_flush_events = _EventFlush()
 
 
 # On SQLite the group's statements run on the driver itself (see direct.py).
@@ -254,13 +180,8 @@ async def _sqlite_sequences(conn: AsyncConnection, rows: list[dict[str, Any]]) -
 _LAST_CURSOR = direct.Statement(select(func.max(events.c.id)))
 
 
-async def _write(
-    conn: AsyncConnection,
-    entries: list[tuple[Tx, str, NewEvent]],
-    inserts: Sequence[tuple[direct.Insert, list[dict[str, Any]]]] = (),
-) -> None:
-    """The conversations' sequences and the events, in one go (on PostgreSQL,
-    with the rows of ``inserts`` inserted by the same statement)."""
+async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]]) -> None:
+    """The conversations' sequences and the events, in one go."""
     first = entries[0][0]
     if conn.dialect.name == "postgresql" and conn.info.get("event_lock") != first.batch:
         # Cursors must commit in the order they are assigned, or a subscriber
@@ -286,16 +207,9 @@ async def _write(
     if conn.dialect.name == "sqlite":
         cursors, sequences, before = await _sqlite_write(conn, values)
     else:
-        params = {name: [row[name] for row in values] for name in _PG_GIVEN}
-        for i, (insert, rows) in enumerate(inserts):
-            converted = insert.processors(conn.dialect)
-            for key in insert.keys:
-                process = converted.get(key)
-                params[f"i{i}_{key}"] = [process(row[key]) if process else row[key] for row in rows]
-            for key, value in insert.defaults.items():
-                params[f"i{i}_{key}"] = [value] * len(rows)
-        statement = _pg_append(tuple(insert for insert, _rows in inserts), conn.dialect)
-        found = await statement.rows(conn, params)
+        found = await _PG_APPEND.rows(
+            conn, {name: [row[name] for row in values] for name in _PG_GIVEN}
+        )
         cursors = [row.id for row in found]
         sequences = [row.sequence for row in found]
         before = found[0].committed_before or 0

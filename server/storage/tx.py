@@ -97,18 +97,6 @@ class Later:
             kind[1].extend(entries)
 
     async def flush(self, conn: AsyncConnection, upto: int | None = None) -> None:
-        if upto is None and len(self._kinds) > 1:
-            # The last kind's flush may write the kinds before it in the same
-            # statement (the event log does, on PostgreSQL: see events.py);
-            # it says whether it did.
-            orders = sorted(self._kinds)
-            fold = getattr(self._kinds[orders[-1]][0], "fold", None)
-            if fold is not None:
-                kinds = [self._kinds.pop(order) for order in orders]
-                if not await fold(conn, kinds[-1][1], kinds[:-1]):
-                    for flush, entries in kinds:
-                        await flush(conn, entries)
-                return
         for order in sorted(self._kinds):
             if upto is not None and order > upto:
                 break
