@@ -101,6 +101,7 @@ def make_engine(
             conn = _InlineConnection(opener, 64)
             conn.commit_on_thread = synchronous != "NORMAL"
             return await conn
+
         engine = create_async_engine(parsed.set(query={}), async_creator=connect)
         _tune_sqlite(engine, timeout, synchronous, sqlite_autocheckpoint)
         return engine
