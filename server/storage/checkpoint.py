@@ -4,7 +4,7 @@ By default SQLite checkpoints inside the commit that takes the WAL past
 1000 pages: that commit copies the pages into the database file (and, with
 synchronous NORMAL or FULL, fsyncs both files) while the event loop waits
 on it. Measured on a lone SendMessage, one commit in a hundred took 5 to 6 ms
-instead of 0.1 ms, and those commits were a quarter of all commit time.
+instead of 0.1 ms, and those commits were about 30 % of all commit time.
 
 Here a thread with its own connection runs a PASSIVE checkpoint every
 CHECKPOINT_EVERY_S: it never waits for readers or the writer, and sqlite3
