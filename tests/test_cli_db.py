@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from pathlib import Path
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -62,3 +63,13 @@ async def test_replicas_upgrading_together_take_turns(postgres_server: PostgresS
         assert await _revision(url) == _head()
     finally:
         await postgres_server.drop_database_async(name)
+
+
+async def test_db_upgrade_makes_the_sqlite_files_directory(tmp_path: Path) -> None:
+    # A query in the URL (a busy timeout here) does not change which file it names.
+    path = tmp_path / "not" / "yet" / "hub.db"
+    url = f"sqlite+aiosqlite:///{path}?timeout=5"
+    done = await asyncio.to_thread(_cimhub, "db", "upgrade", "--database-url", url)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in path.parent.iterdir() if p.suffix == ".db") == ["hub.db"]
+    assert await _revision(url) == _head()

@@ -66,7 +66,8 @@ async def _revision(url: str) -> str | None:
 
 
 def _ensure_sqlite_dir(url: str) -> None:
-    if url.startswith("sqlite") and ":///" in url:
-        path = url.split(":///", 1)[1]
-        if path and path != ":memory:":
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    from server.storage.db import sqlite_file
+
+    path = sqlite_file(url)
+    if path:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

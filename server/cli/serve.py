@@ -82,11 +82,11 @@ def _serve_command(args: argparse.Namespace) -> int:
 async def serve(settings: Settings) -> None:
     # Imported here: the client commands need none of the server's parts.
     from server.app import Hub
+    from server.storage.db import sqlite_file
 
-    if settings.database_url.startswith("sqlite") and ":///" in settings.database_url:
-        db_path = settings.database_url.split(":///", 1)[1]
-        if db_path and db_path != ":memory:":
-            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    db_path = sqlite_file(settings.database_url)
+    if db_path:
+        Path(db_path).parent.mkdir(parents=True, exist_ok=True)
     hub = await Hub.start(settings)
     print(
         f"cimhub: gRPC on {settings.host}:{hub.grpc_port}, HTTP on {settings.host}:{hub.http_port}",
