@@ -8,6 +8,7 @@ several. Both must store the same thing.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -136,3 +137,90 @@ async def test_a_groups_events_are_numbered_per_conversation_and_reach_their_web
         ("t1", "a", T1_HOOK, PENDING, ""),
         ("t1", "d", T1_HOOK, PENDING, ""),
     ]
+
+
+async def test_an_event_is_read_back_whole_from_its_columns_and_its_trimmed_payload(
+    writer: tuple[Writer, Any, list[CommittedEvents]],
+) -> None:
+    w, engine, published = writer
+    full = NewEvent(
+        conversation_id="conv-1",
+        type=EventType.DELIVERY_STATUS,
+        originator_id="agent-7",
+        originator_role="AGENT",
+        message="DELIVERED",
+        content_type="text/plain",
+        message_id="msg-1",
+        status="DELIVERED",
+        reason="handset",
+        channel_id="sms-1",
+        customer_id="+447900000001",
+        audience="AGENTS",
+        dialog_id="dialog-3",
+        data={"segments": 2, "price": {"amount": "0.04"}},
+    )
+    bare = NewEvent(conversation_id="conv-2", type=EventType.CONTENT)
+
+    async def append(tx: Tx) -> None:
+        await event_log.append_all_later(tx, "t1", [full, bare])
+
+    await w.submit(append)
+    async with engine.connect() as conn:
+        payloads = (
+            (await conn.execute(text("SELECT payload FROM events ORDER BY id"))).scalars().all()
+        )
+        read = await event_log.read_after(conn, "t1", 0, 10)
+    # What the row has columns for, and what is left at its default, is not
+    # written again in the payload.
+    decoded = [p if isinstance(p, dict) else json.loads(p) for p in payloads]
+    assert decoded == [
+        {
+            "originator_id": "agent-7",
+            "originator_role": "AGENT",
+            "message": "DELIVERED",
+            "content_type": "text/plain",
+            "status": "DELIVERED",
+            "reason": "handset",
+            "dialog_id": "dialog-3",
+            "data": {"segments": 2, "price": {"amount": "0.04"}},
+        },
+        {},
+    ]
+    assert [e.event for e in read] == [full, bare]
+    assert [e.event for e in read] == [e.event for e in published[-1]]
+
+
+async def test_an_event_stored_with_every_field_in_its_payload_reads_back_the_same(
+    writer: tuple[Writer, Any, list[CommittedEvents]],
+) -> None:
+    """Rows written before the payload was trimmed repeat the columns in it."""
+    _, engine, _ = writer
+    old = {
+        "conversation_id": "conv-9",
+        "type": "DeliveryStatusEvent",
+        "originator_id": "system",
+        "originator_role": "SYSTEM",
+        "message": "SENT",
+        "content_type": "text/plain",
+        "message_id": "msg-9",
+        "status": "SENT",
+        "reason": "",
+        "channel_id": "sms-1",
+        "customer_id": "+447900000009",
+        "audience": "ALL",
+        "dialog_id": "",
+        "data": {},
+    }
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO events (tenant_id, conversation_id, sequence, type, message_id,"
+                " channel_id, customer_id, audience, payload, created_at) VALUES"
+                " ('t1', 'conv-9', 1, 'DeliveryStatusEvent', 'msg-9', 'sms-1', '+447900000009',"
+                " 'ALL', :payload, 5)"
+            ),
+            {"payload": json.dumps(old)},
+        )
+    async with engine.connect() as conn:
+        (read,) = await event_log.read_after(conn, "t1", 0, 10)
+    assert read.event == NewEvent(**{**old, "type": EventType.DELIVERY_STATUS})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from typing import Any
 
 from sqlalchemy import (
@@ -340,22 +340,42 @@ async def newest_cursor(tx_conn: Any, tenant_id: str) -> int:
     ).scalar() or 0
 
 
-_FIELDS = tuple(f.name for f in fields(NewEvent))
+# Fields the event row has columns for; the payload holds the rest, and of
+# those only what differs from NewEvent's defaults. A batch writes an event
+# per destination: the full dump was three times the bytes, and its
+# encoding a third of the time spent on each event.
+_IN_COLUMNS = ("conversation_id", "type", "message_id", "channel_id", "customer_id", "audience")
+_DEFAULTS = tuple(
+    (f.name, f.default)
+    for f in fields(NewEvent)
+    if f.name not in _IN_COLUMNS and f.default is not MISSING
+)
 
 
 def _payload(event: NewEvent) -> dict[str, Any]:
-    # Field by field: dataclasses.asdict deep-copies, and it showed up as the
-    # biggest single cost of writing a batch's events.
-    data = {name: getattr(event, name) for name in _FIELDS}
-    data["type"] = event.type.value
-    data["data"] = dict(event.data)
+    data = {}
+    for name, default in _DEFAULTS:
+        value = getattr(event, name)
+        if value != default:
+            data[name] = value
+    if event.data:
+        data["data"] = dict(event.data)
     return data
 
 
 def _from_row(row: Any) -> StoredEvent:
-    payload = dict(row.payload)
-    payload["type"] = EventType(payload["type"])
-    return StoredEvent(row.id, row.tenant_id, row.sequence, row.created_at, NewEvent(**payload))
+    # Rows written before the payload was trimmed carry every field: the same
+    # values as the columns, so either may win.
+    event = NewEvent(
+        conversation_id=row.conversation_id,
+        type=EventType(row.type),
+        message_id=row.message_id,
+        channel_id=row.channel_id,
+        customer_id=row.customer_id,
+        audience=row.audience,
+        **{k: v for k, v in row.payload.items() if k not in _IN_COLUMNS},
+    )
+    return StoredEvent(row.id, row.tenant_id, row.sequence, row.created_at, event)
 
 
 async def retention_floor(conn: Any, tenant_id: str) -> int:
