@@ -117,6 +117,57 @@ async def test_a_message_row_is_stored_byte_for_byte_as_sqlalchemy_stores_it(
     assert len(ran) == 1 and ran[0].startswith("INSERT INTO messages")  # on the driver
 
 
+async def test_rows_sharing_a_json_value_store_it_once_encoded_and_each_row_as_sqlalchemy_does(
+    db_url: str,
+) -> None:
+    """A batch's drafts share one content dict and one receipts tuple."""
+    content = {"type": "text", "text": "héllo", "from": "CNNECT", "options": {}}
+    receipts = ("DELIVERED", "READ")
+    rows = [_message(f"shared-{i}", content=content, requested_receipts=receipts) for i in range(3)]
+    # Equal to the shared one, and different, but objects of their own.
+    rows.insert(1, _message("own-equal", content=dict(content), requested_receipts=receipts))
+    rows.insert(3, _message("own", content={"text": "other"}, requested_receipts=["SENT"]))
+    seen: list[Any] = []
+
+    def watch(statement: str, params: Any) -> None:
+        seen.append(params)
+
+    engine = make_engine(db_url)
+    await migrate.upgrade(engine)
+    try:
+        async with engine.connect() as conn:
+            await _begun(conn)
+            direct.watchers.append(watch)
+            try:
+                await _insert_messages(conn, rows)
+            finally:
+                direct.watchers.remove(watch)
+            slow = [
+                {**r, "id": f"slow-{r['id']}", "requested_receipts": list(r["requested_receipts"])}
+                for r in rows
+            ]
+            await conn.execute(messages.insert(), slow)
+            for row in rows:
+                mine = row["id"]
+                assert await _stored(conn, mine) == await _stored(conn, f"slow-{mine}"), mine
+            await conn.commit()
+    finally:
+        await engine.dispose()
+    (params,) = seen
+
+    def json_texts(message_id: str) -> list[Any]:
+        (values,) = [p for p in params if message_id in p]
+        return [v for v in values if isinstance(v, str) and v.startswith(("{", "["))]
+
+    # The shared dict and tuple were encoded once: their rows hold the very
+    # same two strings.
+    first = json_texts("shared-0")
+    assert len(first) == 2
+    for other in ("shared-1", "shared-2"):
+        assert [id(v) for v in json_texts(other)] == [id(v) for v in first]
+    assert json_texts("own-equal") == first
+
+
 async def test_a_left_out_column_takes_its_default_as_sqlalchemy_gives_it(db_url: str) -> None:
     engine = make_engine(db_url)
     await migrate.upgrade(engine)

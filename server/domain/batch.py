@@ -176,8 +176,9 @@ def plan_batch(
     spent = 0
     consent_type = channel.contact_type.upper() if consent_category is not None else ""
     # A body without placeholders renders the same for every destination:
-    # rendered once per template (or for the content), and shared, as drafts
-    # never change their content.
+    # rendered once per template (or for the content), and that one dict is
+    # every such draft's content, as drafts never change theirs (storing it
+    # then encodes it once).
     same_for_all: dict[int, tuple[dict[str, Any], str, int]] = {}
     for gi, index, group, address in addresses:
         source = chosen.get(address, template)
@@ -200,6 +201,7 @@ def plan_batch(
                     raise invalid([FieldViolation(f"to[{gi}]", why)]) from None
                 raise invalid([FieldViolation(exc.path, str(exc))]) from None
             size = _size(content)
+            content = {**content, **shared}
             if not _has_placeholders(source.body if source is not None else send.content):
                 same_for_all[id(source)] = (content, text, size)
         else:
@@ -220,7 +222,7 @@ def plan_batch(
             destination=address,
             type=str(content.get("type", "text")),
             text=text,
-            content={**content, **shared},
+            content=content,
             conversation_id=conversation_for(tenant_id, channel.channel_id, address),
             correlation_id=group.correlation_id,
             priority=send.priority or DEFAULT_PRIORITY,

@@ -197,7 +197,9 @@ def _row(m: OutboundMessage, d: OutboundDraft, traceparent: str) -> dict[str, An
         "destination": m.destination,
         "type": m.type,
         "text": m.text,
-        "content": dict(m.content),
+        # As they are: a batch's drafts share one content and one receipts
+        # tuple, which the insert then encodes once.
+        "content": m.content if type(m.content) is dict else dict(m.content),
         "conversation_id": m.conversation_id,
         "correlation_id": m.correlation_id,
         "status": m.status.value,
@@ -215,7 +217,7 @@ def _row(m: OutboundMessage, d: OutboundDraft, traceparent: str) -> dict[str, An
         "updated_at": m.created_at,
         "notify_url": d.notify_url or None,
         "callback_data": d.callback_data or None,
-        "requested_receipts": list(d.requested_receipts),
+        "requested_receipts": d.requested_receipts,
         "segments": 1,
         "request_id": d.request_id or None,
         "traceparent": traceparent or None,

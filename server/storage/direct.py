@@ -169,12 +169,15 @@ class Insert:
 
     def values(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
         """The row's parameters for SQLite, in the statement's order."""
-        return _values(self._fields, row)
+        return _values(self._fields, row, {})
 
     async def __call__(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+        # Rows may share a value object (a batch's one content): it is
+        # processed (JSON encoded) once for all of them.
+        seen: dict[int, tuple[Any, Any]] = {}
         raw = await handle(conn)
         if raw is not None:
-            run_many(raw, self.statement, [_values(self._fields, r) for r in rows])
+            run_many(raw, self.statement, [_values(self._fields, r, seen) for r in rows])
             return
         pg = await pg_handle(conn)
         if pg is None:
@@ -183,10 +186,14 @@ class Insert:
         if self._pg is None:
             self._pg = self._compile(conn.dialect)
         statement, fields = self._pg
-        await _pg_run(conn, pg, statement, [_values(fields, r) for r in rows], many=True)
+        await _pg_run(conn, pg, statement, [_values(fields, r, seen) for r in rows], many=True)
 
 
-def _values(fields: list[tuple[str, Any, Any]], row: Mapping[str, Any]) -> tuple[Any, ...]:
+def _values(
+    fields: list[tuple[str, Any, Any]], row: Mapping[str, Any], seen: dict[int, tuple[Any, Any]]
+) -> tuple[Any, ...]:
+    """``seen``: id of a processed container -> (it, kept alive so the id stays
+    its own; what processing made of it). Strings and numbers are not kept."""
     out = []
     for name, process, fixed in fields:
         if not name:
@@ -194,7 +201,14 @@ def _values(fields: list[tuple[str, Any, Any]], row: Mapping[str, Any]) -> tuple
         elif process is None:
             out.append(row[name])
         else:
-            out.append(process(row[name]))
+            value = row[name]
+            if isinstance(value, dict | list | tuple):
+                known = seen.get(id(value))
+                if known is None:
+                    known = seen[id(value)] = (value, process(value))
+                out.append(known[1])
+            else:
+                out.append(process(value))
     return tuple(out)
 
 
