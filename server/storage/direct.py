@@ -147,10 +147,10 @@ class Insert:
     def __init__(self, table: Table, keys: Sequence[str]) -> None:
         self.table = table
         self._keys = list(keys)
-        self.statement, self._fields = self._compile(_SQLITE)
-        self._pg: tuple[str, list[tuple[str, Any, Any]]] | None = None
+        self.statement, self._make = self._compile(_SQLITE)
+        self._pg: tuple[str, _Maker] | None = None
 
-    def _compile(self, dialect: Dialect) -> tuple[str, list[tuple[str, Any, Any]]]:
+    def _compile(self, dialect: Dialect) -> tuple[str, _Maker]:
         compiled = self.table.insert().compile(dialect=dialect, column_keys=self._keys)
         processors: Mapping[str, Any] = compiled._bind_processors
         given = set(self._keys)
@@ -165,11 +165,11 @@ class Insert:
                 raise ValueError(f"{self.table.name}.{name} has no scalar default to leave it out")
             value = default.arg  # type: ignore[attr-defined]
             fields.append(("", None, process(value) if process else value))
-        return compiled.string, fields
+        return compiled.string, _maker(fields)
 
     def values(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
         """The row's parameters for SQLite, in the statement's order."""
-        return _values(self._fields, row, {})
+        return self._make(row, {})
 
     async def __call__(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
         # Rows may share a value object (a batch's one content): it is
@@ -177,7 +177,8 @@ class Insert:
         seen: dict[int, tuple[Any, Any]] = {}
         raw = await handle(conn)
         if raw is not None:
-            run_many(raw, self.statement, [_values(self._fields, r, seen) for r in rows])
+            make = self._make
+            run_many(raw, self.statement, [make(r, seen) for r in rows])
             return
         pg = await pg_handle(conn)
         if pg is None:
@@ -185,31 +186,52 @@ class Insert:
             return
         if self._pg is None:
             self._pg = self._compile(conn.dialect)
-        statement, fields = self._pg
-        await _pg_run(conn, pg, statement, [_values(fields, r, seen) for r in rows], many=True)
+        statement, make = self._pg
+        await _pg_run(conn, pg, statement, [make(r, seen) for r in rows], many=True)
 
 
-def _values(
-    fields: list[tuple[str, Any, Any]], row: Mapping[str, Any], seen: dict[int, tuple[Any, Any]]
-) -> tuple[Any, ...]:
-    """``seen``: id of a processed container -> (it, kept alive so the id stays
-    its own; what processing made of it). Strings and numbers are not kept."""
-    out = []
-    for name, process, fixed in fields:
+# (row, seen) -> the row's parameters in the statement's order. ``seen``: id
+# of a processed container -> (it, kept alive so the id stays its own; what
+# processing made of it).
+_Maker = Callable[[Mapping[str, Any], dict[int, tuple[Any, Any]]], tuple[Any, ...]]
+
+
+def _maker(fields: list[tuple[str, Any, Any]]) -> _Maker:
+    """One function that makes a row's parameters: (name, processor, fixed value)
+    per placeholder, name "" for a fixed one.
+
+    Written out as source and compiled, as dataclasses and namedtuple make
+    their methods: a batch makes three rows per destination, and a loop over
+    the fields took twice as long (1.9 µs a message row against 0.9, 0.27
+    a history row against 0.10). The names are our own tables' column keys.
+    """
+    scope: dict[str, Any] = {"_processed": _processed}
+    parts = []
+    for i, (name, process, fixed) in enumerate(fields):
         if not name:
-            out.append(fixed)
+            scope[f"fixed{i}"] = fixed
+            parts.append(f"fixed{i}")
         elif process is None:
-            out.append(row[name])
+            parts.append(f"row[{name!r}]")
         else:
-            value = row[name]
-            if isinstance(value, dict | list | tuple):
-                known = seen.get(id(value))
-                if known is None:
-                    known = seen[id(value)] = (value, process(value))
-                out.append(known[1])
-            else:
-                out.append(process(value))
-    return tuple(out)
+            scope[f"process{i}"] = process
+            parts.append(f"_processed(process{i}, row[{name!r}], seen)")
+    made_of = f"({', '.join(parts)},)" if parts else "()"
+    source = f"def make(row, seen):\n    return {made_of}\n"
+    exec(source, scope)
+    made: _Maker = scope["make"]
+    return made
+
+
+def _processed(process: Any, value: Any, seen: dict[int, tuple[Any, Any]]) -> Any:
+    """A container is processed once per call however many rows hold it;
+    strings and numbers are not kept."""
+    if isinstance(value, dict | list | tuple):
+        known = seen.get(id(value))
+        if known is None:
+            known = seen[id(value)] = (value, process(value))
+        return known[1]
+    return process(value)
 
 
 class _Compiled:
