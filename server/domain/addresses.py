@@ -35,6 +35,10 @@ def has_letters(raw: str) -> bool:
 
 
 def normalize_msisdn(raw: str, default_region: str | None = None) -> str:
+    # The common case, "+" and ASCII digits only, has no letters to look for
+    # (that search cost as much as the table check).
+    if default_region is None and raw[:1] == "+" and (known := numbers.e164(raw)) is not None:
+        return known
     if has_letters(raw):
         raise AddressError("letters are not allowed in a phone number; write its digits")
     text = raw.strip()
