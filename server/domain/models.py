@@ -40,11 +40,20 @@ def _versioned(value: int, version: int) -> int:
     return value & ~(0xC << 60) | 0x8 << 60  # RFC 9562 variant
 
 
+# The variant's hex digit for each first digit of a hash's ninth byte (RFC 9562: 10xx).
+_VARIANT_DIGIT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
 def conversation_for(tenant_id: str, channel_id: str, address: str) -> str:
-    """uuid.uuid5 of the three under the conversations' namespace, as text."""
+    """uuid.uuid5 of the three under the conversations' namespace, as text.
+
+    Spliced from the hash's hex digits, version and variant set in place:
+    one per batch destination, and the integer round trip took 1.8 µs
+    against 1.0.
+    """
     name = f"{tenant_id}\x1f{channel_id}\x1f{address}".encode()
-    digest = hashlib.sha1(_CONVERSATION_NS_BYTES + name, usedforsecurity=False).digest()
-    return _uuid_text(_versioned(int.from_bytes(digest[:16]), 5))
+    h = hashlib.sha1(_CONVERSATION_NS_BYTES + name, usedforsecurity=False).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT_DIGIT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 def new_id() -> str:
