@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from server.domain.events import CommittedEvents, EventType, NewEvent
+from server.storage import direct, migrate
 from server.storage import events as event_log
-from server.storage import migrate
 from server.storage.db import make_engine
 from server.storage.tx import Tx
 from server.storage.webhooks import DEAD, PENDING, TENANT
@@ -224,3 +225,49 @@ async def test_an_event_stored_with_every_field_in_its_payload_reads_back_the_sa
     async with engine.connect() as conn:
         (read,) = await event_log.read_after(conn, "t1", 0, 10)
     assert read.event == NewEvent(**{**old, "type": EventType.DELIVERY_STATUS})
+
+
+async def test_a_groups_equal_payloads_are_encoded_once_and_stored_for_each_event(
+    db_url: str, writer: tuple[Writer, Any, list[CommittedEvents]]
+) -> None:
+    w, engine, _ = writer
+
+    def status(conversation: str, status: str) -> NewEvent:
+        return NewEvent(
+            conversation_id=conversation,
+            type=EventType.DELIVERY_STATUS,
+            message=status,
+            status=status,
+            message_id=f"m-{conversation}",
+        )
+
+    given = [status("c1", "SCHEDULED"), status("c2", "SCHEDULED"), status("c3", "FAILED")]
+    given.append(status("c4", "SCHEDULED"))
+    given.append(replace(given[0], conversation_id="c5", data={"segments": 1}))
+    ran: list[tuple[str, Any]] = []
+
+    def watch(statement: str, params: Any) -> None:
+        ran.append((statement, params))
+
+    async def append(tx: Tx) -> None:
+        await event_log.append_all_later(tx, "t1", given)
+
+    direct.watchers.append(watch)
+    try:
+        await w.submit(append)
+    finally:
+        direct.watchers.remove(watch)
+    async with engine.connect() as conn:
+        read = await event_log.read_after(conn, "t1", 0, 10)
+    assert [e.event for e in read] == given
+    if "sqlite" not in db_url:
+        return  # PostgreSQL's one statement takes them as an array
+    (rows,) = [params for statement, params in ran if statement.startswith("INSERT INTO events")]
+    payloads = [next(v for v in row if isinstance(v, str) and v.startswith("{")) for row in rows]
+    assert [json.loads(p) for p in payloads] == [
+        {"message": s, "status": s} | ({"data": {"segments": 1}} if i == 4 else {})
+        for i, s in enumerate(["SCHEDULED", "SCHEDULED", "FAILED", "SCHEDULED", "SCHEDULED"])
+    ]
+    # The three equal ones hold the very same text: it was encoded once.
+    assert payloads[0] is payloads[1] is payloads[3]
+    assert payloads[4] is not payloads[0]

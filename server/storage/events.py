@@ -190,20 +190,27 @@ async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]])
         # transactions opened outside it.
         await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_TURN_KEY})
         conn.info["event_lock"] = first.batch
-    values = [
-        {
-            "tenant_id": tenant_id,
-            "conversation_id": event.conversation_id,
-            "type": event.type.value,
-            "message_id": event.message_id,
-            "channel_id": event.channel_id,
-            "customer_id": event.customer_id,
-            "audience": event.audience,
-            "payload": _payload(event),
-            "created_at": tx.now,
-        }
-        for tx, tenant_id, event in entries
-    ]
+    # Equal payloads share one dict, which the insert then encodes once: a
+    # batch's accept events all say the same thing, each to its conversation.
+    payloads: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
+    values = []
+    for tx, tenant_id, event in entries:
+        payload = _payload(event)
+        if "data" not in payload:  # the rest are strings
+            payload = payloads.setdefault(tuple(payload.items()), payload)
+        values.append(
+            {
+                "tenant_id": tenant_id,
+                "conversation_id": event.conversation_id,
+                "type": event.type.value,
+                "message_id": event.message_id,
+                "channel_id": event.channel_id,
+                "customer_id": event.customer_id,
+                "audience": event.audience,
+                "payload": payload,
+                "created_at": tx.now,
+            }
+        )
     if conn.dialect.name == "sqlite":
         cursors, sequences, before = await _sqlite_write(conn, values)
     else:
@@ -219,10 +226,13 @@ async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]])
     if conn.info.get(COMMITTED_BEFORE, (None,))[0] != first.batch:
         # The group's first events: every cursor below them has committed.
         conn.info[COMMITTED_BEFORE] = (first.batch, before)
+    # Looked up once per tenant, not per event (a batch is a thousand of one tenant's).
+    tenants = {tenant_id for _, tenant_id, _ in entries}
+    hooks = {tenant_id: await _tenant_webhook(first, tenant_id) for tenant_id in tenants}
     for (tx, tenant_id, event), sequence, cursor in zip(entries, sequences, cursors, strict=True):
         stored = StoredEvent(cursor, tenant_id, sequence, tx.now, event)
         tx.events.append(stored)
-        url, disabled = await _tenant_webhook(tx, stored.tenant_id)
+        url, disabled = hooks[tenant_id]
         if url:
             # Same transaction as the event: the tenant hears of everything that
             # committed, in per-conversation order (the outbox's ordering key).
