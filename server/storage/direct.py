@@ -223,10 +223,13 @@ def _maker(fields: list[tuple[str, Any, Any]]) -> _Maker:
     return made
 
 
+_CONTAINERS = frozenset({dict, list, tuple})
+
+
 def _processed(process: Any, value: Any, seen: dict[int, tuple[Any, Any]]) -> Any:
     """A container is processed once per call however many rows hold it;
     strings and numbers are not kept."""
-    if isinstance(value, dict | list | tuple):
+    if type(value) in _CONTAINERS:
         known = seen.get(id(value))
         if known is None:
             known = seen[id(value)] = (value, process(value))
