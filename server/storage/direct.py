@@ -359,6 +359,25 @@ class Statement:
             self._pg = _Compiled(self.statement, dialect)
         return self._pg
 
+    def bind_names(self) -> list[str]:
+        """The SQLite form's bind parameters, in the order its placeholders take them."""
+        return [name for name, _ in self._sqlite.binds]
+
+    async def sqlite_tuples(self, conn: AsyncConnection, values: Sequence[Any]) -> list[Any]:
+        """On SQLite's driver: the rows as plain tuples, for values already in
+        bind_names() order that need no processing (checked), read as they come.
+
+        For a statement with thousands of parameters (a group's conversations'
+        upsert), naming each one and mapping it back cost more than the
+        statement's own work in Python.
+        """
+        raw = await handle(conn)
+        form = self._sqlite
+        assert raw is not None, "a SQLite-only path"
+        assert not form.expanding and not any(p for _, p in form.binds), "values need processing"
+        assert not any(form.processors), "rows need processing"
+        return run(raw, form.sql, values).fetchall()
+
     async def rows(self, conn: AsyncConnection, params: Mapping[str, Any]) -> list[Any]:
         raw = await handle(conn)
         if raw is not None:

@@ -156,6 +156,9 @@ def _sqlite_upsert(size: int) -> direct.Statement:
             {c: bindparam(f"{c}_{i}") for c in _UPSERT_COLUMNS} for i in range(size)
         ]
         statement = direct.Statement(_upsert_with(sqlite.insert(conversations).values(rows)))
+        # _sqlite_sequences passes the values row by row, in _UPSERT_COLUMNS' order.
+        expected = [f"{c}_{i}" for i in range(size) for c in _UPSERT_COLUMNS]
+        assert statement.bind_names() == expected, "the upsert's placeholders moved"
         _sqlite_upserts[size] = statement
     return statement
 
@@ -167,12 +170,8 @@ async def _sqlite_sequences(conn: AsyncConnection, rows: list[dict[str, Any]]) -
     while start < len(rows):
         left = len(rows) - start
         size = _UPSERT_ROWS if left >= _UPSERT_ROWS else 1 << (left.bit_length() - 1)
-        params = {
-            f"{c}_{i}": row[c]
-            for i, row in enumerate(rows[start : start + size])
-            for c in _UPSERT_COLUMNS
-        }
-        found.extend(await _sqlite_upsert(size).rows(conn, params))
+        values = [row[c] for row in rows[start : start + size] for c in _UPSERT_COLUMNS]
+        found.extend(await _sqlite_upsert(size).sqlite_tuples(conn, values))
         start += size
     return found
 
