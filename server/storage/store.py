@@ -92,7 +92,14 @@ class SqlStore:
                 await migrating.dispose()
         # SQLite has one writer anyway; PostgreSQL gains from a few in parallel.
         workers = 1 if is_sqlite(url) else 4
-        writer = Writer(engine, publish, workers=workers, clock=clock, observer=observer)
+        writer = Writer(
+            engine,
+            publish,
+            workers=workers,
+            clock=clock,
+            observer=observer,
+            hold_connection=path is not None,
+        )
         writer.start()
         checkpointer = None
         if path:

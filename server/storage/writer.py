@@ -27,6 +27,7 @@ from server.aio import cancel_and_wait, supervised
 from server.domain.events import CommittedEvents, StoredEvent
 from server.storage.db import begin_write
 from server.storage.faults import OutcomeUnknown, is_unavailable
+from server.storage.held import GroupConnections
 from server.storage.tx import CommitObserver, Later, Tx, Work, now_ms
 
 log = logging.getLogger(__name__)
@@ -94,8 +95,12 @@ class Writer:
         max_batch: int = 512,
         clock: Callable[[], int] = now_ms,
         observer: CommitObserver | None = None,
+        hold_connection: bool = False,
     ) -> None:
-        self._engine = engine
+        """hold_connection: keep one connection from group to group (see
+        held.py); only for a single worker."""
+        assert workers == 1 or not hold_connection, "a held connection serves one worker"
+        self._connections = GroupConnections(engine, hold=hold_connection)
         self._observer = observer
         self._publish = publish
         self._workers = workers
@@ -139,6 +144,7 @@ class Writer:
             await self._queue.join()
         await cancel_and_wait(*self._tasks)
         self._tasks = []
+        await self._connections.close()
 
     async def submit(
         self,
@@ -259,7 +265,7 @@ class Writer:
         self._batches += 1
         batch_id = self._batches
         try:
-            async with self._engine.connect() as conn:
+            async with self._connections.one() as conn:
                 trans = await begin_write(conn)
                 turn = any(item.events for item in batch)
                 try:
