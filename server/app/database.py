@@ -6,11 +6,11 @@ everything else is handed one of its parts and sees it through its own port.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from server.config import Settings
-from server.domain.events import StoredEvent
+from server.domain.events import CommittedEvents
 from server.storage.key_rows import KeyRows
 from server.storage.store import SqlStore
 from server.storage.tx import CommitObserver
@@ -18,7 +18,7 @@ from server.storage.tx import CommitObserver
 
 async def open_store(
     settings: Settings,
-    publish: Callable[[Sequence[StoredEvent]], None],
+    publish: Callable[[CommittedEvents], None],
     *,
     clock: Callable[[], int],
     observer: CommitObserver | None,

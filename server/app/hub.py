@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 
@@ -33,7 +33,7 @@ from server.dispatch.receipt_timeouts import ReceiptTimeoutSweeper
 from server.dispatch.receipts import record_receipt
 from server.dispatch.redis_pacing import SharedPacing
 from server.dispatch.session_sweeper import InactivitySweeper
-from server.domain.events import StoredEvent
+from server.domain.events import CommittedEvents
 from server.domain.models import Channel, Delivery, Receipt
 from server.domain.provider import ChannelAdapter
 from server.domain.retry import RetryPolicy
@@ -129,10 +129,13 @@ async def _assemble(
         resources.push_async_callback(pacing.close)
     wake_webhooks: list[Callable[[], None]] = []
 
-    def publish(events: Sequence[StoredEvent]) -> None:
+    def publish(events: CommittedEvents) -> None:
         bus.publish(events)
-        for wake in wake_webhooks:
-            wake()
+        # Most commits queue no webhook, and a sender woken for nothing still
+        # reads the outbox: a round trip a commit on PostgreSQL.
+        if events.webhooks:
+            for wake in wake_webhooks:
+                wake()
 
     metrics = HubMetrics(clock_ms=clock) if settings.metrics_enabled else None
     store = await open_store(settings, publish, clock=clock, observer=metrics)
@@ -165,6 +168,7 @@ async def _assemble(
         retry=RetryPolicy(settings.webhook_retry_base_ms, settings.retry_cap_ms),
         max_age_ms=settings.webhook_max_age_ms,
         disable_after_ms=settings.webhook_disable_after_ms,
+        poll_interval=settings.dispatch_poll_interval,
         clock=clock,
         observer=metrics,
     )

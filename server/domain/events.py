@@ -70,11 +70,16 @@ class CommittedEvents(tuple[StoredEvent, ...]):
     ``after`` is the highest cursor committed before them (any tenant), or None
     when unknown. Commits take turns, so consecutive commits chain: a reader
     that saw a commit ending at ``after`` has missed nothing before this one.
+    ``webhooks`` counts the webhooks the commit queued for sending.
     """
 
     after: int | None
+    webhooks: int
 
-    def __new__(cls, events: Sequence[StoredEvent], after: int | None = None) -> CommittedEvents:
+    def __new__(
+        cls, events: Sequence[StoredEvent], after: int | None = None, webhooks: int = 0
+    ) -> CommittedEvents:
         self = super().__new__(cls, events)
         self.after = after
+        self.webhooks = webhooks
         return self

@@ -11,12 +11,12 @@ nothing else with the others.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.domain.events import StoredEvent
+from server.domain.events import CommittedEvents
 from server.storage import migrate
 from server.storage.checkpoint import BACKSTOP_PAGES, CHECKPOINT_EVERY_S, Checkpointer
 from server.storage.config_rows import ConfigRows
@@ -62,7 +62,7 @@ class SqlStore:
     async def open(
         cls,
         url: str,
-        publish: Callable[[Sequence[StoredEvent]], None],
+        publish: Callable[[CommittedEvents], None],
         *,
         run_migrations: bool = True,
         clock: Callable[[], int] = now_ms,

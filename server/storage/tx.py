@@ -47,6 +47,8 @@ class Tx:
     events: list[StoredEvent] = field(default_factory=list)
     # Status changes of messages, reported to the observer after the commit.
     moves: list[StatusMove] = field(default_factory=list)
+    # Webhooks queued to be sent: only a commit that queued one wakes the sender.
+    webhooks: int = 0
     # Identifies the enclosing group-commit transaction (several Tx share one).
     batch: int = 0
     # Shared by the group; None writes at once (a Tx made outside the writer).

@@ -108,6 +108,8 @@ async def enqueue(
             .returning(webhooks.c.id)
         )
     ).scalar_one()
+    if not dead_reason:
+        tx.webhooks += 1
     return new_id
 
 

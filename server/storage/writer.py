@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -89,7 +89,7 @@ class Writer:
     def __init__(
         self,
         engine: AsyncEngine,
-        publish: Callable[[Sequence[StoredEvent]], None],
+        publish: Callable[[CommittedEvents], None],
         *,
         workers: int = 1,
         max_batch: int = 512,
@@ -401,10 +401,12 @@ class Writer:
         after: int | None = None,
     ) -> None:
         published: list[StoredEvent] = []
+        webhooks = 0
         for item, ok, value, tx in outcomes:
             if ok and tx is not None:
                 # Committed events are published even if the caller went away.
                 published.extend(tx.events)
+                webhooks += tx.webhooks
             if item.future.done():
                 continue
             if ok:
@@ -412,7 +414,7 @@ class Writer:
             else:
                 item.future.set_exception(value)
         if published:
-            self._publish(CommittedEvents(published, after))
+            self._publish(CommittedEvents(published, after, webhooks))
 
     def _observe(self, seconds: float, outcomes: list[_Outcome]) -> None:
         assert self._observer is not None
