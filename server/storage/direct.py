@@ -121,7 +121,7 @@ def run_many(raw: sqlite3.Connection, statement: str, rows: list[tuple[Any, ...]
         raise _wrapped(statement, rows[:1], error) from error
 
 
-async def _pg_run(
+async def pg_run(
     conn: AsyncConnection, pg: tuple[Any, Any], statement: str, params: Any, many: bool = False
 ) -> Any:
     """fetch (or executemany, when many) on asyncpg, whose statement cache prepares it once."""
@@ -187,7 +187,17 @@ class Insert:
         if self._pg is None:
             self._pg = self._compile(conn.dialect)
         statement, make = self._pg
-        await _pg_run(conn, pg, statement, [make(r, seen) for r in rows], many=True)
+        await pg_run(conn, pg, statement, [make(r, seen) for r in rows], many=True)
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self._keys)
+
+    def pg_compiled(self, dialect: Dialect) -> tuple[str, _Maker]:
+        """The PostgreSQL insert and its row maker (see carry.py)."""
+        if self._pg is None:
+            self._pg = self._compile(dialect)
+        return self._pg
 
 
 # (row, seen) -> the row's parameters in the statement's order. ``seen``: id
@@ -354,7 +364,7 @@ class Statement:
         self._sqlite = _Compiled(statement, _SQLITE)
         self._pg: _Compiled | None = None
 
-    def _pg_form(self, dialect: Dialect) -> _Compiled:
+    def pg_form(self, dialect: Dialect) -> _Compiled:
         if self._pg is None:
             self._pg = _Compiled(self.statement, dialect)
         return self._pg
@@ -388,10 +398,10 @@ class Statement:
         pg = await pg_handle(conn)
         if pg is None:
             return list(await conn.execute(self.statement, dict(params)))
-        form = self._pg_form(conn.dialect)
+        form = self.pg_form(conn.dialect)
         assert form.row is not None, "not a statement that returns rows"
         sql, values = form.numbered(params)
-        return form.rows(await _pg_run(conn, pg, sql, values))
+        return form.rows(await pg_run(conn, pg, sql, values))
 
     async def run(self, conn: AsyncConnection, params: Sequence[Mapping[str, Any]]) -> None:
         raw = await handle(conn)
@@ -407,9 +417,9 @@ class Statement:
         if pg is None:
             await conn.execute(self.statement, [dict(p) for p in params])
             return
-        form = self._pg_form(conn.dialect)
+        form = self.pg_form(conn.dialect)
         if form.expanding or len(params) == 1:
             for one in params:
-                await _pg_run(conn, pg, *form.numbered(one))
+                await pg_run(conn, pg, *form.numbered(one))
             return
-        await _pg_run(conn, pg, form.sql, [tuple(form.bound(p)[1]) for p in params], many=True)
+        await pg_run(conn, pg, form.sql, [tuple(form.bound(p)[1]) for p in params], many=True)

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.envelope import envelope
 from server.domain.events import EventType, NewEvent, StoredEvent
-from server.storage import direct, webhooks
+from server.storage import carry, direct, webhooks
 from server.storage.conversation_schema import conversations, events, retention_floors
 from server.storage.sql import insert_for
 from server.storage.tx import LATER_EVENTS, Tx
@@ -36,7 +36,7 @@ async def append(tx: Tx, tenant_id: str, event: NewEvent) -> StoredEvent:
     # Events put off earlier in the group come first: cursors follow the order
     # in which the group's writes ran.
     await tx.flush()
-    await _write(tx.conn, [(tx, tenant_id, event)])
+    await _write(tx.conn, [(tx, tenant_id, event)], [])
     return tx.events[-1]
 
 
@@ -45,12 +45,12 @@ async def append_later(tx: Tx, tenant_id: str, event: NewEvent) -> None:
 
     For writers that do not need the cursor: it reaches tx.events before commit.
     """
-    await tx.later(LATER_EVENTS, _write, (tx, tenant_id, event))
+    await tx.later(LATER_EVENTS, _append, (tx, tenant_id, event))
 
 
 async def append_all_later(tx: Tx, tenant_id: str, events: Sequence[NewEvent]) -> None:
     """append_later for many events of one tenant, in their order."""
-    await tx.later_all(LATER_EVENTS, _write, [(tx, tenant_id, event) for event in events])
+    await tx.later_all(LATER_EVENTS, _append, [(tx, tenant_id, event) for event in events])
 
 
 _EVENT_KEYS = (
@@ -179,8 +179,31 @@ async def _sqlite_sequences(conn: AsyncConnection, rows: list[dict[str, Any]]) -
 _LAST_CURSOR = direct.Statement(select(func.max(events.c.id)))
 
 
-async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]]) -> None:
-    """The conversations' sequences and the events, in one go."""
+class _Append:
+    """The events' put-off write; it carries the group's inserts (see Later.flush)."""
+
+    async def __call__(self, conn: AsyncConnection, entries: list[Any]) -> None:
+        await _write(conn, entries, [])
+
+    async def carrying(
+        self,
+        conn: AsyncConnection,
+        entries: list[Any],
+        riders: list[tuple[direct.Insert, list[dict[str, Any]]]],
+    ) -> None:
+        await _write(conn, entries, riders)
+
+
+_append = _Append()
+
+
+async def _write(
+    conn: AsyncConnection,
+    entries: list[tuple[Tx, str, NewEvent]],
+    riders: list[tuple[direct.Insert, list[dict[str, Any]]]],
+) -> None:
+    """The conversations' sequences and the events, in one go, after the
+    inserts that ride with them."""
     first = entries[0][0]
     if conn.dialect.name == "postgresql" and conn.info.get("event_lock") != first.batch:
         # Cursors must commit in the order they are assigned, or a subscriber
@@ -211,10 +234,12 @@ async def _write(conn: AsyncConnection, entries: list[tuple[Tx, str, NewEvent]])
             }
         )
     if conn.dialect.name == "sqlite":
+        for insert, rows in riders:
+            await insert(conn, rows)
         cursors, sequences, before = await _sqlite_write(conn, values)
     else:
-        found = await _PG_APPEND.rows(
-            conn, {name: [row[name] for row in values] for name in _PG_GIVEN}
+        found = await carry.rows_carrying(
+            _PG_APPEND, conn, {name: [row[name] for row in values] for name in _PG_GIVEN}, riders
         )
         cursors = [row.id for row in found]
         sequences = [row.sequence for row in found]

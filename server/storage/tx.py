@@ -9,11 +9,12 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar, cast, runtime_checkable
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.events import StoredEvent
+from server.storage.direct import Insert
 
 T = TypeVar("T")
 
@@ -79,6 +80,21 @@ class Tx:
 Work = Callable[[Tx], Awaitable[T]]
 Flush = Callable[[AsyncConnection, list[Any]], Awaitable[None]]
 
+
+@runtime_checkable
+class Carrier(Protocol):
+    """A put-off write that can carry the group's earlier inserts in its own statement."""
+
+    async def __call__(self, conn: AsyncConnection, entries: list[Any]) -> None: ...
+
+    async def carrying(
+        self,
+        conn: AsyncConnection,
+        entries: list[Any],
+        riders: list[tuple[Insert, list[dict[str, Any]]]],
+    ) -> None: ...
+
+
 # The order in which put-off writes reach the database, lowest first.
 LATER_MESSAGES, LATER_HISTORY, LATER_EVENTS = 0, 1, 2
 
@@ -99,8 +115,18 @@ class Later:
             kind[1].extend(entries)
 
     async def flush(self, conn: AsyncConnection, upto: int | None = None) -> None:
-        for order in sorted(self._kinds):
-            if upto is not None and order > upto:
-                break
-            flush, entries = self._kinds.pop(order)
-            await flush(conn, entries)
+        kinds = [
+            self._kinds.pop(order) for order in sorted(self._kinds) if upto is None or order <= upto
+        ]
+        if not kinds:
+            return
+        *first, (last, entries) = kinds
+        if isinstance(last, Carrier) and all(isinstance(f, Insert) for f, _ in first):
+            # The inserts ride in the last kind's statement: on PostgreSQL a
+            # send's group writes its messages, history and events in one
+            # round trip, all of it inside the write turn.
+            riders = [(cast(Insert, f), rows) for f, rows in first]
+            await last.carrying(conn, entries, riders)
+            return
+        for flush, kind_entries in kinds:
+            await flush(conn, kind_entries)
