@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -25,45 +22,9 @@ from support.clock import eventually, stays
 from support.hub import AUTH_HEADERS, channel_to, rest_call
 from support.hub import test_settings as hub_settings
 from support.net import loopback_http
+from support.receiver import receiver
 
 DEAD_LETTERS = "/api/v1/webhooks/dead-letters"
-
-
-@dataclass
-class Receiver:
-    """A real HTTP server on loopback; each path answers its current status."""
-
-    answers: dict[str, int] = field(default_factory=dict)
-    hits: list[tuple[str, str, int]] = field(default_factory=list)  # (path, webhook-id, status)
-    base: str = ""
-
-    def url(self, path: str) -> str:
-        return f"{self.base}{path}"
-
-    def ids(self, path: str, status: int | None = None) -> list[str]:
-        return [i for p, i, s in self.hits if p == path and status in (None, s)]
-
-
-@asynccontextmanager
-async def receiver(**answers: int) -> AsyncIterator[Receiver]:
-    found = Receiver({f"/{k}": v for k, v in answers.items()})
-
-    async def hook(request: web.Request) -> web.Response:
-        status = found.answers.get(request.path, 200)
-        found.hits.append((request.path, request.headers["webhook-id"], status))
-        return web.Response(status=status)
-
-    app = web.Application()
-    app.router.add_post("/{name}", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    found.base = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
-        yield found
-    finally:
-        await runner.cleanup()
 
 
 def _batch(notify_url: str, n: int) -> dict[str, Any]:

@@ -7,11 +7,8 @@ the sender does within a test it did because a commit woke it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-from aiohttp import web
 from sqlalchemy import func, select
 
 from adapters.sandbox import SandboxAdapter
@@ -19,29 +16,10 @@ from server.app import Hub
 from server.storage.message_schema import messages
 from support.clock import eventually
 from support.hub import AUTH_HEADERS, rest_call, running_hub
+from support.receiver import receiver
 
 SLOW_POLL_S = 30.0
 SENDS = 20
-
-
-@asynccontextmanager
-async def _receiver() -> AsyncIterator[tuple[str, list[bytes]]]:
-    hits: list[bytes] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        hits.append(await request.read())
-        return web.Response(status=200)
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/hook", hits
-    finally:
-        await runner.cleanup()
 
 
 def _send(n: int, **extra: Any) -> dict[str, Any]:
@@ -82,15 +60,15 @@ def _count_claims(hub: Hub) -> list[int]:
 async def test_a_commit_that_queues_a_webhook_wakes_the_sender(db_url: str) -> None:
     sandbox = SandboxAdapter("sandbox-sms", delivery_delay=0.01)
     async with (
-        _receiver() as (url, hits),
+        receiver() as rx,
         running_hub(
             db_url, adapters={"sandbox-sms": sandbox}, dispatch_poll_interval=SLOW_POLL_S
         ) as hub,
     ):
         await asyncio.sleep(0.2)  # past the sender's first look, made at start
-        await _post(hub, _send(1, notifyUrl=url, requestedReceipts=["DELIVERED"]))
+        await _post(hub, _send(1, notifyUrl=rx.url("/hook"), requestedReceipts=["DELIVERED"]))
         # Within a fraction of the poll: only the commit's wake-up can explain it.
-        await eventually(lambda: len(hits) == 1, within=SLOW_POLL_S / 3)
+        await eventually(lambda: len(rx.hits) == 1, within=SLOW_POLL_S / 3)
 
 
 async def test_commits_that_queue_no_webhook_leave_the_sender_asleep(db_url: str) -> None:
