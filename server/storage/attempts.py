@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import ARRAY, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.domain.models import AttemptEntry
@@ -16,11 +16,7 @@ from server.storage.tx import Tx
 
 
 async def record(tx: Tx, message_id: str, entries: list[AttemptRecord]) -> None:
-    if not entries:
-        return
-    found = await _LAST_NUMBERS.rows(tx.conn, {"ids": [message_id]})
-    last = found[0][1] if found else 0
-    await _insert(tx.conn, [_row(tx, message_id, last + i + 1, e) for i, e in enumerate(entries)])
+    await record_many(tx, [(message_id, entries)])
 
 
 # Built once: these run for every group of dispatch outcomes and receipts.
@@ -51,10 +47,33 @@ _BY_PROVIDER_IDS = direct.Statement(
 )
 
 
+# PostgreSQL numbers the entries itself, each message's on from its last,
+# so a group of outcomes writes its attempts in one round trip, not two, while
+# it holds the write turn.
+_PG_COLUMNS = tuple(name for name in _KEYS if name != "number")
+_PG_RECORD = direct.Statement(
+    text(
+        f"INSERT INTO attempts ({', '.join(_KEYS)})"
+        " SELECT g.message_id,"
+        " coalesce((SELECT max(a.number) FROM attempts a WHERE a.message_id = g.message_id), 0)"
+        " + row_number() OVER (PARTITION BY g.message_id ORDER BY g.n),"
+        f" {', '.join('g.' + name for name in _PG_COLUMNS[1:])}"
+        f" FROM unnest({', '.join(':' + name for name in _PG_COLUMNS)})"
+        f" WITH ORDINALITY AS g({', '.join(_PG_COLUMNS)}, n)"
+        " ORDER BY g.n"
+    ).bindparams(*(bindparam(name, type_=ARRAY(attempts.c[name].type)) for name in _PG_COLUMNS))
+)
+
+
 async def record_many(tx: Tx, items: Sequence[tuple[str, list[AttemptRecord]]]) -> None:
-    """record() for many messages: one read of the last numbers, one insert."""
+    """Log each message's entries, numbered on from its last: one read and
+    one insert in all, or one statement on PostgreSQL."""
     ids = [message_id for message_id, entries in items if entries]
     if not ids:
+        return
+    if tx.conn.dialect.name == "postgresql":
+        rows = [_row(tx, message_id, 0, e) for message_id, entries in items for e in entries]
+        await _PG_RECORD.run(tx.conn, [{n: [r[n] for r in rows] for n in _PG_COLUMNS}])
         return
     found = await _LAST_NUMBERS.rows(tx.conn, {"ids": list(set(ids))})
     last: dict[str, int] = {message_id: number or 0 for message_id, number in found}
