@@ -21,8 +21,10 @@ from server.storage import direct
 from server.storage import events as event_log
 from server.storage.message_schema import messages, status_history
 from server.storage.store import SqlStore
+from server.storage.tx import CARRY_ROWS
 
 TENANT = "t1"
+DELIVERY = EventType.DELIVERY_STATUS.value
 
 
 def _draft(n: int, message_id: str = "") -> OutboundDraft:
@@ -152,3 +154,26 @@ async def test_a_duplicate_id_in_the_one_statement_fails_only_its_own_send(db_ur
             [("ACCEPTED", "")],
             [(EventType.DELIVERY_STATUS.value, "ACCEPTED")],
         )
+
+
+async def test_a_batch_past_the_carry_limit_writes_its_rows_on_their_own(db_url: str) -> None:
+    """Past CARRY_ROWS, asyncpg's encoding of every value as an array element
+    costs more than the round trips it would save."""
+    ran: list[str] = []
+    store = await SqlStore.open(db_url, lambda _events: None)
+    direct.watchers.append(lambda statement, _params: ran.append(statement))
+    try:
+        result = await store.messages.accept(
+            TENANT, [_draft(n) for n in range(CARRY_ROWS)], None, _render
+        )
+    finally:
+        direct.watchers.clear()
+    try:
+        found = await _rows_of(store, [m.id for m in result.messages])
+    finally:
+        await store.close()
+
+    # Its messages and their history are 2 x CARRY_ROWS rows.
+    assert [w for s in ran if (w := _inserts(s))] == [["messages"], ["status_history"], ["events"]]
+    assert len(found) == CARRY_ROWS
+    assert all(f[5:] == ([("ACCEPTED", "")], [(DELIVERY, "ACCEPTED")]) for f in found.values())
