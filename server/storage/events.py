@@ -26,7 +26,7 @@ from server.domain.events import EventType, NewEvent, StoredEvent
 from server.storage import carry, direct, webhooks
 from server.storage.conversation_schema import conversations, events, retention_floors
 from server.storage.sql import insert_for
-from server.storage.tx import LATER_EVENTS, Tx
+from server.storage.tx import LATER_EVENTS, Carrier, Tx
 from server.storage.webhook_schema import tenant_webhooks
 from server.storage.writer import COMMITTED_BEFORE, WRITE_TURN_KEY
 
@@ -179,7 +179,7 @@ async def _sqlite_sequences(conn: AsyncConnection, rows: list[dict[str, Any]]) -
 _LAST_CURSOR = direct.Statement(select(func.max(events.c.id)))
 
 
-class _Append:
+class _Append(Carrier):
     """The events' put-off write; it carries the group's inserts (see Later.flush)."""
 
     async def __call__(self, conn: AsyncConnection, entries: list[Any]) -> None:
