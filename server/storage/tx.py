@@ -102,9 +102,9 @@ class Carrier:
 
 
 # Up to this many rows ride in the events statement (see Later.flush). Past
-# it the round trips saved cost less than asyncpg's encoding of the rows as
-# arrays, which checks each value in Python: a batch of 1000 sends cost 3-4 µs
-# more a destination that way than as executemany's rows.
+# it, asyncpg's encoding of the rows as arrays, which checks each value in
+# Python, costs more than the round trips it saves: a batch of 1000 sends
+# cost 3-4 µs more a destination that way than as executemany's rows.
 CARRY_ROWS = 64
 
 # The order in which put-off writes reach the database, lowest first.
