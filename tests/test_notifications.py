@@ -30,6 +30,7 @@ from server.domain.webhook_signing import verify
 from server.gateway.jsonmap import to_json
 from support.clock import FakeClock, eventually
 from support.hub import authed_channel, channel_to, rest_session, running_hub
+from support.net import serving
 
 ROOT = Path(__file__).resolve().parent.parent
 CONVERSATIONS = [f"c0000000-0000-0000-0000-{i:012d}" for i in range(25)]
@@ -419,28 +420,21 @@ async def test_tenant_webhook_gets_signed_envelopes_in_conversation_order(db_url
 
     app = web.Application()
     app.router.add_post("/events", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with (
-            running_hub(db_url, webhook_retry_base_ms=50) as hub,
-            rest_session() as http,
-        ):
-            async with http.post(
-                f"http://127.0.0.1:{hub.http_port}/api/v1/config/webhook",
-                json={"url": f"http://127.0.0.1:{port}/events"},
-            ) as resp:
-                reply = await resp.json()
-            assert resp.status == 200, reply
-            secret = reply["data"]["secret"]["signingSecret"]
-            await emit(hub, 20, chunk=5)
-            await eventually(lambda: len(hits) >= 21, within=20)
-    finally:
-        await runner.cleanup()
-    assert reply["data"]["webhook"] == f"http://127.0.0.1:{port}/events"
+    async with (
+        serving(app) as base,
+        running_hub(db_url, webhook_retry_base_ms=50) as hub,
+        rest_session() as http,
+    ):
+        async with http.post(
+            f"http://127.0.0.1:{hub.http_port}/api/v1/config/webhook",
+            json={"url": f"{base}/events"},
+        ) as resp:
+            reply = await resp.json()
+        assert resp.status == 200, reply
+        secret = reply["data"]["secret"]["signingSecret"]
+        await emit(hub, 20, chunk=5)
+        await eventually(lambda: len(hits) >= 21, within=20)
+    assert reply["data"]["webhook"] == f"{base}/events"
     for headers, body, _ in hits:
         assert verify(secret, headers, body)
         assert json.loads(body)["kind"] == "notification"

@@ -30,6 +30,7 @@ from support.hub import (
     rest_call,
     running_hub,
 )
+from support.net import serving
 
 
 class FallbackProvider:
@@ -78,14 +79,8 @@ async def receiver(answers: list[int]) -> AsyncIterator[tuple[str, list[dict[str
 
     app = web.Application()
     app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/hook", seen
-    finally:
-        await runner.cleanup()
+    async with serving(app) as base:
+        yield f"{base}/hook", seen
 
 
 def _statuses(seen: list[dict[str, Any]]) -> list[str]:

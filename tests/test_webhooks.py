@@ -26,7 +26,7 @@ from server.storage.store import SqlStore
 from server.storage.tx import Tx
 from server.storage.webhook_schema import webhooks
 from server.webhooks.sender import WebhookSender
-from support.net import loopback_http
+from support.net import loopback_http, serving
 
 TENANT = "t1"
 FAST = RetryPolicy(base_ms=20, cap_ms=100)
@@ -40,15 +40,8 @@ async def receiver(routes: dict[str, Handler]) -> AsyncIterator[str]:
     app = web.Application()
     for path, handler in routes.items():
         app.router.add_route("*", path, handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as base:
+        yield base
 
 
 def _ignore(_: Any) -> None:

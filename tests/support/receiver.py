@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from .net import serving
+
 
 @dataclass
 class Receiver:
@@ -35,12 +37,5 @@ async def receiver(**answers: int) -> AsyncIterator[Receiver]:
 
     app = web.Application()
     app.router.add_post("/{name}", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    found.base = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with serving(app) as found.base:
         yield found
-    finally:
-        await runner.cleanup()
